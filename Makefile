@@ -1,0 +1,65 @@
+# pushproxy: mailbox changes to unread-count badges, on NATS JetStream.
+#
+#   make run     run everything in one process on an embedded NATS server (data in ./data)
+#   make test    vet, format check, unit and integration tests
+#   make bench   throughput and latency benchmarks, as ratios to raw JetStream
+#   make fuzz    run every fuzz target for FUZZTIME each
+#   make build   build all binaries into ./bin
+#   make lint    go vet and gofmt check
+
+GO        ?= go
+FUZZTIME  ?= 20s
+BENCHTIME ?= 2s
+DATA_DIR  ?= ./data
+BIN       ?= ./bin
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/pushproxy/pushproxy/internal/version.Version=$(VERSION)
+
+# Packages with fuzz targets, as package:target pairs.
+FUZZ_TARGETS = \
+	./internal/sources/native:FuzzNative \
+	./internal/sources/dovecot:FuzzDovecotOX \
+	./internal/sources/dovecot:FuzzDovecotLua \
+	./internal/sources/ews:FuzzEWS \
+	./internal/sources/graph:FuzzGraph \
+	./internal/tokens:FuzzVerify
+
+.PHONY: run test unit integration bench fuzz build lint clean help
+
+help:
+	@sed -n 's/^#   //p' Makefile
+
+run:
+	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/pushctl standalone --data-dir $(DATA_DIR)
+
+test: lint unit integration
+
+unit:
+	$(GO) test -count=1 -timeout 20m ./...
+
+# Integration tests with real Dovecot and Chromium from Debian's packages.
+# They install what they need when run as root and skip with a message otherwise.
+integration:
+	./test/dovecot/run.sh
+	./test/browser/run.sh
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./internal/ingest ./internal/dispatcher
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$name in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/pushproxy/pushproxy/internal/broker"
+	"github.com/pushproxy/pushproxy/internal/s2s"
+	"github.com/pushproxy/pushproxy/internal/settings"
+	"github.com/pushproxy/pushproxy/internal/tokens"
+)
+
+func authCommand() command {
+	return group("auth", "S2S OAuth certificate and configuration (like Get-AuthConfig)",
+		command{name: "new-certificate", summary: "create a self-signed S2S certificate and print its thumbprint", run: runAuthNewCertificate},
+		command{name: "show", summary: "print the auth configuration", run: runAuthShow},
+		command{name: "export", summary: "export the current certificate as a DER .cer file for the relay", run: runAuthExport},
+		command{name: "rotate", summary: "make the next certificate the current one", run: runAuthRotate},
+		command{name: "set-server", summary: "read the relay's auth metadata document", run: runAuthSetServer},
+	)
+}
+
+func runAuthNewCertificate(ctx context.Context, c *cli, args []string) error {
+	fs := c.newFlags("auth new-certificate", "pushctl auth new-certificate --domain DOMAIN [--out DIR] [flags]", `
+Creates a self-signed RSA certificate for S2S OAuth (like Exchange's
+"Exchange S2S OAuth" certificate), writes it and its private key (mode 0600)
+into --out, named by thumbprint, and prints the thumbprint.
+
+The first certificate becomes the current one, which signs tokens. When a
+current one exists, the new one becomes the next certificate: register it
+with the relay (pushctl relay partner add), then run pushctl auth rotate.`)
+	domain := fs.String("domain", "", "the organization's domain, the certificate's subject (required)")
+	out := fs.String("out", s2s.DefaultCertDir, "folder for the certificate and key files")
+	bits := fs.Int("bits", tokens.DefaultKeyBits, "RSA key size in bits (at least 2048)")
+	validity := fs.Duration("validity", tokens.DefaultValidity, "how long the certificate is valid")
+	o := natsFlags(fs)
+	if err := c.parse(fs, args); err != nil {
+		return err
+	}
+	if *domain == "" {
+		return fmt.Errorf("%w: --domain is required", errUsage)
+	}
+	cert, err := tokens.NewCertificate(tokens.CertificateOptions{Domain: *domain, Bits: *bits, Validity: *validity})
+	if err != nil {
+		return err
+	}
+	conn, store, err := openSettings(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	dir, err := filepath.Abs(*out)
+	if err != nil {
+		return err
+	}
+	if err := s2s.Save(dir, cert); err != nil {
+		return err
+	}
+	role := "current"
+	_, err = store.UpdateAuth(ctx, func(a *settings.Auth) error {
+		a.CertificateDir = dir
+		if a.CurrentCertificateThumbprint == "" {
+			a.CurrentCertificateThumbprint = cert.Thumbprint()
+		} else {
+			a.NextCertificateThumbprint = cert.Thumbprint()
+			role = "next"
+		}
+		return nil
+	})
+	if err != nil {
+		certPath, keyPath := s2s.Paths(dir, cert.Thumbprint())
+		_ = os.Remove(certPath)
+		_ = os.Remove(keyPath)
+		return err
+	}
+	if err := printFields(c.stdout, [][2]string{
+		{"Thumbprint", cert.Thumbprint()},
+		{"Subject", cert.X509.Subject.String()},
+		{"NotAfter", formatTime(cert.X509.NotAfter)},
+		{"Role", role},
+		{"Folder", dir},
+	}); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stderr, "Next: pushctl auth export --out OAuthCert.cer, then register it at the relay: pushctl relay partner add --organization %s --certificate OAuthCert.cer\n", *domain)
+	return nil
+}
+
+func runAuthShow(ctx context.Context, c *cli, args []string) error {
+	fs := c.newFlags("auth show", "pushctl auth show [flags]", `
+Prints the auth configuration, like Exchange's Get-AuthConfig, with the
+current certificate's expiry.`)
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	o := natsFlags(fs)
+	if err := c.parse(fs, args); err != nil {
+		return err
+	}
+	return withSettings(ctx, o, func(s *settings.Store) error {
+		a, err := s.Auth(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(c.stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(a)
+		}
+		expiry := ""
+		if cert, err := s2s.Load(a.CertificateDir, a.CurrentCertificateThumbprint); err == nil {
+			expiry = formatTime(cert.X509.NotAfter)
+		}
+		return printFields(c.stdout, [][2]string{
+			{"CurrentCertificateThumbprint", a.CurrentCertificateThumbprint},
+			{"CurrentCertificateNotAfter", expiry},
+			{"NextCertificateThumbprint", a.NextCertificateThumbprint},
+			{"ServiceName", a.ServiceName},
+			{"Realm", a.Realm},
+			{"RelayPrincipal", a.RelayPrincipal},
+			{"AuthMetadataUrl", a.AuthMetadataURL},
+			{"CertificateFolder", a.CertificateDir},
+			{"WhenChanged", formatTime(a.WhenChanged)},
+		})
+	})
+}
+
+func runAuthExport(ctx context.Context, c *cli, args []string) error {
+	fs := c.newFlags("auth export", "pushctl auth export --out FILE.cer [--next] [flags]", `
+Exports the public part of the current (or, with --next, the next) S2S
+certificate as a DER .cer file, for the relay's operator to register.`)
+	out := fs.String("out", "OAuthCert.cer", "file to write")
+	next := fs.Bool("next", false, "export the next certificate instead of the current one")
+	o := natsFlags(fs)
+	if err := c.parse(fs, args); err != nil {
+		return err
+	}
+	return withSettings(ctx, o, func(s *settings.Store) error {
+		a, err := s.Auth(ctx)
+		if err != nil {
+			return err
+		}
+		thumb := a.CurrentCertificateThumbprint
+		if *next {
+			thumb = a.NextCertificateThumbprint
+		}
+		cert, err := s2s.Load(a.CertificateDir, thumb)
+		if err != nil {
+			return err
+		}
+		if err := cert.ExportDER(*out); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "Exported %s to %s\n", cert.Thumbprint(), *out)
+		return nil
+	})
+}
+
+func runAuthRotate(ctx context.Context, c *cli, args []string) error {
+	fs := c.newFlags("auth rotate", "pushctl auth rotate [flags]", `
+Makes the next certificate the current one: tokens are signed with it from
+now on. Register it at the relay first, or the relay will reject them.`)
+	o := natsFlags(fs)
+	if err := c.parse(fs, args); err != nil {
+		return err
+	}
+	return withSettings(ctx, o, func(s *settings.Store) error {
+		a, err := s.UpdateAuth(ctx, func(a *settings.Auth) error {
+			if a.NextCertificateThumbprint == "" {
+				return fmt.Errorf("no next certificate: create one with pushctl auth new-certificate")
+			}
+			if _, err := s2s.Load(a.CertificateDir, a.NextCertificateThumbprint); err != nil {
+				return err
+			}
+			a.CurrentCertificateThumbprint, a.NextCertificateThumbprint = a.NextCertificateThumbprint, ""
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "CurrentCertificateThumbprint : %s\n", a.CurrentCertificateThumbprint)
+		return nil
+	})
+}
+
+func runAuthSetServer(ctx context.Context, c *cli, args []string) error {
+	fs := c.newFlags("auth set-server", "pushctl auth set-server --metadata-url URL [flags]", `
+Reads the relay's auth metadata document (JSON) and saves its principal id,
+so that tokens name the relay as their audience. The relay serves it at
+<relay URI>/metadata/json/1.`)
+	metadataURL := fs.String("metadata-url", "", "URL of the relay's auth metadata document (required)")
+	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the document")
+	o := natsFlags(fs)
+	if err := c.parse(fs, args); err != nil {
+		return err
+	}
+	if *metadataURL == "" {
+		return fmt.Errorf("%w: --metadata-url is required", errUsage)
+	}
+	md, err := tokens.FetchMetadata(ctx, &http.Client{Timeout: *timeout}, *metadataURL)
+	if err != nil {
+		return err
+	}
+	if md.ID == "" {
+		return fmt.Errorf("the metadata document at %s has no id (the relay's principal)", *metadataURL)
+	}
+	return withSettings(ctx, o, func(s *settings.Store) error {
+		a, err := s.UpdateAuth(ctx, func(a *settings.Auth) error {
+			a.AuthMetadataURL = *metadataURL
+			a.RelayPrincipal = md.ID
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return printFields(c.stdout, [][2]string{
+			{"AuthMetadataUrl", a.AuthMetadataURL},
+			{"RelayPrincipal", a.RelayPrincipal},
+			{"RelayRealm", md.Realm},
+			{"RelayIssuer", md.Issuer},
+		})
+	})
+}
+
+// openSettings connects and opens the settings store; the caller closes conn.
+func openSettings(ctx context.Context, o *broker.Options) (*broker.Conn, *settings.Store, error) {
+	conn, err := connect(ctx, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := settings.Open(ctx, conn.JS)
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return conn, s, nil
+}

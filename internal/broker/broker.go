@@ -1,0 +1,219 @@
+// Package broker connects to NATS JetStream, either an external cluster or a
+// server embedded in the process, and provisions the streams and key-value
+// buckets of the pushproxy layout.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Options says how to reach NATS.
+//
+// With Embedded set, a NATS server with JetStream runs inside the process,
+// its data in StoreDir, listening on Listen (host:port) if that is set and
+// reachable only in-process otherwise. Without it, the client connects to
+// URLs with the given credentials and TLS files.
+type Options struct {
+	// Name is the client connection name shown by the server.
+	Name string
+
+	URLs      []string
+	User      string
+	Password  string
+	Token     string
+	CredsFile string
+	CAFile    string
+	CertFile  string
+	KeyFile   string
+
+	Embedded bool
+	StoreDir string
+	Listen   string
+}
+
+// Conn is a NATS connection with its JetStream context, and the embedded
+// server when there is one.
+type Conn struct {
+	NC *nats.Conn
+	JS jetstream.JetStream
+
+	server *server.Server
+}
+
+// ErrNoServers is returned by Connect when neither URLs nor Embedded is set.
+var ErrNoServers = errors.New("no NATS server: give --nats-url or run embedded")
+
+// Connect connects to NATS as opts says; with opts.Embedded it first starts
+// the embedded server. The connection keeps reconnecting forever once it
+// is established, so that a NATS restart is only a pause.
+func Connect(ctx context.Context, opts Options) (*Conn, error) {
+	var (
+		srv    *server.Server
+		natsOp []nats.Option
+		url    string
+	)
+	natsOp = append(natsOp,
+		nats.Name(opts.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500*time.Millisecond),
+		nats.RetryOnFailedConnect(false),
+	)
+	switch {
+	case opts.Embedded:
+		var err error
+		srv, err = StartEmbedded(opts.StoreDir, opts.Listen)
+		if err != nil {
+			return nil, err
+		}
+		natsOp = append(natsOp, nats.InProcessServer(srv))
+	case len(opts.URLs) > 0:
+		url = joinURLs(opts.URLs)
+		natsOp = append(natsOp, authOptions(opts)...)
+	default:
+		return nil, ErrNoServers
+	}
+
+	nc, err := nats.Connect(url, natsOp...)
+	if err != nil {
+		shutdown(srv)
+		return nil, fmt.Errorf("connecting to NATS %s: %w", describe(opts), err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		shutdown(srv)
+		return nil, fmt.Errorf("opening JetStream: %w", err)
+	}
+	return &Conn{NC: nc, JS: js, server: srv}, nil
+}
+
+// Server is the embedded server, or nil when connected to an external one.
+func (c *Conn) Server() *server.Server { return c.server }
+
+// ClientURL is a URL other processes can use to reach the embedded server,
+// or "" when it does not listen on the network.
+func (c *Conn) ClientURL() string {
+	if c.server == nil || c.server.Addr() == nil {
+		return ""
+	}
+	return c.server.ClientURL()
+}
+
+// Close drains the connection, waiting for pending publishes, and stops the
+// embedded server if there is one.
+func (c *Conn) Close() {
+	if c.NC != nil && !c.NC.IsClosed() {
+		done := make(chan struct{})
+		c.NC.SetClosedHandler(func(*nats.Conn) { close(done) })
+		if err := c.NC.Drain(); err == nil {
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				c.NC.Close()
+			}
+		} else {
+			c.NC.Close()
+		}
+	}
+	shutdown(c.server)
+}
+
+// StartEmbedded starts a NATS server with JetStream storing into dir. listen
+// is host:port to accept network clients, or "" for in-process clients only.
+func StartEmbedded(dir, listen string) (*server.Server, error) {
+	if dir == "" {
+		return nil, errors.New("embedded NATS needs a store directory")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("resolving store directory %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(abs, 0o750); err != nil {
+		return nil, fmt.Errorf("creating store directory: %w", err)
+	}
+	sopts := &server.Options{
+		ServerName: "pushproxy-embedded",
+		JetStream:  true,
+		StoreDir:   abs,
+		DontListen: listen == "",
+		NoSigs:     true,
+		NoLog:      true,
+	}
+	if listen != "" {
+		host, portText, err := net.SplitHostPort(listen)
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS listen address %q: %w", listen, err)
+		}
+		port, err := strconv.Atoi(portText)
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS listen port %q: %w", portText, err)
+		}
+		sopts.Host, sopts.Port = host, port
+	}
+	srv, err := server.NewServer(sopts)
+	if err != nil {
+		return nil, fmt.Errorf("configuring embedded NATS: %w", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return nil, errors.New("embedded NATS did not become ready within 30s")
+	}
+	return srv, nil
+}
+
+func shutdown(srv *server.Server) {
+	if srv != nil {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	}
+}
+
+func authOptions(o Options) []nats.Option {
+	var out []nats.Option
+	if o.User != "" {
+		out = append(out, nats.UserInfo(o.User, o.Password))
+	}
+	if o.Token != "" {
+		out = append(out, nats.Token(o.Token))
+	}
+	if o.CredsFile != "" {
+		out = append(out, nats.UserCredentials(o.CredsFile))
+	}
+	if o.CAFile != "" {
+		out = append(out, nats.RootCAs(o.CAFile))
+	}
+	if o.CertFile != "" || o.KeyFile != "" {
+		out = append(out, nats.ClientCert(o.CertFile, o.KeyFile))
+	}
+	return out
+}
+
+func joinURLs(urls []string) string {
+	out := ""
+	for i, u := range urls {
+		if i > 0 {
+			out += ","
+		}
+		out += u
+	}
+	return out
+}
+
+func describe(o Options) string {
+	if o.Embedded {
+		return "(embedded, " + o.StoreDir + ")"
+	}
+	return joinURLs(o.URLs)
+}

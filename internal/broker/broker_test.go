@@ -1,0 +1,148 @@
+package broker_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pushproxy/pushproxy/internal/broker"
+	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
+)
+
+func TestProvisionIsIdempotentAndReady(t *testing.T) {
+	conn := brokertest.Start(t)
+	ctx := context.Background()
+	key1, err := broker.SubjectKey(ctx, conn.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := broker.Provision(ctx, conn.JS, broker.DefaultLayout()); err != nil {
+		t.Fatalf("second provision: %v", err)
+	}
+	key2, err := broker.SubjectKey(ctx, conn.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(key1) != string(key2) {
+		t.Fatal("subject key changed on re-provisioning")
+	}
+	if err := broker.Ready(ctx, conn.JS); err != nil {
+		t.Fatalf("ready: %v", err)
+	}
+}
+
+func TestReadyNamesWhatIsMissing(t *testing.T) {
+	conn := brokertest.Start(t)
+	ctx := context.Background()
+	if err := conn.JS.DeleteStream(ctx, broker.StreamSent); err != nil {
+		t.Fatal(err)
+	}
+	err := broker.Ready(ctx, conn.JS)
+	if err == nil || !strings.Contains(err.Error(), "stream PUSH_SENT") {
+		t.Fatalf("Ready() = %v, want it to name stream PUSH_SENT", err)
+	}
+}
+
+func TestMailStreamPartitionsAndDedups(t *testing.T) {
+	const partitions = 4
+	conn := brokertest.Start(t, brokertest.WithPartitions(partitions))
+	k := brokertest.Keyer(t, conn)
+	ctx := context.Background()
+
+	subject := k.Subject("fabrikam.com", "Alice@Fabrikam.com")
+	for i := 0; i < 2; i++ {
+		ack, err := conn.JS.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: []byte(`{}`), Header: nats.Header{jetstream.MsgIDHeader: []string{"same-change"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 && !ack.Duplicate {
+			t.Fatal("second publish with the same Nats-Msg-Id was not flagged duplicate")
+		}
+	}
+	stream, err := conn.JS.Stream(ctx, broker.StreamMail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := stream.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(msg.Subject, ".")
+	if len(parts) != 4 || parts[0] != "mail" || parts[2] != "fabrikam_com" || parts[3] != k.UserToken("fabrikam.com", "alice@fabrikam.com") {
+		t.Fatalf("stored subject %q is not mail.<partition>.<tenant>.<user>", msg.Subject)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 1 {
+		t.Fatalf("stream holds %d messages, want 1 after a duplicate", info.State.Msgs)
+	}
+	// The same user always lands in the same partition.
+	if _, err := conn.JS.Publish(ctx, subject, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	msg2, err := stream.GetMsg(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg2.Subject != msg.Subject {
+		t.Fatalf("same user stored under %q then %q", msg.Subject, msg2.Subject)
+	}
+}
+
+func TestConnectWithoutServerFails(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := broker.Connect(ctx, broker.Options{}); err == nil {
+		t.Fatal("Connect with no URL and no embedded server succeeded")
+	}
+	if _, err := broker.Connect(ctx, broker.Options{URLs: []string{"nats://127.0.0.1:1"}}); err == nil {
+		t.Fatal("Connect to a closed port succeeded")
+	}
+}
+
+func TestProvisionThreeReplicasOnACluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	urls := brokertest.StartCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conn, err := broker.Connect(ctx, broker.Options{URLs: urls})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	layout := broker.DefaultLayout()
+	layout.Replicas = 3
+	if err := broker.Provision(ctx, conn.JS, layout); err != nil {
+		t.Fatalf("provisioning with 3 replicas: %v", err)
+	}
+	stream, err := conn.JS.Stream(ctx, broker.StreamMail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := stream.CachedInfo().Config.Replicas; got != 3 {
+		t.Fatalf("MAIL has %d replicas, want 3", got)
+	}
+	if err := broker.Ready(ctx, conn.JS); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestProvisionThreeReplicasOnOneServerFails(t *testing.T) {
+	conn := brokertest.Start(t)
+	layout := broker.DefaultLayout()
+	layout.Replicas = 3
+	layout.Partitions = 2
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := broker.Provision(ctx, conn.JS, layout); err == nil {
+		t.Fatal("3 replicas on a single server were accepted")
+	}
+}

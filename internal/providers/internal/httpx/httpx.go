@@ -1,0 +1,78 @@
+// Package httpx holds the HTTP plumbing shared by the push providers: a
+// client tuned for long-lived connections to a push service and bounded
+// reading of response bodies.
+package httpx
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"syscall"
+	"time"
+)
+
+// MaxBody is the most of a push service's response body that is read; the
+// rest is discarded so the connection can be reused.
+const MaxBody = 64 << 10
+
+// ClientConfig tunes NewClient.
+type ClientConfig struct {
+	// Timeout bounds a whole request, response body included. 0 means 30s.
+	Timeout time.Duration
+	// HTTP2Only disables HTTP/1.1 (APNs speaks only HTTP/2).
+	HTTP2Only bool
+	// DialControl, if set, is called before each connection is made and may
+	// refuse the address (see net.Dialer.Control). Setting it also turns off
+	// the environment's HTTP proxy, whose address is all the control would
+	// see.
+	DialControl func(network, address string, c syscall.RawConn) error
+}
+
+// NewClient returns an HTTP client for one push service: TLS 1.2 or later,
+// HTTP/2 when the server offers it (with ping health checks on idle
+// connections), and enough idle connections for concurrent sends.
+func NewClient(cfg ClientConfig) *http.Client {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	dialer := &net.Dialer{
+		Timeout:   10 * time.Second,
+		KeepAlive: 15 * time.Second,
+		Control:   cfg.DialControl,
+	}
+	t := &http.Transport{
+		DialContext:           dialer.DialContext,
+		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout:   10 * time.Second,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          100,
+		MaxIdleConnsPerHost:   100,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		HTTP2: &http.HTTP2Config{
+			SendPingTimeout: 15 * time.Second,
+			PingTimeout:     15 * time.Second,
+		},
+	}
+	if cfg.DialControl == nil {
+		// With a proxy the dial control would see only the proxy's address,
+		// so a proxy is used only when addresses are not being checked.
+		t.Proxy = http.ProxyFromEnvironment
+	}
+	if cfg.HTTP2Only {
+		var p http.Protocols
+		p.SetHTTP2(true)
+		t.Protocols = &p
+	}
+	return &http.Client{Transport: t, Timeout: cfg.Timeout}
+}
+
+// ReadBody reads at most MaxBody bytes of r and discards the rest, so the
+// connection can be reused. A read error is ignored: an error body is only
+// ever used to explain a failure that is already known.
+func ReadBody(r io.Reader) []byte {
+	b, _ := io.ReadAll(io.LimitReader(r, MaxBody))
+	_, _ = io.Copy(io.Discard, io.LimitReader(r, 4*MaxBody))
+	return b
+}

@@ -1,0 +1,96 @@
+package httpx
+
+import (
+	"bytes"
+	"crypto/x509"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// trusting returns a client from NewClient that trusts srv's certificate.
+func trusting(srv *httptest.Server, cfg ClientConfig) *http.Client {
+	c := NewClient(cfg)
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	c.Transport.(*http.Transport).TLSClientConfig.RootCAs = pool
+	return c
+}
+
+func server(t *testing.T, http2 bool) *httptest.Server {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Proto", r.Proto)
+	}))
+	srv.EnableHTTP2 = http2
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestNewClientProtocols(t *testing.T) {
+	tests := []struct {
+		name       string
+		serverH2   bool
+		http2Only  bool
+		wantProto  string
+		wantFailed bool
+	}{
+		{"h2 server", true, false, "HTTP/2.0", false},
+		{"h1 server", false, false, "HTTP/1.1", false},
+		{"h2 only, h2 server", true, true, "HTTP/2.0", false},
+		{"h2 only, h1 server", false, true, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := server(t, tt.serverH2)
+			resp, err := trusting(srv, ClientConfig{HTTP2Only: tt.http2Only}).Get(srv.URL)
+			if tt.wantFailed {
+				if err == nil {
+					resp.Body.Close()
+					t.Fatal("HTTP/2-only client talked to an HTTP/1.1 server")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if got := resp.Header.Get("X-Proto"); got != tt.wantProto {
+				t.Errorf("protocol %s, want %s", got, tt.wantProto)
+			}
+		})
+	}
+}
+
+func TestDialControl(t *testing.T) {
+	srv := server(t, true)
+	refused := errors.New("refused")
+	var seen string
+	c := trusting(srv, ClientConfig{DialControl: func(_, address string, _ syscall.RawConn) error {
+		seen = address
+		return refused
+	}})
+	_, err := c.Get(srv.URL)
+	if !errors.Is(err, refused) {
+		t.Fatalf("error %v, want the dial control's error", err)
+	}
+	if !strings.HasPrefix(srv.URL, "https://"+seen) {
+		t.Errorf("dial control saw %q for %s", seen, srv.URL)
+	}
+	if c.Transport.(*http.Transport).Proxy != nil {
+		t.Error("proxy set although addresses are checked")
+	}
+}
+
+func TestReadBody(t *testing.T) {
+	r := bytes.NewReader(bytes.Repeat([]byte{'x'}, 2*MaxBody))
+	if got := ReadBody(r); len(got) != MaxBody {
+		t.Errorf("read %d bytes, want %d", len(got), MaxBody)
+	}
+	if r.Len() != 0 {
+		t.Errorf("%d bytes left unread", r.Len())
+	}
+}

@@ -1,0 +1,182 @@
+// Package providers is the contract between the relay and the device push
+// services it forwards badges to (APNs, FCM, Web Push, and a built-in
+// logging provider).
+//
+// Each push service is one small package under this one, with a Config
+// struct and a New constructor, in the style of Alertmanager's notify
+// integrations. The relay only needs the Provider interface and the Error
+// type: a failed Send tells it whether the device is gone (remove the
+// subscription), whether trying again later may work (and after how long),
+// or neither (a permanent failure, usually configuration).
+package providers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Badge is what the relay asks a provider to deliver to one device.
+type Badge struct {
+	// Tenant is the organisation, taken from the verified S2S token.
+	Tenant string
+	// AppID identifies the app the device subscription belongs to.
+	AppID string
+	// Device is the provider's address of the device: an APNs device token
+	// (hex), an FCM registration token, or a Web Push subscription as JSON
+	// ({"endpoint":...,"keys":{"p256dh":...,"auth":...}}). It may carry
+	// secrets (Web Push keys): log DeviceRef(Device), never Device.
+	Device string
+	// Count is the unread count to show on the badge. Negative values are
+	// sent as 0.
+	Count int
+	// BackgroundSync also asks the app to sync in the background.
+	BackgroundSync bool
+	// Language is the user's language tag (e.g. "es-ES"), if known.
+	Language string
+	// ID identifies the notification (used as apns-id when it is a UUID, and
+	// in logs).
+	ID string
+}
+
+// Provider delivers badges to devices through one push service.
+// Implementations are safe for concurrent use.
+type Provider interface {
+	// Name is the provider's short name ("apns", "fcm", "webpush", "log"),
+	// for logs and metrics.
+	Name() string
+	// Send delivers b. The providers in this module fail only with an
+	// *Error; test it with IsGone, IsRetryable and RetryAfter.
+	Send(ctx context.Context, b Badge) error
+}
+
+// Sentinel errors matched by *Error through errors.Is.
+var (
+	// ErrDeviceGone means the push service says the device address is no
+	// longer valid: the subscription should be removed.
+	ErrDeviceGone = errors.New("device gone")
+	// ErrRetryable means the same send may succeed later.
+	ErrRetryable = errors.New("retryable")
+)
+
+// Error is a failed delivery, classified for the relay.
+//
+// An Error that is neither Gone nor Retryable is permanent: sending the same
+// badge again will fail the same way (bad payload, wrong credentials or
+// topic, ...), but the device subscription itself may still be valid.
+type Error struct {
+	// Provider is the name of the provider that failed.
+	Provider string
+	// Status is the push service's HTTP status, or 0 if there was no
+	// response (network error, invalid input, token fetch failure).
+	Status int
+	// Reason is the push service's reason code (e.g. "Unregistered",
+	// "UNREGISTERED", "QUOTA_EXCEEDED") or a short description.
+	Reason string
+	// Gone means the device address is no longer valid.
+	Gone bool
+	// Retryable means trying again later may succeed.
+	Retryable bool
+	// RetryAfter is how long to wait before retrying, when the push service
+	// said so (Retry-After) or the protocol requires a minimum; 0 otherwise.
+	RetryAfter time.Duration
+	// GoneSince is, for APNs 410 responses, the last time APNs confirmed the
+	// token was no longer valid: a subscription refreshed after this time has
+	// a new registration and should be kept. Zero when unknown.
+	GoneSince time.Time
+	// Err is the underlying error, if any.
+	Err error
+}
+
+// Error describes the failure, e.g. "apns: 410 Unregistered (device gone)".
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Provider)
+	b.WriteString(":")
+	if e.Status != 0 {
+		b.WriteString(" ")
+		b.WriteString(strconv.Itoa(e.Status))
+	}
+	if e.Reason != "" {
+		b.WriteString(" ")
+		b.WriteString(e.Reason)
+	}
+	if e.Err != nil {
+		if e.Status != 0 || e.Reason != "" {
+			b.WriteString(":")
+		}
+		b.WriteString(" ")
+		b.WriteString(e.Err.Error())
+	}
+	switch {
+	case e.Gone:
+		b.WriteString(" (device gone)")
+	case e.Retryable && e.RetryAfter > 0:
+		fmt.Fprintf(&b, " (retry after %s)", e.RetryAfter)
+	case e.Retryable:
+		b.WriteString(" (retryable)")
+	}
+	return b.String()
+}
+
+// Unwrap returns the underlying error.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Is reports whether e matches ErrDeviceGone or ErrRetryable.
+func (e *Error) Is(target error) bool {
+	switch target {
+	case ErrDeviceGone:
+		return e.Gone
+	case ErrRetryable:
+		return e.Retryable
+	}
+	return false
+}
+
+// IsGone reports whether err says the device address is no longer valid.
+func IsGone(err error) bool { return errors.Is(err, ErrDeviceGone) }
+
+// IsRetryable reports whether err says the send may succeed later.
+func IsRetryable(err error) bool { return errors.Is(err, ErrRetryable) }
+
+// RetryAfter returns how long the push service asked to wait before
+// retrying, if err is retryable and carries such a delay.
+func RetryAfter(err error) (time.Duration, bool) {
+	var e *Error
+	if !errors.As(err, &e) || !e.Retryable || e.RetryAfter <= 0 {
+		return 0, false
+	}
+	return e.RetryAfter, true
+}
+
+// ParseRetryAfter parses an HTTP Retry-After value, either delay-seconds or
+// an HTTP-date (RFC 9110, section 10.2.3), relative to now. A date in the
+// past gives 0. It reports false for an empty or malformed value.
+func ParseRetryAfter(value string, now time.Time) (time.Duration, bool) {
+	value = strings.TrimSpace(value)
+	if value == "" {
+		return 0, false
+	}
+	if secs, err := strconv.ParseUint(value, 10, 32); err == nil {
+		return time.Duration(secs) * time.Second, true
+	}
+	t, err := http.ParseTime(value)
+	if err != nil {
+		return 0, false
+	}
+	return max(t.Sub(now), 0), true
+}
+
+// DeviceRef returns a short, stable, non-reversible reference to a device
+// address, for logs: device tokens and Web Push subscriptions must not be
+// logged.
+func DeviceRef(device string) string {
+	sum := sha256.Sum256([]byte(device))
+	return hex.EncodeToString(sum[:6])
+}
