@@ -2,9 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
-	"context"
 	"strings"
 	"testing"
 
