@@ -1,0 +1,477 @@
+package relayclient
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/google/uuid"
+
+	"github.com/pushproxy/pushproxy/internal/relayproto"
+	"github.com/pushproxy/pushproxy/internal/version"
+)
+
+// Defaults of Config.
+const (
+	DefaultTimeout            = 10 * time.Second
+	DefaultInitialInterval    = 500 * time.Millisecond
+	DefaultMaxInterval        = 30 * time.Second
+	DefaultMaxElapsedTime     = 2 * time.Minute
+	DefaultBreakerFailures    = 5
+	DefaultBreakerCooldown    = 30 * time.Second
+	DefaultBreakerMaxCooldown = 5 * time.Minute
+)
+
+// MaxResponseSize bounds the body of a successful answer that is read; a
+// larger one is an error.
+const MaxResponseSize = 4 << 20
+
+// maxFaultSize bounds the body of a failed answer that is read.
+const maxFaultSize = 64 << 10
+
+// Internal causes, wrapped in an *Error, that Classify explains.
+var (
+	errInvalidURI  = errors.New("invalid service URI")
+	errBadResponse = errors.New("answer is not a publish response")
+	errBadBatch    = errors.New("invalid batch")
+)
+
+// TokenSource gives a bearer S2S token; *tokens.Issuer implements it.
+type TokenSource interface {
+	Token(ctx context.Context) (string, error)
+}
+
+// Config configures a Client. Zero fields take the defaults.
+type Config struct {
+	// Tokens gives the bearer token of each request. Required: without it
+	// every publish fails with ClassAuthentication.
+	Tokens TokenSource
+	// HTTPClient sends the requests. Default: a client with keep-alive and
+	// connection reuse, HTTP/2 when the relay speaks TLS, TLS 1.2 or later,
+	// the environment's HTTP proxy, and redirects not followed (a relay does
+	// not redirect; a redirect means the Uri is wrong). Its Timeout, if any,
+	// applies on top of Timeout.
+	HTTPClient *http.Client
+	// UserAgent names the proxy. Default "pushproxy/<version>" (see
+	// internal/version).
+	UserAgent string
+	// Timeout bounds one attempt, the answer's body included. Default 10s.
+	Timeout time.Duration
+
+	// InitialInterval is PublishRetry's first wait. Default 500ms.
+	InitialInterval time.Duration
+	// MaxInterval caps PublishRetry's waits, jitter aside, unless the relay
+	// asks for longer. Default 30s.
+	MaxInterval time.Duration
+	// MaxElapsedTime bounds PublishRetry: no attempt starts after it.
+	// Default 2 minutes; negative means no bound but the context's.
+	MaxElapsedTime time.Duration
+
+	// BreakerFailures is how many consecutive temporary failures open the
+	// circuit breaker. Default 5; negative disables the breaker.
+	BreakerFailures int
+	// BreakerCooldown is how long the breaker first stays open; it doubles
+	// each time it opens again without a success in between. Default 30s.
+	BreakerCooldown time.Duration
+	// BreakerMaxCooldown caps the cool-down. Default 5 minutes (and never
+	// less than BreakerCooldown). A relay's own back-off hint may hold the
+	// breaker open longer, up to relayproto.MaxBackOff.
+	BreakerMaxCooldown time.Duration
+	// Now is the clock of the breaker and of Retry-After dates. Default
+	// time.Now.
+	Now func() time.Time
+}
+
+// Client publishes notifications to the relay. It is safe for concurrent
+// use; share one per relay so that its connections and its circuit breaker
+// are shared.
+type Client struct {
+	tokens    TokenSource
+	hc        *http.Client
+	userAgent string
+	timeout   time.Duration
+	initial   time.Duration
+	maxIntvl  time.Duration
+	maxElaps  time.Duration
+	now       func() time.Time
+	breaker   *breaker
+}
+
+// New returns a Client with cfg's zero fields set to the defaults.
+func New(cfg Config) *Client {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.Timeout, DefaultTimeout)
+	def(&cfg.InitialInterval, DefaultInitialInterval)
+	def(&cfg.MaxInterval, DefaultMaxInterval)
+	def(&cfg.BreakerCooldown, DefaultBreakerCooldown)
+	def(&cfg.BreakerMaxCooldown, DefaultBreakerMaxCooldown)
+	cfg.MaxInterval = max(cfg.MaxInterval, cfg.InitialInterval)
+	cfg.BreakerMaxCooldown = max(cfg.BreakerMaxCooldown, cfg.BreakerCooldown)
+	switch {
+	case cfg.MaxElapsedTime == 0:
+		cfg.MaxElapsedTime = DefaultMaxElapsedTime
+	case cfg.MaxElapsedTime < 0:
+		cfg.MaxElapsedTime = 0 // no bound, as backoff counts it
+	}
+	switch {
+	case cfg.BreakerFailures == 0:
+		cfg.BreakerFailures = DefaultBreakerFailures
+	case cfg.BreakerFailures < 0:
+		cfg.BreakerFailures = math.MaxInt
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = defaultHTTPClient()
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = version.UserAgent()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Client{
+		tokens:    cfg.Tokens,
+		hc:        cfg.HTTPClient,
+		userAgent: cfg.UserAgent,
+		timeout:   cfg.Timeout,
+		initial:   cfg.InitialInterval,
+		maxIntvl:  cfg.MaxInterval,
+		maxElaps:  cfg.MaxElapsedTime,
+		now:       cfg.Now,
+		breaker: &breaker{
+			threshold:   cfg.BreakerFailures,
+			cooldown:    cfg.BreakerCooldown,
+			maxCooldown: cfg.BreakerMaxCooldown,
+			now:         cfg.Now,
+		},
+	}
+}
+
+// defaultHTTPClient is a client for one long-lived relay connection pool.
+func defaultHTTPClient() *http.Client {
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	t := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
+		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout:   10 * time.Second,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          100,
+		MaxIdleConnsPerHost:   32,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		HTTP2: &http.HTTP2Config{
+			SendPingTimeout: 15 * time.Second,
+			PingTimeout:     15 * time.Second,
+		},
+	}
+	return &http.Client{
+		Transport: t,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
+
+// State is the circuit breaker's state, for metrics.
+func (c *Client) State() BreakerState { return c.breaker.State() }
+
+// BreakerOpenUntil is when the open circuit breaker will let a trial
+// request through; the zero time when it is not open.
+func (c *Client) BreakerOpenUntil() time.Time { return c.breaker.OpenUntil() }
+
+// Healthy reports whether a publish made now would be sent rather than
+// refused by the circuit breaker: the breaker is closed, or half-open with
+// no trial in flight. The dispatcher takes new work only while it is true.
+func (c *Client) Healthy() bool { return c.breaker.Ready() }
+
+// Publish sends one batch once to uri+relayproto.PublishPath, where uri is
+// the proxy Uri (for example https://relay.example/PushNotifications). A
+// 2xx answer gives the relay's per-notification, per-device results, which
+// the caller must look at: a device may be gone or need a retry. Any other
+// outcome is an error: an *Error for everything about the request and the
+// relay, or the context's error when ctx ended first.
+func (c *Client) Publish(ctx context.Context, uri string, batch []relayproto.Notification) (relayproto.Response, error) {
+	if err := ctx.Err(); err != nil {
+		return relayproto.Response{}, fmt.Errorf("publishing to %s: %w", uri, err)
+	}
+	endpoint, err := publishURL(uri)
+	if err != nil {
+		return relayproto.Response{}, &Error{Class: ClassPushNotifications, URI: uri, Err: err}
+	}
+	if err := checkBatch(batch); err != nil {
+		return relayproto.Response{}, &Error{Class: ClassUnknown, URI: uri, Err: err}
+	}
+	body, err := json.Marshal(relayproto.Request{Notifications: batch})
+	if err != nil {
+		return relayproto.Response{}, &Error{Class: ClassUnknown, URI: uri, Err: fmt.Errorf("encoding the request: %w", err)}
+	}
+	trial, err := c.breaker.allow(uri)
+	if err != nil {
+		return relayproto.Response{}, err
+	}
+	resp, o, err := c.send(ctx, uri, endpoint, body)
+	var hint time.Duration
+	var e *Error
+	if errors.As(err, &e) {
+		hint = e.RetryAfter
+	}
+	c.breaker.done(trial, o, err, hint)
+	return resp, err
+}
+
+// publishURL checks uri and appends the publish path.
+func publishURL(uri string) (string, error) {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", errInvalidURI, err)
+	}
+	if (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return "", fmt.Errorf("%w: %q is not an absolute http or https URL", errInvalidURI, uri)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("%w: %q has a query or fragment", errInvalidURI, uri)
+	}
+	return strings.TrimRight(uri, "/") + relayproto.PublishPath, nil
+}
+
+// checkBatch refuses what the relay would refuse anyway.
+func checkBatch(batch []relayproto.Notification) error {
+	switch {
+	case len(batch) == 0:
+		return fmt.Errorf("%w: no notifications", errBadBatch)
+	case len(batch) > relayproto.MaxNotificationsPerRequest:
+		return fmt.Errorf("%w: %d notifications, at most %d per request", errBadBatch, len(batch), relayproto.MaxNotificationsPerRequest)
+	}
+	for _, n := range batch {
+		if len(n.Recipients) > relayproto.MaxRecipients {
+			return fmt.Errorf("%w: notification %q has %d recipients, at most %d", errBadBatch, n.ID, len(n.Recipients), relayproto.MaxRecipients)
+		}
+	}
+	return nil
+}
+
+// send makes one attempt and says what it tells the breaker.
+func (c *Client) send(ctx context.Context, uri, endpoint string, body []byte) (relayproto.Response, outcome, error) {
+	if c.tokens == nil {
+		return relayproto.Response{}, outcomeNeutral, &Error{Class: ClassAuthentication, URI: uri, Err: errors.New("no S2S token source configured")}
+	}
+	token, err := c.tokens.Token(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return relayproto.Response{}, outcomeNeutral, fmt.Errorf("publishing to %s: getting an S2S token: %w", uri, err)
+		}
+		return relayproto.Response{}, outcomeNeutral, &Error{Class: ClassAuthentication, URI: uri, Err: fmt.Errorf("getting an S2S token: %w", err)}
+	}
+
+	id := uuid.NewString()
+	actx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, endpoint, bytes.NewReader(body))
+	if err != nil {
+		return relayproto.Response{}, outcomeNeutral, &Error{Class: ClassPushNotifications, URI: uri, Err: fmt.Errorf("%w: %w", errInvalidURI, err)}
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", c.userAgent)
+	req.Header.Set(relayproto.HeaderClientRequestID, id)
+	req.Header.Set(relayproto.HeaderReturnClientRequestID, "True")
+
+	// transportErr turns a failure to send or to read the answer into an
+	// error: the caller's if the caller gave up, otherwise Networking.
+	transportErr := func(err error) (relayproto.Response, outcome, error) {
+		if ctx.Err() != nil {
+			return relayproto.Response{}, outcomeNeutral, fmt.Errorf("publishing to %s [client-request-id %s]: %w", uri, id, ctx.Err())
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the URL is in the *Error already
+		}
+		if errors.Is(actx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("no answer within %s: %w", c.timeout, err)
+		}
+		return relayproto.Response{}, outcomeFailed, &Error{Class: ClassNetworking, URI: uri, RequestID: id, Err: err}
+	}
+
+	res, err := c.hc.Do(req)
+	if err != nil {
+		return transportErr(err)
+	}
+	defer func() {
+		_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, maxFaultSize))
+		_ = res.Body.Close()
+	}()
+
+	if res.StatusCode < 200 || res.StatusCode > 299 {
+		data, _ := io.ReadAll(io.LimitReader(res.Body, maxFaultSize))
+		e := c.statusError(uri, id, res, data)
+		if e.Temporary() {
+			return relayproto.Response{}, outcomeFailed, e
+		}
+		return relayproto.Response{}, outcomeAlive, e
+	}
+
+	data, err := io.ReadAll(io.LimitReader(res.Body, MaxResponseSize+1))
+	if err != nil {
+		return transportErr(fmt.Errorf("reading the answer: %w", err))
+	}
+	bad := func(err error) (relayproto.Response, outcome, error) {
+		return relayproto.Response{}, outcomeAlive, &Error{Class: ClassPushNotifications, URI: uri, Status: res.StatusCode, RequestID: id, Err: err}
+	}
+	if len(data) > MaxResponseSize {
+		return bad(fmt.Errorf("%w: larger than %d bytes", errBadResponse, MaxResponseSize))
+	}
+	var resp relayproto.Response
+	if len(data) == 0 && res.StatusCode == http.StatusNoContent {
+		return resp, outcomeAlive, nil
+	}
+	if err := json.Unmarshal(data, &resp); err != nil {
+		return bad(fmt.Errorf("%w: %w", errBadResponse, err))
+	}
+	return resp, outcomeAlive, nil
+}
+
+// statusError is the error of a non-2xx answer with body data.
+func (c *Client) statusError(uri, id string, res *http.Response, data []byte) *Error {
+	e := &Error{
+		Class:     classForStatus(res.StatusCode),
+		URI:       uri,
+		Status:    res.StatusCode,
+		RequestID: id,
+	}
+	if e.Status == http.StatusUnauthorized {
+		e.Challenge = strings.Join(res.Header.Values("WWW-Authenticate"), ", ")
+	}
+	if e.Status >= 300 && e.Status < 400 {
+		e.Err = fmt.Errorf("redirected to %q", res.Header.Get("Location"))
+	}
+	e.Fault = parseFault(data, e.Temporary())
+	hint := parseRetryAfter(res.Header.Get("Retry-After"), c.now())
+	if e.Fault != nil {
+		hint = max(hint, e.Fault.BackOff())
+	}
+	e.RetryAfter = hint
+	return e
+}
+
+// faultBody is a relay fault as sent, telling an absent CanRetry from false.
+type faultBody struct {
+	Message                   string
+	CanRetry                  *bool
+	BackOffTimeInMilliseconds int64
+}
+
+// parseFault decodes a fault body; nil when data is not one. An absent
+// CanRetry is canRetry.
+func parseFault(data []byte, canRetry bool) *relayproto.Fault {
+	var fb faultBody
+	if json.Unmarshal(data, &fb) != nil || (fb.Message == "" && fb.CanRetry == nil && fb.BackOffTimeInMilliseconds == 0) {
+		return nil
+	}
+	f := &relayproto.Fault{Message: fb.Message, CanRetry: canRetry, BackOffTimeInMilliseconds: fb.BackOffTimeInMilliseconds}
+	if fb.CanRetry != nil {
+		f.CanRetry = *fb.CanRetry
+	}
+	return f
+}
+
+// parseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date,
+// capped at relayproto.MaxBackOff; 0 when absent or unreadable.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs > int64(relayproto.MaxBackOff/time.Second) {
+			return relayproto.MaxBackOff
+		}
+		d = time.Duration(secs) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), relayproto.MaxBackOff)
+}
+
+// PublishRetry publishes batch, retrying temporary failures with jittered
+// exponential back-off (InitialInterval, MaxInterval, MaxElapsedTime). Each
+// wait is the larger of the policy's and the relay's hint (the fault's
+// BackOffTimeInMilliseconds or Retry-After, whichever is larger), so a
+// relay's request to wait is always honoured; a wait is never started if it
+// would end past MaxElapsedTime or the context's deadline. A permanent
+// failure (see Error.Temporary) stops at once.
+//
+// notify, if not nil, is called before each wait with the number of the
+// attempt that failed, its error and the wait, so the caller can keep its
+// messages alive and count retries.
+//
+// It returns the response of the successful attempt and the number of
+// attempts made (fast failures of an open circuit breaker included). On
+// failure the error is the last attempt's *Error (wrapped with how many
+// attempts were made, and with the context's error if ctx ended).
+// Per-device results that ask for a retry are the caller's to act on.
+func (c *Client) PublishRetry(ctx context.Context, uri string, batch []relayproto.Notification, notify func(attempt int, err error, wait time.Duration)) (relayproto.Response, int, error) {
+	policy := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(c.initial),
+		backoff.WithMaxInterval(c.maxIntvl),
+		backoff.WithMaxElapsedTime(c.maxElaps),
+	)
+	for attempt := 1; ; attempt++ {
+		resp, err := c.Publish(ctx, uri, batch)
+		if err == nil {
+			return resp, attempt, nil
+		}
+		if ctx.Err() != nil || !temporary(err) {
+			return relayproto.Response{}, attempt, err
+		}
+		wait := policy.NextBackOff()
+		if wait == backoff.Stop {
+			return relayproto.Response{}, attempt, fmt.Errorf("giving up after %s in %s: %w", attempts(attempt), policy.GetElapsedTime().Round(time.Millisecond), err)
+		}
+		var e *Error
+		if errors.As(err, &e) {
+			wait = max(wait, e.RetryAfter)
+		}
+		if c.maxElaps > 0 && policy.GetElapsedTime()+wait > c.maxElaps {
+			return relayproto.Response{}, attempt, fmt.Errorf("giving up after %s: the next in %s would start after the maximum retry time of %s: %w", attempts(attempt), wait.Round(time.Millisecond), c.maxElaps, err)
+		}
+		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
+			return relayproto.Response{}, attempt, fmt.Errorf("giving up after %s: the next in %s would start after the deadline: %w", attempts(attempt), wait.Round(time.Millisecond), err)
+		}
+		if notify != nil {
+			notify(attempt, err, wait)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return relayproto.Response{}, attempt, fmt.Errorf("%w after %s (last error: %w)", ctx.Err(), attempts(attempt), err)
+		case <-t.C:
+		}
+	}
+}
+
+// attempts is "1 attempt" or "n attempts".
+func attempts(n int) string {
+	if n == 1 {
+		return "1 attempt"
+	}
+	return strconv.Itoa(n) + " attempts"
+}

@@ -1,0 +1,30 @@
+// Package relayclient is the on-premises side of the relay protocol: the
+// client that the dispatcher, the connectivity probe and dead-letter redrive
+// use to publish notifications to the relay.
+//
+// A publish is one POST of a batch of [relayproto.Notification] to
+// {Uri}/service.svc/PublishOnPremNotifications with a bearer S2S token, a
+// random client-request-id and return-client-request-id: True, the way
+// Exchange's on-premises publisher did it.
+//
+// Failures are values: every failure of a request is an [*Error] with a
+// [Class] (Authentication, Networking, PushNotifications, Throttled, Server,
+// Unknown), the HTTP status, the relay's [relayproto.Fault], its back-off
+// hint and the client-request-id, and it matches the sentinels
+// [ErrUnauthorized], [ErrUnreachable], [ErrPermanent] and [ErrCircuitOpen]
+// with errors.Is. [Classify] turns any error into the probe's four classes
+// and a message that tells the operator what to fix.
+//
+// [Client.PublishRetry] retries temporary failures with jittered exponential
+// back-off (github.com/cenkalti/backoff/v4), waiting at least as long as the
+// relay asked (BackOffTimeInMilliseconds, Retry-After), and stops at once on
+// a permanent failure.
+//
+// A Client has one circuit breaker for all the URIs it talks to: a
+// deployment publishes to one relay, so one breaker per client is per relay.
+// After a run of consecutive temporary failures it opens and Publish fails
+// fast with [ErrCircuitOpen]; after a cool-down, which grows each time the
+// breaker opens again, one trial request goes through, and a success closes
+// it. [Client.Healthy] and [Client.BreakerOpenUntil] let the dispatcher stop
+// taking work while the relay is down, and [Client.State] feeds a metric.
+package relayclient
