@@ -1,0 +1,234 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pushproxy/pushproxy/internal/providers"
+	"github.com/pushproxy/pushproxy/internal/relayproto"
+)
+
+// noProvider is the provider label of deliveries that reached no provider
+// (unknown or unavailable app).
+const noProvider = "none"
+
+// job is one send: a badge for one recipient, and where its result goes.
+type job struct {
+	recipient relayproto.Recipient
+	badge     providers.Badge
+	provider  providers.Provider
+	result    *relayproto.DeviceResult
+}
+
+// deliver answers every notification of req for tenant: monitoring ones at
+// once, the others through their apps' providers, one lane per provider
+// kind, all lanes at the same time. It returns the response and how many
+// devices got each status.
+func (s *Server) deliver(ctx context.Context, tenant string, req *relayproto.Request, log zerolog.Logger) (relayproto.Response, map[relayproto.DeviceStatus]int) {
+	resp := relayproto.Response{Results: make([]relayproto.NotificationResult, len(req.Notifications))}
+	byKind := map[string][]job{}
+	for i, n := range req.Notifications {
+		devices := make([]relayproto.DeviceResult, len(n.Recipients))
+		resp.Results[i] = relayproto.NotificationResult{ID: n.ID, Devices: devices}
+		monitoring := n.IsMonitoring()
+		kind := "push"
+		if monitoring {
+			kind = "monitoring"
+		}
+		s.metrics.notifications.WithLabelValues(kind).Inc()
+		for j, r := range n.Recipients {
+			d := &devices[j]
+			d.AppID, d.DeviceID = r.AppID, r.DeviceID
+			if monitoring {
+				// The connectivity probe: answered here, never forwarded.
+				d.Status = relayproto.DeviceDelivered
+				continue
+			}
+			p, err := s.router.Route(r.AppID)
+			if err != nil {
+				s.unroutable(d, err)
+				s.metrics.delivery(noProvider, d.Status)
+				continue
+			}
+			byKind[p.Name()] = append(byKind[p.Name()], job{
+				recipient: r,
+				provider:  p,
+				result:    d,
+				badge: providers.Badge{
+					Tenant:         tenant,
+					AppID:          r.AppID,
+					Device:         r.DeviceID,
+					Count:          n.Payload.UnseenEmailCount,
+					BackgroundSync: backgroundSync(n.Payload.BackgroundSyncType),
+					Language:       n.Payload.Language,
+					ID:             n.ID,
+				},
+			})
+		}
+	}
+
+	var wg sync.WaitGroup
+	for kind, jobs := range byKind {
+		wg.Go(func() { s.runLane(ctx, s.lanes.get(kind), jobs, log) })
+	}
+	wg.Wait()
+
+	tally := map[relayproto.DeviceStatus]int{}
+	for _, res := range resp.Results {
+		for _, d := range res.Devices {
+			tally[d.Status]++
+		}
+	}
+	return resp, tally
+}
+
+// backgroundSync reports whether a backgroundSyncType asks the app to sync.
+func backgroundSync(t string) bool {
+	return t != "" && !strings.EqualFold(t, "None")
+}
+
+// unroutable fills the result of a recipient whose app has no provider.
+func (s *Server) unroutable(d *relayproto.DeviceResult, err error) {
+	if errors.Is(err, ErrUnknownApp) {
+		d.Status = relayproto.DeviceRejected
+		d.Reason = fmt.Sprintf("appId %q is not registered at this relay", d.AppID)
+		return
+	}
+	d.Status = relayproto.DeviceRetry
+	d.Reason = fmt.Sprintf("appId %q cannot be served by this relay right now", d.AppID)
+	d.BackOffTimeInMilliseconds = backOffMillis(s.cfg.RetryBackOff)
+}
+
+// runLane sends jobs through one provider kind's lane: as many at once as
+// the lane has slots, all within the lane's timeout. Jobs that cannot start
+// or finish in time are answered "retry".
+func (s *Server) runLane(ctx context.Context, l *lane, jobs []job, log zerolog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	work := make(chan *job)
+	var wg sync.WaitGroup
+	for range min(len(jobs), cap(l.sem)) {
+		wg.Go(func() {
+			for j := range work {
+				s.settle(l, j, s.send(ctx, l, j), log)
+			}
+		})
+	}
+	for i := range jobs {
+		work <- &jobs[i]
+	}
+	close(work)
+	wg.Wait()
+}
+
+// send takes a slot of the lane and sends one badge, giving up when ctx
+// ends even if the provider does not: the slot stays taken until the
+// provider returns, so a stuck provider uses up only its own lane.
+func (s *Server) send(ctx context.Context, l *lane, j *job) error {
+	if err := l.acquire(ctx); err != nil {
+		return err
+	}
+	inFlight := s.metrics.inFlight.WithLabelValues(l.kind)
+	inFlight.Inc()
+	done := make(chan error, 1)
+	go func() {
+		defer l.release()
+		defer inFlight.Dec()
+		start := time.Now()
+		err := j.provider.Send(ctx, j.badge)
+		s.metrics.providerLatency.WithLabelValues(l.kind).Observe(time.Since(start).Seconds())
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		select {
+		case err := <-done:
+			return err
+		default:
+			return errLaneTimeout
+		}
+	}
+}
+
+// settle records the outcome of a send in the job's result.
+func (s *Server) settle(l *lane, j *job, err error, log zerolog.Logger) {
+	d := j.result
+	var perr *providers.Error
+	switch {
+	case err == nil:
+		d.Status = relayproto.DeviceDelivered
+	case errors.Is(err, errLaneTimeout) || errors.Is(err, context.DeadlineExceeded):
+		d.Status = relayproto.DeviceRetry
+		d.Reason = fmt.Sprintf("%s did not answer within %s", l.kind, l.timeout)
+		d.BackOffTimeInMilliseconds = backOffMillis(s.cfg.RetryBackOff)
+	case providers.IsGone(err):
+		d.Status, d.Reason = relayproto.DeviceGone, reason(l.kind, err)
+		if errors.As(err, &perr) && !perr.GoneSince.IsZero() && j.recipient.LastSubscriptionUpdate.After(perr.GoneSince) {
+			// The device registered again after the push service saw
+			// its address go: this subscription is newer than the
+			// verdict, so it is not pruned.
+			d.Status = relayproto.DeviceRejected
+			d.Reason += " (the subscription was refreshed after the device was unregistered; not treated as gone)"
+		}
+	case providers.IsRetryable(err):
+		d.Status, d.Reason = relayproto.DeviceRetry, reason(l.kind, err)
+		wait, ok := providers.RetryAfter(err)
+		if !ok {
+			wait = s.cfg.RetryBackOff
+		}
+		d.BackOffTimeInMilliseconds = backOffMillis(wait)
+	default:
+		d.Status, d.Reason = relayproto.DeviceRejected, reason(l.kind, err)
+	}
+	s.metrics.delivery(l.kind, d.Status)
+	if d.Status != relayproto.DeviceDelivered {
+		log.Debug().
+			Str("provider", l.kind).
+			Str("app_id", j.badge.AppID).
+			Str("device", providers.DeviceRef(j.badge.Device)).
+			Str("status", string(d.Status)).
+			Str("reason", d.Reason).
+			Msg("device not delivered")
+	}
+	var isProviderError *providers.Error
+	if err != nil && !errors.As(err, &isProviderError) && !errors.Is(err, errLaneTimeout) {
+		// The error text may quote a device address: only its type is
+		// logged above debug level.
+		log.Warn().Str("provider", l.kind).Str("app_id", j.badge.AppID).Str("error_type", fmt.Sprintf("%T", err)).Msg("provider failed with an unclassified error")
+		log.Debug().Str("provider", l.kind).Err(err).Msg("unclassified provider error")
+	}
+}
+
+// reason describes a provider failure for the dispatcher: the push
+// service's status and reason code, never the underlying error, which may
+// quote a device address or a push endpoint.
+func reason(kind string, err error) string {
+	var perr *providers.Error
+	if !errors.As(err, &perr) {
+		return kind + ": delivery failed"
+	}
+	var b strings.Builder
+	b.WriteString(kind)
+	b.WriteString(":")
+	if perr.Status != 0 {
+		b.WriteString(" ")
+		b.WriteString(strconv.Itoa(perr.Status))
+	}
+	if perr.Reason != "" {
+		b.WriteString(" ")
+		b.WriteString(perr.Reason)
+	}
+	if perr.Status == 0 && perr.Reason == "" {
+		b.WriteString(" delivery failed")
+	}
+	return b.String()
+}

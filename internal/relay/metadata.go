@@ -1,0 +1,42 @@
+package relay
+
+import (
+	"net/http"
+
+	"github.com/pushproxy/pushproxy/internal/relayproto"
+	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/tokens"
+)
+
+// metadataName is the display name in the relay's auth metadata document.
+const metadataName = "pushproxy relay"
+
+// metadata serves the relay's auth metadata document: the relay's
+// principal as issuer, the audience tokens must name, and the relay's
+// endpoints. The relay signs nothing, so it publishes no keys. In
+// multi-tenant mode the realm is "*".
+func (s *Server) metadata(w http.ResponseWriter, r *http.Request) {
+	realm := s.cfg.realmOrAny()
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	base := scheme + "://" + r.Host + s.cfg.BasePath
+	m, err := tokens.BuildMetadata(tokens.MetadataOptions{
+		Name:             metadataName,
+		IssuerID:         s.cfg.Principal,
+		Realm:            realm,
+		AllowedAudiences: []string{s.cfg.Principal + "/" + s.cfg.Host + "@" + realm},
+		Endpoints: []tokens.MetadataEndpoint{
+			{Location: base + relayproto.PublishPath, Protocol: "pushproxy", Usage: "publish"},
+			{Location: base + relayproto.MetadataPath, Protocol: "OAuth2", Usage: "metadata"},
+		},
+	})
+	if err != nil {
+		s.log.Error().Err(err).Msg("building auth metadata")
+		service.WriteError(w, &service.Error{Status: http.StatusInternalServerError, Code: "internal", Message: "the auth metadata document cannot be built"})
+		return
+	}
+	w.Header().Set("Cache-Control", "public, max-age=3600")
+	service.WriteJSON(w, http.StatusOK, m)
+}

@@ -1,0 +1,119 @@
+package relay
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pushproxy/pushproxy/internal/relayproto"
+	"github.com/pushproxy/pushproxy/internal/tokens"
+)
+
+// Outcomes of a publish request, the outcome label of
+// pushproxy_relay_requests_total.
+const (
+	outcomeOK                   = "ok"
+	outcomeUnauthorized         = "unauthorized"
+	outcomeBadRequest           = "bad_request"
+	outcomeTooLarge             = "too_large"
+	outcomeUnsupportedMediaType = "unsupported_media_type"
+	outcomeInvalid              = "invalid"
+	outcomeRateLimited          = "rate_limited"
+	outcomeUnavailable          = "unavailable"
+)
+
+// metrics are the relay's Prometheus metrics.
+type metrics struct {
+	requests        *prometheus.CounterVec
+	requestDuration prometheus.Histogram
+	notifications   *prometheus.CounterVec
+	deliveries      *prometheus.CounterVec
+	providerLatency *prometheus.HistogramVec
+	inFlight        *prometheus.GaugeVec
+	authFailures    *prometheus.CounterVec
+	rateLimited     *prometheus.CounterVec
+}
+
+// newMetrics registers the relay's metrics on reg.
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushproxy_relay_requests_total",
+			Help: "Publish requests by outcome (ok, unauthorized, bad_request, too_large, unsupported_media_type, invalid, rate_limited, unavailable).",
+		}, []string{"outcome"}),
+		requestDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pushproxy_relay_request_duration_seconds",
+			Help:    "Time to answer a publish request that was accepted, deliveries included.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 10),
+		}),
+		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushproxy_relay_notifications_total",
+			Help: "Notifications accepted, by kind (push, or monitoring for the connectivity probe).",
+		}, []string{"kind"}),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushproxy_relay_deliveries_total",
+			Help: "Device deliveries by provider and status (delivered, gone, retry, rejected).",
+		}, []string{"provider", "status"}),
+		providerLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pushproxy_relay_provider_duration_seconds",
+			Help:    "Time a provider took to answer one send.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 10),
+		}, []string{"provider"}),
+		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pushproxy_relay_provider_in_flight",
+			Help: "Sends in progress, by provider (bounded by the provider's concurrency limit).",
+		}, []string{"provider"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushproxy_relay_auth_failures_total",
+			Help: "Publish requests refused with 401, by reason.",
+		}, []string{"reason"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushproxy_relay_rate_limited_total",
+			Help: "Publish requests refused with 429 by the per-tenant rate limit, by tenant.",
+		}, []string{"tenant"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.requestDuration, m.notifications, m.deliveries, m.providerLatency, m.inFlight, m.authFailures, m.rateLimited} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	for _, o := range []string{outcomeOK, outcomeUnauthorized, outcomeBadRequest, outcomeTooLarge, outcomeUnsupportedMediaType, outcomeInvalid, outcomeRateLimited, outcomeUnavailable} {
+		m.requests.WithLabelValues(o)
+	}
+	return m, nil
+}
+
+// delivery counts one device outcome.
+func (m *metrics) delivery(provider string, status relayproto.DeviceStatus) {
+	m.deliveries.WithLabelValues(provider, string(status)).Inc()
+}
+
+// authReasons names the token rejections for the reason label, most
+// specific first.
+var authReasons = []struct {
+	err    error
+	reason string
+}{
+	{tokens.ErrMissingToken, "missing_token"},
+	{tokens.ErrTokenTooLarge, "token_too_large"},
+	{tokens.ErrMalformedToken, "malformed_token"},
+	{tokens.ErrUnsupportedAlgorithm, "unsupported_algorithm"},
+	{tokens.ErrUnknownKey, "unknown_key"},
+	{tokens.ErrKeyNotActive, "key_not_active"},
+	{tokens.ErrBadSignature, "bad_signature"},
+	{tokens.ErrExpired, "expired"},
+	{tokens.ErrNotYetValid, "not_yet_valid"},
+	{tokens.ErrLifetimeTooLong, "lifetime_too_long"},
+	{tokens.ErrWrongAudience, "wrong_audience"},
+	{tokens.ErrWrongIssuer, "wrong_issuer"},
+}
+
+// authReason is the reason label of a token rejection.
+func authReason(err error) string {
+	for _, r := range authReasons {
+		if errors.Is(err, r.err) {
+			return r.reason
+		}
+	}
+	return "other"
+}

@@ -1,0 +1,49 @@
+package ews
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// Settings are the operator's settings of the EWS source, as flags.
+type Settings struct {
+	// SubscriptionsFile is the registry file (see RegistryFile); without
+	// it the source is disabled.
+	SubscriptionsFile string
+	// Key is Config.Key; KeyFile holds it instead.
+	Key     string
+	KeyFile string
+}
+
+// Flags registers the EWS source's flags on fs and returns the settings
+// they fill.
+func Flags(fs *flag.FlagSet) *Settings {
+	s := &Settings{}
+	fs.StringVar(&s.SubscriptionsFile, "ews-subscriptions", "", `JSON file mapping EWS push subscription ids to users: {"subscriptions":[{"subscription_id","tenant","user","inbox_folder_id"}]}; without it the EWS endpoint is disabled`)
+	fs.StringVar(&s.Key, "ews-key", "", "secret that EWS push subscription URLs carry as ?key=...; empty accepts any caller, and only notifications for subscriptions in --ews-subscriptions are used")
+	fs.StringVar(&s.KeyFile, "ews-key-file", "", "file holding the EWS URL key (instead of --ews-key)")
+	return s
+}
+
+// Enabled reports whether the settings name a registry file.
+func (s *Settings) Enabled() bool { return s.SubscriptionsFile != "" }
+
+// Config loads the registry and the key into a Config; the caller adds
+// the log, the metrics registry and callbacks.
+func (s *Settings) Config() (Config, error) {
+	reg, err := LoadRegistryFile(s.SubscriptionsFile)
+	if err != nil {
+		return Config{}, err
+	}
+	key := s.Key
+	if s.KeyFile != "" {
+		data, err := os.ReadFile(s.KeyFile)
+		if err != nil {
+			return Config{}, fmt.Errorf("reading the EWS key: %w", err)
+		}
+		key = strings.TrimRight(string(data), "\r\n")
+	}
+	return Config{Subscriptions: reg, Key: key}, nil
+}
