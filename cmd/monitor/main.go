@@ -6,18 +6,11 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
-	"github.com/pushproxy/pushproxy/internal/broker"
-	"github.com/pushproxy/pushproxy/internal/flagenv"
+	"github.com/pushproxy/pushproxy/internal/daemon"
 	"github.com/pushproxy/pushproxy/internal/monitor"
-	"github.com/pushproxy/pushproxy/internal/service"
 )
 
 const description = `Watches a pushproxy deployment and says when pushes do not flow.
@@ -46,43 +39,10 @@ func main() {
 }
 
 func run(args []string, getenv func(string) string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("monitor", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	natsOpts := broker.ConnectFlags(fs, "pushproxy-monitor", false)
-	cfg := monitor.Flags(fs)
-	fs.StringVar(&cfg.HTTPAddr, "http-addr", monitor.DefaultHTTPAddr, "host:port of the HTTP server for /healthz, /readyz and /metrics")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	logFormat := fs.String("log-format", "auto", "log format: json, console, or auto (console on a terminal)")
-	flagenv.SetUsage(fs, "monitor [flags]", description)
-	if err := flagenv.Parse(fs, args, getenv); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintln(stderr, "monitor:", err)
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "monitor: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	log, err := service.NewLogger(stderr, *logLevel, *logFormat)
-	if err != nil {
-		fmt.Fprintln(stderr, "monitor:", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-
-	conn, err := broker.Connect(ctx, *natsOpts)
-	if err != nil {
-		log.Error().Err(err).Msg("connecting to NATS")
-		return 1
-	}
-	defer conn.Close()
-	if err := monitor.Run(ctx, *cfg, conn, log, service.NewRegistry()); err != nil {
-		log.Error().Err(err).Msg("monitor stopped")
-		return 1
-	}
-	log.Info().Msg("monitor stopped")
-	return 0
+	cmd := daemon.New("monitor", "monitor [flags]", description, stderr, daemon.Options{})
+	cfg := monitor.Flags(cmd.Flags)
+	cmd.Flags.StringVar(&cfg.HTTPAddr, "http-addr", monitor.DefaultHTTPAddr, "host:port of the HTTP server for /healthz, /readyz and /metrics")
+	return cmd.Main(args, getenv, func(ctx context.Context, env daemon.Env) error {
+		return monitor.Run(ctx, *cfg, env.Conn, env.Log, env.Registry)
+	})
 }

@@ -5,18 +5,11 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
-	"github.com/pushproxy/pushproxy/internal/broker"
-	"github.com/pushproxy/pushproxy/internal/flagenv"
+	"github.com/pushproxy/pushproxy/internal/daemon"
 	"github.com/pushproxy/pushproxy/internal/relay"
-	"github.com/pushproxy/pushproxy/internal/service"
 )
 
 const description = `Receives badge notifications from the on-premises dispatchers of partner
@@ -50,42 +43,9 @@ func main() {
 }
 
 func run(args []string, getenv func(string) string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	natsOpts := broker.ConnectFlags(fs, "pushproxy-relay", false)
-	cfg := relay.Flags(fs, "")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	logFormat := fs.String("log-format", "auto", "log format: json, console, or auto (console on a terminal)")
-	flagenv.SetUsage(fs, "relay --host HOST --nats-url URL [flags]", description)
-	if err := flagenv.Parse(fs, args, getenv); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintln(stderr, "relay:", err)
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "relay: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	log, err := service.NewLogger(stderr, *logLevel, *logFormat)
-	if err != nil {
-		fmt.Fprintln(stderr, "relay:", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-
-	conn, err := broker.Connect(ctx, *natsOpts)
-	if err != nil {
-		log.Error().Err(err).Msg("connecting to NATS")
-		return 1
-	}
-	defer conn.Close()
-	if err := relay.Run(ctx, *cfg, conn, log, service.NewRegistry()); err != nil {
-		log.Error().Err(err).Msg("relay stopped")
-		return 1
-	}
-	log.Info().Msg("relay stopped")
-	return 0
+	cmd := daemon.New("relay", "relay --host HOST --nats-url URL [flags]", description, stderr, daemon.Options{})
+	cfg := relay.Flags(cmd.Flags, "")
+	return cmd.Main(args, getenv, func(ctx context.Context, env daemon.Env) error {
+		return relay.Run(ctx, *cfg, env.Conn, env.Log, env.Registry)
+	})
 }

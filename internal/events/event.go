@@ -119,7 +119,8 @@ func IntPtr(n int) *int { return &n }
 
 // Normalize fills in defaults and canonical forms: the schema version, the
 // Inbox for an empty mailbox, a count of one, a lower-case tenant, and a
-// change id derived from UIDVALIDITY and UID when the source gave none. It
+// change id derived from UIDVALIDITY and UID (and, for changes that can
+// repeat such as read and unread, the time) when the source gave none. It
 // does not validate; call Validate afterwards.
 func (e *Event) Normalize() {
 	if e.Version == 0 {
@@ -138,6 +139,12 @@ func (e *Event) Normalize() {
 	}
 	if e.ChangeID == "" && e.UID != 0 {
 		e.ChangeID = fmt.Sprintf("uid:%s/%d/%d/%s", e.Mailbox, e.UIDValidity, e.UID, e.Kind)
+		if e.Kind != KindNew && e.Kind != KindDeleted && !e.OccurredAt.IsZero() {
+			// A message arrives and goes once, but it can be read, unread
+			// and read again within the duplicate window: the time tells
+			// those changes apart.
+			e.ChangeID += "@" + e.OccurredAt.UTC().Format(time.RFC3339Nano)
+		}
 	}
 	if e.Source == "" {
 		e.Source = SourceNative

@@ -25,6 +25,14 @@ func TestNormalize(t *testing.T) {
 		e.Mailbox != Inbox || e.Count != 1 || e.Source != SourceNative || e.ChangeID != "uid:INBOX/7/4/new" {
 		t.Fatalf("normalized %+v", e)
 	}
+	at := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	read := Event{Kind: KindRead, UIDValidity: 7, UID: 4, OccurredAt: at}
+	read.Normalize()
+	again := Event{Kind: KindRead, UIDValidity: 7, UID: 4, OccurredAt: at.Add(time.Minute)}
+	again.Normalize()
+	if read.ChangeID == again.ChangeID {
+		t.Fatalf("reading a message again later has the same change id %q", read.ChangeID)
+	}
 }
 
 func TestValidate(t *testing.T) {

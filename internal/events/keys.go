@@ -5,7 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"errors"
+	"hash"
+	"io"
 	"strings"
+	"sync"
 )
 
 // Subject prefixes and patterns of the MAIL stream.
@@ -34,7 +37,7 @@ var ErrShortKey = errors.New("subject key too short")
 // NATS never do either. Every component of a deployment must use the same
 // key; it is kept in the config bucket (see internal/broker).
 type Keyer struct {
-	key []byte
+	macs sync.Pool // of hash.Hash keyed with the subject key
 }
 
 // NewKeyer returns a Keyer for key, which must be at least MinKeyLen bytes.
@@ -42,7 +45,10 @@ func NewKeyer(key []byte) (*Keyer, error) {
 	if len(key) < MinKeyLen {
 		return nil, ErrShortKey
 	}
-	return &Keyer{key: append([]byte(nil), key...)}, nil
+	key = append([]byte(nil), key...)
+	k := &Keyer{}
+	k.macs.New = func() any { return hmac.New(sha256.New, key) }
+	return k, nil
 }
 
 // TenantToken is the subject-safe form of a validated tenant domain: the
@@ -82,9 +88,11 @@ func (k *Keyer) MsgID(e *Event) string {
 }
 
 func (k *Keyer) mac(parts ...string) []byte {
-	h := hmac.New(sha256.New, k.key)
+	h := k.macs.Get().(hash.Hash)
+	defer k.macs.Put(h)
+	h.Reset()
 	for _, p := range parts {
-		h.Write([]byte(p))
+		io.WriteString(h, p)
 		h.Write([]byte{0})
 	}
 	return h.Sum(nil)

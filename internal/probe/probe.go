@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -243,17 +242,11 @@ func (r Result) failWith(err error) Result {
 // the folder recorded in the auth configuration by pushctl auth
 // new-certificate, otherwise s2s.DefaultCertDir.
 func CertDir(ctx context.Context, store *settings.Store, dir string) (string, error) {
-	if dir != "" {
-		return dir, nil
-	}
 	auth, err := store.Auth(ctx)
 	if err != nil {
 		return "", err
 	}
-	if auth.CertificateDir != "" {
-		return auth.CertificateDir, nil
-	}
-	return s2s.DefaultCertDir, nil
+	return s2s.CertDir(auth, dir), nil
 }
 
 // NewDeps returns the Deps of a deployment: the settings in store, tokens
@@ -266,35 +259,8 @@ func NewDeps(store *settings.Store, certDir string, timeout time.Duration) Deps 
 	return Deps{Settings: store, Tokens: tokens, Relay: client}
 }
 
-// Tokens returns a token source for the current settings that signs with
-// the current certificate from certDir, or, when certDir is empty, from the
-// folder the auth configuration names at the time of each call (see
-// CertDir), so that a certificate created after the start is picked up.
+// Tokens returns the deployment's token source: s2s.NewSource over the
+// settings and the certificate folder certDir ("" for the configured one).
 func Tokens(store *settings.Store, certDir string) relayclient.TokenSource {
-	return &dirTokens{store: store, dir: certDir}
-}
-
-// dirTokens is an s2s.Source for the certificate folder of the moment.
-type dirTokens struct {
-	store *settings.Store
-	dir   string
-
-	mu     sync.Mutex
-	curDir string
-	cur    *s2s.Source
-}
-
-// Token signs a token with the current certificate of the folder of the moment.
-func (t *dirTokens) Token(ctx context.Context) (string, error) {
-	dir, err := CertDir(ctx, t.store, t.dir)
-	if err != nil {
-		return "", err
-	}
-	t.mu.Lock()
-	if t.cur == nil || dir != t.curDir {
-		t.cur, t.curDir = s2s.NewSource(t.store, dir), dir
-	}
-	src := t.cur
-	t.mu.Unlock()
-	return src.Token(ctx)
+	return s2s.NewSource(store, certDir)
 }

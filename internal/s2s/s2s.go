@@ -85,11 +85,14 @@ type Source struct {
 	checked time.Time
 	opts    tokens.IssuerOptions
 	thumb   string
+	dir     string
 	issuer  *tokens.Issuer
 }
 
 // NewSource returns a Source reading settings from store and certificates
-// from certDir.
+// from certDir, or, when certDir is empty, from the folder the auth
+// configuration names at each reload (see CertDir), so that a certificate
+// created after the start is picked up.
 func NewSource(store *settings.Store, certDir string) *Source {
 	return &Source{store: store, certDir: certDir, refresh: 5 * time.Second, now: time.Now}
 }
@@ -112,7 +115,20 @@ func (s *Source) Certificate(ctx context.Context) (*tokens.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Load(s.certDir, auth.CurrentCertificateThumbprint)
+	return Load(CertDir(auth, s.certDir), auth.CurrentCertificateThumbprint)
+}
+
+// CertDir is the certificate folder to use: dir when given, else the one
+// the auth configuration names, else DefaultCertDir.
+func CertDir(auth settings.Auth, dir string) string {
+	switch {
+	case dir != "":
+		return dir
+	case auth.CertificateDir != "":
+		return auth.CertificateDir
+	default:
+		return DefaultCertDir
+	}
 }
 
 func (s *Source) reload(ctx context.Context) error {
@@ -129,10 +145,11 @@ func (s *Source) reload(ctx context.Context) error {
 		return err
 	}
 	s.checked = s.now()
-	if s.issuer != nil && sameClaims(opts, s.opts) && auth.CurrentCertificateThumbprint == s.thumb {
+	dir := CertDir(auth, s.certDir)
+	if s.issuer != nil && sameClaims(opts, s.opts) && auth.CurrentCertificateThumbprint == s.thumb && dir == s.dir {
 		return nil
 	}
-	cert, err := Load(s.certDir, auth.CurrentCertificateThumbprint)
+	cert, err := Load(dir, auth.CurrentCertificateThumbprint)
 	if err != nil {
 		return err
 	}
@@ -140,7 +157,7 @@ func (s *Source) reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.issuer, s.opts, s.thumb = issuer, opts, auth.CurrentCertificateThumbprint
+	s.issuer, s.opts, s.thumb, s.dir = issuer, opts, auth.CurrentCertificateThumbprint, dir
 	return nil
 }
 

@@ -1,0 +1,48 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/pushproxy/pushproxy/internal/broker"
+)
+
+func TestMain_ExitCodes(t *testing.T) {
+	boom := errors.New("boom")
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		run  error
+		code int
+		say  string
+	}{
+		{name: "help", args: []string{"--help"}, code: 0, say: "PUSHPROXY_NATS_URL"},
+		{name: "bad flag", args: []string{"--nope"}, code: 2, say: "nope"},
+		{name: "extra argument", args: []string{"extra"}, code: 2, say: `unexpected argument "extra"`},
+		{name: "bad log level", args: []string{"--log-level", "loud"}, code: 2, say: "log level"},
+		{name: "no NATS", args: nil, code: 1, say: "connecting to NATS"},
+		{name: "runs embedded and provisions", args: []string{"--nats-embedded", "--provision", "--log-format", "json"}, code: 0, say: "demo stopped"},
+		{name: "run fails", args: []string{"--nats-embedded", "--log-format", "json"}, run: boom, code: 1, say: "boom"},
+		{name: "env", env: map[string]string{"PUSHPROXY_NATS_EMBEDDED": "true", "PUSHPROXY_PROVISION": "1"}, code: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			c := New("demo", "demo [flags]", "A demo daemon.", &stderr, Options{Provision: true})
+			c.NATS().StoreDir = t.TempDir()
+			code := c.Main(tt.args, func(k string) string { return tt.env[k] }, func(ctx context.Context, env Env) error {
+				if tt.run != nil {
+					return tt.run
+				}
+				return broker.Ready(ctx, env.Conn.JS)
+			})
+			if code != tt.code || !strings.Contains(stderr.String(), tt.say) {
+				t.Fatalf("exit %d, stderr:\n%s\nwant %d and %q", code, stderr.String(), tt.code, tt.say)
+			}
+		})
+	}
+}

@@ -1,0 +1,148 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/pushproxy/pushproxy/internal/ingest/parse"
+	"github.com/pushproxy/pushproxy/internal/service"
+)
+
+// Error codes of ingest's JSON errors (service.Error.Code), also the reason
+// label of pushproxy_ingest_rejected_total.
+const (
+	CodeMalformed        = parse.CodeMalformed
+	CodeTooLarge         = parse.CodeTooLarge
+	CodeUnauthorized     = "unauthorized"
+	CodeUnsupportedMedia = "unsupported_media_type"
+	CodeInvalid          = "invalid_event"
+	CodeUnavailable      = "unavailable"
+	CodeDisabled         = "source_disabled"
+	CodeInternal         = "internal"
+)
+
+// Middleware wraps a handler with a check that may answer first.
+type Middleware func(http.Handler) http.Handler
+
+// Chain applies middleware to h, the first one outermost.
+func Chain(h http.Handler, mw ...Middleware) http.Handler {
+	for i := len(mw) - 1; i >= 0; i-- {
+		h = mw[i](h)
+	}
+	return h
+}
+
+// Reject answers with the JSON error e ({"error":{...}}, as
+// service.WriteError writes it) and notes it for the metrics and logs of a
+// source route.
+func Reject(w http.ResponseWriter, e *service.Error) { rejectEvents(w, e, nil) }
+
+// rejectEvents answers e with the outcomes of the rejected events.
+func rejectEvents(w http.ResponseWriter, e *service.Error, bad []Outcome) {
+	if rec, ok := w.(*recorder); ok {
+		rec.err = e
+	}
+	service.WriteJSON(w, e.Status, Rejection{Error: e, Events: bad})
+}
+
+// RequireAuth answers 401 with a WWW-Authenticate challenge unless a
+// accepts the request's credentials.
+func RequireAuth(a Authenticator) Middleware {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !a.Authenticate(r) {
+				w.Header().Set("WWW-Authenticate", a.Challenge())
+				Reject(w, &service.Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: "missing or wrong credentials"})
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// RequireMediaType answers 415 unless the request's Content-Type, without
+// its parameters, is one of types.
+func RequireMediaType(types ...string) Middleware {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if mt := MediaType(r); !slices.Contains(types, mt) {
+				Reject(w, &service.Error{
+					Status:  http.StatusUnsupportedMediaType,
+					Code:    CodeUnsupportedMedia,
+					Message: fmt.Sprintf("Content-Type %q is not accepted here; send %s", parse.Clip(r.Header.Get("Content-Type")), strings.Join(types, " or ")),
+				})
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// MediaType is the request's Content-Type in lower case without
+// parameters, or "" when it is missing or unreadable.
+func MediaType(r *http.Request) string {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil {
+		return ""
+	}
+	return mt
+}
+
+// LimitBody answers 413 for a declared Content-Length above n and makes
+// reading more than n bytes of the body fail (see ReadBody).
+func LimitBody(n int64) Middleware {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ContentLength > n {
+				Reject(w, tooLarge(n))
+				return
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, n)
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// ReadBody reads the whole request body; past the LimitBody bound it
+// returns a 413 error, and a broken upload is a 400.
+func ReadBody(r *http.Request) ([]byte, *service.Error) {
+	body, err := io.ReadAll(r.Body)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return nil, tooLarge(tooBig.Limit)
+	case err != nil:
+		return nil, parse.Malformed("reading the request body: %v", err)
+	}
+	return body, nil
+}
+
+func tooLarge(limit int64) *service.Error {
+	return parse.TooLarge("the request body is larger than %d bytes", limit)
+}
+
+// recorder remembers the status and error of an answer for metrics and logs.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	err    *service.Error
+}
+
+func (r *recorder) WriteHeader(status int) {
+	if r.status == 0 {
+		r.status = status
+	}
+	r.ResponseWriter.WriteHeader(status)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}

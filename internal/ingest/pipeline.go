@@ -1,0 +1,193 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/net/idna"
+
+	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/ingest/parse"
+	"github.com/pushproxy/pushproxy/internal/service"
+)
+
+// Outcome is what became of one event of a request.
+type Outcome struct {
+	// Index is the event's position among the request's events (for the
+	// Dovecot Lua source: among the events the transaction produced).
+	Index int `json:"index"`
+	// Outcome is stored, duplicate or rejected.
+	Outcome string `json:"outcome"`
+	// Seq is the stream sequence of a stored or duplicate event.
+	Seq uint64 `json:"seq,omitempty"`
+	// Field and Reason say why an event was rejected.
+	Field  string `json:"field,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Result is the answer to a request whose events are all in the stream.
+type Result struct {
+	Stored     int       `json:"stored"`
+	Duplicates int       `json:"duplicates"`
+	Events     []Outcome `json:"events"`
+}
+
+// Rejection is the 422 answer: the error and each rejected event. Nothing
+// of the request was published.
+type Rejection struct {
+	Error  *service.Error `json:"error"`
+	Events []Outcome      `json:"events,omitempty"`
+}
+
+// serveSource runs one request of src through parse, validation and
+// publishing, and answers.
+func (s *Server) serveSource(src *Source, w http.ResponseWriter, r *http.Request) {
+	body, rerr := ReadBody(r)
+	if rerr != nil {
+		Reject(w, rerr)
+		return
+	}
+	items, err := src.Parse(r, body)
+	if err != nil {
+		Reject(w, requestError(err))
+		return
+	}
+	evs, bad := s.prepare(src.Name, items)
+	if len(bad) > 0 {
+		rejectEvents(w, &service.Error{
+			Status:  http.StatusUnprocessableEntity,
+			Code:    CodeInvalid,
+			Field:   bad[0].Field,
+			Message: fmt.Sprintf("%d of %d events are invalid; nothing was stored", len(bad), len(items)),
+		}, bad)
+		return
+	}
+	res, err := s.publish(r.Context(), src, evs)
+	if err != nil {
+		s.metrics.events.WithLabelValues(string(src.Name), OutcomeFailed).Add(float64(len(evs)))
+		if errors.Is(err, ErrUnavailable) {
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(s.cfg.RetryAfter.Seconds()))))
+			Reject(w, &service.Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable, Message: "the events were not stored (" + err.Error() + "); retry later"})
+			return
+		}
+		Reject(w, &service.Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: err.Error()})
+		return
+	}
+	if src.Respond != nil {
+		src.Respond(w, r, res)
+		return
+	}
+	service.WriteJSON(w, http.StatusOK, res)
+}
+
+// publish stores evs and counts the outcomes.
+func (s *Server) publish(ctx context.Context, src *Source, evs []events.Event) (*Result, error) {
+	res := &Result{Events: make([]Outcome, len(evs))}
+	if len(evs) == 0 {
+		return res, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, src.Timeout)
+	defer cancel()
+	start := time.Now()
+	acks, err := s.pub.Publish(ctx, evs)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics.publish.WithLabelValues(string(src.Name)).Observe(time.Since(start).Seconds())
+	for i, a := range acks {
+		o := Outcome{Index: i, Outcome: OutcomeStored, Seq: a.Seq}
+		if a.Duplicate {
+			o.Outcome = OutcomeDuplicate
+			res.Duplicates++
+		} else {
+			res.Stored++
+		}
+		res.Events[i] = o
+	}
+	s.metrics.events.WithLabelValues(string(src.Name), OutcomeStored).Add(float64(res.Stored))
+	s.metrics.events.WithLabelValues(string(src.Name), OutcomeDuplicate).Add(float64(res.Duplicates))
+	return res, nil
+}
+
+// prepare completes and validates each parsed item. It returns the good
+// events and an outcome per bad one.
+func (s *Server) prepare(source events.Source, items []parse.Item) ([]events.Event, []Outcome) {
+	now := s.now().UTC()
+	evs := make([]events.Event, 0, len(items))
+	var bad []Outcome
+	for i := range items {
+		e, err := items[i].Event, items[i].Err
+		if err == nil {
+			err = s.complete(&e, source, now)
+		}
+		if err != nil {
+			bad = append(bad, rejected(i, err))
+			continue
+		}
+		evs = append(evs, e)
+	}
+	if len(bad) > 0 {
+		s.metrics.events.WithLabelValues(string(source), OutcomeRejected).Add(float64(len(bad)))
+	}
+	return evs, bad
+}
+
+// complete adds what ingest knows to a parsed event, normalises and
+// validates it.
+func (s *Server) complete(e *events.Event, source events.Source, now time.Time) error {
+	e.Source = source
+	if e.Tenant == "" {
+		e.Tenant = s.tenantOf(e.User)
+		if e.Tenant == "" {
+			return parse.Invalid("tenant", "required: the user address has no domain and this server has no default tenant")
+		}
+	}
+	if e.OccurredAt.IsZero() {
+		e.OccurredAt = now
+	}
+	e.ReceivedAt = now
+	e.Normalize()
+	return e.Validate()
+}
+
+// tenantOf is the tenant of a user when the source names none: the
+// domain of the address, or the default tenant.
+func (s *Server) tenantOf(user string) string {
+	at := strings.LastIndexByte(user, '@')
+	if s.cfg.ForceDefaultTenant || at < 0 || at == len(user)-1 {
+		return s.set.defaultTenant
+	}
+	domain := strings.TrimSpace(user[at+1:])
+	if ascii, err := idna.Lookup.ToASCII(domain); err == nil {
+		return ascii
+	}
+	return domain
+}
+
+// requestError turns a parser's request-level error into an answer.
+func requestError(err error) *service.Error {
+	var se *service.Error
+	if errors.As(err, &se) {
+		return se
+	}
+	var ve *events.ValidationError
+	if errors.As(err, &ve) {
+		return &service.Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalid, Field: ve.Field, Message: ve.Error()}
+	}
+	return parse.Malformed("%v", err)
+}
+
+func rejected(i int, err error) Outcome {
+	o := Outcome{Index: i, Outcome: OutcomeRejected, Reason: err.Error()}
+	var ve *events.ValidationError
+	if errors.As(err, &ve) {
+		o.Field, o.Reason = ve.Field, ve.Reason
+	}
+	return o
+}

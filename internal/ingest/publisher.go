@@ -1,0 +1,101 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pushproxy/pushproxy/internal/events"
+)
+
+// ErrUnavailable matches every publish failure: JetStream did not
+// acknowledge, so the source must retry later.
+var ErrUnavailable = errors.New("JetStream unavailable")
+
+// Ack is the stream's answer for one published event.
+type Ack struct {
+	// Seq is the event's stream sequence; for a duplicate, that of the
+	// copy stored first.
+	Seq uint64
+	// Duplicate is true when the stream already held the change.
+	Duplicate bool
+}
+
+// Publisher publishes events to the MAIL stream with their deduplication
+// id, asynchronously, and waits for every acknowledgement.
+type Publisher struct {
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	keyer *events.Keyer
+}
+
+// DefaultMaxPending is how many publishes may await their acknowledgement
+// at once across all requests.
+const DefaultMaxPending = 8192
+
+// NewPublisher returns a publisher on nc. ackTimeout bounds how long an
+// acknowledgement is awaited at all (a request usually waits less, see
+// Publish); keyer names subjects and deduplication ids.
+func NewPublisher(nc *nats.Conn, keyer *events.Keyer, ackTimeout time.Duration) (*Publisher, error) {
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncTimeout(ackTimeout),
+		jetstream.WithPublishAsyncMaxPending(DefaultMaxPending),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("opening JetStream for publishing: %w", err)
+	}
+	return &Publisher{nc: nc, js: js, keyer: keyer}, nil
+}
+
+// Publish sends every event to mail.<tenant>.<user> with header
+// Nats-Msg-Id set to the keyer's MsgID, then waits until the stream has
+// acknowledged all of them or ctx ends. It returns one Ack per event in
+// order, or an error matching ErrUnavailable; after an error some events
+// may be stored, and publishing them again is deduplicated by the stream.
+// The events must be valid.
+func (p *Publisher) Publish(ctx context.Context, evs []events.Event) ([]Ack, error) {
+	if status := p.nc.Status(); status != nats.CONNECTED {
+		return nil, fmt.Errorf("%w: the NATS connection is %s", ErrUnavailable, status)
+	}
+	var opts []jetstream.PublishOpt
+	if deadline, ok := ctx.Deadline(); ok {
+		opts = append(opts, jetstream.WithStallWait(max(time.Until(deadline), time.Millisecond)))
+	}
+	futures := make([]jetstream.PubAckFuture, len(evs))
+	var subject string
+	for i := range evs {
+		e := &evs[i]
+		data, err := e.Encode()
+		if err != nil {
+			return nil, err
+		}
+		// A transaction's events are usually all one user's.
+		if i == 0 || e.User != evs[i-1].User || e.Tenant != evs[i-1].Tenant {
+			subject = p.keyer.Subject(e.Tenant, e.User)
+		}
+		msg := &nats.Msg{
+			Subject: subject,
+			Data:    data,
+			Header:  nats.Header{jetstream.MsgIDHeader: []string{p.keyer.MsgID(e)}},
+		}
+		if futures[i], err = p.js.PublishMsgAsync(msg, opts...); err != nil {
+			return nil, fmt.Errorf("%w: publishing event %d: %w", ErrUnavailable, i, err)
+		}
+	}
+	acks := make([]Ack, len(evs))
+	for i, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			acks[i] = Ack{Seq: ack.Sequence, Duplicate: ack.Duplicate}
+		case err := <-f.Err():
+			return nil, fmt.Errorf("%w: event %d: %w", ErrUnavailable, i, err)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: waiting for acknowledgements: %w", ErrUnavailable, context.Cause(ctx))
+		}
+	}
+	return acks, nil
+}

@@ -1,0 +1,66 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/pushproxy/pushproxy/internal/broker"
+	"github.com/pushproxy/pushproxy/internal/service"
+)
+
+// Extension adds routes to a server before it starts serving, e.g. the
+// subscriptions API or another source. It may capture what it needs (the
+// NATS connection, a logger) in its closure.
+type Extension func(s *Server) error
+
+// Run serves ingest on cfg.Addr over conn until ctx ends, then drains the
+// requests in flight for up to cfg.DrainTimeout. The layout must be
+// provisioned (the subject key is read from the config bucket). Metrics go
+// to reg. cmd/ingest and pushctl standalone both call it.
+func Run(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger, reg *prometheus.Registry, exts ...Extension) error {
+	keyer, err := broker.Keyer(ctx, conn.JS)
+	if err != nil {
+		return fmt.Errorf("reading the subject key (is the layout provisioned? start with --provision): %w", err)
+	}
+	pub, err := NewPublisher(conn.NC, keyer, cfg.PublishTimeout)
+	if err != nil {
+		return err
+	}
+	srv, err := New(cfg, Deps{
+		Publisher: pub,
+		Log:       log,
+		Registry:  reg,
+		Ready: []service.ReadyFunc{
+			Connected(conn.NC),
+			func(ctx context.Context) error { return broker.Ready(ctx, conn.JS) },
+		},
+	})
+	if err != nil {
+		return err
+	}
+	for _, ext := range exts {
+		if err := ext(srv); err != nil {
+			return fmt.Errorf("adding ingest routes: %w", err)
+		}
+	}
+	ln, err := service.Listen(cfg.Addr)
+	if err != nil {
+		return err
+	}
+	log.Info().Interface("sources", srv.Enabled()).Msg("ingest accepting events")
+	return service.Serve(ctx, log, ln, srv, cfg.DrainTimeout)
+}
+
+// Connected is a readiness check that nc is connected.
+func Connected(nc *nats.Conn) service.ReadyFunc {
+	return func(context.Context) error {
+		if status := nc.Status(); status != nats.CONNECTED {
+			return fmt.Errorf("NATS connection is %s", status)
+		}
+		return nil
+	}
+}

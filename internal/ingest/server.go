@@ -1,0 +1,209 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/ingest/parse"
+	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/sources/dovecot"
+	"github.com/pushproxy/pushproxy/internal/sources/native"
+)
+
+// Source is one kind of mail system that posts changes to ingest, and the
+// routes it posts to. Server.HandleSource turns it into handlers that
+// authenticate, check the media type and size, parse, validate, publish and
+// answer.
+type Source struct {
+	// Name labels metrics and logs and is the Source of every event.
+	Name events.Source
+	// Patterns are the http.ServeMux patterns, e.g. "POST /v1/events".
+	Patterns []string
+	// Auth checks credentials. A nil Auth disables the source: its routes
+	// answer 404 source_disabled.
+	Auth Authenticator
+	// MediaTypes are the accepted Content-Types without parameters (415 for
+	// others); at least one.
+	MediaTypes []string
+	// MaxBody bounds the body (Config.MaxBodyBytes when 0).
+	MaxBody int64
+	// Timeout bounds the wait for JetStream (Config.PublishTimeout when 0).
+	Timeout time.Duration
+	// Parse reads the events of an authenticated request with the body
+	// already read. See package parse for the errors it returns.
+	Parse func(r *http.Request, body []byte) ([]parse.Item, error)
+	// Respond writes the answer once every event is stored; nil writes
+	// the Result as JSON with 200. Errors are always JSON.
+	Respond func(w http.ResponseWriter, r *http.Request, res *Result)
+}
+
+// Deps are what a Server uses besides its Config.
+type Deps struct {
+	// Publisher stores events in JetStream.
+	Publisher *Publisher
+	// Log receives one line per failed request (debug: per request).
+	Log zerolog.Logger
+	// Registry receives ingest's metrics and serves /metrics; nil makes a
+	// private one.
+	Registry *prometheus.Registry
+	// Ready are the checks of /readyz.
+	Ready []service.ReadyFunc
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+// Server is ingest's HTTP handler: the built-in sources, /healthz, /readyz,
+// /metrics, and whatever Handle and HandleSource add.
+type Server struct {
+	cfg     Config
+	set     resolved
+	pub     *Publisher
+	log     zerolog.Logger
+	metrics *metrics
+	mux     *http.ServeMux
+	now     func() time.Time
+	enabled []events.Source
+}
+
+// New returns a server with the native and Dovecot sources (each disabled
+// when cfg has no credentials for it) and the service endpoints.
+func New(cfg Config, deps Deps) (*Server, error) {
+	set, err := cfg.resolve()
+	if err != nil {
+		return nil, fmt.Errorf("checking ingest configuration: %w", err)
+	}
+	if deps.Publisher == nil {
+		return nil, errors.New("ingest needs a publisher")
+	}
+	reg := deps.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("registering ingest metrics: %w", err)
+	}
+	s := &Server{cfg: cfg, set: set, pub: deps.Publisher, log: deps.Log, metrics: m, mux: http.NewServeMux(), now: deps.Now}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	service.Handle(s.mux, reg, deps.Ready...)
+	for _, src := range s.builtinSources() {
+		s.HandleSource(src)
+	}
+	return s, nil
+}
+
+// ServeHTTP serves a request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Handle adds a route that is not a source, such as the subscriptions API.
+// The handler may use Chain with RequireAuth, RequireMediaType, LimitBody,
+// ReadBody and Reject.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// HandleSource adds the routes of src.
+func (s *Server) HandleSource(src Source) {
+	h := s.SourceHandler(src)
+	for _, p := range src.Patterns {
+		s.mux.Handle(p, h)
+	}
+}
+
+// SourceHandler returns the handler of src without adding a route, for a
+// source that wraps it (e.g. to answer a handshake first) and adds it with
+// Handle. src.Patterns is not used.
+func (s *Server) SourceHandler(src Source) http.Handler {
+	if src.MaxBody == 0 {
+		src.MaxBody = s.cfg.MaxBodyBytes
+	}
+	if src.Timeout == 0 {
+		src.Timeout = s.cfg.PublishTimeout
+	}
+	var h http.Handler
+	if src.Auth == nil {
+		h = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			Reject(w, &service.Error{Status: http.StatusNotFound, Code: CodeDisabled,
+				Message: fmt.Sprintf("the %s source is not enabled on this server: configure its credentials", src.Name)})
+		})
+	} else {
+		s.enabled = append(s.enabled, src.Name)
+		h = Chain(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveSource(&src, w, r) }),
+			RequireAuth(src.Auth), RequireMediaType(src.MediaTypes...), LimitBody(src.MaxBody))
+	}
+	return s.instrument(src.Name, h)
+}
+
+// NativeAuth is the authenticator of the native API (its Bearer tokens),
+// for routes that the same clients call, such as the subscriptions API.
+func (s *Server) NativeAuth() Authenticator { return NewBearer(s.set.nativeTokens...) }
+
+// Log is the server's logger, for routes added with Handle.
+func (s *Server) Log() zerolog.Logger { return s.log }
+
+// Enabled lists the sources added so far that have credentials, for logs.
+func (s *Server) Enabled() []events.Source { return append([]events.Source(nil), s.enabled...) }
+
+// instrument counts and logs the requests of a source route. Failures
+// worth an operator's attention are logged above debug: 5xx (warn) and
+// rejected credentials (info). No event content is logged.
+func (s *Server) instrument(source events.Source, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &recorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		s.metrics.request(string(source), rec)
+		level := zerolog.DebugLevel
+		switch {
+		case rec.status >= 500:
+			level = zerolog.WarnLevel
+		case rec.status == http.StatusUnauthorized:
+			level = zerolog.InfoLevel
+		}
+		ev := s.log.WithLevel(level).Str("source", string(source)).Int("status", rec.status).
+			Str("remote", r.RemoteAddr).Dur("took", time.Since(start))
+		if rec.err != nil {
+			ev = ev.Str("code", rec.err.Code).Str("error", rec.err.Message)
+		}
+		ev.Msg("request")
+	})
+}
+
+// builtinSources are the native API and the two Dovecot drivers.
+func (s *Server) builtinSources() []Source {
+	dovecotAuth := NewBasic(s.set.dovecotUser, s.set.dovecotPassword)
+	return []Source{
+		{
+			Name:       events.SourceNative,
+			Patterns:   []string{"POST /v1/events"},
+			Auth:       NewBearer(s.set.nativeTokens...),
+			MediaTypes: []string{native.MediaJSON, native.MediaNDJSON},
+			Parse: func(r *http.Request, body []byte) ([]parse.Item, error) {
+				return native.Parse(body, MediaType(r), native.Options{MaxEvents: s.cfg.MaxEvents})
+			},
+		},
+		{
+			Name:       events.SourceDovecotOX,
+			Patterns:   []string{"PUT /v1/dovecot/ox", "POST /v1/dovecot/ox"},
+			Auth:       dovecotAuth,
+			MediaTypes: []string{"application/json"},
+			Timeout:    s.cfg.OXTimeout,
+			Parse:      func(_ *http.Request, body []byte) ([]parse.Item, error) { return dovecot.ParseOX(body) },
+		},
+		{
+			Name:       events.SourceDovecotLua,
+			Patterns:   []string{"POST /v1/dovecot/lua"},
+			Auth:       dovecotAuth,
+			MediaTypes: []string{"application/json"},
+			Parse: func(_ *http.Request, body []byte) ([]parse.Item, error) {
+				return dovecot.ParseLua(body, dovecot.LuaOptions{MaxEvents: s.cfg.MaxEvents})
+			},
+		},
+	}
+}
