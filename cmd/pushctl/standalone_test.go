@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pushproxy/pushproxy/internal/broker"
+	"github.com/pushproxy/pushproxy/internal/dispatcher"
+	"github.com/pushproxy/pushproxy/internal/events"
+)
+
+// lockedBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startStandalone runs pushctl standalone on free loopback ports until the
+// test ends, and returns its ingest and NATS addresses.
+func startStandalone(t *testing.T, dataDir string) (ingestAddr, natsAddr string, stop func() int) {
+	t.Helper()
+	ingestAddr, natsAddr = freeAddr(t), freeAddr(t)
+	relayAddr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"standalone", "--data-dir", dataDir, "--nats-listen", natsAddr,
+			"--http-addr", ingestAddr, "--relay-http-addr", relayAddr, "--log-format", "json",
+			"--window", "20ms", "--canary-interval", "300ms"},
+			&cli{stdout: stdout, stderr: stderr, getenv: func(string) string { return "" }})
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(stdout.String(), "Subscribe a device") {
+		select {
+		case code := <-done:
+			t.Fatalf("standalone exited with %d:\n%s", code, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("standalone did not start:\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var once sync.Once
+	code := 0
+	stop = func() int {
+		once.Do(func() {
+			cancel()
+			code = <-done
+		})
+		return code
+	}
+	t.Cleanup(func() { stop() })
+	return ingestAddr, natsAddr, stop
+}
+
+func post(t *testing.T, url, body string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+standaloneToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestStandaloneEndToEnd runs the README's example against pushctl
+// standalone: a device subscription and an event become a push recorded in
+// PUSH_SENT, through ingest, dispatcher and the relay, with S2S tokens.
+func TestStandaloneEndToEnd(t *testing.T) {
+	dataDir := t.TempDir()
+	ingestAddr, natsAddr, stop := startStandalone(t, dataDir)
+	base := "http://" + ingestAddr
+	if code := post(t, base+"/v1/subscriptions", `{"tenant":"example.com","user":"alice@example.com","appId":"demo","deviceId":"phone-1","platform":"APNS"}`); code != http.StatusCreated {
+		t.Fatalf("subscribe: %d", code)
+	}
+	if code := post(t, base+"/v1/events", `{"user":"alice@example.com","kind":"new","unread":3,"change_id":"msg-1","occurred_at":"2026-01-01T00:00:00Z"}`); code != http.StatusOK {
+		t.Fatalf("event: %d", code)
+	}
+
+	ctx := context.Background()
+	conn, err := broker.Connect(ctx, broker.Options{URLs: []string{"nats://" + natsAddr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	keyer, err := broker.Keyer(ctx, conn.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := waitForSent(t, conn.JS, keyer, "example.com", "alice@example.com")
+	if rec.Count != 3 || rec.Devices != 1 {
+		t.Fatalf("push record %+v, want count 3 to 1 device", rec)
+	}
+	if r := pushctl(t, "probe", "--nats-url", "nats://"+natsAddr); r.code != 0 || !strings.Contains(r.stdout, "ResultType : Succeeded") {
+		t.Fatalf("probe against standalone: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	waitForSent(t, conn.JS, keyer, "example.com", "canary@example.com")
+	conn.Close()
+	if code := stop(); code != 0 {
+		t.Fatalf("standalone exited with %d after Ctrl-C", code)
+	}
+
+	// A second start keeps the certificate and the proxy settings.
+	first := pushctlAuthThumbprint(t, dataDir)
+	_, natsAddr, stop = startStandalone(t, dataDir)
+	if r := pushctl(t, "auth", "show", "--nats-url", "nats://"+natsAddr); !strings.Contains(r.stdout, first) {
+		t.Fatalf("restart changed the certificate:\n%s", r.stdout)
+	}
+	stop()
+}
+
+func pushctlAuthThumbprint(t *testing.T, dataDir string) string {
+	t.Helper()
+	entries, err := filepath.Glob(dataDir + "/auth/*.pem")
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("certificates in %s/auth: %v %v", dataDir, entries, err)
+	}
+	name := entries[0][strings.LastIndex(entries[0], "/")+1:]
+	return strings.TrimSuffix(name, ".pem")
+}
+
+func waitForSent(t *testing.T, js jetstream.JetStream, keyer *events.Keyer, tenant, user string) dispatcher.SentRecord {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	subject := dispatcher.SentSubject(keyer.UserKey(tenant, user))
+	for {
+		stream, err := js.Stream(ctx, broker.StreamSent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := stream.GetLastMsgForSubject(ctx, subject)
+		if err == nil {
+			var rec dispatcher.SentRecord
+			if err := json.Unmarshal(msg.Data, &rec); err != nil {
+				t.Fatal(err)
+			}
+			return rec
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no push for %s within 60s: %v", fmt.Sprint(user), err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

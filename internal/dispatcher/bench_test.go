@@ -1,0 +1,288 @@
+package dispatcher_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"runtime/pprof"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pushproxy/pushproxy/internal/broker"
+	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
+	"github.com/pushproxy/pushproxy/internal/coalesce"
+	"github.com/pushproxy/pushproxy/internal/dispatcher"
+	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/relayproto"
+)
+
+// Benchmark workload: bursts of new mail for many users, interleaved in the
+// stream the way several mailboxes being delivered to at once would be.
+const (
+	benchEvents     = 40000
+	benchUsers      = 2000
+	benchPartitions = 8
+)
+
+// benchEnv is a server with benchEvents events stored and a subscription per
+// user, and a relay that accepts everything at once.
+func benchEnv(b *testing.B) (*env, map[string][]int) {
+	b.Helper()
+	e := newEnv(b, brokertest.WithPartitions(benchPartitions))
+	e.enableProxy()
+	var names []string
+	for i := range benchUsers {
+		names = append(names, userName(i))
+	}
+	e.subscribe(names...)
+	counts := map[string][]int{}
+	var evs []events.Event
+	burst := benchEvents / benchUsers
+	// Bursts of new mail: ten mailboxes at a time each receive a burst,
+	// their events interleaved in the stream.
+	const concurrent = 10
+	for g := 0; g < benchUsers; g += concurrent {
+		for n := 1; n <= burst; n++ {
+			for _, u := range names[g:min(g+concurrent, benchUsers)] {
+				evs = append(evs, newEvent(u, events.KindNew, 1, events.IntPtr(n)))
+				counts[u] = append(counts[u], n)
+			}
+		}
+	}
+	for len(evs) > 0 {
+		n := min(len(evs), 5000)
+		e.publish(evs[:n]...)
+		evs = evs[n:]
+	}
+	return e, counts
+}
+
+func benchConfig() dispatcher.Config {
+	cfg := testConfig(prometheus.NewRegistry())
+	cfg.Coalesce = coalesce.Config{Window: 5 * time.Millisecond, Debounce: 10 * time.Millisecond, MaxDelay: 50 * time.Millisecond}
+	cfg.AckWait = 30 * time.Second
+	cfg.PinnedTTL = 10 * time.Second
+	cfg.MetricsInterval = 5 * time.Second
+	return cfg
+}
+
+// dispatcherTrial runs the dispatcher over a fresh benchEnv and returns
+// how long it took from its workers starting to the last event acked, and
+// how many pushes it sent.
+func dispatcherTrial(b *testing.B) (time.Duration, int) {
+	e, _ := benchEnv(b)
+	defer e.conn.Close()
+	r := e.start(e.conn, benchConfig())
+	defer r.stop(b)
+	// Time from the moment every partition's worker runs: setting up
+	// (consumers, subscriptions, the first heartbeat) is not consuming.
+	for metricValue(b, r.reg, "pushproxy_dispatcher_partition_takeovers_total") < benchPartitions {
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	c0 := cpuTime()
+	if path := os.Getenv("PROF"); path != "" {
+		f, _ := os.Create(path)
+		_ = pprof.StartCPUProfile(f)
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	for metricValue(b, r.reg, "pushproxy_dispatcher_events_acked_total") < benchEvents {
+		time.Sleep(5 * time.Millisecond)
+	}
+	took := time.Since(start)
+	b.Logf("dispatcher: %.1f%% CPU over %s", 100*(cpuTime()-c0).Seconds()/took.Seconds(), took)
+	waitFor(b, "every event acknowledged", func() bool { return settled(b, e) })
+	return took, int(metricValue(b, r.reg, "pushproxy_dispatcher_pushes_total", "result", "sent"))
+}
+
+// rawTrial consumes a fresh benchEnv with one plain durable pull consumer
+// per partition, acking each event, and returns how long it took from
+// consuming to the last ack sent.
+func rawTrial(b *testing.B) time.Duration {
+	e, _ := benchEnv(b)
+	defer e.conn.Close()
+	var acked atomic.Int64
+	var cons []jetstream.Consumer
+	for p := range benchPartitions {
+		c, err := e.conn.JS.CreateOrUpdateConsumer(context.Background(), broker.StreamMail, jetstream.ConsumerConfig{
+			Durable: fmt.Sprintf("raw-p%d", p), FilterSubject: broker.PartitionFilter(p),
+			AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: dispatcher.DefaultMaxAckPending,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		cons = append(cons, c)
+	}
+	start := time.Now()
+	for _, c := range cons {
+		cc, err := c.Consume(func(m jetstream.Msg) {
+			_ = m.Ack()
+			acked.Add(1)
+		}, jetstream.PullMaxMessages(dispatcher.DefaultFetchBatch))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer cc.Stop()
+	}
+	c0 := cpuTime()
+	for acked.Load() < benchEvents {
+		time.Sleep(5 * time.Millisecond)
+	}
+	took := time.Since(start)
+	b.Logf("raw: %.1f%% CPU over %s", 100*(cpuTime()-c0).Seconds()/took.Seconds(), took)
+	waitFor(b, "every event acknowledged", func() bool {
+		for _, c := range cons {
+			info, err := c.Info(context.Background())
+			if err != nil || info.NumAckPending > 0 || info.NumPending > 0 {
+				return false
+			}
+		}
+		return true
+	})
+	return took
+}
+
+// BenchmarkDispatcher measures events per second through the whole
+// dispatcher (decode, state, coalescing, relay request, sent record, state
+// write, ack) to a local relay that answers at once, and pushes per event,
+// on bursts of new mail (benchEvents/benchUsers events per user).
+func BenchmarkDispatcher(b *testing.B) {
+	b.StopTimer()
+	var total time.Duration
+	var pushes int
+	for range b.N {
+		took, n := dispatcherTrial(b)
+		total += took
+		pushes += n
+	}
+	b.ReportMetric(float64(b.N*benchEvents)/total.Seconds(), "events/s")
+	b.ReportMetric(float64(pushes)/float64(b.N*benchEvents), "pushes/event")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkRawConsumeAck is the baseline: the same events on the same kind
+// of server consumed by one durable pull consumer per partition with
+// explicit acks, nothing else.
+func BenchmarkRawConsumeAck(b *testing.B) {
+	b.StopTimer()
+	var total time.Duration
+	for range b.N {
+		total += rawTrial(b)
+	}
+	b.ReportMetric(float64(b.N*benchEvents)/total.Seconds(), "events/s")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkDispatcherVsRaw alternates the two, so that both see the same
+// machine load, and reports the dispatcher's rate as a share of raw.
+func BenchmarkDispatcherVsRaw(b *testing.B) {
+	b.StopTimer()
+	var disp, raw time.Duration
+	for range b.N {
+		took, _ := dispatcherTrial(b)
+		disp += took
+		raw += rawTrial(b)
+	}
+	n := float64(b.N * benchEvents)
+	b.ReportMetric(n/disp.Seconds(), "dispatcher-events/s")
+	b.ReportMetric(n/raw.Seconds(), "raw-events/s")
+	b.ReportMetric(100*raw.Seconds()/disp.Seconds(), "%-of-raw")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkEventToPushLatency publishes new mail at a fixed rate and
+// reports the p50 and p99 time from publishing an event to the relay
+// receiving a count that covers it, with the default coalescing window and
+// with a short one.
+func BenchmarkEventToPushLatency(b *testing.B) {
+	for _, window := range []time.Duration{coalesce.DefaultWindow, 20 * time.Millisecond} {
+		b.Run(fmt.Sprintf("window=%s", window), func(b *testing.B) {
+			const rate, seconds, users = 2000, 2, 500
+			var all []time.Duration
+			for range b.N {
+				b.StopTimer()
+				e := newEnv(b, brokertest.WithPartitions(benchPartitions))
+				e.enableProxy()
+				var names []string
+				for i := range users {
+					names = append(names, userName(i))
+				}
+				e.subscribe(names...)
+				type arrival struct {
+					count int
+					at    time.Time
+				}
+				var mu sync.Mutex
+				arrivals := map[string][]arrival{}
+				e.relay.setAnswer(func(int) answer {
+					return answer{status: http.StatusOK, device: func(n relayproto.Notification, r relayproto.Recipient) relayproto.DeviceResult {
+						mu.Lock()
+						arrivals[r.DeviceID] = append(arrivals[r.DeviceID], arrival{n.Payload.UnseenEmailCount, time.Now()})
+						mu.Unlock()
+						return relayproto.DeviceResult{AppID: r.AppID, DeviceID: r.DeviceID, Status: relayproto.DeviceDelivered}
+					}}
+				})
+				cfg := benchConfig()
+				cfg.Coalesce = coalesce.Config{Window: window}
+				r := e.start(e.conn, cfg)
+				time.Sleep(500 * time.Millisecond) // partitions assigned
+				b.StartTimer()
+				type sent struct {
+					user  string
+					count int
+					at    time.Time
+				}
+				var published []sent
+				next := make([]int, users)
+				tick := time.NewTicker(10 * time.Millisecond)
+				perTick := rate / 100
+				for i := 0; i < rate*seconds; i += perTick {
+					<-tick.C
+					var evs []events.Event
+					for k := range perTick {
+						u := (i + k) % users
+						next[u]++
+						evs = append(evs, newEvent(names[u], events.KindNew, 1, events.IntPtr(next[u])))
+						published = append(published, sent{names[u], next[u], time.Now()})
+					}
+					e.publish(evs...)
+				}
+				tick.Stop()
+				waitFor(b, "every event settled", func() bool { return settled(b, e) })
+				b.StopTimer()
+				mu.Lock()
+				for _, p := range published {
+					for _, a := range arrivals[deviceOf(p.user)] {
+						if a.count >= p.count {
+							all = append(all, a.at.Sub(p.at))
+							break
+						}
+					}
+				}
+				mu.Unlock()
+				r.stop(b)
+			}
+			sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+			if len(all) == 0 {
+				b.Fatal("no latencies measured")
+			}
+			b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -1,0 +1,446 @@
+// Package dispatcher is the heart of pushproxy: it consumes mailbox events
+// from the MAIL stream, keeps each user's unread count, coalesces bursts
+// into one push with the final count, sends pushes to the relay in batches
+// with retries, records what was sent (PUSH_SENT) and what could not be
+// delivered (PUSH_DEAD), and prunes devices the relay reports gone.
+//
+// Dispatchers scale out up to the number of partitions of the MAIL stream:
+// each partition has one durable pull consumer with a pinned priority
+// group, the live dispatchers share the partitions out among themselves
+// (see Assign), and the pin makes sure one dispatcher at a time consumes a
+// partition. DESIGN.md beside this file explains the choice and its limits.
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/pushproxy/pushproxy/internal/broker"
+	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/relayclient"
+	"github.com/pushproxy/pushproxy/internal/settings"
+	"github.com/pushproxy/pushproxy/internal/subscriptions"
+	"github.com/pushproxy/pushproxy/internal/unread"
+)
+
+// proxyState is the part of the proxy settings the dispatcher acts on.
+type proxyState struct {
+	enabled bool
+	uri     string
+	reason  string
+}
+
+// Dispatcher is a running dispatcher; create it with New and run it with Run.
+type Dispatcher struct {
+	cfg     Config
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	keyer   *events.Keyer
+	unread  *unread.Store
+	subs    *subscriptions.Store
+	index   *subscriptions.Index
+	config  *settings.Store
+	pub     Publisher
+	sender  *sender
+	metrics *metrics
+	log     zerolog.Logger
+
+	stream       string
+	streamHandle jetstream.Stream
+	partitions   int
+
+	proxyNow atomic.Pointer[proxyState]
+	running  atomic.Bool
+
+	// indexCtx keeps the subscription index's watch alive until Run ends.
+	indexCtx    context.Context
+	indexCancel context.CancelFunc
+}
+
+// Run creates a dispatcher and runs it until ctx ends; see New and
+// (*Dispatcher).Run.
+func Run(ctx context.Context, cfg Config, conn *broker.Conn) error {
+	d, err := New(ctx, cfg, conn)
+	if err != nil {
+		return err
+	}
+	return d.Run(ctx)
+}
+
+// New checks cfg, opens the stores, creates (or updates) the partition
+// consumers and loads the device subscriptions. The connection must reach a
+// provisioned JetStream (see broker.Provision).
+func New(ctx context.Context, cfg Config, conn *broker.Conn) (*Dispatcher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.WithDefaults()
+	if cfg.InstanceID == "" {
+		host, _ := os.Hostname()
+		cfg.InstanceID = strings.Trim(host+"-"+uuid.NewString()[:8], "-")
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	pub := cfg.Publisher
+	if pub == nil {
+		rc := cfg.Relay
+		if cfg.Tokens != nil {
+			rc.Tokens = cfg.Tokens
+		}
+		pub = relayclient.New(rc)
+	}
+	d := &Dispatcher{
+		cfg: cfg, nc: conn.NC, js: conn.JS, pub: pub, stream: broker.StreamMail,
+		metrics: newMetrics(cfg.Registry),
+		log:     cfg.Log.With().Str("component", "dispatcher").Str("instance", cfg.InstanceID).Logger(),
+	}
+	var err error
+	if d.keyer, err = broker.Keyer(ctx, conn.JS); err != nil {
+		return nil, err
+	}
+	if d.unread, err = unread.Open(ctx, conn.JS); err != nil {
+		return nil, err
+	}
+	if d.subs, err = subscriptions.Open(ctx, conn.JS, d.keyer); err != nil {
+		return nil, err
+	}
+	if d.config, err = settings.Open(ctx, conn.JS); err != nil {
+		return nil, err
+	}
+	if d.streamHandle, err = conn.JS.Stream(ctx, d.stream); err != nil {
+		return nil, fmt.Errorf("opening stream %s: %w", d.stream, err)
+	}
+	info, err := d.streamHandle.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading stream %s: %w", d.stream, err)
+	}
+	if d.partitions, err = partitionsOf(info.Config); err != nil {
+		return nil, err
+	}
+	if err := d.ensureConsumers(ctx); err != nil {
+		return nil, err
+	}
+	d.readSettings(ctx)
+	d.indexCtx, d.indexCancel = context.WithCancel(context.WithoutCancel(ctx))
+	if d.index, err = d.subs.Index(d.indexCtx); err != nil {
+		d.indexCancel()
+		return nil, err
+	}
+	d.sender = newSender(pub, cfg, d.proxy, d.metrics, d.log)
+	d.observeRelay()
+	return d, nil
+}
+
+// partitionRE finds the partition count in the MAIL stream's transform.
+var partitionRE = regexp.MustCompile(`\{\{\s*partition\(\s*(\d+)\s*,`)
+
+// partitionsOf reads the number of partitions from the stream's subject
+// transform ({{partition(n,...)}}).
+func partitionsOf(cfg jetstream.StreamConfig) (int, error) {
+	if cfg.SubjectTransform == nil {
+		return 0, fmt.Errorf("stream %s has no partitioning subject transform: provision it with broker.Provision", cfg.Name)
+	}
+	m := partitionRE.FindStringSubmatch(cfg.SubjectTransform.Destination)
+	if m == nil {
+		return 0, fmt.Errorf("stream %s's subject transform %q has no {{partition(n,...)}}", cfg.Name, cfg.SubjectTransform.Destination)
+	}
+	n, err := strconv.Atoi(m[1])
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("stream %s has an invalid partition count %q", cfg.Name, m[1])
+	}
+	return n, nil
+}
+
+// consumerConfig is the durable consumer of one partition.
+func (d *Dispatcher) consumerConfig(p int) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:        consumerName(d.cfg.ConsumerPrefix, p),
+		Description:    fmt.Sprintf("pushproxy dispatcher, partition %d of %d", p, d.partitions),
+		FilterSubject:  broker.PartitionFilter(p),
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        d.cfg.AckWait,
+		MaxDeliver:     d.cfg.MaxDeliver,
+		MaxAckPending:  d.cfg.MaxAckPending,
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{d.cfg.PriorityGroup},
+		PinnedTTL:      d.cfg.PinnedTTL,
+	}
+}
+
+// ensureConsumers creates or updates the consumer of every partition, and
+// warns about consumers of partitions beyond the current count (left from a
+// larger partition count) that still hold events.
+func (d *Dispatcher) ensureConsumers(ctx context.Context) error {
+	for p := range d.partitions {
+		if _, err := d.js.CreateOrUpdateConsumer(ctx, d.stream, d.consumerConfig(p)); err != nil {
+			return fmt.Errorf("creating consumer %s: %w", consumerName(d.cfg.ConsumerPrefix, p), err)
+		}
+	}
+	lister := d.streamHandle.ListConsumers(ctx)
+	prefix := d.cfg.ConsumerPrefix + "-p"
+	for info := range lister.Info() {
+		n, err := strconv.Atoi(strings.TrimPrefix(info.Name, prefix))
+		if !strings.HasPrefix(info.Name, prefix) || err != nil || n < d.partitions {
+			continue
+		}
+		if info.NumPending > 0 || info.NumAckPending > 0 {
+			d.log.Warn().Str("consumer", info.Name).Uint64("pending", info.NumPending).Int("ack_pending", info.NumAckPending).
+				Msg("a consumer of a partition that no longer exists still holds events; drain it or delete it (see DESIGN.md)")
+		}
+	}
+	if err := lister.Err(); err != nil && !errors.Is(err, jetstream.ErrEndOfData) {
+		d.log.Debug().Err(err).Msg("listing consumers")
+	}
+	return nil
+}
+
+// Partitions is the number of partitions of the MAIL stream.
+func (d *Dispatcher) Partitions() int { return d.partitions }
+
+// InstanceID is this dispatcher's name among the others.
+func (d *Dispatcher) InstanceID() string { return d.cfg.InstanceID }
+
+// Ready reports nil while Run is consuming.
+func (d *Dispatcher) Ready(ctx context.Context) error {
+	if !d.running.Load() {
+		return errors.New("dispatcher not running")
+	}
+	if d.nc.IsClosed() || !d.nc.IsConnected() {
+		return errors.New("dispatcher not connected to NATS")
+	}
+	return nil
+}
+
+func (d *Dispatcher) proxy() proxyState {
+	if p := d.proxyNow.Load(); p != nil {
+		return *p
+	}
+	return proxyState{reason: "proxy settings not read yet"}
+}
+
+// readSettings reads the proxy settings and logs a change of whether
+// pushes go out.
+func (d *Dispatcher) readSettings(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	p, err := d.config.Proxy(cctx)
+	if err != nil {
+		d.log.Warn().Err(err).Msg("reading proxy settings; keeping the previous ones")
+		return
+	}
+	next := proxyState{enabled: p.Enabled && p.Organization != "", uri: p.URI}
+	switch {
+	case !p.Enabled:
+		next.reason = "the push notification proxy is disabled (pushctl proxy enable --organization <domain>)"
+	case p.Organization == "":
+		next.reason = "the push notification proxy has no organization (pushctl proxy enable --organization <domain>)"
+	}
+	prev := d.proxyNow.Swap(&next)
+	if prev == nil || prev.enabled != next.enabled || prev.uri != next.uri {
+		if next.enabled {
+			d.log.Info().Str("uri", next.uri).Str("organization", p.Organization).Msg("push notification proxy enabled: pushing badges")
+		} else {
+			d.log.Warn().Str("reason", next.reason).Msg("push notification proxy not enabled: counting unread mail, pushing nothing")
+		}
+	}
+	if next.enabled {
+		d.metrics.proxyDisabled.Set(0)
+	} else {
+		d.metrics.proxyDisabled.Set(1)
+	}
+}
+
+// relayUp reports whether the relay takes requests: the breaker is closed
+// (a half-open breaker's single trial does not count as up), or, for a
+// publisher that does not say, whether it calls itself healthy.
+func (d *Dispatcher) relayUp() bool {
+	if bs, ok := d.pub.(breakerStater); ok {
+		return bs.State() == relayclient.BreakerClosed
+	}
+	return d.pub.Healthy()
+}
+
+// devices returns the subscriptions of a user that want mail badges.
+func (d *Dispatcher) devices(userKey string) []subscriptions.Subscription {
+	all := d.index.ForUser(userKey)
+	out := all[:0]
+	for _, s := range all {
+		if s.Options == 0 || s.Options.Has(subscriptions.OptionEmail) || s.Options.Has(subscriptions.OptionBackgroundSync) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Run consumes until ctx ends, then hands its partitions over: it stops
+// fetching, flushes the pushes that are pending, waits up to
+// ShutdownTimeout for those in flight, and leaves anything unsettled
+// unacknowledged for the next owner. It returns nil after a shutdown.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	if !d.running.CompareAndSwap(false, true) {
+		return errors.New("dispatcher already running")
+	}
+	defer d.running.Store(false)
+	defer d.indexCancel()
+
+	ioCtx, cancelIO := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelIO()
+	senderCtx, stopSender := context.WithCancel(ioCtx)
+	senderDone := make(chan struct{})
+	go func() { defer close(senderDone); d.sender.run(senderCtx) }()
+
+	members := newMembership(d.nc, d.cfg.MembershipSubject, d.cfg.InstanceID, d.cfg.Heartbeat, d.log)
+	if err := members.start(); err != nil {
+		stopSender()
+		<-senderDone
+		return err
+	}
+	d.log.Info().Int("partitions", d.partitions).Msg("dispatcher started")
+
+	workers := map[int]*worker{}
+	exited := make(chan *worker, d.partitions*2+1)
+	restart := map[int]time.Time{}
+	start := func(p int) {
+		w := d.newWorker(p)
+		workers[p] = w
+		go func() {
+			w.run(ioCtx)
+			exited <- w
+		}()
+	}
+	reassign := func() {
+		mine := owned(Assign(d.partitions, members.members()), d.cfg.InstanceID)
+		want := map[int]bool{}
+		for _, p := range mine {
+			want[p] = true
+			if workers[p] == nil && restart[p].IsZero() {
+				start(p)
+			}
+		}
+		for p, w := range workers {
+			if !want[p] {
+				w.requestStop()
+			}
+		}
+		members.setOwned(mine)
+		d.metrics.partitions.Set(float64(len(mine)))
+		d.metrics.members.Set(float64(len(members.members())))
+	}
+
+	heartbeat := time.NewTicker(d.cfg.Heartbeat)
+	defer heartbeat.Stop()
+	settingsTick := time.NewTicker(d.cfg.SettingsInterval)
+	defer settingsTick.Stop()
+	metricsTick := time.NewTicker(d.cfg.MetricsInterval)
+	defer metricsTick.Stop()
+	restartTick := time.NewTicker(time.Second)
+	defer restartTick.Stop()
+	// Give the others one heartbeat to answer before taking partitions.
+	firstAssign := time.NewTimer(d.cfg.Heartbeat)
+	defer firstAssign.Stop()
+	assigned := false
+
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-firstAssign.C:
+			assigned = true
+			reassign()
+		case <-members.changed:
+			if assigned {
+				reassign()
+			}
+		case <-heartbeat.C:
+			members.tick()
+		case <-settingsTick.C:
+			d.readSettings(ioCtx)
+		case <-metricsTick.C:
+			d.observe(ioCtx, workers)
+		case w := <-exited:
+			if workers[w.partition] == w {
+				delete(workers, w.partition)
+				select {
+				case <-w.stop:
+					// Handed over on purpose; take it again if reassigned.
+					if assigned {
+						reassign()
+					}
+				default:
+					d.log.Warn().Int("partition", w.partition).Msg("partition consumer stopped; retrying shortly")
+					restart[w.partition] = time.Now().Add(time.Second)
+				}
+			}
+		case now := <-restartTick.C:
+			for p, at := range restart {
+				if now.After(at) {
+					delete(restart, p)
+				}
+			}
+			if assigned {
+				reassign()
+			}
+		}
+	}
+
+	d.log.Info().Int("partitions", len(workers)).Msg("dispatcher stopping: handing partitions over")
+	for _, w := range workers {
+		w.requestStop()
+	}
+	for _, w := range workers {
+		<-w.done
+	}
+	members.leave()
+	stopSender()
+	<-senderDone
+	d.metrics.partitions.Set(0)
+	d.log.Info().Msg("dispatcher stopped")
+	return nil
+}
+
+// observe feeds the gauges that come from the server and the relay client.
+func (d *Dispatcher) observe(ctx context.Context, workers map[int]*worker) {
+	for p := range workers {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		cons, err := d.js.Consumer(cctx, d.stream, consumerName(d.cfg.ConsumerPrefix, p))
+		if err == nil {
+			var info *jetstream.ConsumerInfo
+			if info, err = cons.Info(cctx); err == nil {
+				label := strconv.Itoa(p)
+				d.metrics.pending.WithLabelValues(label).Set(float64(info.NumPending))
+				d.metrics.ackPending.WithLabelValues(label).Set(float64(info.NumAckPending))
+			}
+		}
+		cancel()
+	}
+	d.observeRelay()
+	d.metrics.subscriptionsIx.Set(float64(d.index.Len()))
+}
+
+// observeRelay feeds the relay client's gauges.
+func (d *Dispatcher) observeRelay() {
+	if bs, ok := d.pub.(breakerStater); ok {
+		d.metrics.breakerState.Set(float64(bs.State()))
+	}
+	if d.relayUp() {
+		d.metrics.relayHealthy.Set(1)
+	} else {
+		d.metrics.relayHealthy.Set(0)
+	}
+}

@@ -1,0 +1,201 @@
+package dispatcher
+
+import (
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+)
+
+// memberTimeoutBeats is how many heartbeats a member may miss before the
+// others count it gone.
+const memberTimeoutBeats = 3
+
+// announcement is a dispatcher's heartbeat on the membership subject.
+type announcement struct {
+	ID      string `json:"id"`
+	Leaving bool   `json:"leaving,omitempty"`
+	Owns    []int  `json:"owns,omitempty"`
+}
+
+// membership tracks the live dispatchers from their heartbeats on a core
+// NATS subject. Every dispatcher runs the same Assign over the same live
+// set, so they agree on who consumes which partition without a
+// coordinator. Views may differ for a heartbeat or two (a member just
+// started or stopped); the pinned consumers keep a partition with one
+// dispatcher at a time meanwhile.
+type membership struct {
+	nc       *nats.Conn
+	subject  string
+	id       string
+	interval time.Duration
+	log      zerolog.Logger
+
+	mu      sync.Mutex
+	seen    map[string]time.Time
+	owns    []int
+	changed chan struct{}
+	sub     *nats.Subscription
+}
+
+func newMembership(nc *nats.Conn, subject, id string, interval time.Duration, log zerolog.Logger) *membership {
+	return &membership{nc: nc, subject: subject, id: id, interval: interval, log: log,
+		seen: map[string]time.Time{id: time.Now()}, changed: make(chan struct{}, 1)}
+}
+
+// start subscribes and announces this member.
+func (m *membership) start() error {
+	sub, err := m.nc.Subscribe(m.subject, m.receive)
+	if err != nil {
+		return fmt.Errorf("subscribing to %s: %w", m.subject, err)
+	}
+	m.sub = sub
+	m.announce(false)
+	return nil
+}
+
+func (m *membership) receive(msg *nats.Msg) {
+	var a announcement
+	if err := json.Unmarshal(msg.Data, &a); err != nil || a.ID == "" || a.ID == m.id {
+		return
+	}
+	m.mu.Lock()
+	_, known := m.seen[a.ID]
+	if a.Leaving {
+		delete(m.seen, a.ID)
+	} else {
+		m.seen[a.ID] = time.Now()
+	}
+	m.mu.Unlock()
+	if a.Leaving || !known {
+		m.signal()
+	}
+	if !known && !a.Leaving {
+		// Answer a newcomer at once so it learns the members quickly.
+		m.announce(false)
+	}
+}
+
+// tick announces this member and forgets the silent ones.
+func (m *membership) tick() {
+	m.announce(false)
+	cutoff := time.Now().Add(-memberTimeoutBeats * m.interval)
+	m.mu.Lock()
+	gone := false
+	for id, at := range m.seen {
+		if id != m.id && at.Before(cutoff) {
+			delete(m.seen, id)
+			gone = true
+		}
+	}
+	m.mu.Unlock()
+	if gone {
+		m.signal()
+	}
+}
+
+func (m *membership) announce(leaving bool) {
+	m.mu.Lock()
+	a := announcement{ID: m.id, Leaving: leaving, Owns: slices.Clone(m.owns)}
+	m.mu.Unlock()
+	data, _ := json.Marshal(a)
+	if err := m.nc.Publish(m.subject, data); err != nil {
+		m.log.Debug().Err(err).Msg("announcing dispatcher")
+	}
+}
+
+// setOwned records the partitions this member consumes, for announcements.
+func (m *membership) setOwned(p []int) {
+	m.mu.Lock()
+	m.owns = slices.Clone(p)
+	m.mu.Unlock()
+}
+
+// leave tells the others this member is going and stops listening.
+func (m *membership) leave() {
+	if m.sub != nil {
+		_ = m.sub.Unsubscribe()
+	}
+	m.announce(true)
+	_ = m.nc.Flush()
+}
+
+func (m *membership) signal() {
+	select {
+	case m.changed <- struct{}{}:
+	default:
+	}
+}
+
+// members returns the live members, sorted.
+func (m *membership) members() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]string, 0, len(m.seen))
+	for id := range m.seen {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Assign shares partitions 0..partitions-1 among members: each partition
+// goes to the member that ranks it highest (rendezvous hashing), unless
+// that member already has its fair share (partitions/members, rounded up),
+// in which case the next one in its ranking takes it. Every member computes
+// the same answer from the same set, and adding or removing one member
+// moves few partitions.
+func Assign(partitions int, members []string) map[int]string {
+	out := make(map[int]string, partitions)
+	if len(members) == 0 {
+		return out
+	}
+	ms := slices.Clone(members)
+	sort.Strings(ms)
+	ms = slices.Compact(ms)
+	share := (partitions + len(ms) - 1) / len(ms)
+	load := make(map[string]int, len(ms))
+	for p := range partitions {
+		ranked := slices.Clone(ms)
+		sort.SliceStable(ranked, func(i, j int) bool { return rendezvous(ranked[i], p) > rendezvous(ranked[j], p) })
+		for _, m := range ranked {
+			if load[m] < share {
+				out[p] = m
+				load[m]++
+				break
+			}
+		}
+	}
+	return out
+}
+
+func rendezvous(member string, partition int) uint64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s/%d", member, partition)
+	// splitmix64's finalizer spreads FNV's similar hashes of similar names.
+	x := h.Sum64()
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
+
+// owned lists the partitions Assign gives to id.
+func owned(assignment map[int]string, id string) []int {
+	var out []int
+	for p, m := range assignment {
+		if m == id {
+			out = append(out, p)
+		}
+	}
+	sort.Ints(out)
+	return out
+}

@@ -1,0 +1,103 @@
+package dispatcher
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the dispatcher's Prometheus collectors (pushproxy_dispatcher_*).
+type metrics struct {
+	events          *prometheus.CounterVec
+	applied         prometheus.Counter
+	alreadyApplied  prometheus.Counter
+	invalid         prometheus.Counter
+	redelivered     prometheus.Counter
+	acked           prometheus.Counter
+	pushes          *prometheus.CounterVec
+	skipped         *prometheus.CounterVec
+	eventsPerPush   prometheus.Histogram
+	pushLatency     prometheus.Histogram
+	eventToPush     prometheus.Histogram
+	retries         prometheus.Counter
+	requeued        *prometheus.CounterVec
+	deadLetters     *prometheus.CounterVec
+	devicesRemoved  *prometheus.CounterVec
+	requests        *prometheus.CounterVec
+	pending         *prometheus.GaugeVec
+	ackPending      *prometheus.GaugeVec
+	held            *prometheus.GaugeVec
+	partitions      prometheus.Gauge
+	members         prometheus.Gauge
+	breakerState    prometheus.Gauge
+	relayHealthy    prometheus.Gauge
+	proxyDisabled   prometheus.Gauge
+	takeovers       prometheus.Counter
+	stateConflicts  prometheus.Counter
+	settleFailures  prometheus.Counter
+	subscriptionsIx prometheus.Gauge
+}
+
+func newMetrics(reg *prometheus.Registry) *metrics {
+	const ns, sub = "pushproxy", "dispatcher"
+	latency := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+	m := &metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "events_consumed_total",
+			Help: "Mail events consumed, by result: applied, already_applied (a redelivery of an event in the state), invalid (terminated)."}, []string{"result"}),
+		acked: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "events_acked_total",
+			Help: "Events acknowledged after the push covering them was sent, skipped or dead-lettered."}),
+		redelivered: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "events_redelivered_total",
+			Help: "Events the server delivered more than once (after a dispatcher died or an ack was lost)."}),
+		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "pushes_total",
+			Help: "Pushes by result: sent (the relay accepted them), failed (dead-lettered), requeued (tried again later)."}, []string{"result"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "pushes_skipped_total",
+			Help: "Pushes not sent, by reason: unchanged (the devices show the count), no_subscriptions, proxy_disabled."}, []string{"reason"}),
+		eventsPerPush: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "events_per_push",
+			Help:    "Events covered by one push or skip: the coalescing ratio.",
+			Buckets: []float64{1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000}}),
+		pushLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "push_duration_seconds",
+			Help: "Time from sending a push to the relay's answer, retries included.", Buckets: latency}),
+		eventToPush: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "event_to_push_seconds",
+			Help: "Time from the earliest event a push covers (received by ingest, or occurred) to the relay's acceptance.", Buckets: latency}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "relay_retries_total",
+			Help: "Relay requests retried after a temporary failure."}),
+		requeued: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "pushes_requeued_total",
+			Help: "Pushes put back to be tried later, by reason: relay_unavailable, unauthorized, device_retry, shutdown, store."}, []string{"reason"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "dead_letters_total",
+			Help: "Notifications published to PUSH_DEAD, by reason."}, []string{"reason"}),
+		devicesRemoved: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "devices_removed_total",
+			Help: "Device subscriptions removed on the relay's word, by status: gone, rejected."}, []string{"status"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "relay_requests_total",
+			Help: "Relay publish calls (each possibly retried), by result: ok, unavailable, unauthorized, failed."}, []string{"result"}),
+		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "pending_events",
+			Help: "Events of a partition not yet delivered to a dispatcher (consumer info), for the partitions this dispatcher owns."}, []string{"partition"}),
+		ackPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "ack_pending_events",
+			Help: "Events of a partition delivered and not yet acknowledged (consumer info)."}, []string{"partition"}),
+		held: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "held_events",
+			Help: "Events this dispatcher holds per partition, waiting for their push."}, []string{"partition"}),
+		partitions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "partitions_owned",
+			Help: "Partitions this dispatcher consumes."}),
+		members: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "members",
+			Help: "Dispatchers this one sees, itself included."}),
+		breakerState: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "breaker_state",
+			Help: "The relay client's circuit breaker: 0 closed, 1 open, 2 half-open."}),
+		relayHealthy: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "relay_healthy",
+			Help: "1 while the relay client takes requests, 0 while its circuit breaker holds them back."}),
+		proxyDisabled: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "proxy_disabled",
+			Help: "1 while the push notification proxy is disabled or has no organization: counts are kept, nothing is pushed."}),
+		takeovers: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "partition_takeovers_total",
+			Help: "Times this dispatcher started consuming a partition (or was pinned to it anew)."}),
+		stateConflicts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "state_conflicts_total",
+			Help: "Unread state writes that found another writer's change and were merged."}),
+		settleFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "settle_failures_total",
+			Help: "Times the state, the sent record or a dead letter could not be written; the push is tried again."}),
+		subscriptionsIx: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "subscriptions",
+			Help: "Device subscriptions known to this dispatcher."}),
+	}
+	m.applied = m.events.WithLabelValues("applied")
+	m.alreadyApplied = m.events.WithLabelValues("already_applied")
+	m.invalid = m.events.WithLabelValues("invalid")
+	reg.MustRegister(m.events, m.redelivered, m.acked, m.pushes, m.skipped, m.eventsPerPush, m.pushLatency, m.eventToPush, m.retries,
+		m.requeued, m.deadLetters, m.devicesRemoved, m.requests, m.pending, m.ackPending, m.held, m.partitions,
+		m.members, m.breakerState, m.relayHealthy, m.proxyDisabled, m.takeovers, m.stateConflicts, m.settleFailures,
+		m.subscriptionsIx)
+	return m
+}

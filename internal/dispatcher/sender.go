@@ -1,0 +1,259 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/rs/zerolog"
+
+	"github.com/pushproxy/pushproxy/internal/relayclient"
+	"github.com/pushproxy/pushproxy/internal/relayproto"
+)
+
+// Publisher sends batches of notifications to the relay with retries and
+// says whether its circuit breaker lets requests through.
+// *relayclient.Client implements it.
+type Publisher interface {
+	// PublishRetry publishes batch to the relay at uri, retrying temporary
+	// failures; see relayclient.Client.PublishRetry.
+	PublishRetry(ctx context.Context, uri string, batch []relayproto.Notification, notify func(attempt int, err error, wait time.Duration)) (relayproto.Response, int, error)
+	// Healthy reports whether a request made now would be sent.
+	Healthy() bool
+}
+
+// breakerStater is implemented by publishers that expose their breaker
+// state (relayclient.Client does), for the breaker_state gauge.
+type breakerStater interface {
+	State() relayclient.BreakerState
+}
+
+// job is one user's push handed to the sender.
+type job struct {
+	w     *worker
+	key   string
+	notes []relayproto.Notification
+	// abandoned is set when the worker gave its partition up before the
+	// push was sent: sending it then could overtake the next owner's push.
+	abandoned atomic.Bool
+}
+
+// outcome is what became of a push at the relay.
+type outcome int
+
+const (
+	// outcomeAnswered: the relay accepted the request; the per-device
+	// results say the rest.
+	outcomeAnswered outcome = iota
+	// outcomeRetry: not delivered, try again later (relay down, token
+	// refused, shutting down).
+	outcomeRetry
+	// outcomeDead: the relay refused it for good, or retries ran out while
+	// the relay was up.
+	outcomeDead
+	// outcomeDisabled: the proxy was disabled before it could be sent.
+	outcomeDisabled
+)
+
+// result is the answer to one job, handed back to its worker.
+type result struct {
+	key      string
+	outcome  outcome
+	reason   string
+	results  []relayproto.NotificationResult
+	err      error
+	attempts int
+	took     time.Duration
+	batchID  string
+	// retryAfter is the relay's own back-off request, if any.
+	retryAfter time.Duration
+}
+
+// sender batches the jobs of every partition into relay requests, at most
+// MaxInFlight at once.
+type sender struct {
+	pub     Publisher
+	cfg     Config
+	proxy   func() proxyState
+	metrics *metrics
+	log     zerolog.Logger
+
+	jobs *queue[*job]
+	wg   sync.WaitGroup
+}
+
+func newSender(pub Publisher, cfg Config, proxy func() proxyState, m *metrics, log zerolog.Logger) *sender {
+	return &sender{pub: pub, cfg: cfg, proxy: proxy, metrics: m, log: log, jobs: newQueue[*job]()}
+}
+
+// submit queues a job; it never blocks.
+func (s *sender) submit(j *job) { s.jobs.Push(j) }
+
+// run sends batches until ctx ends, then answers the jobs still queued
+// with a retry so their events stay unacknowledged, and waits for the
+// requests in flight.
+func (s *sender) run(ctx context.Context) {
+	slots := make(chan struct{}, s.cfg.MaxInFlight)
+	defer func() {
+		s.wg.Wait()
+		for _, j := range s.jobs.Take(0) {
+			j.w.results.Push(result{key: j.key, outcome: outcomeRetry, reason: "shutdown", err: ctx.Err()})
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.jobs.C():
+		}
+		for s.jobs.Len() > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case slots <- struct{}{}:
+			}
+			if s.cfg.BatchLinger > 0 && s.countNotifications() < s.cfg.BatchSize {
+				t := time.NewTimer(s.cfg.BatchLinger)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					<-slots
+					return
+				case <-t.C:
+				}
+			}
+			batch := s.takeBatch()
+			if len(batch) == 0 {
+				<-slots
+				continue
+			}
+			s.wg.Add(1)
+			go func() {
+				defer func() { <-slots; s.wg.Done() }()
+				s.send(ctx, batch)
+			}()
+		}
+	}
+}
+
+func (s *sender) countNotifications() int {
+	s.jobs.mu.Lock()
+	defer s.jobs.mu.Unlock()
+	n := 0
+	for _, j := range s.jobs.items {
+		n += len(j.notes)
+	}
+	return n
+}
+
+// takeBatch takes jobs while their notifications fit in BatchSize (at
+// least one job).
+func (s *sender) takeBatch() []*job {
+	s.jobs.mu.Lock()
+	n, count := 0, 0
+	for n < len(s.jobs.items) {
+		k := len(s.jobs.items[n].notes)
+		if n > 0 && count+k > s.cfg.BatchSize {
+			break
+		}
+		count += k
+		n++
+	}
+	s.jobs.mu.Unlock()
+	return s.jobs.Take(n)
+}
+
+func (s *sender) send(ctx context.Context, batch []*job) {
+	live := batch[:0]
+	for _, j := range batch {
+		if !j.abandoned.Load() {
+			live = append(live, j)
+		}
+	}
+	batch = live
+	if len(batch) == 0 {
+		return
+	}
+	proxy := s.proxy()
+	if !proxy.enabled {
+		for _, j := range batch {
+			j.w.results.Push(result{key: j.key, outcome: outcomeDisabled, reason: proxy.reason})
+		}
+		return
+	}
+	var notes []relayproto.Notification
+	for _, j := range batch {
+		notes = append(notes, j.notes...)
+	}
+	batchID := uuid.NewString()
+	start := time.Now()
+	resp, attempts, err := s.pub.PublishRetry(ctx, proxy.uri, notes, func(attempt int, err error, wait time.Duration) {
+		s.metrics.retries.Inc()
+		s.log.Debug().Err(err).Int("attempt", attempt).Dur("wait", wait).Int("notifications", len(notes)).Msg("relay request failed; retrying")
+	})
+	took := time.Since(start)
+	out, reason := s.classify(ctx, err)
+	s.metrics.requests.WithLabelValues(requestLabel(out, reason)).Inc()
+	if err != nil {
+		ev := s.log.Warn()
+		if out == outcomeDead {
+			ev = s.log.Error()
+		}
+		ev.Err(err).Int("attempts", attempts).Int("notifications", len(notes)).Str("outcome", reason).Msg("relay request failed")
+	}
+	var retryAfter time.Duration
+	var rerr *relayclient.Error
+	if errors.As(err, &rerr) {
+		retryAfter = rerr.RetryAfter
+	}
+	byID := make(map[string]relayproto.NotificationResult, len(resp.Results))
+	for _, r := range resp.Results {
+		byID[r.ID] = r
+	}
+	for _, j := range batch {
+		r := result{key: j.key, outcome: out, reason: reason, err: err, attempts: attempts, took: took, batchID: batchID, retryAfter: retryAfter}
+		if out == outcomeAnswered {
+			for _, n := range j.notes {
+				if nr, ok := byID[n.ID]; ok {
+					r.results = append(r.results, nr)
+				}
+			}
+		}
+		j.w.results.Push(r)
+	}
+}
+
+// classify decides what a failed request means for its pushes: hold them
+// while the relay is down (its breaker open), while it refuses our token
+// (an operator must fix the certificate; dead-lettering every badge
+// meanwhile would help nobody) and while shutting down; dead-letter them
+// when the relay refused them for good or retries ran out while it was up.
+func (s *sender) classify(ctx context.Context, err error) (outcome, string) {
+	switch {
+	case err == nil:
+		return outcomeAnswered, ""
+	case ctx.Err() != nil:
+		return outcomeRetry, "shutdown"
+	case errors.Is(err, relayclient.ErrCircuitOpen) || !s.pub.Healthy():
+		return outcomeRetry, "relay_unavailable"
+	case errors.Is(err, relayclient.ErrUnauthorized):
+		return outcomeRetry, "unauthorized"
+	case errors.Is(err, relayclient.ErrPermanent):
+		return outcomeDead, ReasonPermanent
+	default:
+		return outcomeDead, ReasonExhausted
+	}
+}
+
+func requestLabel(out outcome, reason string) string {
+	switch out {
+	case outcomeAnswered:
+		return "ok"
+	case outcomeRetry:
+		return reason
+	}
+	return "failed"
+}

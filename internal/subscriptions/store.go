@@ -1,0 +1,197 @@
+package subscriptions
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pushproxy/pushproxy/internal/broker"
+	"github.com/pushproxy/pushproxy/internal/events"
+)
+
+// ErrNotFound is returned when deleting a subscription that does not exist.
+var ErrNotFound = errors.New("subscription not found")
+
+// Store keeps subscriptions in the KV bucket "subscriptions". It is safe
+// for concurrent use.
+type Store struct {
+	kv    jetstream.KeyValue
+	keyer *events.Keyer
+	ttl   time.Duration
+	now   func() time.Time
+}
+
+// Open opens the bucket, which provisioning creates with the subscription
+// TTL. keyer derives the user keys (broker.Keyer gives the deployment's).
+func Open(ctx context.Context, js jetstream.JetStream, keyer *events.Keyer) (*Store, error) {
+	kv, err := js.KeyValue(ctx, broker.BucketSubscriptions)
+	if err != nil {
+		return nil, fmt.Errorf("opening bucket %s: %w", broker.BucketSubscriptions, err)
+	}
+	status, err := kv.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading bucket %s status: %w", broker.BucketSubscriptions, err)
+	}
+	return &Store{kv: kv, keyer: keyer, ttl: status.TTL(), now: time.Now}, nil
+}
+
+// WithClock returns a copy of the store that takes time from now.
+func (s *Store) WithClock(now func() time.Time) *Store {
+	c := *s
+	c.now = now
+	return &c
+}
+
+// TTL is how long a subscription lives after its last refresh (0: forever).
+func (s *Store) TTL() time.Duration { return s.ttl }
+
+// UserKey is the prefix of the keys of a user's subscriptions.
+func (s *Store) UserKey(tenant, user string) string { return s.keyer.UserKey(tenant, user) }
+
+// Key is the bucket key of a subscription.
+func (s *Store) Key(tenant, user, appID, deviceID string) string {
+	return s.keyer.UserKey(tenant, user) + "." + DeviceHash(appID, deviceID)
+}
+
+// Put normalizes and validates sub, then subscribes it or, if it exists,
+// refreshes it; either way it lives for another TTL. It returns the stored
+// subscription and whether it is new. A *ValidationError names the field
+// that is wrong.
+func (s *Store) Put(ctx context.Context, sub Subscription) (Subscription, bool, error) {
+	sub.Normalize()
+	if err := sub.Validate(); err != nil {
+		return Subscription{}, false, err
+	}
+	sub.LastSubscriptionUpdate = s.now().UTC().Truncate(time.Millisecond)
+	key := s.Key(sub.Tenant, sub.User, sub.AppID, sub.DeviceID)
+	stored := sub
+	stored.Key, stored.ExpiresAt = "", time.Time{}
+	data, err := json.Marshal(stored)
+	if err != nil {
+		return Subscription{}, false, fmt.Errorf("encoding subscription: %w", err)
+	}
+	created := true
+	if _, err := s.kv.Create(ctx, key, data); err != nil {
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return Subscription{}, false, fmt.Errorf("storing subscription: %w", err)
+		}
+		created = false
+		if _, err := s.kv.Put(ctx, key, data); err != nil {
+			return Subscription{}, false, fmt.Errorf("refreshing subscription: %w", err)
+		}
+	}
+	sub.Key = key
+	sub.ExpiresAt = s.expiry(sub.LastSubscriptionUpdate)
+	return sub, created, nil
+}
+
+// Delete removes the subscription of the device appID/deviceID of a user.
+// It returns an error matching ErrNotFound when there is none, and a
+// *ValidationError when the identifying fields are invalid.
+func (s *Store) Delete(ctx context.Context, tenant, user, appID, deviceID string) error {
+	sub := Subscription{Tenant: tenant, User: user, AppID: appID, DeviceID: deviceID}
+	sub.Normalize()
+	if err := sub.validateDevice(); err != nil {
+		return err
+	}
+	return s.DeleteKey(ctx, s.Key(sub.Tenant, sub.User, sub.AppID, sub.DeviceID))
+}
+
+// DeleteKey removes the subscription stored under key.
+func (s *Store) DeleteKey(ctx context.Context, key string) error {
+	if _, err := s.kv.Get(ctx, key); err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		return fmt.Errorf("reading subscription: %w", err)
+	}
+	if err := s.kv.Delete(ctx, key); err != nil {
+		return fmt.Errorf("deleting subscription: %w", err)
+	}
+	return nil
+}
+
+// List returns a user's subscriptions, sorted by app and device.
+func (s *Store) List(ctx context.Context, tenant, user string) ([]Subscription, error) {
+	tenant = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(tenant)), ".")
+	user = strings.TrimSpace(user)
+	if err := events.ValidateTenant(tenant); err != nil {
+		return nil, err
+	}
+	if err := events.ValidateAddress("user", user); err != nil {
+		return nil, err
+	}
+	return s.list(ctx, s.keyer.UserKey(tenant, user)+".*")
+}
+
+// ListAll returns every subscription, sorted by tenant, user, app and device.
+func (s *Store) ListAll(ctx context.Context) ([]Subscription, error) {
+	return s.list(ctx, jetstream.AllKeys)
+}
+
+func (s *Store) list(ctx context.Context, filter string) ([]Subscription, error) {
+	w, err := s.kv.Watch(ctx, filter, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("listing subscriptions: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	var out []Subscription
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("listing subscriptions: %w", ctx.Err())
+		case entry, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("listing subscriptions: the watch ended early")
+			}
+			if entry == nil {
+				sortSubscriptions(out)
+				return out, nil
+			}
+			sub, err := s.decode(entry)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, sub)
+		}
+	}
+}
+
+func (s *Store) decode(entry jetstream.KeyValueEntry) (Subscription, error) {
+	var sub Subscription
+	if err := json.Unmarshal(entry.Value(), &sub); err != nil {
+		return Subscription{}, fmt.Errorf("decoding subscription %s: %w", entry.Key(), err)
+	}
+	sub.Key = entry.Key()
+	sub.ExpiresAt = s.expiry(entry.Created())
+	return sub, nil
+}
+
+func (s *Store) expiry(refreshed time.Time) time.Time {
+	if s.ttl <= 0 {
+		return time.Time{}
+	}
+	return refreshed.Add(s.ttl).UTC()
+}
+
+func sortSubscriptions(subs []Subscription) {
+	sort.Slice(subs, func(i, j int) bool {
+		a, b := subs[i], subs[j]
+		if a.Tenant != b.Tenant {
+			return a.Tenant < b.Tenant
+		}
+		if a.User != b.User {
+			return a.User < b.User
+		}
+		if a.AppID != b.AppID {
+			return a.AppID < b.AppID
+		}
+		return a.DeviceID < b.DeviceID
+	})
+}

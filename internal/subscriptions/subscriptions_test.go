@@ -1,0 +1,297 @@
+package subscriptions_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
+	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/subscriptions"
+)
+
+func openStore(t *testing.T) *subscriptions.Store {
+	t.Helper()
+	conn := brokertest.Start(t)
+	store, err := subscriptions.Open(context.Background(), conn.JS, brokertest.Keyer(t, conn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store
+}
+
+func alice() subscriptions.Subscription {
+	return subscriptions.Subscription{
+		Tenant: "Fabrikam.com", User: "alice@fabrikam.com", AppID: "com.example.mail",
+		DeviceID: "a1b2c3", Platform: "apns", Options: subscriptions.OptionEmail | subscriptions.OptionBackgroundSync,
+		InboxUnreadCount: 3, Language: "es-ES",
+	}
+}
+
+func TestPutRefreshListDelete(t *testing.T) {
+	store := openStore(t)
+	ctx := context.Background()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	clock := now
+	store = store.WithClock(func() time.Time { return clock })
+
+	got, created, err := store.Put(ctx, alice())
+	if err != nil || !created {
+		t.Fatalf("Put = %v, created %v", err, created)
+	}
+	if got.Tenant != "fabrikam.com" || got.Platform != subscriptions.PlatformAPNS || !got.LastSubscriptionUpdate.Equal(now) {
+		t.Fatalf("stored %+v: want a normalized tenant and platform and the refresh time", got)
+	}
+	if got.ExpiresAt.Sub(now) != store.TTL() || store.TTL() != 72*time.Hour {
+		t.Fatalf("expires at %v with TTL %v, want 72h after the refresh", got.ExpiresAt, store.TTL())
+	}
+
+	clock = now.Add(time.Hour)
+	again, created, err := store.Put(ctx, alice())
+	if err != nil || created {
+		t.Fatalf("second Put = %v, created %v; want a refresh", err, created)
+	}
+	if !again.LastSubscriptionUpdate.Equal(clock) || again.Key != got.Key {
+		t.Fatalf("refresh %+v: want the same key and a new refresh time", again)
+	}
+
+	bob := alice()
+	bob.User, bob.DeviceID = "bob@fabrikam.com", "d4"
+	other := alice()
+	other.DeviceID = "second-device"
+	for _, s := range []subscriptions.Subscription{bob, other} {
+		if _, _, err := store.Put(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, err := store.List(ctx, "fabrikam.com", "Alice@Fabrikam.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 || list[0].DeviceID != "a1b2c3" || list[1].DeviceID != "second-device" {
+		t.Fatalf("List(alice) = %+v, want her two devices", list)
+	}
+	all, err := store.ListAll(ctx)
+	if err != nil || len(all) != 3 {
+		t.Fatalf("ListAll = %d, %v; want 3", len(all), err)
+	}
+
+	if err := store.Delete(ctx, "fabrikam.com", "alice@fabrikam.com", "com.example.mail", "a1b2c3"); err != nil {
+		t.Fatal(err)
+	}
+	err = store.Delete(ctx, "fabrikam.com", "alice@fabrikam.com", "com.example.mail", "a1b2c3")
+	if !errors.Is(err, subscriptions.ErrNotFound) {
+		t.Fatalf("second Delete = %v, want ErrNotFound", err)
+	}
+	list, _ = store.List(ctx, "fabrikam.com", "alice@fabrikam.com")
+	if len(list) != 1 {
+		t.Fatalf("after Delete List = %+v", list)
+	}
+}
+
+func TestValidation(t *testing.T) {
+	store := openStore(t)
+	tests := []struct {
+		field  string
+		change func(*subscriptions.Subscription)
+	}{
+		{"tenant", func(s *subscriptions.Subscription) { s.Tenant = "" }},
+		{"tenant", func(s *subscriptions.Subscription) { s.Tenant = "not a domain" }},
+		{"user", func(s *subscriptions.Subscription) { s.User = "" }},
+		{"appId", func(s *subscriptions.Subscription) { s.AppID = "" }},
+		{"deviceId", func(s *subscriptions.Subscription) { s.DeviceID = "" }},
+		{"deviceId", func(s *subscriptions.Subscription) { s.DeviceID = strings.Repeat("x", subscriptions.MaxDeviceIDLen+1) }},
+		{"platform", func(s *subscriptions.Subscription) { s.Platform = "pager" }},
+		{"options", func(s *subscriptions.Subscription) { s.Options = 64 }},
+		{"inboxUnreadCount", func(s *subscriptions.Subscription) { s.InboxUnreadCount = -1 }},
+		{"language", func(s *subscriptions.Subscription) { s.Language = "español!" }},
+		{"installationId", func(s *subscriptions.Subscription) { s.InstallationID = "a\nb" }},
+	}
+	for _, tt := range tests {
+		s := alice()
+		tt.change(&s)
+		_, _, err := store.Put(context.Background(), s)
+		var sve *subscriptions.ValidationError
+		var eve *events.ValidationError
+		field := ""
+		switch {
+		case errors.As(err, &sve):
+			field = sve.Field
+		case errors.As(err, &eve):
+			field = eve.Field
+		}
+		if field != tt.field {
+			t.Errorf("%s: Put error %v names field %q", tt.field, err, field)
+		}
+	}
+}
+
+func TestOptions(t *testing.T) {
+	tests := []struct {
+		in   string
+		want subscriptions.Options
+		ok   bool
+	}{
+		{`33`, 33, true},
+		{`"Email, BackgroundSync"`, 33, true},
+		{`"None"`, 0, true},
+		{`["Email","Calendar"]`, 3, true},
+		{`"Email, Pager"`, 0, false},
+		{`{}`, 0, false},
+	}
+	for _, tt := range tests {
+		var o subscriptions.Options
+		err := json.Unmarshal([]byte(tt.in), &o)
+		if (err == nil) != tt.ok || (tt.ok && o != tt.want) {
+			t.Errorf("Unmarshal(%s) = %d, %v; want %d ok=%v", tt.in, o, err, tt.want, tt.ok)
+		}
+	}
+	if s := (subscriptions.OptionEmail | subscriptions.OptionBackgroundSync).String(); s != "Email, BackgroundSync" {
+		t.Errorf("String = %q", s)
+	}
+}
+
+func TestIndexFollowsTheBucket(t *testing.T) {
+	store := openStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, _, err := store.Put(ctx, alice()); err != nil {
+		t.Fatal(err)
+	}
+	ix, err := store.Index(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := store.UserKey("fabrikam.com", "alice@fabrikam.com")
+	if got := ix.ForUser(user); len(got) != 1 || got[0].DeviceID != "a1b2c3" {
+		t.Fatalf("ForUser after load = %+v", got)
+	}
+	other := alice()
+	other.DeviceID = "second"
+	if _, _, err := store.Put(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(ix.ForUser(user)) == 2 })
+	if err := store.Delete(ctx, "fabrikam.com", "alice@fabrikam.com", "com.example.mail", "second"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(ix.ForUser(user)) == 1 })
+	ix.Forget(ix.ForUser(user)[0].Key)
+	if n := len(ix.ForUser(user)); n != 0 || ix.Len() != 0 {
+		t.Fatalf("after Forget: %d subscriptions, Len %d", n, ix.Len())
+	}
+}
+
+func TestIndexLeavesOutExpired(t *testing.T) {
+	store := openStore(t)
+	ctx := context.Background()
+	clock := time.Now()
+	store = store.WithClock(func() time.Time { return clock })
+	if _, _, err := store.Put(ctx, alice()); err != nil {
+		t.Fatal(err)
+	}
+	ix, err := store.Index(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := store.UserKey("fabrikam.com", "alice@fabrikam.com")
+	if len(ix.ForUser(user)) != 1 {
+		t.Fatal("subscription missing")
+	}
+	clock = clock.Add(store.TTL() + time.Minute)
+	if got := ix.ForUser(user); len(got) != 0 {
+		t.Fatalf("expired subscription still listed: %+v", got)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestHTTP(t *testing.T) {
+	store := openStore(t)
+	srv := httptest.NewServer(subscriptions.Handler(store, zerolog.Nop()))
+	defer srv.Close()
+	url := srv.URL + "/v1/subscriptions"
+
+	do := func(method, target, ctype, body string) (*http.Response, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest(method, target, strings.NewReader(body))
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(res.Body).Decode(&out)
+		return res, out
+	}
+	errField := func(body map[string]any) string {
+		e, _ := body["error"].(map[string]any)
+		f, _ := e["field"].(string)
+		return f
+	}
+
+	sub := `{"tenant":"fabrikam.com","user":"alice@fabrikam.com","appId":"com.example.mail","deviceId":"tok1","platform":"FCM","options":"Email, BackgroundSync","inboxUnreadCount":2,"language":"en-GB"}`
+	if res, body := do("POST", url, "application/json", sub); res.StatusCode != 201 || body["deviceId"] != "tok1" || body["expiresAt"] == nil {
+		t.Fatalf("subscribe: %d %v", res.StatusCode, body)
+	}
+	if res, _ := do("POST", url, "application/json; charset=utf-8", sub); res.StatusCode != 200 {
+		t.Fatalf("refresh: %d, want 200", res.StatusCode)
+	}
+	tests := []struct {
+		name, method, ctype, body string
+		status                    int
+		field                     string
+	}{
+		{"not JSON", "POST", "text/plain", sub, 415, ""},
+		{"malformed", "POST", "application/json", `{"tenant":`, 400, ""},
+		{"too large", "POST", "application/json", `{"deviceId":"` + strings.Repeat("x", subscriptions.MaxBodySize) + `"}`, 413, ""},
+		{"wrong type", "POST", "application/json", `{"inboxUnreadCount":"three"}`, 422, "inboxUnreadCount"},
+		{"bad option", "POST", "application/json", strings.Replace(sub, `"Email, BackgroundSync"`, `"Pager"`, 1), 422, "options"},
+		{"missing device", "POST", "application/json", strings.Replace(sub, `"tok1"`, `""`, 1), 422, "deviceId"},
+		{"unknown platform", "POST", "application/json", strings.Replace(sub, `"FCM"`, `"pager"`, 1), 422, "platform"},
+	}
+	for _, tt := range tests {
+		res, body := do(tt.method, url, tt.ctype, tt.body)
+		if res.StatusCode != tt.status || errField(body) != tt.field {
+			t.Errorf("%s: %d field %q (%v), want %d field %q", tt.name, res.StatusCode, errField(body), body, tt.status, tt.field)
+		}
+	}
+
+	res, body := do("GET", url+"?tenant=fabrikam.com&user=alice@fabrikam.com", "", "")
+	if list, _ := body["subscriptions"].([]any); res.StatusCode != 200 || len(list) != 1 {
+		t.Fatalf("list: %d %v", res.StatusCode, body)
+	}
+	if res, body := do("GET", url+"?tenant=fabrikam.com", "", ""); res.StatusCode != 422 || errField(body) != "user" {
+		t.Fatalf("list without user: %d %v", res.StatusCode, body)
+	}
+
+	if res, _ := do("DELETE", url+"?tenant=fabrikam.com&user=alice@fabrikam.com&appId=com.example.mail&deviceId=nope", "", ""); res.StatusCode != 404 {
+		t.Fatalf("delete unknown: %d, want 404", res.StatusCode)
+	}
+	ref := `{"tenant":"fabrikam.com","user":"alice@fabrikam.com","appId":"com.example.mail","deviceId":"tok1"}`
+	if res, _ := do("DELETE", url, "application/json", ref); res.StatusCode != 204 {
+		t.Fatalf("delete: %d, want 204", res.StatusCode)
+	}
+	if _, body := do("GET", url+"?tenant=fabrikam.com&user=alice@fabrikam.com", "", ""); len(body["subscriptions"].([]any)) != 0 {
+		t.Fatalf("after delete: %v", body)
+	}
+}

@@ -1,0 +1,134 @@
+package unread_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
+	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/unread"
+)
+
+var when = time.Date(2026, 2, 3, 4, 5, 6, 0, time.UTC)
+
+func ev(kind events.Kind, mailbox string, count int, unreadCount *int) *events.Event {
+	return &events.Event{Kind: kind, Mailbox: mailbox, Count: count, Unread: unreadCount, OccurredAt: when}
+}
+
+func TestApply(t *testing.T) {
+	moved := ev(events.KindMoved, "Archive", 2, nil)
+	moved.FromMailbox = events.Inbox
+	movedIn := ev(events.KindMoved, events.Inbox, 1, nil)
+	movedIn.FromMailbox = "Junk"
+	tests := []struct {
+		name      string
+		from      unread.State
+		event     *events.Event
+		seq       uint64
+		opts      unread.Options
+		want      unread.State
+		wantApply bool
+	}{
+		{"authoritative count sets and is exact", unread.State{Count: 9, LastSeq: 4}, ev(events.KindNew, events.Inbox, 1, events.IntPtr(3)), 5, unread.Options{},
+			unread.State{Count: 3, Exact: true, LastSeq: 5, LastEventAt: when}, true},
+		{"new mail adds and is an estimate", unread.State{Count: 3, Exact: true, LastSeq: 5}, ev(events.KindNew, events.Inbox, 2, nil), 6, unread.Options{},
+			unread.State{Count: 5, LastSeq: 6, LastEventAt: when}, true},
+		{"read subtracts, never below zero", unread.State{Count: 1, LastSeq: 6}, ev(events.KindRead, events.Inbox, 3, nil), 7, unread.Options{},
+			unread.State{Count: 0, LastSeq: 7, LastEventAt: when}, true},
+		{"deleted subtracts", unread.State{Count: 4}, ev(events.KindDeleted, events.Inbox, 1, nil), 1, unread.Options{},
+			unread.State{Count: 3, LastSeq: 1, LastEventAt: when}, true},
+		{"unread adds", unread.State{Count: 0}, ev(events.KindUnread, events.Inbox, 1, nil), 1, unread.Options{},
+			unread.State{Count: 1, LastSeq: 1, LastEventAt: when}, true},
+		{"a move out of the inbox subtracts", unread.State{Count: 4, Exact: true}, moved, 2, unread.Options{},
+			unread.State{Count: 2, LastSeq: 2, LastEventAt: when}, true},
+		{"a move into the inbox adds", unread.State{Count: 4, Exact: true}, movedIn, 2, unread.Options{},
+			unread.State{Count: 5, LastSeq: 2, LastEventAt: when}, true},
+		{"other mailboxes do not count", unread.State{Count: 4, Exact: true}, ev(events.KindNew, "Junk", 1, events.IntPtr(40)), 2, unread.Options{},
+			unread.State{Count: 4, Exact: true, LastSeq: 2, LastEventAt: when}, true},
+		{"flags do not change the count", unread.State{Count: 4, Exact: true}, ev(events.KindFlags, events.Inbox, 1, nil), 3, unread.Options{},
+			unread.State{Count: 4, Exact: true, LastSeq: 3, LastEventAt: when}, true},
+		{"a redelivery is ignored", unread.State{Count: 4, LastSeq: 10}, ev(events.KindNew, events.Inbox, 1, events.IntPtr(99)), 10, unread.Options{},
+			unread.State{Count: 4, LastSeq: 10}, false},
+		{"an older event is ignored", unread.State{Count: 4, LastSeq: 10}, ev(events.KindRead, events.Inbox, 1, nil), 3, unread.Options{},
+			unread.State{Count: 4, LastSeq: 10}, false},
+		{"another counted mailbox", unread.State{}, ev(events.KindNew, "Team", 1, events.IntPtr(7)), 1, unread.Options{Mailbox: "Team"},
+			unread.State{Count: 7, Exact: true, LastSeq: 1, LastEventAt: when}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, applied := unread.Apply(tt.from, tt.event, tt.seq, tt.opts)
+			if applied != tt.wantApply || got.Count != tt.want.Count || got.Exact != tt.want.Exact || got.LastSeq != tt.want.LastSeq || !got.LastEventAt.Equal(tt.want.LastEventAt) {
+				t.Fatalf("Apply = %+v, %v; want %+v, %v", got, applied, tt.want, tt.wantApply)
+			}
+		})
+	}
+}
+
+func TestPushed(t *testing.T) {
+	s := unread.State{Count: 3}
+	if !s.NeedsPush() {
+		t.Fatal("a state never pushed needs a push")
+	}
+	s = s.Pushed(3, 8, when)
+	if s.NeedsPush() || *s.LastPushedCount != 3 || s.LastPushedSeq != 8 || !s.LastPushedAt.Equal(when) {
+		t.Fatalf("after Pushed: %+v", s)
+	}
+	s.Count = 4
+	if !s.NeedsPush() {
+		t.Fatal("a changed count needs a push")
+	}
+}
+
+func TestStore(t *testing.T) {
+	conn := brokertest.Start(t)
+	ctx := context.Background()
+	store, err := unread.Open(ctx, conn.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := brokertest.Keyer(t, conn).UserKey("fabrikam.com", "alice@fabrikam.com")
+	st, rev, err := store.Get(ctx, key)
+	if err != nil || rev != 0 || st.Count != 0 {
+		t.Fatalf("Get of a new user = %+v, %d, %v", st, rev, err)
+	}
+	rev1, err := store.Put(ctx, key, unread.State{Count: 2, LastSeq: 1}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Put(ctx, key, unread.State{Count: 5}, 0); !errors.Is(err, unread.ErrConflict) {
+		t.Fatalf("create over an existing state = %v, want ErrConflict", err)
+	}
+	if _, err := store.Put(ctx, key, unread.State{Count: 3, LastSeq: 2}, rev1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Put(ctx, key, unread.State{Count: 4}, rev1); !errors.Is(err, unread.ErrConflict) {
+		t.Fatalf("update with a stale revision = %v, want ErrConflict", err)
+	}
+
+	// Concurrent increments through Update all land.
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := store.Update(ctx, key, func(s unread.State) (unread.State, error) {
+				s, _ = unread.Apply(s, ev(events.KindNew, events.Inbox, 1, nil), s.LastSeq+1, unread.Options{})
+				return s, nil
+			})
+			if err != nil {
+				t.Errorf("Update %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	st, _, err = store.Get(ctx, key)
+	if err != nil || st.Count != 11 || st.LastSeq != 10 {
+		t.Fatalf("after concurrent updates: %+v, %v; want count 11, last seq 10", st, err)
+	}
+	if err := store.Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+}
