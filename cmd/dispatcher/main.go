@@ -7,7 +7,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,9 +16,9 @@ import (
 	"time"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
+	"github.com/pushproxy/pushproxy/internal/daemon"
 	"github.com/pushproxy/pushproxy/internal/dispatcher"
-	"github.com/pushproxy/pushproxy/internal/flagenv"
-	"github.com/pushproxy/pushproxy/internal/probe"
+	"github.com/pushproxy/pushproxy/internal/s2s"
 	"github.com/pushproxy/pushproxy/internal/service"
 	"github.com/pushproxy/pushproxy/internal/settings"
 )
@@ -49,84 +48,34 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("dispatcher", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	natsOpts := broker.ConnectFlags(fs, "pushproxy-dispatcher", false)
-	provision := fs.Bool("provision", false, "create or update the streams and buckets (with the layout flags) before starting")
-	layout := broker.LayoutFlags(fs)
-	cfg := dispatcher.Flags(fs)
-	httpAddr := fs.String("http-addr", DefaultHTTPAddr, "host:port of the HTTP server for /healthz, /readyz and /metrics")
-	certDir := fs.String("cert-dir", "", "folder of the S2S certificates (default: the one in the auth configuration)")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	logFormat := fs.String("log-format", "auto", "log format: json, console, or auto (console on a terminal)")
-	flagenv.SetUsage(fs, "dispatcher [flags]", description)
-	if err := flagenv.Parse(fs, args, getenv); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
+	cmd := daemon.New("dispatcher", "dispatcher [flags]", description, stderr, daemon.Options{Provision: true})
+	cfg := dispatcher.Flags(cmd.Flags)
+	httpAddr := cmd.Flags.String("http-addr", DefaultHTTPAddr, "host:port of the HTTP server for /healthz, /readyz and /metrics")
+	certDir := cmd.Flags.String("cert-dir", "", "folder of the S2S certificates (default: the one in the auth configuration)")
+	return cmd.Main(ctx, args, getenv, func(ctx context.Context, env daemon.Env) error {
+		store, err := settings.Open(ctx, env.Conn.JS)
+		if err != nil {
+			return fmt.Errorf("%w (is the layout provisioned? start with --provision)", err)
 		}
-		fmt.Fprintln(stderr, "dispatcher:", err)
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "dispatcher: unexpected arguments %q\n", fs.Args())
-		return 2
-	}
-	log, err := service.NewLogger(stderr, *logLevel, *logFormat)
-	if err != nil {
-		fmt.Fprintln(stderr, "dispatcher:", err)
-		return 2
-	}
-
-	conn, err := broker.Connect(ctx, *natsOpts)
-	if err != nil {
-		log.Error().Err(err).Msg("connecting to NATS")
-		return 1
-	}
-	defer conn.Close()
-	if *provision {
-		if err := broker.Provision(ctx, conn.JS, *layout); err != nil {
-			log.Error().Err(err).Msg("provisioning")
-			return 1
+		cfg.Tokens = s2s.NewSource(store, *certDir)
+		cfg.Registry, cfg.Log = env.Registry, env.Log
+		d, err := dispatcher.New(ctx, *cfg, env.Conn)
+		if err != nil {
+			return err
 		}
-	}
-	store, err := settings.Open(ctx, conn.JS)
-	if err != nil {
-		log.Error().Err(err).Msg("opening the settings (is the layout provisioned? start with --provision)")
-		return 1
-	}
-	reg := service.NewRegistry()
-	cfg.Tokens = probe.Tokens(store, *certDir)
-	cfg.Registry = reg
-	cfg.Log = log
-	d, err := dispatcher.New(ctx, *cfg, conn)
-	if err != nil {
-		log.Error().Err(err).Msg("starting the dispatcher")
-		if errors.Is(err, dispatcher.ErrInvalidConfig) {
-			return 2
+		ln, err := service.Listen(*httpAddr)
+		if err != nil {
+			return err
 		}
-		return 1
-	}
-
-	ln, err := service.Listen(*httpAddr)
-	if err != nil {
-		log.Error().Err(err).Msg("opening the HTTP listener")
-		return 1
-	}
-	mux := http.NewServeMux()
-	service.Handle(mux, reg, func(ctx context.Context) error { return broker.Ready(ctx, conn.JS) }, d.Ready)
-	serveCtx, stopServe := context.WithCancel(context.WithoutCancel(ctx))
-	served := make(chan error, 1)
-	go func() { served <- service.Serve(serveCtx, log, ln, mux, 5*time.Second) }()
-
-	code := 0
-	if err := d.Run(ctx); err != nil {
-		log.Error().Err(err).Msg("dispatcher failed")
-		code = 1
-	}
-	stopServe()
-	if err := <-served; err != nil {
-		log.Error().Err(err).Msg("HTTP server")
-		code = 1
-	}
-	return code
+		mux := http.NewServeMux()
+		service.Handle(mux, env.Registry, func(ctx context.Context) error { return broker.Ready(ctx, env.Conn.JS) }, d.Ready)
+		// The HTTP server outlives the dispatcher's hand-over, so that
+		// /readyz and /metrics answer until the partitions are released.
+		serveCtx, stopServe := context.WithCancel(context.WithoutCancel(ctx))
+		served := make(chan error, 1)
+		go func() { served <- service.Serve(serveCtx, env.Log, ln, mux, 5*time.Second) }()
+		err = d.Run(ctx)
+		stopServe()
+		return errors.Join(err, <-served)
+	})
 }

@@ -39,7 +39,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	cmd := daemon.New("ingest", "ingest [flags]", description, stderr, daemon.Options{Provision: true})
 	cfg := ingest.Flags(cmd.Flags)
 	extras := ingest.ExtraFlags(cmd.Flags)
-	return cmd.Main(args, getenv, func(ctx context.Context, env daemon.Env) error {
+	return cmd.Main(context.Background(), args, getenv, func(ctx context.Context, env daemon.Env) error {
 		exts, err := extras.Extensions(ctx, env.Conn, env.Registry)
 		if err != nil {
 			return err

@@ -42,7 +42,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	cmd := daemon.New("monitor", "monitor [flags]", description, stderr, daemon.Options{})
 	cfg := monitor.Flags(cmd.Flags)
 	cmd.Flags.StringVar(&cfg.HTTPAddr, "http-addr", monitor.DefaultHTTPAddr, "host:port of the HTTP server for /healthz, /readyz and /metrics")
-	return cmd.Main(args, getenv, func(ctx context.Context, env daemon.Env) error {
+	return cmd.Main(context.Background(), args, getenv, func(ctx context.Context, env daemon.Env) error {
 		return monitor.Run(ctx, *cfg, env.Conn, env.Log, env.Registry)
 	})
 }

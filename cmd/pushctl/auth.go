@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -100,15 +99,9 @@ current certificate's expiry.`)
 	if err := c.parse(fs, args); err != nil {
 		return err
 	}
-	return withSettings(ctx, o, func(s *settings.Store) error {
-		a, err := s.Auth(ctx)
-		if err != nil {
-			return err
-		}
+	return withAuth(ctx, o, func(a settings.Auth) error {
 		if *asJSON {
-			enc := json.NewEncoder(c.stdout)
-			enc.SetIndent("", "  ")
-			return enc.Encode(a)
+			return printJSON(c.stdout, a)
 		}
 		expiry := ""
 		if cert, err := s2s.Load(a.CertificateDir, a.CurrentCertificateThumbprint); err == nil {
@@ -138,11 +131,7 @@ certificate as a DER .cer file, for the relay's operator to register.`)
 	if err := c.parse(fs, args); err != nil {
 		return err
 	}
-	return withSettings(ctx, o, func(s *settings.Store) error {
-		a, err := s.Auth(ctx)
-		if err != nil {
-			return err
-		}
+	return withAuth(ctx, o, func(a settings.Auth) error {
 		thumb := a.CurrentCertificateThumbprint
 		if *next {
 			thumb = a.NextCertificateThumbprint
@@ -225,16 +214,18 @@ so that tokens name the relay as their audience. The relay serves it at
 	})
 }
 
+// withAuth connects to NATS, reads the auth configuration and runs f.
+func withAuth(ctx context.Context, o *broker.Options, f func(settings.Auth) error) error {
+	return withSettings(ctx, o, func(s *settings.Store) error {
+		a, err := s.Auth(ctx)
+		if err != nil {
+			return err
+		}
+		return f(a)
+	})
+}
+
 // openSettings connects and opens the settings store; the caller closes conn.
 func openSettings(ctx context.Context, o *broker.Options) (*broker.Conn, *settings.Store, error) {
-	conn, err := connect(ctx, o)
-	if err != nil {
-		return nil, nil, err
-	}
-	s, err := settings.Open(ctx, conn.JS)
-	if err != nil {
-		conn.Close()
-		return nil, nil, err
-	}
-	return conn, s, nil
+	return connectOpen(ctx, o, settings.Open)
 }

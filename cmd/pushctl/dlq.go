@@ -15,12 +15,9 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/deadletter"
+	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/flagenv"
-	"github.com/pushproxy/pushproxy/internal/probe"
-	"github.com/pushproxy/pushproxy/internal/relayclient"
-	"github.com/pushproxy/pushproxy/internal/settings"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
-	"github.com/pushproxy/pushproxy/internal/unread"
 )
 
 func dlqCommand() command {
@@ -47,6 +44,36 @@ func addDLQFilter(fs *flag.FlagSet) dlqFilter {
 		since:  fs.String("since", "", "only dead letters given up since then: a duration back from now (2h) or a time (RFC 3339 or a date)"),
 		until:  fs.String("until", "", "only dead letters given up until then: a time (RFC 3339 or a date)"),
 	}
+}
+
+// dlqSelection is the selection of the dlq commands that change letters:
+// the filters, SEQ arguments and --all.
+type dlqSelection struct {
+	dlqFilter
+	all *bool
+}
+
+// addDLQSelection registers the filter flags and --all; allUsage says what
+// --all does.
+func addDLQSelection(fs *flag.FlagSet, allUsage string) dlqSelection {
+	return dlqSelection{dlqFilter: addDLQFilter(fs), all: fs.Bool("all", false, allUsage)}
+}
+
+// parse parses the command line and returns the letters it selects,
+// refusing one that narrows nothing without --all.
+func (s dlqSelection) parse(c *cli, fs *flag.FlagSet, args []string) (deadletter.Filter, error) {
+	pos, err := c.parseWithArgs(fs, args)
+	if err != nil {
+		return deadletter.Filter{}, err
+	}
+	f, err := s.filter(pos)
+	if err != nil {
+		return f, err
+	}
+	if !narrowed(f) && !*s.all {
+		return f, fmt.Errorf("%w: give sequence numbers, filters, or --all", errUsage)
+	}
+	return f, nil
 }
 
 // filter builds the selection from the flags and the SEQ arguments.
@@ -109,21 +136,17 @@ func (c *cli) parseWithArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 // withDLQ connects and lists the letters f selects.
-func withDLQ(ctx context.Context, o *broker.Options, f deadletter.Filter, run func(*broker.Conn, []deadletter.Letter) error) error {
-	conn, err := connect(ctx, o)
+func withDLQ(ctx context.Context, o *broker.Options, f deadletter.Filter, run func(*broker.Conn, *events.Keyer, []deadletter.Letter) error) error {
+	conn, keyer, err := connectOpen(ctx, o, broker.Keyer)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	keyer, err := broker.Keyer(ctx, conn.JS)
-	if err != nil {
-		return err
-	}
 	letters, err := deadletter.List(ctx, conn.JS, keyer, f)
 	if err != nil {
 		return err
 	}
-	return run(conn, letters)
+	return run(conn, keyer, letters)
 }
 
 func runDLQList(ctx context.Context, c *cli, args []string) error {
@@ -140,7 +163,7 @@ first, with the sequence number that dlq show, redrive and purge take.`)
 	if err != nil {
 		return err
 	}
-	return withDLQ(ctx, o, f, func(_ *broker.Conn, letters []deadletter.Letter) error {
+	return withDLQ(ctx, o, f, func(_ *broker.Conn, _ *events.Keyer, letters []deadletter.Letter) error {
 		if *asJSON {
 			return printJSON(c.stdout, letters)
 		}
@@ -184,7 +207,7 @@ by push token).`)
 	if err != nil {
 		return err
 	}
-	return withDLQ(ctx, o, deadletter.Filter{Seqs: seqs}, func(_ *broker.Conn, letters []deadletter.Letter) error {
+	return withDLQ(ctx, o, deadletter.Filter{Seqs: seqs}, func(_ *broker.Conn, _ *events.Keyer, letters []deadletter.Letter) error {
 		if *asJSON {
 			return printJSON(c.stdout, letters)
 		}
@@ -242,45 +265,25 @@ reports gone loses its subscription, as the dispatcher does). The count sent
 is the user's current unread count when the user's state has moved past the
 letter, so a redrive never sets a badge back. Letters the relay refuses again
 are kept; the exit code is then 1.`)
-	sel := addDLQFilter(fs)
-	all := fs.Bool("all", false, "redrive every dead letter")
+	sel := addDLQSelection(fs, "redrive every dead letter")
 	certDir := fs.String("cert-dir", "", "folder of the S2S certificates (default: the one in the auth configuration)")
 	timeout := fs.Duration("timeout", 15*time.Second, "how long to wait for the relay's answer to each letter")
 	o := natsFlags(fs)
-	pos, err := c.parseWithArgs(fs, args)
+	f, err := sel.parse(c, fs, args)
 	if err != nil {
 		return err
 	}
-	f, err := sel.filter(pos)
-	if err != nil {
-		return err
-	}
-	if !narrowed(f) && !*all {
-		return fmt.Errorf("%w: give sequence numbers, filters, or --all", errUsage)
-	}
-	return withDLQ(ctx, o, f, func(conn *broker.Conn, letters []deadletter.Letter) error {
+	return withDLQ(ctx, o, f, func(conn *broker.Conn, keyer *events.Keyer, letters []deadletter.Letter) error {
 		if len(letters) == 0 {
 			fmt.Fprintln(c.stderr, "No dead letters match.")
 			return nil
 		}
-		store, err := settings.Open(ctx, conn.JS)
+		stores, err := openPushStores(ctx, conn.JS, keyer)
 		if err != nil {
 			return err
 		}
-		states, err := unread.Open(ctx, conn.JS)
-		if err != nil {
-			return err
-		}
-		keyer, err := broker.Keyer(ctx, conn.JS)
-		if err != nil {
-			return err
-		}
-		subs, err := subscriptions.Open(ctx, conn.JS, keyer)
-		if err != nil {
-			return err
-		}
-		r := &deadletter.Redriver{JS: conn.JS, Settings: store, Unread: states, Subscriptions: subs,
-			Relay: relayclient.New(relayclient.Config{Tokens: probe.Tokens(store, *certDir), Timeout: *timeout, BreakerFailures: -1})}
+		r := &deadletter.Redriver{JS: conn.JS, Settings: stores.settings, Unread: stores.unread, Subscriptions: stores.subs,
+			Relay: stores.relay(*certDir, *timeout)}
 		outcomes, err := r.Redrive(ctx, letters)
 		if err != nil {
 			return err
@@ -313,22 +316,14 @@ func runDLQPurge(ctx context.Context, c *cli, args []string) error {
 	fs := c.newFlags("dlq purge", "pushctl dlq purge (SEQ... | --all | filters) --yes [flags]", `
 Deletes dead letters from PUSH_DEAD for good: their notifications are not
 sent. Without --yes it only says how many would be deleted.`)
-	sel := addDLQFilter(fs)
-	all := fs.Bool("all", false, "select every dead letter")
+	sel := addDLQSelection(fs, "select every dead letter")
 	yes := fs.Bool("yes", false, "really delete them")
 	o := natsFlags(fs)
-	pos, err := c.parseWithArgs(fs, args)
+	f, err := sel.parse(c, fs, args)
 	if err != nil {
 		return err
 	}
-	f, err := sel.filter(pos)
-	if err != nil {
-		return err
-	}
-	if !narrowed(f) && !*all {
-		return fmt.Errorf("%w: give sequence numbers, filters, or --all", errUsage)
-	}
-	return withDLQ(ctx, o, f, func(conn *broker.Conn, letters []deadletter.Letter) error {
+	return withDLQ(ctx, o, f, func(conn *broker.Conn, _ *events.Keyer, letters []deadletter.Letter) error {
 		if !*yes {
 			return fmt.Errorf("%w: %d dead letter(s) match; add --yes to delete them", errUsage, len(letters))
 		}

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/pushproxy/pushproxy/internal/probe"
-	"github.com/pushproxy/pushproxy/internal/settings"
 )
 
 func probeCommand() command {
@@ -34,15 +33,11 @@ stream (pushctl status shows the last one), and exits with 1 on failure.`)
 	if err := c.parse(fs, args); err != nil {
 		return err
 	}
-	conn, err := connect(ctx, o)
+	conn, store, err := openSettings(ctx, o)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	store, err := settings.Open(ctx, conn.JS)
-	if err != nil {
-		return err
-	}
 	r := probe.Run(ctx, probe.NewDeps(store, *certDir, *timeout))
 	if *asJSON {
 		err = printJSON(c.stdout, r)

@@ -9,11 +9,7 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/coalesce"
-	"github.com/pushproxy/pushproxy/internal/probe"
-	"github.com/pushproxy/pushproxy/internal/relayclient"
 	"github.com/pushproxy/pushproxy/internal/replay"
-	"github.com/pushproxy/pushproxy/internal/settings"
-	"github.com/pushproxy/pushproxy/internal/subscriptions"
 	"github.com/pushproxy/pushproxy/internal/unread"
 )
 
@@ -49,10 +45,7 @@ touched. It refuses when the user has events newer than those read (drop
 	certDir := fs.String("cert-dir", "", "folder of the S2S certificates, for the push (default: the one in the auth configuration)")
 	timeout := fs.Duration("timeout", 15*time.Second, "how long to wait for the relay's answer to the push")
 	o := natsFlags(fs)
-	if err := c.parse(fs, args); err != nil {
-		return err
-	}
-	tenant, user, err := who.resolve(true)
+	tenant, user, err := c.parseUser(fs, args, who, true)
 	if err != nil {
 		return err
 	}
@@ -70,15 +63,11 @@ touched. It refuses when the user has events newer than those read (drop
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 
-	conn, err := connect(ctx, o)
+	conn, keyer, err := connectOpen(ctx, o, broker.Keyer)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	keyer, err := broker.Keyer(ctx, conn.JS)
-	if err != nil {
-		return err
-	}
 	msgs, err := replay.Read(ctx, conn.JS, keyer, opts)
 	if err != nil {
 		if errors.Is(err, replay.ErrNoEvents) {
@@ -94,22 +83,13 @@ touched. It refuses when the user has events newer than those read (drop
 		return nil
 	}
 
-	store, err := settings.Open(ctx, conn.JS)
+	stores, err := openPushStores(ctx, conn.JS, keyer)
 	if err != nil {
 		return err
 	}
-	states, err := unread.Open(ctx, conn.JS)
-	if err != nil {
-		return err
-	}
-	subs, err := subscriptions.Open(ctx, conn.JS, keyer)
-	if err != nil {
-		return err
-	}
-	tokens := probe.Tokens(store, *certDir)
 	res, err := replay.Repush(ctx, replay.PushDeps{
-		JS: conn.JS, Keyer: keyer, Unread: states, Subscriptions: subs, Settings: store,
-		Relay: relayclient.New(relayclient.Config{Tokens: tokens, Timeout: *timeout, BreakerFailures: -1}),
+		JS: conn.JS, Keyer: keyer, Unread: stores.unread, Subscriptions: stores.subs, Settings: stores.settings,
+		Relay: stores.relay(*certDir, *timeout),
 	}, report)
 	if err != nil && res.Devices == 0 {
 		return err

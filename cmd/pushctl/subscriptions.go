@@ -68,17 +68,22 @@ func (u userFlag) resolve(required bool) (tenant, user string, err error) {
 	return tenant, user, nil
 }
 
+// parseUser parses the command line of a command with --user and returns
+// the tenant and user as userFlag.resolve does.
+func (c *cli) parseUser(fs *flag.FlagSet, args []string, who userFlag, required bool) (tenant, user string, err error) {
+	if err := c.parse(fs, args); err != nil {
+		return "", "", err
+	}
+	return who.resolve(required)
+}
+
 // withSubscriptions connects and opens the subscription store.
 func withSubscriptions(ctx context.Context, o *broker.Options, f func(*subscriptions.Store) error) error {
-	conn, err := connect(ctx, o)
+	conn, keyer, err := connectOpen(ctx, o, broker.Keyer)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	keyer, err := broker.Keyer(ctx, conn.JS)
-	if err != nil {
-		return err
-	}
 	store, err := subscriptions.Open(ctx, conn.JS, keyer)
 	if err != nil {
 		return err
@@ -96,10 +101,7 @@ refreshes it.`)
 	who := addUserFlags(fs, "list this user's subscriptions only (an address such as alice@fabrikam.com)")
 	asJSON := fs.Bool("json", false, "print JSON (device tokens left out)")
 	o := natsFlags(fs)
-	if err := c.parse(fs, args); err != nil {
-		return err
-	}
-	tenant, user, err := who.resolve(false)
+	tenant, user, err := c.parseUser(fs, args, who, false)
 	if err != nil {
 		return err
 	}
@@ -169,10 +171,7 @@ subscription of a user with --all --yes.`)
 	all := fs.Bool("all", false, "remove every subscription of --user")
 	yes := fs.Bool("yes", false, "confirm --all")
 	o := natsFlags(fs)
-	if err := c.parse(fs, args); err != nil {
-		return err
-	}
-	tenant, user, err := who.resolve(false)
+	tenant, user, err := c.parseUser(fs, args, who, false)
 	if err != nil {
 		return err
 	}

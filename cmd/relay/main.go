@@ -45,7 +45,7 @@ func main() {
 func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	cmd := daemon.New("relay", "relay --host HOST --nats-url URL [flags]", description, stderr, daemon.Options{})
 	cfg := relay.Flags(cmd.Flags, "")
-	return cmd.Main(args, getenv, func(ctx context.Context, env daemon.Env) error {
+	return cmd.Main(context.Background(), args, getenv, func(ctx context.Context, env daemon.Env) error {
 		return relay.Run(ctx, *cfg, env.Conn, env.Log, env.Registry)
 	})
 }

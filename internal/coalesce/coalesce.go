@@ -298,9 +298,11 @@ func (c *Coalescer) peek() (*entry, item, bool) {
 
 // Flush returns every pending push that is not waiting for one in flight,
 // whatever its deadline: for a shutdown or a hand-over, when waiting longer
-// is not an option.
+// is not an option. Pushes held back after a failure until a retry time
+// still to come stay pending: flushing them would only fail again.
 func (c *Coalescer) Flush(now time.Time) []Push {
 	var out []Push
+	var later []*entry
 	for len(c.queue) > 0 {
 		it := heap.Pop(&c.queue).(item)
 		e := c.entries[it.key]
@@ -308,8 +310,15 @@ func (c *Coalescer) Flush(now time.Time) []Push {
 			continue
 		}
 		e.queued = false
+		if e.notBefore.After(now) {
+			later = append(later, e)
+			continue
+		}
 		e.deadline = earliest(e.deadline, now)
 		out = append(out, c.take(e))
+	}
+	for _, e := range later {
+		c.schedule(e)
 	}
 	return out
 }

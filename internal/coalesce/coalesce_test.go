@@ -217,6 +217,16 @@ func TestScenarios(t *testing.T) {
 				flush(340, "a=2"),
 			},
 		},
+		{
+			name: "flush leaves a push held back for a retry",
+			steps: []step{
+				obs(0, "a", 1, Increase),
+				due(300, "a=1"),
+				failed(310, "a", 1000),
+				flush(320),
+				due(1310, "a=1"),
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -479,5 +489,20 @@ func TestPropertySimulateEndsWithFinalCount(t *testing.T) {
 				t.Fatalf("seed %d: %s last pushed %d (pushed=%v), final %d", seed, k, got, ok, n)
 			}
 		}
+	}
+}
+
+func TestBurstDoesNotGrowTheQueue(t *testing.T) {
+	c := New(Config{})
+	for i := range 10000 {
+		c.Observe(at(i%300), "a", Update{Count: i, Seq: uint64(i + 1), Change: Increase})
+		c.Observe(at(i%300), "b", Update{Count: 10000 - i, Seq: uint64(i + 1), Change: Decrease})
+	}
+	if n := len(c.queue); n > 10 {
+		t.Fatalf("%d heap items for two keys after a burst", n)
+	}
+	got := c.Due(at(60000))
+	if len(got) != 2 {
+		t.Fatalf("Due = %v, want one push per key", describe(got))
 	}
 }

@@ -77,10 +77,10 @@ type Env struct {
 }
 
 // Main parses args (and the environment through getenv), connects to NATS,
-// provisions when asked, and calls run until SIGINT or SIGTERM. It returns
-// the exit code: 0 when run returned nil, 1 when it or the start-up failed,
-// 2 for a bad command line.
-func (c *Command) Main(args []string, getenv func(string) string, run func(ctx context.Context, env Env) error) int {
+// provisions when asked, and calls run until ctx ends or SIGINT or SIGTERM
+// arrives. It returns the exit code: 0 when run returned nil, 1 when it or
+// the start-up failed, 2 for a bad command line.
+func (c *Command) Main(ctx context.Context, args []string, getenv func(string) string, run func(ctx context.Context, env Env) error) int {
 	flagenv.SetUsage(c.Flags, c.synopsis, c.about)
 	if err := flagenv.Parse(c.Flags, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -98,7 +98,7 @@ func (c *Command) Main(args []string, getenv func(string) string, run func(ctx c
 		fmt.Fprintf(c.stderr, "%s: %v\n", c.name, err)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return c.run(ctx, log, run)
 }

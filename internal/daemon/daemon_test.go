@@ -34,7 +34,7 @@ func TestMain_ExitCodes(t *testing.T) {
 			var stderr bytes.Buffer
 			c := New("demo", "demo [flags]", "A demo daemon.", &stderr, Options{Provision: true})
 			c.NATS().StoreDir = t.TempDir()
-			code := c.Main(tt.args, func(k string) string { return tt.env[k] }, func(ctx context.Context, env Env) error {
+			code := c.Main(context.Background(), tt.args, func(k string) string { return tt.env[k] }, func(ctx context.Context, env Env) error {
 				if tt.run != nil {
 					return tt.run
 				}

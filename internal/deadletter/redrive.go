@@ -12,21 +12,17 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pushproxy/pushproxy/internal/dispatcher"
+	"github.com/pushproxy/pushproxy/internal/pushnow"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
-	"github.com/pushproxy/pushproxy/internal/settings"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
 	"github.com/pushproxy/pushproxy/internal/unread"
 )
 
 // Publisher sends a batch once; *relayclient.Client implements it.
-type Publisher interface {
-	Publish(ctx context.Context, uri string, batch []relayproto.Notification) (relayproto.Response, error)
-}
+type Publisher = pushnow.Publisher
 
 // ProxySource gives the proxy settings; *settings.Store implements it.
-type ProxySource interface {
-	Proxy(ctx context.Context) (settings.Proxy, error)
-}
+type ProxySource = pushnow.ProxySource
 
 // SubscriptionRemover removes a device subscription by key;
 // *subscriptions.Store implements it.
@@ -61,7 +57,7 @@ type Outcome struct {
 	Count     int
 	Refreshed bool
 	// Device results of the relay's answer.
-	Delivered, Gone, Retry, Rejected int
+	pushnow.Tally
 	// Deleted is true when the letter was removed from PUSH_DEAD: the
 	// relay took the notification for every device (or the device is gone).
 	Deleted bool
@@ -70,23 +66,20 @@ type Outcome struct {
 }
 
 // ErrProxyDisabled is returned by Redrive when the proxy is not enabled.
-var ErrProxyDisabled = errors.New("the push notification proxy is not enabled (pushctl proxy enable --organization ...)")
+var ErrProxyDisabled = pushnow.ErrProxyDisabled
 
 // Redrive sends each letter's notification again, one relay request per
 // letter, and deletes the letters the relay took. It fails as a whole only
 // when the settings cannot be read or the proxy is disabled; the fate of
 // each letter is in its Outcome.
 func (r *Redriver) Redrive(ctx context.Context, letters []Letter) ([]Outcome, error) {
-	proxy, err := r.Settings.Proxy(ctx)
+	uri, err := pushnow.RelayURI(ctx, r.Settings)
 	if err != nil {
 		return nil, err
 	}
-	if !proxy.Enabled || proxy.URI == "" {
-		return nil, ErrProxyDisabled
-	}
 	out := make([]Outcome, 0, len(letters))
 	for _, l := range letters {
-		out = append(out, r.redrive(ctx, proxy.URI, l))
+		out = append(out, r.redrive(ctx, uri, l))
 	}
 	return out, nil
 }
@@ -143,16 +136,9 @@ func (r *Redriver) redrive(ctx context.Context, uri string, l Letter) Outcome {
 		}
 		answered = true
 		for _, d := range res.Devices {
-			switch d.Status {
-			case relayproto.DeviceDelivered:
-				o.Delivered++
-			case relayproto.DeviceGone:
-				o.Gone++
+			o.Tally.Add(d.Status)
+			if d.Status == relayproto.DeviceGone {
 				gone = append(gone, d)
-			case relayproto.DeviceRetry:
-				o.Retry++
-			default:
-				o.Rejected++
 			}
 		}
 	}

@@ -4,12 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"runtime/pprof"
 	"sort"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -74,10 +71,32 @@ func benchConfig() dispatcher.Config {
 	return cfg
 }
 
-// dispatcherTrial runs the dispatcher over a fresh benchEnv and returns
-// how long it took from its workers starting to the last event acked, and
-// how many pushes it sent.
-func dispatcherTrial(b *testing.B) (time.Duration, int) {
+// trial is the outcome of one benchmark run: wall time, the process's CPU
+// time (server, dispatcher and test relay together: they share the
+// machine), and pushes sent.
+type trial struct {
+	took, cpu time.Duration
+	pushes    int
+}
+
+// add accumulates another trial.
+func (t *trial) add(o trial) {
+	t.took += o.took
+	t.cpu += o.cpu
+	t.pushes += o.pushes
+}
+
+// report adds events/s and CPU µs per event of n events to b, with prefix.
+func (t trial) report(b *testing.B, prefix string, n int) {
+	b.ReportMetric(float64(n)/t.took.Seconds(), prefix+"events/s")
+	if t.cpu > 0 {
+		b.ReportMetric(float64(t.cpu.Microseconds())/float64(n), prefix+"cpu-µs/event")
+	}
+}
+
+// dispatcherTrial runs the dispatcher over a fresh benchEnv and measures
+// the time from its workers starting to the last event acked.
+func dispatcherTrial(b *testing.B) trial {
 	e, _ := benchEnv(b)
 	defer e.conn.Close()
 	r := e.start(e.conn, benchConfig())
@@ -89,24 +108,18 @@ func dispatcherTrial(b *testing.B) (time.Duration, int) {
 	}
 	start := time.Now()
 	c0 := cpuTime()
-	if path := os.Getenv("PROF"); path != "" {
-		f, _ := os.Create(path)
-		_ = pprof.StartCPUProfile(f)
-		defer func() { pprof.StopCPUProfile(); f.Close() }()
-	}
 	for metricValue(b, r.reg, "pushproxy_dispatcher_events_acked_total") < benchEvents {
 		time.Sleep(5 * time.Millisecond)
 	}
-	took := time.Since(start)
-	b.Logf("dispatcher: %.1f%% CPU over %s", 100*(cpuTime()-c0).Seconds()/took.Seconds(), took)
+	took, cpu := time.Since(start), cpuTime()-c0
 	waitFor(b, "every event acknowledged", func() bool { return settled(b, e) })
-	return took, int(metricValue(b, r.reg, "pushproxy_dispatcher_pushes_total", "result", "sent"))
+	return trial{took: took, cpu: cpu, pushes: int(metricValue(b, r.reg, "pushproxy_dispatcher_pushes_total", "result", "sent"))}
 }
 
 // rawTrial consumes a fresh benchEnv with one plain durable pull consumer
-// per partition, acking each event, and returns how long it took from
-// consuming to the last ack sent.
-func rawTrial(b *testing.B) time.Duration {
+// per partition, acking each event, and measures the time from consuming
+// to the last ack sent.
+func rawTrial(b *testing.B) trial {
 	e, _ := benchEnv(b)
 	defer e.conn.Close()
 	var acked atomic.Int64
@@ -136,8 +149,7 @@ func rawTrial(b *testing.B) time.Duration {
 	for acked.Load() < benchEvents {
 		time.Sleep(5 * time.Millisecond)
 	}
-	took := time.Since(start)
-	b.Logf("raw: %.1f%% CPU over %s", 100*(cpuTime()-c0).Seconds()/took.Seconds(), took)
+	took, cpu := time.Since(start), cpuTime()-c0
 	waitFor(b, "every event acknowledged", func() bool {
 		for _, c := range cons {
 			info, err := c.Info(context.Background())
@@ -147,7 +159,7 @@ func rawTrial(b *testing.B) time.Duration {
 		}
 		return true
 	})
-	return took
+	return trial{took: took, cpu: cpu}
 }
 
 // BenchmarkDispatcher measures events per second through the whole
@@ -156,15 +168,12 @@ func rawTrial(b *testing.B) time.Duration {
 // on bursts of new mail (benchEvents/benchUsers events per user).
 func BenchmarkDispatcher(b *testing.B) {
 	b.StopTimer()
-	var total time.Duration
-	var pushes int
+	var total trial
 	for range b.N {
-		took, n := dispatcherTrial(b)
-		total += took
-		pushes += n
+		total.add(dispatcherTrial(b))
 	}
-	b.ReportMetric(float64(b.N*benchEvents)/total.Seconds(), "events/s")
-	b.ReportMetric(float64(pushes)/float64(b.N*benchEvents), "pushes/event")
+	total.report(b, "", b.N*benchEvents)
+	b.ReportMetric(float64(total.pushes)/float64(b.N*benchEvents), "pushes/event")
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -173,11 +182,11 @@ func BenchmarkDispatcher(b *testing.B) {
 // explicit acks, nothing else.
 func BenchmarkRawConsumeAck(b *testing.B) {
 	b.StopTimer()
-	var total time.Duration
+	var total trial
 	for range b.N {
-		total += rawTrial(b)
+		total.add(rawTrial(b))
 	}
-	b.ReportMetric(float64(b.N*benchEvents)/total.Seconds(), "events/s")
+	total.report(b, "", b.N*benchEvents)
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -185,16 +194,15 @@ func BenchmarkRawConsumeAck(b *testing.B) {
 // machine load, and reports the dispatcher's rate as a share of raw.
 func BenchmarkDispatcherVsRaw(b *testing.B) {
 	b.StopTimer()
-	var disp, raw time.Duration
+	var disp, raw trial
 	for range b.N {
-		took, _ := dispatcherTrial(b)
-		disp += took
-		raw += rawTrial(b)
+		disp.add(dispatcherTrial(b))
+		raw.add(rawTrial(b))
 	}
-	n := float64(b.N * benchEvents)
-	b.ReportMetric(n/disp.Seconds(), "dispatcher-events/s")
-	b.ReportMetric(n/raw.Seconds(), "raw-events/s")
-	b.ReportMetric(100*raw.Seconds()/disp.Seconds(), "%-of-raw")
+	disp.report(b, "dispatcher-", b.N*benchEvents)
+	raw.report(b, "raw-", b.N*benchEvents)
+	b.ReportMetric(100*raw.took.Seconds()/disp.took.Seconds(), "%-of-raw")
+	b.ReportMetric(float64(disp.pushes)/float64(b.N*benchEvents), "pushes/event")
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -279,10 +287,4 @@ func BenchmarkEventToPushLatency(b *testing.B) {
 			b.ReportMetric(0, "ns/op")
 		})
 	}
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

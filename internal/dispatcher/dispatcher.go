@@ -65,7 +65,11 @@ type Dispatcher struct {
 	proxyNow atomic.Pointer[proxyState]
 	running  atomic.Bool
 
-	// indexCtx keeps the subscription index's watch alive until Run ends.
+	relayCheckedAt atomic.Int64
+	relayWasUp     atomic.Bool
+
+	// indexCtx keeps the subscription index's watch alive until Run ends
+	// (or New's context does).
 	indexCtx    context.Context
 	indexCancel context.CancelFunc
 }
@@ -135,7 +139,7 @@ func New(ctx context.Context, cfg Config, conn *broker.Conn) (*Dispatcher, error
 		return nil, err
 	}
 	d.readSettings(ctx)
-	d.indexCtx, d.indexCancel = context.WithCancel(context.WithoutCancel(ctx))
+	d.indexCtx, d.indexCancel = context.WithCancel(ctx)
 	if d.index, err = d.subs.Index(d.indexCtx); err != nil {
 		d.indexCancel()
 		return nil, err
@@ -265,14 +269,25 @@ func (d *Dispatcher) readSettings(ctx context.Context) {
 	}
 }
 
+// relayCheckEvery bounds how often relayUp asks the relay client.
+const relayCheckEvery = 10 * time.Millisecond
+
 // relayUp reports whether the relay takes requests: the breaker is closed
 // (a half-open breaker's single trial does not count as up), or, for a
-// publisher that does not say, whether it calls itself healthy.
+// publisher that does not say, whether it calls itself healthy. The answer
+// is cached briefly: the fetch gate asks for every event.
 func (d *Dispatcher) relayUp() bool {
-	if bs, ok := d.pub.(breakerStater); ok {
-		return bs.State() == relayclient.BreakerClosed
+	now := time.Now().UnixNano()
+	if last := d.relayCheckedAt.Load(); now-last < int64(relayCheckEvery) {
+		return d.relayWasUp.Load()
 	}
-	return d.pub.Healthy()
+	up := d.pub.Healthy()
+	if bs, ok := d.pub.(breakerStater); ok {
+		up = bs.State() == relayclient.BreakerClosed
+	}
+	d.relayWasUp.Store(up)
+	d.relayCheckedAt.Store(now)
+	return up
 }
 
 // devices returns the subscriptions of a user that want mail badges.

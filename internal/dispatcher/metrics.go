@@ -66,7 +66,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		devicesRemoved: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "devices_removed_total",
 			Help: "Device subscriptions removed on the relay's word, by status: gone, rejected."}, []string{"status"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "relay_requests_total",
-			Help: "Relay publish calls (each possibly retried), by result: ok, unavailable, unauthorized, failed."}, []string{"result"}),
+			Help: "Relay publish calls (each possibly retried), by result: ok, relay_unavailable, unauthorized, shutdown, failed (dead-lettered)."}, []string{"result"}),
 		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "pending_events",
 			Help: "Events of a partition not yet delivered to a dispatcher (consumer info), for the partitions this dispatcher owns."}, []string{"partition"}),
 		ackPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "ack_pending_events",

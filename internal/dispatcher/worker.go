@@ -41,10 +41,9 @@ const maxTermReason = 200
 
 // held is an event delivered to this dispatcher and not yet acknowledged.
 type held struct {
-	msg   jetstream.Msg
-	seq   uint64
-	event *events.Event
-	user  *userRec
+	msg  jetstream.Msg
+	seq  uint64
+	user *userRec
 	// at is when ingest received the event (or when it occurred), for the
 	// event-to-push latency.
 	at time.Time
@@ -131,6 +130,7 @@ type worker struct {
 	// takeover never applies a user's events out of order.
 	syncing       bool
 	syncBuf       []*held
+	syncSeqs      map[uint64]*held
 	lastSyncCheck time.Time
 	pin           string
 
@@ -403,7 +403,7 @@ func (w *worker) receive(ctx context.Context, msgs []jetstream.Msg) {
 		}
 		h := &held{msg: m, seq: seq, touched: now}
 		if w.syncing {
-			w.syncBuf = append(w.syncBuf, h)
+			w.holdForSync(h)
 		} else {
 			w.ready = append(w.ready, h)
 		}
@@ -414,14 +414,24 @@ func (w *worker) receive(ctx context.Context, msgs []jetstream.Msg) {
 	w.apply(ctx, now)
 }
 
+// holdForSync keeps an event until the partition is in sync.
+func (w *worker) holdForSync(h *held) {
+	if w.syncSeqs == nil {
+		w.syncSeqs = map[uint64]*held{}
+	}
+	w.syncBuf = append(w.syncBuf, h)
+	w.syncSeqs[h.seq] = h
+}
+
 // findHeld finds a held event by its sequence: in the sync buffer or among
 // its user's events. Only redeliveries need it.
 func (w *worker) findHeld(subject string, seq uint64) *held {
-	for _, list := range [][]*held{w.syncBuf, w.ready} {
-		for _, h := range list {
-			if h.seq == seq {
-				return h
-			}
+	if h := w.syncSeqs[seq]; h != nil {
+		return h
+	}
+	for _, h := range w.ready {
+		if h.seq == seq {
+			return h
 		}
 	}
 	key, ok := userKeyOf(subject)
@@ -462,7 +472,9 @@ func (w *worker) eachHeld(f func(*held)) {
 func (w *worker) repinned() {
 	w.log.Info().Msg("pinned anew; syncing before applying more events")
 	w.d.metrics.takeovers.Inc()
-	w.syncBuf = append(w.syncBuf, w.ready...)
+	for _, h := range w.ready {
+		w.holdForSync(h)
+	}
 	w.ready = nil
 	w.setSyncing(true)
 	for key, r := range w.users {
@@ -495,7 +507,7 @@ func (w *worker) checkSync(ctx context.Context) {
 	}
 	sort.Slice(w.syncBuf, func(i, j int) bool { return w.syncBuf[i].seq < w.syncBuf[j].seq })
 	w.ready = append(w.syncBuf, w.ready...)
-	w.syncBuf = nil
+	w.syncBuf, w.syncSeqs = nil, nil
 	w.setSyncing(false)
 	w.log.Debug().Int("events", len(w.ready)).Msg("partition in sync")
 }
@@ -509,6 +521,7 @@ func (w *worker) apply(ctx context.Context, now time.Time) {
 	ready := w.ready
 	w.ready = nil
 	keep := ready[:0]
+	evs := make([]events.Event, 0, len(ready)) // evs[i] is keep[i]'s event
 	var load []*userRec
 	loading := map[*userRec]bool{}
 	for _, h := range ready {
@@ -517,7 +530,7 @@ func (w *worker) apply(ctx context.Context, now time.Time) {
 			w.terminate(h, "subject is not mail.<partition>.<tenant>.<user>")
 			continue
 		}
-		e, err := events.Decode(h.msg.Data())
+		e, err := decodeEvent(h.msg.Data())
 		if err != nil {
 			w.terminate(h, err.Error())
 			continue
@@ -528,7 +541,7 @@ func (w *worker) apply(ctx context.Context, now time.Time) {
 			w.terminate(h, "the event's tenant and user do not match its subject")
 			continue
 		}
-		h.event = &e
+		evs = append(evs, e)
 		h.at = e.ReceivedAt
 		if h.at.IsZero() {
 			h.at = e.OccurredAt
@@ -556,10 +569,10 @@ func (w *worker) apply(ctx context.Context, now time.Time) {
 		w.d.metrics.applied.Add(float64(nApplied))
 		w.d.metrics.alreadyApplied.Add(float64(len(keep) - nApplied))
 	}()
-	for _, h := range keep {
+	for i, h := range keep {
 		rec := h.user
 		prev := rec.state.Count
-		st, applied := unread.Apply(rec.state, h.event, h.seq, w.d.cfg.Unread)
+		st, applied := unread.Apply(rec.state, &evs[i], h.seq, w.d.cfg.Unread)
 		if applied {
 			rec.state, rec.dirty = st, true
 			nApplied++
@@ -997,7 +1010,11 @@ func (w *worker) writeState(ctx context.Context, t *settleTask) error {
 		sort.Slice(all, func(i, j int) bool { return all[i].seq < all[j].seq })
 		merged := cur
 		for _, h := range all {
-			merged, _ = unread.Apply(merged, h.event, h.seq, w.d.cfg.Unread)
+			// Held events were valid when they were applied; decode again
+			// rather than keep every decoded event in memory.
+			if e, err := decodeEvent(h.msg.Data()); err == nil {
+				merged, _ = unread.Apply(merged, &e, h.seq, w.d.cfg.Unread)
+			}
 		}
 		if rec.state.LastPushedAt.After(merged.LastPushedAt) {
 			merged.LastPushedCount, merged.LastPushedAt, merged.LastPushedSeq = rec.state.LastPushedCount, rec.state.LastPushedAt, rec.state.LastPushedSeq

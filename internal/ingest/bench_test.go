@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -92,4 +93,92 @@ func benchmarkIngest(b *testing.B, perRequest int) {
 		}
 	})
 	b.ReportMetric(float64(b.N*perRequest)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkIngestVsRaw alternates rounds of raw async publishing and of
+// ingest requests (batches of 100, and single events) on one server, so
+// that all see the same machine load, and reports ingest's rates as a share
+// of raw. Each iteration is one round of every kind.
+func BenchmarkIngestVsRaw(b *testing.B) {
+	const roundEvents = 20_000
+	h := newHarness(b)
+	js, err := jetstream.New(h.conn.NC, jetstream.WithPublishAsyncMaxPending(ingest.DefaultMaxPending))
+	if err != nil {
+		b.Fatal(err)
+	}
+	keyer := brokertest.Keyer(b, h.conn)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	var raw, batch, single time.Duration
+	b.ResetTimer()
+	for round := range b.N {
+		raw += timeRawRound(b, js, keyer, round, roundEvents)
+		batch += timeIngestRound(b, client, h.url, fmt.Sprintf("b%d", round), roundEvents, 100)
+		single += timeIngestRound(b, client, h.url, fmt.Sprintf("s%d", round), roundEvents/10, 1) * 10
+	}
+	b.ReportMetric(float64(b.N*roundEvents)/raw.Seconds(), "raw-events/s")
+	b.ReportMetric(float64(b.N*roundEvents)/batch.Seconds(), "batch-events/s")
+	b.ReportMetric(float64(b.N*roundEvents)/single.Seconds(), "single-events/s")
+	b.ReportMetric(100*raw.Seconds()/batch.Seconds(), "batch-%-of-raw")
+	b.ReportMetric(100*raw.Seconds()/single.Seconds(), "single-%-of-raw")
+	b.ReportMetric(0, "ns/op")
+}
+
+func timeRawRound(b *testing.B, js jetstream.JetStream, keyer *events.Keyer, round, n int) time.Duration {
+	e := events.Event{Version: 1, Tenant: "fabrikam.com", User: "user0@fabrikam.com", Mailbox: "INBOX", Kind: events.KindNew, Count: 1, ChangeID: "raw", Source: events.SourceNative}
+	data, err := e.Encode()
+	if err != nil {
+		b.Fatal(err)
+	}
+	msgs := make([]*nats.Msg, n)
+	for i := range msgs {
+		subject := keyer.Subject("fabrikam.com", fmt.Sprintf("user%d@fabrikam.com", i%benchUsers))
+		msgs[i] = &nats.Msg{Subject: subject, Data: data, Header: nats.Header{jetstream.MsgIDHeader: []string{fmt.Sprintf("raw-%d-%d", round, i)}}}
+	}
+	start := time.Now()
+	for _, msg := range msgs {
+		if _, err := js.PublishMsgAsync(msg, jetstream.WithStallWait(time.Minute)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	<-js.PublishAsyncComplete()
+	return time.Since(start)
+}
+
+// timeIngestRound posts n events in requests of perRequest from 8 clients.
+func timeIngestRound(b *testing.B, client *http.Client, url, prefix string, n, perRequest int) time.Duration {
+	bodies := make(chan []byte, n/perRequest)
+	for i := 0; i < n; i += perRequest {
+		var body bytes.Buffer
+		for j := range perRequest {
+			fmt.Fprintf(&body, `{"user":"user%d@fabrikam.com","kind":"new","unread":1,"change_id":"%s-%d"}`+"\n", (i+j)%benchUsers, prefix, i+j)
+		}
+		bodies <- body.Bytes()
+	}
+	close(bodies)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for body := range bodies {
+				req, _ := http.NewRequest(http.MethodPost, url+"/v1/events", bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/x-ndjson")
+				req.Header.Set("Authorization", "Bearer "+nativeToken)
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Errorf("status %d", resp.StatusCode)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return time.Since(start)
 }

@@ -13,21 +13,17 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/dispatcher"
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/pushnow"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
-	"github.com/pushproxy/pushproxy/internal/settings"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
 	"github.com/pushproxy/pushproxy/internal/unread"
 )
 
 // Publisher sends a batch once; *relayclient.Client implements it.
-type Publisher interface {
-	Publish(ctx context.Context, uri string, batch []relayproto.Notification) (relayproto.Response, error)
-}
+type Publisher = pushnow.Publisher
 
 // ProxySource gives the proxy settings; *settings.Store implements it.
-type ProxySource interface {
-	Proxy(ctx context.Context) (settings.Proxy, error)
-}
+type ProxySource = pushnow.ProxySource
 
 // PushDeps is what Repush needs.
 type PushDeps struct {
@@ -49,7 +45,8 @@ type PushResult struct {
 	PreviousPushed *int
 	// Devices is how many devices the push went to, and how the relay
 	// answered for them.
-	Devices, Delivered, Gone, Retry, Rejected int
+	Devices int
+	pushnow.Tally
 }
 
 // Errors of Repush.
@@ -60,7 +57,7 @@ var (
 	// ErrNoDevices means the user has no device subscription to push to.
 	ErrNoDevices = errors.New("the user has no device subscriptions")
 	// ErrProxyDisabled means the proxy is not enabled.
-	ErrProxyDisabled = errors.New("the push notification proxy is not enabled (pushctl proxy enable --organization ...)")
+	ErrProxyDisabled = pushnow.ErrProxyDisabled
 )
 
 // Repush makes the report's final count the user's unread state (count,
@@ -78,12 +75,9 @@ func Repush(ctx context.Context, deps PushDeps, r Report) (PushResult, error) {
 	if deps.Now != nil {
 		now = deps.Now
 	}
-	proxy, err := deps.Settings.Proxy(ctx)
+	uri, err := pushnow.RelayURI(ctx, deps.Settings)
 	if err != nil {
 		return PushResult{}, err
-	}
-	if !proxy.Enabled || proxy.URI == "" {
-		return PushResult{}, ErrProxyDisabled
 	}
 	subs, err := deps.Subscriptions.List(ctx, r.Tenant, r.User)
 	if err != nil {
@@ -126,7 +120,7 @@ func Repush(ctx context.Context, deps PushDeps, r Report) (PushResult, error) {
 	start := now()
 	var failed error
 	for batch := range slices.Chunk(notes, relayproto.MaxNotificationsPerRequest) {
-		resp, err := deps.Relay.Publish(ctx, proxy.URI, batch)
+		resp, err := deps.Relay.Publish(ctx, uri, batch)
 		if err != nil {
 			failed = err
 			res.Retry += len(batch)
@@ -148,16 +142,9 @@ func Repush(ctx context.Context, deps PushDeps, r Report) (PushResult, error) {
 func tally(ctx context.Context, resp relayproto.Response, key string, subs *subscriptions.Store, res *PushResult) {
 	for _, n := range resp.Results {
 		for _, d := range n.Devices {
-			switch d.Status {
-			case relayproto.DeviceDelivered:
-				res.Delivered++
-			case relayproto.DeviceGone:
-				res.Gone++
+			res.Tally.Add(d.Status)
+			if d.Status == relayproto.DeviceGone {
 				_ = subs.DeleteKey(ctx, key+"."+subscriptions.DeviceHash(d.AppID, d.DeviceID))
-			case relayproto.DeviceRetry:
-				res.Retry++
-			default:
-				res.Rejected++
 			}
 		}
 	}

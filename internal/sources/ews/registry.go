@@ -1,15 +1,13 @@
 package ews
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/jsonfile"
 )
 
 // Subscription is what pushproxy knows about an EWS push subscription: whose
@@ -108,21 +106,9 @@ func NewStaticRegistry(entries []RegistryEntry) (*StaticRegistry, error) {
 // LoadRegistryFile reads a RegistryFile from path and builds a registry.
 // Unknown fields are an error, so a typo does not silently drop a setting.
 func LoadRegistryFile(path string) (*StaticRegistry, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading EWS subscription registry: %w", err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	var f RegistryFile
-	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("parsing EWS subscription registry %s: %w", path, err)
-	}
-	r, err := NewStaticRegistry(f.Subscriptions)
-	if err != nil {
-		return nil, fmt.Errorf("EWS subscription registry %s: %w", path, err)
-	}
-	return r, nil
+	return jsonfile.Load(path, "EWS subscription registry", func(f RegistryFile) (*StaticRegistry, error) {
+		return NewStaticRegistry(f.Subscriptions)
+	})
 }
 
 // Lookup returns the subscription with id, or ErrUnknownSubscription.

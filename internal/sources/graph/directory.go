@@ -1,15 +1,13 @@
 package graph
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/jsonfile"
 )
 
 // User is the pushproxy identity of a Graph user: the tenant domain and
@@ -95,21 +93,9 @@ func NewStaticDirectory(entries []DirectoryEntry) (*StaticDirectory, error) {
 // LoadDirectoryFile reads a DirectoryFile from path and builds a directory.
 // Unknown fields are an error, so a typo does not silently drop a setting.
 func LoadDirectoryFile(path string) (*StaticDirectory, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading Graph user directory: %w", err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	var f DirectoryFile
-	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("parsing Graph user directory %s: %w", path, err)
-	}
-	d, err := NewStaticDirectory(f.Users)
-	if err != nil {
-		return nil, fmt.Errorf("Graph user directory %s: %w", path, err)
-	}
-	return d, nil
+	return jsonfile.Load(path, "Graph user directory", func(f DirectoryFile) (*StaticDirectory, error) {
+		return NewStaticDirectory(f.Users)
+	})
 }
 
 // LookupUser finds userID, case-insensitively. A resource may write the

@@ -1,0 +1,57 @@
+package jsonfile
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+type file struct {
+	Names []string `json:"names"`
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	errEmpty := errors.New("no names")
+	count := func(f file) (int, error) {
+		if len(f.Names) == 0 {
+			return 0, errEmpty
+		}
+		return len(f.Names), nil
+	}
+	tests := []struct {
+		name    string
+		path    string
+		want    int
+		wantErr string
+	}{
+		{"ok", write("ok.json", `{"names":["a","b"]}`), 2, ""},
+		{"missing", filepath.Join(dir, "missing.json"), 0, "reading test list: "},
+		{"unknown field", write("typo.json", `{"nmaes":["a"]}`), 0, "parsing test list " + filepath.Join(dir, "typo.json") + `: json: unknown field "nmaes"`},
+		{"not json", write("bad.json", `{`), 0, "parsing test list "},
+		{"build fails", write("empty.json", `{"names":[]}`), 0, "test list " + filepath.Join(dir, "empty.json") + ": no names"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Load(tt.path, "test list", count)
+			if tt.wantErr == "" {
+				if err != nil || got != tt.want {
+					t.Fatalf("Load = %d, %v; want %d", got, err, tt.want)
+				}
+				return
+			}
+			if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) || got != 0 {
+				t.Fatalf("Load = %d, %v; want an error starting %q", got, err, tt.wantErr)
+			}
+		})
+	}
+}
