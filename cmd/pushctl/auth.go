@@ -17,6 +17,7 @@ import (
 func authCommand() command {
 	return group("auth", "S2S OAuth certificate and configuration (like Get-AuthConfig)",
 		command{name: "new-certificate", summary: "create a self-signed S2S certificate and print its thumbprint", run: runAuthNewCertificate},
+		command{name: "import", summary: "import an existing certificate and key (PEM or PKCS#12)", run: runAuthImport},
 		command{name: "show", summary: "print the auth configuration", run: runAuthShow},
 		command{name: "export", summary: "export the current certificate as a DER .cer file for the relay", run: runAuthExport},
 		command{name: "rotate", summary: "make the next certificate the current one", run: runAuthRotate},
@@ -48,12 +49,57 @@ with the relay (pushctl relay partner add), then run pushctl auth rotate.`)
 	if err != nil {
 		return err
 	}
+	return installCertificate(ctx, c, o, *out, cert)
+}
+
+func runAuthImport(ctx context.Context, c *cli, args []string) error {
+	fs := c.newFlags("auth import", "pushctl auth import (--cert FILE --key FILE | --pfx FILE [--password P]) [--out DIR] [flags]", `
+Imports an existing S2S certificate with its private key, from PEM files or
+a PKCS#12 (.pfx) file, into --out, named by thumbprint. Like a new
+certificate, it becomes the current one if there is none, and the next one
+otherwise. The key must be RSA of at least 2048 bits.`)
+	certFile := fs.String("cert", "", "PEM certificate file")
+	keyFile := fs.String("key", "", "PEM private key file (PKCS#1 or PKCS#8, unencrypted)")
+	pfx := fs.String("pfx", "", "PKCS#12 file holding the certificate and its key")
+	password := fs.String("password", "", "password of the PKCS#12 file")
+	out := fs.String("out", s2s.DefaultCertDir, "folder for the certificate and key files")
+	o := natsFlags(fs)
+	if err := c.parse(fs, args); err != nil {
+		return err
+	}
+	var (
+		cert *tokens.Certificate
+		err  error
+	)
+	switch {
+	case *pfx != "" && *certFile == "" && *keyFile == "":
+		cert, err = tokens.LoadPKCS12(*pfx, *password)
+	case *pfx == "" && *certFile != "" && *keyFile != "":
+		cert, err = tokens.LoadPEM(*certFile, *keyFile)
+	default:
+		return fmt.Errorf("%w: give either --cert and --key, or --pfx", errUsage)
+	}
+	if err != nil {
+		return err
+	}
+	return installCertificate(ctx, c, o, *out, cert)
+}
+
+// installCertificate saves cert and its key into dir and makes it the
+// current certificate, or the next one when a current one exists.
+func installCertificate(ctx context.Context, c *cli, o *broker.Options, dir string, cert *tokens.Certificate) error {
+	if cert.Key == nil {
+		return tokens.ErrNoPrivateKey
+	}
+	if bits := cert.Key.N.BitLen(); bits < tokens.MinKeyBits {
+		return fmt.Errorf("%w: the key has %d bits, at least %d are needed", tokens.ErrKeyTooSmall, bits, tokens.MinKeyBits)
+	}
 	conn, store, err := openSettings(ctx, o)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	dir, err := filepath.Abs(*out)
+	dir, err = filepath.Abs(dir)
 	if err != nil {
 		return err
 	}
@@ -86,7 +132,7 @@ with the relay (pushctl relay partner add), then run pushctl auth rotate.`)
 	}); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stderr, "Next: pushctl auth export --out OAuthCert.cer, then register it at the relay: pushctl relay partner add --organization %s --certificate OAuthCert.cer\n", *domain)
+	fmt.Fprintln(c.stderr, "Next: pushctl auth export --out OAuthCert.cer, then register it at the relay: pushctl relay partner add --organization <domain> --certificate OAuthCert.cer")
 	return nil
 }
 

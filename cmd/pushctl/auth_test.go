@@ -107,3 +107,40 @@ func TestAuthSetServer(t *testing.T) {
 		t.Fatalf("show after set-server:\n%s", r.stdout)
 	}
 }
+
+func TestAuthImport(t *testing.T) {
+	_, url := startNATS(t)
+	const fixtures = "../../internal/tokens/testdata/"
+	// The known-answer certificate of internal/tokens.
+	const thumbprint = "3DFAA45B7D7E403384E352C3E2A18103AB77AC27"
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"pem", []string{"--cert", fixtures + "s2s.pem", "--key", fixtures + "s2s.key"}, 0, "Thumbprint : " + thumbprint},
+		{"pem again", []string{"--cert", fixtures + "s2s.pem", "--key", fixtures + "s2s.key"}, 1, "already exists"},
+		{"cert without key", []string{"--cert", fixtures + "s2s.pem"}, 2, "either --cert and --key, or --pfx"},
+		{"both forms", []string{"--cert", fixtures + "s2s.pem", "--key", fixtures + "s2s.key", "--pfx", fixtures + "s2s.p12"}, 2, "either"},
+		{"wrong key", []string{"--cert", fixtures + "s2s.pem", "--key", fixtures + "contoso.key"}, 1, "key"},
+		{"pfx wrong password", []string{"--pfx", fixtures + "s2s.p12", "--password", "wrong"}, 1, "password incorrect"},
+	}
+	dir := t.TempDir()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := pushctl(t, append(append([]string{"auth", "import", "--out", dir}, tt.args...), url)...)
+			if r.code != tt.code || !strings.Contains(r.stdout+r.stderr, tt.want) {
+				t.Fatalf("code %d\nstdout %s\nstderr %s\nwant %d and %q", r.code, r.stdout, r.stderr, tt.code, tt.want)
+			}
+		})
+	}
+	if r := pushctl(t, "auth", "show", url); !strings.Contains(r.stdout, "CurrentCertificateThumbprint : "+thumbprint) {
+		t.Fatalf("imported certificate is not current:\n%s", r.stdout)
+	}
+	// The same certificate from PKCS#12, into another folder, becomes the next one.
+	r := pushctl(t, "auth", "import", "--out", t.TempDir(), "--pfx", fixtures+"s2s.p12", "--password", "correct-horse", url)
+	if r.code != 0 || !strings.Contains(r.stdout, "Role       : next") {
+		t.Fatalf("pfx import: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
