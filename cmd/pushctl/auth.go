@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
@@ -223,8 +224,9 @@ now on. Register it at the relay first, or the relay will reject them.`)
 
 func runAuthSetServer(ctx context.Context, c *cli, args []string) error {
 	fs := c.newFlags("auth set-server", "pushctl auth set-server --metadata-url URL [flags]", `
-Reads the relay's auth metadata document (JSON) and saves its principal id,
-so that tokens name the relay as their audience. The relay serves it at
+Reads the relay's auth metadata document (JSON) and saves the relay's
+principal id (the part of its issuer before "@"), so that tokens name the
+relay as their audience. The relay serves it at
 <relay URI>/metadata/json/1.`)
 	metadataURL := fs.String("metadata-url", "", "URL of the relay's auth metadata document (required)")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the document")
@@ -239,13 +241,14 @@ so that tokens name the relay as their audience. The relay serves it at
 	if err != nil {
 		return err
 	}
-	if md.ID == "" {
-		return fmt.Errorf("the metadata document at %s has no id (the relay's principal)", *metadataURL)
+	principal, _, _ := strings.Cut(md.Issuer, "@")
+	if principal == "" {
+		return fmt.Errorf("the metadata document at %s names no issuer (<relay principal>@<realm>)", *metadataURL)
 	}
 	return withSettings(ctx, o, func(s *settings.Store) error {
 		a, err := s.UpdateAuth(ctx, func(a *settings.Auth) error {
 			a.AuthMetadataURL = *metadataURL
-			a.RelayPrincipal = md.ID
+			a.RelayPrincipal = principal
 			return nil
 		})
 		if err != nil {

@@ -90,7 +90,7 @@ func TestAuthSetServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	md, err := tokens.BuildMetadata(tokens.MetadataOptions{ID: "relay-principal-1", Name: "relay", IssuerID: "relay-principal-1", Realm: "relay-realm", Certificates: []*tokens.Certificate{cert}})
+	md, err := tokens.BuildMetadata(tokens.MetadataOptions{ID: "_document-id", Name: "relay", IssuerID: "relay-principal-1", Realm: "relay-realm", Certificates: []*tokens.Certificate{cert}})
 	if err != nil {
 		t.Fatal(err)
 	}

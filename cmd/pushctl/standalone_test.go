@@ -50,10 +50,9 @@ func freeAddr(t *testing.T) string {
 
 // startStandalone runs pushctl standalone on free loopback ports until the
 // test ends, and returns its ingest and NATS addresses.
-func startStandalone(t *testing.T, dataDir string) (ingestAddr, natsAddr string, stop func() int) {
+func startStandalone(t *testing.T, dataDir string) (ingestAddr, natsAddr, relayAddr string, stop func() int) {
 	t.Helper()
-	ingestAddr, natsAddr = freeAddr(t), freeAddr(t)
-	relayAddr := freeAddr(t)
+	ingestAddr, natsAddr, relayAddr = freeAddr(t), freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
 	done := make(chan int, 1)
@@ -85,7 +84,7 @@ func startStandalone(t *testing.T, dataDir string) (ingestAddr, natsAddr string,
 		return code
 	}
 	t.Cleanup(func() { stop() })
-	return ingestAddr, natsAddr, stop
+	return ingestAddr, natsAddr, relayAddr, stop
 }
 
 func post(t *testing.T, url, body string) int {
@@ -109,7 +108,7 @@ func post(t *testing.T, url, body string) int {
 // PUSH_SENT, through ingest, dispatcher and the relay, with S2S tokens.
 func TestStandaloneEndToEnd(t *testing.T) {
 	dataDir := t.TempDir()
-	ingestAddr, natsAddr, stop := startStandalone(t, dataDir)
+	ingestAddr, natsAddr, relayAddr, stop := startStandalone(t, dataDir)
 	base := "http://" + ingestAddr
 	if code := post(t, base+"/v1/subscriptions", `{"tenant":"example.com","user":"alice@example.com","appId":"demo","deviceId":"phone-1","platform":"APNS"}`); code != http.StatusCreated {
 		t.Fatalf("subscribe: %d", code)
@@ -135,6 +134,13 @@ func TestStandaloneEndToEnd(t *testing.T) {
 	if r := pushctl(t, "probe", "--nats-url", "nats://"+natsAddr); r.code != 0 || !strings.Contains(r.stdout, "ResultType : Succeeded") {
 		t.Fatalf("probe against standalone: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	// Reading the relay's metadata keeps the audience the relay expects.
+	if r := pushctl(t, "auth", "set-server", "--metadata-url", "http://"+relayAddr+"/PushNotifications/metadata/json/1", "--nats-url", "nats://"+natsAddr); r.code != 0 {
+		t.Fatalf("set-server: %d %s", r.code, r.stderr)
+	}
+	if r := pushctl(t, "probe", "--nats-url", "nats://"+natsAddr); r.code != 0 {
+		t.Fatalf("probe after set-server: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	waitForSent(t, conn.JS, keyer, "example.com", "canary@example.com")
 	conn.Close()
 	if code := stop(); code != 0 {
@@ -143,7 +149,7 @@ func TestStandaloneEndToEnd(t *testing.T) {
 
 	// A second start keeps the certificate and the proxy settings.
 	first := pushctlAuthThumbprint(t, dataDir)
-	_, natsAddr, stop = startStandalone(t, dataDir)
+	_, natsAddr, _, stop = startStandalone(t, dataDir)
 	if r := pushctl(t, "auth", "show", "--nats-url", "nats://"+natsAddr); !strings.Contains(r.stdout, first) {
 		t.Fatalf("restart changed the certificate:\n%s", r.stdout)
 	}

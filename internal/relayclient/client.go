@@ -30,8 +30,8 @@ const (
 	DefaultMaxInterval        = 30 * time.Second
 	DefaultMaxElapsedTime     = 2 * time.Minute
 	DefaultBreakerFailures    = 5
-	DefaultBreakerCooldown    = 30 * time.Second
-	DefaultBreakerMaxCooldown = 5 * time.Minute
+	DefaultBreakerCooldown    = 10 * time.Second
+	DefaultBreakerMaxCooldown = time.Minute
 )
 
 // MaxResponseSize bounds the body of a successful answer that is read; a
@@ -83,10 +83,11 @@ type Config struct {
 	// circuit breaker. Default 5; negative disables the breaker.
 	BreakerFailures int
 	// BreakerCooldown is how long the breaker first stays open; it doubles
-	// each time it opens again without a success in between. Default 30s.
+	// each time it opens again without a success in between. Default 10s.
 	BreakerCooldown time.Duration
-	// BreakerMaxCooldown caps the cool-down. Default 5 minutes (and never
-	// less than BreakerCooldown). A relay's own back-off hint may hold the
+	// BreakerMaxCooldown caps the cool-down. Default 1 minute, so that a
+	// relay that comes back is tried again within a minute (and never less
+	// than BreakerCooldown). A relay's own back-off hint may hold the
 	// breaker open longer, up to relayproto.MaxBackOff.
 	BreakerMaxCooldown time.Duration
 	// Now is the clock of the breaker and of Retry-After dates. Default
