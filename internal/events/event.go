@@ -154,11 +154,29 @@ func (e *Event) Normalize() {
 // Validate checks every field and returns a *ValidationError for the first
 // one that is wrong.
 func (e *Event) Validate() error {
+	var v Validator
+	return v.Validate(e)
+}
+
+// Validator validates events as Event.Validate does. It remembers the last
+// tenant it found valid, so that the events of one request, usually of one
+// tenant, have their tenant checked once. The zero value is ready to use; a
+// Validator is not safe for concurrent use.
+type Validator struct {
+	tenant string // the last tenant that passed ValidateTenant
+}
+
+// Validate checks every field of e and returns a *ValidationError for the
+// first one that is wrong.
+func (v *Validator) Validate(e *Event) error {
 	if e.Version != SchemaVersion {
 		return invalid("v", "unsupported schema version %d (this server speaks %d)", e.Version, SchemaVersion)
 	}
-	if err := ValidateTenant(e.Tenant); err != nil {
-		return err
+	if e.Tenant == "" || e.Tenant != v.tenant {
+		if err := ValidateTenant(e.Tenant); err != nil {
+			return err
+		}
+		v.tenant = e.Tenant
 	}
 	if err := ValidateAddress("user", e.User); err != nil {
 		return err
@@ -252,8 +270,16 @@ func ValidateAddress(field, addr string) error {
 	if !utf8.ValidString(addr) {
 		return invalid(field, "not valid UTF-8")
 	}
-	for _, r := range addr {
-		if unicode.IsSpace(r) || !unicode.IsPrint(r) {
+	for i := 0; i < len(addr); i++ {
+		if c := addr[i]; c >= utf8.RuneSelf {
+			// Beyond ASCII: the Unicode tables decide.
+			for _, r := range addr[i:] {
+				if unicode.IsSpace(r) || !unicode.IsPrint(r) {
+					return invalid(field, "contains a space or control character")
+				}
+			}
+			break
+		} else if c <= ' ' || c == 0x7f { // ASCII space, controls and DEL
 			return invalid(field, "contains a space or control character")
 		}
 	}
@@ -267,8 +293,16 @@ func validateMailbox(field, name string) error {
 	if len(name) > MaxMailboxLen || !utf8.ValidString(name) {
 		return invalid(field, "must be valid UTF-8 of at most %d bytes", MaxMailboxLen)
 	}
-	for _, r := range name {
-		if unicode.IsControl(r) {
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c >= utf8.RuneSelf {
+			// Beyond ASCII: the Unicode tables decide.
+			for _, r := range name[i:] {
+				if unicode.IsControl(r) {
+					return invalid(field, "contains a control character")
+				}
+			}
+			break
+		} else if c < ' ' || c == 0x7f { // ASCII controls and DEL
 			return invalid(field, "contains a control character")
 		}
 	}
@@ -285,15 +319,6 @@ func Decode(data []byte) (Event, error) {
 		return Event{}, err
 	}
 	return e, nil
-}
-
-// Encode returns the JSON form of the event for the stream.
-func (e *Event) Encode() ([]byte, error) {
-	data, err := json.Marshal(e)
-	if err != nil {
-		return nil, fmt.Errorf("encoding event: %w", err)
-	}
-	return data, nil
 }
 
 // Concerns reports whether the event touches mailbox (as its mailbox, or as

@@ -2,9 +2,12 @@ package events
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 func validEvent() Event {
@@ -63,12 +66,18 @@ func TestValidate(t *testing.T) {
 		{"unknown source", func(e *Event) { e.Source = "fax" }, "source"},
 		{"control in mailbox", func(e *Event) { e.Mailbox = "IN\x00BOX" }, "mailbox"},
 	}
+	var shared Validator // checks the same after every other case
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := validEvent()
 			e.Normalize()
 			tt.change(&e)
 			err := e.Validate()
+			for range 2 {
+				if serr := shared.Validate(&e); fmt.Sprint(serr) != fmt.Sprint(err) {
+					t.Fatalf("a reused Validator says %v, Validate says %v", serr, err)
+				}
+			}
 			if tt.field == "" {
 				if err != nil {
 					t.Fatalf("valid event rejected: %v", err)
@@ -128,6 +137,29 @@ func TestDeltaFor(t *testing.T) {
 		}
 		if got := e.Concerns(Inbox); got != tt.wantTarget {
 			t.Errorf("%s %s<-%s: Concerns(INBOX) = %v", tt.kind, tt.mailbox, tt.from, got)
+		}
+	}
+}
+
+// TestValidateTextAgreesWithUnicode checks the ASCII shortcuts of address
+// and mailbox validation against the Unicode tables, for every ASCII
+// character alone and after a non-ASCII one.
+func TestValidateTextAgreesWithUnicode(t *testing.T) {
+	for c := rune(0); c < utf8.RuneSelf; c++ {
+		for _, prefix := range []string{"", "é", "a\u0085"} {
+			s := prefix + "a" + string(c) + "b"
+			addrOK := true
+			mailboxOK := true
+			for _, r := range s {
+				addrOK = addrOK && !unicode.IsSpace(r) && unicode.IsPrint(r)
+				mailboxOK = mailboxOK && !unicode.IsControl(r)
+			}
+			if got := ValidateAddress("user", s) == nil; got != addrOK {
+				t.Errorf("ValidateAddress(%q) ok = %v, want %v", s, got, addrOK)
+			}
+			if got := validateMailbox("mailbox", s) == nil; got != mailboxOK {
+				t.Errorf("validateMailbox(%q) ok = %v, want %v", s, got, mailboxOK)
+			}
 		}
 	}
 }

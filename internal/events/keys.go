@@ -6,9 +6,9 @@ import (
 	"encoding/base32"
 	"errors"
 	"hash"
-	"io"
 	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // Subject prefixes and patterns of the MAIL stream.
@@ -37,8 +37,22 @@ var ErrShortKey = errors.New("subject key too short")
 // NATS never do either. Every component of a deployment must use the same
 // key; it is kept in the config bucket (see internal/broker).
 type Keyer struct {
-	macs sync.Pool // of hash.Hash keyed with the subject key
+	macs sync.Pool // of *macState keyed with the subject key
 }
+
+// macState is a keyed HMAC with room for its input and sum, reused so
+// that deriving a name allocates nothing but the name.
+type macState struct {
+	h   hash.Hash
+	in  []byte
+	sum [sha256.Size]byte
+}
+
+// Lengths of the encoded hashes.
+const (
+	userTokenBytes = 16 // 128 bits, 26 characters
+	msgIDBytes     = 20 // 160 bits, 32 characters
+)
 
 // NewKeyer returns a Keyer for key, which must be at least MinKeyLen bytes.
 func NewKeyer(key []byte) (*Keyer, error) {
@@ -47,7 +61,7 @@ func NewKeyer(key []byte) (*Keyer, error) {
 	}
 	key = append([]byte(nil), key...)
 	k := &Keyer{}
-	k.macs.New = func() any { return hmac.New(sha256.New, key) }
+	k.macs.New = func() any { return &macState{h: hmac.New(sha256.New, key), in: make([]byte, 0, 256)} }
 	return k, nil
 }
 
@@ -58,15 +72,44 @@ func TenantToken(tenant string) string {
 	return strings.ReplaceAll(tenant, ".", "_")
 }
 
+// appendTenantToken appends TenantToken(tenant) to dst.
+func appendTenantToken(dst []byte, tenant string) []byte {
+	for i := 0; i < len(tenant); i++ {
+		c := tenant[i]
+		if c == '.' {
+			c = '_'
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
 // UserToken is the keyed hash of a user of a tenant: 26 lower-case base32
 // characters (128 bits). Addresses compare case-insensitively.
 func (k *Keyer) UserToken(tenant, user string) string {
-	return userTokenEncoding.EncodeToString(k.mac("user", tenant, strings.ToLower(user))[:16])
+	return string(k.appendUserToken(make([]byte, 0, 26), tenant, user))
+}
+
+func (k *Keyer) appendUserToken(dst []byte, tenant, user string) []byte {
+	m := k.macs.Get().(*macState)
+	defer k.macs.Put(m)
+	m.in = appendPart(m.in[:0], "user")
+	m.in = appendPart(m.in, tenant)
+	m.in = appendLowerPart(m.in, user)
+	return userTokenEncoding.AppendEncode(dst, m.mac()[:userTokenBytes])
 }
 
 // Subject is where ingest publishes the user's events: mail.<tenant>.<user>.
 func (k *Keyer) Subject(tenant, user string) string {
-	return SubjectPrefix + "." + TenantToken(tenant) + "." + k.UserToken(tenant, user)
+	return string(k.AppendSubject(make([]byte, 0, 64), tenant, user))
+}
+
+// AppendSubject appends Subject(tenant, user) to dst.
+func (k *Keyer) AppendSubject(dst []byte, tenant, user string) []byte {
+	dst = append(dst, SubjectPrefix+"."...)
+	dst = appendTenantToken(dst, tenant)
+	dst = append(dst, '.')
+	return k.appendUserToken(dst, tenant, user)
 }
 
 // StoredSubjectFilter matches every stored event of the user, whatever its
@@ -84,18 +127,49 @@ func (k *Keyer) UserKey(tenant, user string) string {
 // source and the source's own identity of the change. A source that sends
 // the same change twice produces the same id, and the stream keeps one copy.
 func (k *Keyer) MsgID(e *Event) string {
-	return userTokenEncoding.EncodeToString(k.mac("msg", e.Tenant, strings.ToLower(e.User), string(e.Source), e.ChangeID)[:20])
+	return string(k.AppendMsgID(make([]byte, 0, 32), e))
 }
 
-func (k *Keyer) mac(parts ...string) []byte {
-	h := k.macs.Get().(hash.Hash)
-	defer k.macs.Put(h)
-	h.Reset()
-	for _, p := range parts {
-		io.WriteString(h, p)
-		h.Write([]byte{0})
+// AppendMsgID appends MsgID(e) to dst.
+func (k *Keyer) AppendMsgID(dst []byte, e *Event) []byte {
+	m := k.macs.Get().(*macState)
+	defer k.macs.Put(m)
+	m.in = appendPart(m.in[:0], "msg")
+	m.in = appendPart(m.in, e.Tenant)
+	m.in = appendLowerPart(m.in, e.User)
+	m.in = appendPart(m.in, string(e.Source))
+	m.in = appendPart(m.in, e.ChangeID)
+	return userTokenEncoding.AppendEncode(dst, m.mac()[:msgIDBytes])
+}
+
+// mac is the HMAC of the input gathered in m.in.
+func (m *macState) mac() []byte {
+	m.h.Reset()
+	m.h.Write(m.in)
+	return m.h.Sum(m.sum[:0])
+}
+
+// appendPart appends one part of a hash input: its bytes and a zero byte.
+func appendPart(dst []byte, p string) []byte {
+	return append(append(dst, p...), 0)
+}
+
+// appendLowerPart appends strings.ToLower(p) as a part, without allocating
+// for ASCII.
+func appendLowerPart(dst []byte, p string) []byte {
+	for i := 0; i < len(p); i++ {
+		if p[i] >= utf8.RuneSelf {
+			return appendPart(dst, strings.ToLower(p))
+		}
 	}
-	return h.Sum(nil)
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return append(dst, 0)
 }
 
 // PartitionOf parses the partition number from a stored subject

@@ -1,6 +1,8 @@
 package events
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"regexp"
 	"strings"
@@ -79,5 +81,58 @@ func TestPartitionOf(t *testing.T) {
 		if got != tt.want || ok != tt.ok {
 			t.Errorf("PartitionOf(%q) = %d, %v", tt.subject, got, ok)
 		}
+	}
+}
+
+// referenceMAC is the keyed hash as the key scheme defines it: HMAC-SHA256
+// of the parts, each followed by a zero byte.
+func referenceMAC(key string, parts ...string) []byte {
+	h := hmac.New(sha256.New, []byte(key))
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return h.Sum(nil)
+}
+
+// TestNamesFollowTheKeyScheme pins every derived name to the scheme, so
+// that a faster implementation cannot move a user's data.
+func TestNamesFollowTheKeyScheme(t *testing.T) {
+	const key = "0123456789abcdef0123456789abcdef"
+	k := testKeyer(t, key)
+	tests := []struct{ tenant, user, changeID string }{
+		{"fabrikam.com", "alice@fabrikam.com", "c1"},
+		{"fabrikam.com", "Alice.Smith+Tag@FABRIKAM.com", "uid:INBOX/7/4/new"},
+		{"mail.fabrikam.co.uk", "ÄLICE@Bücher.example", "ü"},
+		{"x.y", "ǅ\u0130i@x.y", ""},
+		{"x.y", strings.Repeat("LongUser", 40), strings.Repeat("c", MaxChangeIDLen)},
+	}
+	for _, tt := range tests {
+		lower := strings.ToLower(tt.user)
+		token := userTokenEncoding.EncodeToString(referenceMAC(key, "user", tt.tenant, lower)[:16])
+		if got := k.UserToken(tt.tenant, tt.user); got != token {
+			t.Errorf("UserToken(%q, %q) = %q, want %q", tt.tenant, tt.user, got, token)
+		}
+		tenant := strings.ReplaceAll(tt.tenant, ".", "_")
+		if got, want := k.Subject(tt.tenant, tt.user), "mail."+tenant+"."+token; got != want {
+			t.Errorf("Subject = %q, want %q", got, want)
+		}
+		if got, want := string(k.AppendSubject([]byte("x"), tt.tenant, tt.user)), "xmail."+tenant+"."+token; got != want {
+			t.Errorf("AppendSubject = %q, want %q", got, want)
+		}
+		if got, want := k.UserKey(tt.tenant, tt.user), tenant+"."+token; got != want {
+			t.Errorf("UserKey = %q, want %q", got, want)
+		}
+		e := Event{Tenant: tt.tenant, User: tt.user, Source: SourceDovecotOX, ChangeID: tt.changeID}
+		id := userTokenEncoding.EncodeToString(referenceMAC(key, "msg", tt.tenant, lower, string(e.Source), tt.changeID)[:20])
+		if got := k.MsgID(&e); got != id {
+			t.Errorf("MsgID = %q, want %q", got, id)
+		}
+		if got := string(k.AppendMsgID([]byte("x"), &e)); got != "x"+id {
+			t.Errorf("AppendMsgID = %q, want x%q", got, id)
+		}
+	}
+	if got, want := k.UserToken("fabrikam.com", "alice@fabrikam.com"), "lvvlsyyq4xszkm4j62b42zjzym"; got != want {
+		t.Errorf("UserToken changed: %q, was %q", got, want)
 	}
 }

@@ -111,7 +111,7 @@ func LimitBody(n int64) Middleware {
 // ReadBody reads the whole request body; past the LimitBody bound it
 // returns a 413 error, and a broken upload is a 400.
 func ReadBody(r *http.Request) ([]byte, *service.Error) {
-	body, err := io.ReadAll(r.Body)
+	body, err := readAll(r.Body, r.ContentLength)
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
@@ -120,6 +120,32 @@ func ReadBody(r *http.Request) ([]byte, *service.Error) {
 		return nil, parse.Malformed("reading the request body: %v", err)
 	}
 	return body, nil
+}
+
+// maxPresize bounds the buffer readAll makes from a declared length,
+// which the client may not send.
+const maxPresize = 1 << 20
+
+// readAll is io.ReadAll that starts with room for a declared length n
+// (-1 when unknown), so that a body is read without growing the buffer.
+func readAll(rd io.Reader, n int64) ([]byte, error) {
+	if n < 0 || n > maxPresize {
+		return io.ReadAll(rd)
+	}
+	b := make([]byte, 0, n+1) // +1: reading EOF needs no growth
+	for {
+		m, err := rd.Read(b[len(b):cap(b)])
+		b = b[:len(b)+m]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+	}
 }
 
 func tooLarge(limit int64) *service.Error {

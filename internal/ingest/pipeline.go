@@ -83,7 +83,45 @@ func (s *Server) serveSource(src *Source, w http.ResponseWriter, r *http.Request
 		src.Respond(w, r, res)
 		return
 	}
-	service.WriteJSON(w, http.StatusOK, res)
+	writeResult(w, res)
+}
+
+// writeResult answers 200 with res as service.WriteJSON writes it,
+// without reflection for the usual result of stored and duplicate events.
+func writeResult(w http.ResponseWriter, res *Result) {
+	if res.Events == nil {
+		service.WriteJSON(w, http.StatusOK, res)
+		return
+	}
+	b := make([]byte, 0, 48+len(res.Events)*48)
+	b = append(b, `{"stored":`...)
+	b = strconv.AppendInt(b, int64(res.Stored), 10)
+	b = append(b, `,"duplicates":`...)
+	b = strconv.AppendInt(b, int64(res.Duplicates), 10)
+	b = append(b, `,"events":[`...)
+	for i, o := range res.Events {
+		if o.Field != "" || o.Reason != "" || (o.Outcome != OutcomeStored && o.Outcome != OutcomeDuplicate) {
+			service.WriteJSON(w, http.StatusOK, res)
+			return
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"index":`...)
+		b = strconv.AppendInt(b, int64(o.Index), 10)
+		b = append(b, `,"outcome":"`...)
+		b = append(b, o.Outcome...)
+		b = append(b, '"')
+		if o.Seq != 0 {
+			b = append(b, `,"seq":`...)
+			b = strconv.AppendUint(b, o.Seq, 10)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, "]}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
 }
 
 // publish stores evs and counts the outcomes.
@@ -118,13 +156,13 @@ func (s *Server) publish(ctx context.Context, src *Source, evs []events.Event) (
 // prepare completes and validates each parsed item. It returns the good
 // events and an outcome per bad one.
 func (s *Server) prepare(source events.Source, items []parse.Item) ([]events.Event, []Outcome) {
-	now := s.now().UTC()
+	c := completer{s: s, source: source, now: s.now().UTC()}
 	evs := make([]events.Event, 0, len(items))
 	var bad []Outcome
 	for i := range items {
 		e, err := items[i].Event, items[i].Err
 		if err == nil {
-			err = s.complete(&e, source, now)
+			err = c.complete(&e)
 		}
 		if err != nil {
 			bad = append(bad, rejected(i, err))
@@ -138,32 +176,53 @@ func (s *Server) prepare(source events.Source, items []parse.Item) ([]events.Eve
 	return evs, bad
 }
 
+// completer completes the events of one request. It remembers the last
+// domain it looked up and the last tenant it validated, as a request's
+// events are usually of one tenant.
+type completer struct {
+	s      *Server
+	source events.Source
+	now    time.Time
+	valid  events.Validator
+	domain string // the last domain tenantOf looked up
+	tenant string // its tenant
+}
+
 // complete adds what ingest knows to a parsed event, normalises and
 // validates it.
-func (s *Server) complete(e *events.Event, source events.Source, now time.Time) error {
-	e.Source = source
+func (c *completer) complete(e *events.Event) error {
+	e.Source = c.source
 	if e.Tenant == "" {
-		e.Tenant = s.tenantOf(e.User)
+		e.Tenant = c.tenantOf(e.User)
 		if e.Tenant == "" {
 			return parse.Invalid("tenant", "required: the user address has no domain and this server has no default tenant")
 		}
 	}
 	if e.OccurredAt.IsZero() {
-		e.OccurredAt = now
+		e.OccurredAt = c.now
 	}
-	e.ReceivedAt = now
+	e.ReceivedAt = c.now
 	e.Normalize()
-	return e.Validate()
+	return c.valid.Validate(e)
 }
 
 // tenantOf is the tenant of a user when the source names none: the
 // domain of the address, or the default tenant.
-func (s *Server) tenantOf(user string) string {
+func (c *completer) tenantOf(user string) string {
 	at := strings.LastIndexByte(user, '@')
-	if s.cfg.ForceDefaultTenant || at < 0 || at == len(user)-1 {
-		return s.set.defaultTenant
+	if c.s.cfg.ForceDefaultTenant || at < 0 || at == len(user)-1 {
+		return c.s.set.defaultTenant
 	}
 	domain := strings.TrimSpace(user[at+1:])
+	if domain != c.domain || c.domain == "" {
+		c.domain, c.tenant = domain, tenantOfDomain(domain)
+	}
+	return c.tenant
+}
+
+// tenantOfDomain is the ASCII form of a user's domain, or the domain when
+// it has none.
+func tenantOfDomain(domain string) string {
 	if ascii, err := idna.Lookup.ToASCII(domain); err == nil {
 		return ascii
 	}

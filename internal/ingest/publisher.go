@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,6 +32,10 @@ type Publisher struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	keyer *events.Keyer
+	// headers holds message headers (nats.Header) to reuse: those of a
+	// request whose messages are all acknowledged, which JetStream no
+	// longer reads.
+	headers sync.Pool
 }
 
 // DefaultMaxPending is how many publishes may await their acknowledgement
@@ -65,24 +70,13 @@ func (p *Publisher) Publish(ctx context.Context, evs []events.Event) ([]Ack, err
 	if deadline, ok := ctx.Deadline(); ok {
 		opts = append(opts, jetstream.WithStallWait(max(time.Until(deadline), time.Millisecond)))
 	}
+	msgs, err := p.messages(evs)
+	if err != nil {
+		return nil, err
+	}
 	futures := make([]jetstream.PubAckFuture, len(evs))
-	var subject string
-	for i := range evs {
-		e := &evs[i]
-		data, err := e.Encode()
-		if err != nil {
-			return nil, err
-		}
-		// A transaction's events are usually all one user's.
-		if i == 0 || e.User != evs[i-1].User || e.Tenant != evs[i-1].Tenant {
-			subject = p.keyer.Subject(e.Tenant, e.User)
-		}
-		msg := &nats.Msg{
-			Subject: subject,
-			Data:    data,
-			Header:  nats.Header{jetstream.MsgIDHeader: []string{p.keyer.MsgID(e)}},
-		}
-		if futures[i], err = p.js.PublishMsgAsync(msg, opts...); err != nil {
+	for i := range msgs {
+		if futures[i], err = p.js.PublishMsgAsync(&msgs[i], opts...); err != nil {
 			return nil, fmt.Errorf("%w: publishing event %d: %w", ErrUnavailable, i, err)
 		}
 	}
@@ -97,5 +91,60 @@ func (p *Publisher) Publish(ctx context.Context, evs []events.Event) ([]Ack, err
 			return nil, fmt.Errorf("%w: waiting for acknowledgements: %w", ErrUnavailable, context.Cause(ctx))
 		}
 	}
+	for i := range msgs {
+		p.headers.Put(msgs[i].Header)
+	}
 	return acks, nil
 }
+
+// span is where one event's encoded parts end in the request's buffers.
+type span struct{ data, subject, id int }
+
+// messages builds the stream message of each event. The data, subjects
+// and deduplication ids of all events are written into three buffers
+// shared by the request rather than allocated one by one. JetStream may
+// keep a message until it is acknowledged (to send it again), so the
+// buffers are never reused, and a header only once Publish has every
+// acknowledgement of its request.
+func (p *Publisher) messages(evs []events.Event) ([]nats.Msg, error) {
+	const subjectSize, idSize = 64, 32
+	data := make([]byte, 0, len(evs)*eventSizeHint)
+	subjects := make([]byte, 0, len(evs)*subjectSize)
+	ids := make([]byte, 0, len(evs)*idSize)
+	ends := make([]span, len(evs))
+	for i := range evs {
+		e := &evs[i]
+		var err error
+		if data, err = e.AppendEncode(data); err != nil {
+			return nil, err
+		}
+		// A transaction's events are usually all one user's.
+		if i == 0 || e.User != evs[i-1].User || e.Tenant != evs[i-1].Tenant {
+			subjects = p.keyer.AppendSubject(subjects, e.Tenant, e.User)
+		}
+		ids = p.keyer.AppendMsgID(ids, e)
+		ends[i] = span{data: len(data), subject: len(subjects), id: len(ids)}
+	}
+	subjectText, idText := string(subjects), string(ids)
+	values := make([]string, len(evs))
+	msgs := make([]nats.Msg, len(evs))
+	var prev span
+	subject := ""
+	for i, end := range ends {
+		if end.subject != prev.subject {
+			subject = subjectText[prev.subject:end.subject]
+		}
+		values[i] = idText[prev.id:end.id]
+		header, _ := p.headers.Get().(nats.Header)
+		if header == nil {
+			header = make(nats.Header, 1)
+		}
+		header[jetstream.MsgIDHeader] = values[i : i+1 : i+1]
+		msgs[i] = nats.Msg{Subject: subject, Data: data[prev.data:end.data:end.data], Header: header}
+		prev = end
+	}
+	return msgs, nil
+}
+
+// eventSizeHint is the room an encoded event usually takes.
+const eventSizeHint = 256

@@ -55,12 +55,22 @@ type Event struct {
 // more than opt.MaxEvents is a request-level error; a well-formed element
 // with a wrong field is an Item with an *events.ValidationError.
 //
-// One json.Decoder reads the whole body, so each event is scanned once.
+// A body of the usual shape is read by a scanner of its own (see fast.go);
+// any other body by one json.Decoder, so each event is scanned once.
 func Parse(body []byte, mediaType string, opt Options) ([]parse.Item, error) {
 	max := opt.MaxEvents
 	if max <= 0 {
 		max = DefaultMaxEvents
 	}
+	if items, ok := parseFast(body, mediaType, max); ok {
+		return items, nil
+	}
+	return decode(body, mediaType, max)
+}
+
+// decode reads the events of a body with encoding/json, which finds every
+// error and names it.
+func decode(body []byte, mediaType string, max int) ([]parse.Item, error) {
 	r := reader{body: body, max: max, dec: json.NewDecoder(bytes.NewReader(body))}
 	r.dec.DisallowUnknownFields()
 	var err error
