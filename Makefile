@@ -22,7 +22,12 @@ FUZZ_TARGETS = \
 	./internal/sources/dovecot:FuzzDovecotLua \
 	./internal/sources/ews:FuzzEWS \
 	./internal/sources/graph:FuzzGraph \
-	./internal/tokens:FuzzVerify
+	./internal/events:FuzzEncode \
+	./internal/dispatcher:FuzzDecodeEvent \
+	./internal/tokens:FuzzVerify \
+	./internal/relayclient:FuzzParseFault \
+	./internal/providers:FuzzParseRetryAfter \
+	./internal/providers/webpush:FuzzParseSubscription
 
 .PHONY: run test unit integration bench fuzz build lint clean help
 
@@ -55,7 +60,7 @@ fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$name in $$pkg for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 200x $$pkg; \
 	done
 
 build:
