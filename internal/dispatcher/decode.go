@@ -16,8 +16,23 @@ import (
 // because encoding/json's reflection is most of the dispatcher's CPU per
 // event.
 func decodeEvent(data []byte) (events.Event, error) {
-	if e, ok := fastDecode(data); ok {
-		if err := e.Validate(); err != nil {
+	var v events.Validator
+	return decodeEventKnown(data, knownStrings{}, &v)
+}
+
+// knownStrings are strings an event is likely to repeat (the tenant and
+// user of the subject's cached user): the fast path uses them instead of
+// allocating copies of equal text. They change nothing but allocations.
+type knownStrings struct {
+	tenant, user string
+}
+
+// decodeEventKnown is decodeEvent reusing known's strings where the event
+// spells the same text, and validating with v, which remembers the last
+// valid tenant of the partition.
+func decodeEventKnown(data []byte, known knownStrings, v *events.Validator) (events.Event, error) {
+	if e, ok := fastDecodeKnown(data, known); ok {
+		if err := v.Validate(&e); err != nil {
 			return events.Event{}, err
 		}
 		return e, nil
@@ -46,6 +61,13 @@ const (
 // fastDecode parses the canonical form; ok false means "not sure, use the
 // general decoder".
 func fastDecode(data []byte) (e events.Event, ok bool) {
+	return fastDecodeKnown(data, knownStrings{})
+}
+
+// fastDecodeKnown is fastDecode taking the tenant and user from known, and
+// the mailbox, kind and source from their usual constants, when the event
+// spells the same text.
+func fastDecodeKnown(data []byte, known knownStrings) (e events.Event, ok bool) {
 	p := parser{data: data}
 	p.ws()
 	if !p.eat('{') {
@@ -72,16 +94,16 @@ func fastDecode(data []byte) (e events.Event, ok bool) {
 		case "v":
 			bit, ok = fV, p.intInto(&e.Version)
 		case "tenant":
-			bit, ok = fTenant, p.strInto(&e.Tenant)
+			bit, ok = fTenant, p.strKnown(&e.Tenant, known.tenant)
 		case "user":
-			bit, ok = fUser, p.strInto(&e.User)
+			bit, ok = fUser, p.strKnown(&e.User, known.user)
 		case "mailbox":
-			bit, ok = fMailbox, p.strInto(&e.Mailbox)
+			bit, ok = fMailbox, p.strKnown(&e.Mailbox, events.Inbox)
 		case "from_mailbox":
 			bit, ok = fFromMailbox, p.strInto(&e.FromMailbox)
 		case "kind":
 			var s string
-			bit, ok = fKind, p.strInto(&s)
+			bit, ok = fKind, p.strKnown(&s, string(events.KindNew))
 			e.Kind = events.Kind(s)
 		case "unread":
 			var n int
@@ -99,7 +121,7 @@ func fastDecode(data []byte) (e events.Event, ok bool) {
 			bit, ok = fOccurredAt, p.timeInto(&e.OccurredAt)
 		case "source":
 			var s string
-			bit, ok = fSource, p.strInto(&s)
+			bit, ok = fSource, p.strKnown(&s, string(events.SourceNative))
 			e.Source = events.Source(s)
 		case "received_at":
 			bit, ok = fReceivedAt, p.timeInto(&e.ReceivedAt)
@@ -175,6 +197,18 @@ func (p *parser) raw() ([]byte, bool) {
 
 func (p *parser) strInto(dst *string) bool {
 	b, ok := p.raw()
+	*dst = string(b)
+	return ok
+}
+
+// strKnown is strInto that stores known, without allocating, when the
+// string read is the same text.
+func (p *parser) strKnown(dst *string, known string) bool {
+	b, ok := p.raw()
+	if ok && known != "" && string(b) == known {
+		*dst = known
+		return true
+	}
 	*dst = string(b)
 	return ok
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,6 +35,11 @@ const syncCheckInterval = 100 * time.Millisecond
 
 // sweepInterval is how often idle users leave the state cache.
 const sweepInterval = 10 * time.Second
+
+// heldSlab is how many held events receive allocates at once: few
+// allocations per fetch, while an event held for long (its push retried)
+// keeps little memory of its neighbours alive.
+const heldSlab = 32
 
 // maxTermReason bounds the reason of a terminated event, which the
 // advisory carries.
@@ -68,6 +74,8 @@ type userRec struct {
 	inflight []*held
 	push     *pushInfo
 	job      *job
+	// toLoad: queued for loading by the apply in progress.
+	toLoad bool
 
 	// requeues counts retries of the current push after device retries or
 	// missing results; attempts counts its relay requests.
@@ -121,9 +129,10 @@ type worker struct {
 	cons      jetstream.Consumer
 	log       zerolog.Logger
 
-	co    *coalesce.Coalescer
-	users map[string]*userRec
-	ready []*held
+	co        *coalesce.Coalescer
+	validator events.Validator
+	users     map[string]*userRec
+	ready     []*held
 
 	// syncing: this worker just became the partition's consumer and holds
 	// its events until no other dispatcher's events are pending, so that a
@@ -132,7 +141,14 @@ type worker struct {
 	syncBuf       []*held
 	syncSeqs      map[uint64]*held
 	lastSyncCheck time.Time
-	pin           string
+	// syncWant is how many events the consumer had pending at the last
+	// check that found others': once this worker holds that many, they
+	// were probably its own on their way, and it checks again at once.
+	syncWant int64
+	pin      string
+
+	// evs is apply's buffer of decoded events, reused between batches.
+	evs []events.Event
 
 	heldN    atomic.Int64
 	draining atomic.Bool
@@ -378,7 +394,10 @@ func (w *worker) armTimer(t *time.Timer) {
 // they are applied at once.
 func (w *worker) receive(ctx context.Context, msgs []jetstream.Msg) {
 	now := time.Now()
-	for _, m := range msgs {
+	// The held events are allocated heldSlab at a time rather than one by
+	// one; a slab lives until its last event is settled.
+	var slab []held
+	for i, m := range msgs {
 		if pin := m.Headers().Get(pinHeader); pin != "" && pin != w.pin {
 			if w.pin != "" {
 				w.repinned()
@@ -401,7 +420,12 @@ func (w *worker) receive(ctx context.Context, msgs []jetstream.Msg) {
 				continue
 			}
 		}
-		h := &held{msg: m, seq: seq, touched: now}
+		if len(slab) == 0 {
+			slab = make([]held, min(heldSlab, len(msgs)-i))
+		}
+		h := &slab[0]
+		slab = slab[1:]
+		*h = held{msg: m, seq: seq, touched: now}
 		if w.syncing {
 			w.holdForSync(h)
 		} else {
@@ -491,7 +515,8 @@ func (w *worker) repinned() {
 // (it died, or handed over without settling) have been redelivered here by
 // then, so sorting the held events by stream sequence restores the order.
 func (w *worker) checkSync(ctx context.Context) {
-	if time.Since(w.lastSyncCheck) < syncCheckInterval {
+	caughtUp := w.syncWant > 0 && w.heldN.Load() >= w.syncWant
+	if !caughtUp && time.Since(w.lastSyncCheck) < syncCheckInterval {
 		return
 	}
 	w.lastSyncCheck = time.Now()
@@ -503,8 +528,10 @@ func (w *worker) checkSync(ctx context.Context) {
 		return
 	}
 	if int64(info.NumAckPending) > w.heldN.Load() {
+		w.syncWant = int64(info.NumAckPending)
 		return
 	}
+	w.syncWant = 0
 	sort.Slice(w.syncBuf, func(i, j int) bool { return w.syncBuf[i].seq < w.syncBuf[j].seq })
 	w.ready = append(w.syncBuf, w.ready...)
 	w.syncBuf, w.syncSeqs = nil, nil
@@ -521,21 +548,28 @@ func (w *worker) apply(ctx context.Context, now time.Time) {
 	ready := w.ready
 	w.ready = nil
 	keep := ready[:0]
-	evs := make([]events.Event, 0, len(ready)) // evs[i] is keep[i]'s event
+	evs := w.evs[:0] // evs[i] is keep[i]'s event
+	defer func() {
+		clear(evs) // drop the strings until the next batch
+		w.evs = evs[:0]
+	}()
 	var load []*userRec
-	loading := map[*userRec]bool{}
 	for _, h := range ready {
 		key, ok := userKeyOf(h.msg.Subject())
 		if !ok {
 			w.terminate(h, "subject is not mail.<partition>.<tenant>.<user>")
 			continue
 		}
-		e, err := decodeEvent(h.msg.Data())
+		rec := w.users[key]
+		var known knownStrings
+		if rec != nil {
+			known = knownStrings{tenant: rec.tenant, user: rec.user}
+		}
+		e, err := decodeEventKnown(h.msg.Data(), known, &w.validator)
 		if err != nil {
 			w.terminate(h, err.Error())
 			continue
 		}
-		rec := w.users[key]
 		// The keyed hash is checked once per user and spelling.
 		if (rec == nil || rec.tenant != e.Tenant || rec.user != e.User) && w.d.keyer.UserKey(e.Tenant, e.User) != key {
 			w.terminate(h, "the event's tenant and user do not match its subject")
@@ -550,14 +584,18 @@ func (w *worker) apply(ctx context.Context, now time.Time) {
 			rec = &userRec{key: key, tenant: e.Tenant, user: e.User}
 			w.users[key] = rec
 		}
-		if !rec.loaded && !loading[rec] {
-			loading[rec] = true
+		if !rec.loaded && !rec.toLoad {
+			rec.toLoad = true
 			load = append(load, rec)
 		}
 		h.user = rec
 		keep = append(keep, h)
 	}
-	if !w.load(ctx, load) {
+	loaded := w.load(ctx, load)
+	for _, rec := range load {
+		rec.toLoad = false
+	}
+	if !loaded {
 		// Shutting down: leave the events unacknowledged for redelivery.
 		for _, h := range keep {
 			w.forget(h)
@@ -565,10 +603,6 @@ func (w *worker) apply(ctx context.Context, now time.Time) {
 		return
 	}
 	nApplied := 0
-	defer func() {
-		w.d.metrics.applied.Add(float64(nApplied))
-		w.d.metrics.alreadyApplied.Add(float64(len(keep) - nApplied))
-	}()
 	for i, h := range keep {
 		rec := h.user
 		prev := rec.state.Count
@@ -581,22 +615,24 @@ func (w *worker) apply(ctx context.Context, now time.Time) {
 		rec.lastActive = now
 		w.co.Observe(now, rec.key, coalesce.Update{Count: rec.state.Count, Seq: h.seq, Change: coalesce.ChangeOf(prev, rec.state.Count), Pushed: rec.state.LastPushedCount})
 	}
+	w.d.metrics.applied.Add(float64(nApplied))
+	w.d.metrics.alreadyApplied.Add(float64(len(keep) - nApplied))
 }
 
 // load reads the states of recs, retrying until it works or ctx ends.
 func (w *worker) load(ctx context.Context, recs []*userRec) bool {
 	for attempt := 0; ; attempt++ {
-		var todo []*userRec
+		var unloaded []*userRec
 		for _, r := range recs {
 			if !r.loaded {
-				todo = append(todo, r)
+				unloaded = append(unloaded, r)
 			}
 		}
-		if len(todo) == 0 {
+		if len(unloaded) == 0 {
 			return true
 		}
-		errs := parallel(w.d.cfg.IOConcurrency, len(todo), func(i int) error {
-			r := todo[i]
+		errs := parallel(w.d.cfg.IOConcurrency, len(unloaded), func(i int) error {
+			r := unloaded[i]
 			st, rev, err := w.d.unread.Get(ctx, r.key)
 			if err != nil {
 				return err
@@ -684,23 +720,27 @@ func (w *worker) dispatch(ctx context.Context, pushes []coalesce.Push, now time.
 // relayproto.MaxRecipients devices.
 func notifications(tenant string, count int, subs []subscriptions.Subscription) []relayproto.Notification {
 	type group struct {
-		language string
-		sync     bool
+		language   string
+		sync       bool
+		recipients []relayproto.Recipient
 	}
-	var order []group
-	byGroup := map[group][]relayproto.Recipient{}
+	// A user's devices share a few languages at most: a linear search
+	// over the groups, in order of appearance, costs less than a map.
+	var groups []group
 	for _, s := range subs {
-		g := group{language: s.Language, sync: s.Options.Has(subscriptions.OptionBackgroundSync)}
-		if _, ok := byGroup[g]; !ok {
-			order = append(order, g)
+		language, sync := s.Language, s.Options.Has(subscriptions.OptionBackgroundSync)
+		i := slices.IndexFunc(groups, func(g group) bool { return g.language == language && g.sync == sync })
+		if i < 0 {
+			groups = append(groups, group{language: language, sync: sync})
+			i = len(groups) - 1
 		}
-		byGroup[g] = append(byGroup[g], relayproto.Recipient{
+		groups[i].recipients = append(groups[i].recipients, relayproto.Recipient{
 			AppID: s.AppID, DeviceID: s.DeviceID, LastSubscriptionUpdate: s.LastSubscriptionUpdate, InstallationID: s.InstallationID,
 		})
 	}
 	var out []relayproto.Notification
-	for _, g := range order {
-		recipients := byGroup[g]
+	for _, g := range groups {
+		recipients := g.recipients
 		for len(recipients) > 0 {
 			n := min(len(recipients), relayproto.MaxRecipients)
 			p := relayproto.Payload{TenantID: tenant, UnseenEmailCount: count, Language: g.language}
@@ -760,18 +800,23 @@ func (w *worker) requeue(rec *userRec, msgs []*held, now time.Time, reason strin
 
 // answered acts on the per-device results of a push the relay accepted.
 func (w *worker) answered(rec *userRec, push *pushInfo, msgs []*held, r result, now time.Time) *settleTask {
-	byID := map[string]relayproto.NotificationResult{}
-	for _, nr := range r.results {
-		byID[nr.ID] = nr
-	}
-	subByDevice := map[string]subscriptions.Subscription{}
-	for _, s := range push.subs {
-		subByDevice[s.AppID+"\x00"+s.DeviceID] = s
+	// The lookups below are built only when a device is gone or rejected:
+	// most pushes are delivered to every device and need none of them.
+	var subByDevice map[string]subscriptions.Subscription
+	subOf := func(appID, deviceID string) (subscriptions.Subscription, bool) {
+		if subByDevice == nil {
+			subByDevice = make(map[string]subscriptions.Subscription, len(push.subs))
+			for _, s := range push.subs {
+				subByDevice[s.AppID+"\x00"+s.DeviceID] = s
+			}
+		}
+		s, ok := subByDevice[appID+"\x00"+deviceID]
+		return s, ok
 	}
 	var (
 		removals   []removal
-		rejected   = map[string][]relayproto.Recipient{} // by notification id
-		reasons    = map[string]string{}
+		rejected   map[string][]relayproto.Recipient // by notification id
+		reasons    map[string]string
 		retry      bool
 		missing    bool
 		backoff    time.Duration
@@ -781,29 +826,32 @@ func (w *worker) answered(rec *userRec, push *pushInfo, msgs []*held, r result, 
 	)
 	for _, n := range push.notes {
 		recipients += len(n.Recipients)
-		nr, ok := byID[n.ID]
+		nr, ok := resultFor(r.results, n.ID)
 		if !ok {
 			missing = true
 			continue
 		}
 		for _, dr := range nr.Devices {
-			sub, known := subByDevice[dr.AppID+"\x00"+dr.DeviceID]
-			ref := subscriptions.DeviceRef(dr.AppID, dr.DeviceID)
 			switch dr.Status {
 			case relayproto.DeviceGone:
 				nGone++
-				if known {
+				if sub, known := subOf(dr.AppID, dr.DeviceID); known {
+					ref := subscriptions.DeviceRef(dr.AppID, dr.DeviceID)
 					removals = append(removals, removal{key: sub.Key, status: "gone", reason: dr.Reason, ref: ref})
 				}
 			case relayproto.DeviceRejected:
 				nRejected++
+				ref := subscriptions.DeviceRef(dr.AppID, dr.DeviceID)
+				if reasons == nil {
+					reasons, rejected = map[string]string{}, map[string][]relayproto.Recipient{}
+				}
 				reasons[ref] = dr.Reason
 				for _, rc := range n.Recipients {
 					if rc.AppID == dr.AppID && rc.DeviceID == dr.DeviceID {
 						rejected[n.ID] = append(rejected[n.ID], rc)
 					}
 				}
-				if known {
+				if sub, known := subOf(dr.AppID, dr.DeviceID); known {
 					removals = append(removals, removal{key: sub.Key, status: "rejected", reason: dr.Reason, ref: ref})
 				}
 			case relayproto.DeviceRetry:
@@ -863,6 +911,17 @@ func (w *worker) answered(rec *userRec, push *pushInfo, msgs []*held, r result, 
 	}
 	rec.deviceRetries, rec.requeues, rec.attempts = 0, 0, 0
 	return t
+}
+
+// resultFor finds the relay's result for notification id among results,
+// which hold one push's few notifications.
+func resultFor(results []relayproto.NotificationResult, id string) (relayproto.NotificationResult, bool) {
+	for _, nr := range results {
+		if nr.ID == id {
+			return nr, true
+		}
+	}
+	return relayproto.NotificationResult{}, false
 }
 
 // span returns the first and last sequence of msgs and the earliest event time.
@@ -1081,13 +1140,23 @@ func (w *worker) unpin(ctx context.Context) {
 	}
 }
 
-// userKeyOf returns <tenant>.<user> of a stored subject mail.<p>.<tenant>.<user>.
+// userKeyOf returns <tenant>.<user> of a stored subject mail.<p>.<tenant>.<user>:
+// the subject's last two tokens, both non-empty, as a substring of it (no
+// allocation per event).
 func userKeyOf(subject string) (string, bool) {
-	parts := strings.Split(subject, ".")
-	if len(parts) != 4 || parts[0] != events.SubjectPrefix || parts[2] == "" || parts[3] == "" {
+	rest, ok := strings.CutPrefix(subject, events.SubjectPrefix+".")
+	if !ok {
 		return "", false
 	}
-	return parts[2] + "." + parts[3], true
+	_, key, ok := strings.Cut(rest, ".") // after the partition token
+	if !ok {
+		return "", false
+	}
+	tenant, user, ok := strings.Cut(key, ".")
+	if !ok || tenant == "" || user == "" || strings.IndexByte(user, '.') >= 0 {
+		return "", false
+	}
+	return key, true
 }
 
 // consumerName is the durable consumer of a partition.

@@ -54,7 +54,7 @@ func (s *Store) Get(ctx context.Context, key string) (State, uint64, error) {
 // exist) and returns the new revision. A concurrent change gives an error
 // matching ErrConflict.
 func (s *Store) Put(ctx context.Context, key string, st State, rev uint64) (uint64, error) {
-	data, err := json.Marshal(st)
+	data, err := st.appendJSON(make([]byte, 0, 192))
 	if err != nil {
 		return 0, fmt.Errorf("encoding unread state %s: %w", key, err)
 	}
