@@ -9,7 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pushproxy/pushproxy/internal/alerting"
-	"github.com/pushproxy/pushproxy/internal/probe"
 	"github.com/pushproxy/pushproxy/internal/s2s"
 	"github.com/pushproxy/pushproxy/internal/settings"
 )
@@ -34,10 +33,7 @@ func certificateSignals(ctx context.Context, store *settings.Store, certDir stri
 	if err != nil {
 		return nil, err
 	}
-	dir, err := probe.CertDir(ctx, store, certDir)
-	if err != nil {
-		return nil, err
-	}
+	dir := s2s.CertDir(auth, certDir)
 	var out []alerting.Signal
 	var errs []error
 	for _, c := range []certRole{{"current", auth.CurrentCertificateThumbprint}, {"next", auth.NextCertificateThumbprint}} {

@@ -238,29 +238,12 @@ func (r Result) failWith(err error) Result {
 	return r.fail(class, msg, err)
 }
 
-// CertDir is the folder of the S2S certificates: dir when set, otherwise
-// the folder recorded in the auth configuration by pushctl auth
-// new-certificate, otherwise s2s.DefaultCertDir.
-func CertDir(ctx context.Context, store *settings.Store, dir string) (string, error) {
-	auth, err := store.Auth(ctx)
-	if err != nil {
-		return "", err
-	}
-	return s2s.CertDir(auth, dir), nil
-}
-
 // NewDeps returns the Deps of a deployment: the settings in store, tokens
 // signed with the current certificate (see Tokens), and a relay client that
 // makes single attempts bounded by timeout, without a circuit breaker so
 // that every probe really reaches out.
 func NewDeps(store *settings.Store, certDir string, timeout time.Duration) Deps {
-	tokens := Tokens(store, certDir)
+	tokens := s2s.NewSource(store, certDir)
 	client := relayclient.New(relayclient.Config{Tokens: tokens, Timeout: timeout, BreakerFailures: -1})
 	return Deps{Settings: store, Tokens: tokens, Relay: client}
-}
-
-// Tokens returns the deployment's token source: s2s.NewSource over the
-// settings and the certificate folder certDir ("" for the configured one).
-func Tokens(store *settings.Store, certDir string) relayclient.TokenSource {
-	return s2s.NewSource(store, certDir)
 }
