@@ -18,7 +18,7 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
   echo "installing chromium"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
 go test -count=1 -v -run '^TestDevicesPageInBrowser$' ./internal/relay/
