@@ -404,14 +404,13 @@ func (w *worker) receive(ctx context.Context, msgs []jetstream.Msg) {
 			}
 			w.pin = pin
 		}
-		meta, err := m.Metadata()
+		seq, delivered, err := deliveryOf(m.Reply())
 		if err != nil {
 			w.log.Warn().Err(err).Msg("message without JetStream metadata")
 			w.heldN.Add(-1)
 			continue
 		}
-		seq := meta.Sequence.Stream
-		if meta.NumDelivered > 1 {
+		if delivered > 1 {
 			w.d.metrics.redelivered.Inc()
 			if h := w.findHeld(m.Subject(), seq); h != nil {
 				// Redelivered while held: keep the newest handle.
@@ -619,7 +618,8 @@ func (w *worker) apply(ctx context.Context, now time.Time) {
 	w.d.metrics.alreadyApplied.Add(float64(len(keep) - nApplied))
 }
 
-// load reads the states of recs, retrying until it works or ctx ends.
+// load reads the states of recs (distinct users), retrying until it works
+// or ctx ends.
 func (w *worker) load(ctx context.Context, recs []*userRec) bool {
 	for attempt := 0; ; attempt++ {
 		var unloaded []*userRec
@@ -631,19 +631,19 @@ func (w *worker) load(ctx context.Context, recs []*userRec) bool {
 		if len(unloaded) == 0 {
 			return true
 		}
-		errs := parallel(w.d.cfg.IOConcurrency, len(unloaded), func(i int) error {
-			r := unloaded[i]
-			st, rev, err := w.d.unread.Get(ctx, r.key)
-			if err != nil {
-				return err
+		// One batched read for all of them, rather than a request each.
+		keys := make([]string, len(unloaded))
+		for i, r := range unloaded {
+			keys[i] = r.key
+		}
+		got, err := w.d.unread.GetMany(ctx, keys)
+		if err == nil {
+			for i, r := range unloaded {
+				r.state, r.rev, r.loaded = got[i].State, got[i].Rev, true
 			}
-			r.state, r.rev, r.loaded = st, rev, true
-			return nil
-		})
-		if errs == nil {
 			return true
 		}
-		w.log.Warn().Err(errs).Msg("reading unread states; retrying")
+		w.log.Warn().Err(err).Msg("reading unread states; retrying")
 		select {
 		case <-ctx.Done():
 			return false

@@ -3,6 +3,7 @@ package unread_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -130,5 +131,84 @@ func TestStore(t *testing.T) {
 	}
 	if err := store.Delete(ctx, key); err != nil {
 		t.Fatal(err)
+	}
+	// A deleted state is created again, like a new one.
+	if _, err := store.Put(ctx, key, unread.State{Count: 1}, 0); err != nil {
+		t.Fatalf("create after delete: %v", err)
+	}
+	if st, _, err := store.Get(ctx, key); err != nil || st.Count != 1 {
+		t.Fatalf("after create over a deleted state: %+v, %v; want count 1", st, err)
+	}
+}
+
+// TestGetMany checks that GetMany answers exactly what Get answers, key by
+// key: stored states with their revisions, keys never written, deleted
+// keys, keys that are not valid, and more keys than one batch holds.
+func TestGetMany(t *testing.T) {
+	conn := brokertest.Start(t)
+	ctx := context.Background()
+	store, err := unread.Open(ctx, conn.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyer := brokertest.Keyer(t, conn)
+	var keys []string
+	for i := range 600 {
+		key := keyer.UserKey("fabrikam.com", fmt.Sprintf("user%d@fabrikam.com", i))
+		keys = append(keys, key)
+		switch i % 4 {
+		case 0: // never written
+		case 1:
+			if _, err := store.Put(ctx, key, unread.State{Count: i, LastSeq: uint64(i)}, 0); err != nil {
+				t.Fatal(err)
+			}
+		case 2: // written, then deleted
+			if _, err := store.Put(ctx, key, unread.State{Count: i}, 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := store.Delete(ctx, key); err != nil {
+				t.Fatal(err)
+			}
+		case 3: // written twice
+			rev, err := store.Put(ctx, key, unread.State{Count: 1}, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := store.Put(ctx, key, unread.State{Count: i, Exact: true}, rev); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tests := []struct {
+		name string
+		keys []string
+	}{
+		{"one key", keys[1:2]},
+		{"a few keys", keys[:7]},
+		{"more than a batch", keys},
+		{"none stored", []string{keys[0], keys[4], keys[8]}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := store.GetMany(ctx, tt.keys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tt.keys) {
+				t.Fatalf("GetMany returned %d states for %d keys", len(got), len(tt.keys))
+			}
+			for i, key := range tt.keys {
+				st, rev, err := store.Get(ctx, key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got[i].Rev != rev || got[i].State.Count != st.Count || got[i].State.Exact != st.Exact || got[i].State.LastSeq != st.LastSeq {
+					t.Fatalf("GetMany[%d] = %+v, %d; Get = %+v, %d", i, got[i].State, got[i].Rev, st, rev)
+				}
+			}
+		})
+	}
+	if _, err := store.GetMany(ctx, []string{keys[0], "not a key"}); err == nil {
+		t.Fatal("GetMany with an invalid key succeeded; Get fails for it")
 	}
 }
