@@ -1,0 +1,198 @@
+package dispatcher
+
+// Applying events: decode, check against the subject, load user states and
+// feed the unread state and the coalescer.
+
+import (
+	"context"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pushproxy/pushproxy/internal/coalesce"
+	"github.com/pushproxy/pushproxy/internal/unread"
+)
+
+// receive records delivered messages; while syncing they wait, otherwise
+// they are applied at once.
+func (w *worker) receive(ctx context.Context, msgs []jetstream.Msg) {
+	now := time.Now()
+	// The held events are allocated heldSlab at a time rather than one by
+	// one; a slab lives until its last event is settled.
+	var slab []held
+	for i, m := range msgs {
+		if pin := m.Headers().Get(pinHeader); pin != "" && pin != w.pin {
+			if w.pin != "" {
+				w.repinned()
+			}
+			w.pin = pin
+		}
+		seq, delivered, err := deliveryOf(m.Reply())
+		if err != nil {
+			w.log.Warn().Err(err).Msg("message without JetStream metadata")
+			w.heldN.Add(-1)
+			continue
+		}
+		if delivered > 1 {
+			w.d.metrics.redelivered.Inc()
+			if h := w.findHeld(m.Subject(), seq); h != nil {
+				// Redelivered while held: keep the newest handle.
+				h.msg, h.touched = m, now
+				w.heldN.Add(-1)
+				continue
+			}
+		}
+		if len(slab) == 0 {
+			slab = make([]held, min(heldSlab, len(msgs)-i))
+		}
+		h := &slab[0]
+		slab = slab[1:]
+		*h = held{msg: m, seq: seq, touched: now}
+		if w.syncing {
+			w.holdForSync(h)
+		} else {
+			w.ready = append(w.ready, h)
+		}
+	}
+	if w.syncing {
+		w.checkSync(ctx)
+	}
+	w.apply(ctx, now)
+}
+
+// apply decodes the ready events, loads the states of users not cached,
+// and applies the events in order, feeding the coalescer.
+func (w *worker) apply(ctx context.Context, now time.Time) {
+	if len(w.ready) == 0 {
+		return
+	}
+	ready := w.ready
+	w.ready = nil
+	keep := ready[:0]
+	evs := w.evs[:0] // evs[i] is keep[i]'s event
+	defer func() {
+		clear(evs) // drop the strings until the next batch
+		w.evs = evs[:0]
+	}()
+	var load []*userRec
+	for _, h := range ready {
+		key, ok := userKeyOf(h.msg.Subject())
+		if !ok {
+			w.terminate(h, "subject is not mail.<partition>.<tenant>.<user>")
+			continue
+		}
+		rec := w.users[key]
+		var known knownStrings
+		if rec != nil {
+			known = knownStrings{tenant: rec.tenant, user: rec.user}
+		}
+		e, err := decodeEventKnown(h.msg.Data(), known, &w.validator)
+		if err != nil {
+			w.terminate(h, err.Error())
+			continue
+		}
+		// The keyed hash is checked once per user and spelling.
+		if (rec == nil || rec.tenant != e.Tenant || rec.user != e.User) && w.d.keyer.UserKey(e.Tenant, e.User) != key {
+			w.terminate(h, "the event's tenant and user do not match its subject")
+			continue
+		}
+		evs = append(evs, e)
+		h.at = e.ReceivedAt
+		if h.at.IsZero() {
+			h.at = e.OccurredAt
+		}
+		if rec == nil {
+			rec = &userRec{key: key, tenant: e.Tenant, user: e.User}
+			w.users[key] = rec
+		}
+		if !rec.loaded && !rec.toLoad {
+			rec.toLoad = true
+			load = append(load, rec)
+		}
+		h.user = rec
+		keep = append(keep, h)
+	}
+	loaded := w.load(ctx, load)
+	for _, rec := range load {
+		rec.toLoad = false
+	}
+	if !loaded {
+		// Shutting down: leave the events unacknowledged for redelivery.
+		for _, h := range keep {
+			w.forget(h)
+		}
+		return
+	}
+	nApplied := 0
+	for i, h := range keep {
+		rec := h.user
+		prev := rec.state.Count
+		st, applied := unread.Apply(rec.state, &evs[i], h.seq, w.d.cfg.Unread)
+		if applied {
+			rec.state, rec.dirty = st, true
+			nApplied++
+		}
+		rec.pending = append(rec.pending, h)
+		rec.lastActive = now
+		w.co.Observe(now, rec.key, coalesce.Update{Count: rec.state.Count, Seq: h.seq, Change: coalesce.ChangeOf(prev, rec.state.Count), Pushed: rec.state.LastPushedCount})
+	}
+	w.d.metrics.applied.Add(float64(nApplied))
+	w.d.metrics.alreadyApplied.Add(float64(len(keep) - nApplied))
+}
+
+// load reads the states of recs (distinct users), retrying until it works
+// or ctx ends.
+func (w *worker) load(ctx context.Context, recs []*userRec) bool {
+	for attempt := 0; ; attempt++ {
+		var unloaded []*userRec
+		for _, r := range recs {
+			if !r.loaded {
+				unloaded = append(unloaded, r)
+			}
+		}
+		if len(unloaded) == 0 {
+			return true
+		}
+		// One batched read for all of them, rather than a request each.
+		keys := make([]string, len(unloaded))
+		for i, r := range unloaded {
+			keys[i] = r.key
+		}
+		got, err := w.d.unread.GetMany(ctx, keys)
+		if err == nil {
+			for i, r := range unloaded {
+				r.state, r.rev, r.loaded = got[i].State, got[i].Rev, true
+			}
+			return true
+		}
+		w.log.Warn().Err(err).Msg("reading unread states; retrying")
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(min(100*time.Millisecond<<min(attempt, 6), 5*time.Second)):
+		}
+	}
+}
+
+// terminate ends an event that can never be applied; the server emits a
+// MSG_TERMINATED advisory that stream ADVISORIES keeps.
+func (w *worker) terminate(h *held, reason string) {
+	if len(reason) > maxTermReason {
+		reason = reason[:maxTermReason]
+	}
+	if err := h.msg.TermWithReason(reason); err != nil {
+		w.log.Warn().Err(err).Uint64("seq", h.seq).Msg("terminating an invalid event")
+	}
+	w.log.Warn().Uint64("seq", h.seq).Str("reason", reason).Msg("terminated an invalid event")
+	w.d.metrics.invalid.Inc()
+	w.forget(h)
+}
+
+// forget drops a held event without acknowledging it.
+func (w *worker) forget(h *held) {
+	if !h.released {
+		h.released = true
+		w.heldN.Add(-1)
+		w.signalWake()
+	}
+}
