@@ -201,20 +201,13 @@ func splitNumber(s string) (string, int) {
 	return s[:i], n
 }
 
-// announcement is the part of a dispatcher's heartbeat status reads.
-type announcement struct {
-	ID      string `json:"id"`
-	Leaving bool   `json:"leaving"`
-	Owns    []int  `json:"owns"`
-}
-
 // listenWorkers collects the dispatchers that announce themselves on
 // subject within d.
 func listenWorkers(ctx context.Context, nc *nats.Conn, subject string, d time.Duration) ([]workerStatus, error) {
 	var mu sync.Mutex
 	seen := map[string][]int{}
 	sub, err := nc.Subscribe(subject, func(msg *nats.Msg) {
-		var a announcement
+		var a dispatcher.Announcement
 		if json.Unmarshal(msg.Data, &a) != nil || a.ID == "" {
 			return
 		}

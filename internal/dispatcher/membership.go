@@ -17,8 +17,10 @@ import (
 // others count it gone.
 const memberTimeoutBeats = 3
 
-// announcement is a dispatcher's heartbeat on the membership subject.
-type announcement struct {
+// Announcement is a dispatcher's heartbeat on the membership subject
+// (Config.MembershipSubject): its id, the partitions it consumes, and
+// whether it is leaving. pushctl status reads it to list the workers.
+type Announcement struct {
 	ID      string `json:"id"`
 	Leaving bool   `json:"leaving,omitempty"`
 	Owns    []int  `json:"owns,omitempty"`
@@ -61,7 +63,7 @@ func (m *membership) start() error {
 }
 
 func (m *membership) receive(msg *nats.Msg) {
-	var a announcement
+	var a Announcement
 	if err := json.Unmarshal(msg.Data, &a); err != nil || a.ID == "" || a.ID == m.id {
 		return
 	}
@@ -102,7 +104,7 @@ func (m *membership) tick() {
 
 func (m *membership) announce(leaving bool) {
 	m.mu.Lock()
-	a := announcement{ID: m.id, Leaving: leaving, Owns: slices.Clone(m.owns)}
+	a := Announcement{ID: m.id, Leaving: leaving, Owns: slices.Clone(m.owns)}
 	m.mu.Unlock()
 	data, _ := json.Marshal(a)
 	if err := m.nc.Publish(m.subject, data); err != nil {
