@@ -1,9 +1,10 @@
 package alerting
 
 import (
+	"github.com/pushproxy/pushproxy/internal/service"
+
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -85,12 +86,8 @@ func newManagerMetrics(reg prometheus.Registerer) (*managerMetrics, error) {
 			Help: "Alert batches delivered to sinks, by sink and result (ok, failed).",
 		}, []string{"sink", "result"}),
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.firing, m.alerts, m.deliveries} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("registering alerting metrics: %w", err)
-			}
-		}
+	if err := service.Register(reg, "alerting", m.firing, m.alerts, m.deliveries); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -107,12 +107,15 @@ func New(ctx context.Context, cfg Config, conn *broker.Conn) (*Dispatcher, error
 		}
 		pub = relayclient.New(rc)
 	}
+	m, err := newMetrics(cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
 	d := &Dispatcher{
 		cfg: cfg, nc: conn.NC, js: conn.JS, pub: pub, stream: broker.StreamMail,
-		metrics: newMetrics(cfg.Registry),
+		metrics: m,
 		log:     cfg.Log.With().Str("component", "dispatcher").Str("instance", cfg.InstanceID).Logger(),
 	}
-	var err error
 	if d.keyer, err = broker.Keyer(ctx, conn.JS); err != nil {
 		return nil, err
 	}

@@ -1,6 +1,8 @@
 package dispatcher
 
 import (
+	"github.com/pushproxy/pushproxy/internal/service"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -36,7 +38,7 @@ type metrics struct {
 	subscriptionsIx prometheus.Gauge
 }
 
-func newMetrics(reg *prometheus.Registry) *metrics {
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	const ns, sub = "pushproxy", "dispatcher"
 	latency := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}
 	m := &metrics{
@@ -95,9 +97,9 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m.applied = m.events.WithLabelValues("applied")
 	m.alreadyApplied = m.events.WithLabelValues("already_applied")
 	m.invalid = m.events.WithLabelValues("invalid")
-	reg.MustRegister(m.events, m.redelivered, m.acked, m.pushes, m.skipped, m.eventsPerPush, m.pushLatency, m.eventToPush, m.retries,
+	err := service.Register(reg, "dispatcher", m.events, m.redelivered, m.acked, m.pushes, m.skipped, m.eventsPerPush, m.pushLatency, m.eventToPush, m.retries,
 		m.requeued, m.deadLetters, m.devicesRemoved, m.requests, m.pending, m.ackPending, m.held, m.partitions,
 		m.members, m.breakerState, m.relayHealthy, m.proxyDisabled, m.takeovers, m.stateConflicts, m.settleFailures,
 		m.subscriptionsIx)
-	return m
+	return m, err
 }

@@ -1,7 +1,8 @@
 package ingest
 
 import (
-	"errors"
+	"github.com/pushproxy/pushproxy/internal/service"
+
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,11 +45,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"source"}),
 	}
-	var errs []error
-	for _, c := range []prometheus.Collector{m.events, m.requests, m.rejected, m.publish} {
-		errs = append(errs, reg.Register(c))
-	}
-	return m, errors.Join(errs...)
+	return m, service.Register(reg, "ingest", m.events, m.requests, m.rejected, m.publish)
 }
 
 // request counts one answered request of source.

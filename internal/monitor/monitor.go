@@ -99,10 +99,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Messages the monitor read from the streams it watches (dead_letters, advisories, pushes).",
 		}, []string{"watch"}),
 	}
-	for _, c := range []prometheus.Collector{m.certExpiry, m.seen} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("registering monitor metrics: %w", err)
-		}
+	if err := service.Register(reg, "monitor", m.certExpiry, m.seen); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -1,6 +1,8 @@
 package probe
 
 import (
+	"github.com/pushproxy/pushproxy/internal/service"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -98,12 +100,8 @@ func NewMetrics(reg prometheus.Registerer, check, help string) (*Metrics, error)
 			Help: "Runs of the " + help + ", by result and failure class.",
 		}, []string{"result", "class"}),
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.lastSuccess, m.lastSuccessTime, m.latency, m.consecutive, m.runs} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("registering %s metrics: %w", check, err)
-			}
-		}
+	if err := service.Register(reg, check, m.lastSuccess, m.lastSuccessTime, m.latency, m.consecutive, m.runs); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

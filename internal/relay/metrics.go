@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"github.com/pushproxy/pushproxy/internal/service"
+
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -72,10 +74,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Publish requests refused with 429 by the per-tenant rate limit, by tenant.",
 		}, []string{"tenant"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.requestDuration, m.notifications, m.deliveries, m.providerLatency, m.inFlight, m.authFailures, m.rateLimited} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := service.Register(reg, "relay", m.requests, m.requestDuration, m.notifications, m.deliveries, m.providerLatency, m.inFlight, m.authFailures, m.rateLimited); err != nil {
+		return nil, err
 	}
 	for _, o := range []string{outcomeOK, outcomeUnauthorized, outcomeBadRequest, outcomeTooLarge, outcomeUnsupportedMediaType, outcomeInvalid, outcomeRateLimited, outcomeUnavailable} {
 		m.requests.WithLabelValues(o)

@@ -319,13 +319,7 @@ func Run(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger,
 
 // registerRegistryGauges exports the sizes of the registries.
 func registerRegistryGauges(reg prometheus.Registerer, partners, apps func() int) error {
-	for _, g := range []prometheus.Collector{
+	return service.Register(reg, "relay registry",
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pushproxy_relay_partners", Help: "Partner organisations whose tokens are accepted."}, func() float64 { return float64(partners()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pushproxy_relay_apps", Help: "Registered apps."}, func() float64 { return float64(apps()) }),
-	} {
-		if err := reg.Register(g); err != nil {
-			return fmt.Errorf("registering relay metrics: %w", err)
-		}
-	}
-	return nil
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pushproxy_relay_apps", Help: "Registered apps."}, func() float64 { return float64(apps()) }))
 }

@@ -142,3 +142,17 @@ func Listen(addr string) (net.Listener, error) {
 	}
 	return ln, nil
 }
+
+// Register registers every collector on reg, or does nothing when reg is
+// nil. The error names what was being registered.
+func Register(reg prometheus.Registerer, what string, collectors ...prometheus.Collector) error {
+	if reg == nil {
+		return nil
+	}
+	for _, c := range collectors {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("registering %s metrics: %w", what, err)
+		}
+	}
+	return nil
+}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
 
@@ -114,5 +115,20 @@ func TestServeDrainsOnCancel(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestRegister(t *testing.T) {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "pushproxy_test_total", Help: "test"})
+	if err := Register(nil, "test", c); err != nil {
+		t.Fatalf("nil registry: %v", err)
+	}
+	reg := prometheus.NewRegistry()
+	if err := Register(reg, "test", c); err != nil {
+		t.Fatal(err)
+	}
+	err := Register(reg, "test", c)
+	if err == nil || !strings.Contains(err.Error(), "registering test metrics") {
+		t.Fatalf("registering twice: %v", err)
 	}
 }

@@ -1,7 +1,7 @@
 package ews
 
 import (
-	"fmt"
+	"github.com/pushproxy/pushproxy/internal/service"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -42,12 +42,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, s := range []Status{StatusOK, StatusUnsubscribe} {
 		m.answers.WithLabelValues(string(s))
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.received, m.answers, m.unknown, m.subscriptionErrors} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("registering EWS metrics: %w", err)
-			}
-		}
+	if err := service.Register(reg, "EWS", m.received, m.answers, m.unknown, m.subscriptionErrors); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

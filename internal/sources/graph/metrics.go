@@ -1,7 +1,7 @@
 package graph
 
 import (
-	"fmt"
+	"github.com/pushproxy/pushproxy/internal/service"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -37,12 +37,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, e := range []string{LifecycleReauthorizationRequired, LifecycleSubscriptionRemoved, LifecycleMissed} {
 		m.lifecycle.WithLabelValues(e)
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.notifications, m.lifecycle, m.validations} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("registering Graph metrics: %w", err)
-			}
-		}
+	if err := service.Register(reg, "Graph", m.notifications, m.lifecycle, m.validations); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
