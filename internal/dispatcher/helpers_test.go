@@ -397,29 +397,6 @@ func labelsMatch(m *dto.Metric, want map[string]string) bool {
 	return true
 }
 
-// streamMessages returns the data of every message of stream.
-func streamMessages(t testing.TB, js jetstream.JetStream, stream string) []*jetstream.RawStreamMsg {
-	t.Helper()
-	ctx := context.Background()
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			continue
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
 // ackPending sums the unacknowledged events of every dispatcher consumer.
 func ackPending(t testing.TB, js jetstream.JetStream) (pending uint64, ack int) {
 	t.Helper()
@@ -441,4 +418,10 @@ func ackPending(t testing.TB, js jetstream.JetStream) (pending uint64, ack int) 
 func settled(t testing.TB, e *env) bool {
 	pending, ack := ackPending(t, e.conn.JS)
 	return pending == 0 && ack == 0
+}
+
+// streamMessages returns the data of every message of stream.
+func streamMessages(t testing.TB, js jetstream.JetStream, stream string) []*jetstream.RawStreamMsg {
+	t.Helper()
+	return brokertest.Messages(t, js, stream)
 }

@@ -132,33 +132,6 @@ func (h *harness) do(t testing.TB, req *http.Request) *answer {
 	return a
 }
 
-// stored returns every event in the MAIL stream, in order.
-func (h *harness) stored(t testing.TB) []events.Event {
-	t.Helper()
-	ctx := context.Background()
-	stream, err := h.conn.JS.Stream(ctx, broker.StreamMail)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []events.Event
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		msg, err := stream.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("reading message %d: %v", seq, err)
-		}
-		e, err := events.Decode(msg.Data)
-		if err != nil {
-			t.Fatalf("message %d: %v", seq, err)
-		}
-		out = append(out, e)
-	}
-	return out
-}
-
 // readFile reads a test data file.
 func readFile(t testing.TB, path string) []byte {
 	t.Helper()
@@ -174,4 +147,10 @@ func writeFile(t testing.TB, path, text string) {
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// stored returns every event in the MAIL stream, in order.
+func (h *harness) stored(t testing.TB) []events.Event {
+	t.Helper()
+	return brokertest.Events(t, h.conn.JS)
 }

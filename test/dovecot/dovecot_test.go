@@ -293,21 +293,8 @@ func (m *imapConn) cmd(t *testing.T, format string, args ...any) {
 // unread", dropping flag-only events, and fails if message content reached
 // the stream.
 func bySource(t *testing.T, conn *broker.Conn) map[events.Source][]string {
-	ctx := context.Background()
-	stream, err := conn.JS.Stream(ctx, broker.StreamMail)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[events.Source][]string{}
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		msg, err := stream.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, msg := range brokertest.Messages(t, conn.JS, broker.StreamMail) {
 		if strings.Contains(string(msg.Data), "quoted") || strings.Contains(string(msg.Data), "Hello body") {
 			t.Fatalf("message content in the stream: %s", msg.Data)
 		}

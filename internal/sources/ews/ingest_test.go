@@ -102,34 +102,6 @@ func (s *server) post(t *testing.T, query, contentType string, body []byte) (*ht
 	return resp, string(data)
 }
 
-// stored returns the events in the MAIL stream.
-func (s *server) stored(t *testing.T) []events.Event {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	stream, err := s.conn.JS.Stream(ctx, broker.StreamMail)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []events.Event
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		msg, err := stream.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("reading message %d: %v", seq, err)
-		}
-		e, err := events.Decode(msg.Data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, e)
-	}
-	return out
-}
-
 func golden(t *testing.T, name string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("testdata", name))
@@ -275,4 +247,10 @@ func assertUnavailable(t *testing.T, resp *http.Response, body, reason string) {
 	if err := xml.Unmarshal([]byte(body), &f); err != nil || f.Body.Fault.Code != ews.FaultServer || !strings.Contains(f.Body.Fault.String, reason) {
 		t.Fatalf("fault %+v (%v), want s:Server with %q:\n%s", f, err, reason, body)
 	}
+}
+
+// stored returns the events in the MAIL stream.
+func (s *server) stored(t *testing.T) []events.Event {
+	t.Helper()
+	return brokertest.Events(t, s.conn.JS)
 }
