@@ -1,11 +1,12 @@
 # pushproxy: mailbox changes to unread-count badges, on NATS JetStream.
 #
 #   make run     run everything in one process on an embedded NATS server (data in ./data)
-#   make test    vet, format check, unit and integration tests
+#   make test    vet, format check, unit tests (with -race) and integration tests
 #   make bench   throughput and latency benchmarks, as ratios to raw JetStream
 #   make fuzz    run every fuzz target for FUZZTIME each
 #   make build   build all binaries into ./bin
-#   make lint    go vet and gofmt check
+#   make lint    go vet, gofmt check and staticcheck (installed by the Makefile)
+#   make chaos   the long chaos run (test/chaos): kills processes of a real cluster, prints a summary table
 
 GO        ?= go
 FUZZTIME  ?= 20s
@@ -29,7 +30,7 @@ FUZZ_TARGETS = \
 	./internal/providers:FuzzParseRetryAfter \
 	./internal/providers/webpush:FuzzParseSubscription
 
-.PHONY: run test unit integration bench fuzz build lint clean help
+.PHONY: run test unit integration bench fuzz build lint clean help chaos chaos-bin
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -40,7 +41,7 @@ run:
 test: lint unit integration
 
 unit:
-	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 # Integration tests with real Dovecot and Chromium from Debian's packages.
 # They install what they need when run as root and skip with a message otherwise.
@@ -66,10 +67,38 @@ fuzz:
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
-lint:
+# Tools the Makefile installs, pinned, into ./bin/tools.
+TOOLS       := $(abspath $(BIN))/tools
+STATICCHECK := $(TOOLS)/staticcheck
+STATICCHECK_VERSION ?= v0.8.2
+
+$(STATICCHECK):
+	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+lint: $(STATICCHECK)
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(STATICCHECK) ./...
 
 clean:
 	rm -rf $(BIN)
+
+# Chaos tests (test/chaos): a 3-node nats-server cluster, ingest, three
+# dispatchers and a relay as OS processes, killed under load. chaos-bin
+# builds the binaries they run; chaos runs the long version (dispatcher
+# kills for 10 minutes, relay down 2 minutes, every scenario) and prints
+# the summary table. The short version runs with the unit tests.
+CHAOS_BIN      ?= $(BIN)/chaos
+CHAOS_PARALLEL ?= 2
+CHAOS_REPORT   ?= $(BIN)/chaos-summary.txt
+
+chaos-bin:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(CHAOS_BIN)/ ./cmd/ingest ./cmd/dispatcher ./cmd/relay ./cmd/pushctl ./cmd/monitor
+	$(GO) build -o $(CHAOS_BIN)/nats-server github.com/nats-io/nats-server/v2
+
+chaos: chaos-bin
+	@rm -f $(CHAOS_REPORT); \
+	PUSHPROXY_CHAOS=long PUSHPROXY_CHAOS_BIN=$(abspath $(CHAOS_BIN)) PUSHPROXY_CHAOS_REPORT=$(abspath $(CHAOS_REPORT)) \
+		$(GO) test -count=1 -v -timeout 90m -parallel $(CHAOS_PARALLEL) -run '^TestChaos$$' ./test/chaos; \
+	status=$$?; echo; cat $(CHAOS_REPORT) 2>/dev/null; exit $$status

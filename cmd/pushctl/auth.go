@@ -36,7 +36,7 @@ The first certificate becomes the current one, which signs tokens. When a
 current one exists, the new one becomes the next certificate: register it
 with the relay (pushctl relay partner add), then run pushctl auth rotate.`)
 	domain := fs.String("domain", "", "the organization's domain, the certificate's subject (required)")
-	out := fs.String("out", s2s.DefaultCertDir, "folder for the certificate and key files")
+	out := fs.String("out", "", "folder for the certificate and key files (default: the folder of the configured certificates, else "+s2s.DefaultCertDir+")")
 	bits := fs.Int("bits", tokens.DefaultKeyBits, "RSA key size in bits (at least 2048)")
 	validity := fs.Duration("validity", tokens.DefaultValidity, "how long the certificate is valid")
 	o := natsFlags(fs)
@@ -63,7 +63,7 @@ otherwise. The key must be RSA of at least 2048 bits.`)
 	keyFile := fs.String("key", "", "PEM private key file (PKCS#1 or PKCS#8, unencrypted)")
 	pfx := fs.String("pfx", "", "PKCS#12 file holding the certificate and its key")
 	password := fs.String("password", "", "password of the PKCS#12 file")
-	out := fs.String("out", s2s.DefaultCertDir, "folder for the certificate and key files")
+	out := fs.String("out", "", "folder for the certificate and key files (default: the folder of the configured certificates, else "+s2s.DefaultCertDir+")")
 	o := natsFlags(fs)
 	if err := c.parse(fs, args); err != nil {
 		return err
@@ -100,8 +100,15 @@ func installCertificate(ctx context.Context, c *cli, o *broker.Options, dir stri
 		return err
 	}
 	defer conn.Close()
-	dir, err = filepath.Abs(dir)
+	auth, err := store.Auth(ctx)
 	if err != nil {
+		return err
+	}
+	dir, err = filepath.Abs(s2s.CertDir(auth, dir))
+	if err != nil {
+		return err
+	}
+	if err := sameCertificateDir(auth, dir); err != nil {
 		return err
 	}
 	if err := s2s.Save(dir, cert); err != nil {
@@ -109,6 +116,9 @@ func installCertificate(ctx context.Context, c *cli, o *broker.Options, dir stri
 	}
 	role := "current"
 	_, err = store.UpdateAuth(ctx, func(a *settings.Auth) error {
+		if err := sameCertificateDir(*a, dir); err != nil {
+			return err
+		}
 		a.CertificateDir = dir
 		if a.CurrentCertificateThumbprint == "" {
 			a.CurrentCertificateThumbprint = cert.Thumbprint()
@@ -133,8 +143,33 @@ func installCertificate(ctx context.Context, c *cli, o *broker.Options, dir stri
 	}); err != nil {
 		return err
 	}
-	fmt.Fprintln(c.stderr, "Next: pushctl auth export --out OAuthCert.cer, then register it at the relay: pushctl relay partner add --organization <domain> --certificate OAuthCert.cer")
+	fmt.Fprintln(c.stderr, nextSteps(role))
 	return nil
+}
+
+// nextSteps tells the operator what to do with a certificate just
+// installed in role ("current" or "next").
+func nextSteps(role string) string {
+	if role == "next" {
+		return "Next: pushctl auth export --next --out OAuthCert-next.cer, register it at the relay " +
+			"(pushctl relay partner add --organization <domain> --certificate OAuthCert-next.cer), then pushctl auth rotate"
+	}
+	return "Next: pushctl auth export --out OAuthCert.cer, then register it at the relay: " +
+		"pushctl relay partner add --organization <domain> --certificate OAuthCert.cer"
+}
+
+// sameCertificateDir refuses to move the certificate folder away from the
+// current certificate: the current and next certificates live in one
+// folder, which signs the tokens.
+func sameCertificateDir(a settings.Auth, dir string) error {
+	if a.CurrentCertificateThumbprint == "" || a.CertificateDir == "" {
+		return nil
+	}
+	cur, err := filepath.Abs(a.CertificateDir)
+	if err != nil || cur == dir {
+		return nil
+	}
+	return fmt.Errorf("%w: --out %s is not the folder %s that holds the current certificate; omit --out, or give that folder", errUsage, dir, a.CertificateDir)
 }
 
 func runAuthShow(ctx context.Context, c *cli, args []string) error {

@@ -44,10 +44,27 @@ func TestAuthCertificateLifecycle(t *testing.T) {
 		t.Fatal("the exported .cer is not the certificate with the printed thumbprint")
 	}
 
-	r = pushctl(t, "auth", "new-certificate", "--domain", "fabrikam.com", "--out", dir, url)
+	// Another folder would leave the current certificate behind: refused,
+	// and nothing written.
+	other := t.TempDir()
+	r = pushctl(t, "auth", "new-certificate", "--domain", "fabrikam.com", "--out", other, url)
+	if entries, _ := os.ReadDir(other); r.code != 2 || !strings.Contains(r.stderr, "holds the current certificate") || len(entries) != 0 {
+		t.Fatalf("new-certificate into another folder: %d %q, %d files written", r.code, r.stderr, len(entries))
+	}
+	// Without --out the next one goes beside the current one.
+	r = pushctl(t, "auth", "new-certificate", "--domain", "fabrikam.com", url)
 	next := thumbprintLine.FindStringSubmatch(r.stdout)
 	if r.code != 0 || next == nil || !strings.Contains(r.stdout, "next") {
 		t.Fatalf("second new-certificate: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, next[1]+".key")); err != nil {
+		t.Fatalf("the next certificate is not beside the current one: %v", err)
+	}
+	if !strings.Contains(r.stderr, "auth export --next") || !strings.Contains(r.stderr, "auth rotate") {
+		t.Fatalf("the hint after a next certificate does not say --next and rotate: %q", r.stderr)
+	}
+	if r := pushctl(t, "probe", url); strings.Contains(r.stdout, "Authentication") {
+		t.Fatalf("a next certificate broke authentication:\n%s", r.stdout)
 	}
 	r = pushctl(t, "auth", "show", url)
 	if !strings.Contains(r.stdout, "CurrentCertificateThumbprint : "+current) || !strings.Contains(r.stdout, "NextCertificateThumbprint    : "+next[1]) {
@@ -138,9 +155,14 @@ func TestAuthImport(t *testing.T) {
 	if r := pushctl(t, "auth", "show", url); !strings.Contains(r.stdout, "CurrentCertificateThumbprint : "+thumbprint) {
 		t.Fatalf("imported certificate is not current:\n%s", r.stdout)
 	}
-	// The same certificate from PKCS#12, into another folder, becomes the next one.
+	// Into another folder it would leave the current certificate behind.
 	r := pushctl(t, "auth", "import", "--out", t.TempDir(), "--pfx", fixtures+"s2s.p12", "--password", "correct-horse", url)
-	if r.code != 0 || !strings.Contains(r.stdout, "Role       : next") {
-		t.Fatalf("pfx import: %d\n%s%s", r.code, r.stdout, r.stderr)
+	if r.code != 2 || !strings.Contains(r.stderr, "holds the current certificate") {
+		t.Fatalf("pfx import into another folder: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// Beside the current one it is the same certificate, already there.
+	r = pushctl(t, "auth", "import", "--pfx", fixtures+"s2s.p12", "--password", "correct-horse", url)
+	if r.code != 1 || !strings.Contains(r.stderr, "already exists") {
+		t.Fatalf("pfx import of the current certificate: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }

@@ -260,8 +260,12 @@ func printLetter(w io.Writer, l deadletter.Letter) error {
 func runDLQRedrive(ctx context.Context, c *cli, args []string) error {
 	fs := c.newFlags("dlq redrive", "pushctl dlq redrive (SEQ... | --all | filters) [flags]", `
 Sends dead letters to the relay again, one request each, and deletes from
-PUSH_DEAD each one the relay took for all its devices (a device the relay
-reports gone loses its subscription, as the dispatcher does). The count sent
+PUSH_DEAD each one the relay took for all its devices. A subscription that a
+device-gone verdict removed is first restored from its tombstone (kept 7
+days), since redriving says the verdict was wrong; a device the relay reports
+gone again loses its subscription (with a new tombstone), as the dispatcher
+does. An app fault (bad provider credentials, app not bound) keeps the letter
+and every subscription. The count sent
 is the user's current unread count when the user's state has moved past the
 letter, so a redrive never sets a badge back. Letters the relay refuses again
 are kept; the exit code is then 1.`)
@@ -303,7 +307,11 @@ are kept; the exit code is then 1.`)
 			if o.Refreshed {
 				count += fmt.Sprintf(" (the user's current count; the letter had %d)", o.Letter.Notification.Payload.UnseenEmailCount)
 			}
-			fmt.Fprintf(c.stdout, "%d\t%s\tredriven: count %s, %d delivered, %d gone; removed from PUSH_DEAD\n", o.Letter.Seq, who, count, o.Delivered, o.Gone)
+			restored := ""
+			if o.Restored > 0 {
+				restored = fmt.Sprintf(", %d subscription(s) restored from tombstones", o.Restored)
+			}
+			fmt.Fprintf(c.stdout, "%d\t%s\tredriven: count %s, %d delivered, %d gone%s; removed from PUSH_DEAD\n", o.Letter.Seq, who, count, o.Delivered, o.Gone, restored)
 		}
 		if kept > 0 {
 			return fmt.Errorf("%d of %d dead letter(s) could not be redriven and were kept", kept, len(outcomes))

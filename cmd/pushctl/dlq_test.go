@@ -10,7 +10,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
 	"github.com/pushproxy/pushproxy/internal/deadletter"
-	"github.com/pushproxy/pushproxy/internal/dispatcher"
+	"github.com/pushproxy/pushproxy/internal/pushlog"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
 )
 
@@ -18,7 +18,7 @@ import (
 func publishDeadLetter(t *testing.T, conn *broker.Conn, user, reason string, count int) {
 	t.Helper()
 	key := brokertest.Keyer(t, conn).UserKey("fabrikam.com", user)
-	dl := dispatcher.DeadLetter{Tenant: "fabrikam.com", User: user, UserKey: key, Reason: reason, Attempts: 4,
+	dl := pushlog.DeadLetter{Tenant: "fabrikam.com", User: user, UserKey: key, Reason: reason, Attempts: 4,
 		LastError: "publishing to https://relay: relay answered 503 Service Unavailable", Sequences: []uint64{11, 12},
 		DeadAt: time.Now().UTC(),
 		Notification: relayproto.Notification{ID: "n-" + user, Payload: relayproto.Payload{TenantID: "fabrikam.com", UnseenEmailCount: count},
@@ -27,7 +27,7 @@ func publishDeadLetter(t *testing.T, conn *broker.Conn, user, reason string, cou
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := conn.JS.Publish(context.Background(), dispatcher.DeadSubject(key), data); err != nil {
+	if _, err := conn.JS.Publish(context.Background(), pushlog.DeadSubject(key), data); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -51,9 +51,9 @@ func TestDLQ(t *testing.T) {
 	dir, thumb := setUpProxy(t, url, relay.URI())
 	relay.register(t, dir, thumb)
 
-	publishDeadLetter(t, conn, "alice@fabrikam.com", dispatcher.ReasonExhausted, 3)
-	publishDeadLetter(t, conn, "bob@fabrikam.com", dispatcher.ReasonRejected, 1)
-	publishDeadLetter(t, conn, "carol@fabrikam.com", dispatcher.ReasonExhausted, 7)
+	publishDeadLetter(t, conn, "alice@fabrikam.com", pushlog.ReasonExhausted, 3)
+	publishDeadLetter(t, conn, "bob@fabrikam.com", pushlog.ReasonRejected, 1)
+	publishDeadLetter(t, conn, "carol@fabrikam.com", pushlog.ReasonExhausted, 7)
 
 	r := pushctl(t, "dlq", "list", url)
 	if r.code != 0 || strings.Count(r.stdout, "\n") != 4 || !strings.Contains(r.stdout, "alice@fabrikam.com") || strings.Contains(r.stdout, "secret-token") {

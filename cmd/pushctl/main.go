@@ -44,6 +44,7 @@ func commands() []command {
 		replayCommand(),
 		dlqCommand(),
 		subscriptionsCommand(),
+		credentialsCommand(),
 		statusCommand(),
 		relayCommand(),
 	}

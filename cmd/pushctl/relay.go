@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
+	"github.com/pushproxy/pushproxy/internal/flagenv"
 	"github.com/pushproxy/pushproxy/internal/relay"
 	"github.com/pushproxy/pushproxy/internal/relay/registry"
 )
@@ -26,6 +27,7 @@ func relayCommand() command {
 		),
 		subgroup("relay", "app", "register apps and the push service of each",
 			command{name: "add", summary: "register an app with its provider (apns, fcm, webpush or log)", run: runAppAdd},
+			command{name: "bind", summary: "allow organizations to use a registered app", run: runAppBind},
 			command{name: "list", summary: "list registered apps", run: runAppList},
 			command{name: "remove", summary: "remove an app", run: runAppRemove},
 		),
@@ -232,8 +234,15 @@ when the files exist only on the relay hosts).
   fcm      --fcm-credentials [--fcm-project]
   webpush  --vapid-private-key [--vapid-public-key] --vapid-subject
   log      no settings: the built-in provider logs badges and shows them on the
-           relay's devices page`+relayNATSHelp)
+           relay's devices page
+
+An app is bound to the organizations named with --organization (repeat it,
+or separate with commas): the relay refuses the app to any other
+organization as an app fault, and forwards nothing. An apns, fcm or webpush
+app needs at least one; a log app with none serves every organization.`+relayNATSHelp)
 	appID := fs.String("app-id", "", "the appId of device subscriptions (required)")
+	var orgs flagenv.StringList
+	fs.Var(&orgs, "organization", "an organization (domain) allowed to use the app; repeat for several (required except for --provider log)")
 	kind := fs.String("provider", "", "the push service: apns, fcm, webpush or log (required)")
 	replace := fs.Bool("replace", false, "replace the registration if the app is already registered")
 	skipCheck := fs.Bool("skip-check", false, "do not load the credential files here")
@@ -251,8 +260,18 @@ when the files exist only on the relay hosts).
 	if err != nil {
 		return err
 	}
+	for _, org := range orgs {
+		n, err := registry.NormalizeOrganization(org)
+		if err != nil {
+			return fmt.Errorf("%w: --organization %q: %v", errUsage, org, err)
+		}
+		app.Organizations = append(app.Organizations, n)
+	}
 	if err := app.Validate(); err != nil {
 		return err
+	}
+	if len(orgs) == 0 && app.Provider != registry.KindLog {
+		return fmt.Errorf("%w: --organization is required: name the organizations allowed to use app %s", errUsage, app.AppID)
 	}
 	if !*skipCheck {
 		if err := relay.CheckApp(app); err != nil {
@@ -261,6 +280,40 @@ when the files exist only on the relay hosts).
 	}
 	return withRegistry(ctx, o, func(s *registry.Store) error {
 		saved, err := s.AddApp(ctx, app, *replace)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(c.stdout, saved)
+		}
+		return printFields(c.stdout, registry.AppFields(saved))
+	})
+}
+
+func runAppBind(ctx context.Context, c *cli, args []string) error {
+	fs := c.newFlags("relay app bind", "pushctl relay app bind --app-id ID --organization DOMAIN [--organization DOMAIN...] [flags]", `
+Allows more organizations to use a registered app; those already allowed
+stay. Apps registered before apps were bound to organizations serve nobody
+(except log apps) until they are bound: the relay answers their devices
+"appFault" with this command in the reason.`+relayNATSHelp)
+	appID := fs.String("app-id", "", "the registered appId (required)")
+	var orgs flagenv.StringList
+	fs.Var(&orgs, "organization", "an organization (domain) to allow; repeat for several (required)")
+	asJSON := fs.Bool("json", false, "print JSON instead of a list")
+	o := natsFlags(fs)
+	if err := c.parse(fs, args); err != nil {
+		return err
+	}
+	if *appID == "" || len(orgs) == 0 {
+		return fmt.Errorf("%w: --app-id and --organization are required", errUsage)
+	}
+	for _, org := range orgs {
+		if _, err := registry.NormalizeOrganization(org); err != nil {
+			return fmt.Errorf("%w: --organization %q: %v", errUsage, org, err)
+		}
+	}
+	return withRegistry(ctx, o, func(s *registry.Store) error {
+		saved, err := s.BindApp(ctx, *appID, orgs)
 		if err != nil {
 			return err
 		}
@@ -298,7 +351,8 @@ file paths, never their contents).`+relayNATSHelp)
 
 func runAppRemove(ctx context.Context, c *cli, args []string) error {
 	fs := c.newFlags("relay app remove", "pushctl relay app remove --app-id ID [flags]", `
-Removes an app: its devices' badges are then answered "rejected".`+relayNATSHelp)
+Removes an app: its devices' badges are then answered "appFault" (their
+subscriptions are kept).`+relayNATSHelp)
 	appID := fs.String("app-id", "", "the appId to remove (required)")
 	asJSON := fs.Bool("json", false, "print JSON instead of text")
 	o := natsFlags(fs)

@@ -129,11 +129,17 @@ func TestRelayAppCommands(t *testing.T) {
 	apnsArgs := []string{"relay", "app", "add", "--app-id", "com.example.mail", "--provider", "apns",
 		"--apns-key-file", "AuthKey_ABC123DEFG.p8", "--apns-key-id", "ABC123DEFG", "--apns-team-id", "TEAM123456",
 		"--apns-topic", "com.example.mail", "--apns-environment", "sandbox", url}
+	// An app of a real push service names the organizations that may use it.
+	oneLineError(t, pushctl(t, append(apnsArgs, "--skip-check")...), 2, "--organization is required")
+	apnsArgs = append(apnsArgs, "--organization", "Fabrikam.com")
 	// The key file does not exist here: refused unless the check is skipped.
 	oneLineError(t, pushctl(t, apnsArgs...), 1, "--skip-check")
 	r = pushctl(t, append(apnsArgs, "--skip-check")...)
 	if r.code != 0 {
 		t.Fatalf("add apns --skip-check: %d %s", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stdout, "BoundTo     : fabrikam.com") {
+		t.Fatalf("the organization is not shown:\n%s", r.stdout)
 	}
 	keyLine := regexp.MustCompile(`(?m)^KeyFile +: (/.*AuthKey_ABC123DEFG\.p8)$`).FindStringSubmatch(r.stdout)
 	if keyLine == nil || !filepath.IsAbs(keyLine[1]) {
@@ -153,6 +159,14 @@ func TestRelayAppCommands(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "Environment : sandbox") || !strings.Contains(r.stdout, "\n\nAppId ") {
 		t.Fatalf("list:\n%s", r.stdout)
 	}
+
+	r = pushctl(t, "relay", "app", "bind", "--app-id", "com.example.mail", "--organization", "contoso.com", "--json", url)
+	var bound registry.App
+	if err := json.Unmarshal([]byte(r.stdout), &bound); err != nil || strings.Join(bound.Organizations, ",") != "contoso.com,fabrikam.com" {
+		t.Fatalf("bind: %v %s %s", err, r.stdout, r.stderr)
+	}
+	oneLineError(t, pushctl(t, "relay", "app", "bind", "--app-id", "com.example.mail", url), 2, "--organization are required")
+	oneLineError(t, pushctl(t, "relay", "app", "bind", "--app-id", "nope", "--organization", "contoso.com", url), 1, "not registered")
 
 	oneLineError(t, pushctl(t, "relay", "app", "add", "--app-id", "x", "--provider", "fcm", "--apns-topic", "t", url), 2, "--apns-topic not used with --provider fcm")
 	oneLineError(t, pushctl(t, "relay", "app", "add", "--app-id", "x", "--provider", "wns", url), 1, "not one of")

@@ -9,7 +9,7 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
-	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -122,8 +122,7 @@ func runStandalone(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	printBanner(c.stdout, s, setup)
-	return s.run(ctx, conn, setup, log)
+	return s.run(ctx, conn, setup, log, c.stdout)
 }
 
 // setup is what bootstrap found or made.
@@ -225,7 +224,7 @@ func (s *standalone) registerWithRelay(ctx context.Context, conn *broker.Conn, a
 		}
 	}
 	for _, app := range []string{standaloneDemoApp, monitor.DefaultCanaryAppID} {
-		_, err := reg.AddApp(ctx, registry.App{AppID: app, Provider: registry.KindLog}, false)
+		_, err := reg.AddApp(ctx, registry.App{AppID: app, Provider: registry.KindLog, Organizations: []string{org}}, false)
 		if err != nil && !errors.Is(err, registry.ErrExists) {
 			return fmt.Errorf("adding app %s to the relay: %w", app, err)
 		}
@@ -241,8 +240,16 @@ func (s *standalone) relayHostPort() string {
 	return net.JoinHostPort(host, port)
 }
 
-// run runs every component until ctx ends or one of them fails.
-func (s *standalone) run(ctx context.Context, conn *broker.Conn, st setup, log zerolog.Logger) error {
+// startTimeout bounds how long one part of standalone may take to become
+// ready before the whole start fails.
+const startTimeout = 60 * time.Second
+
+// run starts the parts in the order they depend on each other, each after
+// the ones before it answer ready: the relay, then the dispatcher, then
+// ingest, then the monitor (so no probe runs before the relay accepts it).
+// The banner is printed once everything accepts work, and ingest's /readyz
+// answers ready only from then on. It runs until ctx ends or a part fails.
+func (s *standalone) run(ctx context.Context, conn *broker.Conn, st setup, log zerolog.Logger, out io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	reg := service.NewRegistry()
@@ -262,42 +269,43 @@ func (s *standalone) run(ctx context.Context, conn *broker.Conn, st setup, log z
 	s.dispatcher.Registry, s.dispatcher.Log = reg, log
 	s.monitor.CertDir = st.certDir
 	s.monitor.Canary.Publisher = canary
+	d, err := dispatcher.New(ctx, *s.dispatcher, conn)
+	if err != nil {
+		return fmt.Errorf("dispatcher: %w", err)
+	}
 
-	components := map[string]func(context.Context) error{
-		"relay": func(ctx context.Context) error {
+	parts := newParts(ctx, cancel)
+	relayURL := "http://" + s.relayHostPort()
+	ingestURL := "http://" + s.ingest.Addr
+	exts = append(exts, func(srv *ingest.Server) error {
+		srv.AddReadyCheck(parts.ready)
+		return nil
+	})
+	steps := []part{
+		{name: "relay", ready: httpReady(relayURL + "/readyz"), run: func(ctx context.Context) error {
 			return relay.Run(ctx, *s.relay, conn, log, reg)
-		},
-		"ingest": func(ctx context.Context) error {
+		}},
+		{name: "dispatcher", ready: d.Ready, run: d.Run},
+		{name: "ingest", ready: httpReady(ingestURL + "/healthz"), run: func(ctx context.Context) error {
 			return ingest.Run(ctx, *s.ingest, conn, log.With().Str("component", "ingest").Logger(), reg, exts...)
-		},
-		"dispatcher": func(ctx context.Context) error { return dispatcher.Run(ctx, *s.dispatcher, conn) },
-		"monitor": func(ctx context.Context) error {
+		}},
+		{name: "monitor", run: func(ctx context.Context) error {
 			return monitor.Run(ctx, *s.monitor, conn, log.With().Str("component", "monitor").Logger(), reg)
-		},
+		}},
 	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-	)
-	for name, run := range components {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := run(ctx)
-			if err != nil && ctx.Err() == nil {
-				mu.Lock()
-				if first == nil {
-					first = fmt.Errorf("%s: %w", name, err)
-				}
-				mu.Unlock()
-			}
+	for _, p := range steps {
+		if err := parts.start(p); err != nil {
 			cancel()
-		}()
+			first := parts.wait()
+			log.Info().Msg("standalone stopped")
+			return errors.Join(first, err)
+		}
 	}
-	wg.Wait()
+	parts.allReady()
+	printBanner(out, s, st)
+	err = parts.wait()
 	log.Info().Msg("standalone stopped")
-	return first
+	return err
 }
 
 func printBanner(w io.Writer, s *standalone, st setup) {

@@ -16,8 +16,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
-	"github.com/pushproxy/pushproxy/internal/dispatcher"
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/pushlog"
 )
 
 // lockedBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
@@ -166,11 +166,11 @@ func pushctlAuthThumbprint(t *testing.T, dataDir string) string {
 	return strings.TrimSuffix(name, ".pem")
 }
 
-func waitForSent(t *testing.T, js jetstream.JetStream, keyer *events.Keyer, tenant, user string) dispatcher.SentRecord {
+func waitForSent(t *testing.T, js jetstream.JetStream, keyer *events.Keyer, tenant, user string) pushlog.SentRecord {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	subject := dispatcher.SentSubject(keyer.UserKey(tenant, user))
+	subject := pushlog.SentSubject(keyer.UserKey(tenant, user))
 	for {
 		stream, err := js.Stream(ctx, broker.StreamSent)
 		if err != nil {
@@ -178,7 +178,7 @@ func waitForSent(t *testing.T, js jetstream.JetStream, keyer *events.Keyer, tena
 		}
 		msg, err := stream.GetLastMsgForSubject(ctx, subject)
 		if err == nil {
-			var rec dispatcher.SentRecord
+			var rec pushlog.SentRecord
 			if err := json.Unmarshal(msg.Data, &rec); err != nil {
 				t.Fatal(err)
 			}
@@ -188,5 +188,40 @@ func waitForSent(t *testing.T, js jetstream.JetStream, keyer *events.Keyer, tena
 			t.Fatalf("no push for %s within 60s: %v", fmt.Sprint(user), err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestStandaloneReadyWhenBannerPrinted checks the start-up order: once the
+// banner is out, /readyz answers ready and no probe failed on the way; a
+// second standalone on the same data directory fails at once with the
+// holder's pid and leaves the first untouched.
+func TestStandaloneReadyWhenBannerPrinted(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	ingestAddr, _, _, _ := startStandalone(t, dataDir)
+	resp, err := http.Get("http://" + ingestAddr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/readyz right after the banner: %s", resp.Status)
+	}
+
+	stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
+	start := time.Now()
+	code := run(context.Background(), []string{"standalone", "--data-dir", dataDir, "--nats-listen", freeAddr(t),
+		"--http-addr", freeAddr(t), "--relay-http-addr", freeAddr(t), "--log-format", "json"},
+		&cli{stdout: stdout, stderr: stderr, getenv: func(string) string { return "" }})
+	if code == 0 {
+		t.Fatal("a second standalone on the same data directory started")
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("the second standalone took %s to fail, want under 2s", took)
+	}
+	if !strings.Contains(stderr.String(), "in use") || !strings.Contains(stderr.String(), "pid ") {
+		t.Errorf("the second standalone's error does not say the directory is in use by a pid:\n%s", stderr.String())
+	}
+	if post(t, "http://"+ingestAddr+"/v1/events", `{"tenant":"example.com","user":"bob@example.com","kind":"new","unread":1,"change_id":"after-second"}`) != http.StatusOK {
+		t.Fatal("the first standalone stopped taking events after the second tried to start")
 	}
 }

@@ -15,9 +15,11 @@ import (
 )
 
 func subscriptionsCommand() command {
-	return group("subscriptions", "list or remove device subscriptions",
+	return group("subscriptions", "list, remove or restore device subscriptions",
 		command{name: "list", summary: "list device subscriptions, of one user or all", run: runSubscriptionsList},
 		command{name: "remove", summary: "remove a device subscription", run: runSubscriptionsRemove},
+		command{name: "tombstones", summary: "list subscriptions removed on a device-gone verdict (kept 7 days)", run: runSubscriptionsTombstones},
+		command{name: "restore", summary: "restore subscriptions from their tombstones", run: runSubscriptionsRestore},
 	)
 }
 

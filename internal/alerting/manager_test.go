@@ -130,11 +130,11 @@ func TestManagerBurstIsOneAlertThenOneResolved(t *testing.T) {
 	m.Evaluate()
 	clock.advance(10 * time.Minute)
 	m.Evaluate()
-	got := am.WaitFor(t, RuleDeadLetters, 30*time.Second, func(p []alertingtest.Posted) bool { return len(p) >= 2 })
+	am.WaitFor(t, RuleDeadLetters, 30*time.Second, func(p []alertingtest.Posted) bool { return len(p) >= 2 })
 
 	// Give a stray extra post time to show up before counting.
 	time.Sleep(200 * time.Millisecond)
-	got = am.Alerts(RuleDeadLetters)
+	got := am.Alerts(RuleDeadLetters)
 	if len(got) != 2 || got[0].Resolved() || !got[1].Resolved() || got[0].StartsAt != got[1].StartsAt {
 		t.Fatalf("alertmanager got %+v, want one firing then one resolved for the same incident", got)
 	}
@@ -165,7 +165,6 @@ func TestManagerBurstIsOneAlertThenOneResolved(t *testing.T) {
 // flakySink fails a number of times, then records what it gets.
 type flakySink struct {
 	failures atomic.Int32
-	perm     bool
 	mu       sync.Mutex
 	got      [][]Alert
 	calls    atomic.Int32

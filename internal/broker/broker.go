@@ -48,7 +48,7 @@ type Conn struct {
 	NC *nats.Conn
 	JS jetstream.JetStream
 
-	server *server.Server
+	server *Embedded
 }
 
 // ErrNoServers is returned by Connect when neither URLs nor Embedded is set.
@@ -59,7 +59,7 @@ var ErrNoServers = errors.New("no NATS server: give --nats-url or run embedded")
 // is established, so that a NATS restart is only a pause.
 func Connect(ctx context.Context, opts Options) (*Conn, error) {
 	var (
-		srv    *server.Server
+		srv    *Embedded
 		natsOp []nats.Option
 		url    string
 	)
@@ -76,7 +76,7 @@ func Connect(ctx context.Context, opts Options) (*Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		natsOp = append(natsOp, nats.InProcessServer(srv))
+		natsOp = append(natsOp, nats.InProcessServer(srv.Server))
 	case len(opts.URLs) > 0:
 		url = joinURLs(opts.URLs)
 		natsOp = append(natsOp, authOptions(opts)...)
@@ -99,7 +99,7 @@ func Connect(ctx context.Context, opts Options) (*Conn, error) {
 }
 
 // Server is the embedded server, or nil when connected to an external one.
-func (c *Conn) Server() *server.Server { return c.server }
+func (c *Conn) Server() *Embedded { return c.server }
 
 // ClientURL is a URL other processes can use to reach the embedded server,
 // or "" when it does not listen on the network.
@@ -129,9 +129,19 @@ func (c *Conn) Close() {
 	shutdown(c.server)
 }
 
+// embeddedReadyTimeout bounds how long StartEmbedded waits for the server.
+const embeddedReadyTimeout = 30 * time.Second
+
 // StartEmbedded starts a NATS server with JetStream storing into dir. listen
 // is host:port to accept network clients, or "" for in-process clients only.
-func StartEmbedded(dir, listen string) (*server.Server, error) {
+//
+// The directory has one owner at a time: StartEmbedded takes an exclusive
+// lock on dir/LockFile first, and fails at once, naming the holder's pid,
+// while another process holds it. The lock is released by the
+// Embedded's Shutdown, which Conn.Close calls. A server that cannot
+// start (address in use, permissions, a full disk) fails as soon as it
+// says so, with its own words, instead of after the ready timeout.
+func StartEmbedded(dir, listen string) (*Embedded, error) {
 	if dir == "" {
 		return nil, errors.New("embedded NATS needs a store directory")
 	}
@@ -142,41 +152,58 @@ func StartEmbedded(dir, listen string) (*server.Server, error) {
 	if err := os.MkdirAll(abs, 0o750); err != nil {
 		return nil, fmt.Errorf("creating store directory: %w", err)
 	}
+	lock, err := lockDir(abs)
+	if err != nil {
+		return nil, err
+	}
 	sopts := &server.Options{
 		ServerName: "pushproxy-embedded",
 		JetStream:  true,
 		StoreDir:   abs,
 		DontListen: listen == "",
 		NoSigs:     true,
-		NoLog:      true,
 	}
 	if listen != "" {
 		host, portText, err := net.SplitHostPort(listen)
 		if err != nil {
+			lock.release()
 			return nil, fmt.Errorf("embedded NATS listen address %q: %w", listen, err)
 		}
 		port, err := strconv.Atoi(portText)
 		if err != nil {
+			lock.release()
 			return nil, fmt.Errorf("embedded NATS listen port %q: %w", portText, err)
 		}
 		sopts.Host, sopts.Port = host, port
 	}
 	srv, err := server.NewServer(sopts)
 	if err != nil {
+		lock.release()
 		return nil, fmt.Errorf("configuring embedded NATS: %w", err)
 	}
+	logs := newStartLog()
+	srv.SetLoggerV2(logs, false, false, false)
 	go srv.Start()
-	if !srv.ReadyForConnections(30 * time.Second) {
+	ready := make(chan bool, 1)
+	go func() { ready <- srv.ReadyForConnections(embeddedReadyTimeout) }()
+	select {
+	case ok := <-ready:
+		if ok {
+			return &Embedded{Server: srv, lock: lock}, nil
+		}
 		srv.Shutdown()
-		return nil, errors.New("embedded NATS did not become ready within 30s")
+		lock.release()
+		return nil, fmt.Errorf("embedded NATS did not become ready within %s%s", embeddedReadyTimeout, logs.last())
+	case msg := <-logs.fatal:
+		srv.Shutdown()
+		lock.release()
+		return nil, fmt.Errorf("embedded NATS could not start: %s", msg)
 	}
-	return srv, nil
 }
 
-func shutdown(srv *server.Server) {
+func shutdown(srv *Embedded) {
 	if srv != nil {
 		srv.Shutdown()
-		srv.WaitForShutdown()
 	}
 }
 

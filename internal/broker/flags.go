@@ -37,5 +37,6 @@ func LayoutFlags(fs *flag.FlagSet) *Layout {
 	fs.DurationVar(&l.DeadMaxAge, "dead-max-age", l.DeadMaxAge, "how long dead letters and advisories are kept")
 	fs.DurationVar(&l.SentMaxAge, "sent-max-age", l.SentMaxAge, "how long the record of sent pushes is kept")
 	fs.DurationVar(&l.ProbeMaxAge, "probe-max-age", l.ProbeMaxAge, "how long probe and canary results are kept")
+	fs.DurationVar(&l.TombstoneTTL, "tombstone-ttl", l.TombstoneTTL, "how long a subscription removed because its device was reported gone can still be restored")
 	return &l
 }

@@ -24,6 +24,11 @@ const (
 	BucketUnread        = "unread"
 	BucketSubscriptions = "subscriptions"
 	BucketConfig        = "config"
+	// BucketTombstones keeps, for TombstoneTTL, the subscriptions that a
+	// device-gone verdict removed, so that a wrong verdict can be undone.
+	BucketTombstones = "tombstones"
+	// BucketCredentials holds ingest's scoped credentials (hashed secrets).
+	BucketCredentials = "credentials"
 )
 
 // Subject roots of the non-mail streams. A full subject adds tokens, for
@@ -65,6 +70,9 @@ type Layout struct {
 	SentMaxAge time.Duration
 	// ProbeMaxAge is how long probe and canary results are kept.
 	ProbeMaxAge time.Duration
+	// TombstoneTTL is how long a subscription removed on a device-gone
+	// verdict can still be restored.
+	TombstoneTTL time.Duration
 }
 
 // DefaultLayout is the layout for a single embedded server.
@@ -78,6 +86,7 @@ func DefaultLayout() Layout {
 		DeadMaxAge:      14 * 24 * time.Hour,
 		SentMaxAge:      24 * time.Hour,
 		ProbeMaxAge:     7 * 24 * time.Hour,
+		TombstoneTTL:    7 * 24 * time.Hour,
 	}
 }
 
@@ -94,6 +103,8 @@ func (l Layout) Validate() error {
 		return fmt.Errorf("subscription TTL %s is shorter than a minute", l.SubscriptionTTL)
 	case l.DeadMaxAge <= 0 || l.SentMaxAge <= 0 || l.ProbeMaxAge <= 0:
 		return errors.New("dead, sent and probe max ages must be positive")
+	case l.TombstoneTTL < time.Minute:
+		return fmt.Errorf("tombstone TTL %s is shorter than a minute", l.TombstoneTTL)
 	}
 	return nil
 }
@@ -165,6 +176,8 @@ func (l Layout) buckets() []jetstream.KeyValueConfig {
 		{Bucket: BucketUnread, Description: "per-user unread state", History: 1, Storage: jetstream.FileStorage, Replicas: l.Replicas},
 		{Bucket: BucketSubscriptions, Description: "device subscriptions; each expires unless refreshed", History: 1, TTL: l.SubscriptionTTL, Storage: jetstream.FileStorage, Replicas: l.Replicas},
 		{Bucket: BucketConfig, Description: "proxy and auth configuration", History: 5, Storage: jetstream.FileStorage, Replicas: l.Replicas},
+		{Bucket: BucketCredentials, Description: "ingest credentials: tenants, roles and hashed secrets", History: 5, Storage: jetstream.FileStorage, Replicas: l.Replicas},
+		{Bucket: BucketTombstones, Description: "subscriptions removed on a device-gone verdict, restorable until they expire", History: 1, TTL: l.TombstoneTTL, Storage: jetstream.FileStorage, Replicas: l.Replicas},
 	}
 }
 

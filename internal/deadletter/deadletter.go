@@ -1,6 +1,6 @@
 // Package deadletter lists, shows, redrives and purges the notifications the
 // dispatcher could not deliver, which it keeps in the PUSH_DEAD stream (one
-// message per notification, see dispatcher.DeadLetter).
+// message per notification, see pushlog.DeadLetter).
 //
 // Letters are addressed by their PUSH_DEAD stream sequence. [List] selects
 // them by tenant, user, reason and time; [Redrive] sends each one again to
@@ -19,9 +19,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
-	"github.com/pushproxy/pushproxy/internal/dispatcher"
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/monitor/scan"
+	"github.com/pushproxy/pushproxy/internal/pushlog"
 )
 
 // Letter is one dead letter as stored.
@@ -33,7 +33,7 @@ type Letter struct {
 	Subject string `json:"subject"`
 	// Stored is when the stream stored it.
 	Stored time.Time `json:"stored"`
-	dispatcher.DeadLetter
+	pushlog.DeadLetter
 	// Invalid says why the message could not be decoded; the other
 	// fields are then empty.
 	Invalid string `json:"invalid,omitempty"`
@@ -71,7 +71,7 @@ func (f Filter) subjectFilter(keyer *events.Keyer) (string, error) {
 	case f.User != "" && f.Tenant == "":
 		return "", errors.New("a user filter needs the tenant")
 	case f.User != "":
-		return dispatcher.DeadSubject(keyer.UserKey(f.Tenant, f.User)), nil
+		return pushlog.DeadSubject(keyer.UserKey(f.Tenant, f.User)), nil
 	case f.Tenant != "":
 		return broker.SubjectDead + "." + events.TenantToken(f.Tenant) + ".*", nil
 	}
@@ -110,7 +110,7 @@ func containsSeq(seqs []uint64, seq uint64) bool {
 func Decode(m scan.Message) Letter {
 	l := Letter{Seq: m.Seq, Subject: m.Subject, Stored: m.Stored}
 	if err := json.Unmarshal(m.Data, &l.DeadLetter); err != nil {
-		l.DeadLetter = dispatcher.DeadLetter{}
+		l.DeadLetter = pushlog.DeadLetter{}
 		l.Invalid = fmt.Sprintf("not a dead letter: %v", err)
 	}
 	return l

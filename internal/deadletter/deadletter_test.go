@@ -13,8 +13,8 @@ import (
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
 	"github.com/pushproxy/pushproxy/internal/deadletter"
-	"github.com/pushproxy/pushproxy/internal/dispatcher"
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/pushlog"
 	"github.com/pushproxy/pushproxy/internal/relayclient"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
 	"github.com/pushproxy/pushproxy/internal/settings"
@@ -75,15 +75,15 @@ type fixture struct {
 	ctx   context.Context
 }
 
-func (f fixture) deadLetter(t *testing.T, tenant, user, reason string, count int, seqs ...uint64) dispatcher.DeadLetter {
+func (f fixture) deadLetter(t *testing.T, tenant, user, reason string, count int, seqs ...uint64) pushlog.DeadLetter {
 	t.Helper()
 	key := f.keyer.UserKey(tenant, user)
-	dl := dispatcher.DeadLetter{Tenant: tenant, User: user, UserKey: key, Reason: reason, Attempts: 3,
+	dl := pushlog.DeadLetter{Tenant: tenant, User: user, UserKey: key, Reason: reason, Attempts: 3,
 		LastError: "relay answered 503", Sequences: seqs, DeadAt: time.Now().UTC(),
 		Notification: relayproto.Notification{ID: "n-" + user, Payload: relayproto.Payload{TenantID: tenant, UnseenEmailCount: count},
 			Recipients: []relayproto.Recipient{{AppID: "com.example.mail", DeviceID: "dev-" + user}}}}
 	data, _ := json.Marshal(dl)
-	if _, err := f.conn.JS.Publish(f.ctx, dispatcher.DeadSubject(key), data); err != nil {
+	if _, err := f.conn.JS.Publish(f.ctx, pushlog.DeadSubject(key), data); err != nil {
 		t.Fatal(err)
 	}
 	return dl
@@ -109,12 +109,12 @@ func newFixture(t *testing.T) fixture {
 
 func TestListFilters(t *testing.T) {
 	f := newFixture(t)
-	f.deadLetter(t, "fabrikam.com", "alice@fabrikam.com", dispatcher.ReasonExhausted, 3, 1, 2)
-	f.deadLetter(t, "fabrikam.com", "bob@fabrikam.com", dispatcher.ReasonRejected, 1, 3)
+	f.deadLetter(t, "fabrikam.com", "alice@fabrikam.com", pushlog.ReasonExhausted, 3, 1, 2)
+	f.deadLetter(t, "fabrikam.com", "bob@fabrikam.com", pushlog.ReasonRejected, 1, 3)
 	mid := time.Now()
 	time.Sleep(10 * time.Millisecond)
-	f.deadLetter(t, "fabrikam.com", "alice@fabrikam.com", dispatcher.ReasonPermanent, 4, 4)
-	f.deadLetter(t, "contoso.com", "carol@contoso.com", dispatcher.ReasonExhausted, 2, 5)
+	f.deadLetter(t, "fabrikam.com", "alice@fabrikam.com", pushlog.ReasonPermanent, 4, 4)
+	f.deadLetter(t, "contoso.com", "carol@contoso.com", pushlog.ReasonExhausted, 2, 5)
 	if _, err := f.conn.JS.Publish(f.ctx, broker.SubjectDead+".contoso_com.junk", []byte("not json")); err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestRedrive(t *testing.T) {
 	r := &deadletter.Redriver{JS: f.conn.JS, Settings: store, Unread: states, Subscriptions: subs,
 		Relay: relayclient.New(relayclient.Config{Tokens: staticToken("good"), BreakerFailures: -1})}
 
-	f.deadLetter(t, "fabrikam.com", "alice@fabrikam.com", dispatcher.ReasonExhausted, 3, 7, 8)
+	f.deadLetter(t, "fabrikam.com", "alice@fabrikam.com", pushlog.ReasonExhausted, 3, 7, 8)
 	letters, err := deadletter.List(f.ctx, f.conn.JS, f.keyer, deadletter.Filter{})
 	if err != nil || len(letters) != 1 {
 		t.Fatalf("list: %v %v", letters, err)
@@ -229,7 +229,7 @@ func TestRedrive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if msg, err := sent.GetLastMsgForSubject(f.ctx, dispatcher.SentSubject(key)); err != nil || msg == nil {
+	if msg, err := sent.GetLastMsgForSubject(f.ctx, pushlog.SentSubject(key)); err != nil || msg == nil {
 		t.Fatalf("no PUSH_SENT record: %v", err)
 	}
 
@@ -247,8 +247,8 @@ func TestRedrive(t *testing.T) {
 		AppID: "com.example.mail", DeviceID: "dev-carol@fabrikam.com", Platform: "APNS"}); err != nil {
 		t.Fatal(err)
 	}
-	f.deadLetter(t, "fabrikam.com", "bob@fabrikam.com", dispatcher.ReasonRejected, 1, 10)
-	f.deadLetter(t, "fabrikam.com", "carol@fabrikam.com", dispatcher.ReasonExhausted, 1, 11)
+	f.deadLetter(t, "fabrikam.com", "bob@fabrikam.com", pushlog.ReasonRejected, 1, 10)
+	f.deadLetter(t, "fabrikam.com", "carol@fabrikam.com", pushlog.ReasonExhausted, 1, 11)
 	letters, _ = deadletter.List(f.ctx, f.conn.JS, f.keyer, deadletter.Filter{})
 	out, err = r.Redrive(f.ctx, letters)
 	if err != nil || len(out) != 2 {
@@ -265,5 +265,30 @@ func TestRedrive(t *testing.T) {
 	}
 	if n := f.deadCount(t); n != 1 {
 		t.Fatalf("%d dead letters left, want the rejected one", n)
+	}
+
+	// The verdict on carol's device was wrong: a redrive restores her
+	// subscription from its tombstone and delivers.
+	tombs, err := pushlog.OpenTombstones(f.ctx, f.conn.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ts, err := tombs.List(f.ctx, pushlog.TombstoneFilter{Tenant: "fabrikam.com"}); err != nil || len(ts) != 1 || ts[0].Subscription.DeviceID != "dev-carol@fabrikam.com" {
+		t.Fatalf("tombstones %+v %v, want carol's", ts, err)
+	}
+	rl.mu.Lock()
+	rl.status = func(relayproto.Recipient) relayproto.DeviceStatus { return relayproto.DeviceDelivered }
+	rl.mu.Unlock()
+	f.deadLetter(t, "fabrikam.com", "carol@fabrikam.com", pushlog.ReasonExhausted, 2, 12)
+	letters, _ = deadletter.List(f.ctx, f.conn.JS, f.keyer, deadletter.Filter{User: "carol@fabrikam.com", Tenant: "fabrikam.com"})
+	out, err = r.Redrive(f.ctx, letters)
+	if err != nil || len(out) != 1 || !out[0].Deleted || out[0].Restored != 1 || out[0].Delivered != 1 {
+		t.Fatalf("redrive after a wrong verdict: %+v %v", out, err)
+	}
+	if left, _ := subs.List(f.ctx, "fabrikam.com", "carol@fabrikam.com"); len(left) != 1 {
+		t.Fatalf("carol's subscription was not restored: %+v", left)
+	}
+	if ts, _ := tombs.List(f.ctx, pushlog.TombstoneFilter{}); len(ts) != 0 {
+		t.Fatalf("tombstones left after the restore: %+v", ts)
 	}
 }

@@ -2,7 +2,6 @@ package deadletter
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -10,31 +9,27 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
-	"github.com/pushproxy/pushproxy/internal/dispatcher"
-	"github.com/pushproxy/pushproxy/internal/pushnow"
+	"github.com/pushproxy/pushproxy/internal/delivery"
+	"github.com/pushproxy/pushproxy/internal/pushlog"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
 	"github.com/pushproxy/pushproxy/internal/unread"
 )
 
 // Publisher sends a batch once; *relayclient.Client implements it.
-type Publisher = pushnow.Publisher
+type Publisher = delivery.Publisher
 
 // ProxySource gives the proxy settings; *settings.Store implements it.
-type ProxySource = pushnow.ProxySource
+type ProxySource = delivery.ProxySource
 
-// SubscriptionRemover removes a device subscription by key;
-// *subscriptions.Store implements it.
-type SubscriptionRemover interface {
-	DeleteKey(ctx context.Context, key string) error
-}
-
-// Redriver sends dead letters to the relay again.
+// Redriver sends dead letters to the relay again, through the delivery
+// path (internal/delivery).
 type Redriver struct {
 	// JS is the JetStream of the deployment. Required.
 	JS jetstream.JetStream
-	// Relay sends the notifications, one attempt each. Required.
+	// Relay sends the notifications. Required.
 	Relay Publisher
 	// Settings gives the relay's URI; the proxy must be enabled. Required.
 	Settings ProxySource
@@ -42,9 +37,19 @@ type Redriver struct {
 	// current state, so a redrive never sets a badge back to an old
 	// count, and records the push in that state.
 	Unread *unread.Store
-	// Subscriptions, when set, loses the subscriptions of devices the
-	// relay reports gone, as the dispatcher does.
-	Subscriptions SubscriptionRemover
+	// Subscriptions, when set, are brought up to date before sending:
+	// a subscription a device-gone verdict removed is restored from its
+	// tombstone (the verdict was wrong, or the letter would not be
+	// redriven), and devices the relay reports gone are removed again
+	// with a tombstone, as the dispatcher does.
+	Subscriptions delivery.Subscriptions
+	// Tombstones is the tombstone store; opened from JS when nil.
+	Tombstones *pushlog.Tombstones
+	// Policy is the retry policy; by default one attempt per letter
+	// (waiting out the relay's back-pressure all the same).
+	Policy delivery.Policy
+	// Log receives removals and restores; none when zero.
+	Log zerolog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -56,8 +61,12 @@ type Outcome struct {
 	// user's current state instead of the letter.
 	Count     int
 	Refreshed bool
-	// Device results of the relay's answer.
-	pushnow.Tally
+	// Restored counts subscriptions restored from their tombstones.
+	Restored int
+	// Device results of the relay's answers: Rejected counts app faults
+	// (and devices of a paused tenant+app), Retry devices still asking for
+	// a retry.
+	Delivered, Gone, Retry, Rejected int
 	// Deleted is true when the letter was removed from PUSH_DEAD: the
 	// relay took the notification for every device (or the device is gone).
 	Deleted bool
@@ -66,20 +75,34 @@ type Outcome struct {
 }
 
 // ErrProxyDisabled is returned by Redrive when the proxy is not enabled.
-var ErrProxyDisabled = pushnow.ErrProxyDisabled
+var ErrProxyDisabled = delivery.ErrProxyDisabled
 
-// Redrive sends each letter's notification again, one relay request per
-// letter, and deletes the letters the relay took. It fails as a whole only
-// when the settings cannot be read or the proxy is disabled; the fate of
-// each letter is in its Outcome.
+// Redrive sends each letter's notification again and deletes the letters
+// the relay took. It fails as a whole only when the settings cannot be
+// read or the proxy is disabled; the fate of each letter is in its Outcome.
 func (r *Redriver) Redrive(ctx context.Context, letters []Letter) ([]Outcome, error) {
-	uri, err := pushnow.RelayURI(ctx, r.Settings)
-	if err != nil {
+	uris := delivery.RelayURI(r.Settings)
+	if _, err := uris(ctx); err != nil {
 		return nil, err
 	}
+	tombs := r.Tombstones
+	if tombs == nil && r.Subscriptions != nil {
+		var err error
+		if tombs, err = pushlog.OpenTombstones(ctx, r.JS); err != nil {
+			return nil, err
+		}
+	}
+	pol := r.Policy
+	if pol == (delivery.Policy{}) {
+		pol = delivery.Policy{MaxAttempts: 1}
+	}
+	d := delivery.New(delivery.Config{
+		JS: r.JS, Relay: r.Relay, URI: uris, Subscriptions: r.Subscriptions, Tombstones: tombs,
+		Policy: pol, Origin: delivery.OriginRedrive, Log: r.Log, Now: r.Now,
+	})
 	out := make([]Outcome, 0, len(letters))
 	for _, l := range letters {
-		out = append(out, r.redrive(ctx, uri, l))
+		out = append(out, r.redrive(ctx, d, tombs, l))
 	}
 	return out, nil
 }
@@ -91,7 +114,7 @@ func (r *Redriver) now() time.Time {
 	return time.Now()
 }
 
-func (r *Redriver) redrive(ctx context.Context, uri string, l Letter) Outcome {
+func (r *Redriver) redrive(ctx context.Context, d *delivery.Deliverer, tombs *pushlog.Tombstones, l Letter) Outcome {
 	o := Outcome{Letter: l, Count: l.Notification.Payload.UnseenEmailCount}
 	switch {
 	case l.Invalid != "":
@@ -103,9 +126,7 @@ func (r *Redriver) redrive(ctx context.Context, uri string, l Letter) Outcome {
 	}
 	n := l.Notification
 	n.Recipients = slices.Clone(n.Recipients)
-	if n.ID == "" {
-		n.ID = uuid.NewString()
-	}
+	n.ID = uuid.NewString()
 	var lastSeq uint64
 	if len(l.Sequences) > 0 {
 		lastSeq = slices.Max(l.Sequences)
@@ -121,38 +142,30 @@ func (r *Redriver) redrive(ctx context.Context, uri string, l Letter) Outcome {
 			o.Count, n.Payload.UnseenEmailCount, lastSeq = st.Count, st.Count, st.LastSeq
 		}
 	}
-
-	start := r.now()
-	resp, err := r.Relay.Publish(ctx, uri, []relayproto.Notification{n})
-	if err != nil {
+	if err := r.current(ctx, d, tombs, l.UserKey, &n, &o); err != nil {
 		o.Err = err
 		return o
 	}
-	var gone []relayproto.DeviceResult
-	answered := false
-	for _, res := range resp.Results {
-		if res.ID != n.ID {
-			continue
-		}
-		answered = true
-		for _, d := range res.Devices {
-			o.Tally.Add(d.Status)
-			if d.Status == relayproto.DeviceGone {
-				gone = append(gone, d)
-			}
-		}
+
+	p := delivery.Push{Tenant: l.Tenant, User: l.User, UserKey: l.UserKey, Notifications: []relayproto.Notification{n},
+		Count: o.Count, Sequences: l.Sequences, FirstEventAt: l.FirstEventAt}
+	res := d.Send(ctx, []delivery.Push{p})[0]
+	o.Delivered, o.Gone = res.Answer.DeliveredTotal(), len(res.Answer.Gone)
+	o.Rejected = len(res.Answer.AppFaults) + len(res.Paused)
+	o.Retry = len(res.Answer.Transient)
+	for _, m := range res.Answer.Missing {
+		o.Retry += len(m.Recipients)
 	}
-	if !answered {
-		o.Err = errors.New("the relay's answer has no result for the notification")
+	switch {
+	case res.Err != nil:
+		o.Err = res.Err
 		return o
-	}
-	r.prune(ctx, l.UserKey, gone)
-	if o.Retry > 0 || o.Rejected > 0 {
-		o.Err = fmt.Errorf("the relay did not take every device: %d to retry, %d rejected", o.Retry, o.Rejected)
+	case o.Retry > 0 || o.Rejected > 0:
+		o.Err = fmt.Errorf("the relay did not take every device: %d to retry, %d refused by an app fault", o.Retry, o.Rejected)
 		return o
 	}
 	if o.Delivered > 0 {
-		r.record(ctx, l, n, o, lastSeq, start)
+		r.record(ctx, l, o, lastSeq)
 	}
 	if err := Delete(ctx, r.JS, l.Seq); err != nil {
 		o.Err = err
@@ -162,43 +175,47 @@ func (r *Redriver) redrive(ctx context.Context, uri string, l Letter) Outcome {
 	return o
 }
 
-// prune removes the subscriptions of gone devices; failures only leave
-// them for the dispatcher to remove on its next push.
-func (r *Redriver) prune(ctx context.Context, userKey string, gone []relayproto.DeviceResult) {
+// current brings the letter's recipients up to date with the stored
+// subscriptions, first restoring those a device-gone verdict removed.
+func (r *Redriver) current(ctx context.Context, d *delivery.Deliverer, tombs *pushlog.Tombstones, userKey string, n *relayproto.Notification, o *Outcome) error {
 	if r.Subscriptions == nil || userKey == "" {
-		return
+		return nil
 	}
-	for _, d := range gone {
-		err := r.Subscriptions.DeleteKey(ctx, userKey+"."+subscriptions.DeviceHash(d.AppID, d.DeviceID))
-		if err != nil && !errors.Is(err, subscriptions.ErrNotFound) {
-			return
+	for i, rc := range n.Recipients {
+		key := subscriptions.Key(userKey, rc.AppID, rc.DeviceID)
+		sub, err := r.Subscriptions.Get(ctx, key)
+		if errors.Is(err, subscriptions.ErrNotFound) && tombs != nil {
+			t, terr := tombs.Get(ctx, key)
+			if errors.Is(terr, pushlog.ErrNoTombstone) {
+				continue // unsubscribed or expired: sent as the letter says
+			}
+			if terr != nil {
+				return terr
+			}
+			if sub, err = d.Restore(ctx, t); err == nil {
+				o.Restored++
+			}
 		}
+		if err != nil {
+			return fmt.Errorf("reading the subscription of %s: %w", subscriptions.DeviceRef(rc.AppID, rc.DeviceID), err)
+		}
+		n.Recipients[i].LastSubscriptionUpdate = sub.LastSubscriptionUpdate
 	}
+	return nil
 }
 
-// record notes the push in the user's state and in PUSH_SENT, as the
-// dispatcher does for the pushes it sends. Both are best effort: the push
-// went out whatever they say.
-func (r *Redriver) record(ctx context.Context, l Letter, n relayproto.Notification, o Outcome, lastSeq uint64, start time.Time) {
+// record notes the push in the user's state, as the dispatcher does for
+// the pushes it sends (the delivery path recorded it in PUSH_SENT). It is
+// best effort: the push went out whatever it says.
+func (r *Redriver) record(ctx context.Context, l Letter, o Outcome, lastSeq uint64) {
+	if r.Unread == nil || l.UserKey == "" {
+		return
+	}
 	now := r.now()
-	if r.Unread != nil && l.UserKey != "" {
-		_, _ = r.Unread.Update(ctx, l.UserKey, func(st unread.State) (unread.State, error) {
-			if st.Count != o.Count && st.LastSeq > 0 {
-				return st, nil // the count moved on meanwhile; the dispatcher will push it
-			}
-			return st.Pushed(o.Count, lastSeq, now), nil
-		})
-	}
-	rec := dispatcher.SentRecord{
-		ID: n.ID, BatchID: "redrive", Tenant: l.Tenant, UserKey: l.UserKey,
-		Count: o.Count, Exact: false, Devices: o.Delivered, Gone: o.Gone, Attempts: 1,
-		LatencyMS: float64(now.Sub(start)) / float64(time.Millisecond),
-		SentAt:    now.UTC(),
-	}
-	if len(l.Sequences) > 0 {
-		rec.FirstSeq, rec.LastSeq, rec.Events = slices.Min(l.Sequences), slices.Max(l.Sequences), len(l.Sequences)
-	}
-	if data, err := json.Marshal(rec); err == nil && l.UserKey != "" {
-		_, _ = r.JS.Publish(ctx, dispatcher.SentSubject(l.UserKey), data)
-	}
+	_, _ = r.Unread.Update(ctx, l.UserKey, func(st unread.State) (unread.State, error) {
+		if st.Count != o.Count && st.LastSeq > 0 {
+			return st, nil // the count moved on meanwhile; the dispatcher will push it
+		}
+		return st.Pushed(o.Count, lastSeq, now), nil
+	})
 }

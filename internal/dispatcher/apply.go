@@ -55,7 +55,7 @@ func (w *worker) receive(ctx context.Context, msgs []jetstream.Msg) {
 		}
 	}
 	if w.syncing {
-		w.checkSync(ctx)
+		w.catchUp(ctx)
 	}
 	w.apply(ctx, now)
 }
@@ -140,8 +140,8 @@ func (w *worker) apply(ctx context.Context, now time.Time) {
 	w.d.metrics.alreadyApplied.Add(float64(len(keep) - nApplied))
 }
 
-// load reads the states of recs (distinct users), retrying until it works
-// or ctx ends.
+// load reads the states of recs (distinct users), retrying until it works,
+// ctx ends, the worker is asked to stop or the connection is closed.
 func (w *worker) load(ctx context.Context, recs []*userRec) bool {
 	for attempt := 0; ; attempt++ {
 		var unloaded []*userRec
@@ -165,9 +165,16 @@ func (w *worker) load(ctx context.Context, recs []*userRec) bool {
 			}
 			return true
 		}
+		if w.d.nc.IsClosed() {
+			// Killed or cut off: the next owner reads these events again.
+			return false
+		}
 		w.log.Warn().Err(err).Msg("reading unread states; retrying")
 		select {
 		case <-ctx.Done():
+			return false
+		case <-w.stop:
+			// Handing over: the next owner reads these events again.
 			return false
 		case <-time.After(min(100*time.Millisecond<<min(attempt, 6), 5*time.Second)):
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/coalesce"
+	"github.com/pushproxy/pushproxy/internal/delivery"
 	"github.com/pushproxy/pushproxy/internal/relayclient"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
 	"github.com/pushproxy/pushproxy/internal/unread"
@@ -53,6 +54,9 @@ type Config struct {
 	// Relay configures the relay client built when Publisher is nil:
 	// timeouts, retries (backoff) and the circuit breaker.
 	Relay relayclient.Config
+	// Retry is the retry policy of a relay request (exponential, jittered,
+	// capped; waits the relay asks for do not count toward it).
+	Retry delivery.Policy
 	// Publisher, when set, is used instead of a relay client built from
 	// Relay and Tokens (pushctl standalone shares one; tests use their own).
 	Publisher Publisher

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -64,6 +65,8 @@ type Dispatcher struct {
 
 	proxyNow atomic.Pointer[proxyState]
 	running  atomic.Bool
+	// members is Run's view of the live dispatchers.
+	members *membership
 
 	relayCheckedAt atomic.Int64
 	relayWasUp     atomic.Bool
@@ -323,6 +326,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	go func() { defer close(senderDone); d.sender.run(senderCtx) }()
 
 	members := newMembership(d.nc, d.cfg.MembershipSubject, d.cfg.InstanceID, d.cfg.Heartbeat, d.log)
+	d.members = members
 	if err := members.start(); err != nil {
 		stopSender()
 		<-senderDone
@@ -333,6 +337,15 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	workers := map[int]*worker{}
 	exited := make(chan *worker, d.partitions*2+1)
 	restart := map[int]time.Time{}
+	// announce tells the others which partitions have a worker here.
+	announce := func() {
+		running := make([]int, 0, len(workers))
+		for p := range workers {
+			running = append(running, p)
+		}
+		slices.Sort(running)
+		members.setOwned(running)
+	}
 	start := func(p int) {
 		w := d.newWorker(p)
 		workers[p] = w
@@ -355,7 +368,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 				w.requestStop()
 			}
 		}
-		members.setOwned(mine)
+		announce()
 		d.metrics.partitions.Set(float64(len(mine)))
 		d.metrics.members.Set(float64(len(members.members())))
 	}
@@ -394,6 +407,7 @@ loop:
 		case w := <-exited:
 			if workers[w.partition] == w {
 				delete(workers, w.partition)
+				announce()
 				select {
 				case <-w.stop:
 					// Handed over on purpose; take it again if reassigned.
@@ -430,6 +444,12 @@ loop:
 	d.metrics.partitions.Set(0)
 	d.log.Info().Msg("dispatcher stopped")
 	return nil
+}
+
+// claimedByOther reports whether another live dispatcher announces a
+// worker for partition p.
+func (d *Dispatcher) claimedByOther(p int) bool {
+	return d.members != nil && d.members.claimedByOther(p)
 }
 
 // observe feeds the gauges that come from the server and the relay client.

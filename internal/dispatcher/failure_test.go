@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,7 +18,9 @@ import (
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
 	"github.com/pushproxy/pushproxy/internal/dispatcher"
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/pushlog"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
+	"github.com/pushproxy/pushproxy/internal/settings"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
 )
 
@@ -111,7 +114,7 @@ func TestThreeDispatchersOneDies(t *testing.T) {
 	// The sent records agree: per user, covered sequences only grow.
 	last := map[string]uint64{}
 	for _, m := range streamMessages(t, e.conn.JS, broker.StreamSent) {
-		var rec dispatcher.SentRecord
+		var rec pushlog.SentRecord
 		if err := json.Unmarshal(m.Data, &rec); err != nil {
 			t.Fatal(err)
 		}
@@ -120,8 +123,8 @@ func TestThreeDispatchersOneDies(t *testing.T) {
 		}
 		last[rec.UserKey] = rec.LastSeq
 	}
-	if n := metricValue(t, runs[0].reg, "pushproxy_dispatcher_events_redelivered_total") + metricValue(t, runs[2].reg, "pushproxy_dispatcher_events_redelivered_total"); n == 0 {
-		t.Fatal("the survivors saw no redelivery: the dead dispatcher held no events, so the takeover was not exercised")
+	if n := metricValue(t, runs[0].reg, "pushproxy_dispatcher_takeover_events_read_total") + metricValue(t, runs[2].reg, "pushproxy_dispatcher_takeover_events_read_total"); n == 0 {
+		t.Fatal("the survivors read no unacknowledged event from the stream: the dead dispatcher held no events, so the takeover was not exercised")
 	}
 }
 
@@ -198,7 +201,7 @@ func TestBackOffHonoured(t *testing.T) {
 		return answer{status: http.StatusOK}
 	})
 	cfg := testConfig(nil)
-	cfg.Relay.MaxElapsedTime = 20 * time.Second
+	cfg.Retry.MaxElapsedTime = 20 * time.Second
 	e.start(e.conn, cfg)
 	e.publish(newEvent(dave, events.KindNew, 1, events.IntPtr(7)))
 	waitFor(t, "the push after the retries", func() bool { return e.lastPushed(dave) == 7 })
@@ -280,10 +283,10 @@ func TestUndeliverableGoesToDeadLetters(t *testing.T) {
 		reason string
 		tune   func(*dispatcher.Config)
 	}{
-		{"permanent fault", answer{status: http.StatusBadRequest, fault: &relayproto.Fault{Message: "no such app", CanRetry: false}}, dispatcher.ReasonPermanent, nil},
-		{"retries exhausted", answer{status: http.StatusInternalServerError, fault: &relayproto.Fault{Message: "broken", CanRetry: true}}, dispatcher.ReasonExhausted,
+		{"permanent fault", answer{status: http.StatusBadRequest, fault: &relayproto.Fault{Message: "no such app", CanRetry: false}}, pushlog.ReasonPermanent, nil},
+		{"retries exhausted", answer{status: http.StatusInternalServerError, fault: &relayproto.Fault{Message: "broken", CanRetry: true}}, pushlog.ReasonExhausted,
 			func(c *dispatcher.Config) {
-				c.Relay.MaxElapsedTime = 300 * time.Millisecond
+				c.Retry.MaxElapsedTime = 300 * time.Millisecond
 				c.Relay.BreakerFailures = -1
 			}},
 	}
@@ -300,7 +303,7 @@ func TestUndeliverableGoesToDeadLetters(t *testing.T) {
 			}
 			e.start(e.conn, cfg)
 			e.publish(newEvent(gina, events.KindNew, 1, events.IntPtr(3)), newEvent(gina, events.KindNew, 1, events.IntPtr(4)))
-			var dl dispatcher.DeadLetter
+			var dl pushlog.DeadLetter
 			waitFor(t, "a dead letter", func() bool {
 				msgs := streamMessages(t, e.conn.JS, broker.StreamDead)
 				if len(msgs) == 0 {
@@ -309,7 +312,7 @@ func TestUndeliverableGoesToDeadLetters(t *testing.T) {
 				if err := json.Unmarshal(msgs[0].Data, &dl); err != nil {
 					t.Fatal(err)
 				}
-				if msgs[0].Subject != dispatcher.DeadSubject(e.keyer.UserKey(tenant, gina)) {
+				if msgs[0].Subject != pushlog.DeadSubject(e.keyer.UserKey(tenant, gina)) {
 					t.Fatalf("dead letter on %s", msgs[0].Subject)
 				}
 				return true
@@ -407,4 +410,133 @@ func TestBreakerBoundsHeldEvents(t *testing.T) {
 		waitFor(t, "the final count of "+u, func() bool { return e.lastPushed(u) == want[u] })
 	}
 	waitFor(t, "every event acknowledged", func() bool { return settled(t, e) })
+}
+
+// TestAppFaultKeepsSubscriptions has the relay answer an app fault for
+// one app while another app of the same tenant works: no subscription is
+// removed, nothing is dead-lettered, only that tenant+app is paused, and
+// when the fault is fixed a trial push brings the latest count.
+func TestAppFaultKeepsSubscriptions(t *testing.T) {
+	e := newEnv(t)
+	e.enableProxy()
+	ivan, judy := userName(9), userName(10)
+	e.subscribe(ivan)
+	other := subscriptions.Subscription{Tenant: tenant, User: judy, AppID: "com.example.calendar", DeviceID: deviceOf(judy), Platform: subscriptions.PlatformFCM}
+	if _, _, err := e.subs.Put(context.Background(), other); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	broken := true
+	e.relay.setAnswer(func(int) answer {
+		return answer{status: http.StatusOK, device: func(_ relayproto.Notification, r relayproto.Recipient) relayproto.DeviceResult {
+			d := relayproto.DeviceResult{AppID: r.AppID, DeviceID: r.DeviceID}
+			mu.Lock()
+			defer mu.Unlock()
+			if broken && r.AppID == "com.example.mail" {
+				d.SetClass(relayproto.ClassAppFault)
+				d.Reason = "apns: 403 InvalidProviderToken"
+				return d
+			}
+			d.SetClass(relayproto.ClassDelivered)
+			return d
+		}}
+	})
+	reg := prometheus.NewRegistry()
+	e.start(e.conn, testConfig(reg))
+	for i := 1; i <= 4; i++ {
+		e.publish(newEvent(ivan, events.KindNew, 1, events.IntPtr(i)), newEvent(judy, events.KindNew, 1, events.IntPtr(10+i)))
+		time.Sleep(100 * time.Millisecond)
+	}
+	waitFor(t, "the other app's push", func() bool { return e.lastPushed(judy) == 14 })
+	waitFor(t, "the tenant+app paused", func() bool {
+		return metricValue(t, reg, "pushproxy_delivery_app_paused", "tenant", tenant, "app_id", "com.example.mail") == 1
+	})
+	if v := metricValue(t, reg, "pushproxy_delivery_app_paused", "app_id", "com.example.calendar"); v != 0 {
+		t.Fatalf("the working app is paused too (%v)", v)
+	}
+	if v := metricValue(t, reg, "pushproxy_dispatcher_dead_letters_total"); v != 0 {
+		t.Fatalf("%v dead letters for an app fault", v)
+	}
+	if subs, err := e.subs.List(context.Background(), tenant, ivan); err != nil || len(subs) != 1 {
+		t.Fatalf("subscriptions after an app fault: %v %v", subs, err)
+	}
+	mu.Lock()
+	broken = false
+	mu.Unlock()
+	waitFor(t, "the latest count after the fix", func() bool { return e.lastPushed(ivan) == 4 })
+	waitFor(t, "the tenant+app resumed", func() bool {
+		return metricValue(t, reg, "pushproxy_delivery_app_paused", "app_id", "com.example.mail") == 0
+	})
+	waitFor(t, "every event acknowledged", func() bool { return settled(t, e) })
+}
+
+// TestRelayBackPressureProducesNoDeadLetter has the relay throttle (429
+// with a back-off) for longer than the retry budget: the push waits and
+// goes out with the latest count; nothing is dead-lettered.
+func TestRelayBackPressureProducesNoDeadLetter(t *testing.T) {
+	e := newEnv(t)
+	e.enableProxy()
+	kim := userName(11)
+	e.subscribe(kim)
+	until := time.Now().Add(1500 * time.Millisecond)
+	e.relay.setAnswer(func(int) answer {
+		if time.Now().Before(until) {
+			return answer{status: http.StatusTooManyRequests, fault: &relayproto.Fault{Message: "slow down", CanRetry: true, BackOffTimeInMilliseconds: 100}}
+		}
+		return answer{status: http.StatusOK}
+	})
+	reg := prometheus.NewRegistry()
+	cfg := testConfig(reg)
+	cfg.Retry.MaxElapsedTime = 300 * time.Millisecond
+	cfg.MaxPushRetries = 1
+	e.start(e.conn, cfg)
+	e.publish(newEvent(kim, events.KindNew, 1, events.IntPtr(1)))
+	time.Sleep(500 * time.Millisecond)
+	e.publish(newEvent(kim, events.KindNew, 1, events.IntPtr(2)))
+	waitFor(t, "the push after the back-pressure", func() bool { return e.lastPushed(kim) == 2 })
+	if p := e.relay.pushes(deviceOf(kim)); len(p) != 1 {
+		t.Fatalf("pushes %v, want one with the latest count", p)
+	}
+	if v := metricValue(t, reg, "pushproxy_dispatcher_dead_letters_total"); v != 0 {
+		t.Fatalf("%v dead letters from relay back-pressure", v)
+	}
+	waitFor(t, "every event acknowledged", func() bool { return settled(t, e) })
+}
+
+// TestChangedRelayURIReachesPushesInFlight has the configured relay down
+// until its breaker opens; the operator then points the proxy at a working
+// relay: the held push goes there at once, without waiting for the old
+// relay's breaker to cool down.
+func TestChangedRelayURIReachesPushesInFlight(t *testing.T) {
+	e := newEnv(t)
+	e.enableProxy()
+	e.relay.setAnswer(func(int) answer { return answer{status: http.StatusServiceUnavailable} })
+	leo := userName(12)
+	e.subscribe(leo)
+	reg := prometheus.NewRegistry()
+	cfg := testConfig(reg)
+	cfg.Relay.BreakerCooldown, cfg.Relay.BreakerMaxCooldown = time.Minute, time.Minute
+	e.start(e.conn, cfg)
+	e.publish(newEvent(leo, events.KindNew, 1, events.IntPtr(6)))
+	waitFor(t, "the breaker to open", func() bool { return metricValue(t, reg, "pushproxy_dispatcher_relay_healthy") == 0 })
+
+	good := newTestRelay(t)
+	store, err := settings.Open(context.Background(), e.conn.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.EnableProxy(context.Background(), tenant, good.URI()); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, "the push at the new relay", func() bool {
+		p := good.pushes(deviceOf(leo))
+		return len(p) > 0 && p[len(p)-1] == 6
+	})
+	if took := time.Since(start); took > 20*time.Second {
+		t.Fatalf("the new relay got the push after %s: the old breaker held it", took)
+	}
+	if v := metricValue(t, reg, "pushproxy_dispatcher_dead_letters_total"); v != 0 {
+		t.Fatalf("%v dead letters", v)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"flag"
 
 	"github.com/pushproxy/pushproxy/internal/coalesce"
+	"github.com/pushproxy/pushproxy/internal/delivery"
 	"github.com/pushproxy/pushproxy/internal/relayclient"
 )
 
@@ -14,9 +15,6 @@ func Flags(fs *flag.FlagSet) *Config {
 	c := Config{}.WithDefaults()
 	c.Relay = relayclient.Config{
 		Timeout:            relayclient.DefaultTimeout,
-		InitialInterval:    relayclient.DefaultInitialInterval,
-		MaxInterval:        relayclient.DefaultMaxInterval,
-		MaxElapsedTime:     relayclient.DefaultMaxElapsedTime,
 		BreakerFailures:    relayclient.DefaultBreakerFailures,
 		BreakerCooldown:    relayclient.DefaultBreakerCooldown,
 		BreakerMaxCooldown: relayclient.DefaultBreakerMaxCooldown,
@@ -41,9 +39,10 @@ func Flags(fs *flag.FlagSet) *Config {
 	fs.DurationVar(&c.BatchLinger, "batch-linger", c.BatchLinger, "how long a relay request waits for more notifications")
 	fs.IntVar(&c.MaxInFlight, "max-in-flight", c.MaxInFlight, "most relay requests at once")
 	fs.DurationVar(&c.Relay.Timeout, "relay-timeout", c.Relay.Timeout, "time limit of one relay request")
-	fs.DurationVar(&c.Relay.InitialInterval, "retry-initial", c.Relay.InitialInterval, "first wait before retrying a failed relay request (exponential, jittered)")
-	fs.DurationVar(&c.Relay.MaxInterval, "retry-max-interval", c.Relay.MaxInterval, "longest wait between retries, unless the relay asks for more")
-	fs.DurationVar(&c.Relay.MaxElapsedTime, "retry-max-elapsed", c.Relay.MaxElapsedTime, "how long a push is retried while the relay is up before it is dead-lettered")
+	c.Retry = delivery.Policy{InitialInterval: delivery.DefaultInitialInterval, MaxInterval: delivery.DefaultMaxInterval, MaxElapsedTime: delivery.DefaultMaxElapsedTime}
+	fs.DurationVar(&c.Retry.InitialInterval, "retry-initial", c.Retry.InitialInterval, "first wait before retrying a failed relay request (exponential, jittered)")
+	fs.DurationVar(&c.Retry.MaxInterval, "retry-max-interval", c.Retry.MaxInterval, "longest wait between retries, unless the relay asks for more")
+	fs.DurationVar(&c.Retry.MaxElapsedTime, "retry-max-elapsed", c.Retry.MaxElapsedTime, "how long a push is retried while the relay is up before it is dead-lettered (waiting for a relay that asked us to back off does not count)")
 	fs.IntVar(&c.Relay.BreakerFailures, "breaker-failures", c.Relay.BreakerFailures, "consecutive relay failures that open the circuit breaker (negative: never)")
 	fs.DurationVar(&c.Relay.BreakerCooldown, "breaker-cooldown", c.Relay.BreakerCooldown, "how long the open breaker waits before a trial request (doubles while failing)")
 	fs.DurationVar(&c.RetryDelay, "requeue-delay", c.RetryDelay, "first wait before a push held back (relay down, device asked to retry) is tried again")

@@ -21,6 +21,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
 	"github.com/pushproxy/pushproxy/internal/coalesce"
+	"github.com/pushproxy/pushproxy/internal/delivery"
 	"github.com/pushproxy/pushproxy/internal/dispatcher"
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/relayclient"
@@ -261,7 +262,8 @@ func testConfig(reg *prometheus.Registry) dispatcher.Config {
 	return dispatcher.Config{
 		Coalesce:         coalesce.Config{Window: 30 * time.Millisecond, Debounce: 50 * time.Millisecond, MaxDelay: 500 * time.Millisecond},
 		Tokens:           staticTokens{},
-		Relay:            relayclient.Config{Timeout: 5 * time.Second, InitialInterval: 20 * time.Millisecond, MaxInterval: 200 * time.Millisecond, MaxElapsedTime: 3 * time.Second, BreakerFailures: 5, BreakerCooldown: 200 * time.Millisecond, BreakerMaxCooldown: 400 * time.Millisecond},
+		Relay:            relayclient.Config{Timeout: 5 * time.Second, BreakerFailures: 5, BreakerCooldown: 200 * time.Millisecond, BreakerMaxCooldown: 400 * time.Millisecond},
+		Retry:            delivery.Policy{InitialInterval: 20 * time.Millisecond, MaxInterval: 200 * time.Millisecond, MaxElapsedTime: 3 * time.Second},
 		AckWait:          2 * time.Second,
 		PinnedTTL:        2 * time.Second,
 		Heartbeat:        100 * time.Millisecond,

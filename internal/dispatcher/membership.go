@@ -39,8 +39,10 @@ type membership struct {
 	interval time.Duration
 	log      zerolog.Logger
 
-	mu      sync.Mutex
-	seen    map[string]time.Time
+	mu   sync.Mutex
+	seen map[string]time.Time
+	// claims are the partitions each other live member last announced.
+	claims  map[string][]int
 	owns    []int
 	changed chan struct{}
 	sub     *nats.Subscription
@@ -48,7 +50,7 @@ type membership struct {
 
 func newMembership(nc *nats.Conn, subject, id string, interval time.Duration, log zerolog.Logger) *membership {
 	return &membership{nc: nc, subject: subject, id: id, interval: interval, log: log,
-		seen: map[string]time.Time{id: time.Now()}, changed: make(chan struct{}, 1)}
+		seen: map[string]time.Time{id: time.Now()}, claims: map[string][]int{}, changed: make(chan struct{}, 1)}
 }
 
 // start subscribes and announces this member.
@@ -71,8 +73,10 @@ func (m *membership) receive(msg *nats.Msg) {
 	_, known := m.seen[a.ID]
 	if a.Leaving {
 		delete(m.seen, a.ID)
+		delete(m.claims, a.ID)
 	} else {
 		m.seen[a.ID] = time.Now()
+		m.claims[a.ID] = a.Owns
 	}
 	m.mu.Unlock()
 	if a.Leaving || !known {
@@ -93,6 +97,7 @@ func (m *membership) tick() {
 	for id, at := range m.seen {
 		if id != m.id && at.Before(cutoff) {
 			delete(m.seen, id)
+			delete(m.claims, id)
 			gone = true
 		}
 	}
@@ -112,7 +117,22 @@ func (m *membership) announce(leaving bool) {
 	}
 }
 
-// setOwned records the partitions this member consumes, for announcements.
+// claimedByOther reports whether another live member announced that it
+// consumes partition p (it has a worker for it, perhaps handing it over).
+func (m *membership) claimedByOther(p int) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, owns := range m.claims {
+		if id != m.id && slices.Contains(owns, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// setOwned records the partitions this member consumes, for announcements:
+// those it has a worker for, including workers still handing over, so that
+// no other member takes the pin from them.
 func (m *membership) setOwned(p []int) {
 	m.mu.Lock()
 	m.owns = slices.Clone(p)

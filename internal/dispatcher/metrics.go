@@ -33,6 +33,8 @@ type metrics struct {
 	relayHealthy    prometheus.Gauge
 	proxyDisabled   prometheus.Gauge
 	takeovers       prometheus.Counter
+	takeoverRead    prometheus.Counter
+	takeoverTime    prometheus.Histogram
 	stateConflicts  prometheus.Counter
 	settleFailures  prometheus.Counter
 	subscriptionsIx prometheus.Gauge
@@ -87,6 +89,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "1 while the push notification proxy is disabled or has no organization: counts are kept, nothing is pushed."}),
 		takeovers: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "partition_takeovers_total",
 			Help: "Times this dispatcher started consuming a partition (or was pinned to it anew)."}),
+		takeoverRead: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "takeover_events_read_total",
+			Help: "Unacknowledged events a taking-over dispatcher read straight from the stream (left by a dispatcher that died or handed over unsettled)."}),
+		takeoverTime: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "takeover_seconds",
+			Help: "Time from starting to consume a partition (or being pinned anew) to applying its events.", Buckets: latency}),
 		stateConflicts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "state_conflicts_total",
 			Help: "Unread state writes that found another writer's change and were merged."}),
 		settleFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "settle_failures_total",
@@ -99,7 +105,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.invalid = m.events.WithLabelValues("invalid")
 	err := service.Register(reg, "dispatcher", m.events, m.redelivered, m.acked, m.pushes, m.skipped, m.eventsPerPush, m.pushLatency, m.eventToPush, m.retries,
 		m.requeued, m.deadLetters, m.devicesRemoved, m.requests, m.pending, m.ackPending, m.held, m.partitions,
-		m.members, m.breakerState, m.relayHealthy, m.proxyDisabled, m.takeovers, m.stateConflicts, m.settleFailures,
+		m.members, m.breakerState, m.relayHealthy, m.proxyDisabled, m.takeovers, m.takeoverRead, m.takeoverTime, m.stateConflicts, m.settleFailures,
 		m.subscriptionsIx)
 	return m, err
 }

@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,17 +11,18 @@ import (
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 
+	"github.com/pushproxy/pushproxy/internal/delivery"
 	"github.com/pushproxy/pushproxy/internal/relayclient"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
 )
 
-// Publisher sends batches of notifications to the relay with retries and
-// says whether its circuit breaker lets requests through.
-// *relayclient.Client implements it.
+// Publisher sends batches of notifications to the relay and says whether
+// its circuit breaker lets requests through. *relayclient.Client
+// implements it. Retries are the delivery path's (internal/delivery).
 type Publisher interface {
-	// PublishRetry publishes batch to the relay at uri, retrying temporary
-	// failures; see relayclient.Client.PublishRetry.
-	PublishRetry(ctx context.Context, uri string, batch []relayproto.Notification, notify func(attempt int, err error, wait time.Duration)) (relayproto.Response, int, error)
+	// Publish sends batch once to the relay at uri; see
+	// relayclient.Client.Publish.
+	Publish(ctx context.Context, uri string, batch []relayproto.Notification) (relayproto.Response, error)
 	// Healthy reports whether a request made now would be sent.
 	Healthy() bool
 }
@@ -83,6 +85,12 @@ type sender struct {
 
 	jobs *queue[*job]
 	wg   sync.WaitGroup
+	// path is the delivery path that applies the relay's answers.
+	path deliveryPath
+	// lastURI is the relay Uri of the last request: when the proxy
+	// setting changes, the relay client's breaker, which learnt about the
+	// old relay, is reset.
+	lastURI atomic.Pointer[string]
 }
 
 func newSender(pub Publisher, cfg Config, proxy func() proxyState, m *metrics, log zerolog.Logger) *sender {
@@ -190,11 +198,36 @@ func (s *sender) send(ctx context.Context, batch []*job) {
 	}
 	batchID := uuid.NewString()
 	start := time.Now()
-	resp, attempts, err := s.pub.PublishRetry(ctx, proxy.uri, notes, func(attempt int, err error, wait time.Duration) {
+	// The Uri is read before every attempt, so a changed proxy setting
+	// reaches the request in flight; back-pressure (429, an open breaker)
+	// returns at once, for the worker to hold the push without using its
+	// retry budget and to push the latest count when the relay is back.
+	uris := func(context.Context) (string, error) {
+		p := s.proxy()
+		if !p.enabled {
+			return "", fmt.Errorf("%w: %s", delivery.ErrProxyDisabled, p.reason)
+		}
+		if old := s.lastURI.Swap(&p.uri); old != nil && *old != p.uri {
+			if r, ok := s.pub.(interface{ ResetBreaker() }); ok {
+				r.ResetBreaker()
+				s.log.Info().Str("uri", p.uri).Msg("the relay's Uri changed: the relay client's breaker is reset")
+			}
+		}
+		return p.uri, nil
+	}
+	pol := s.cfg.Retry
+	pol.ReturnOnBackPressure = true
+	resp, attempts, err := delivery.Publish(ctx, s.pub, uris, notes, pol, func(attempt int, err error, wait time.Duration) {
 		s.metrics.retries.Inc()
 		s.log.Debug().Err(err).Int("attempt", attempt).Dur("wait", wait).Int("notifications", len(notes)).Msg("relay request failed; retrying")
 	})
 	took := time.Since(start)
+	if errors.Is(err, delivery.ErrProxyDisabled) {
+		for _, j := range batch {
+			j.w.results.Push(result{key: j.key, outcome: outcomeDisabled, reason: proxy.reason})
+		}
+		return
+	}
 	out, reason := s.classify(ctx, err)
 	s.metrics.requests.WithLabelValues(requestLabel(out, reason)).Inc()
 	if err != nil {
@@ -208,6 +241,9 @@ func (s *sender) send(ctx context.Context, batch []*job) {
 	var rerr *relayclient.Error
 	if errors.As(err, &rerr) {
 		retryAfter = rerr.RetryAfter
+	}
+	if hint, ok := delivery.BackPressure(err); ok {
+		retryAfter = hint
 	}
 	byID := make(map[string]relayproto.NotificationResult, len(resp.Results))
 	for _, r := range resp.Results {
@@ -227,16 +263,20 @@ func (s *sender) send(ctx context.Context, batch []*job) {
 }
 
 // classify decides what a failed request means for its pushes: hold them
-// while the relay is down (its breaker open), while it refuses our token
-// (an operator must fix the certificate; dead-lettering every badge
-// meanwhile would help nobody) and while shutting down; dead-letter them
-// when the relay refused them for good or retries ran out while it was up.
+// while the relay is down (its breaker open) or asks us to slow down (429),
+// while it refuses our token (an operator must fix the certificate;
+// dead-lettering every badge meanwhile would help nobody) and while
+// shutting down; dead-letter them when the relay refused them for good or
+// the retry budget ran out while it was up.
 func (s *sender) classify(ctx context.Context, err error) (outcome, string) {
+	_, backPressure := delivery.BackPressure(err)
 	switch {
 	case err == nil:
 		return outcomeAnswered, ""
 	case ctx.Err() != nil:
 		return outcomeRetry, "shutdown"
+	case backPressure && !errors.Is(err, relayclient.ErrCircuitOpen):
+		return outcomeRetry, "relay_backpressure"
 	case errors.Is(err, relayclient.ErrCircuitOpen) || !s.pub.Healthy():
 		return outcomeRetry, "relay_unavailable"
 	case errors.Is(err, relayclient.ErrUnauthorized):

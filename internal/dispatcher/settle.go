@@ -6,16 +6,15 @@ package dispatcher
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"slices"
 	"sort"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 
 	"github.com/pushproxy/pushproxy/internal/coalesce"
+	"github.com/pushproxy/pushproxy/internal/delivery"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
 	"github.com/pushproxy/pushproxy/internal/unread"
@@ -50,6 +49,13 @@ func (w *worker) dispatch(ctx context.Context, pushes []coalesce.Push, now time.
 		if len(subs) == 0 {
 			w.co.Failed(now, p.Key, time.Time{})
 			tasks = append(tasks, &settleTask{rec: rec, msgs: msgs, skip: "no_subscriptions"})
+			continue
+		}
+		subs, until := allowed(w.d.sender.path.get(w.d).Breakers(), rec.tenant, subs)
+		if len(subs) == 0 {
+			// Every app of the user is paused after app faults: hold the
+			// events, without using the retry budget, until a trial may go.
+			w.hold(rec, msgs, now, until)
 			continue
 		}
 		rec.inflight = msgs
@@ -117,19 +123,38 @@ func (w *worker) handleResults(ctx context.Context, rs []result) {
 			w.co.Failed(now, rec.key, time.Time{})
 			tasks = append(tasks, &settleTask{rec: rec, msgs: msgs, skip: "proxy_disabled"})
 		case outcomeRetry:
-			w.requeue(rec, msgs, now, r.reason, r.retryAfter)
+			hint := r.retryAfter
+			if r.reason == "relay_unavailable" {
+				// The relay client's own breaker: its next trial is no
+				// later than MaxRetryDelay away, so that a changed relay
+				// Uri (which resets it) reaches the push soon.
+				hint = min(hint, w.d.cfg.MaxRetryDelay)
+			}
+			w.requeue(rec, msgs, now, r.reason, hint)
 		case outcomeDead:
 			w.co.Failed(now, rec.key, time.Time{})
 			w.d.metrics.pushes.WithLabelValues("failed").Inc()
 			tasks = append(tasks, &settleTask{rec: rec, msgs: msgs, dead: w.deadLetters(rec, push.notes, msgs, r.reason, errString(r.err), nil, now)})
 			rec.deviceRetries, rec.requeues, rec.attempts = 0, 0, 0
 		case outcomeAnswered:
-			if t := w.answered(rec, push, msgs, r, now); t != nil {
+			if t := w.answered(ctx, rec, push, msgs, r, now); t != nil {
 				tasks = append(tasks, t)
 			}
 		}
 	}
 	w.settle(ctx, tasks, now)
+}
+
+// hold puts a push back until a paused tenant+app lets a trial through;
+// it does not count as a retry.
+func (w *worker) hold(rec *userRec, msgs []*held, now, until time.Time) {
+	if first := now.Add(w.d.cfg.RetryDelay); until.Before(first) {
+		until = first
+	}
+	w.co.Failed(now, rec.key, until)
+	rec.pending = append(msgs, rec.pending...)
+	w.d.metrics.requeued.WithLabelValues("app_paused").Inc()
+	w.d.metrics.pushes.WithLabelValues("requeued").Inc()
 }
 
 // requeue puts a push back to be tried after a back-off.
@@ -144,130 +169,78 @@ func (w *worker) requeue(rec *userRec, msgs []*held, now time.Time, reason strin
 	w.d.metrics.pushes.WithLabelValues("requeued").Inc()
 }
 
-// answered acts on the per-device results of a push the relay accepted.
-func (w *worker) answered(rec *userRec, push *pushInfo, msgs []*held, r result, now time.Time) *settleTask {
-	// The lookups below are built only when a device is gone or rejected:
-	// most pushes are delivered to every device and need none of them.
-	var subByDevice map[string]subscriptions.Subscription
-	subOf := func(appID, deviceID string) (subscriptions.Subscription, bool) {
-		if subByDevice == nil {
-			subByDevice = make(map[string]subscriptions.Subscription, len(push.subs))
-			for _, s := range push.subs {
-				subByDevice[s.AppID+"\x00"+s.DeviceID] = s
-			}
-		}
-		s, ok := subByDevice[appID+"\x00"+deviceID]
-		return s, ok
+// answered acts on the per-device results of a push the relay accepted,
+// through the delivery path: device gone (a verdict newer than the
+// subscription) removes the subscription with a tombstone; an app fault
+// touches no subscription and feeds the tenant+app breaker; transient
+// devices requeue the push (a back-off the relay asked for does not use the
+// retry budget). The removals are I/O on the worker's loop, but rare.
+func (w *worker) answered(ctx context.Context, rec *userRec, push *pushInfo, msgs []*held, r result, now time.Time) *settleTask {
+	dl := w.d.sender.path.get(w.d)
+	p := pushOf(rec, push, msgs)
+	a := delivery.Classify(p, r.results)
+	for _, key := range dl.Settle(ctx, p, a) {
+		w.d.index.Forget(key)
+		w.d.metrics.devicesRemoved.WithLabelValues("gone").Inc()
 	}
-	var (
-		removals   []removal
-		rejected   map[string][]relayproto.Recipient // by notification id
-		reasons    map[string]string
-		retry      bool
-		missing    bool
-		backoff    time.Duration
-		recipients int
-		nRejected  int
-		nGone      int
-	)
-	for _, n := range push.notes {
-		recipients += len(n.Recipients)
-		nr, ok := resultFor(r.results, n.ID)
-		if !ok {
-			missing = true
-			continue
+	delivered := a.DeliveredTotal()
+
+	if a.Retry() {
+		if a.BackOff > 0 && len(a.Missing) == 0 {
+			// The relay asked to wait: not a retry of the budget.
+			w.requeue(rec, msgs, now, "device_backoff", a.BackOff)
+			return nil
 		}
-		for _, dr := range nr.Devices {
-			switch dr.Status {
-			case relayproto.DeviceGone:
-				nGone++
-				if sub, known := subOf(dr.AppID, dr.DeviceID); known {
-					ref := subscriptions.DeviceRef(dr.AppID, dr.DeviceID)
-					removals = append(removals, removal{key: sub.Key, status: "gone", reason: dr.Reason, ref: ref})
-				}
-			case relayproto.DeviceRejected:
-				nRejected++
-				ref := subscriptions.DeviceRef(dr.AppID, dr.DeviceID)
-				if reasons == nil {
-					reasons, rejected = map[string]string{}, map[string][]relayproto.Recipient{}
-				}
-				reasons[ref] = dr.Reason
-				for _, rc := range n.Recipients {
-					if rc.AppID == dr.AppID && rc.DeviceID == dr.DeviceID {
-						rejected[n.ID] = append(rejected[n.ID], rc)
-					}
-				}
-				if sub, known := subOf(dr.AppID, dr.DeviceID); known {
-					removals = append(removals, removal{key: sub.Key, status: "rejected", reason: dr.Reason, ref: ref})
-				}
-			case relayproto.DeviceRetry:
-				retry = true
-				backoff = max(backoff, time.Duration(dr.BackOffTimeInMilliseconds)*time.Millisecond)
-			}
-		}
-	}
-	if retry || missing {
 		rec.deviceRetries++
 		if rec.deviceRetries <= w.d.cfg.MaxPushRetries {
-			w.requeue(rec, msgs, now, "device_retry", min(backoff, relayproto.MaxBackOff))
-			if len(removals) == 0 {
-				return nil
-			}
-			return &settleTask{rec: rec, remove: removals}
+			w.requeue(rec, msgs, now, "device_retry", 0)
+			return nil
 		}
-		reason, lastErr := ReasonDeviceRetries, "devices kept asking for a retry"
-		if missing {
+		reason, lastErr, notes := ReasonDeviceRetries, "devices kept asking for a retry", retried(push.notes, a)
+		if len(a.Missing) > 0 {
 			reason, lastErr = ReasonMissingResponse, "the relay's answers did not include the notification"
 		}
 		w.co.Failed(now, rec.key, time.Time{})
 		w.d.metrics.pushes.WithLabelValues("failed").Inc()
+		t := &settleTask{rec: rec, msgs: msgs, dead: w.deadLetters(rec, notes, msgs, reason, lastErr, nil, now)}
 		rec.deviceRetries, rec.requeues, rec.attempts = 0, 0, 0
-		return &settleTask{rec: rec, msgs: msgs, remove: removals, dead: w.deadLetters(rec, push.notes, msgs, reason, lastErr, nil, now)}
+		return t
+	}
+	if delivered == 0 && len(a.AppFaults) > 0 {
+		// No device got it because of app faults: keep the events and
+		// every subscription; the breaker paces the next try.
+		w.hold(rec, msgs, now, now.Add(w.d.cfg.RetryDelay))
+		return nil
 	}
 
-	t := &settleTask{rec: rec, msgs: msgs, remove: removals}
-	for _, n := range push.notes {
-		if rc := rejected[n.ID]; len(rc) > 0 {
-			dn := n
-			dn.Recipients = rc
-			t.dead = append(t.dead, w.deadLetters(rec, []relayproto.Notification{dn}, msgs, ReasonRejected, "the relay rejected the device", reasons, now)...)
-		}
-	}
-	if nRejected == recipients {
-		w.co.Failed(now, rec.key, time.Time{})
-		w.d.metrics.pushes.WithLabelValues("failed").Inc()
-	} else {
-		first, last, earliest := span(msgs)
-		rec.state, rec.dirty = rec.state.Pushed(push.count, push.seq, now), true
-		w.co.Delivered(now, rec.key, push.count)
-		w.d.metrics.pushes.WithLabelValues("sent").Inc()
-		w.d.metrics.pushLatency.Observe(r.took.Seconds())
-		rec2p := 0.0
-		if !earliest.IsZero() {
-			rec2p = now.Sub(earliest).Seconds()
-			w.d.metrics.eventToPush.Observe(rec2p)
-		}
-		t.sent = &SentRecord{
-			ID: push.notes[0].ID, BatchID: r.batchID, Tenant: rec.tenant, UserKey: rec.key,
-			Count: push.count, Exact: push.exact, Previous: push.previous,
-			FirstSeq: first, LastSeq: max(last, push.seq), Events: len(msgs),
-			Devices: recipients, Gone: nGone, Rejected: nRejected, Attempts: rec.attempts,
-			LatencyMS: float64(r.took.Microseconds()) / 1000, EventToPushMS: rec2p * 1000, SentAt: now.UTC(),
-		}
+	first, last, _ := span(msgs)
+	rec.state, rec.dirty = rec.state.Pushed(push.count, push.seq, now), true
+	w.co.Delivered(now, rec.key, push.count)
+	w.d.metrics.pushes.WithLabelValues("sent").Inc()
+	w.d.metrics.pushLatency.Observe(r.took.Seconds())
+	sent := dl.SentRecord(p, a, r.batchID, rec.attempts, r.took)
+	sent.FirstSeq, sent.LastSeq = first, max(last, push.seq)
+	if !p.FirstEventAt.IsZero() {
+		w.d.metrics.eventToPush.Observe(sent.EventToPushMS / 1000)
 	}
 	rec.deviceRetries, rec.requeues, rec.attempts = 0, 0, 0
-	return t
+	return &settleTask{rec: rec, msgs: msgs, sent: &sent}
 }
 
-// resultFor finds the relay's result for notification id among results,
-// which hold one push's few notifications.
-func resultFor(results []relayproto.NotificationResult, id string) (relayproto.NotificationResult, bool) {
-	for _, nr := range results {
-		if nr.ID == id {
-			return nr, true
+// retried returns the notes of the devices still asking for a retry.
+func retried(notes []relayproto.Notification, a delivery.Answer) []relayproto.Notification {
+	byNote := map[string][]relayproto.Recipient{}
+	for _, d := range a.Transient {
+		byNote[d.NotificationID] = append(byNote[d.NotificationID], d.Recipient)
+	}
+	var out []relayproto.Notification
+	for _, n := range notes {
+		if rcs := byNote[n.ID]; len(rcs) > 0 {
+			n.Recipients = rcs
+			out = append(out, n)
 		}
 	}
-	return relayproto.NotificationResult{}, false
+	return append(out, a.Missing...)
 }
 
 // span returns the first and last sequence of msgs and the earliest event time.
@@ -284,22 +257,10 @@ func span(msgs []*held) (first, last uint64, earliest time.Time) {
 	return first, last, earliest
 }
 
-func (w *worker) deadLetters(rec *userRec, notes []relayproto.Notification, msgs []*held, reason, lastErr string, deviceReasons map[string]string, now time.Time) []DeadLetter {
-	seqs := make([]uint64, 0, len(msgs))
-	for _, h := range msgs {
-		seqs = append(seqs, h.seq)
-	}
-	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
-	_, _, earliest := span(msgs)
-	out := make([]DeadLetter, 0, len(notes))
-	for _, n := range notes {
-		out = append(out, DeadLetter{
-			Tenant: rec.tenant, User: rec.user, UserKey: rec.key, Reason: reason,
-			Attempts: rec.attempts, LastError: lastErr, Sequences: seqs, Notification: n,
-			DeviceReasons: deviceReasons, FirstEventAt: earliest, DeadAt: now.UTC(),
-		})
-	}
-	return out
+// deadLetters builds the dead letters of a push's notes.
+func (w *worker) deadLetters(rec *userRec, notes []relayproto.Notification, msgs []*held, reason, lastErr string, deviceReasons map[string]string, _ time.Time) []DeadLetter {
+	p := pushOf(rec, &pushInfo{notes: notes}, msgs)
+	return w.d.sender.path.get(w.d).DeadLetters(p, notes, reason, lastErr, rec.attempts, deviceReasons)
 }
 
 func errString(err error) string {
@@ -351,23 +312,18 @@ func (w *worker) settle(ctx context.Context, tasks []*settleTask, now time.Time)
 	}
 }
 
-// persist writes what a task records: dead letters first (they are the
-// events' record once acknowledged), then the state, then the sent record
-// and the removals, which are best effort.
+// persist writes what a task records, through the delivery path: dead
+// letters first (they are the events' record once acknowledged), then the
+// state, then the sent record, which is best effort. (Removals of gone
+// devices happen when the answer is read, see answered.)
 func (w *worker) persist(ctx context.Context, t *settleTask) bool {
-	for _, dl := range t.dead {
-		data, err := json.Marshal(dl)
-		if err != nil {
-			w.log.Error().Err(err).Msg("encoding a dead letter")
-			return false
-		}
-		if _, err := w.d.js.Publish(ctx, DeadSubject(t.rec.key), data); err != nil {
+	dl := w.d.sender.path.get(w.d)
+	for _, dead := range t.dead {
+		if err := dl.DeadLetter(ctx, dead); err != nil {
 			w.log.Warn().Err(err).Msg("publishing a dead letter")
 			return false
 		}
-		w.d.metrics.deadLetters.WithLabelValues(dl.Reason).Inc()
-		w.log.Warn().Str("tenant", dl.Tenant).Str("user", dl.User).Str("reason", dl.Reason).Int("attempts", dl.Attempts).
-			Str("last_error", dl.LastError).Int("events", len(dl.Sequences)).Msg("notification dead-lettered")
+		w.d.metrics.deadLetters.WithLabelValues(dead.Reason).Inc()
 	}
 	if t.rec.dirty {
 		if err := w.writeState(ctx, t); err != nil {
@@ -376,24 +332,9 @@ func (w *worker) persist(ctx context.Context, t *settleTask) bool {
 		}
 	}
 	if t.sent != nil {
-		data, err := json.Marshal(t.sent)
-		if err == nil {
-			_, err = w.d.js.PublishMsgAsync(&nats.Msg{Subject: SentSubject(t.rec.key), Data: data})
-		}
-		if err != nil {
+		if err := dl.RecordSent(ctx, *t.sent, true); err != nil {
 			w.log.Debug().Err(err).Msg("recording a sent push")
 		}
-	}
-	for _, r := range t.remove {
-		err := w.d.subs.DeleteKey(ctx, r.key)
-		w.d.index.Forget(r.key)
-		if err != nil && !errors.Is(err, subscriptions.ErrNotFound) {
-			w.log.Warn().Err(err).Str("device", r.ref).Msg("removing a device subscription")
-			continue
-		}
-		w.d.metrics.devicesRemoved.WithLabelValues(r.status).Inc()
-		w.log.Info().Str("tenant", t.rec.tenant).Str("device", r.ref).Str("status", r.status).Str("reason", r.reason).
-			Msg("device subscription removed on the relay's word")
 	}
 	return true
 }

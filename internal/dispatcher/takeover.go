@@ -1,26 +1,54 @@
 package dispatcher
 
-// The takeover barrier: a worker that has just become a partition's
-// consumer holds what it receives until every event another dispatcher left
-// unacknowledged has been redelivered to it (see DESIGN.md).
+// Taking a partition over. A worker that has just become a partition's
+// consumer (its first pinned delivery, or a new pin after it lost the old
+// one) applies nothing until it has caught up: it reads the consumer's ack
+// floor and last delivered sequence, and reads every event in between
+// straight from the stream. Those are the events another dispatcher may
+// have received and not acknowledged (it died, or handed over without
+// settling). Applied in stream order, together with what this worker holds,
+// they give every user the events it would have seen from a single owner;
+// unread.Apply skips those already in a user's stored state. No waiting for
+// the server to redeliver them after AckWait, and no counting of what is
+// pending, which raced with deliveries in flight. DESIGN.md beside this
+// file explains the whole hand-over.
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sort"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pushproxy/pushproxy/internal/broker"
 )
 
-// setSyncing records whether the worker holds events for the barrier, for
-// the worker itself and, atomically, for the fetch loop.
+// catchUpTimeout bounds one attempt to read a partition's unacknowledged
+// range; a failed attempt is tried again after syncCheckInterval.
+const catchUpTimeout = 30 * time.Second
+
+// catchUpFetch is how many events one fetch of the catch-up read asks for.
+const catchUpFetch = 1000
+
+// setSyncing records whether the worker holds events until it has caught
+// up, for the worker itself and, atomically, for the fetch loop.
 func (w *worker) setSyncing(v bool) {
 	w.syncing = v
 	w.syncFlag.Store(v)
 }
 
-// holdForSync keeps an event until the partition is in sync.
+// holdForSync keeps an event until the partition has caught up.
 func (w *worker) holdForSync(h *held) {
 	if w.syncSeqs == nil {
 		w.syncSeqs = map[uint64]*held{}
+	}
+	if prev := w.syncSeqs[h.seq]; prev != nil {
+		// The same event twice (a redelivery of one already held).
+		prev.msg, prev.touched = h.msg, h.touched
+		w.forget(h)
+		return
 	}
 	w.syncBuf = append(w.syncBuf, h)
 	w.syncSeqs[h.seq] = h
@@ -70,50 +98,204 @@ func (w *worker) eachHeld(f func(*held)) {
 
 // repinned handles a new pin id after an old one: the server unpinned this
 // worker at some point (it stopped pulling for longer than PinnedTTL), so
-// another dispatcher may have applied events of users it has nothing held
-// for. Forget those and sync again.
+// another dispatcher may have applied events of users it knows. It forgets
+// every user without a push in flight (their states are read again), holds
+// their events again, and catches up before applying more.
 func (w *worker) repinned() {
-	w.log.Info().Msg("pinned anew; syncing before applying more events")
+	w.log.Info().Msg("pinned anew; catching up before applying more events")
 	w.d.metrics.takeovers.Inc()
+	w.syncStarted = time.Now()
 	for _, h := range w.ready {
 		w.holdForSync(h)
 	}
 	w.ready = nil
-	w.setSyncing(true)
 	for key, r := range w.users {
-		if r.idle() {
-			if _, busy := w.co.Inspect(key); !busy {
-				delete(w.users, key)
-			}
+		if r.push != nil {
+			continue
 		}
+		for _, h := range r.pending {
+			w.holdForSync(h)
+		}
+		r.pending = nil
+		w.co.Forget(key)
+		delete(w.users, key)
 	}
+	w.setSyncing(true)
 }
 
-// checkSync ends syncing once every unacknowledged event of the partition
-// is one this worker holds: events another dispatcher left unacknowledged
-// (it died, or handed over without settling) have been redelivered here by
-// then, so sorting the held events by stream sequence restores the order.
-func (w *worker) checkSync(ctx context.Context) {
-	caughtUp := w.syncWant > 0 && w.heldN.Load() >= w.syncWant
-	if !caughtUp && time.Since(w.lastSyncCheck) < syncCheckInterval {
+// catchUp ends syncing once this worker holds the partition's pin: it
+// reads the consumer's ack floor and last delivered sequence, reads the
+// events in between from the stream, merges them with those it holds
+// (keeping its own, acknowledgeable, copies), and makes them ready in
+// stream order. On an error it leaves syncing on, to be tried again after
+// syncCheckInterval.
+func (w *worker) catchUp(ctx context.Context) {
+	if w.pin == "" || time.Since(w.lastSyncCheck) < syncCheckInterval {
 		return
 	}
 	w.lastSyncCheck = time.Now()
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
+	defer cancel()
 	info, err := w.cons.Info(cctx)
-	cancel()
 	if err != nil {
-		w.log.Debug().Err(err).Msg("reading consumer info while syncing")
+		w.log.Warn().Err(err).Msg("reading the consumer's ack floor to catch up; retrying")
 		return
 	}
-	if int64(info.NumAckPending) > w.heldN.Load() {
-		w.syncWant = int64(info.NumAckPending)
+	floor, last := info.AckFloor.Stream, info.Delivered.Stream
+	replayed, err := w.readRange(cctx, floor+1, last)
+	if err != nil {
+		w.log.Warn().Err(err).Uint64("from", floor+1).Uint64("to", last).Msg("reading unacknowledged events to catch up; retrying")
 		return
 	}
-	w.syncWant = 0
+	added := 0
+	for _, h := range replayed {
+		if w.syncSeqs[h.seq] != nil {
+			continue
+		}
+		w.heldN.Add(1)
+		w.syncBuf = append(w.syncBuf, h)
+		added++
+	}
 	sort.Slice(w.syncBuf, func(i, j int) bool { return w.syncBuf[i].seq < w.syncBuf[j].seq })
 	w.ready = append(w.syncBuf, w.ready...)
 	w.syncBuf, w.syncSeqs = nil, nil
 	w.setSyncing(false)
-	w.log.Debug().Int("events", len(w.ready)).Msg("partition in sync")
+	w.d.metrics.takeoverRead.Add(float64(added))
+	w.d.metrics.takeoverTime.Observe(time.Since(w.syncStarted).Seconds())
+	w.log.Info().Uint64("ack_floor", floor).Uint64("last_delivered", last).Int("read_from_stream", added).
+		Int("events", len(w.ready)).Dur("took", time.Since(w.syncStarted)).Msg("caught up; applying the partition")
+}
+
+// readRange reads the partition's events with stream sequences from..to
+// (inclusive) straight from the stream, with a short-lived consumer of its
+// own (no acks, in memory, deleted afterwards). The events it returns are
+// held like delivered ones, but acknowledging them does nothing: if the
+// server redelivers one later, the redelivery's handle takes its place
+// (findHeld) or, once it is settled, is applied as already seen and
+// acknowledged.
+func (w *worker) readRange(ctx context.Context, from, to uint64) ([]*held, error) {
+	if from == 0 || to < from {
+		return nil, nil
+	}
+	cons, err := w.d.js.CreateConsumer(ctx, w.d.stream, jetstream.ConsumerConfig{
+		Description:       fmt.Sprintf("pushproxy dispatcher catch-up, partition %d", w.partition),
+		FilterSubject:     broker.PartitionFilter(w.partition),
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       from,
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		Replicas:          1,
+		InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating a consumer from sequence %d: %w", from, err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := w.d.js.DeleteConsumer(dctx, w.d.stream, cons.CachedInfo().Name); err != nil {
+			w.log.Debug().Err(err).Msg("deleting the catch-up consumer (it expires by itself)")
+		}
+	}()
+	now := time.Now()
+	var out []*held
+	for {
+		want := int(min(to-from+1, catchUpFetch))
+		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		batch, err := cons.Fetch(want, jetstream.FetchContext(fctx))
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("reading the stream from sequence %d: %w", from, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			md, err := m.Metadata()
+			if err != nil {
+				cancel()
+				return nil, fmt.Errorf("reading an event's metadata: %w", err)
+			}
+			seq := md.Sequence.Stream
+			if seq > to {
+				cancel()
+				return out, nil
+			}
+			out = append(out, &held{msg: replayedMsg{m}, seq: seq, touched: now})
+			if seq == to || md.NumPending == 0 {
+				cancel()
+				return out, nil
+			}
+			from = seq + 1
+		}
+		err = batch.Error()
+		cancel()
+		if err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("reading the stream from sequence %d: %w", from, err)
+		}
+		if n == 0 {
+			// Nothing left in the range: the rest was removed (age limit).
+			return out, nil
+		}
+	}
+}
+
+// replayedMsg is an event read from the stream by catchUp rather than
+// delivered by the partition's consumer: it has no delivery to acknowledge,
+// so the acknowledgements do nothing.
+type replayedMsg struct{ jetstream.Msg }
+
+// Ack does nothing: see replayedMsg.
+func (replayedMsg) Ack() error { return nil }
+
+// DoubleAck does nothing: see replayedMsg.
+func (replayedMsg) DoubleAck(context.Context) error { return nil }
+
+// Nak does nothing: see replayedMsg.
+func (replayedMsg) Nak() error { return nil }
+
+// NakWithDelay does nothing: see replayedMsg.
+func (replayedMsg) NakWithDelay(time.Duration) error { return nil }
+
+// InProgress does nothing: see replayedMsg.
+func (replayedMsg) InProgress() error { return nil }
+
+// Term does nothing: see replayedMsg.
+func (replayedMsg) Term() error { return nil }
+
+// TermWithReason does nothing: see replayedMsg.
+func (replayedMsg) TermWithReason(string) error { return nil }
+
+// claimPin makes a partition whose previous consumer died available at
+// once, instead of after its pin's PinnedTTL: when this worker has not been
+// pinned yet, the consumer has events waiting or unacknowledged, and no
+// other live dispatcher announces the partition, whoever holds the pin is
+// gone, and the pin is released. A dispatcher that is handing the partition
+// over still announces it until its worker has stopped, and then unpins
+// itself.
+func (w *worker) claimPin(ctx context.Context) {
+	if w.pin != "" || w.d.claimedByOther(w.partition) {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	info, err := w.cons.Info(cctx)
+	if err != nil {
+		w.log.Debug().Err(err).Msg("reading consumer info to claim the pin")
+		return
+	}
+	if info.NumPending == 0 && info.NumAckPending == 0 {
+		return
+	}
+	for _, g := range info.PriorityGroups {
+		// A pin newer than this worker is probably its own, not yet seen.
+		if g.Group != w.d.cfg.PriorityGroup || g.PinnedClientID == "" || !g.PinnedTS.Before(w.started) {
+			continue
+		}
+		if err := w.d.streamHandle.UnpinConsumer(cctx, w.name, g.Group); err != nil {
+			w.log.Debug().Err(err).Msg("releasing the pin of a dispatcher that is gone")
+			return
+		}
+		w.log.Info().Str("previous_pin", g.PinnedClientID).Int("ack_pending", info.NumAckPending).
+			Msg("released the pin of a dispatcher that is gone")
+	}
 }

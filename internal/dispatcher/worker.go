@@ -24,8 +24,8 @@ import (
 // priority-group consumer.
 const pinHeader = "Nats-Pin-Id"
 
-// syncCheckInterval bounds how often a syncing partition asks the server
-// whether other dispatchers' events are still pending.
+// syncCheckInterval bounds how often a syncing partition tries again to
+// catch up after a failed attempt.
 const syncCheckInterval = 100 * time.Millisecond
 
 // sweepInterval is how often idle users leave the state cache.
@@ -94,11 +94,6 @@ type pushInfo struct {
 	notes    []relayproto.Notification
 }
 
-// removal is a subscription to remove on the relay's word.
-type removal struct {
-	key, status, reason, ref string
-}
-
 // settleTask is the I/O that ends a push (or a skip): dead letters, the
 // state, the sent record, removed devices; then its events are acknowledged.
 type settleTask struct {
@@ -107,7 +102,6 @@ type settleTask struct {
 	skip   string
 	sent   *SentRecord
 	dead   []DeadLetter
-	remove []removal
 	ok     bool
 	merged bool
 }
@@ -136,11 +130,11 @@ type worker struct {
 	syncBuf       []*held
 	syncSeqs      map[uint64]*held
 	lastSyncCheck time.Time
-	// syncWant is how many events the consumer had pending at the last
-	// check that found others': once this worker holds that many, they
-	// were probably its own on their way, and it checks again at once.
-	syncWant int64
-	pin      string
+	// syncStarted is when the current takeover began, for the log.
+	syncStarted time.Time
+	// started is when the worker started consuming.
+	started time.Time
+	pin     string
 
 	// evs is apply's buffer of decoded events, reused between batches.
 	evs []events.Event
@@ -211,13 +205,19 @@ func (w *worker) run(ctx context.Context) {
 	}
 	defer cc.Stop()
 	w.setSyncing(true)
+	w.started = time.Now()
+	w.syncStarted = w.started
 	w.d.metrics.takeovers.Inc()
 	w.log.Info().Msg("consuming partition")
+	w.claimPin(ctx)
 
 	keepAlive := time.NewTicker(max(w.d.cfg.AckWait/4, 50*time.Millisecond))
 	defer keepAlive.Stop()
 	sweep := time.NewTicker(sweepInterval)
 	defer sweep.Stop()
+	// Until the first pinned delivery, look for a dead owner's pin.
+	claim := time.NewTicker(w.d.cfg.Heartbeat)
+	defer claim.Stop()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 
@@ -240,9 +240,14 @@ loop:
 			w.keepAlive()
 		case <-sweep.C:
 			w.sweep(time.Now())
+		case <-claim.C:
+			if w.pin != "" {
+				claim.Stop()
+			}
+			w.claimPin(ctx)
 		}
 		if w.syncing && len(w.syncBuf) > 0 {
-			w.checkSync(ctx)
+			w.catchUp(ctx)
 			w.apply(ctx, time.Now())
 		}
 		w.dispatch(ctx, w.co.Due(time.Now()), time.Now())

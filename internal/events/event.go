@@ -206,7 +206,7 @@ func (v *Validator) Validate(e *Event) error {
 	if e.ChangeID == "" {
 		return invalid("change_id", "required (or uidvalidity and uid): it identifies the change so that a retry is not counted twice")
 	}
-	if len(e.ChangeID) > MaxChangeIDLen || !utf8.ValidString(e.ChangeID) {
+	if len(e.ChangeID) > MaxChangeIDLen || !validUTF8(e.ChangeID) {
 		return invalid("change_id", "must be valid UTF-8 of at most %d bytes", MaxChangeIDLen)
 	}
 	if e.OccurredAt.IsZero() {
@@ -267,7 +267,7 @@ func ValidateAddress(field, addr string) error {
 	if len(addr) > MaxAddressLen {
 		return invalid(field, "longer than %d bytes", MaxAddressLen)
 	}
-	if !utf8.ValidString(addr) {
+	if !validUTF8(addr) {
 		return invalid(field, "not valid UTF-8")
 	}
 	for i := 0; i < len(addr); i++ {
@@ -290,7 +290,7 @@ func validateMailbox(field, name string) error {
 	if name == "" {
 		return invalid(field, "required")
 	}
-	if len(name) > MaxMailboxLen || !utf8.ValidString(name) {
+	if len(name) > MaxMailboxLen || !validUTF8(name) {
 		return invalid(field, "must be valid UTF-8 of at most %d bytes", MaxMailboxLen)
 	}
 	for i := 0; i < len(name); i++ {
@@ -307,6 +307,14 @@ func validateMailbox(field, name string) error {
 		}
 	}
 	return nil
+}
+
+// validUTF8 reports whether s is valid UTF-8 without U+FFFD. JSON decoding
+// turns invalid bytes into U+FFFD, so in an identity that character means
+// the request was not valid UTF-8, and two different byte strings would
+// collapse into one name.
+func validUTF8(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, utf8.RuneError)
 }
 
 // Decode parses a stream message into an event and validates it.

@@ -4,7 +4,10 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"net/http"
+	"strconv"
 	"strings"
+
+	"github.com/pushproxy/pushproxy/internal/credentials"
 )
 
 // Realm is the realm named in ingest's WWW-Authenticate challenges.
@@ -16,6 +19,23 @@ type Authenticator interface {
 	Authenticate(r *http.Request) bool
 	// Challenge is the WWW-Authenticate value of a 401 answer.
 	Challenge() string
+}
+
+// A Scoper is an Authenticator that also says what the credentials may
+// reach. RequireAuth stores the scope in the request's context
+// (credentials.NewContext); an Authenticator that is not a Scoper acts for
+// every tenant, with the events role.
+type Scoper interface {
+	Authenticator
+	// Scope returns the scope of the request's credentials, or false when
+	// they are missing or wrong.
+	Scope(r *http.Request) (credentials.Scope, bool)
+}
+
+// legacyScope is the scope of a credential given by flag or file: every
+// tenant, with the roles of the source it opens.
+func legacyScope(id string, roles ...credentials.Role) credentials.Scope {
+	return credentials.Scope{ID: id, Tenants: []string{credentials.AllTenants}, Roles: roles}
 }
 
 // secret is a credential kept as its SHA-256, so that comparing takes the
@@ -30,65 +50,118 @@ func (s *secret) matches(candidate string) int {
 	return subtle.ConstantTimeCompare(s[:], c[:])
 }
 
-// Bearer accepts "Authorization: Bearer <token>" with any of its tokens.
+// Bearer accepts "Authorization: Bearer <token>" with a scoped credential
+// of its index (pushctl credentials) or one of its configured tokens,
+// which act as admin of every tenant.
 type Bearer struct {
 	tokens []secret
+	index  *credentials.Index
 }
 
-// NewBearer returns an Authenticator for tokens, or nil (the source is
-// disabled) when there is none.
-func NewBearer(tokens ...string) Authenticator {
-	b := &Bearer{}
+// NewBearer returns an Authenticator for configured tokens, or nil (the
+// source is disabled) when there is none.
+func NewBearer(tokens ...string) Authenticator { return NewScopedBearer(nil, tokens...) }
+
+// NewScopedBearer returns an Authenticator for the scoped credentials of
+// index (nil: none) and the configured tokens, or nil when there are
+// neither.
+func NewScopedBearer(index *credentials.Index, tokens ...string) Authenticator {
+	b := &Bearer{index: index}
 	for _, t := range tokens {
 		if t != "" {
 			b.tokens = append(b.tokens, newSecret(t))
 		}
 	}
-	if len(b.tokens) == 0 {
+	if len(b.tokens) == 0 && index == nil {
 		return nil
 	}
 	return b
 }
 
-// Authenticate compares the request's token with every configured token,
-// without stopping at the first match.
+// Authenticate reports whether the request's token is valid.
 func (b *Bearer) Authenticate(r *http.Request) bool {
+	_, ok := b.Scope(r)
+	return ok
+}
+
+// Scope finds the request's token among the scoped credentials, then
+// compares it with every configured token, without stopping at the first
+// match.
+func (b *Bearer) Scope(r *http.Request) (credentials.Scope, bool) {
 	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return false
+		return credentials.Scope{}, false
 	}
 	token = strings.TrimSpace(token)
-	match := 0
-	for i := range b.tokens {
-		match |= b.tokens[i].matches(token)
+	if b.index != nil {
+		if sc, ok := b.index.Bearer(token); ok {
+			return sc, true
+		}
 	}
-	return match == 1
+	match, which := 0, 0
+	for i := range b.tokens {
+		m := b.tokens[i].matches(token)
+		match |= m
+		which += m * (i + 1)
+	}
+	if match != 1 {
+		return credentials.Scope{}, false
+	}
+	return legacyScope("token-"+strconv.Itoa(which), credentials.RoleAdmin), true
 }
 
 // Challenge asks for a Bearer token.
 func (b *Bearer) Challenge() string { return `Bearer realm="` + Realm + `"` }
 
-// Basic accepts HTTP Basic credentials of one user.
+// Basic accepts HTTP Basic credentials: a scoped basic credential of its
+// index (pushctl credentials create --kind basic), or the one configured
+// user, which posts events for every tenant.
 type Basic struct {
+	configured     bool
 	user, password secret
+	index          *credentials.Index
 }
 
 // NewBasic returns an Authenticator for user and password, or nil (the
 // source is disabled) when either is empty.
-func NewBasic(user, password string) Authenticator {
-	if user == "" || password == "" {
+func NewBasic(user, password string) Authenticator { return NewScopedBasic(nil, user, password) }
+
+// NewScopedBasic returns an Authenticator for the basic credentials of
+// index (nil: none) and the configured user and password, or nil when
+// there are neither.
+func NewScopedBasic(index *credentials.Index, user, password string) Authenticator {
+	b := &Basic{index: index}
+	if user != "" && password != "" {
+		b.configured, b.user, b.password = true, newSecret(user), newSecret(password)
+	}
+	if !b.configured && index == nil {
 		return nil
 	}
-	return &Basic{user: newSecret(user), password: newSecret(password)}
+	return b
 }
 
-// Authenticate compares both the user and the password in constant time.
+// Authenticate reports whether the request's credentials are valid.
 func (b *Basic) Authenticate(r *http.Request) bool {
+	_, ok := b.Scope(r)
+	return ok
+}
+
+// Scope checks the user and password, the configured ones in constant
+// time.
+func (b *Basic) Scope(r *http.Request) (credentials.Scope, bool) {
 	user, password, ok := r.BasicAuth()
 	if !ok {
-		return false
+		return credentials.Scope{}, false
 	}
-	return b.user.matches(user)&b.password.matches(password) == 1
+	if b.index != nil {
+		if sc, ok := b.index.Basic(user, password); ok {
+			return sc, true
+		}
+	}
+	if b.configured && b.user.matches(user)&b.password.matches(password) == 1 {
+		return legacyScope("dovecot-user", credentials.RoleEvents), true
+	}
+	return credentials.Scope{}, false
 }
 
 // Challenge asks for Basic credentials.

@@ -51,6 +51,16 @@ type Config struct {
 	RetryAfter time.Duration
 	// DrainTimeout is how long shutdown waits for requests in flight.
 	DrainTimeout time.Duration
+
+	// CredentialRate is how many requests per second one credential may
+	// make on average (429 with Retry-After above; 0: no limit), and
+	// CredentialBurst how many at once.
+	CredentialRate  float64
+	CredentialBurst int
+
+	// AllowPrivateEndpoints accepts Web Push subscriptions whose endpoint
+	// is on a loopback or private address (tests only).
+	AllowPrivateEndpoints bool
 }
 
 // DefaultConfig returns the defaults of every field.
@@ -63,6 +73,10 @@ func DefaultConfig() Config {
 		OXTimeout:      1500 * time.Millisecond,
 		RetryAfter:     5 * time.Second,
 		DrainTimeout:   20 * time.Second,
+		// One Dovecot of a large host sends a request per delivery:
+		// generous, but a leaked credential cannot flood the stream.
+		CredentialRate:  2000,
+		CredentialBurst: 4000,
 	}
 }
 
@@ -85,6 +99,9 @@ func Flags(fs *flag.FlagSet) *Config {
 	fs.DurationVar(&c.OXTimeout, "dovecot-ox-timeout", c.OXTimeout, "how long a request of Dovecot's OX driver waits for JetStream before answering 503 (Dovecot waits at most 2s, delaying delivery meanwhile)")
 	fs.DurationVar(&c.RetryAfter, "retry-after", c.RetryAfter, "Retry-After sent with 503 answers while JetStream is unavailable")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "how long shutdown waits for requests in flight")
+	fs.Float64Var(&c.CredentialRate, "credential-rate", c.CredentialRate, "requests per second each credential may make on average (429 with Retry-After above); 0: no limit")
+	fs.IntVar(&c.CredentialBurst, "credential-burst", c.CredentialBurst, "requests each credential may make at once above --credential-rate")
+	fs.BoolVar(&c.AllowPrivateEndpoints, "allow-private-endpoints", false, "accept Web Push subscriptions whose endpoint is on a loopback or private address (for tests; a real push service is never there)")
 	return &c
 }
 
@@ -105,6 +122,9 @@ func (c *Config) resolve() (resolved, error) {
 	}
 	if c.MaxEvents < 1 {
 		errs = append(errs, fmt.Errorf("max events must be positive, got %d", c.MaxEvents))
+	}
+	if c.CredentialRate < 0 || (c.CredentialRate > 0 && c.CredentialBurst < 1) {
+		errs = append(errs, fmt.Errorf("credential rate %g must not be negative, and its burst %d at least 1", c.CredentialRate, c.CredentialBurst))
 	}
 	if c.PublishTimeout <= 0 || c.OXTimeout <= 0 || c.RetryAfter < time.Second {
 		errs = append(errs, errors.New("publish timeouts must be positive and retry-after at least 1s"))

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
+	"github.com/pushproxy/pushproxy/internal/credentials"
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/sources/ews"
 	"github.com/pushproxy/pushproxy/internal/sources/graph"
@@ -79,12 +80,43 @@ func (x *Extras) Extensions(ctx context.Context, conn *broker.Conn, reg promethe
 }
 
 // SubscriptionsAPI mounts the device subscriptions API (see
-// subscriptions.Routes) behind the native API's Bearer tokens.
+// subscriptions.Routes) behind the native API's Bearer credentials: a
+// credential needs the subscriptions role to subscribe and unsubscribe and
+// the read role to list, for the tenants it names; only admin may see
+// device tokens.
 func SubscriptionsAPI(store *subscriptions.Store) Extension {
 	return func(s *Server) error {
-		for pattern, h := range subscriptions.Routes(store, s.Log()) {
-			s.Handle(pattern, Chain(h, RequireAuth(s.NativeAuth())))
+		auth := s.NativeAuth()
+		if auth == nil {
+			return nil
+		}
+		opts := subscriptions.APIOptions{Access: scopeAccess{}, Check: checkWebPush(s.cfg.AllowPrivateEndpoints)}
+		for pattern, h := range subscriptions.Routes(store, s.Log(), opts) {
+			s.Handle(pattern, Chain(h, RequireAuth(auth), s.limits.Middleware()))
 		}
 		return nil
 	}
+}
+
+// scopeAccess lets a request reach the subscriptions its credential's
+// scope allows.
+type scopeAccess struct{}
+
+// Allow checks the subscriptions role (write) or the read role (read) on
+// tenant.
+func (scopeAccess) Allow(r *http.Request, write bool, tenant string) bool {
+	scope, ok := credentials.FromContext(r.Context())
+	if !ok {
+		return false
+	}
+	if write {
+		return scope.Allows(credentials.RoleSubscriptions, tenant)
+	}
+	return scope.Allows(credentials.RoleRead, tenant) || scope.Allows(credentials.RoleSubscriptions, tenant)
+}
+
+// Reveal lets admin credentials see device tokens.
+func (scopeAccess) Reveal(r *http.Request) bool {
+	scope, ok := credentials.FromContext(r.Context())
+	return ok && scope.IsAdmin()
 }

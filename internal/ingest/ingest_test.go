@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -70,6 +71,10 @@ func TestBadInputs(t *testing.T) {
 		{name: "bad tenant", path: "/v1/events", ct: jsonCT, auth: "native", body: `{"tenant":"not a domain","user":"a","kind":"new","change_id":"c"}`, status: 422, code: "invalid_event", field: "tenant"},
 		{name: "no tenant at all", path: "/v1/events", ct: jsonCT, auth: "native", body: `{"user":"bob","kind":"new","change_id":"c"}`, status: 422, code: "invalid_event", field: "tenant", bodyPhrase: "no default tenant"},
 		{name: "one bad event spoils the batch", path: "/v1/events", ct: jsonCT, auth: "native", body: "[" + oneNew + `,{"user":"a@b.example","kind":"nope","change_id":"c"}]`, status: 422, code: "invalid_event", field: "kind", bodyPhrase: `"index":1`},
+		{name: "invalid UTF-8 user", path: "/v1/events", ct: jsonCT, auth: "native", body: "{\"user\":\"a\xff@b.example\",\"kind\":\"new\",\"change_id\":\"c\"}", status: 422, code: "invalid_event", field: "user", bodyPhrase: "UTF-8"},
+		{name: "invalid UTF-8 tenant", path: "/v1/events", ct: jsonCT, auth: "native", body: "{\"tenant\":\"b\xfe.example\",\"user\":\"a@b.example\",\"kind\":\"new\",\"change_id\":\"c\"}", status: 422, code: "invalid_event", field: "tenant"},
+		{name: "invalid UTF-8 change id", path: "/v1/events", ct: jsonCT, auth: "native", body: "{\"user\":\"a@b.example\",\"kind\":\"new\",\"change_id\":\"c\xc3\"}", status: 422, code: "invalid_event", field: "change_id"},
+		{name: "invalid UTF-8 ox user", method: http.MethodPut, path: "/v1/dovecot/ox", ct: jsonCT, auth: "dovecot", body: "{\"user\":\"al\xffice@example.com\",\"event\":\"messageNew\",\"imap-uid\":4}", status: 422, code: "invalid_event", field: "user"},
 		{name: "oversize body", path: "/v1/events", ct: jsonCT, auth: "native", body: big, status: 413, code: "too_large"},
 		{name: "oversize chunked body", path: "/v1/events", ct: jsonCT, auth: "native", body: big, chunked: true, status: 413, code: "too_large"},
 		{name: "too many events", path: "/v1/events", ct: ndjsonT, auth: "native", body: strings.Repeat(oneNew+"\n", 4), status: 413, code: "too_large"},
@@ -299,5 +304,44 @@ func TestStoredEventsAreValid(t *testing.T) {
 		if bytes.Contains(data, []byte("quoted")) || bytes.Contains(data, []byte("Hello body")) || bytes.Contains(data, []byte("bob@")) {
 			t.Fatalf("message content reached the stream: %s", data)
 		}
+	}
+}
+
+// TestSameChangeTwiceInOneRequest sends one change twice in a batch: it is
+// stored once, and the copy is answered as a duplicate of the original
+// (on a clustered stream, publishing both raced and answered 503).
+func TestSameChangeTwiceInOneRequest(t *testing.T) {
+	h := newHarness(t)
+	body := "[" + oneNew + "," + oneNew + "]"
+	a := h.send(t, http.MethodPost, "/v1/events", jsonCT, "native", []byte(body))
+	if a.status != http.StatusOK {
+		t.Fatalf("status %d: %s", a.status, a.raw)
+	}
+	if got := outcomes(a); got != "stored@1,duplicate@1" {
+		t.Fatalf("outcomes %s, want stored@1,duplicate@1", got)
+	}
+	if n := len(h.stored(t)); n != 1 {
+		t.Fatalf("stream holds %d messages, want 1", n)
+	}
+}
+
+// TestCredentialRateLimit sends more requests than a credential's burst: the
+// rest get 429 with Retry-After and store nothing.
+func TestCredentialRateLimit(t *testing.T) {
+	h := newHarness(t, func(c *ingest.Config) { c.CredentialRate, c.CredentialBurst = 0.01, 2 })
+	var statuses []int
+	for i := range 4 {
+		body := `{"user":"alice@example.com","kind":"new","change_id":"rate-` + strconv.Itoa(i) + `"}`
+		a := h.send(t, http.MethodPost, "/v1/events", jsonCT, "native", []byte(body))
+		statuses = append(statuses, a.status)
+		if a.status == http.StatusTooManyRequests && (a.header.Get("Retry-After") == "" || a.errorCode() != ingest.CodeRateLimited) {
+			t.Fatalf("429 without Retry-After or code: %v %s", a.header, a.raw)
+		}
+	}
+	if fmt.Sprint(statuses) != "[200 200 429 429]" {
+		t.Fatalf("statuses %v, want two served then 429", statuses)
+	}
+	if n := len(h.stored(t)); n != 2 {
+		t.Fatalf("stream holds %d events, want 2", n)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/pushproxy/pushproxy/internal/credentials"
 	"github.com/pushproxy/pushproxy/internal/ingest/parse"
 	"github.com/pushproxy/pushproxy/internal/service"
 )
@@ -19,6 +20,7 @@ const (
 	CodeMalformed        = parse.CodeMalformed
 	CodeTooLarge         = parse.CodeTooLarge
 	CodeUnauthorized     = "unauthorized"
+	CodeForbidden        = "forbidden"
 	CodeUnsupportedMedia = "unsupported_media_type"
 	CodeInvalid          = "invalid_event"
 	CodeUnavailable      = "unavailable"
@@ -52,17 +54,38 @@ func rejectEvents(w http.ResponseWriter, e *service.Error, bad []Outcome) {
 
 // RequireAuth answers 401 with a WWW-Authenticate challenge unless a
 // accepts the request's credentials.
+//
+// It stores the credentials' scope in the request's context (see Scoper)
+// and names the credential in the request's log line, never its secret.
 func RequireAuth(a Authenticator) Middleware {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if !a.Authenticate(r) {
+			var (
+				scope credentials.Scope
+				ok    bool
+			)
+			if sc, isScoper := a.(Scoper); isScoper {
+				scope, ok = sc.Scope(r)
+			} else if ok = a.Authenticate(r); ok {
+				scope = legacyScope("source", credentials.RoleEvents)
+			}
+			if !ok {
 				w.Header().Set("WWW-Authenticate", a.Challenge())
 				Reject(w, &service.Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: "missing or wrong credentials"})
 				return
 			}
-			next.ServeHTTP(w, r)
+			if rec, isRec := w.(*recorder); isRec {
+				rec.credential = scope.ID
+			}
+			next.ServeHTTP(w, r.WithContext(credentials.NewContext(r.Context(), scope)))
 		})
 	}
+}
+
+// Forbidden answers 403: the credentials are valid but do not reach what
+// the request asks for. Nothing is stored or returned.
+func Forbidden(w http.ResponseWriter, message string) {
+	Reject(w, &service.Error{Status: http.StatusForbidden, Code: CodeForbidden, Message: message})
 }
 
 // RequireMediaType answers 415 unless the request's Content-Type, without
@@ -157,6 +180,8 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	err    *service.Error
+	// credential is the id of the request's credential, for the log.
+	credential string
 }
 
 func (r *recorder) WriteHeader(status int) {

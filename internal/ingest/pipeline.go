@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/net/idna"
 
+	"github.com/pushproxy/pushproxy/internal/credentials"
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/ingest/parse"
 	"github.com/pushproxy/pushproxy/internal/service"
@@ -68,6 +69,10 @@ func (s *Server) serveSource(src *Source, w http.ResponseWriter, r *http.Request
 		}, bad)
 		return
 	}
+	if msg := outOfScope(r, evs); msg != "" {
+		Forbidden(w, msg)
+		return
+	}
 	res, err := s.publish(r.Context(), src, evs)
 	if err != nil {
 		s.metrics.events.WithLabelValues(string(src.Name), OutcomeFailed).Add(float64(len(evs)))
@@ -84,6 +89,22 @@ func (s *Server) serveSource(src *Source, w http.ResponseWriter, r *http.Request
 		return
 	}
 	writeResult(w, res)
+}
+
+// outOfScope says which event the request's credentials may not post, or
+// "" when they may post every one: then, and only then, anything is
+// stored.
+func outOfScope(r *http.Request, evs []events.Event) string {
+	scope, ok := credentials.FromContext(r.Context())
+	if !ok {
+		return ""
+	}
+	for i := range evs {
+		if !scope.Allows(credentials.RoleEvents, evs[i].Tenant) {
+			return fmt.Sprintf("credential %s may not post events of tenant %s (event %d); nothing was stored", scope.ID, evs[i].Tenant, i)
+		}
+	}
+	return ""
 }
 
 // writeResult answers 200 with res as service.WriteJSON writes it,

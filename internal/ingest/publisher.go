@@ -74,14 +74,26 @@ func (p *Publisher) Publish(ctx context.Context, evs []events.Event) ([]Ack, err
 	if err != nil {
 		return nil, err
 	}
+	// The same change twice in one request is published once: a clustered
+	// stream answers a copy whose original is still being stored with an
+	// error, not as a duplicate. The copy is reported as a duplicate of
+	// the original.
+	firstOf := sameChanges(msgs)
 	futures := make([]jetstream.PubAckFuture, len(evs))
 	for i := range msgs {
+		if firstOf[i] != i {
+			continue
+		}
 		if futures[i], err = p.js.PublishMsgAsync(&msgs[i], opts...); err != nil {
 			return nil, fmt.Errorf("%w: publishing event %d: %w", ErrUnavailable, i, err)
 		}
 	}
 	acks := make([]Ack, len(evs))
 	for i, f := range futures {
+		if f == nil {
+			acks[i] = Ack{Seq: acks[firstOf[i]].Seq, Duplicate: true}
+			continue
+		}
 		select {
 		case ack := <-f.Ok():
 			acks[i] = Ack{Seq: ack.Sequence, Duplicate: ack.Duplicate}
@@ -95,6 +107,29 @@ func (p *Publisher) Publish(ctx context.Context, evs []events.Event) ([]Ack, err
 		p.headers.Put(msgs[i].Header)
 	}
 	return acks, nil
+}
+
+// sameChanges maps each message to the first of the request with its
+// deduplication id (itself when it is the first).
+func sameChanges(msgs []nats.Msg) []int {
+	firstOf := make([]int, len(msgs))
+	var seen map[string]int
+	for i := range msgs {
+		firstOf[i] = i
+		if len(msgs) == 1 {
+			break
+		}
+		if seen == nil {
+			seen = make(map[string]int, len(msgs))
+		}
+		id := msgs[i].Header.Get(jetstream.MsgIDHeader)
+		if first, ok := seen[id]; ok {
+			firstOf[i] = first
+			continue
+		}
+		seen[id] = i
+	}
+	return firstOf
 }
 
 // span is where one event's encoded parts end in the request's buffers.

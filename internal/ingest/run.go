@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
+	"github.com/pushproxy/pushproxy/internal/credentials"
 	"github.com/pushproxy/pushproxy/internal/service"
 )
 
@@ -30,13 +31,26 @@ func Run(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger,
 	if err != nil {
 		return err
 	}
+	creds, err := credentials.Open(ctx, conn.JS)
+	if err != nil {
+		return err
+	}
+	index, err := creds.Watch(ctx, log)
+	if err != nil {
+		return err
+	}
+	if len(cfg.NativeTokens) > 0 || cfg.NativeTokenFile != "" {
+		log.Warn().Msg("--native-token and --native-token-file give admin access to every tenant; create scoped credentials with pushctl credentials create (configured tokens go away in the next release)")
+	}
 	srv, err := New(cfg, Deps{
-		Publisher: pub,
-		Log:       log,
-		Registry:  reg,
+		Publisher:   pub,
+		Log:         log,
+		Registry:    reg,
+		Credentials: index,
 		Ready: []service.ReadyFunc{
 			Connected(conn.NC),
 			func(ctx context.Context) error { return broker.Ready(ctx, conn.JS) },
+			index.Check,
 		},
 	})
 	if err != nil {

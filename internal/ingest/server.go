@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/pushproxy/pushproxy/internal/credentials"
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/ingest/parse"
 	"github.com/pushproxy/pushproxy/internal/service"
@@ -54,6 +56,10 @@ type Deps struct {
 	Registry *prometheus.Registry
 	// Ready are the checks of /readyz.
 	Ready []service.ReadyFunc
+	// Credentials are the scoped credentials (pushctl credentials); nil
+	// means only the configured tokens and Dovecot user, which reach every
+	// tenant.
+	Credentials *credentials.Index
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 }
@@ -69,6 +75,11 @@ type Server struct {
 	mux     *http.ServeMux
 	now     func() time.Time
 	enabled []events.Source
+	// ready are the checks of /readyz: Deps.Ready and AddReadyCheck's.
+	ready []service.ReadyFunc
+	creds *credentials.Index
+	// limits bounds each credential's request rate.
+	limits *RateLimits
 }
 
 // New returns a server with the native and Dovecot sources (each disabled
@@ -89,15 +100,33 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registering ingest metrics: %w", err)
 	}
-	s := &Server{cfg: cfg, set: set, pub: deps.Publisher, log: deps.Log, metrics: m, mux: http.NewServeMux(), now: deps.Now}
+	s := &Server{cfg: cfg, set: set, pub: deps.Publisher, log: deps.Log, metrics: m, mux: http.NewServeMux(), now: deps.Now, creds: deps.Credentials}
 	if s.now == nil {
 		s.now = time.Now
 	}
-	service.Handle(s.mux, reg, deps.Ready...)
+	s.limits = NewRateLimits(cfg.CredentialRate, cfg.CredentialBurst)
+	s.ready = append(s.ready, deps.Ready...)
+	service.Handle(s.mux, reg, s.checkReady)
 	for _, src := range s.builtinSources() {
 		s.HandleSource(src)
 	}
 	return s, nil
+}
+
+// AddReadyCheck adds a check to /readyz, for example that the other parts
+// of a process that runs ingest beside them are ready. Call it before
+// serving.
+func (s *Server) AddReadyCheck(check service.ReadyFunc) { s.ready = append(s.ready, check) }
+
+// checkReady runs every readiness check and joins what fails.
+func (s *Server) checkReady(ctx context.Context) error {
+	var errs []error
+	for _, check := range s.ready {
+		if err := check(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // ServeHTTP serves a request.
@@ -135,14 +164,16 @@ func (s *Server) SourceHandler(src Source) http.Handler {
 	} else {
 		s.enabled = append(s.enabled, src.Name)
 		h = Chain(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveSource(&src, w, r) }),
-			RequireAuth(src.Auth), RequireMediaType(src.MediaTypes...), LimitBody(src.MaxBody))
+			RequireAuth(src.Auth), s.limits.Middleware(), RequireMediaType(src.MediaTypes...), LimitBody(src.MaxBody))
 	}
 	return s.instrument(src.Name, h)
 }
 
 // NativeAuth is the authenticator of the native API (its Bearer tokens),
 // for routes that the same clients call, such as the subscriptions API.
-func (s *Server) NativeAuth() Authenticator { return NewBearer(s.set.nativeTokens...) }
+func (s *Server) NativeAuth() Authenticator {
+	return NewScopedBearer(s.creds, s.set.nativeTokens...)
+}
 
 // Log is the server's logger, for routes added with Handle.
 func (s *Server) Log() zerolog.Logger { return s.log }
@@ -163,11 +194,14 @@ func (s *Server) instrument(source events.Source, next http.Handler) http.Handle
 		switch {
 		case rec.status >= 500:
 			level = zerolog.WarnLevel
-		case rec.status == http.StatusUnauthorized:
+		case rec.status == http.StatusUnauthorized || rec.status == http.StatusForbidden:
 			level = zerolog.InfoLevel
 		}
 		ev := s.log.WithLevel(level).Str("source", string(source)).Int("status", rec.status).
 			Str("remote", r.RemoteAddr).Dur("took", time.Since(start))
+		if rec.credential != "" {
+			ev = ev.Str("credential", rec.credential)
+		}
 		if rec.err != nil {
 			ev = ev.Str("code", rec.err.Code).Str("error", rec.err.Message)
 		}
@@ -177,12 +211,12 @@ func (s *Server) instrument(source events.Source, next http.Handler) http.Handle
 
 // builtinSources are the native API and the two Dovecot drivers.
 func (s *Server) builtinSources() []Source {
-	dovecotAuth := NewBasic(s.set.dovecotUser, s.set.dovecotPassword)
+	dovecotAuth := NewScopedBasic(s.creds, s.set.dovecotUser, s.set.dovecotPassword)
 	return []Source{
 		{
 			Name:       events.SourceNative,
 			Patterns:   []string{"POST /v1/events"},
-			Auth:       NewBearer(s.set.nativeTokens...),
+			Auth:       s.NativeAuth(),
 			MediaTypes: []string{native.MediaJSON, native.MediaNDJSON},
 			Parse: func(r *http.Request, body []byte) ([]parse.Item, error) {
 				return native.Parse(body, MediaType(r), native.Options{MaxEvents: s.cfg.MaxEvents})

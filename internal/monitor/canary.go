@@ -15,10 +15,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
-	"github.com/pushproxy/pushproxy/internal/dispatcher"
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/ingest"
 	"github.com/pushproxy/pushproxy/internal/probe"
+	"github.com/pushproxy/pushproxy/internal/pushlog"
 	"github.com/pushproxy/pushproxy/internal/relayclient"
 	"github.com/pushproxy/pushproxy/internal/settings"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
@@ -263,8 +263,8 @@ func (c *Canary) nextCount(ctx context.Context, tenant, user string) (int, error
 
 // outcome is a push record or a dead letter of the canary user.
 type outcome struct {
-	sent *dispatcher.SentRecord
-	dead *dispatcher.DeadLetter
+	sent *pushlog.SentRecord
+	dead *pushlog.DeadLetter
 }
 
 // watch follows the canary user's new PUSH_SENT records and dead letters.
@@ -280,12 +280,12 @@ func (c *Canary) watch(ctx context.Context, userKey string) (<-chan outcome, fun
 		stream, subject string
 		decode          func([]byte) (outcome, error)
 	}{
-		{broker.StreamSent, dispatcher.SentSubject(userKey), func(b []byte) (outcome, error) {
-			var rec dispatcher.SentRecord
+		{broker.StreamSent, pushlog.SentSubject(userKey), func(b []byte) (outcome, error) {
+			var rec pushlog.SentRecord
 			return outcome{sent: &rec}, json.Unmarshal(b, &rec)
 		}},
-		{broker.StreamDead, dispatcher.DeadSubject(userKey), func(b []byte) (outcome, error) {
-			var dl dispatcher.DeadLetter
+		{broker.StreamDead, pushlog.DeadSubject(userKey), func(b []byte) (outcome, error) {
+			var dl pushlog.DeadLetter
 			return outcome{dead: &dl}, json.Unmarshal(b, &dl)
 		}},
 	} {

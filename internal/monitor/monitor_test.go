@@ -27,6 +27,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/ingest"
 	"github.com/pushproxy/pushproxy/internal/monitor"
 	"github.com/pushproxy/pushproxy/internal/probe"
+	"github.com/pushproxy/pushproxy/internal/pushlog"
 	"github.com/pushproxy/pushproxy/internal/relayclient"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
 	"github.com/pushproxy/pushproxy/internal/s2s"
@@ -311,19 +312,19 @@ func TestRunDeadLetterBurstIsOneAlertThenResolved(t *testing.T) {
 
 	key := d.keyer.UserKey("fabrikam.com", "alice@fabrikam.com")
 	for i := range 30 {
-		dl := dispatcher.DeadLetter{Tenant: "fabrikam.com", User: "alice@fabrikam.com", UserKey: key, Reason: dispatcher.ReasonExhausted,
+		dl := pushlog.DeadLetter{Tenant: "fabrikam.com", User: "alice@fabrikam.com", UserKey: key, Reason: pushlog.ReasonExhausted,
 			Attempts: 5, LastError: "relay answered 503", Sequences: []uint64{uint64(i + 1)}, DeadAt: time.Now()}
 		data, _ := json.Marshal(dl)
-		if _, err := d.conn.JS.Publish(d.ctx, dispatcher.DeadSubject(key), data); err != nil {
+		if _, err := d.conn.JS.Publish(d.ctx, pushlog.DeadSubject(key), data); err != nil {
 			t.Fatal(err)
 		}
 	}
 
-	got := am.WaitFor(t, alerting.RuleDeadLetters, 60*time.Second, func(p []alertingtest.Posted) bool {
+	am.WaitFor(t, alerting.RuleDeadLetters, 60*time.Second, func(p []alertingtest.Posted) bool {
 		return len(p) >= 2 && p[len(p)-1].Resolved()
 	})
 	time.Sleep(300 * time.Millisecond) // room for a stray extra post
-	got = am.Alerts(alerting.RuleDeadLetters)
+	got := am.Alerts(alerting.RuleDeadLetters)
 	if len(got) != 2 || got[0].Resolved() || !got[1].Resolved() || got[0].StartsAt != got[1].StartsAt {
 		t.Fatalf("alertmanager got %+v, want one firing alert and one resolved notice", got)
 	}
@@ -381,9 +382,9 @@ func TestRunAlertsOnAdvisoriesAndPrunedDevices(t *testing.T) {
 
 	// Pushes that lost many devices.
 	for range 3 {
-		rec := dispatcher.SentRecord{Tenant: "fabrikam.com", UserKey: "fabrikam_com.x", Count: 1, Devices: 20, Gone: 15, Rejected: 5}
+		rec := pushlog.SentRecord{Tenant: "fabrikam.com", UserKey: "fabrikam_com.x", Count: 1, Devices: 20, Gone: 15, Rejected: 5}
 		data, _ := json.Marshal(rec)
-		if _, err := d.conn.JS.Publish(d.ctx, dispatcher.SentSubject("fabrikam_com.x"), data); err != nil {
+		if _, err := d.conn.JS.Publish(d.ctx, pushlog.SentSubject("fabrikam_com.x"), data); err != nil {
 			t.Fatal(err)
 		}
 	}

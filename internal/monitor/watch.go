@@ -12,7 +12,7 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/alerting"
 	"github.com/pushproxy/pushproxy/internal/broker"
-	"github.com/pushproxy/pushproxy/internal/dispatcher"
+	"github.com/pushproxy/pushproxy/internal/pushlog"
 )
 
 // watcher turns the new messages of one stream into alert signals.
@@ -67,7 +67,7 @@ func watchers() []watcher {
 // deadLetterSignal is one occurrence of RuleDeadLetters. The description
 // names the tenant and the reason, not the user.
 func deadLetterSignal(data []byte) (alerting.Signal, bool) {
-	var dl dispatcher.DeadLetter
+	var dl pushlog.DeadLetter
 	if err := json.Unmarshal(data, &dl); err != nil {
 		return alerting.Signal{Rule: alerting.RuleDeadLetters, Detail: "an undecodable message reached PUSH_DEAD"}, true
 	}
@@ -111,7 +111,7 @@ func advisorySignal(data []byte) (alerting.Signal, bool) {
 // prunedSignal counts the device subscriptions a push removed: the
 // devices the relay reported gone or rejected.
 func prunedSignal(data []byte) (alerting.Signal, bool) {
-	var rec dispatcher.SentRecord
+	var rec pushlog.SentRecord
 	if err := json.Unmarshal(data, &rec); err != nil {
 		return alerting.Signal{}, false
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/pushproxy/pushproxy/internal/delivery"
 	"github.com/pushproxy/pushproxy/internal/relayclient"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
 	"github.com/pushproxy/pushproxy/internal/s2s"
@@ -182,12 +183,15 @@ func Run(ctx context.Context, deps Deps) Result {
 	}
 
 	start := now()
-	resp, err := deps.Relay.Publish(ctx, proxy.URI, []relayproto.Notification{relayproto.ProbeNotification(uuid.NewString(), start)})
+	push := delivery.Push{Notifications: []relayproto.Notification{relayproto.ProbeNotification(uuid.NewString(), start)}}
+	// One attempt, without waiting out back-pressure: the probe reports
+	// what the relay says now.
+	resp, err := deps.Relay.Publish(ctx, proxy.URI, push.Notifications)
 	r.Latency = now().Sub(start)
 	if err != nil {
 		return r.failWith(err)
 	}
-	if err := checkAnswer(resp); err != nil {
+	if err := checkAnswer(delivery.Classify(push, resp.Results)); err != nil {
 		return r.fail(relayclient.ClassPushNotifications,
 			fmt.Sprintf("the push notification service at %s did not accept the monitoring notification: %v; check that the proxy Uri points at a pushproxy relay (pushctl proxy show) and the relay's logs", proxy.URI, err), err)
 	}
@@ -210,14 +214,15 @@ func missingSettings(p settings.Proxy) (msg string, ok bool) {
 	return "", true
 }
 
-// checkAnswer accepts an answer that has no result for the monitoring
-// device or says it was delivered.
-func checkAnswer(resp relayproto.Response) error {
-	for _, n := range resp.Results {
-		for _, d := range n.Devices {
-			if d.AppID == relayproto.MonitoringAppID && d.Status != relayproto.DeviceDelivered {
-				return fmt.Errorf("device status %q: %s", d.Status, d.Reason)
-			}
+// checkAnswer accepts an answer, read by the delivery path's Classify,
+// that has no result for the monitoring device or says it was delivered.
+func checkAnswer(a delivery.Answer) error {
+	for _, group := range []struct {
+		class   relayproto.Class
+		devices []delivery.Device
+	}{{relayproto.ClassDeviceGone, a.Gone}, {relayproto.ClassDeviceGone, a.Kept}, {relayproto.ClassAppFault, a.AppFaults}, {relayproto.ClassTransient, a.Transient}} {
+		if len(group.devices) > 0 {
+			return fmt.Errorf("device class %q: %s", group.class, group.devices[0].Reason)
 		}
 	}
 	return nil

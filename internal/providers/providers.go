@@ -56,6 +56,102 @@ type Provider interface {
 	Send(ctx context.Context, b Badge) error
 }
 
+// Class is how a push service's answer is taken; each provider maps its
+// answers to classes with one table of Rules (see Classify), which the
+// relay reports as the fault classes of the relay protocol.
+type Class uint8
+
+// Classes of a failed send.
+const (
+	// AppFault: the app cannot send (bad key, certificate, service
+	// account or VAPID key, provider authentication, configuration, a
+	// payload the service refuses): keep the subscription. It is also the
+	// class of an answer no rule knows, so that nothing unknown removes a
+	// subscription.
+	AppFault Class = iota
+	// DeviceGone: the device address is no longer valid.
+	DeviceGone
+	// Transient: trying again later may succeed (429, 5xx, network).
+	Transient
+)
+
+// String names the class.
+func (c Class) String() string {
+	switch c {
+	case DeviceGone:
+		return "device gone"
+	case Transient:
+		return "transient"
+	}
+	return "app fault"
+}
+
+// Rule is one row of a provider's answer table: an answer with HTTP
+// status Status (or any status from Status to StatusTo, when StatusTo is
+// set; any status when both are 0) and reason code Reason (any when empty)
+// is of class Class, and when transient waits at least MinRetryAfter.
+type Rule struct {
+	Status, StatusTo int
+	Reason           string
+	Class            Class
+	MinRetryAfter    time.Duration
+}
+
+// matches reports whether the rule covers an answer.
+func (r Rule) matches(status int, reason string) bool {
+	if r.Reason != "" && r.Reason != reason {
+		return false
+	}
+	switch {
+	case r.Status == 0 && r.StatusTo == 0:
+		return true
+	case r.StatusTo == 0:
+		return status == r.Status
+	}
+	return status >= r.Status && status <= r.StatusTo
+}
+
+// Classify returns the first rule of table that covers the answer, or an
+// AppFault rule when none does.
+func Classify(table []Rule, status int, reason string) Rule {
+	if i := RuleIndex(table, status, reason); i >= 0 {
+		return table[i]
+	}
+	return Rule{Class: AppFault}
+}
+
+// RuleIndex is the index of the first rule of table that covers the
+// answer, or -1; tests use it to show that every row is exercised.
+func RuleIndex(table []Rule, status int, reason string) int {
+	for i, r := range table {
+		if r.matches(status, reason) {
+			return i
+		}
+	}
+	return -1
+}
+
+// SetClass marks e with class c (Gone, Retryable, AppFault).
+func (e *Error) SetClass(c Class) *Error {
+	e.Gone, e.Retryable, e.AppFault = c == DeviceGone, c == Transient, c == AppFault
+	return e
+}
+
+// ClassOf returns the class of a Send error: an *Error's, Transient for a
+// context error, AppFault for anything else.
+func ClassOf(err error) Class {
+	var e *Error
+	switch {
+	case errors.As(err, &e) && e.Gone:
+		return DeviceGone
+	case errors.As(err, &e) && e.Retryable:
+		return Transient
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
+		return Transient
+	}
+	return AppFault
+}
+
 // Sentinel errors matched by *Error through errors.Is.
 var (
 	// ErrDeviceGone means the push service says the device address is no
@@ -63,13 +159,17 @@ var (
 	ErrDeviceGone = errors.New("device gone")
 	// ErrRetryable means the same send may succeed later.
 	ErrRetryable = errors.New("retryable")
+	// ErrAppFault means the app's credentials or configuration are at
+	// fault, not the device.
+	ErrAppFault = errors.New("app fault")
 )
 
 // Error is a failed delivery, classified for the relay.
 //
-// An Error that is neither Gone nor Retryable is permanent: sending the same
-// badge again will fail the same way (bad payload, wrong credentials or
-// topic, ...), but the device subscription itself may still be valid.
+// An Error that is neither Gone nor Retryable is an app fault (AppFault,
+// or unclassified): sending the same badge again will fail the same way
+// (wrong credentials, topic, payload, ...), but the device subscription
+// itself may still be valid, so the relay never reports it as gone.
 type Error struct {
 	// Provider is the name of the provider that failed.
 	Provider string
@@ -83,6 +183,10 @@ type Error struct {
 	Gone bool
 	// Retryable means trying again later may succeed.
 	Retryable bool
+	// AppFault means the app's credentials or configuration are at fault
+	// (the push service refused the provider's key, certificate, account
+	// or VAPID key, or the request as configured): the device may be fine.
+	AppFault bool
 	// RetryAfter is how long to wait before retrying, when the push service
 	// said so (Retry-After) or the protocol requires a minimum; 0 otherwise.
 	RetryAfter time.Duration
@@ -121,6 +225,8 @@ func (e *Error) Error() string {
 		fmt.Fprintf(&b, " (retry after %s)", e.RetryAfter)
 	case e.Retryable:
 		b.WriteString(" (retryable)")
+	case e.AppFault:
+		b.WriteString(" (app fault)")
 	}
 	return b.String()
 }
@@ -128,13 +234,15 @@ func (e *Error) Error() string {
 // Unwrap returns the underlying error.
 func (e *Error) Unwrap() error { return e.Err }
 
-// Is reports whether e matches ErrDeviceGone or ErrRetryable.
+// Is reports whether e matches ErrDeviceGone, ErrRetryable or ErrAppFault.
 func (e *Error) Is(target error) bool {
 	switch target {
 	case ErrDeviceGone:
 		return e.Gone
 	case ErrRetryable:
 		return e.Retryable
+	case ErrAppFault:
+		return e.AppFault
 	}
 	return false
 }

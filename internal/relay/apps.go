@@ -1,9 +1,11 @@
 package relay
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"sync"
 
 	"github.com/rs/zerolog"
@@ -16,12 +18,16 @@ import (
 	"github.com/pushproxy/pushproxy/internal/relay/registry"
 )
 
-// Router finds the provider that delivers to the devices of an app.
+// Router finds the provider that delivers to the devices of an app for an
+// organization.
 type Router interface {
-	// Route returns the provider of appID's devices. An error matching
-	// ErrUnknownApp means no such app is registered; any other error means
-	// the app is registered but cannot be served now.
-	Route(appID string) (providers.Provider, error)
+	// Route returns the provider of appID's devices for organization. An
+	// error matching ErrUnknownApp means no such app is registered, one
+	// matching registry.ErrNotBound that the app is not bound to the
+	// organization, and one matching ErrAppUnavailable that its provider
+	// could not be set up. Each is an app fault: the relay answers it for
+	// the recipient and forwards nothing.
+	Route(organization, appID string) (providers.Provider, error)
 }
 
 // Errors of Route.
@@ -39,9 +45,16 @@ type ProviderOptions struct {
 	// such apps get a provider of their own.
 	Log *logpush.Provider
 	// HTTPClient, when set, is the HTTP client of the APNs, FCM and Web
-	// Push providers (for instance one that trusts a test CA or goes
-	// through an egress proxy); otherwise each uses its own default.
+	// Push providers, used as it is (RootCAs and the Web Push address check
+	// do not apply); otherwise each provider builds its own, with its own
+	// connections.
 	HTTPClient *http.Client
+	// RootCAs, when set, are the certificate authorities the providers'
+	// own clients trust (see providerRoots); nil means the system roots.
+	RootCAs *x509.CertPool
+	// AllowInsecureEndpoints lets Web Push post to http:// endpoints and to
+	// non-public addresses (tests only).
+	AllowInsecureEndpoints bool
 	// Logger receives the providers' own logs (token renewals, badges of
 	// the built-in provider).
 	Logger zerolog.Logger
@@ -57,21 +70,24 @@ func NewProvider(app registry.App, opts ProviderOptions) (providers.Provider, er
 	switch app.Provider {
 	case registry.KindAPNs:
 		c := app.APNs
-		o := []apns.Option{apns.WithLogger(log)}
+		o := []apns.Option{apns.WithLogger(log), apns.WithRootCAs(opts.RootCAs)}
 		if opts.HTTPClient != nil {
 			o = append(o, apns.WithHTTPClient(opts.HTTPClient))
 		}
 		return built(apns.New(apns.Config{KeyFile: c.KeyFile, KeyID: c.KeyID, TeamID: c.TeamID, Topic: c.Topic, Environment: c.Environment, Host: c.Host}, o...))
 	case registry.KindFCM:
 		c := app.FCM
-		o := []fcm.Option{fcm.WithLogger(log)}
+		o := []fcm.Option{fcm.WithLogger(log), fcm.WithRootCAs(opts.RootCAs)}
 		if opts.HTTPClient != nil {
 			o = append(o, fcm.WithHTTPClient(opts.HTTPClient))
 		}
 		return built(fcm.New(fcm.Config{CredentialsFile: c.CredentialsFile, ProjectID: c.ProjectID, BaseURL: c.BaseURL, TokenURL: c.TokenURL}, o...))
 	case registry.KindWebPush:
 		c := app.WebPush
-		var o []webpush.Option
+		o := []webpush.Option{webpush.WithRootCAs(opts.RootCAs)}
+		if opts.AllowInsecureEndpoints {
+			o = append(o, webpush.WithInsecureEndpoints())
+		}
 		if opts.HTTPClient != nil {
 			o = append(o, webpush.WithHTTPClient(opts.HTTPClient))
 		}
@@ -83,6 +99,28 @@ func NewProvider(app registry.App, opts ProviderOptions) (providers.Provider, er
 		return logpush.New(logpush.Config{}, logpush.WithLogger(log)), nil
 	}
 	return nil, fmt.Errorf("app %s: unknown provider %q", app.AppID, app.Provider)
+}
+
+// providerRoots returns the system's certificate authorities plus those of
+// the PEM bundle caFile, for the providers' connections; nil (the system
+// roots) when caFile is empty. A file without any certificate is an error,
+// so that a wrong path or format is found at start.
+func providerRoots(caFile string) (*x509.CertPool, error) {
+	if caFile == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading the provider CA file: %w", err)
+	}
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		roots = x509.NewCertPool()
+	}
+	if !roots.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("provider CA file %s has no PEM certificate", caFile)
+	}
+	return roots, nil
 }
 
 // built turns a constructor's result into a Provider, so that a failed
@@ -113,10 +151,28 @@ func closeProvider(p providers.Provider) {
 	}
 }
 
-// appEntry is the provider of one app, or why there is none.
+// appEntry is the providers of one app, one per organization it is bound
+// to, or why there are none, and the registration they were built from.
+// Each organization+app has a provider of its own, hence its own
+// connections (HTTP/2 to APNs, FCM, Web Push) and token cache: a push
+// service that is slow for one organization's sends does not hold up
+// another's on a shared connection.
 type appEntry struct {
-	provider providers.Provider
-	err      error
+	app   registry.App
+	byOrg map[string]providers.Provider // anyOrg for an app bound to none
+	err   error
+}
+
+// anyOrg is the byOrg key of an app bound to no organization.
+const anyOrg = ""
+
+// close releases the connections of e's providers.
+func (e appEntry) close(shared providers.Provider) {
+	for _, p := range e.byOrg {
+		if p != shared {
+			closeProvider(p)
+		}
+	}
 }
 
 // providerSet is the Router of a running relay: the provider of every
@@ -135,15 +191,33 @@ func newProviderSet(opts ProviderOptions, log zerolog.Logger) *providerSet {
 	return &providerSet{opts: opts, log: log, apps: map[string]appEntry{}}
 }
 
-// apply builds the provider of a new or changed app, or drops a removed
+// build makes the providers of app, one per organization it is bound to
+// (one for anyOrg when it is bound to none).
+func (s *providerSet) build(app registry.App) appEntry {
+	orgs := app.Organizations
+	if len(orgs) == 0 {
+		orgs = []string{anyOrg}
+	}
+	e := appEntry{app: app, byOrg: make(map[string]providers.Provider, len(orgs))}
+	for _, org := range orgs {
+		p, err := NewProvider(app, s.opts)
+		if err != nil {
+			e.close(s.opts.Log)
+			return appEntry{app: app, err: err}
+		}
+		e.byOrg[org] = p
+	}
+	return e
+}
+
+// apply builds the providers of a new or changed app, or drops a removed
 // one. It fits registry.Store.WatchApps.
 func (s *providerSet) apply(appID string, app *registry.App) {
 	var next appEntry
 	if app != nil {
-		p, err := NewProvider(*app, s.opts)
-		next = appEntry{provider: p, err: err}
-		if err != nil {
-			s.log.Error().Err(err).Str("app_id", appID).Str("provider", app.Provider).Msg("cannot set up the app's push service; its devices get \"retry\" until this is fixed")
+		next = s.build(*app)
+		if err := next.err; err != nil {
+			s.log.Error().Err(err).Str("app_id", appID).Str("provider", app.Provider).Msg("cannot set up the app's push service; its devices get \"appFault\" until this is fixed")
 		} else {
 			s.log.Info().Str("app_id", appID).Str("provider", app.Provider).Msg("app loaded")
 		}
@@ -156,8 +230,8 @@ func (s *providerSet) apply(appID string, app *registry.App) {
 		delete(s.apps, appID)
 	}
 	s.mu.Unlock()
-	if had && old.provider != nil && old.provider != s.opts.Log {
-		closeProvider(old.provider)
+	if had {
+		old.close(s.opts.Log)
 	}
 	if app == nil && had {
 		s.log.Info().Str("app_id", appID).Msg("app removed")
@@ -165,17 +239,27 @@ func (s *providerSet) apply(appID string, app *registry.App) {
 }
 
 // Route implements Router.
-func (s *providerSet) Route(appID string) (providers.Provider, error) {
+func (s *providerSet) Route(organization, appID string) (providers.Provider, error) {
 	s.mu.RLock()
 	e, ok := s.apps[appID]
 	s.mu.RUnlock()
-	switch {
-	case !ok:
+	if !ok {
 		return nil, fmt.Errorf("appId %q: %w", appID, ErrUnknownApp)
-	case e.err != nil:
+	}
+	if err := e.app.Serves(organization); err != nil {
+		return nil, err
+	}
+	if e.err != nil {
 		return nil, fmt.Errorf("appId %q: %w", appID, ErrAppUnavailable)
 	}
-	return e.provider, nil
+	p, ok := e.byOrg[organization]
+	if !ok {
+		p, ok = e.byOrg[anyOrg]
+	}
+	if !ok {
+		return nil, fmt.Errorf("appId %q: %w", appID, ErrAppUnavailable)
+	}
+	return p, nil
 }
 
 // Len is the number of registered apps.
@@ -192,8 +276,6 @@ func (s *providerSet) Close() {
 	s.apps = map[string]appEntry{}
 	s.mu.Unlock()
 	for _, e := range apps {
-		if e.provider != nil && e.provider != s.opts.Log {
-			closeProvider(e.provider)
-		}
+		e.close(s.opts.Log)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/providers"
+	"github.com/pushproxy/pushproxy/internal/relay/registry"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
 )
 
@@ -29,8 +30,9 @@ type job struct {
 
 // deliver answers every notification of req for tenant: monitoring ones at
 // once, the others through their apps' providers, one lane per provider
-// kind, all lanes at the same time. It returns the response and how many
-// devices got each status.
+// kind, all lanes at the same time; within a lane each organization+app
+// has its own bulkhead (see lane.acquire). It returns the response and how
+// many devices got each status.
 func (s *Server) deliver(ctx context.Context, tenant string, req *relayproto.Request, log zerolog.Logger) (relayproto.Response, map[relayproto.DeviceStatus]int) {
 	resp := relayproto.Response{Results: make([]relayproto.NotificationResult, len(req.Notifications))}
 	byKind := map[string][]job{}
@@ -51,9 +53,9 @@ func (s *Server) deliver(ctx context.Context, tenant string, req *relayproto.Req
 				d.Status = relayproto.DeviceDelivered
 				continue
 			}
-			p, err := s.router.Route(r.AppID)
+			p, err := s.router.Route(tenant, r.AppID)
 			if err != nil {
-				s.unroutable(d, err)
+				s.unroutable(tenant, d, err)
 				s.metrics.delivery(noProvider, d.Status)
 				continue
 			}
@@ -76,7 +78,7 @@ func (s *Server) deliver(ctx context.Context, tenant string, req *relayproto.Req
 
 	var wg sync.WaitGroup
 	for kind, jobs := range byKind {
-		wg.Go(func() { s.runLane(ctx, s.lanes.get(kind), jobs, log) })
+		wg.Go(func() { s.runLane(ctx, s.lanes.get(kind), tenant, jobs, log) })
 	}
 	wg.Wait()
 
@@ -94,22 +96,28 @@ func backgroundSync(t string) bool {
 	return t != "" && !strings.EqualFold(t, "None")
 }
 
-// unroutable fills the result of a recipient whose app has no provider.
-func (s *Server) unroutable(d *relayproto.DeviceResult, err error) {
-	if errors.Is(err, ErrUnknownApp) {
-		d.Status = relayproto.DeviceRejected
+// unroutable fills the result of a recipient whose app has no provider
+// for tenant: an app fault (unknown app, app not bound to the
+// organization, provider not set up), never forwarded.
+func (s *Server) unroutable(tenant string, d *relayproto.DeviceResult, err error) {
+	d.SetClass(relayproto.ClassAppFault)
+	label := d.AppID
+	switch {
+	case errors.Is(err, ErrUnknownApp):
 		d.Reason = fmt.Sprintf("appId %q is not registered at this relay", d.AppID)
-		return
+		label = "unknown" // any string may come here: keep the label set bounded
+	case errors.Is(err, registry.ErrNotBound):
+		d.Reason = err.Error()
+	default:
+		d.Reason = fmt.Sprintf("appId %q cannot be served by this relay: its push service is not set up (see the relay's log)", d.AppID)
 	}
-	d.Status = relayproto.DeviceRetry
-	d.Reason = fmt.Sprintf("appId %q cannot be served by this relay right now", d.AppID)
-	d.BackOffTimeInMilliseconds = backOffMillis(s.cfg.RetryBackOff)
+	s.metrics.appFault(tenant, label, noProvider)
 }
 
 // runLane sends jobs through one provider kind's lane: as many at once as
 // the lane has slots, all within the lane's timeout. Jobs that cannot start
 // or finish in time are answered "retry".
-func (s *Server) runLane(ctx context.Context, l *lane, jobs []job, log zerolog.Logger) {
+func (s *Server) runLane(ctx context.Context, l *lane, tenant string, jobs []job, log zerolog.Logger) {
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
 	work := make(chan *job)
@@ -117,7 +125,7 @@ func (s *Server) runLane(ctx context.Context, l *lane, jobs []job, log zerolog.L
 	for range min(len(jobs), cap(l.sem)) {
 		wg.Go(func() {
 			for j := range work {
-				s.settle(l, j, s.send(ctx, l, j), log)
+				s.settle(l, tenant, j, s.send(ctx, l, j), log)
 			}
 		})
 	}
@@ -128,18 +136,23 @@ func (s *Server) runLane(ctx context.Context, l *lane, jobs []job, log zerolog.L
 	wg.Wait()
 }
 
-// send takes a slot of the lane and sends one badge, giving up when ctx
-// ends even if the provider does not: the slot stays taken until the
-// provider returns, so a stuck provider uses up only its own lane.
+// send takes a slot of the job's organization+app and one of the lane, and
+// sends one badge, giving up when ctx ends even if the provider does not:
+// the slots stay taken until the provider returns, so a stuck push service
+// uses up only its organization+app's share of the lane.
 func (s *Server) send(ctx context.Context, l *lane, j *job) error {
-	if err := l.acquire(ctx); err != nil {
+	release, full, err := l.acquire(ctx, appKey{org: j.badge.Tenant, app: j.badge.AppID})
+	if full {
+		s.metrics.shareWaits.WithLabelValues(j.badge.Tenant, j.badge.AppID, l.kind).Inc()
+	}
+	if err != nil {
 		return err
 	}
 	inFlight := s.metrics.inFlight.WithLabelValues(l.kind)
 	inFlight.Inc()
 	done := make(chan error, 1)
 	go func() {
-		defer l.release()
+		defer release()
 		defer inFlight.Dec()
 		start := time.Now()
 		err := j.provider.Send(ctx, j.badge)
@@ -159,35 +172,53 @@ func (s *Server) send(ctx context.Context, l *lane, j *job) error {
 	}
 }
 
-// settle records the outcome of a send in the job's result.
-func (s *Server) settle(l *lane, j *job, err error, log zerolog.Logger) {
+// settle records the outcome of a send in the job's result, as a fault
+// class: the provider's answer table gave the class; a device-gone verdict
+// older than the subscription is not taken as gone.
+func (s *Server) settle(l *lane, tenant string, j *job, err error, log zerolog.Logger) {
 	d := j.result
 	var perr *providers.Error
 	switch {
 	case err == nil:
-		d.Status = relayproto.DeviceDelivered
+		d.SetClass(relayproto.ClassDelivered)
+	case errors.Is(err, errShareBusy):
+		d.SetClass(relayproto.ClassTransient)
+		d.Reason = fmt.Sprintf("%s: this organization's app had all its %d sends in flight for %s (its push service is slow)", l.kind, l.share, l.timeout)
+		d.BackOffTimeInMilliseconds = backOffMillis(s.cfg.RetryBackOff)
 	case errors.Is(err, errLaneTimeout) || errors.Is(err, context.DeadlineExceeded):
-		d.Status = relayproto.DeviceRetry
+		d.SetClass(relayproto.ClassTransient)
 		d.Reason = fmt.Sprintf("%s did not answer within %s", l.kind, l.timeout)
 		d.BackOffTimeInMilliseconds = backOffMillis(s.cfg.RetryBackOff)
 	case providers.IsGone(err):
-		d.Status, d.Reason = relayproto.DeviceGone, reason(l.kind, err)
-		if errors.As(err, &perr) && !perr.GoneSince.IsZero() && j.recipient.LastSubscriptionUpdate.After(perr.GoneSince) {
-			// The device registered again after the push service saw
-			// its address go: this subscription is newer than the
-			// verdict, so it is not pruned.
-			d.Status = relayproto.DeviceRejected
-			d.Reason += " (the subscription was refreshed after the device was unregistered; not treated as gone)"
+		d.SetClass(relayproto.ClassDeviceGone)
+		d.Reason = reason(l.kind, err)
+		if errors.As(err, &perr) && !perr.GoneSince.IsZero() {
+			d.VerdictAt = perr.GoneSince.UTC()
+			if j.recipient.LastSubscriptionUpdate.After(perr.GoneSince) {
+				// The device registered again after the push service saw
+				// its address go: the subscription is newer than the
+				// verdict, so it is not gone; the push may work later.
+				// Reported transient with its verdict time and no
+				// back-off: the dispatcher keeps the subscription and does
+				// not send this badge again.
+				d.SetClass(relayproto.ClassTransient)
+				d.Reason += " (the subscription was refreshed after the device was unregistered; not treated as gone)"
+			}
 		}
 	case providers.IsRetryable(err):
-		d.Status, d.Reason = relayproto.DeviceRetry, reason(l.kind, err)
+		d.SetClass(relayproto.ClassTransient)
+		d.Reason = reason(l.kind, err)
 		wait, ok := providers.RetryAfter(err)
 		if !ok {
 			wait = s.cfg.RetryBackOff
 		}
 		d.BackOffTimeInMilliseconds = backOffMillis(wait)
 	default:
-		d.Status, d.Reason = relayproto.DeviceRejected, reason(l.kind, err)
+		// Provider authentication, credentials, configuration, and
+		// anything unclassified: the app, not the device.
+		d.SetClass(relayproto.ClassAppFault)
+		d.Reason = reason(l.kind, err)
+		s.metrics.appFault(tenant, j.badge.AppID, l.kind)
 	}
 	s.metrics.delivery(l.kind, d.Status)
 	if d.Status != relayproto.DeviceDelivered {
@@ -195,12 +226,12 @@ func (s *Server) settle(l *lane, j *job, err error, log zerolog.Logger) {
 			Str("provider", l.kind).
 			Str("app_id", j.badge.AppID).
 			Str("device", providers.DeviceRef(j.badge.Device)).
-			Str("status", string(d.Status)).
+			Str("class", string(d.Class)).
 			Str("reason", d.Reason).
 			Msg("device not delivered")
 	}
 	var isProviderError *providers.Error
-	if err != nil && !errors.As(err, &isProviderError) && !errors.Is(err, errLaneTimeout) {
+	if err != nil && !errors.As(err, &isProviderError) && !errors.Is(err, errLaneTimeout) && !errors.Is(err, errShareBusy) {
 		// The error text may quote a device address: only its type is
 		// logged above debug level.
 		log.Warn().Str("provider", l.kind).Str("app_id", j.badge.AppID).Str("error_type", fmt.Sprintf("%T", err)).Msg("provider failed with an unclassified error")

@@ -35,6 +35,7 @@ func Flags(fs *flag.FlagSet, prefix string) *Config {
 	fs.StringVar(&c.BasePath, p("base-path"), c.BasePath, "path of the proxy URI: the relay answers POST <base>/service.svc/PublishOnPremNotifications and GET <base>/metadata/json/1")
 	fs.StringVar(&c.Principal, p("principal"), c.Principal, "the relay's principal id: the first part of a token's audience and the client_id of the 401 challenge")
 	fs.StringVar(&c.Host, p("host"), "", "the relay's host name as tokens name it in their audience <principal>/<host>@<realm>: the host name of the proxy URI the organizations use, without port (required)")
+	fs.StringVar(&c.PublicURL, p("public-url"), "", "the relay's base URL as partners reach it, e.g. https://push.example.net/PushNotifications; the auth metadata document names its endpoints under it (required unless --"+p("http-addr")+" is a loopback address)")
 	fs.StringVar(&c.Realm, p("realm"), "", "the one realm every token's audience must name; empty: each partner's own realm (multi-tenant)")
 	fs.StringVar(&c.Issuer, p("issuer"), c.Issuer, "issuer id the relay trusts, shown in the 401 challenge as trusted_issuers=\"<issuer>@<realm>\"")
 	fs.DurationVar(&c.ClockSkew, p("clock-skew"), c.ClockSkew, "clock difference tolerated on a token's nbf and exp")
@@ -45,6 +46,9 @@ func Flags(fs *flag.FlagSet, prefix string) *Config {
 	fs.DurationVar(&c.ProviderLimit.Timeout, p("provider-timeout"), c.ProviderLimit.Timeout, "how long a request waits for one push service; devices it has not answered by then get \"retry\" (keep it under the dispatcher's request timeout, 10s by default)")
 	fs.Var(LimitsFlag{Limits: &c.ProviderLimits}, p("provider-limit"),
 		"per push service overrides of the two flags above, kind=concurrency[/timeout], comma-separated, e.g. apns=128/15s,fcm=32")
+	fs.IntVar(&c.ProviderShare, p("provider-share"), 0, "sends in progress at once to one push service for one organization+app, out of that service's concurrency (its bulkhead: a slow or failing endpoint of one organization delays only its own pushes); 0: a quarter of the concurrency")
+	fs.StringVar(&c.ProviderCAFile, p("provider-ca-file"), "", "PEM bundle of certificate authorities trusted for APNs, FCM (and its token endpoint) and Web Push endpoints, besides the system roots")
+	fs.BoolVar(&c.AllowInsecureEndpoints, p("allow-insecure-endpoints"), false, "for tests only: let Web Push post to http:// endpoints and to loopback, private and link-local addresses, which it refuses by default")
 	fs.DurationVar(&c.RetryBackOff, p("retry-back-off"), c.RetryBackOff, "BackOffTimeInMilliseconds of a \"retry\" answer when the push service gave no Retry-After")
 	fs.IntVar(&c.Replicas, p("replicas"), c.Replicas, "replicas of the relay_partners and relay_apps buckets (1 on one NATS server, 3 on a cluster)")
 	fs.BoolVar(&c.DevicesPage, p("devices-page"), false, "serve a page listing the devices of \"log\" apps with their latest badge, live (for trying pushproxy out; it shows tenants and device references)")

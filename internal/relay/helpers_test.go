@@ -86,7 +86,7 @@ type routes struct {
 	calls  int
 }
 
-func (r *routes) Route(appID string) (providers.Provider, error) {
+func (r *routes) Route(_, appID string) (providers.Provider, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls++
@@ -158,6 +158,9 @@ type harness struct {
 func newHarness(t *testing.T, cfg Config, apps map[string]providers.Provider) *harness {
 	t.Helper()
 	cfg.Host = testHost
+	if cfg.Addr == "" && cfg.PublicURL == "" {
+		cfg.Addr = "127.0.0.1:0" // on loopback, no public URL is needed
+	}
 	h := &harness{t: t, reg: prometheus.NewRegistry(), routes: &routes{apps: apps, broken: map[string]bool{}}, partner: tokens.NewRegistry()}
 	h.fab = newPartnerKey(t, "fabrikam.com")
 	h.addPartner(h.fab, testRealm)

@@ -65,6 +65,21 @@ type Limit struct {
 	Timeout     time.Duration
 }
 
+// share is how many of the limit's Concurrency slots one organization+app
+// may hold at once: perApp when set (at most Concurrency), else a quarter
+// of Concurrency (at least 1).
+func (l Limit) share(perApp int) int {
+	if perApp > 0 {
+		return min(perApp, l.Concurrency)
+	}
+	return max(l.Concurrency/shareDivisor, 1)
+}
+
+// shareDivisor is the default share of an organization+app: one quarter of
+// a push service's slots, so that at least four organizations+apps whose
+// push service hangs are needed to take all of them.
+const shareDivisor = 4
+
 // String prints l in the flag syntax, e.g. "64/10s".
 func (l Limit) String() string {
 	if l.Timeout == 0 {
@@ -131,24 +146,43 @@ func (f LimitsFlag) Set(v string) error {
 }
 
 // lane is the path to one provider kind: a semaphore bounding its
-// concurrent sends, and the time a request gives it.
+// concurrent sends across all tenants, a bulkhead per organization+app
+// bounding that one's share of them, and the time a request gives it.
 type lane struct {
 	kind    string
 	sem     chan struct{}
+	share   int
 	timeout time.Duration
+
+	mu        sync.Mutex
+	bulkheads map[appKey]*bulkhead
+}
+
+// appKey names an organization's app.
+type appKey struct{ org, app string }
+
+// bulkhead is the slots of one organization+app in a lane: its sends in
+// flight and, waiting on sem, its queue. A send first takes a slot of its
+// bulkhead, then one of the lane, so the sends of an organization+app whose
+// push service is slow queue behind each other, never in front of
+// another's.
+type bulkhead struct {
+	sem   chan struct{}
+	users int // sends holding or waiting for a slot; dropped at 0
 }
 
 // lanes hands out one lane per provider kind.
 type lanes struct {
 	limits Limits
 	def    Limit
+	share  int // per organization+app, 0 for Limit.share's default
 
 	mu    sync.Mutex
 	lanes map[string]*lane
 }
 
-func newLanes(limits Limits, def Limit) *lanes {
-	return &lanes{limits: limits, def: def, lanes: map[string]*lane{}}
+func newLanes(limits Limits, def Limit, share int) *lanes {
+	return &lanes{limits: limits, def: def, share: share, lanes: map[string]*lane{}}
 }
 
 // get returns the lane of kind, creating it on first use.
@@ -165,24 +199,72 @@ func (ls *lanes) get(kind string) *lane {
 	if lim.Timeout == 0 {
 		lim.Timeout = ls.def.Timeout
 	}
-	l := &lane{kind: kind, sem: make(chan struct{}, max(lim.Concurrency, 1)), timeout: lim.Timeout}
+	lim.Concurrency = max(lim.Concurrency, 1)
+	l := &lane{kind: kind, sem: make(chan struct{}, lim.Concurrency), share: lim.share(ls.share), timeout: lim.Timeout, bulkheads: map[appKey]*bulkhead{}}
 	ls.lanes[kind] = l
 	return l
 }
 
-// errLaneTimeout means the provider's lane timed out before a send could
-// start or finish.
-var errLaneTimeout = errors.New("provider did not answer in time")
+// Errors of acquire and send.
+var (
+	// errLaneTimeout means the provider's lane timed out before a send
+	// could start or finish.
+	errLaneTimeout = errors.New("provider did not answer in time")
+	// errShareBusy means the request timed out while its organization+app
+	// had its whole share of the lane in flight.
+	errShareBusy = errors.New("the organization's app had its whole share of sends in flight")
+)
 
-// acquire waits for a free slot of the lane until ctx ends.
-func (l *lane) acquire(ctx context.Context) error {
+// acquire waits until ctx ends for a slot of key's bulkhead, then for one
+// of the lane, and returns the function that frees both. full reports
+// whether key's bulkhead had no free slot at first (the send queued behind
+// the app's own).
+func (l *lane) acquire(ctx context.Context, key appKey) (release func(), full bool, err error) {
+	b := l.enter(key)
+	select {
+	case b.sem <- struct{}{}:
+	default:
+		full = true
+		select {
+		case b.sem <- struct{}{}:
+		case <-ctx.Done():
+			l.leave(key, b)
+			return nil, full, errShareBusy
+		}
+	}
 	select {
 	case l.sem <- struct{}{}:
-		return nil
 	case <-ctx.Done():
-		return errLaneTimeout
+		<-b.sem
+		l.leave(key, b)
+		return nil, full, errLaneTimeout
 	}
+	return func() {
+		<-l.sem
+		<-b.sem
+		l.leave(key, b)
+	}, full, nil
 }
 
-// release frees the slot taken by acquire.
-func (l *lane) release() { <-l.sem }
+// enter returns key's bulkhead, creating it, and counts one more user.
+func (l *lane) enter(key appKey) *bulkhead {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.bulkheads[key]
+	if !ok {
+		b = &bulkhead{sem: make(chan struct{}, l.share)}
+		l.bulkheads[key] = b
+	}
+	b.users++
+	return b
+}
+
+// leave counts one user less of key's bulkhead and drops it when it has
+// none, so that bulkheads of past apps do not pile up.
+func (l *lane) leave(key appKey, b *bulkhead) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if b.users--; b.users == 0 {
+		delete(l.bulkheads, key)
+	}
+}

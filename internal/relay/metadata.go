@@ -13,15 +13,12 @@ const metadataName = "pushproxy relay"
 
 // metadata serves the relay's auth metadata document: the relay's
 // principal as issuer, the audience tokens must name, and the relay's
-// endpoints. The relay signs nothing, so it publishes no keys. In
-// multi-tenant mode the realm is "*".
-func (s *Server) metadata(w http.ResponseWriter, r *http.Request) {
+// endpoints, named under Config.PublicURL (never the request's Host, so a
+// shared cache cannot be poisoned with a forged one). The relay signs
+// nothing, so it publishes no keys. In multi-tenant mode the realm is "*".
+func (s *Server) metadata(w http.ResponseWriter, _ *http.Request) {
 	realm := s.cfg.realmOrAny()
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	base := scheme + "://" + r.Host + s.cfg.BasePath
+	base := s.cfg.publicBase()
 	m, err := tokens.BuildMetadata(tokens.MetadataOptions{
 		Name:             metadataName,
 		IssuerID:         s.cfg.Principal,

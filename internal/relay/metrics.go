@@ -34,6 +34,8 @@ type metrics struct {
 	inFlight        *prometheus.GaugeVec
 	authFailures    *prometheus.CounterVec
 	rateLimited     *prometheus.CounterVec
+	appFaults       *prometheus.CounterVec
+	shareWaits      *prometheus.CounterVec
 }
 
 // newMetrics registers the relay's metrics on reg.
@@ -73,8 +75,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "pushproxy_relay_rate_limited_total",
 			Help: "Publish requests refused with 429 by the per-tenant rate limit, by tenant.",
 		}, []string{"tenant"}),
+		appFaults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushproxy_relay_app_faults_total",
+			Help: "Device deliveries answered as app faults (bad provider credentials or configuration, unknown app, app not bound to the organization), by organization, app and provider (none: never forwarded).",
+		}, []string{"organization", "app_id", "provider"}),
+		shareWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushproxy_relay_share_waits_total",
+			Help: "Sends that queued because their organization+app had its whole share of the push service's slots in flight (--provider-share), by organization, app and provider.",
+		}, []string{"organization", "app_id", "provider"}),
 	}
-	if err := service.Register(reg, "relay", m.requests, m.requestDuration, m.notifications, m.deliveries, m.providerLatency, m.inFlight, m.authFailures, m.rateLimited); err != nil {
+	if err := service.Register(reg, "relay", m.requests, m.requestDuration, m.notifications, m.deliveries, m.providerLatency, m.inFlight, m.authFailures, m.rateLimited, m.appFaults, m.shareWaits); err != nil {
 		return nil, err
 	}
 	for _, o := range []string{outcomeOK, outcomeUnauthorized, outcomeBadRequest, outcomeTooLarge, outcomeUnsupportedMediaType, outcomeInvalid, outcomeRateLimited, outcomeUnavailable} {
@@ -86,6 +96,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 // delivery counts one device outcome.
 func (m *metrics) delivery(provider string, status relayproto.DeviceStatus) {
 	m.deliveries.WithLabelValues(provider, string(status)).Inc()
+}
+
+// appFault counts an app fault of organization's app.
+func (m *metrics) appFault(organization, appID, provider string) {
+	m.appFaults.WithLabelValues(organization, appID, provider).Inc()
 }
 
 // authReasons names the token rejections for the reason label, most
@@ -106,6 +121,7 @@ var authReasons = []struct {
 	{tokens.ErrLifetimeTooLong, "lifetime_too_long"},
 	{tokens.ErrWrongAudience, "wrong_audience"},
 	{tokens.ErrWrongIssuer, "wrong_issuer"},
+	{tokens.ErrNotTrustedForDelegation, "not_trusted_for_delegation"},
 }
 
 // authReason is the reason label of a token rejection.

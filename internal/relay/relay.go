@@ -14,8 +14,10 @@
 // back-off when empty); monitoring notifications of the connectivity probe
 // are answered at once; every other recipient's appId is routed to its
 // provider, and the sends run concurrently, each provider kind in its own
-// lane with a concurrency limit and a timeout, so a slow push service
-// delays only its own devices. The answer has one result per notification
+// lane with a concurrency limit and a timeout, and within a lane each
+// organization+app in its own bulkhead with a share of the lane's slots,
+// so a slow push service, or one organization's slow endpoint, delays only
+// its own devices. The answer has one result per notification
 // and device: delivered, gone (remove the subscription), retry (with
 // BackOffTimeInMilliseconds) or rejected.
 //
@@ -32,6 +34,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -85,6 +88,12 @@ type Config struct {
 	// token's aud (<principal>/<host>@<realm>): the host name of the proxy
 	// URI, without a port. Required.
 	Host string
+	// PublicURL is the relay's base URL as partners reach it, e.g.
+	// https://push.example.net/PushNotifications: the auth metadata
+	// document names its endpoints under it, never under a request's Host
+	// header (which a caller chooses). Required unless the relay listens on
+	// loopback only, where it defaults to http(s)://<Addr><BasePath>.
+	PublicURL string
 	// Realm, when set, is the one realm every token's aud must name. Empty
 	// means each partner's own realm (multi-tenant), shown as "*" in the
 	// challenge and the metadata.
@@ -111,6 +120,20 @@ type Config struct {
 	// "log").
 	ProviderLimit  Limit
 	ProviderLimits Limits
+	// ProviderShare is how many of a push service's concurrent sends one
+	// organization+app may hold (its bulkhead); its further sends queue
+	// behind its own, never in front of another's. 0 means a quarter of
+	// the push service's concurrency (16 of the default 64), at least 1.
+	ProviderShare int
+	// ProviderCAFile is a PEM bundle of certificate authorities the
+	// providers trust besides the system roots, for APNs, FCM (and its
+	// token endpoint) and Web Push endpoints: a test push service, or an
+	// egress proxy that terminates TLS.
+	ProviderCAFile string
+	// AllowInsecureEndpoints, for tests only, lets Web Push post to http://
+	// endpoints and connect to loopback, private, link-local and other
+	// non-public addresses, which it refuses by default.
+	AllowInsecureEndpoints bool
 	// RetryBackOff is the back-off given with a "retry" result when the
 	// push service did not say how long to wait. Default 30s.
 	RetryBackOff time.Duration
@@ -131,7 +154,8 @@ type Config struct {
 	// Default 30s.
 	DrainTimeout time.Duration
 	// ProviderHTTPClient, when set, is the HTTP client of the APNs, FCM and
-	// Web Push providers (tests, egress proxies).
+	// Web Push providers (tests, egress proxies), used as it is:
+	// ProviderCAFile and the Web Push address check do not apply to it.
 	ProviderHTTPClient *http.Client
 }
 
@@ -204,6 +228,9 @@ func (c Config) validate() error {
 	case !strings.HasPrefix(c.DevicesPath, "/") || strings.ContainsAny(c.DevicesPath, "{} \t"):
 		return fmt.Errorf("devices page path %q must start with / and have no braces or spaces", c.DevicesPath)
 	}
+	if c.ProviderShare < 0 {
+		return fmt.Errorf("provider share %d must not be negative", c.ProviderShare)
+	}
 	if c.ProviderLimit.Concurrency < 1 || c.ProviderLimit.Timeout <= 0 {
 		return fmt.Errorf("provider concurrency %d and timeout %s must be positive", c.ProviderLimit.Concurrency, c.ProviderLimit.Timeout)
 	}
@@ -212,7 +239,54 @@ func (c Config) validate() error {
 			return fmt.Errorf("provider %s: concurrency %d must be positive and timeout %s not negative", kind, l.Concurrency, l.Timeout)
 		}
 	}
+	switch {
+	case c.PublicURL == "" && !c.onLoopback():
+		return errors.New("the relay's public URL is required (--public-url, e.g. https://" + c.Host + c.BasePath + ") unless it listens on loopback only: the auth metadata document names its endpoints under it")
+	case c.PublicURL != "" && !validPublicURL(c.PublicURL):
+		return fmt.Errorf("public URL %q is not an absolute http(s) URL without query or fragment", c.PublicURL)
+	}
 	return nil
+}
+
+// onLoopback reports whether the relay listens on a loopback address only.
+func (c Config) onLoopback() bool {
+	addr := c.Addr
+	if c.Listener != nil {
+		addr = c.Listener.Addr().String()
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// publicBase is the base URL the metadata document names endpoints under:
+// PublicURL, or on loopback the listening address.
+func (c Config) publicBase() string {
+	if c.PublicURL != "" {
+		return strings.TrimSuffix(c.PublicURL, "/")
+	}
+	addr := c.Addr
+	if c.Listener != nil {
+		addr = c.Listener.Addr().String()
+	}
+	scheme := "http"
+	if c.TLSCertFile != "" {
+		scheme = "https"
+	}
+	return scheme + "://" + addr + c.BasePath
+}
+
+// validPublicURL reports whether u is an absolute http(s) URL with a host
+// and no query or fragment.
+func validPublicURL(u string) bool {
+	p, err := url.Parse(u)
+	return err == nil && (p.Scheme == "https" || p.Scheme == "http") && p.Host != "" && p.RawQuery == "" && p.Fragment == ""
 }
 
 // trustedIssuer is <issuer>@<realm> for the challenge, with realm "*" when
@@ -251,8 +325,21 @@ func Run(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger,
 	if err != nil {
 		return err
 	}
+	roots, err := providerRoots(cfg.ProviderCAFile)
+	if err != nil {
+		return fmt.Errorf("relay configuration: %w", err)
+	}
+	if cfg.AllowInsecureEndpoints {
+		log.Warn().Msg("--allow-insecure-endpoints: Web Push may post to http:// and to loopback and private addresses; for tests only")
+	}
 	logProvider := logpush.New(logpush.Config{MaxDevices: cfg.LogMaxDevices}, logpush.WithLogger(log))
-	apps := newProviderSet(ProviderOptions{Log: logProvider, HTTPClient: cfg.ProviderHTTPClient, Logger: log}, log)
+	apps := newProviderSet(ProviderOptions{
+		Log:                    logProvider,
+		HTTPClient:             cfg.ProviderHTTPClient,
+		RootCAs:                roots,
+		AllowInsecureEndpoints: cfg.AllowInsecureEndpoints,
+		Logger:                 log,
+	}, log)
 	defer apps.Close()
 	appsWatch, err := store.WatchApps(watchCtx, log, apps.apply)
 	if err != nil {

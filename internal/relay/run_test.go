@@ -213,7 +213,7 @@ func TestRunOverTLSWithLiveRegistries(t *testing.T) {
 	}
 	waitFor(t, "the removed app to be rejected", func() bool {
 		got := r.publish(t, token, req)
-		return got.status == http.StatusOK && got.response(t).Results[0].Devices[0].Status == relayproto.DeviceRejected
+		return got.status == http.StatusOK && got.response(t).Results[0].Devices[0].Class == relayproto.ClassAppFault
 	})
 	if _, err := r.store.RemovePartner(ctx, "fabrikam.com", ""); err != nil {
 		t.Fatal(err)
@@ -256,6 +256,8 @@ func TestRunRefusesBadConfig(t *testing.T) {
 		{"bad limit", Config{Host: "h", ProviderLimits: Limits{"apns": {Concurrency: 0}}}, "apns"},
 		{"host with slash", Config{Host: "h/x", Addr: "127.0.0.1:0"}, "relay host"},
 		{"missing TLS files", Config{Host: "h", Addr: "127.0.0.1:0", TLSCertFile: "/nonexistent/c.pem", TLSKeyFile: "/nonexistent/k.pem"}, "TLS"},
+		{"public without public URL", Config{Host: "h", Addr: ":0"}, "--public-url"},
+		{"public URL with a query", Config{Host: "h", Addr: ":0", PublicURL: "https://h/PushNotifications?x=1"}, "public URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -326,7 +328,7 @@ func TestRunForwardsThroughAPNs(t *testing.T) {
 	}
 	app := registry.App{AppID: "com.example.mail", Provider: registry.KindAPNs, APNs: &registry.APNs{
 		KeyFile: keyFile, KeyID: "ABC123DEFG", TeamID: "TEAM123456", Topic: "com.example.mail", Environment: registry.APNsSandbox, Host: fake.URL,
-	}}
+	}, Organizations: []string{"fabrikam.com"}}
 	if _, err := r.store.AddApp(ctx, app, false); err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +342,7 @@ func TestRunForwardsThroughAPNs(t *testing.T) {
 			return false
 		}
 		devices = got.response(t).Results[0].Devices
-		return devices[0].Status != relayproto.DeviceRejected
+		return devices[0].Class != relayproto.ClassAppFault
 	})
 	want := []struct {
 		status  relayproto.DeviceStatus

@@ -66,7 +66,7 @@ func NewServer(cfg Config, verifier *tokens.Verifier, router Router, reg prometh
 		verifier: verifier,
 		router:   router,
 		tenants:  newTenantLimiter(cfg.TenantRate, cfg.TenantBurst),
-		lanes:    newLanes(cfg.ProviderLimits, cfg.ProviderLimit),
+		lanes:    newLanes(cfg.ProviderLimits, cfg.ProviderLimit, cfg.ProviderShare),
 		metrics:  m,
 		log:      log,
 		now:      time.Now,
@@ -153,9 +153,12 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, log zerolo
 		s.metrics.authFailures.WithLabelValues(reason).Inc()
 		log.Info().Str("reason", reason).Err(err).Msg("token rejected")
 		w.Header().Set("WWW-Authenticate", tokens.Challenge(s.cfg.Principal, s.cfg.trustedIssuer(), err))
+		// The same answer for every rejection: what exactly was wrong (an
+		// unknown thumbprint, or a known one with a bad signature, and
+		// whose) goes to the log, never to the caller.
 		msg := "The request has no bearer token: an S2S token of a registered partner organisation is required."
 		if !errors.Is(err, tokens.ErrMissingToken) {
-			msg = "The S2S token was rejected: " + err.Error() + "."
+			msg = "The S2S token was rejected; the relay's log says why."
 		}
 		s.fault(w, http.StatusUnauthorized, outcomeUnauthorized, relayproto.Fault{Message: msg})
 	default:

@@ -210,19 +210,19 @@ func TestPerDeviceResults(t *testing.T) {
 	resp := h.publish(relayproto.Request{Notifications: []relayproto.Notification{n1, n2, reregistered}}).response(t)
 	want := []struct {
 		id, device string
-		status     relayproto.DeviceStatus
+		class      relayproto.Class
 		backOff    int64
 		reason     string
 	}{
-		{"n1", "ok", relayproto.DeviceDelivered, 0, ""},
-		{"n1", "gone", relayproto.DeviceGone, 0, "apns: 410 Unregistered"},
-		{"n1", "busy", relayproto.DeviceRetry, 90000, "apns: 429 TooManyRequests"},
-		{"n1", "dev", relayproto.DeviceRejected, 0, `appId "unknown-app" is not registered`},
-		{"n2", "flaky", relayproto.DeviceRetry, 45000, "apns: 503 ServiceUnavailable"},
-		{"n2", "wrongtopic", relayproto.DeviceRejected, 0, "apns: 400 DeviceTokenNotForTopic"},
-		{"n2", "opaque", relayproto.DeviceRejected, 0, "apns: delivery failed"},
-		{"n2", "dev", relayproto.DeviceRetry, 45000, `appId "broken-app" cannot be served`},
-		{"n3", "gone", relayproto.DeviceRejected, 0, "refreshed after the device was unregistered"},
+		{"n1", "ok", relayproto.ClassDelivered, 0, ""},
+		{"n1", "gone", relayproto.ClassDeviceGone, 0, "apns: 410 Unregistered"},
+		{"n1", "busy", relayproto.ClassTransient, 90000, "apns: 429 TooManyRequests"},
+		{"n1", "dev", relayproto.ClassAppFault, 0, `appId "unknown-app" is not registered`},
+		{"n2", "flaky", relayproto.ClassTransient, 45000, "apns: 503 ServiceUnavailable"},
+		{"n2", "wrongtopic", relayproto.ClassAppFault, 0, "apns: 400 DeviceTokenNotForTopic"},
+		{"n2", "opaque", relayproto.ClassAppFault, 0, "apns: delivery failed"},
+		{"n2", "dev", relayproto.ClassAppFault, 0, `appId "broken-app" cannot be served`},
+		{"n3", "gone", relayproto.ClassTransient, 0, "refreshed after the device was unregistered"},
 	}
 	var got []relayproto.DeviceResult
 	var ids []string
@@ -237,8 +237,11 @@ func TestPerDeviceResults(t *testing.T) {
 	}
 	for i, w := range want {
 		d := got[i]
-		if ids[i] != w.id || d.DeviceID != w.device || d.Status != w.status || d.BackOffTimeInMilliseconds != w.backOff || !strings.Contains(d.Reason, w.reason) {
+		if ids[i] != w.id || d.DeviceID != w.device || d.Class != w.class || d.Status != relayproto.StatusOf(w.class) || d.BackOffTimeInMilliseconds != w.backOff || !strings.Contains(d.Reason, w.reason) {
 			t.Errorf("result %d = %s %+v, want %+v", i, ids[i], d, w)
+		}
+		if w.device == "gone" && !d.VerdictAt.Equal(unregisteredAt.UTC()) {
+			t.Errorf("result %d: verdictAt %v, want the provider's %v", i, d.VerdictAt, unregisteredAt)
 		}
 		if strings.Contains(d.Reason, errSecret.Error()) {
 			t.Errorf("result %d leaks the provider's underlying error: %q", i, d.Reason)
@@ -247,8 +250,14 @@ func TestPerDeviceResults(t *testing.T) {
 	if v := testutil.ToFloat64(h.srv.metrics.deliveries.WithLabelValues("apns", "gone")); v != 1 {
 		t.Fatalf("deliveries{apns,gone} = %v", v)
 	}
-	if v := testutil.ToFloat64(h.srv.metrics.deliveries.WithLabelValues(noProvider, "rejected")); v != 1 {
-		t.Fatalf("deliveries{none,rejected} = %v", v)
+	if v := testutil.ToFloat64(h.srv.metrics.deliveries.WithLabelValues(noProvider, "retry")); v != 2 {
+		t.Fatalf("deliveries{none,retry} = %v", v)
+	}
+	if v := testutil.ToFloat64(h.srv.metrics.appFaults.WithLabelValues("fabrikam.com", "unknown", noProvider)); v != 1 {
+		t.Fatalf("app_faults{unknown app} = %v", v)
+	}
+	if v := testutil.ToFloat64(h.srv.metrics.appFaults.WithLabelValues("fabrikam.com", "mail", "apns")); v != 2 {
+		t.Fatalf("app_faults{mail,apns} = %v", v)
 	}
 }
 
@@ -440,8 +449,15 @@ func TestProviderConcurrencyLimit(t *testing.T) {
 }
 
 func TestMetadataDocument(t *testing.T) {
-	h := newHarness(t, Config{}, nil)
-	resp, err := http.Get(h.http.URL + h.srv.MetadataPath())
+	const public = "https://push.example.net/PushNotifications"
+	h := newHarness(t, Config{PublicURL: public}, nil)
+	req, err := http.NewRequest(http.MethodGet, h.http.URL+h.srv.MetadataPath(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A forged Host must not reach the document (shared caches keep it).
+	req.Host = "evil.example"
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -454,8 +470,8 @@ func TestMetadataDocument(t *testing.T) {
 	if m.Issuer != settings.DefaultRelayPrincipal+"@*" || len(m.AllowedAudiences) != 1 || m.AllowedAudiences[0] != wantAud {
 		t.Fatalf("metadata %+v", m)
 	}
-	if len(m.Endpoints) != 2 || m.Endpoints[0].Location != h.http.URL+"/PushNotifications"+relayproto.PublishPath {
-		t.Fatalf("endpoints %+v", m.Endpoints)
+	if len(m.Endpoints) != 2 || m.Endpoints[0].Location != public+relayproto.PublishPath {
+		t.Fatalf("endpoints %+v, want them under %s", m.Endpoints, public)
 	}
 }
 
@@ -476,7 +492,7 @@ func TestLimitsFlag(t *testing.T) {
 			t.Errorf("Set(%q) accepted", bad)
 		}
 	}
-	ls := newLanes(limits, Limit{Concurrency: 64, Timeout: 10 * time.Second})
+	ls := newLanes(limits, Limit{Concurrency: 64, Timeout: 10 * time.Second}, 0)
 	if l := ls.get("fcm"); cap(l.sem) != 32 || l.timeout != 10*time.Second {
 		t.Fatalf("fcm lane %d %s", cap(l.sem), l.timeout)
 	}

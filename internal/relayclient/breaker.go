@@ -134,6 +134,14 @@ func (b *breaker) allow(uri string) (trial bool, err error) {
 		Err: fmt.Errorf("%w until %s (opened after: %s)", ErrCircuitOpen, b.openUntil.UTC().Format(time.RFC3339), b.last)}
 }
 
+// reset closes the breaker and forgets its failures.
+func (b *breaker) reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.open, b.trial, b.failures, b.opens = false, false, 0, 0
+	b.openUntil = time.Time{}
+}
+
 // done records the outcome of a request that allow let through. hint is
 // the relay's own back-off request; an opening lasts at least that long.
 func (b *breaker) done(trial bool, o outcome, err error, hint time.Duration) {

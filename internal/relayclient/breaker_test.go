@@ -203,39 +203,25 @@ func TestBreakerDisabled(t *testing.T) {
 	checkState(t, c, BreakerClosed, true)
 }
 
-func TestPublishRetryWaitsOutOpenBreaker(t *testing.T) {
-	relay := newTestRelay(t, failThen(2, status(http.StatusServiceUnavailable)))
-	c := New(Config{
-		Tokens:          staticTokens{token: "t"},
-		InitialInterval: time.Millisecond, MaxInterval: time.Millisecond, MaxElapsedTime: time.Minute,
-		BreakerFailures: 2, BreakerCooldown: 200 * time.Millisecond,
-	})
-	var sawOpen bool
-	_, attempts, err := c.PublishRetry(t.Context(), relay.uri(), batchOf(1), func(_ int, err error, _ time.Duration) {
-		if errors.Is(err, ErrCircuitOpen) {
-			sawOpen = true
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := len(relay.requests()); n != 3 {
-		t.Errorf("relay saw %d requests, want 3 (attempts %d)", n, attempts)
-	}
-	reqs := relay.requests()
-	if gap := reqs[2].at.Sub(reqs[1].at); gap < 200*time.Millisecond {
-		t.Errorf("trial %s after the breaker opened, before its 200ms cool-down", gap)
-	}
-	if !sawOpen || attempts != 4 {
-		t.Errorf("attempts %d, met the open breaker %t: want 2 failures, 1 fast failure, 1 trial", attempts, sawOpen)
-	}
-	checkState(t, c, BreakerClosed, true)
-}
-
 func TestBreakerStateString(t *testing.T) {
 	for s, want := range map[BreakerState]string{BreakerClosed: "closed", BreakerOpen: "open", BreakerHalfOpen: "half-open", 7: "BreakerState(7)"} {
 		if got := s.String(); got != want {
 			t.Errorf("%d: %q, want %q", int(s), got, want)
 		}
+	}
+}
+
+func TestResetBreakerClosesIt(t *testing.T) {
+	clock := newFakeClock()
+	relay := newTestRelay(t, always(status(http.StatusServiceUnavailable)))
+	c := breakerClient(clock)
+	for range 3 {
+		_ = publishOnce(t, c, relay)
+	}
+	checkState(t, c, BreakerOpen, false)
+	c.ResetBreaker() // the operator changed the relay's Uri
+	checkState(t, c, BreakerClosed, true)
+	if err := publishOnce(t, c, relay); errors.Is(err, ErrCircuitOpen) {
+		t.Fatalf("refused by the breaker after a reset: %v", err)
 	}
 }

@@ -16,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/google/uuid"
 
 	"github.com/pushproxy/pushproxy/internal/relayproto"
@@ -26,9 +25,6 @@ import (
 // Defaults of Config.
 const (
 	DefaultTimeout            = 10 * time.Second
-	DefaultInitialInterval    = 500 * time.Millisecond
-	DefaultMaxInterval        = 30 * time.Second
-	DefaultMaxElapsedTime     = 2 * time.Minute
 	DefaultBreakerFailures    = 5
 	DefaultBreakerCooldown    = 10 * time.Second
 	DefaultBreakerMaxCooldown = time.Minute
@@ -70,15 +66,6 @@ type Config struct {
 	// Timeout bounds one attempt, the answer's body included. Default 10s.
 	Timeout time.Duration
 
-	// InitialInterval is PublishRetry's first wait. Default 500ms.
-	InitialInterval time.Duration
-	// MaxInterval caps PublishRetry's waits, jitter aside, unless the relay
-	// asks for longer. Default 30s.
-	MaxInterval time.Duration
-	// MaxElapsedTime bounds PublishRetry: no attempt starts after it.
-	// Default 2 minutes; negative means no bound but the context's.
-	MaxElapsedTime time.Duration
-
 	// BreakerFailures is how many consecutive temporary failures open the
 	// circuit breaker. Default 5; negative disables the breaker.
 	BreakerFailures int
@@ -103,9 +90,6 @@ type Client struct {
 	hc        *http.Client
 	userAgent string
 	timeout   time.Duration
-	initial   time.Duration
-	maxIntvl  time.Duration
-	maxElaps  time.Duration
 	now       func() time.Time
 	breaker   *breaker
 }
@@ -118,18 +102,9 @@ func New(cfg Config) *Client {
 		}
 	}
 	def(&cfg.Timeout, DefaultTimeout)
-	def(&cfg.InitialInterval, DefaultInitialInterval)
-	def(&cfg.MaxInterval, DefaultMaxInterval)
 	def(&cfg.BreakerCooldown, DefaultBreakerCooldown)
 	def(&cfg.BreakerMaxCooldown, DefaultBreakerMaxCooldown)
-	cfg.MaxInterval = max(cfg.MaxInterval, cfg.InitialInterval)
 	cfg.BreakerMaxCooldown = max(cfg.BreakerMaxCooldown, cfg.BreakerCooldown)
-	switch {
-	case cfg.MaxElapsedTime == 0:
-		cfg.MaxElapsedTime = DefaultMaxElapsedTime
-	case cfg.MaxElapsedTime < 0:
-		cfg.MaxElapsedTime = 0 // no bound, as backoff counts it
-	}
 	switch {
 	case cfg.BreakerFailures == 0:
 		cfg.BreakerFailures = DefaultBreakerFailures
@@ -150,9 +125,6 @@ func New(cfg Config) *Client {
 		hc:        cfg.HTTPClient,
 		userAgent: cfg.UserAgent,
 		timeout:   cfg.Timeout,
-		initial:   cfg.InitialInterval,
-		maxIntvl:  cfg.MaxInterval,
-		maxElaps:  cfg.MaxElapsedTime,
 		now:       cfg.Now,
 		breaker: &breaker{
 			threshold:   cfg.BreakerFailures,
@@ -200,6 +172,10 @@ func (c *Client) BreakerOpenUntil() time.Time { return c.breaker.OpenUntil() }
 // refused by the circuit breaker: the breaker is closed, or half-open with
 // no trial in flight. The dispatcher takes new work only while it is true.
 func (c *Client) Healthy() bool { return c.breaker.Ready() }
+
+// ResetBreaker closes the circuit breaker and forgets its failures: the
+// relay's Uri changed, so what the breaker learnt is about another relay.
+func (c *Client) ResetBreaker() { c.breaker.reset() }
 
 // Publish sends one batch once to uri+relayproto.PublishPath, where uri is
 // the proxy Uri (for example https://relay.example/PushNotifications). A
@@ -409,70 +385,4 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 		d = t.Sub(now)
 	}
 	return min(max(d, 0), relayproto.MaxBackOff)
-}
-
-// PublishRetry publishes batch, retrying temporary failures with jittered
-// exponential back-off (InitialInterval, MaxInterval, MaxElapsedTime). Each
-// wait is the larger of the policy's and the relay's hint (the fault's
-// BackOffTimeInMilliseconds or Retry-After, whichever is larger), so a
-// relay's request to wait is always honoured; a wait is never started if it
-// would end past MaxElapsedTime or the context's deadline. A permanent
-// failure (see Error.Temporary) stops at once.
-//
-// notify, if not nil, is called before each wait with the number of the
-// attempt that failed, its error and the wait, so the caller can keep its
-// messages alive and count retries.
-//
-// It returns the response of the successful attempt and the number of
-// attempts made (fast failures of an open circuit breaker included). On
-// failure the error is the last attempt's *Error (wrapped with how many
-// attempts were made, and with the context's error if ctx ended).
-// Per-device results that ask for a retry are the caller's to act on.
-func (c *Client) PublishRetry(ctx context.Context, uri string, batch []relayproto.Notification, notify func(attempt int, err error, wait time.Duration)) (relayproto.Response, int, error) {
-	policy := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(c.initial),
-		backoff.WithMaxInterval(c.maxIntvl),
-		backoff.WithMaxElapsedTime(c.maxElaps),
-	)
-	for attempt := 1; ; attempt++ {
-		resp, err := c.Publish(ctx, uri, batch)
-		if err == nil {
-			return resp, attempt, nil
-		}
-		if ctx.Err() != nil || !temporary(err) {
-			return relayproto.Response{}, attempt, err
-		}
-		wait := policy.NextBackOff()
-		if wait == backoff.Stop {
-			return relayproto.Response{}, attempt, fmt.Errorf("giving up after %s in %s: %w", attempts(attempt), policy.GetElapsedTime().Round(time.Millisecond), err)
-		}
-		var e *Error
-		if errors.As(err, &e) {
-			wait = max(wait, e.RetryAfter)
-		}
-		if c.maxElaps > 0 && policy.GetElapsedTime()+wait > c.maxElaps {
-			return relayproto.Response{}, attempt, fmt.Errorf("giving up after %s: the next in %s would start after the maximum retry time of %s: %w", attempts(attempt), wait.Round(time.Millisecond), c.maxElaps, err)
-		}
-		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
-			return relayproto.Response{}, attempt, fmt.Errorf("giving up after %s: the next in %s would start after the deadline: %w", attempts(attempt), wait.Round(time.Millisecond), err)
-		}
-		if notify != nil {
-			notify(attempt, err, wait)
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return relayproto.Response{}, attempt, fmt.Errorf("%w after %s (last error: %w)", ctx.Err(), attempts(attempt), err)
-		case <-t.C:
-		}
-	}
-}
-
-// attempts is "1 attempt" or "n attempts".
-func attempts(n int) string {
-	if n == 1 {
-		return "1 attempt"
-	}
-	return strconv.Itoa(n) + " attempts"
 }

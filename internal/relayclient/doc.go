@@ -15,10 +15,9 @@
 // with errors.Is. [Classify] turns any error into the probe's four classes
 // and a message that tells the operator what to fix.
 //
-// [Client.PublishRetry] retries temporary failures with jittered exponential
-// back-off (github.com/cenkalti/backoff/v4), waiting at least as long as the
-// relay asked (BackOffTimeInMilliseconds, Retry-After), and stops at once on
-// a permanent failure.
+// A Client makes one attempt per Publish: retries, with their back-off
+// policy, belong to the delivery path (internal/delivery), the one place
+// that decides what waiting counts toward a notification's retry budget.
 //
 // A Client has one circuit breaker for all the URIs it talks to: a
 // deployment publishes to one relay, so one breaker per client is per relay.

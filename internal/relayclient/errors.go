@@ -161,9 +161,3 @@ func classForStatus(status int) Class {
 	}
 	return ClassUnknown
 }
-
-// temporary reports whether err is worth retrying.
-func temporary(err error) bool {
-	var e *Error
-	return errors.As(err, &e) && e.Temporary()
-}

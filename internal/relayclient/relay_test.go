@@ -134,17 +134,6 @@ func succeed(_ int, w http.ResponseWriter, _ *http.Request, req relayproto.Reque
 	deliverAll(w, req)
 }
 
-// failThen answers the first `failures` requests with fail, then succeeds.
-func failThen(failures int, fail func(w http.ResponseWriter)) answerFunc {
-	return func(n int, w http.ResponseWriter, _ *http.Request, req relayproto.Request) {
-		if n <= failures {
-			fail(w)
-			return
-		}
-		deliverAll(w, req)
-	}
-}
-
 // always answers every request with fail.
 func always(fail func(w http.ResponseWriter)) answerFunc {
 	return func(_ int, w http.ResponseWriter, _ *http.Request, _ relayproto.Request) { fail(w) }

@@ -11,6 +11,33 @@
 // A success answers 200 with a Response that has one result per
 // notification and per device; a failure of the whole request answers 4xx or
 // 5xx with a Fault.
+//
+// # Fault classes
+//
+// Every per-device result carries one Class, which tells the on-premises
+// side what to do (see internal/delivery):
+//
+//   - "delivered": the push service accepted the badge.
+//   - "deviceGone": the push service says the device address is dead, and
+//     its verdict is newer than the subscription (verdictAt, when the
+//     service gives a time, e.g. APNs 410 "timestamp"). Remove that
+//     subscription (keeping a tombstone, so that the verdict can be undone).
+//   - "appFault": the app cannot send at all: a bad provider key, service
+//     account or VAPID key, a provider authentication error, an appId the
+//     relay does not know, or an app not bound to the caller's
+//     organization. Keep every subscription; stop sending for that
+//     tenant+app until a trial push succeeds.
+//   - "transient": try again later (5xx, 429, timeouts, network errors);
+//     BackOffTimeInMilliseconds, when set, is how long the relay asks to
+//     wait. A transient result with verdictAt is a device-gone verdict the
+//     relay found older than the subscription (the device registered
+//     again): keep the subscription and do not resend the badge.
+//
+// The older "status" field (delivered, gone, retry, rejected) is still
+// sent, derived from the class, for dispatchers that predate classes; it
+// never says "rejected" for an app fault, so such a dispatcher does not
+// remove subscriptions because of one. Readers use DeviceResult.Outcome,
+// which falls back to "status" when a relay sends no class.
 package relayproto
 
 import (
@@ -111,12 +138,13 @@ type NotificationResult struct {
 	Devices []DeviceResult `json:"devices"`
 }
 
-// DeviceStatus is the outcome for one device.
+// DeviceStatus is the outcome for one device in the protocol's first
+// version; Class replaces it.
 type DeviceStatus string
 
-// Device outcomes. Gone and Rejected are permanent: the subscription should
-// be removed (Gone) or the notification dead-lettered (Rejected). Retry
-// means try again after BackOffTimeInMilliseconds.
+// Device statuses of the protocol's first version. A relay derives them
+// from the class (see StatusOf); DeviceRejected is only read from old
+// relays, and is taken as an app fault.
 const (
 	DeviceDelivered DeviceStatus = "delivered"
 	DeviceGone      DeviceStatus = "gone"
@@ -124,13 +152,89 @@ const (
 	DeviceRejected  DeviceStatus = "rejected"
 )
 
+// Class is the fault class of one device's outcome; see the package
+// documentation.
+type Class string
+
+// Fault classes.
+const (
+	// ClassDelivered: the push service accepted the badge.
+	ClassDelivered Class = "delivered"
+	// ClassDeviceGone: the device address is dead, by a verdict newer
+	// than the subscription; remove the subscription.
+	ClassDeviceGone Class = "deviceGone"
+	// ClassAppFault: the app's credentials or configuration are wrong, or
+	// the app is unknown or not bound to the organization; keep the
+	// subscription and pause the tenant+app.
+	ClassAppFault Class = "appFault"
+	// ClassTransient: try again later.
+	ClassTransient Class = "transient"
+)
+
+// Classes lists the fault classes.
+func Classes() []Class {
+	return []Class{ClassDelivered, ClassDeviceGone, ClassAppFault, ClassTransient}
+}
+
+// StatusOf is the first-version status a relay sends beside class c. An
+// app fault reads as "retry", so that a dispatcher that predates classes
+// never removes a subscription because of it.
+func StatusOf(c Class) DeviceStatus {
+	switch c {
+	case ClassDelivered:
+		return DeviceDelivered
+	case ClassDeviceGone:
+		return DeviceGone
+	}
+	return DeviceRetry
+}
+
 // DeviceResult is the outcome for one recipient of a notification.
 type DeviceResult struct {
-	AppID                     string       `json:"appId"`
-	DeviceID                  string       `json:"deviceId"`
-	Status                    DeviceStatus `json:"status"`
-	Reason                    string       `json:"reason,omitempty"`
-	BackOffTimeInMilliseconds int64        `json:"BackOffTimeInMilliseconds,omitempty"`
+	AppID    string `json:"appId"`
+	DeviceID string `json:"deviceId"`
+	// Class is the outcome's fault class.
+	Class Class `json:"class,omitempty"`
+	// Status is the first-version outcome, StatusOf(Class).
+	Status DeviceStatus `json:"status"`
+	// Reason is the push service's answer in words (status and reason
+	// code, never a device address).
+	Reason string `json:"reason,omitempty"`
+	// VerdictAt is, for a device-gone verdict (or one the relay judged
+	// older than the subscription), when the push service says the device
+	// address stopped being valid, if it says.
+	VerdictAt time.Time `json:"verdictAt,omitzero"`
+	// BackOffTimeInMilliseconds is, for a transient outcome, how long the
+	// relay asks to wait before a retry.
+	BackOffTimeInMilliseconds int64 `json:"BackOffTimeInMilliseconds,omitempty"`
+}
+
+// SetClass sets the class and the status derived from it.
+func (d *DeviceResult) SetClass(c Class) {
+	d.Class, d.Status = c, StatusOf(c)
+}
+
+// Outcome is the result's class; for a relay that sends none, it is read
+// from the status: gone is device gone, retry transient, and rejected an
+// app fault, so that no subscription is removed on a relay's refusal.
+func (d DeviceResult) Outcome() Class {
+	if d.Class != "" {
+		return d.Class
+	}
+	switch d.Status {
+	case DeviceDelivered:
+		return ClassDelivered
+	case DeviceGone:
+		return ClassDeviceGone
+	case DeviceRetry:
+		return ClassTransient
+	}
+	return ClassAppFault
+}
+
+// BackOff is the result's back-off as a duration, capped at MaxBackOff.
+func (d DeviceResult) BackOff() time.Duration {
+	return Fault{BackOffTimeInMilliseconds: d.BackOffTimeInMilliseconds}.BackOff()
 }
 
 // IsMonitoring reports whether n is the connectivity probe's notification,

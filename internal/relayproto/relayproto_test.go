@@ -46,3 +46,55 @@ func TestFaultBackOff(t *testing.T) {
 		}
 	}
 }
+
+func TestDeviceResultOutcome(t *testing.T) {
+	tests := []struct {
+		name string
+		in   DeviceResult
+		want Class
+	}{
+		{"class wins", DeviceResult{Class: ClassAppFault, Status: DeviceGone}, ClassAppFault},
+		{"old delivered", DeviceResult{Status: DeviceDelivered}, ClassDelivered},
+		{"old gone", DeviceResult{Status: DeviceGone}, ClassDeviceGone},
+		{"old retry", DeviceResult{Status: DeviceRetry}, ClassTransient},
+		{"old rejected is an app fault, never a removal", DeviceResult{Status: DeviceRejected}, ClassAppFault},
+		{"unknown status", DeviceResult{Status: "weird"}, ClassAppFault},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.in.Outcome(); got != tt.want {
+				t.Fatalf("Outcome() = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSetClassDerivesStatus(t *testing.T) {
+	want := map[Class]DeviceStatus{
+		ClassDelivered:  DeviceDelivered,
+		ClassDeviceGone: DeviceGone,
+		ClassAppFault:   DeviceRetry,
+		ClassTransient:  DeviceRetry,
+	}
+	for _, c := range Classes() {
+		var d DeviceResult
+		d.SetClass(c)
+		if d.Class != c || d.Status != want[c] {
+			t.Errorf("SetClass(%q) = %q/%q, want status %q", c, d.Class, d.Status, want[c])
+		}
+	}
+}
+
+func TestDeviceResultJSON(t *testing.T) {
+	d := DeviceResult{AppID: "app", DeviceID: "dev", Reason: "apns: 410 Unregistered",
+		VerdictAt: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)}
+	d.SetClass(ClassDeviceGone)
+	data, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"appId":"app","deviceId":"dev","class":"deviceGone","status":"gone","reason":"apns: 410 Unregistered","verdictAt":"2026-12-01T00:00:00Z"}`
+	if string(data) != want {
+		t.Fatalf("got  %s\nwant %s", data, want)
+	}
+}

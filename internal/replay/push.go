@@ -2,28 +2,27 @@ package replay
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
-	"github.com/pushproxy/pushproxy/internal/dispatcher"
+	"github.com/pushproxy/pushproxy/internal/delivery"
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/pushnow"
+	"github.com/pushproxy/pushproxy/internal/pushlog"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
 	"github.com/pushproxy/pushproxy/internal/unread"
 )
 
 // Publisher sends a batch once; *relayclient.Client implements it.
-type Publisher = pushnow.Publisher
+type Publisher = delivery.Publisher
 
 // ProxySource gives the proxy settings; *settings.Store implements it.
-type ProxySource = pushnow.ProxySource
+type ProxySource = delivery.ProxySource
 
 // PushDeps is what Repush needs.
 type PushDeps struct {
@@ -33,6 +32,11 @@ type PushDeps struct {
 	Subscriptions *subscriptions.Store
 	Settings      ProxySource
 	Relay         Publisher
+	// Policy is the retry policy; by default one attempt (waiting out the
+	// relay's back-pressure all the same).
+	Policy delivery.Policy
+	// Log receives removals of gone devices; none when zero.
+	Log zerolog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -44,9 +48,9 @@ type PushResult struct {
 	// PreviousPushed is the count last pushed before, if any.
 	PreviousPushed *int
 	// Devices is how many devices the push went to, and how the relay
-	// answered for them.
-	Devices int
-	pushnow.Tally
+	// answered for them (Rejected: app faults and paused apps).
+	Devices                          int
+	Delivered, Gone, Retry, Rejected int
 }
 
 // Errors of Repush.
@@ -57,16 +61,17 @@ var (
 	// ErrNoDevices means the user has no device subscription to push to.
 	ErrNoDevices = errors.New("the user has no device subscriptions")
 	// ErrProxyDisabled means the proxy is not enabled.
-	ErrProxyDisabled = pushnow.ErrProxyDisabled
+	ErrProxyDisabled = delivery.ErrProxyDisabled
 )
 
 // Repush makes the report's final count the user's unread state (count,
 // exactness and last event applied) and sends it once to every device of
-// the user, whatever the devices showed before. It then records the push
-// in the user's state and in PUSH_SENT, and removes the subscriptions of
-// devices the relay reports gone. The dispatchers merge the new state with
-// what they hold (they reapply their events on top of a state another
-// writer changed).
+// the user, whatever the devices showed before, through the delivery path
+// (internal/delivery), which records the push in PUSH_SENT and removes
+// (with a tombstone) the subscriptions of devices the relay reports gone.
+// It then records the push in the user's state. The dispatchers merge the
+// new state with what they hold (they reapply their events on top of a
+// state another writer changed).
 //
 // It refuses when the state has applied events past the report's last one
 // (replay again to include them) and when the user has no devices.
@@ -75,7 +80,11 @@ func Repush(ctx context.Context, deps PushDeps, r Report) (PushResult, error) {
 	if deps.Now != nil {
 		now = deps.Now
 	}
-	uri, err := pushnow.RelayURI(ctx, deps.Settings)
+	uris := delivery.RelayURI(deps.Settings)
+	if _, err := uris(ctx); err != nil {
+		return PushResult{}, err
+	}
+	tombs, err := pushlog.OpenTombstones(ctx, deps.JS)
 	if err != nil {
 		return PushResult{}, err
 	}
@@ -107,68 +116,45 @@ func Repush(ctx context.Context, deps PushDeps, r Report) (PushResult, error) {
 	}
 
 	res := PushResult{Count: r.Final.Count, Previous: previous, PreviousPushed: previousPushed, Devices: len(subs)}
-	notes := make([]relayproto.Notification, 0, len(subs))
+	p := delivery.Push{Tenant: r.Tenant, User: r.User, UserKey: key, Count: r.Final.Count, Exact: r.Final.Exact, Previous: previousPushed}
+	for _, st := range r.Steps {
+		p.Sequences = append(p.Sequences, st.Seq)
+	}
 	for _, s := range subs {
-		p := relayproto.Payload{TenantID: r.Tenant, UnseenEmailCount: r.Final.Count, Language: s.Language}
+		pl := relayproto.Payload{TenantID: r.Tenant, UnseenEmailCount: r.Final.Count, Language: s.Language}
 		if s.Options.Has(subscriptions.OptionBackgroundSync) {
-			p.BackgroundSyncType = relayproto.BackgroundSyncEmail
+			pl.BackgroundSyncType = relayproto.BackgroundSyncEmail
 		}
-		notes = append(notes, relayproto.Notification{ID: uuid.NewString(), Payload: p, Recipients: []relayproto.Recipient{{
+		p.Notifications = append(p.Notifications, relayproto.Notification{ID: uuid.NewString(), Payload: pl, Recipients: []relayproto.Recipient{{
 			AppID: s.AppID, DeviceID: s.DeviceID, LastSubscriptionUpdate: s.LastSubscriptionUpdate, InstallationID: s.InstallationID,
 		}}})
 	}
-	start := now()
-	var failed error
-	for batch := range slices.Chunk(notes, relayproto.MaxNotificationsPerRequest) {
-		resp, err := deps.Relay.Publish(ctx, uri, batch)
-		if err != nil {
-			failed = err
-			res.Retry += len(batch)
-			continue
-		}
-		tally(ctx, resp, key, deps.Subscriptions, &res)
+	pol := deps.Policy
+	if pol == (delivery.Policy{}) {
+		pol = delivery.Policy{MaxAttempts: 1}
+	}
+	d := delivery.New(delivery.Config{
+		JS: deps.JS, Relay: deps.Relay, URI: uris, Subscriptions: deps.Subscriptions, Tombstones: tombs,
+		Policy: pol, Origin: delivery.OriginReplay, Log: deps.Log, Now: now,
+	})
+	out := d.Send(ctx, []delivery.Push{p})[0]
+	res.Delivered, res.Gone = out.Answer.DeliveredTotal(), len(out.Answer.Gone)
+	res.Rejected = len(out.Answer.AppFaults) + len(out.Paused)
+	res.Retry = len(out.Answer.Transient)
+	for _, m := range out.Answer.Missing {
+		res.Retry += len(m.Recipients)
 	}
 	if res.Delivered > 0 {
-		record(ctx, deps, key, r, res, start, now())
+		_, _ = deps.Unread.Update(ctx, key, func(cur unread.State) (unread.State, error) {
+			if cur.LastSeq != r.Final.LastSeq {
+				return cur, nil // newer events: the dispatcher pushes their count
+			}
+			return cur.Pushed(res.Count, r.Final.LastSeq, now()), nil
+		})
 	}
-	if failed != nil {
-		return res, fmt.Errorf("pushing to the relay: %w", failed)
+	if out.Err != nil {
+		res.Retry = res.Devices - res.Delivered - res.Gone - res.Rejected
+		return res, fmt.Errorf("pushing to the relay: %w", out.Err)
 	}
 	return res, nil
-}
-
-// tally counts the device results and removes the subscriptions of gone
-// devices, as the dispatcher does.
-func tally(ctx context.Context, resp relayproto.Response, key string, subs *subscriptions.Store, res *PushResult) {
-	for _, n := range resp.Results {
-		for _, d := range n.Devices {
-			res.Tally.Add(d.Status)
-			if d.Status == relayproto.DeviceGone {
-				_ = subs.DeleteKey(ctx, key+"."+subscriptions.DeviceHash(d.AppID, d.DeviceID))
-			}
-		}
-	}
-}
-
-// record notes the push in the state and in PUSH_SENT; the push went out
-// whatever they say, so failures are not reported.
-func record(ctx context.Context, deps PushDeps, key string, r Report, res PushResult, start, end time.Time) {
-	_, _ = deps.Unread.Update(ctx, key, func(cur unread.State) (unread.State, error) {
-		if cur.LastSeq != r.Final.LastSeq {
-			return cur, nil // newer events: the dispatcher pushes their count
-		}
-		return cur.Pushed(res.Count, r.Final.LastSeq, end), nil
-	})
-	rec := dispatcher.SentRecord{
-		ID: uuid.NewString(), BatchID: "replay", Tenant: r.Tenant, UserKey: key,
-		Count: res.Count, Exact: r.Final.Exact, Previous: res.PreviousPushed,
-		LastSeq: r.Final.LastSeq, Devices: res.Devices, Gone: res.Gone, Rejected: res.Rejected, Attempts: 1,
-		LatencyMS: float64(end.Sub(start)) / float64(time.Millisecond), SentAt: end.UTC(),
-	}
-	if len(r.Steps) > 0 {
-		rec.FirstSeq, rec.Events = r.Steps[0].Seq, len(r.Steps)
-	}
-	if data, err := json.Marshal(rec); err == nil {
-		_, _ = deps.JS.Publish(ctx, dispatcher.SentSubject(key), data)
-	}
 }

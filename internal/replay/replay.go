@@ -158,5 +158,5 @@ func Compute(msgs []Message, opts Options) Report {
 
 // sameUser compares addresses as events.Keyer does: in lower case.
 func sameUser(a, b string) bool {
-	return strings.ToLower(a) == strings.ToLower(b)
+	return strings.EqualFold(a, b)
 }

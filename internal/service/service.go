@@ -106,6 +106,10 @@ func WriteError(w http.ResponseWriter, e *Error) {
 	WriteJSON(w, e.Status, map[string]*Error{"error": e})
 }
 
+// MaxHeaderBytes bounds the request headers every service accepts (431
+// above): requests carry a token and a few headers, nothing large.
+const MaxHeaderBytes = 64 << 10
+
 // Serve serves h on ln until ctx ends, then stops taking connections and
 // waits up to drain for requests in flight to finish.
 func Serve(ctx context.Context, log zerolog.Logger, ln net.Listener, h http.Handler, drain time.Duration) error {
@@ -113,6 +117,7 @@ func Serve(ctx context.Context, log zerolog.Logger, ln net.Listener, h http.Hand
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    MaxHeaderBytes,
 		ErrorLog:          nil,
 	}
 	errc := make(chan error, 1)

@@ -1,6 +1,7 @@
 package subscriptions
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -31,6 +32,8 @@ const (
 	CodeUnsupportedMedia = "unsupported_media_type"
 	CodeInvalid          = "invalid_subscription"
 	CodeNotFound         = "not_found"
+	CodeForbidden        = "forbidden"
+	CodeTooMany          = "too_many_subscriptions"
 	CodeUnavailable      = "unavailable"
 )
 
@@ -52,8 +55,13 @@ type ListResponse struct {
 //
 // Errors are JSON (service.Error): 400 malformed, 413 too large, 415 not
 // JSON, 422 with the name of the invalid field, 503 when the store fails.
-func Routes(store *Store, log zerolog.Logger) map[string]http.Handler {
-	h := &handlers{store: store, log: log}
+//
+// o.Access decides what each request may reach (nil: everything); a
+// request outside it gets 403 and nothing is stored or returned. A list
+// answer shows each device token masked (MaskDevice) unless Access reveals
+// them. o.Check, when set, vets a subscription before it is stored.
+func Routes(store *Store, log zerolog.Logger, o APIOptions) map[string]http.Handler {
+	h := &handlers{store: store, log: log, access: o.Access, check: o.Check}
 	return map[string]http.Handler{
 		PatternSubscribe:   http.HandlerFunc(h.subscribe),
 		PatternUnsubscribe: http.HandlerFunc(h.unsubscribe),
@@ -61,24 +69,77 @@ func Routes(store *Store, log zerolog.Logger) map[string]http.Handler {
 	}
 }
 
+// Access decides what a request may do in the subscriptions API.
+type Access interface {
+	// Allow reports whether r may act on tenant's subscriptions: write
+	// (subscribe, unsubscribe) or read (list).
+	Allow(r *http.Request, write bool, tenant string) bool
+	// Reveal reports whether r may see device tokens in clear, when it asks
+	// with ?reveal=true.
+	Reveal(r *http.Request) bool
+}
+
+// APIOptions are what a server adds to the API's own checks.
+type APIOptions struct {
+	// Access decides what a request may reach; nil allows everything.
+	Access Access
+	// Check vets a subscription before it is stored, beyond Validate (for
+	// example that a Web Push endpoint can be reached); its error is
+	// answered 422 and should be a *ValidationError naming the field.
+	Check func(Subscription) error
+}
+
 // Handler returns a mux serving Routes alone.
-func Handler(store *Store, log zerolog.Logger) http.Handler {
+func Handler(store *Store, log zerolog.Logger, o APIOptions) http.Handler {
 	mux := http.NewServeMux()
-	for pattern, h := range Routes(store, log) {
+	for pattern, h := range Routes(store, log, o) {
 		mux.Handle(pattern, h)
 	}
 	return mux
 }
 
 type handlers struct {
-	store *Store
-	log   zerolog.Logger
+	store  *Store
+	log    zerolog.Logger
+	access Access
+	check  func(Subscription) error
+}
+
+// allowed answers 403 and reports false when the request may not act on
+// tenant.
+func (h *handlers) allowed(w http.ResponseWriter, r *http.Request, write bool, tenant string) bool {
+	if h.access == nil || h.access.Allow(r, write, strings.TrimSuffix(strings.ToLower(strings.TrimSpace(tenant)), ".")) {
+		return true
+	}
+	what := "read"
+	if write {
+		what = "change"
+	}
+	service.WriteError(w, &service.Error{Status: http.StatusForbidden, Code: CodeForbidden,
+		Message: "these credentials may not " + what + " the subscriptions of tenant " + tenant})
+	return false
 }
 
 func (h *handlers) subscribe(w http.ResponseWriter, r *http.Request) {
 	var sub Subscription
 	if !readJSON(w, r, &sub) {
 		return
+	}
+	for field, set := range map[string]bool{"key": sub.Key != "", "expiresAt": !sub.ExpiresAt.IsZero()} {
+		if set {
+			service.WriteError(w, &service.Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalid, Field: field,
+				Message: "invalid subscription: " + field + ": set by the server, not by the client"})
+			return
+		}
+	}
+	if !h.allowed(w, r, true, sub.Tenant) {
+		return
+	}
+	if h.check != nil {
+		if err := h.check(sub); err != nil {
+			h.fail(w, err)
+			return
+		}
 	}
 	stored, created, err := h.store.Put(r.Context(), sub)
 	if err != nil {
@@ -110,6 +171,9 @@ func (h *handlers) unsubscribe(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if !h.allowed(w, r, true, ref.Tenant) {
+		return
+	}
 	err := h.store.Delete(r.Context(), ref.Tenant, ref.User, ref.AppID, ref.DeviceID)
 	if err != nil {
 		h.fail(w, err)
@@ -121,6 +185,9 @@ func (h *handlers) unsubscribe(w http.ResponseWriter, r *http.Request) {
 
 func (h *handlers) list(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	if !h.allowed(w, r, false, q.Get("tenant")) {
+		return
+	}
 	subs, err := h.store.List(r.Context(), q.Get("tenant"), q.Get("user"))
 	if err != nil {
 		h.fail(w, err)
@@ -129,11 +196,16 @@ func (h *handlers) list(w http.ResponseWriter, r *http.Request) {
 	if subs == nil {
 		subs = []Subscription{}
 	}
+	if q.Get("reveal") != "true" || (h.access != nil && !h.access.Reveal(r)) {
+		for i := range subs {
+			subs[i].DeviceID = MaskDevice(subs[i].DeviceID)
+		}
+	}
 	service.WriteJSON(w, http.StatusOK, ListResponse{Subscriptions: subs})
 }
 
 // fail answers err: 422 for an invalid field, 404 for an unknown
-// subscription, 503 otherwise.
+// subscription, 409 for a user with the most devices, 503 otherwise.
 func (h *handlers) fail(w http.ResponseWriter, err error) {
 	var sve *ValidationError
 	var eve *events.ValidationError
@@ -142,6 +214,8 @@ func (h *handlers) fail(w http.ResponseWriter, err error) {
 		service.WriteError(w, &service.Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalid, Field: sve.Field, Message: sve.Error()})
 	case errors.As(err, &eve):
 		service.WriteError(w, &service.Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalid, Field: eve.Field, Message: "invalid subscription: " + eve.Field + ": " + eve.Reason})
+	case errors.Is(err, ErrTooMany):
+		service.WriteError(w, &service.Error{Status: http.StatusConflict, Code: CodeTooMany, Message: err.Error()})
 	case errors.Is(err, ErrNotFound):
 		service.WriteError(w, &service.Error{Status: http.StatusNotFound, Code: CodeNotFound, Message: "no such subscription"})
 	default:
@@ -168,7 +242,19 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 		service.WriteError(w, &service.Error{Status: http.StatusBadRequest, Code: CodeMalformed, Message: "reading the body: " + err.Error()})
 		return false
 	}
-	if err := json.Unmarshal(body, v); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	err = dec.Decode(v)
+	if err == nil && dec.More() {
+		err = errors.New("more than one JSON value")
+	}
+	if err != nil {
+		if field, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			field = strings.Trim(field, `"`)
+			service.WriteError(w, &service.Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalid, Field: field,
+				Message: "invalid subscription: " + field + ": unknown field"})
+			return false
+		}
 		var ve *ValidationError
 		if errors.As(err, &ve) {
 			service.WriteError(w, &service.Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalid, Field: ve.Field, Message: ve.Error()})

@@ -25,6 +25,8 @@ type Store struct {
 	keyer *events.Keyer
 	ttl   time.Duration
 	now   func() time.Time
+	// maxPerUser bounds a user's devices (0: no limit).
+	maxPerUser int
 }
 
 // Open opens the bucket, which provisioning creates with the subscription
@@ -38,7 +40,7 @@ func Open(ctx context.Context, js jetstream.JetStream, keyer *events.Keyer) (*St
 	if err != nil {
 		return nil, fmt.Errorf("reading bucket %s status: %w", broker.BucketSubscriptions, err)
 	}
-	return &Store{kv: kv, keyer: keyer, ttl: status.TTL(), now: time.Now}, nil
+	return &Store{kv: kv, keyer: keyer, ttl: status.TTL(), now: time.Now, maxPerUser: DefaultMaxPerUser}, nil
 }
 
 // WithClock returns a copy of the store that takes time from now.
@@ -56,7 +58,14 @@ func (s *Store) UserKey(tenant, user string) string { return s.keyer.UserKey(ten
 
 // Key is the bucket key of a subscription.
 func (s *Store) Key(tenant, user, appID, deviceID string) string {
-	return s.keyer.UserKey(tenant, user) + "." + DeviceHash(appID, deviceID)
+	return Key(s.keyer.UserKey(tenant, user), appID, deviceID)
+}
+
+// Key is the bucket key of the subscription of device appID/deviceID of
+// the user with key userKey (events.Keyer.UserKey): the one place keys are
+// built.
+func Key(userKey, appID, deviceID string) string {
+	return userKey + "." + DeviceHash(appID, deviceID)
 }
 
 // Put normalizes and validates sub, then subscribes it or, if it exists,
@@ -70,6 +79,9 @@ func (s *Store) Put(ctx context.Context, sub Subscription) (Subscription, bool, 
 	}
 	sub.LastSubscriptionUpdate = s.now().UTC().Truncate(time.Millisecond)
 	key := s.Key(sub.Tenant, sub.User, sub.AppID, sub.DeviceID)
+	if err := s.checkRoom(ctx, sub, key); err != nil {
+		return Subscription{}, false, err
+	}
 	stored := sub
 	stored.Key, stored.ExpiresAt = "", time.Time{}
 	data, err := json.Marshal(stored)
@@ -91,6 +103,43 @@ func (s *Store) Put(ctx context.Context, sub Subscription) (Subscription, bool, 
 	return sub, created, nil
 }
 
+// DefaultMaxPerUser is how many devices one user may have subscribed at
+// once unless WithMaxPerUser says otherwise.
+const DefaultMaxPerUser = 20
+
+// ErrTooMany is returned by Put for a new device of a user who has the
+// most subscriptions allowed.
+var ErrTooMany = errors.New("too many subscriptions")
+
+// WithMaxPerUser returns a copy of the store that allows n devices per
+// user (0: no limit).
+func (s *Store) WithMaxPerUser(n int) *Store {
+	c := *s
+	c.maxPerUser = n
+	return &c
+}
+
+// checkRoom refuses a new device of a user who has maxPerUser already; a
+// refresh of a known one always passes.
+func (s *Store) checkRoom(ctx context.Context, sub Subscription, key string) error {
+	if s.maxPerUser <= 0 {
+		return nil
+	}
+	have, err := s.List(ctx, sub.Tenant, sub.User)
+	if err != nil {
+		return err
+	}
+	if len(have) < s.maxPerUser {
+		return nil
+	}
+	for _, h := range have {
+		if h.Key == key {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %s has %d devices subscribed, the most allowed; unsubscribe one first", ErrTooMany, sub.User, len(have))
+}
+
 // Delete removes the subscription of the device appID/deviceID of a user.
 // It returns an error matching ErrNotFound when there is none, and a
 // *ValidationError when the identifying fields are invalid.
@@ -101,6 +150,19 @@ func (s *Store) Delete(ctx context.Context, tenant, user, appID, deviceID string
 		return err
 	}
 	return s.DeleteKey(ctx, s.Key(sub.Tenant, sub.User, sub.AppID, sub.DeviceID))
+}
+
+// Get returns the subscription stored under key, or an error matching
+// ErrNotFound.
+func (s *Store) Get(ctx context.Context, key string) (Subscription, error) {
+	entry, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Subscription{}, ErrNotFound
+	}
+	if err != nil {
+		return Subscription{}, fmt.Errorf("reading subscription: %w", err)
+	}
+	return s.decode(entry)
 }
 
 // DeleteKey removes the subscription stored under key.

@@ -17,6 +17,7 @@ package subscriptions
 import (
 	"crypto/sha256"
 	"encoding/base32"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -259,10 +260,12 @@ func (s *Subscription) Validate() error {
 
 // validateDevice checks the fields that identify a subscription.
 func (s *Subscription) validateDevice() error {
-	if err := events.ValidateTenant(s.Tenant); err != nil {
+	// The user first: a missing tenant is often taken from the user's
+	// domain, so a missing user is the error to name.
+	if err := events.ValidateAddress("user", s.User); err != nil {
 		return err
 	}
-	if err := events.ValidateAddress("user", s.User); err != nil {
+	if err := events.ValidateTenant(s.Tenant); err != nil {
 		return err
 	}
 	if err := checkText("appId", s.AppID, MaxAppIDLen, true); err != nil {
@@ -277,7 +280,8 @@ func checkText(field, v string, maxLen int, required bool) error {
 		return invalid(field, "required")
 	case len(v) > maxLen:
 		return invalid(field, "longer than %d bytes", maxLen)
-	case !utf8.ValidString(v):
+	case !utf8.ValidString(v) || strings.ContainsRune(v, utf8.RuneError):
+		// JSON decoding turns invalid bytes into U+FFFD.
 		return invalid(field, "not valid UTF-8")
 	}
 	for _, r := range v {
@@ -320,6 +324,18 @@ var hashEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPa
 func DeviceHash(appID, deviceID string) string {
 	sum := sha256.Sum256([]byte(appID + "\x00" + deviceID))
 	return hashEncoding.EncodeToString(sum[:16])
+}
+
+// MaskDevice shows a device token the way list answers do: a short
+// fingerprint of it and, for a token of at least 16 bytes, its last four,
+// never the token.
+func MaskDevice(deviceID string) string {
+	sum := sha256.Sum256([]byte(deviceID))
+	masked := "sha256:" + hex.EncodeToString(sum[:4])
+	if len(deviceID) >= 16 {
+		masked += "…" + deviceID[len(deviceID)-4:]
+	}
+	return masked
 }
 
 // DeviceRef is a short, non-secret reference to a device for logs.

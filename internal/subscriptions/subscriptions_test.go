@@ -224,7 +224,7 @@ func waitFor(t *testing.T, cond func() bool) {
 
 func TestHTTP(t *testing.T) {
 	store := openStore(t)
-	srv := httptest.NewServer(subscriptions.Handler(store, zerolog.Nop()))
+	srv := httptest.NewServer(subscriptions.Handler(store, zerolog.Nop(), subscriptions.APIOptions{}))
 	defer srv.Close()
 	url := srv.URL + "/v1/subscriptions"
 
@@ -268,6 +268,12 @@ func TestHTTP(t *testing.T) {
 		{"bad option", "POST", "application/json", strings.Replace(sub, `"Email, BackgroundSync"`, `"Pager"`, 1), 422, "options"},
 		{"missing device", "POST", "application/json", strings.Replace(sub, `"tok1"`, `""`, 1), 422, "deviceId"},
 		{"unknown platform", "POST", "application/json", strings.Replace(sub, `"FCM"`, `"pager"`, 1), 422, "platform"},
+		{"unknown field", "POST", "application/json", strings.Replace(sub, `"language"`, `"lang":"x","language"`, 1), 422, "lang"},
+		{"client-set key", "POST", "application/json", strings.Replace(sub, `"language"`, `"key":"fabrikam_com.x","language"`, 1), 422, "key"},
+		{"client-set expiry", "POST", "application/json", strings.Replace(sub, `"language"`, `"expiresAt":"2099-01-01T00:00:00Z","language"`, 1), 422, "expiresAt"},
+		{"empty user", "POST", "application/json", strings.Replace(sub, `"alice@fabrikam.com"`, `""`, 1), 422, "user"},
+		{"invalid UTF-8 device", "POST", "application/json", strings.Replace(sub, `"tok1"`, "\"tok\xff\"", 1), 422, "deviceId"},
+		{"two values", "POST", "application/json", sub + sub, 400, ""},
 	}
 	for _, tt := range tests {
 		res, body := do(tt.method, url, tt.ctype, tt.body)
@@ -277,8 +283,17 @@ func TestHTTP(t *testing.T) {
 	}
 
 	res, body := do("GET", url+"?tenant=fabrikam.com&user=alice@fabrikam.com", "", "")
-	if list, _ := body["subscriptions"].([]any); res.StatusCode != 200 || len(list) != 1 {
+	list, _ := body["subscriptions"].([]any)
+	if res.StatusCode != 200 || len(list) != 1 {
 		t.Fatalf("list: %d %v", res.StatusCode, body)
+	}
+	// Device tokens are secrets: masked unless asked for (and allowed).
+	if dev := list[0].(map[string]any)["deviceId"]; dev != subscriptions.MaskDevice("tok1") || strings.Contains(dev.(string), "tok1") {
+		t.Fatalf("list shows device %v, want it masked", dev)
+	}
+	_, body = do("GET", url+"?tenant=fabrikam.com&user=alice@fabrikam.com&reveal=true", "", "")
+	if dev := body["subscriptions"].([]any)[0].(map[string]any)["deviceId"]; dev != "tok1" {
+		t.Fatalf("list with reveal shows device %v, want tok1", dev)
 	}
 	if res, body := do("GET", url+"?tenant=fabrikam.com", "", ""); res.StatusCode != 422 || errField(body) != "user" {
 		t.Fatalf("list without user: %d %v", res.StatusCode, body)
@@ -293,5 +308,23 @@ func TestHTTP(t *testing.T) {
 	}
 	if _, body := do("GET", url+"?tenant=fabrikam.com&user=alice@fabrikam.com", "", ""); len(body["subscriptions"].([]any)) != 0 {
 		t.Fatalf("after delete: %v", body)
+	}
+}
+
+// TestDevicesPerUserAreBounded subscribes a user's devices up to the limit:
+// one more is refused, a refresh of a known one still works.
+func TestDevicesPerUserAreBounded(t *testing.T) {
+	store := openStore(t).WithMaxPerUser(2)
+	ctx := context.Background()
+	sub := func(dev string) subscriptions.Subscription {
+		return subscriptions.Subscription{Tenant: "fabrikam.com", User: "alice@fabrikam.com", AppID: "app", DeviceID: dev, Platform: subscriptions.PlatformAPNS}
+	}
+	for _, dev := range []string{"d1", "d2", "d1"} {
+		if _, _, err := store.Put(ctx, sub(dev)); err != nil {
+			t.Fatalf("put %s: %v", dev, err)
+		}
+	}
+	if _, _, err := store.Put(ctx, sub("d3")); !errors.Is(err, subscriptions.ErrTooMany) {
+		t.Fatalf("a third device: %v, want ErrTooMany", err)
 	}
 }

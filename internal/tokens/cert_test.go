@@ -306,7 +306,7 @@ func TestCertificateNeverPrintsKey(t *testing.T) {
 	for name, out := range map[string]string{
 		"%v":   fmt.Sprintf("%v", c),
 		"%+v":  fmt.Sprintf("%+v", c),
-		"%s":   fmt.Sprintf("%s", c),
+		"%s":   c.String(),
 		"JSON": string(asJSON),
 	} {
 		if strings.Contains(out, secret) || !strings.Contains(out, s2sThumbprint) {

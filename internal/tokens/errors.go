@@ -48,6 +48,9 @@ var (
 	// ErrWrongIssuer means iss or nameid do not match the partner that
 	// registered the signing certificate.
 	ErrWrongIssuer error = &rejection{"token issuer does not match the registered partner"}
+	// ErrNotTrustedForDelegation means the trustedfordelegation claim is
+	// not "true": the token is not an actor token of the partner.
+	ErrNotTrustedForDelegation error = &rejection{"token is not trusted for delegation"}
 )
 
 // Certificate, registration and metadata errors.

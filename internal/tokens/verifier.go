@@ -326,6 +326,10 @@ func (v *Verifier) checkClaims(wc *wireClaims, by signer, now time.Time) (*Claim
 		return nil, fmt.Errorf("%w: nameid %q differs from iss %q", ErrWrongIssuer, wc.NameID, wc.Issuer)
 	}
 
+	if wc.TrustedForDelegation != "true" {
+		return nil, fmt.Errorf("%w: trustedfordelegation is %q, want \"true\"", ErrNotTrustedForDelegation, wc.TrustedForDelegation)
+	}
+
 	return &Claims{
 		Organization:         p.Organization,
 		Realm:                p.Realm,
@@ -333,7 +337,7 @@ func (v *Verifier) checkClaims(wc *wireClaims, by signer, now time.Time) (*Claim
 		Issuer:               wc.Issuer,
 		Audience:             aud,
 		Thumbprint:           by.thumbprint,
-		TrustedForDelegation: strings.EqualFold(wc.TrustedForDelegation, "true"),
+		TrustedForDelegation: true,
 		NotBefore:            nbf.UTC(),
 		ExpiresAt:            exp.UTC(),
 	}, nil

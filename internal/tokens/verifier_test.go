@@ -191,6 +191,9 @@ func TestVerifyRejects(t *testing.T) {
 		}), ErrWrongIssuer},
 		{"nameid differs from iss", rs(cert, claim("nameid", "other@"+fabrikamRealm)), ErrWrongIssuer},
 		{"nameid missing", rs(cert, claim("nameid", nil)), ErrWrongIssuer},
+		{"not trusted for delegation", rs(cert, claim("trustedfordelegation", "false")), ErrNotTrustedForDelegation},
+		{"trustedfordelegation missing", rs(cert, claim("trustedfordelegation", nil)), ErrNotTrustedForDelegation},
+		{"trustedfordelegation a boolean", rs(cert, claim("trustedfordelegation", true)), ErrMalformedToken},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

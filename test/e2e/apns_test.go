@@ -31,11 +31,9 @@ import (
 	"github.com/pushproxy/pushproxy/internal/ingest"
 	"github.com/pushproxy/pushproxy/internal/relay"
 	"github.com/pushproxy/pushproxy/internal/relay/registry"
-	"github.com/pushproxy/pushproxy/internal/s2s"
 	"github.com/pushproxy/pushproxy/internal/service"
-	"github.com/pushproxy/pushproxy/internal/settings"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
-	"github.com/pushproxy/pushproxy/internal/tokens"
+	"github.com/pushproxy/pushproxy/test/partner"
 )
 
 const (
@@ -160,37 +158,12 @@ func TestEventBecomesAPNsBadge(t *testing.T) {
 	apns := newFakeAPNs(t, apnsKey)
 	relayAddr, ingestAddr := freeAddr(t), freeAddr(t)
 
-	// On-premises: certificate, auth and proxy settings.
-	store, err := settings.Open(ctx, conn.JS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certDir := t.TempDir()
-	cert, err := tokens.NewCertificate(tokens.CertificateOptions{Domain: org})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s2s.Save(certDir, cert); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.UpdateAuth(ctx, func(a *settings.Auth) error { a.CurrentCertificateThumbprint = cert.Thumbprint(); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := store.EnableProxy(ctx, org, "http://"+relayAddr+relay.DefaultBasePath); err != nil {
-		t.Fatal(err)
-	}
-
-	// Cloud: the partner's certificate and an APNs app.
-	apps, err := registry.Provision(ctx, conn.JS, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := apps.AddCertificate(ctx, registry.CertificateRegistration{Organization: org, Certificate: cert.X509.Raw}); err != nil {
-		t.Fatal(err)
-	}
+	// The organization set up at both ends, as with pushctl.
+	p := partner.New(t, ctx, conn.JS, org, relayAddr)
+	apps := p.Registry
 	if _, err := apps.AddApp(ctx, registry.App{AppID: topic, Provider: registry.KindAPNs, APNs: &registry.APNs{
 		KeyFile: keyPath, KeyID: apnsKeyID, TeamID: apnsTeamID, Topic: topic, Environment: registry.APNsSandbox, Host: apns.srv.URL,
-	}}, false); err != nil {
+	}, Organizations: []string{org}}, false); err != nil {
 		t.Fatal(err)
 	}
 
@@ -207,7 +180,7 @@ func TestEventBecomesAPNsBadge(t *testing.T) {
 		},
 		"ingest": func() error { return ingest.Run(ctx, icfg, conn, log, reg, ingest.SubscriptionsAPI(subs)) },
 		"dispatcher": func() error {
-			return dispatcher.Run(ctx, dispatcher.Config{Tokens: s2s.NewSource(store, certDir), Coalesce: coalesce.Config{Window: 20 * time.Millisecond}, Log: log, Registry: reg}, conn)
+			return dispatcher.Run(ctx, dispatcher.Config{Tokens: p.Tokens, Coalesce: coalesce.Config{Window: 20 * time.Millisecond}, Log: log, Registry: reg}, conn)
 		},
 	}
 	var wg sync.WaitGroup

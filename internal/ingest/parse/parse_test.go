@@ -23,7 +23,8 @@ func TestStrictNamesTheField(t *testing.T) {
 	type inner struct {
 		Name  string `json:"name"`
 		Count int    `json:"count"`
-		skip  int
+		//lint:ignore U1000 an unexported field, which strict decoding must not name
+		skip int
 	}
 	tests := []struct{ body, field, reason string }{
 		{`{"name":"x","extra":1}`, "p.extra", "unknown field (known fields: name, count)"},

@@ -28,6 +28,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/elliptic"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -101,6 +102,7 @@ type Option func(*options)
 
 type options struct {
 	client *http.Client
+	roots  *x509.CertPool
 	log    zerolog.Logger
 	now    func() time.Time
 }
@@ -109,6 +111,12 @@ type options struct {
 // client must speak HTTP/2 to the host. The default is an HTTP/2-only client
 // with a 30-second timeout.
 func WithHTTPClient(c *http.Client) Option { return func(o *options) { o.client = c } }
+
+// WithRootCAs sets the certificate authorities the default client trusts
+// for the push service (the relay passes the system roots plus its
+// --provider-ca-file); nil keeps the system roots. A client given with
+// WithHTTPClient is used as it is.
+func WithRootCAs(roots *x509.CertPool) Option { return func(o *options) { o.roots = roots } }
 
 // WithLogger sets the logger (default: none). Only token renewals are logged.
 func WithLogger(l zerolog.Logger) Option { return func(o *options) { o.log = l } }
@@ -149,7 +157,7 @@ func New(cfg Config, opts ...Option) (*Provider, error) {
 		return nil, fmt.Errorf("signing APNs provider token: %w", err)
 	}
 	if o.client == nil {
-		o.client = httpx.NewClient(httpx.ClientConfig{HTTP2Only: true})
+		o.client = httpx.NewClient(httpx.ClientConfig{HTTP2Only: true, RootCAs: o.roots})
 	}
 	return &Provider{cfg: cfg, host: host, token: tok, http: o.client, log: o.log, now: o.now}, nil
 }
@@ -228,7 +236,7 @@ func (p *Provider) Send(ctx context.Context, b providers.Badge) error {
 	}
 	body, err := json.Marshal(pl)
 	if err != nil {
-		return &providers.Error{Provider: Name, Reason: "Payload", Err: fmt.Errorf("encoding payload: %w", err)}
+		return &providers.Error{Provider: Name, Reason: "Payload", AppFault: true, Err: fmt.Errorf("encoding payload: %w", err)}
 	}
 	bearer := p.token.GenerateIfExpired()
 	err = p.post(ctx, b, body, bearer)
@@ -260,7 +268,7 @@ func (p *Provider) renew(rejected string) string {
 func (p *Provider) post(ctx context.Context, b providers.Badge, body []byte, bearer string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.host+"/3/device/"+b.Device, bytes.NewReader(body))
 	if err != nil {
-		return &providers.Error{Provider: Name, Reason: "Request", Err: fmt.Errorf("building request: %w", err)}
+		return &providers.Error{Provider: Name, Reason: "Request", AppFault: true, Err: fmt.Errorf("building request: %w", err)}
 	}
 	h := req.Header
 	h.Set("authorization", "bearer "+bearer)
@@ -291,7 +299,7 @@ func (p *Provider) post(ctx context.Context, b providers.Badge, body []byte, bea
 	if e.Reason == "" {
 		e.Reason = http.StatusText(resp.StatusCode)
 	}
-	e.Gone, e.Retryable = classify(resp.StatusCode, r.Reason)
+	e.SetClass(providers.Classify(answers, resp.StatusCode, r.Reason).Class)
 	if e.Gone && r.Timestamp > 0 {
 		e.GoneSince = time.UnixMilli(r.Timestamp)
 	}
@@ -301,19 +309,28 @@ func (p *Provider) post(ctx context.Context, b providers.Badge, body []byte, bea
 	return e
 }
 
-// classify maps an APNs error response to gone / retryable. Everything else
-// (other 400s, 403 certificate or token errors, 404, 405, 413) is permanent.
-func classify(status int, reason string) (gone, retryable bool) {
-	switch {
-	case status == http.StatusGone:
-		return true, false
-	case status == http.StatusBadRequest &&
-		(reason == apns2.ReasonBadDeviceToken || reason == apns2.ReasonDeviceTokenNotForTopic):
-		return true, false
-	case status == http.StatusTooManyRequests || status >= 500:
-		return false, true
-	}
-	return false, false
+// answers maps APNs error responses to fault classes; the first row that
+// matches wins, and an answer no row matches is an app fault. Each row has
+// a case in TestAnswers.
+var answers = []providers.Rule{
+	// 410 Unregistered / ExpiredToken: the token is dead (the relay
+	// compares its timestamp with the subscription).
+	{Status: http.StatusGone, Class: providers.DeviceGone},
+	// The token is not an APNs token at all.
+	{Status: http.StatusBadRequest, Reason: apns2.ReasonBadDeviceToken, Class: providers.DeviceGone},
+	// A token of another app, or every token when the topic is wrong: the
+	// app's configuration, not proof that the device is gone.
+	{Status: http.StatusBadRequest, Reason: apns2.ReasonDeviceTokenNotForTopic, Class: providers.AppFault},
+	// InvalidProviderToken, ExpiredProviderToken (after one renewal),
+	// MissingProviderToken, BadCertificate, BadCertificateEnvironment.
+	{Status: http.StatusForbidden, Class: providers.AppFault},
+	// TooManyRequests, TooManyProviderTokenUpdates.
+	{Status: http.StatusTooManyRequests, Class: providers.Transient},
+	// InternalServerError, ServiceUnavailable, Shutdown.
+	{Status: 500, StatusTo: 599, Class: providers.Transient},
+	// Other 400s (BadTopic, BadCollapseId, ...), 404, 405, 413: the request
+	// as the app is configured.
+	{Status: 400, StatusTo: 499, Class: providers.AppFault},
 }
 
 // validDeviceToken reports whether s looks like an APNs device token: hex

@@ -274,7 +274,7 @@ func TestStatusMapping(t *testing.T) {
 		{name: "bad device token", status: 400, body: `{"reason":"BadDeviceToken"}`,
 			wantErr: true, gone: true, reason: "BadDeviceToken"},
 		{name: "not for topic", status: 400, body: `{"reason":"DeviceTokenNotForTopic"}`,
-			wantErr: true, gone: true, reason: "DeviceTokenNotForTopic"},
+			wantErr: true, reason: "DeviceTokenNotForTopic"},
 		{name: "bad collapse id", status: 400, body: `{"reason":"BadCollapseId"}`,
 			wantErr: true, reason: "BadCollapseId"},
 		{name: "invalid provider token", status: 403, body: `{"reason":"InvalidProviderToken"}`,
@@ -461,26 +461,40 @@ func TestConfig(t *testing.T) {
 	}
 }
 
-func TestClassify(t *testing.T) {
+func TestAnswers(t *testing.T) {
 	tests := []struct {
-		status          int
-		reason          string
-		gone, retryable bool
+		status int
+		reason string
+		want   providers.Class
 	}{
-		{410, "Unregistered", true, false},
-		{400, "BadDeviceToken", true, false},
-		{400, "DeviceTokenNotForTopic", true, false},
-		{400, "BadTopic", false, false},
-		{403, "ExpiredProviderToken", false, false},
-		{404, "BadPath", false, false},
-		{429, "TooManyProviderTokenUpdates", false, true},
-		{500, "InternalServerError", false, true},
-		{503, "Shutdown", false, true},
+		{410, "Unregistered", providers.DeviceGone},
+		{410, "ExpiredToken", providers.DeviceGone},
+		{400, "BadDeviceToken", providers.DeviceGone},
+		{400, "DeviceTokenNotForTopic", providers.AppFault},
+		{403, "InvalidProviderToken", providers.AppFault},
+		{403, "ExpiredProviderToken", providers.AppFault},
+		{403, "BadCertificateEnvironment", providers.AppFault},
+		{429, "TooManyProviderTokenUpdates", providers.Transient},
+		{429, "TooManyRequests", providers.Transient},
+		{500, "InternalServerError", providers.Transient},
+		{503, "Shutdown", providers.Transient},
+		{400, "BadTopic", providers.AppFault},
+		{404, "BadPath", providers.AppFault},
+		{413, "PayloadTooLarge", providers.AppFault},
+		{302, "Strange", providers.AppFault}, // no row: an app fault
 	}
+	covered := map[int]bool{}
 	for _, tt := range tests {
-		gone, retryable := classify(tt.status, tt.reason)
-		if gone != tt.gone || retryable != tt.retryable {
-			t.Errorf("classify(%d, %q) = %v, %v, want %v, %v", tt.status, tt.reason, gone, retryable, tt.gone, tt.retryable)
+		t.Run(fmt.Sprintf("%d %s", tt.status, tt.reason), func(t *testing.T) {
+			covered[providers.RuleIndex(answers, tt.status, tt.reason)] = true
+			if got := providers.Classify(answers, tt.status, tt.reason).Class; got != tt.want {
+				t.Errorf("Classify(%d, %q) = %s, want %s", tt.status, tt.reason, got, tt.want)
+			}
+		})
+	}
+	for i := range answers {
+		if !covered[i] {
+			t.Errorf("row %d of the answer table (%+v) has no test case", i, answers[i])
 		}
 	}
 }

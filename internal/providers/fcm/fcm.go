@@ -110,6 +110,7 @@ type Option func(*options)
 
 type options struct {
 	client *http.Client
+	roots  *x509.CertPool
 	log    zerolog.Logger
 	now    func() time.Time
 }
@@ -118,6 +119,12 @@ type options struct {
 // endpoint (e.g. one that trusts a test CA). The default has a 30-second
 // timeout.
 func WithHTTPClient(c *http.Client) Option { return func(o *options) { o.client = c } }
+
+// WithRootCAs sets the certificate authorities the default client trusts
+// for FCM and its token endpoint (the relay passes the system roots plus its
+// --provider-ca-file); nil keeps the system roots. A client given with
+// WithHTTPClient is used as it is.
+func WithRootCAs(roots *x509.CertPool) Option { return func(o *options) { o.roots = roots } }
 
 // WithLogger sets the logger (default: none). Only token renewals are logged.
 func WithLogger(l zerolog.Logger) Option { return func(o *options) { o.log = l } }
@@ -169,7 +176,7 @@ func New(cfg Config, opts ...Option) (*Provider, error) {
 		return nil, fmt.Errorf("fcm: token URL %q is not an https URL", tokenURL)
 	}
 	if o.client == nil {
-		o.client = httpx.NewClient(httpx.ClientConfig{})
+		o.client = httpx.NewClient(httpx.ClientConfig{RootCAs: o.roots})
 	}
 	conf := &jwt.Config{
 		Email:        sa.ClientEmail,
@@ -267,7 +274,7 @@ func (p *Provider) Send(ctx context.Context, b providers.Badge) error {
 		Message message `json:"message"`
 	}{p.message(b)})
 	if err != nil {
-		return &providers.Error{Provider: Name, Reason: "Payload", Err: fmt.Errorf("encoding message: %w", err)}
+		return &providers.Error{Provider: Name, Reason: "Payload", AppFault: true, Err: fmt.Errorf("encoding message: %w", err)}
 	}
 	access, err := p.tokens.token()
 	if err != nil {
@@ -333,7 +340,7 @@ func (g *googleError) reason() string {
 func (p *Provider) post(ctx context.Context, body []byte, access *oauth2.Token) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.sendURL, bytes.NewReader(body))
 	if err != nil {
-		return &providers.Error{Provider: Name, Reason: "Request", Err: fmt.Errorf("building request: %w", err)}
+		return &providers.Error{Provider: Name, Reason: "Request", AppFault: true, Err: fmt.Errorf("building request: %w", err)}
 	}
 	req.Header.Set("Content-Type", "application/json; charset=utf-8")
 	access.SetAuthHeader(req)
@@ -355,43 +362,61 @@ func (p *Provider) post(ctx context.Context, body []byte, access *oauth2.Token) 
 	if g.Error.Message != "" {
 		e.Err = errors.New(g.Error.Message)
 	}
-	var least time.Duration
-	e.Gone, e.Retryable, least = classify(resp.StatusCode, e.Reason)
+	rule := providers.Classify(answers, resp.StatusCode, e.Reason)
+	e.SetClass(rule.Class)
 	if e.Retryable {
 		e.RetryAfter, _ = providers.ParseRetryAfter(resp.Header.Get("Retry-After"), p.now())
-		e.RetryAfter = max(e.RetryAfter, least)
+		e.RetryAfter = max(e.RetryAfter, rule.MinRetryAfter)
 	}
 	return e
 }
 
-// classify maps an FCM error to gone / retryable and the least delay before
-// a retry. INVALID_ARGUMENT, SENDER_ID_MISMATCH, THIRD_PARTY_AUTH_ERROR and
-// other 4xx are permanent.
-func classify(status int, reason string) (gone, retryable bool, least time.Duration) {
-	switch {
-	case reason == ErrorUnregistered || status == http.StatusNotFound:
-		return true, false, 0
-	case reason == ErrorQuotaExceeded || status == http.StatusTooManyRequests:
-		return false, true, QuotaRetryAfter
-	case reason == ErrorUnavailable || reason == ErrorInternal || status >= 500:
-		return false, true, 0
-	}
-	return false, false, 0
+// answers maps FCM error responses (HTTP status and FcmError errorCode, or
+// the google.rpc status when there is none) to fault classes; the first row
+// that matches wins, and an answer no row matches is an app fault. Each
+// row has a case in TestAnswers.
+var answers = []providers.Rule{
+	// The registration token is dead.
+	{Reason: ErrorUnregistered, Class: providers.DeviceGone},
+	{Status: http.StatusNotFound, Class: providers.DeviceGone},
+	// QUOTA_EXCEEDED: back off, the first retry no sooner than a minute.
+	{Reason: ErrorQuotaExceeded, Class: providers.Transient, MinRetryAfter: QuotaRetryAfter},
+	{Status: http.StatusTooManyRequests, Class: providers.Transient, MinRetryAfter: QuotaRetryAfter},
+	{Reason: ErrorUnavailable, Class: providers.Transient},
+	{Reason: ErrorInternal, Class: providers.Transient},
+	{Status: 500, StatusTo: 599, Class: providers.Transient},
+	// THIRD_PARTY_AUTH_ERROR (the APNs key or Web Push credential in the
+	// Firebase project), UNAUTHENTICATED after one renewal, PERMISSION_DENIED
+	// (the service account may not send for the project).
+	{Reason: ErrorThirdPartyAuthError, Class: providers.AppFault},
+	{Status: http.StatusUnauthorized, Class: providers.AppFault},
+	{Status: http.StatusForbidden, Class: providers.AppFault},
+	// INVALID_ARGUMENT and other 4xx: the message as the app sends it.
+	{Status: 400, StatusTo: 499, Class: providers.AppFault},
 }
 
-// tokenError classifies a failure to get an access token: the token
-// endpoint's 4xx (bad key, unknown account, clock skew) is permanent, the
-// rest (network, 429, 5xx) retryable.
+// tokenAnswers maps the OAuth 2.0 token endpoint's answers: a 4xx
+// (invalid_grant: a revoked or wrong key, an unknown account, clock skew)
+// is an app fault, 429 and 5xx are transient. Each row has a case in
+// TestTokenAnswers.
+var tokenAnswers = []providers.Rule{
+	{Status: http.StatusTooManyRequests, Class: providers.Transient},
+	{Status: 500, StatusTo: 599, Class: providers.Transient},
+	{Status: 400, StatusTo: 499, Class: providers.AppFault},
+}
+
+// tokenError classifies a failure to get an access token with
+// tokenAnswers; a failure without an answer (network) is transient.
 func (p *Provider) tokenError(err error) *providers.Error {
-	e := &providers.Error{Provider: Name, Reason: "AccessToken", Retryable: true,
-		Err: fmt.Errorf("getting access token: %w", err)}
+	e := &providers.Error{Provider: Name, Reason: "AccessToken", Err: fmt.Errorf("getting access token: %w", err)}
 	var re *oauth2.RetrieveError
-	if errors.As(err, &re) && re.Response != nil {
-		st := re.Response.StatusCode
-		e.Retryable = st == http.StatusTooManyRequests || st >= 500
-		if e.Retryable {
-			e.RetryAfter, _ = providers.ParseRetryAfter(re.Response.Header.Get("Retry-After"), p.now())
-		}
+	if !errors.As(err, &re) || re.Response == nil {
+		return e.SetClass(providers.Transient)
+	}
+	rule := providers.Classify(tokenAnswers, re.Response.StatusCode, re.ErrorCode)
+	e.SetClass(rule.Class)
+	if e.Retryable {
+		e.RetryAfter, _ = providers.ParseRetryAfter(re.Response.Header.Get("Retry-After"), p.now())
 	}
 	return e
 }

@@ -340,6 +340,9 @@ func TestTokenEndpointErrors(t *testing.T) {
 			if err == nil || providers.IsGone(err) || providers.IsRetryable(err) != tt.retryable {
 				t.Fatalf("error %v, want retryable=%v", err, tt.retryable)
 			}
+			if appFault := errors.Is(err, providers.ErrAppFault); appFault == tt.retryable {
+				t.Fatalf("error %v: app fault %v, want %v", err, appFault, !tt.retryable)
+			}
 			if _, messages := f.counts(); len(messages) != 0 {
 				t.Error("message sent without an access token")
 			}
@@ -406,4 +409,67 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+func TestAnswers(t *testing.T) {
+	tests := []struct {
+		status int
+		reason string
+		want   providers.Class
+		least  time.Duration
+	}{
+		{404, "UNREGISTERED", providers.DeviceGone, 0},
+		{404, "Not Found", providers.DeviceGone, 0},
+		{429, "QUOTA_EXCEEDED", providers.Transient, QuotaRetryAfter},
+		{429, "RESOURCE_EXHAUSTED", providers.Transient, QuotaRetryAfter},
+		{503, "UNAVAILABLE", providers.Transient, 0},
+		{500, "INTERNAL", providers.Transient, 0},
+		{502, "Bad Gateway", providers.Transient, 0},
+		{401, "THIRD_PARTY_AUTH_ERROR", providers.AppFault, 0},
+		{401, "UNAUTHENTICATED", providers.AppFault, 0},
+		{403, "PERMISSION_DENIED", providers.AppFault, 0},
+		{403, "SENDER_ID_MISMATCH", providers.AppFault, 0},
+		{400, "INVALID_ARGUMENT", providers.AppFault, 0},
+		{302, "Found", providers.AppFault, 0}, // no row: an app fault
+	}
+	covered := map[int]bool{}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%d %s", tt.status, tt.reason), func(t *testing.T) {
+			covered[providers.RuleIndex(answers, tt.status, tt.reason)] = true
+			r := providers.Classify(answers, tt.status, tt.reason)
+			if r.Class != tt.want || r.MinRetryAfter != tt.least {
+				t.Errorf("Classify(%d, %q) = %s (at least %s), want %s (at least %s)", tt.status, tt.reason, r.Class, r.MinRetryAfter, tt.want, tt.least)
+			}
+		})
+	}
+	for i := range answers {
+		if !covered[i] {
+			t.Errorf("row %d of the answer table (%+v) has no test case", i, answers[i])
+		}
+	}
+}
+
+func TestTokenAnswers(t *testing.T) {
+	tests := []struct {
+		status int
+		reason string
+		want   providers.Class
+	}{
+		{429, "rate_limited", providers.Transient},
+		{503, "", providers.Transient},
+		{400, "invalid_grant", providers.AppFault},
+		{401, "unauthorized_client", providers.AppFault},
+	}
+	covered := map[int]bool{}
+	for _, tt := range tests {
+		covered[providers.RuleIndex(tokenAnswers, tt.status, tt.reason)] = true
+		if got := providers.Classify(tokenAnswers, tt.status, tt.reason).Class; got != tt.want {
+			t.Errorf("token endpoint %d %q = %s, want %s", tt.status, tt.reason, got, tt.want)
+		}
+	}
+	for i := range tokenAnswers {
+		if !covered[i] {
+			t.Errorf("row %d of the token answer table has no test case", i)
+		}
+	}
 }

@@ -65,6 +65,7 @@ type Provider struct {
 	now func() time.Time
 
 	mu      sync.Mutex
+	faults  map[string]Fault      // by appId: drills set by Fail
 	entries map[key]*list.Element // values are Entry; front = most recent
 	order   *list.List
 	subs    map[*Subscription]struct{}
@@ -94,11 +95,76 @@ func New(cfg Config, opts ...Option) *Provider {
 // Name returns "log".
 func (p *Provider) Name() string { return Name }
 
+// Fault is a failure Fail makes the provider answer, as a push service
+// would: an HTTP status and reason, classified by the answer table.
+type Fault struct {
+	Status int
+	Reason string
+	// GoneSince is the verdict time of a device-gone fault (zero: none).
+	GoneSince time.Time
+}
+
+// Drills of Fail: what a real push service answers for each class.
+var (
+	// FaultAppCredentials is a credential fault (like APNs 403
+	// InvalidProviderToken).
+	FaultAppCredentials = Fault{Status: 403, Reason: "InvalidProviderToken"}
+	// FaultDeviceGone is a dead device (like APNs 410 Unregistered).
+	FaultDeviceGone = Fault{Status: 410, Reason: "Unregistered"}
+	// FaultUnavailable is a push service outage (503).
+	FaultUnavailable = Fault{Status: 503, Reason: "ServiceUnavailable"}
+)
+
+// answers maps the provider's answers to fault classes; the first row
+// that matches wins. Each row has a case in TestAnswers.
+var answers = []providers.Rule{
+	{Reason: "Canceled", Class: providers.Transient}, // the relay gave up on the send
+	{Status: 410, Class: providers.DeviceGone},
+	{Status: 401, StatusTo: 403, Class: providers.AppFault},
+	{Status: 429, Class: providers.Transient},
+	{Status: 500, StatusTo: 599, Class: providers.Transient},
+}
+
+// Fail makes every later Send to appID's devices fail with f until Heal:
+// a drill of a push service fault for tests and for operators trying the
+// fault classes end to end.
+func (p *Provider) Fail(appID string, f Fault) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.faults == nil {
+		p.faults = map[string]Fault{}
+	}
+	p.faults[appID] = f
+}
+
+// Heal ends the drill Fail started for appID.
+func (p *Provider) Heal(appID string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.faults, appID)
+}
+
+// fault returns the error of a drill for appID, or nil.
+func (p *Provider) fault(appID string) error {
+	p.mu.Lock()
+	f, ok := p.faults[appID]
+	p.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	e := &providers.Error{Provider: Name, Status: f.Status, Reason: f.Reason, GoneSince: f.GoneSince}
+	return e.SetClass(providers.Classify(answers, f.Status, f.Reason).Class)
+}
+
 // Send logs b, records it as the device's latest badge and tells
-// subscribers. It fails only if ctx is done.
+// subscribers. It fails if ctx is done, or as a drill set by Fail says.
 func (p *Provider) Send(ctx context.Context, b providers.Badge) error {
 	if err := ctx.Err(); err != nil {
-		return &providers.Error{Provider: Name, Retryable: true, Err: err}
+		e := &providers.Error{Provider: Name, Reason: "Canceled", Err: err}
+		return e.SetClass(providers.Classify(answers, 0, e.Reason).Class)
+	}
+	if err := p.fault(b.AppID); err != nil {
+		return err
 	}
 	b.Count = max(b.Count, 0)
 	e := Entry{Badge: b, Ref: providers.DeviceRef(b.Device), Updated: p.now()}

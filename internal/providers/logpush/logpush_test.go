@@ -187,3 +187,58 @@ func TestSendAfterCancel(t *testing.T) {
 		t.Error("cancelled send recorded")
 	}
 }
+
+func TestAnswers(t *testing.T) {
+	tests := []struct {
+		status int
+		reason string
+		want   providers.Class
+	}{
+		{0, "Canceled", providers.Transient},
+		{410, "Unregistered", providers.DeviceGone},
+		{403, "InvalidProviderToken", providers.AppFault},
+		{401, "Unauthorized", providers.AppFault},
+		{429, "TooManyRequests", providers.Transient},
+		{503, "ServiceUnavailable", providers.Transient},
+		{400, "Other", providers.AppFault}, // no row: an app fault
+	}
+	covered := map[int]bool{}
+	for _, tt := range tests {
+		covered[providers.RuleIndex(answers, tt.status, tt.reason)] = true
+		if got := providers.Classify(answers, tt.status, tt.reason).Class; got != tt.want {
+			t.Errorf("Classify(%d, %q) = %s, want %s", tt.status, tt.reason, got, tt.want)
+		}
+	}
+	for i := range answers {
+		if !covered[i] {
+			t.Errorf("row %d of the answer table (%+v) has no test case", i, answers[i])
+		}
+	}
+}
+
+func TestFailAndHeal(t *testing.T) {
+	p := New(Config{})
+	ctx := context.Background()
+	tests := []struct {
+		fault Fault
+		class providers.Class
+	}{
+		{FaultAppCredentials, providers.AppFault},
+		{FaultDeviceGone, providers.DeviceGone},
+		{FaultUnavailable, providers.Transient},
+	}
+	for _, tt := range tests {
+		p.Fail("app", tt.fault)
+		err := p.Send(ctx, providers.Badge{AppID: "app", Device: "d", Count: 1})
+		if got := providers.ClassOf(err); err == nil || got != tt.class {
+			t.Errorf("Send with drill %+v: %v (%s), want %s", tt.fault, err, got, tt.class)
+		}
+		if err := p.Send(ctx, providers.Badge{AppID: "other", Device: "d", Count: 1}); err != nil {
+			t.Errorf("another app failed during a drill: %v", err)
+		}
+	}
+	p.Heal("app")
+	if err := p.Send(ctx, providers.Badge{AppID: "app", Device: "d", Count: 2}); err != nil {
+		t.Fatalf("Send after Heal: %v", err)
+	}
+}

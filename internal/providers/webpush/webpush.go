@@ -28,7 +28,15 @@
 // Endpoints come from device subscriptions, i.e. from outside: they must be
 // https, may be limited to Config.AllowedHosts, and the default HTTP client
 // refuses to connect to loopback, private, link-local and other non-public
-// addresses.
+// addresses. The check is made at dial time on the resolved address (a
+// net.Dialer Control function), so a DNS name that resolves to a private
+// address is refused too. Such a refusal is an app fault with reason
+// ReasonEndpointNotPublic, not a dead device: whether an address is refused
+// depends on the relay's policy and its view of DNS, not on the
+// subscription, so it must not remove subscriptions (a relay that
+// resolves a push service to a private address would otherwise remove
+// every Web Push subscription). WithInsecureEndpoints lifts the https and
+// address rules for tests.
 package webpush
 
 import (
@@ -37,6 +45,7 @@ import (
 	"context"
 	"crypto/ecdh"
 	"crypto/ecdsa"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -83,9 +92,14 @@ const (
 	// ReasonInvalidSubscription: the device is not a usable subscription
 	// (malformed JSON, not https, bad keys). The error is Gone.
 	ReasonInvalidSubscription = "InvalidSubscription"
-	// ReasonEndpointNotAllowed: the endpoint's host is not in AllowedHosts,
-	// or resolves to a non-public address. The error is permanent.
+	// ReasonEndpointNotAllowed: the endpoint's host is not in
+	// AllowedHosts. The error is an app fault.
 	ReasonEndpointNotAllowed = "EndpointNotAllowed"
+	// ReasonEndpointNotPublic: the endpoint resolved to a non-public
+	// address and the connection was refused (see the package comment).
+	// The error is an app fault: the relay's outbound policy refused it,
+	// which says nothing about the device.
+	ReasonEndpointNotPublic = "EndpointNotPublic: the endpoint resolves to a loopback, private, link-local or unspecified address, which the relay does not connect to"
 )
 
 // Config configures the Web Push provider.
@@ -121,8 +135,10 @@ type Config struct {
 type Option func(*options)
 
 type options struct {
-	client *http.Client
-	now    func() time.Time
+	client   *http.Client
+	roots    *x509.CertPool
+	insecure bool
+	now      func() time.Time
 }
 
 // WithHTTPClient sets the HTTP client (e.g. one that trusts a test CA, or
@@ -130,6 +146,17 @@ type options struct {
 // timeout and refuses to connect to non-public addresses; a client given
 // here is used as it is.
 func WithHTTPClient(c *http.Client) Option { return func(o *options) { o.client = c } }
+
+// WithRootCAs sets the certificate authorities the default client trusts
+// for push services (the relay passes the system roots plus its
+// --provider-ca-file); nil keeps the system roots. A client given with
+// WithHTTPClient is used as it is.
+func WithRootCAs(roots *x509.CertPool) Option { return func(o *options) { o.roots = roots } }
+
+// WithInsecureEndpoints, for tests only, allows http:// endpoints and lets
+// the default client connect to loopback, private and other non-public
+// addresses (a local test push service).
+func WithInsecureEndpoints() Option { return func(o *options) { o.insecure = true } }
 
 // Provider sends badges with Web Push. It is safe for concurrent use.
 type Provider struct {
@@ -140,6 +167,7 @@ type Provider struct {
 	urgency   string
 	topic     string
 	allowed   []string
+	insecure  bool
 	http      *http.Client
 	now       func() time.Time
 
@@ -168,7 +196,11 @@ func New(cfg Config, opts ...Option) (*Provider, error) {
 		return nil, err
 	}
 	if o.client == nil {
-		o.client = httpx.NewClient(httpx.ClientConfig{DialControl: publicAddressesOnly})
+		cc := httpx.ClientConfig{DialControl: publicAddressesOnly, RootCAs: o.roots}
+		if o.insecure {
+			cc.DialControl = nil
+		}
+		o.client = httpx.NewClient(cc)
 	}
 	allowed := make([]string, 0, len(cfg.AllowedHosts))
 	for _, h := range cfg.AllowedHosts {
@@ -188,6 +220,7 @@ func New(cfg Config, opts ...Option) (*Provider, error) {
 		urgency:   cfg.Urgency,
 		topic:     cfg.Topic,
 		allowed:   allowed,
+		insecure:  o.insecure,
 		http:      o.client,
 		now:       o.now,
 		tokens:    make(map[string]vapidToken),
@@ -284,17 +317,19 @@ type subscriber struct {
 // endpoint, a P-256 public key and a 16-byte auth secret. Errors never quote
 // the keys.
 func ParseSubscription(device string) (Subscription, error) {
-	s, _, err := parseSubscription(device)
+	s, _, err := parseSubscription(device, false)
 	return s, err
 }
 
-func parseSubscription(device string) (Subscription, *subscriber, error) {
+// parseSubscription is ParseSubscription, allowing an http endpoint when
+// allowHTTP.
+func parseSubscription(device string, allowHTTP bool) (Subscription, *subscriber, error) {
 	var s Subscription
 	if err := json.Unmarshal([]byte(device), &s); err != nil {
 		return s, nil, errors.New("subscription is not JSON")
 	}
 	u, err := url.Parse(s.Endpoint)
-	if err != nil || u.Scheme != "https" || u.Hostname() == "" || u.User != nil {
+	if err != nil || !(u.Scheme == "https" || allowHTTP && u.Scheme == "http") || u.Hostname() == "" || u.User != nil {
 		return s, nil, errors.New("subscription endpoint is not an https URL")
 	}
 	p256dh, err := decodeBase64(s.Keys.P256DH)
@@ -322,12 +357,12 @@ type payload struct {
 // Send encrypts the badge for the subscription in b.Device and posts it to
 // the subscription's endpoint.
 func (p *Provider) Send(ctx context.Context, b providers.Badge) error {
-	_, sub, err := parseSubscription(b.Device)
+	_, sub, err := parseSubscription(b.Device, p.insecure)
 	if err != nil {
 		return &providers.Error{Provider: Name, Reason: ReasonInvalidSubscription, Gone: true, Err: err}
 	}
 	if !p.hostAllowed(sub.endpoint.Hostname()) {
-		return &providers.Error{Provider: Name, Reason: ReasonEndpointNotAllowed,
+		return &providers.Error{Provider: Name, Reason: ReasonEndpointNotAllowed, AppFault: true,
 			Err: fmt.Errorf("push service %s is not in the allowed hosts", sub.endpoint.Hostname())}
 	}
 	pl := payload{
@@ -342,19 +377,19 @@ func (p *Provider) Send(ctx context.Context, b providers.Badge) error {
 	}
 	plain, err := json.Marshal(pl)
 	if err != nil {
-		return &providers.Error{Provider: Name, Reason: "Payload", Err: fmt.Errorf("encoding payload: %w", err)}
+		return &providers.Error{Provider: Name, Reason: "Payload", AppFault: true, Err: fmt.Errorf("encoding payload: %w", err)}
 	}
 	body, err := seal(plain, sub.p256dh, sub.auth)
 	if err != nil {
-		return &providers.Error{Provider: Name, Reason: "Encryption", Err: fmt.Errorf("encrypting payload: %w", err)}
+		return &providers.Error{Provider: Name, Reason: "Encryption", AppFault: true, Err: fmt.Errorf("encrypting payload: %w", err)}
 	}
 	auth, err := p.authorization(sub.endpoint)
 	if err != nil {
-		return &providers.Error{Provider: Name, Reason: "VAPID", Err: err}
+		return &providers.Error{Provider: Name, Reason: "VAPID", AppFault: true, Err: err}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, sub.endpoint.String(), bytes.NewReader(body))
 	if err != nil {
-		return &providers.Error{Provider: Name, Reason: "Request", Err: fmt.Errorf("building request: %w", err)}
+		return &providers.Error{Provider: Name, Reason: "Request", AppFault: true, Err: fmt.Errorf("building request: %w", err)}
 	}
 	h := req.Header
 	h.Set("Authorization", auth)
@@ -366,7 +401,9 @@ func (p *Provider) Send(ctx context.Context, b providers.Badge) error {
 	resp, err := p.http.Do(req)
 	if err != nil {
 		if errors.Is(err, errNotPublic) {
-			return &providers.Error{Provider: Name, Reason: ReasonEndpointNotAllowed, Err: err}
+			// Refused by the relay's policy, not by the push service: an
+			// app fault, so that no subscription is removed for it.
+			return &providers.Error{Provider: Name, Reason: ReasonEndpointNotPublic, AppFault: true, Err: err}
 		}
 		return &providers.Error{Provider: Name, Retryable: true, Err: fmt.Errorf("posting to push service: %w", err)}
 	}
@@ -379,24 +416,27 @@ func (p *Provider) Send(ctx context.Context, b providers.Badge) error {
 	if msg := summary(data); msg != "" {
 		e.Err = errors.New(msg)
 	}
-	e.Gone, e.Retryable = classify(resp.StatusCode)
+	e.SetClass(providers.Classify(answers, resp.StatusCode, "").Class)
 	if e.Retryable {
 		e.RetryAfter, _ = providers.ParseRetryAfter(resp.Header.Get("Retry-After"), p.now())
 	}
 	return e
 }
 
-// classify maps a push service's status: 404 and 410 mean the subscription
-// is gone, 429 and 5xx are worth retrying, the rest (400, 401/403 VAPID
-// problems, 413) is permanent.
-func classify(status int) (gone, retryable bool) {
-	switch {
-	case status == http.StatusNotFound || status == http.StatusGone:
-		return true, false
-	case status == http.StatusTooManyRequests || status >= 500:
-		return false, true
-	}
-	return false, false
+// answers maps a push service's status to fault classes; the first row
+// that matches wins, and a status no row matches is an app fault. Each row
+// has a case in TestAnswers.
+var answers = []providers.Rule{
+	// The subscription has expired or was unsubscribed (RFC 8030).
+	{Status: http.StatusNotFound, Class: providers.DeviceGone},
+	{Status: http.StatusGone, Class: providers.DeviceGone},
+	{Status: http.StatusTooManyRequests, Class: providers.Transient},
+	{Status: 500, StatusTo: 599, Class: providers.Transient},
+	// 401/403: the VAPID key or JWT was refused (RFC 8292).
+	{Status: http.StatusUnauthorized, Class: providers.AppFault},
+	{Status: http.StatusForbidden, Class: providers.AppFault},
+	// 400, 413 and other 4xx: the request as the relay builds it.
+	{Status: 400, StatusTo: 499, Class: providers.AppFault},
 }
 
 // summary returns the start of an error body on one line, for the error.

@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -79,10 +80,20 @@ type pushService struct {
 var vapidHeader = regexp.MustCompile(`^vapid t=([A-Za-z0-9_.-]+), k=([A-Za-z0-9_-]+)$`)
 
 func newPushService(t *testing.T, serverKey string) *pushService {
+	return startPushService(t, serverKey, true)
+}
+
+// startPushService starts a test push service, over HTTPS (HTTP/2) when
+// withTLS, plain HTTP otherwise.
+func startPushService(t *testing.T, serverKey string, withTLS bool) *pushService {
 	ps := &pushService{t: t, serverKey: serverKey, browsers: map[string]*browser{}}
 	ps.srv = httptest.NewUnstartedServer(http.HandlerFunc(ps.serve))
-	ps.srv.EnableHTTP2 = true
-	ps.srv.StartTLS()
+	if withTLS {
+		ps.srv.EnableHTTP2 = true
+		ps.srv.StartTLS()
+	} else {
+		ps.srv.Start()
+	}
 	t.Cleanup(ps.srv.Close)
 	return ps
 }
@@ -175,7 +186,11 @@ func (ps *pushService) checkVAPID(r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	origin := "https://" + r.Host
+	scheme := "https"
+	if r.TLS == nil {
+		scheme = "http"
+	}
+	origin := scheme + "://" + r.Host
 	tok, err := jwt.Parse(m[1], func(*jwt.Token) (any, error) { return pub, nil },
 		jwt.WithValidMethods([]string{"ES256"}), jwt.WithAudience(origin), jwt.WithExpirationRequired())
 	if err != nil {
@@ -386,20 +401,61 @@ func TestInvalidSubscriptionIsGone(t *testing.T) {
 	}
 }
 
+// TestPrivateAddressesRefused sends with the default client (the one the
+// relay builds, trusting the test push service's CA) to local push
+// services: refused unless insecure endpoints are allowed.
 func TestPrivateAddressesRefused(t *testing.T) {
 	privFile, _, pub := writeKeys(t)
-	ps := newPushService(t, pub)
-	p, err := New(Config{PrivateKeyFile: privFile, Subject: testSubject}) // default client
-	if err != nil {
-		t.Fatal(err)
+	secure, plain := newPushService(t, pub), startPushService(t, pub, false)
+	roots := x509.NewCertPool()
+	roots.AddCert(secure.srv.Certificate())
+	tests := []struct {
+		name      string
+		ps        *pushService
+		host      string // replaces the endpoint's host when set
+		insecure  bool
+		wantClass providers.Class // or delivered when wantSent
+		wantWhy   string
+		wantSent  bool
+	}{
+		{name: "loopback address", ps: secure, wantClass: providers.AppFault, wantWhy: ReasonEndpointNotPublic},
+		{name: "name resolving to loopback", ps: secure, host: "localhost", wantClass: providers.AppFault, wantWhy: ReasonEndpointNotPublic},
+		{name: "http endpoint", ps: plain, wantClass: providers.DeviceGone, wantWhy: ReasonInvalidSubscription},
+		{name: "loopback address, insecure allowed", ps: secure, insecure: true, wantSent: true},
+		{name: "http endpoint, insecure allowed", ps: plain, insecure: true, wantSent: true},
 	}
-	err = p.Send(context.Background(), providers.Badge{Device: ps.subscribe(t, "x"), Count: 1})
-	var e *providers.Error
-	if !errors.As(err, &e) || e.Reason != ReasonEndpointNotAllowed || e.Gone || e.Retryable {
-		t.Fatalf("error %v, want permanent %s", err, ReasonEndpointNotAllowed)
-	}
-	if n := len(ps.seen()); n != 0 {
-		t.Errorf("%d messages reached a loopback push service", n)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts := []Option{WithRootCAs(roots)}
+			if tt.insecure {
+				opts = append(opts, WithInsecureEndpoints())
+			}
+			p, err := New(Config{PrivateKeyFile: privFile, Subject: testSubject}, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(p.Close)
+			device := tt.ps.subscribe(t, tt.name)
+			if tt.host != "" {
+				device = strings.Replace(device, "127.0.0.1", tt.host, 1)
+			}
+			before := len(tt.ps.seen())
+			err = p.Send(context.Background(), providers.Badge{Device: device, Count: 1})
+			sent := len(tt.ps.seen()) - before
+			if tt.wantSent {
+				if err != nil || sent != 1 {
+					t.Fatalf("error %v, %d messages sent; want delivered", err, sent)
+				}
+				return
+			}
+			var e *providers.Error
+			if !errors.As(err, &e) || providers.ClassOf(err) != tt.wantClass || e.Reason != tt.wantWhy {
+				t.Fatalf("error %v, want %s %q", err, tt.wantClass, tt.wantWhy)
+			}
+			if sent != 0 {
+				t.Errorf("%d messages reached the push service", sent)
+			}
+		})
 	}
 }
 
@@ -490,7 +546,7 @@ func FuzzParseSubscription(f *testing.F) {
 	f.Add(`{"endpoint":"https://[::1]:8443/p","keys":{"p256dh":"BA","auth":"AAAAAAAAAAAAAAAAAAAAAA=="}}`)
 	f.Add(`null`)
 	f.Fuzz(func(t *testing.T, device string) {
-		_, sub, err := parseSubscription(device)
+		_, sub, err := parseSubscription(device, false)
 		if err != nil {
 			return
 		}
@@ -498,4 +554,33 @@ func FuzzParseSubscription(f *testing.F) {
 			t.Fatalf("accepted %q", device)
 		}
 	})
+}
+
+func TestAnswers(t *testing.T) {
+	tests := []struct {
+		status int
+		want   providers.Class
+	}{
+		{404, providers.DeviceGone},
+		{410, providers.DeviceGone},
+		{429, providers.Transient},
+		{503, providers.Transient},
+		{401, providers.AppFault},
+		{403, providers.AppFault},
+		{413, providers.AppFault},
+		{400, providers.AppFault},
+		{302, providers.AppFault}, // no row: an app fault
+	}
+	covered := map[int]bool{}
+	for _, tt := range tests {
+		covered[providers.RuleIndex(answers, tt.status, "")] = true
+		if got := providers.Classify(answers, tt.status, "").Class; got != tt.want {
+			t.Errorf("Classify(%d) = %s, want %s", tt.status, got, tt.want)
+		}
+	}
+	for i := range answers {
+		if !covered[i] {
+			t.Errorf("row %d of the answer table (%+v) has no test case", i, answers[i])
+		}
+	}
 }

@@ -52,6 +52,12 @@ type App struct {
 	APNs    *APNs    `json:"apns,omitempty"`
 	FCM     *FCM     `json:"fcm,omitempty"`
 	WebPush *WebPush `json:"webpush,omitempty"`
+	// Organizations are the partner organizations (lower-case domains)
+	// allowed to send to the app's devices; the relay refuses the app to
+	// any other as an app fault. An app with none is refused to every
+	// organization, except a KindLog app, which holds no credentials and
+	// serves any (see Serves).
+	Organizations []string `json:"organizations,omitempty"`
 	// WhenCreated and WhenChanged are when the app was registered and last
 	// changed.
 	WhenCreated time.Time `json:"whenCreated"`
@@ -125,6 +131,13 @@ func ValidateAppID(id string) error {
 func (a App) Validate() error {
 	if err := ValidateAppID(a.AppID); err != nil {
 		return err
+	}
+	for _, org := range a.Organizations {
+		if n, err := NormalizeOrganization(org); err != nil {
+			return err
+		} else if n != org {
+			return invalid("organization %q is not in its normal form %q", org, n)
+		}
 	}
 	set := map[string]bool{KindAPNs: a.APNs != nil, KindFCM: a.FCM != nil, KindWebPush: a.WebPush != nil}
 	for kind, has := range set {
@@ -228,15 +241,99 @@ func httpsURL(what, raw string) error {
 	return nil
 }
 
+// ErrNotBound matches the error of Serves for an organization the app is
+// not bound to.
+var ErrNotBound = errors.New("app not bound to the organization")
+
+// BindCommand is the pushctl command that binds an app to an organization.
+func BindCommand(appID, org string) string {
+	return fmt.Sprintf("pushctl relay app bind --app-id %s --organization %s", appID, org)
+}
+
+// Serves reports nil when organization may send to the app's devices, and
+// otherwise an error matching ErrNotBound that says how to bind it. An app
+// registered before apps were bound to organizations (none listed) serves
+// nobody until it is bound, unless it is a KindLog app, which holds no
+// credentials and only logs badges.
+func (a App) Serves(organization string) error {
+	if slices.Contains(a.Organizations, organization) {
+		return nil
+	}
+	if len(a.Organizations) == 0 {
+		if a.Provider == KindLog {
+			return nil
+		}
+		return fmt.Errorf("appId %q is bound to no organization (registered before apps were bound); to let %s use it: %s: %w",
+			a.AppID, organization, BindCommand(a.AppID, organization), ErrNotBound)
+	}
+	return fmt.Errorf("appId %q is not bound to organization %s: %w", a.AppID, organization, ErrNotBound)
+}
+
+// normalizeOrganizations puts organizations in normal form, sorted, once each.
+func normalizeOrganizations(orgs []string) ([]string, error) {
+	out := make([]string, 0, len(orgs))
+	for _, org := range orgs {
+		n, err := NormalizeOrganization(org)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// BindApp adds organizations to those allowed to use the app registered
+// as appID, or fails with an error matching ErrNotFound.
+func (s *Store) BindApp(ctx context.Context, appID string, organizations []string) (App, error) {
+	if err := ValidateAppID(appID); err != nil {
+		return App{}, err
+	}
+	orgs, err := normalizeOrganizations(organizations)
+	if err != nil {
+		return App{}, err
+	}
+	if len(orgs) == 0 {
+		return App{}, invalid("name at least one organization to bind app %s to", appID)
+	}
+	var a App
+	err = update(ctx, s.apps, appID, func(raw []byte, exists bool) ([]byte, error) {
+		if !exists {
+			return nil, fmt.Errorf("app %s: %w", appID, ErrNotFound)
+		}
+		if err := json.Unmarshal(raw, &a); err != nil {
+			return nil, fmt.Errorf("decoding app %s: %w", appID, err)
+		}
+		merged, err := normalizeOrganizations(append(a.Organizations, orgs...))
+		if err != nil {
+			return nil, err
+		}
+		a.Organizations, a.WhenChanged = merged, s.now().UTC()
+		return json.Marshal(a)
+	})
+	if err != nil {
+		return App{}, fmt.Errorf("binding app %s: %w", appID, err)
+	}
+	return a, nil
+}
+
 // AddApp registers a; with replace it overwrites a registration with the
 // same appId, and otherwise refuses it with an error matching ErrExists.
 func (s *Store) AddApp(ctx context.Context, a App, replace bool) (App, error) {
+	orgs, err := normalizeOrganizations(a.Organizations)
+	if err != nil {
+		return App{}, err
+	}
+	a.Organizations = orgs
+	if len(a.Organizations) == 0 {
+		a.Organizations = nil
+	}
 	if err := a.Validate(); err != nil {
 		return App{}, err
 	}
 	now := s.now().UTC()
 	a.WhenCreated, a.WhenChanged = now, now
-	err := update(ctx, s.apps, a.AppID, func(raw []byte, exists bool) ([]byte, error) {
+	err = update(ctx, s.apps, a.AppID, func(raw []byte, exists bool) ([]byte, error) {
 		a.WhenCreated = now
 		if exists {
 			if !replace {

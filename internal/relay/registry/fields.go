@@ -48,7 +48,14 @@ func CertificateFields(p Partner, c Certificate, now time.Time) [][2]string {
 // AppFields describes an app as name and value pairs, in the order pushctl
 // prints them. Credentials appear as file paths only.
 func AppFields(a App) [][2]string {
-	f := [][2]string{{"AppId", a.AppID}, {"Provider", a.Provider}}
+	orgs := strings.Join(a.Organizations, ", ")
+	if orgs == "" {
+		orgs = "(none: bind with pushctl relay app bind)"
+		if a.Provider == KindLog {
+			orgs = "(any: a log app serves every organization)"
+		}
+	}
+	f := [][2]string{{"AppId", a.AppID}, {"Provider", a.Provider}, {"BoundTo", orgs}}
 	switch {
 	case a.APNs != nil:
 		f = append(f,

@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -334,5 +335,54 @@ func TestWatchApps(t *testing.T) {
 	waitFor(t, "the removed app", func() bool { a, ok := state("first"); return ok && a == nil })
 	if err := w.Check(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestAppServes(t *testing.T) {
+	tests := []struct {
+		name    string
+		app     App
+		org     string
+		wantErr string
+	}{
+		{"bound organization", App{AppID: "a", Provider: KindAPNs, Organizations: []string{"contoso.com", "fabrikam.com"}}, "fabrikam.com", ""},
+		{"another organization", App{AppID: "a", Provider: KindAPNs, Organizations: []string{"contoso.com"}}, "fabrikam.com", "not bound to organization fabrikam.com"},
+		{"unbound real app", App{AppID: "a", Provider: KindFCM}, "fabrikam.com", "pushctl relay app bind --app-id a --organization fabrikam.com"},
+		{"unbound log app", App{AppID: "a", Provider: KindLog}, "fabrikam.com", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.app.Serves(tt.org)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Serves = %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrNotBound) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Serves = %v, want ErrNotBound saying %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestBindApp(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	if _, err := s.AddApp(ctx, App{AppID: "demo", Provider: KindLog, Organizations: []string{"Fabrikam.com", "fabrikam.com"}}, false); err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.BindApp(ctx, "demo", []string{"contoso.com"})
+	if err != nil || strings.Join(a.Organizations, ",") != "contoso.com,fabrikam.com" {
+		t.Fatalf("BindApp = %+v, %v", a, err)
+	}
+	if got, err := s.App(ctx, "demo"); err != nil || len(got.Organizations) != 2 {
+		t.Fatalf("stored %+v %v", got, err)
+	}
+	if _, err := s.BindApp(ctx, "nope", []string{"contoso.com"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("BindApp(unknown) = %v", err)
+	}
+	if _, err := s.BindApp(ctx, "demo", nil); err == nil {
+		t.Fatal("BindApp without organizations succeeded")
 	}
 }

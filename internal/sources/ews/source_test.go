@@ -36,7 +36,7 @@ func newTestSource(t testing.TB, mutate func(*Config)) *Source {
 
 // exchangeRequest runs body through a wrapped Parse and Respond, as ingest
 // does when every event is stored.
-func exchangeRequest(t *testing.T, src *Source, contentType string, body []byte) ([]parse.Item, error, *httptest.ResponseRecorder) {
+func exchangeRequest(t *testing.T, src *Source, contentType string, body []byte) ([]parse.Item, *httptest.ResponseRecorder, error) {
 	t.Helper()
 	var (
 		items []parse.Item
@@ -51,7 +51,7 @@ func exchangeRequest(t *testing.T, src *Source, contentType string, body []byte)
 	r.Header.Set("Content-Type", contentType)
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, r)
-	return items, err, w
+	return items, w, err
 }
 
 func TestSourceParse(t *testing.T) {
@@ -78,7 +78,7 @@ func TestSourceParse(t *testing.T) {
 			if ct == "" {
 				ct = ContentType
 			}
-			items, err, w := exchangeRequest(t, newTestSource(t, nil), ct, []byte(tt.body))
+			items, w, err := exchangeRequest(t, newTestSource(t, nil), ct, []byte(tt.body))
 			if tt.errStatus != 0 {
 				var se *service.Error
 				if !errors.As(err, &se) || se.Status != tt.errStatus {
@@ -125,7 +125,7 @@ func TestSourceReportsSubscriptionErrors(t *testing.T) {
 		c.Metrics = metrics
 		c.OnSubscriptionError = func(_ context.Context, e SubscriptionError) { got = append(got, e) }
 	})
-	if _, err, _ := exchangeRequest(t, src, ContentType, readFile(t, "sendnotification_error.xml")); err != nil {
+	if _, _, err := exchangeRequest(t, src, ContentType, readFile(t, "sendnotification_error.xml")); err != nil {
 		t.Fatal(err)
 	}
 	want := SubscriptionError{SubscriptionID: subID, Subscription: alice, Known: true, ResponseCode: "ErrorReadEventsFailed",

@@ -5,6 +5,7 @@ package httpx
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
@@ -27,6 +28,11 @@ type ClientConfig struct {
 	// the environment's HTTP proxy, whose address is all the control would
 	// see.
 	DialControl func(network, address string, c syscall.RawConn) error
+	// RootCAs, if set, are the certificate authorities trusted for the push
+	// service's TLS certificate instead of the system's (the relay passes
+	// the system roots plus its --provider-ca-file). Nil means the system
+	// roots.
+	RootCAs *x509.CertPool
 }
 
 // NewClient returns an HTTP client for one push service: TLS 1.2 or later,
@@ -43,7 +49,7 @@ func NewClient(cfg ClientConfig) *http.Client {
 	}
 	t := &http.Transport{
 		DialContext:           dialer.DialContext,
-		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.RootCAs},
 		TLSHandshakeTimeout:   10 * time.Second,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          100,

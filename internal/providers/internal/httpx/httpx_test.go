@@ -85,6 +85,36 @@ func TestDialControl(t *testing.T) {
 	}
 }
 
+func TestRootCAs(t *testing.T) {
+	srv := server(t, true)
+	trusted := x509.NewCertPool()
+	trusted.AddCert(srv.Certificate())
+	tests := []struct {
+		name    string
+		roots   *x509.CertPool
+		wantErr bool
+	}{
+		{"system roots do not know the test CA", nil, true},
+		{"configured roots trust it", trusted, false},
+		{"other roots do not", x509.NewCertPool(), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := NewClient(ClientConfig{RootCAs: tt.roots}).Get(srv.URL)
+			if err == nil {
+				resp.Body.Close()
+			}
+			var unknown x509.UnknownAuthorityError
+			switch {
+			case tt.wantErr && !errors.As(err, &unknown):
+				t.Fatalf("error %v, want an unknown authority", err)
+			case !tt.wantErr && err != nil:
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
 func TestReadBody(t *testing.T) {
 	r := bytes.NewReader(bytes.Repeat([]byte{'x'}, 2*MaxBody))
 	if got := ReadBody(r); len(got) != MaxBody {

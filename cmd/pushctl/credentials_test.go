@@ -1,0 +1,56 @@
+package main
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+)
+
+var secretLine = regexp.MustCompile(`(?m)^Secret +: (\S+)$`)
+var idLine = regexp.MustCompile(`(?m)^Id +: ([0-9a-f]+)$`)
+
+func TestCredentialsCommands(t *testing.T) {
+	_, url := startNATS(t)
+	r := pushctl(t, "credentials", "create", "--tenant", "fabrikam.com", "--role", "events,read", "--description", "mail-1", url)
+	secret, id := secretLine.FindStringSubmatch(r.stdout), idLine.FindStringSubmatch(r.stdout)
+	if r.code != 0 || secret == nil || id == nil || !strings.HasPrefix(secret[1], "ppk_"+id[1]+".") {
+		t.Fatalf("create: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = pushctl(t, "credentials", "list", url)
+	if r.code != 0 || !strings.Contains(r.stdout, id[1]) || !strings.Contains(r.stdout, "events,read") || strings.Contains(r.stdout, secret[1]) {
+		t.Fatalf("list: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = pushctl(t, "credentials", "rotate", id[1], url)
+	fresh := secretLine.FindStringSubmatch(r.stdout)
+	if r.code != 0 || fresh == nil || fresh[1] == secret[1] {
+		t.Fatalf("rotate: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := pushctl(t, "credentials", "revoke", id[1], url); r.code != 0 {
+		t.Fatalf("revoke: %d %s", r.code, r.stderr)
+	}
+	if r := pushctl(t, "credentials", "list", url); strings.Contains(r.stdout, id[1]) {
+		t.Fatalf("revoked credential still listed:\n%s", r.stdout)
+	}
+
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no role", []string{"credentials", "create", "--tenant", "fabrikam.com", url}, 2, "--role are required"},
+		{"unknown role", []string{"credentials", "create", "--tenant", "fabrikam.com", "--role", "root", url}, 2, "unknown role"},
+		{"bad tenant", []string{"credentials", "create", "--tenant", "not a domain", "--role", "events", url}, 1, "tenant"},
+		{"basic without user", []string{"credentials", "create", "--kind", "basic", "--tenant", "fabrikam.com", "--role", "events", url}, 1, "user name"},
+		{"revoke unknown", []string{"credentials", "revoke", "feedfacecafe", url}, 1, "no such credential"},
+		{"rotate without id", []string{"credentials", "rotate", url}, 2, "credential id"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := pushctl(t, tt.args...)
+			if r.code != tt.code || !strings.Contains(r.stderr, tt.want) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+				t.Fatalf("code %d stderr %q, want %d and one line with %q", r.code, r.stderr, tt.code, tt.want)
+			}
+		})
+	}
+}

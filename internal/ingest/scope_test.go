@@ -1,0 +1,270 @@
+package ingest_test
+
+import (
+	"context"
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/pushproxy/pushproxy/internal/broker"
+	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
+	"github.com/pushproxy/pushproxy/internal/credentials"
+	"github.com/pushproxy/pushproxy/internal/ingest"
+	"github.com/pushproxy/pushproxy/internal/subscriptions"
+)
+
+// scoped is an ingest server with scoped credentials only.
+type scoped struct {
+	url   string
+	conn  *broker.Conn
+	store *credentials.Store
+	index *credentials.Index
+	subs  *subscriptions.Store
+}
+
+func newScoped(t *testing.T) *scoped {
+	t.Helper()
+	ctx := context.Background()
+	conn := brokertest.Start(t)
+	store, err := credentials.Open(ctx, conn.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
+	index, err := store.Watch(wctx, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyer, err := broker.Keyer(ctx, conn.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := ingest.NewPublisher(conn.NC, keyer, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ingest.New(ingest.DefaultConfig(), ingest.Deps{Publisher: pub, Log: zerolog.Nop(), Registry: prometheus.NewRegistry(), Credentials: index})
+	if err != nil {
+		t.Fatal(err)
+	}
+	subs, err := subscriptions.Open(ctx, conn.JS, keyer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ingest.SubscriptionsAPI(subs)(srv); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	return &scoped{url: hs.URL, conn: conn, store: store, index: index, subs: subs}
+}
+
+// credential creates a credential and returns its secret.
+func (s *scoped) credential(t *testing.T, spec credentials.Spec) (credentials.Credential, string) {
+	t.Helper()
+	c, secret, err := s.store.Create(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The index follows the bucket through a watch.
+	deadline := time.Now().Add(5 * time.Second)
+	for !s.index.Has(c.ID) {
+		if time.Now().After(deadline) {
+			t.Fatalf("credential %s never reached the index", c.ID)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return c, secret
+}
+
+// call sends one request with a Bearer secret and returns the status.
+func (s *scoped) call(t *testing.T, method, path, secret, body string) int {
+	t.Helper()
+	req, err := http.NewRequest(method, s.url+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Authorization", "Bearer "+secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// waitStatus retries a request until it answers want: the index follows
+// the bucket through a watch.
+func (s *scoped) waitStatus(t *testing.T, want int, method, path, secret, body string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := s.call(t, method, path, secret, body)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s %s: %d, want %d", method, path, got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestCrossTenantMatrix tries every role of tenant a.example against every
+// endpoint, for its own tenant and for b.example: the other tenant always
+// gets 403 and nothing is stored or returned; its own tenant works where
+// the role allows it.
+func TestCrossTenantMatrix(t *testing.T) {
+	s := newScoped(t)
+	event := func(tenant string) string {
+		return `{"tenant":"` + tenant + `","user":"u@` + tenant + `","kind":"new","unread":1,"change_id":"` + tenant + `-1"}`
+	}
+	sub := func(tenant string) string {
+		return `{"tenant":"` + tenant + `","user":"u@` + tenant + `","appId":"app","deviceId":"device-token-0123456789","platform":"APNS"}`
+	}
+	endpoints := []struct {
+		name, method string
+		path         func(tenant string) string
+		body         func(tenant string) string
+		role         credentials.Role
+	}{
+		{"post events", http.MethodPost, func(string) string { return "/v1/events" }, event, credentials.RoleEvents},
+		{"subscribe", http.MethodPost, func(string) string { return "/v1/subscriptions" }, sub, credentials.RoleSubscriptions},
+		{"list", http.MethodGet, func(tenant string) string { return "/v1/subscriptions?tenant=" + tenant + "&user=u@" + tenant }, func(string) string { return "" }, credentials.RoleRead},
+		{"unsubscribe", http.MethodDelete, func(tenant string) string {
+			return "/v1/subscriptions?tenant=" + tenant + "&user=u@" + tenant + "&appId=app&deviceId=device-token-0123456789"
+		}, func(string) string { return "" }, credentials.RoleSubscriptions},
+	}
+	for _, role := range credentials.Roles {
+		_, secret := s.credential(t, credentials.Spec{Kind: credentials.KindBearer, Tenants: []string{"a.example"}, Roles: []credentials.Role{role}})
+		for _, ep := range endpoints {
+			t.Run(string(role)+"/"+ep.name, func(t *testing.T) {
+				if got := s.call(t, ep.method, ep.path("b.example"), secret, ep.body("b.example")); got != http.StatusForbidden {
+					t.Errorf("tenant b.example: %d, want 403", got)
+				}
+				allowed := role == credentials.RoleAdmin || role == ep.role || (ep.role == credentials.RoleRead && role == credentials.RoleSubscriptions)
+				got := s.call(t, ep.method, ep.path("a.example"), secret, ep.body("a.example"))
+				if allowed && (got == http.StatusForbidden || got == http.StatusUnauthorized || got >= 500) {
+					t.Errorf("own tenant with role %s: %d, want it served", role, got)
+				}
+				if !allowed && got != http.StatusForbidden {
+					t.Errorf("own tenant with role %s: %d, want 403", role, got)
+				}
+			})
+		}
+	}
+	stored := brokertest.Events(t, s.conn.JS)
+	if len(stored) != 1 || stored[0].Tenant != "a.example" {
+		t.Errorf("MAIL holds %+v, want the one event of a.example (stored once, then duplicates)", stored)
+	}
+	all, err := s.subs.ListAll(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sb := range all {
+		if sb.Tenant == "b.example" {
+			t.Errorf("a subscription of b.example was stored: %+v", sb)
+		}
+	}
+}
+
+// TestCredentialLifecycle rotates and revokes a credential: each change
+// reaches ingest without a restart.
+func TestCredentialLifecycle(t *testing.T) {
+	s := newScoped(t)
+	event := `{"tenant":"a.example","user":"u@a.example","kind":"new","change_id":"c1"}`
+	c, old := s.credential(t, credentials.Spec{Kind: credentials.KindBearer, Tenants: []string{"a.example"}, Roles: []credentials.Role{credentials.RoleEvents}})
+	s.waitStatus(t, http.StatusOK, http.MethodPost, "/v1/events", old, event)
+	_, fresh, err := s.store.Rotate(context.Background(), c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.waitStatus(t, http.StatusUnauthorized, http.MethodPost, "/v1/events", old, event)
+	s.waitStatus(t, http.StatusOK, http.MethodPost, "/v1/events", fresh, event)
+	if err := s.store.Revoke(context.Background(), c.ID); err != nil {
+		t.Fatal(err)
+	}
+	s.waitStatus(t, http.StatusUnauthorized, http.MethodPost, "/v1/events", fresh, event)
+	if got := s.call(t, http.MethodPost, "/v1/events", "ppk_"+c.ID+".guess", event); got != http.StatusUnauthorized {
+		t.Fatalf("a guessed secret: %d, want 401", got)
+	}
+}
+
+// TestScopedDovecotCredential posts a Dovecot OX event with a basic
+// credential of one tenant: its own tenant is stored, another is refused.
+func TestScopedDovecotCredential(t *testing.T) {
+	s := newScoped(t)
+	_, password := s.credential(t, credentials.Spec{Kind: credentials.KindBasic, User: "dovecot-a", Tenants: []string{"a.example"}, Roles: []credentials.Role{credentials.RoleEvents}})
+	send := func(user string) int {
+		body := `{"user":"` + user + `","event":"messageNew","folder":"INBOX","imap-uidvalidity":1,"imap-uid":4,"unseen":2}`
+		req, err := http.NewRequest(http.MethodPut, s.url+"/v1/dovecot/ox", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.SetBasicAuth("dovecot-a", password)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := send("alice@a.example"); got != http.StatusOK {
+		t.Fatalf("own tenant: %d, want 200", got)
+	}
+	if got := send("bob@b.example"); got != http.StatusForbidden {
+		t.Fatalf("other tenant: %d, want 403", got)
+	}
+}
+
+// TestWebPushSubscriptionsThatCanWork subscribes Web Push devices: only a
+// well-formed subscription with a public https endpoint is stored.
+func TestWebPushSubscriptionsThatCanWork(t *testing.T) {
+	s := newScoped(t)
+	_, secret := s.credential(t, credentials.Spec{Kind: credentials.KindBearer, Tenants: []string{"a.example"}, Roles: []credentials.Role{credentials.RoleSubscriptions}})
+	key, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p256dh := base64.RawURLEncoding.EncodeToString(key.PublicKey().Bytes())
+	auth := base64.RawURLEncoding.EncodeToString(make([]byte, 16))
+	device := func(endpoint, p256dh, auth string) string {
+		d, _ := json.Marshal(map[string]any{"endpoint": endpoint, "keys": map[string]string{"p256dh": p256dh, "auth": auth}})
+		return string(d)
+	}
+	tests := []struct {
+		name, device string
+		status       int
+	}{
+		{"public https endpoint", device("https://push.example.net/send/abc", p256dh, auth), http.StatusCreated},
+		{"not JSON", "token-of-another-platform", http.StatusUnprocessableEntity},
+		{"plain http", device("http://push.example.net/send/abc", p256dh, auth), http.StatusUnprocessableEntity},
+		{"loopback", device("https://127.0.0.1:8443/send/abc", p256dh, auth), http.StatusUnprocessableEntity},
+		{"localhost", device("https://localhost/send/abc", p256dh, auth), http.StatusUnprocessableEntity},
+		{"private network", device("https://10.1.2.3/send/abc", p256dh, auth), http.StatusUnprocessableEntity},
+		{"short auth", device("https://push.example.net/send/abc", p256dh, "AAAA"), http.StatusUnprocessableEntity},
+		{"key not on the curve", device("https://push.example.net/send/abc", base64.RawURLEncoding.EncodeToString(make([]byte, 65)), auth), http.StatusUnprocessableEntity},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body, _ := json.Marshal(map[string]any{"tenant": "a.example", "user": "u@a.example", "appId": "web", "deviceId": tt.device, "platform": "WebPush"})
+			if got := s.call(t, http.MethodPost, "/v1/subscriptions", secret, string(body)); got != tt.status {
+				t.Fatalf("status %d, want %d", got, tt.status)
+			}
+		})
+	}
+}

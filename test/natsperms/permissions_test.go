@@ -1,0 +1,282 @@
+// Package natsperms tests the NATS permissions the deployment ships
+// (deploy/nats/permissions.conf): it starts a NATS server with that very
+// file, runs ingest, a dispatcher, the relay and the monitor each with its
+// own user, sends a device subscription and an event through them, and
+// checks that each component's forbidden actions are refused.
+package natsperms
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/pushproxy/pushproxy/internal/broker"
+	"github.com/pushproxy/pushproxy/internal/coalesce"
+	"github.com/pushproxy/pushproxy/internal/credentials"
+	"github.com/pushproxy/pushproxy/internal/dispatcher"
+	"github.com/pushproxy/pushproxy/internal/ingest"
+	"github.com/pushproxy/pushproxy/internal/monitor"
+	"github.com/pushproxy/pushproxy/internal/probe"
+	"github.com/pushproxy/pushproxy/internal/relay"
+	"github.com/pushproxy/pushproxy/internal/relay/registry"
+	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/test/partner"
+)
+
+const org = "fabrikam.com"
+
+// users are the NATS users of permissions.conf.
+var users = []string{"admin", "ingest", "dispatcher", "monitor", "relay"}
+
+// startServer runs NATS with the shipped permissions and returns its URL.
+func startServer(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	perms, err := os.ReadFile(filepath.Join("..", "..", "deploy", "nats", "permissions.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "permissions.conf"), perms, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	main := fmt.Sprintf("listen: 127.0.0.1:-1\njetstream { store_dir: %q }\ninclude ./permissions.conf\n", filepath.Join(dir, "js"))
+	if err := os.WriteFile(filepath.Join(dir, "nats.conf"), []byte(main), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		t.Setenv("PUSHPROXY_NATS_"+strings.ToUpper(u)+"_PASSWORD", password(u))
+	}
+	opts, err := server.ProcessConfigFile(filepath.Join(dir, "nats.conf"))
+	if err != nil {
+		t.Fatalf("reading deploy/nats/permissions.conf: %v", err)
+	}
+	opts.NoSigs, opts.NoLog = true, true
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS did not start")
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	return srv.ClientURL()
+}
+
+func password(user string) string { return "test-password-of-" + user }
+
+// connect connects as user.
+func connect(t *testing.T, ctx context.Context, url, user string) *broker.Conn {
+	t.Helper()
+	c, err := broker.Connect(ctx, broker.Options{Name: user, URLs: []string{url}, User: user, Password: password(user)})
+	if err != nil {
+		t.Fatalf("connecting as %s: %v", user, err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestComponentsWorkWithTheirOwnUsers runs the whole pipeline with one
+// NATS user per component: a subscription and an event become a push, the
+// probe runs; then every forbidden action of each user is refused.
+func TestComponentsWorkWithTheirOwnUsers(t *testing.T) {
+	url := startServer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	admin := connect(t, ctx, url, "admin")
+	if err := broker.Provision(ctx, admin.JS, broker.DefaultLayout()); err != nil {
+		t.Fatal(err)
+	}
+
+	// What an operator sets up with pushctl (as admin).
+	relayAddr, ingestAddr := freeAddr(t), freeAddr(t)
+	p := partner.New(t, ctx, admin.JS, org, relayAddr)
+	apps := p.Registry
+	if _, err := apps.AddApp(ctx, registry.App{AppID: "demo", Provider: registry.KindLog, Organizations: []string{org}}, false); err != nil {
+		t.Fatal(err)
+	}
+	creds, err := credentials.Open(ctx, admin.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, secret, err := creds.Create(ctx, credentials.Spec{Kind: credentials.KindBearer, Tenants: []string{org}, Roles: []credentials.Role{credentials.RoleEvents, credentials.RoleSubscriptions}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Each component with its own user.
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)
+	ic, dc, mc, rc := connect(t, ctx, url, "ingest"), connect(t, ctx, url, "dispatcher"), connect(t, ctx, url, "monitor"), connect(t, ctx, url, "relay")
+	icfg := ingest.DefaultConfig()
+	icfg.Addr = ingestAddr
+	exts, err := (&ingest.Extras{}).Extensions(ctx, ic, service.NewRegistry())
+	if err != nil {
+		t.Fatalf("ingest extensions as user ingest: %v", err)
+	}
+	run := map[string]func() error{
+		"relay": func() error {
+			return relay.Run(ctx, relay.Config{Addr: relayAddr, Host: "127.0.0.1"}, rc, log, service.NewRegistry())
+		},
+		"ingest": func() error { return ingest.Run(ctx, icfg, ic, log, service.NewRegistry(), exts...) },
+		"dispatcher": func() error {
+			return dispatcher.Run(ctx, dispatcher.Config{Tokens: p.Tokens, Coalesce: coalesce.Config{Window: 20 * time.Millisecond},
+				Log: log, Registry: service.NewRegistry()}, dc)
+		},
+		"monitor": func() error {
+			return monitor.Run(ctx, monitor.Config{ProbeInterval: 200 * time.Millisecond, CertDir: p.CertDir}, mc, log, service.NewRegistry())
+		},
+	}
+	var wg sync.WaitGroup
+	for name, f := range run {
+		wg.Go(func() {
+			if err := f(); err != nil && ctx.Err() == nil {
+				t.Errorf("%s with its own NATS user: %v", name, err)
+			}
+		})
+	}
+	defer wg.Wait()
+	defer cancel()
+
+	base := "http://" + ingestAddr
+	waitFor(t, "ingest ready", func() bool { return call(base+"/readyz", "", "", "") == http.StatusOK })
+	if code := call(base+"/v1/subscriptions", secret, http.MethodPost, `{"tenant":"`+org+`","user":"alice@`+org+`","appId":"demo","deviceId":"phone-token-0123456789","platform":"APNS"}`); code != http.StatusCreated {
+		t.Fatalf("subscribe: %d", code)
+	}
+	if code := call(base+"/v1/events", secret, http.MethodPost, `{"user":"alice@`+org+`","kind":"new","unread":3,"change_id":"m-1"}`); code != http.StatusOK {
+		t.Fatalf("event: %d", code)
+	}
+	sent, err := admin.JS.Stream(ctx, broker.StreamSent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the push recorded in PUSH_SENT", func() bool {
+		info, err := sent.Info(ctx)
+		return err == nil && info.State.Msgs > 0
+	})
+	waitFor(t, "a probe result", func() bool {
+		r, err := probe.Last(ctx, admin.JS, probe.SubjectConnectivity)
+		return err == nil && r.Succeeded()
+	})
+
+	refusals := []struct {
+		user, action, subject string
+	}{
+		{"ingest", "publish", "$KV.unread.fabrikam_com.x"},
+		{"ingest", "publish", "$KV.config.proxy"},
+		{"ingest", "publish", "$KV.credentials.x"},
+		{"ingest", "publish", "push.sent.fabrikam_com.x"},
+		{"ingest", "publish", "$JS.API.STREAM.DELETE.MAIL"},
+		{"ingest", "publish", "$JS.API.CONSUMER.CREATE.MAIL.x"},
+		{"ingest", "publish", "$JS.API.DIRECT.GET.KV_unread.$KV.unread.fabrikam_com.x"},
+		{"ingest", "subscribe", "mail.>"},
+		{"dispatcher", "publish", "mail.fabrikam_com.x"},
+		{"dispatcher", "publish", "$KV.credentials.x"},
+		{"dispatcher", "publish", "$KV.config.proxy"},
+		{"dispatcher", "publish", "$JS.API.STREAM.DELETE.MAIL"},
+		{"dispatcher", "publish", "$JS.API.STREAM.PURGE.PUSH_DEAD"},
+		{"dispatcher", "subscribe", "mail.>"},
+		{"monitor", "publish", "mail.fabrikam_com.x"},
+		{"monitor", "publish", "$KV.unread.fabrikam_com.x"},
+		{"monitor", "publish", "$KV.credentials.x"},
+		{"monitor", "publish", "$JS.API.STREAM.DELETE.PUSH_DEAD"},
+		{"monitor", "publish", "$JS.API.CONSUMER.CREATE.MAIL.x"},
+		{"relay", "publish", "mail.fabrikam_com.x"},
+		{"relay", "publish", "$KV.relay_apps.demo"},
+		{"relay", "publish", "$JS.API.DIRECT.GET.KV_config.$KV.config.auth"},
+		{"relay", "publish", "$JS.API.STREAM.DELETE.KV_relay_apps"},
+		{"relay", "subscribe", "pushproxy.dispatcher.members"},
+	}
+	for _, r := range refusals {
+		t.Run(r.user+"/"+r.action+"/"+r.subject, func(t *testing.T) {
+			refused(t, url, r.user, r.action, r.subject)
+		})
+	}
+}
+
+// refused checks that user may not publish to (or subscribe to) subject:
+// the server answers with a permissions violation naming it.
+func refused(t *testing.T, url, user, action, subject string) {
+	t.Helper()
+	violations := make(chan error, 4)
+	nc, err := nats.Connect(url, nats.UserInfo(user, password(user)), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		violations <- err
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	switch action {
+	case "publish":
+		err = nc.Publish(subject, []byte("{}"))
+	case "subscribe":
+		_, err = nc.SubscribeSync(subject)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+	select {
+	case err := <-violations:
+		if !strings.Contains(err.Error(), "Permissions Violation") || !strings.Contains(err.Error(), subject) {
+			t.Fatalf("%s %s as %s: %v, want a permissions violation", action, subject, user, err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatalf("%s %s as %s was not refused", action, subject, user)
+	}
+}
+
+// call sends a request to ingest and returns the status (0 when it could
+// not be sent).
+func call(url, secret, method, body string) int {
+	if method == "" {
+		method = http.MethodGet
+	}
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		return 0
+	}
+	if secret != "" {
+		req.Header.Set("Authorization", "Bearer "+secret)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
