@@ -151,6 +151,8 @@ func (c Config) WithDefaults() Config {
 			*v = d
 		}
 	}
+	dur(&c.Relay.BreakerCooldown, relayclient.DefaultBreakerCooldown)
+	dur(&c.Relay.BreakerMaxCooldown, relayclient.DefaultBreakerMaxCooldown)
 	str(&c.ConsumerPrefix, DefaultConsumerPrefix)
 	str(&c.PriorityGroup, DefaultPriorityGroup)
 	str(&c.MembershipSubject, DefaultMembershipSubject)

@@ -460,10 +460,19 @@ func TestAppFaultKeepsSubscriptions(t *testing.T) {
 	if subs, err := e.subs.List(context.Background(), tenant, ivan); err != nil || len(subs) != 1 {
 		t.Fatalf("subscriptions after an app fault: %v %v", subs, err)
 	}
+	// More mail while the app is paused: only the user's latest event
+	// stays unacknowledged, however long the fault lasts.
+	for i := 5; i <= 12; i++ {
+		e.publish(newEvent(ivan, events.KindNew, 1, events.IntPtr(i)))
+	}
+	waitFor(t, "the paused user's events acknowledged but the latest", func() bool {
+		pending, ack := ackPending(t, e.conn.JS)
+		return pending == 0 && ack == 1
+	})
 	mu.Lock()
 	broken = false
 	mu.Unlock()
-	waitFor(t, "the latest count after the fix", func() bool { return e.lastPushed(ivan) == 4 })
+	waitFor(t, "the latest count after the fix", func() bool { return e.lastPushed(ivan) == 12 })
 	waitFor(t, "the tenant+app resumed", func() bool {
 		return metricValue(t, reg, "pushproxy_delivery_app_paused", "app_id", "com.example.mail") == 0
 	})

@@ -54,7 +54,16 @@ func (w *worker) dispatch(ctx context.Context, pushes []coalesce.Push, now time.
 		subs, until := allowed(w.d.sender.path.get(w.d).Breakers(), rec.tenant, subs)
 		if len(subs) == 0 {
 			// Every app of the user is paused after app faults: hold the
-			// events, without using the retry budget, until a trial may go.
+			// push, without using the retry budget, until a trial may go.
+			// Only the user's latest event stays unacknowledged: the state
+			// (written before the others are acknowledged) has them all,
+			// and the latest is enough for a new owner to push after a
+			// crash. So a long app fault holds one event per user, not a
+			// growing backlog that would fill the partition for everyone.
+			if n := len(msgs); n > 1 {
+				tasks = append(tasks, &settleTask{rec: rec, msgs: msgs[:n-1], skip: "app_paused"})
+				msgs = msgs[n-1:]
+			}
 			w.hold(rec, msgs, now, until)
 			continue
 		}
@@ -162,6 +171,12 @@ func (w *worker) requeue(rec *userRec, msgs []*held, now time.Time, reason strin
 	rec.requeues++
 	delay := w.d.cfg.RetryDelay << min(rec.requeues-1, 20)
 	delay = min(max(delay, w.d.cfg.RetryDelay), w.d.cfg.MaxRetryDelay)
+	if reason == "relay_unavailable" {
+		// The relay client's breaker tries the relay every cool-down; a
+		// push held for a down relay tries as often, so that it goes out
+		// within a cool-down of the relay's return, not a growing back-off.
+		delay = min(delay, w.d.cfg.Relay.BreakerMaxCooldown)
+	}
 	delay = max(delay, hint)
 	w.co.Failed(now, rec.key, now.Add(delay))
 	rec.pending = append(msgs, rec.pending...)

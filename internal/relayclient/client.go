@@ -26,8 +26,10 @@ import (
 const (
 	DefaultTimeout            = 10 * time.Second
 	DefaultBreakerFailures    = 5
-	DefaultBreakerCooldown    = 10 * time.Second
-	DefaultBreakerMaxCooldown = time.Minute
+	// A down relay costs one trial request per cool-down, so the cool-down
+	// can stay short: the relay's return is noticed within seconds.
+	DefaultBreakerCooldown    = time.Second
+	DefaultBreakerMaxCooldown = 4 * time.Second
 )
 
 // MaxResponseSize bounds the body of a successful answer that is read; a
@@ -70,11 +72,11 @@ type Config struct {
 	// circuit breaker. Default 5; negative disables the breaker.
 	BreakerFailures int
 	// BreakerCooldown is how long the breaker first stays open; it doubles
-	// each time it opens again without a success in between. Default 10s.
+	// each time it opens again without a success in between. Default 1s.
 	BreakerCooldown time.Duration
-	// BreakerMaxCooldown caps the cool-down. Default 1 minute, so that a
-	// relay that comes back is tried again within a minute (and never less
-	// than BreakerCooldown). A relay's own back-off hint may hold the
+	// BreakerMaxCooldown caps the cool-down. Default 4s, so that a relay
+	// that comes back is tried again within seconds (and never less than
+	// BreakerCooldown); an open breaker costs one trial per cool-down. A relay's own back-off hint may hold the
 	// breaker open longer, up to relayproto.MaxBackOff.
 	BreakerMaxCooldown time.Duration
 	// Now is the clock of the breaker and of Retry-After dates. Default
