@@ -17,7 +17,7 @@ const defaultNATSURL = "nats://127.0.0.1:4222"
 // newFlags returns a flag set for a command whose --help prints synopsis,
 // description and every flag with its environment variable.
 func (c *cli) newFlags(name, synopsis, description string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs := flag.NewFlagSet("pushctl "+name, flag.ContinueOnError)
 	fs.SetOutput(c.stderr)
 	flagenv.SetUsage(fs, synopsis, description)
 	return fs

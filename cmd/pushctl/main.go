@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+
+	"github.com/pushproxy/pushproxy/internal/version"
 )
 
 // command is one pushctl subcommand. run gets the arguments after its name.
@@ -66,8 +68,9 @@ func run(ctx context.Context, args []string, c *cli) int {
 const topUsage = `pushctl is the operator's tool for pushproxy, the push notification proxy
 that turns mailbox changes into unread-count badges on phones.
 
-Run "pushctl COMMAND --help" for the flags of a command. Every flag can also
-be set by an environment variable: --nats-url is PUSHPROXY_NATS_URL.`
+Run "pushctl COMMAND --help" for the flags of a command, "pushctl --version"
+for the version. Every flag can also be set by an environment variable:
+--nats-url is PUSHPROXY_NATS_URL.`
 
 // dispatch runs the subcommand named by args[0] among cmds.
 func dispatch(ctx context.Context, c *cli, path, about string, cmds []command, args []string) int {
@@ -76,6 +79,10 @@ func dispatch(ctx context.Context, c *cli, path, about string, cmds []command, a
 		if len(args) == 0 {
 			return 2
 		}
+		return 0
+	}
+	if path == "pushctl" && (args[0] == "--version" || args[0] == "-version" || args[0] == "version") {
+		fmt.Fprintln(c.stdout, version.String(path))
 		return 0
 	}
 	for _, cmd := range cmds {
@@ -93,7 +100,7 @@ func dispatch(ctx context.Context, c *cli, path, about string, cmds []command, a
 		case errors.Is(err, errSilent):
 			return 1
 		case errors.Is(err, errUsage):
-			fmt.Fprintf(c.stderr, "%s %s: %v\n", path, cmd.name, err)
+			fmt.Fprintf(c.stderr, "%s %s: %s\n", path, cmd.name, strings.TrimPrefix(oneLine(err), errUsage.Error()+": "))
 			return 2
 		default:
 			fmt.Fprintf(c.stderr, "%s %s: %s\n", path, cmd.name, oneLine(err))

@@ -45,11 +45,14 @@ func TestUsage(t *testing.T) {
 		{[]string{"nope"}, 2, `unknown command "nope"`},
 		{[]string{"proxy"}, 2, "enable"},
 		{[]string{"proxy", "enable", "--help"}, 0, "PUSHPROXY_ORGANIZATION"},
-		{[]string{"proxy", "enable", "--bogus"}, 2, "bogus"},
+		{[]string{"proxy", "enable", "--bogus"}, 2, "pushctl proxy enable: unknown flag --bogus; see pushctl proxy enable --help\n"},
+		{[]string{"standalone", "--foo"}, 2, "unknown flag --foo; see pushctl standalone --help"},
+		{[]string{"--version"}, 0, "pushctl dev (commit "},
+		{[]string{"version"}, 0, "nats-server "},
 	}
 	for _, tt := range tests {
 		r := pushctl(t, tt.args...)
-		if r.code != tt.code || !strings.Contains(r.stdout+r.stderr, tt.contains) {
+		if r.code != tt.code || !strings.Contains(r.stdout+r.stderr, tt.contains) || strings.Count(r.stderr, "\n") > 1 && r.code == 2 && len(tt.args) > 1 {
 			t.Errorf("pushctl %v = %d\nstdout: %s\nstderr: %s\nwant %d containing %q", tt.args, r.code, r.stdout, r.stderr, tt.code, tt.contains)
 		}
 	}

@@ -87,6 +87,8 @@ func standaloneFlags(fs *flag.FlagSet) *standalone {
 	setDefault(fs, "http-addr", standaloneIngest)
 	setDefault(fs, "relay-http-addr", standaloneRelay)
 	setDefault(fs, "relay-devices-page", "true")
+	// Standalone derives the relay's host from the proxy URI it sets up.
+	fs.Lookup("relay-host").Usage = "the relay's host name as tokens name it in their audience (default: the host of the proxy URI, which standalone sets up)"
 	return s
 }
 
@@ -198,6 +200,10 @@ func (s *standalone) registerWithRelay(ctx context.Context, conn *broker.Conn, a
 	}
 	if s.relay.Host == "" {
 		s.relay.Host = u.Hostname()
+	}
+	if s.relay.PublicURL == "" {
+		// The proxy URI is where the dispatcher reaches this relay.
+		s.relay.PublicURL = proxy.URI
 	}
 	reg, err := registry.Provision(ctx, conn.JS, s.layout.Replicas)
 	if err != nil {

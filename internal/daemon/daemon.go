@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
 	"syscall"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/flagenv"
 	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/version"
 )
 
 // Command is a daemon's command line.
@@ -36,6 +38,16 @@ type Command struct {
 	layout    *broker.Layout
 	logLevel  *string
 	logFormat *string
+	version   *bool
+	out       io.Writer
+}
+
+// stdout is where --version goes.
+func (c *Command) stdout() io.Writer {
+	if c.out != nil {
+		return c.out
+	}
+	return os.Stdout
 }
 
 // Options choose the shared flags a command has.
@@ -44,6 +56,8 @@ type Options struct {
 	Provision bool
 	// Embedded makes --nats-embedded default to true.
 	Embedded bool
+	// Stdout receives --version (os.Stdout when nil).
+	Stdout io.Writer
 }
 
 // New returns the command line of the daemon name with the shared flags.
@@ -51,12 +65,13 @@ type Options struct {
 func New(name, synopsis, about string, stderr io.Writer, opts Options) *Command {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	c := &Command{Flags: fs, name: name, synopsis: synopsis, about: about, stderr: stderr}
+	c := &Command{Flags: fs, name: name, synopsis: synopsis, about: about, stderr: stderr, out: opts.Stdout}
 	c.nats = broker.ConnectFlags(fs, "pushproxy-"+name, opts.Embedded)
 	if opts.Provision {
 		c.provision = fs.Bool("provision", false, "create or update the streams and buckets (with the layout flags) before starting")
 		c.layout = broker.LayoutFlags(fs)
 	}
+	c.version = fs.Bool("version", false, "print the version, commit, Go and NATS server versions, and exit")
 	c.logLevel = fs.String("log-level", "info", "log level: debug, info, warn or error")
 	c.logFormat = fs.String("log-format", "auto", "log format: json, console, or auto (console on a terminal)")
 	return c
@@ -88,6 +103,10 @@ func (c *Command) Main(ctx context.Context, args []string, getenv func(string) s
 		}
 		fmt.Fprintf(c.stderr, "%s: %v\n", c.name, err)
 		return 2
+	}
+	if *c.version {
+		fmt.Fprintln(c.stdout(), version.String(c.name))
+		return 0
 	}
 	if c.Flags.NArg() > 0 {
 		fmt.Fprintf(c.stderr, "%s: unexpected argument %q (run %s --help)\n", c.name, c.Flags.Arg(0), c.name)

@@ -19,9 +19,11 @@ func TestMain_ExitCodes(t *testing.T) {
 		run  error
 		code int
 		say  string
+		out  string
 	}{
 		{name: "help", args: []string{"--help"}, code: 0, say: "PUSHPROXY_NATS_URL"},
-		{name: "bad flag", args: []string{"--nope"}, code: 2, say: "nope"},
+		{name: "bad flag", args: []string{"--nope"}, code: 2, say: "demo: unknown flag --nope; see demo --help\n"},
+		{name: "version", args: []string{"--version"}, code: 0, out: "demo dev (commit "},
 		{name: "extra argument", args: []string{"extra"}, code: 2, say: `unexpected argument "extra"`},
 		{name: "bad log level", args: []string{"--log-level", "loud"}, code: 2, say: "log level"},
 		{name: "no NATS", args: nil, code: 1, say: "connecting to NATS"},
@@ -31,8 +33,8 @@ func TestMain_ExitCodes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var stderr bytes.Buffer
-			c := New("demo", "demo [flags]", "A demo daemon.", &stderr, Options{Provision: true})
+			var stdout, stderr bytes.Buffer
+			c := New("demo", "demo [flags]", "A demo daemon.", &stderr, Options{Provision: true, Stdout: &stdout})
 			c.NATS().StoreDir = t.TempDir()
 			code := c.Main(context.Background(), tt.args, func(k string) string { return tt.env[k] }, func(ctx context.Context, env Env) error {
 				if tt.run != nil {
@@ -40,8 +42,11 @@ func TestMain_ExitCodes(t *testing.T) {
 				}
 				return broker.Ready(ctx, env.Conn.JS)
 			})
-			if code != tt.code || !strings.Contains(stderr.String(), tt.say) {
-				t.Fatalf("exit %d, stderr:\n%s\nwant %d and %q", code, stderr.String(), tt.code, tt.say)
+			if code != tt.code || !strings.Contains(stderr.String(), tt.say) || !strings.Contains(stdout.String(), tt.out) {
+				t.Fatalf("exit %d, stdout %q, stderr:\n%s\nwant %d, %q and %q", code, stdout.String(), stderr.String(), tt.code, tt.out, tt.say)
+			}
+			if tt.name == "bad flag" && strings.Count(stderr.String(), "\n") != 1 {
+				t.Fatalf("a bad flag printed more than one line:\n%s", stderr.String())
 			}
 		})
 	}

@@ -22,9 +22,27 @@ func EnvName(name string) string {
 // Parse parses args into fs, then sets each flag that args did not set from
 // its environment variable, looked up with getenv. A bad environment value is
 // an error that names the variable.
+//
+// A bad command line is one line, not the whole help: "unknown flag --foo;
+// see NAME --help", with NAME the flag set's name. --help prints the help
+// and returns flag.ErrHelp.
 func Parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
-	if err := fs.Parse(args); err != nil {
+	usage, out := fs.Usage, fs.Output()
+	fs.Usage = func() {}
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.Usage = usage
+	fs.SetOutput(out)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		if usage != nil {
+			usage()
+		} else {
+			fs.PrintDefaults()
+		}
 		return err
+	case err != nil:
+		return fmt.Errorf("%s; see %s --help", oneLine(err), fs.Name())
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -41,6 +59,16 @@ func Parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// oneLine rewrites the flag package's errors the way our help spells flags:
+// "flag provided but not defined: -foo" is "unknown flag --foo".
+func oneLine(err error) string {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+		return "unknown flag --" + strings.TrimLeft(name, "-")
+	}
+	return strings.Replace(msg, " -", " --", 1)
 }
 
 // SetUsage gives fs a usage text: a synopsis and description, then each flag
