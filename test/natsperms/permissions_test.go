@@ -113,8 +113,10 @@ func TestComponentsWorkWithTheirOwnUsers(t *testing.T) {
 	relayAddr, ingestAddr := freeAddr(t), freeAddr(t)
 	p := partner.New(t, ctx, admin.JS, org, relayAddr)
 	apps := p.Registry
-	if _, err := apps.AddApp(ctx, registry.App{AppID: "demo", Provider: registry.KindLog, Organizations: []string{org}}, false); err != nil {
-		t.Fatal(err)
+	for _, app := range []string{"demo", monitor.DefaultCanaryAppID} {
+		if _, err := apps.AddApp(ctx, registry.App{AppID: app, Provider: registry.KindLog, Organizations: []string{org}}, false); err != nil {
+			t.Fatal(err)
+		}
 	}
 	creds, err := credentials.Open(ctx, admin.JS)
 	if err != nil {
@@ -144,7 +146,9 @@ func TestComponentsWorkWithTheirOwnUsers(t *testing.T) {
 				Log: log, Registry: service.NewRegistry()}, dc)
 		},
 		"monitor": func() error {
-			return monitor.Run(ctx, monitor.Config{ProbeInterval: 200 * time.Millisecond, CertDir: p.CertDir}, mc, log, service.NewRegistry())
+			mcfg := monitor.Config{ProbeInterval: 200 * time.Millisecond, CertDir: p.CertDir,
+				Canary: monitor.CanaryConfig{IngestURL: "http://" + ingestAddr, IngestToken: secret, Interval: 300 * time.Millisecond, Timeout: 10 * time.Second}}
+			return monitor.Run(ctx, mcfg, mc, log, service.NewRegistry())
 		},
 	}
 	var wg sync.WaitGroup
@@ -176,6 +180,10 @@ func TestComponentsWorkWithTheirOwnUsers(t *testing.T) {
 	})
 	waitFor(t, "a probe result", func() bool {
 		r, err := probe.Last(ctx, admin.JS, probe.SubjectConnectivity)
+		return err == nil && r.Succeeded()
+	})
+	waitFor(t, "a canary run through ingest, dispatcher and relay", func() bool {
+		r, err := probe.Last(ctx, admin.JS, probe.SubjectCanary)
 		return err == nil && r.Succeeded()
 	})
 
