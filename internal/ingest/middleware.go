@@ -10,15 +10,15 @@ import (
 	"strings"
 
 	"github.com/pushproxy/pushproxy/internal/credentials"
-	"github.com/pushproxy/pushproxy/internal/ingest/parse"
 	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
 // Error codes of ingest's JSON errors (service.Error.Code), also the reason
 // label of pushproxy_ingest_rejected_total.
 const (
-	CodeMalformed        = parse.CodeMalformed
-	CodeTooLarge         = parse.CodeTooLarge
+	CodeMalformed        = sources.CodeMalformed
+	CodeTooLarge         = sources.CodeTooLarge
 	CodeUnauthorized     = "unauthorized"
 	CodeForbidden        = "forbidden"
 	CodeUnsupportedMedia = "unsupported_media_type"
@@ -97,7 +97,7 @@ func RequireMediaType(types ...string) Middleware {
 				Reject(w, &service.Error{
 					Status:  http.StatusUnsupportedMediaType,
 					Code:    CodeUnsupportedMedia,
-					Message: fmt.Sprintf("Content-Type %q is not accepted here; send %s", parse.Clip(r.Header.Get("Content-Type")), strings.Join(types, " or ")),
+					Message: fmt.Sprintf("Content-Type %q is not accepted here; send %s", sources.Clip(r.Header.Get("Content-Type")), strings.Join(types, " or ")),
 				})
 				return
 			}
@@ -140,7 +140,7 @@ func ReadBody(r *http.Request) ([]byte, *service.Error) {
 	case errors.As(err, &tooBig):
 		return nil, tooLarge(tooBig.Limit)
 	case err != nil:
-		return nil, parse.Malformed("reading the request body: %v", err)
+		return nil, sources.Malformed("reading the request body: %v", err)
 	}
 	return body, nil
 }
@@ -172,7 +172,7 @@ func readAll(rd io.Reader, n int64) ([]byte, error) {
 }
 
 func tooLarge(limit int64) *service.Error {
-	return parse.TooLarge("the request body is larger than %d bytes", limit)
+	return sources.TooLarge("the request body is larger than %d bytes", limit)
 }
 
 // recorder remembers the status and error of an answer for metrics and logs.

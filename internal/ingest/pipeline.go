@@ -14,8 +14,8 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/credentials"
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/ingest/parse"
 	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
 // Outcome is what became of one event of a request.
@@ -176,7 +176,7 @@ func (s *Server) publish(ctx context.Context, src *Source, evs []events.Event) (
 
 // prepare completes and validates each parsed item. It returns the good
 // events and an outcome per bad one.
-func (s *Server) prepare(source events.Source, items []parse.Item) ([]events.Event, []Outcome) {
+func (s *Server) prepare(source events.Source, items []sources.Item) ([]events.Event, []Outcome) {
 	c := completer{s: s, source: source, now: s.now().UTC()}
 	evs := make([]events.Event, 0, len(items))
 	var bad []Outcome
@@ -216,7 +216,7 @@ func (c *completer) complete(e *events.Event) error {
 	if e.Tenant == "" {
 		e.Tenant = c.tenantOf(e.User)
 		if e.Tenant == "" {
-			return parse.Invalid("tenant", "required: the user address has no domain and this server has no default tenant")
+			return sources.Invalid("tenant", "required: the user address has no domain and this server has no default tenant")
 		}
 	}
 	if e.OccurredAt.IsZero() {
@@ -260,7 +260,7 @@ func requestError(err error) *service.Error {
 	if errors.As(err, &ve) {
 		return &service.Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalid, Field: ve.Field, Message: ve.Error()}
 	}
-	return parse.Malformed("%v", err)
+	return sources.Malformed("%v", err)
 }
 
 func rejected(i int, err error) Outcome {

@@ -12,8 +12,8 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/credentials"
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/ingest/parse"
 	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/sources"
 	"github.com/pushproxy/pushproxy/internal/sources/dovecot"
 	"github.com/pushproxy/pushproxy/internal/sources/native"
 )
@@ -38,8 +38,8 @@ type Source struct {
 	// Timeout bounds the wait for JetStream (Config.PublishTimeout when 0).
 	Timeout time.Duration
 	// Parse reads the events of an authenticated request with the body
-	// already read. See package parse for the errors it returns.
-	Parse func(r *http.Request, body []byte) ([]parse.Item, error)
+	// already read. See package sources for the errors it returns.
+	Parse func(r *http.Request, body []byte) ([]sources.Item, error)
 	// Respond writes the answer once every event is stored; nil writes
 	// the Result as JSON with 200. Errors are always JSON.
 	Respond func(w http.ResponseWriter, r *http.Request, res *Result)
@@ -218,7 +218,7 @@ func (s *Server) builtinSources() []Source {
 			Patterns:   []string{"POST /v1/events"},
 			Auth:       s.NativeAuth(),
 			MediaTypes: []string{native.MediaJSON, native.MediaNDJSON},
-			Parse: func(r *http.Request, body []byte) ([]parse.Item, error) {
+			Parse: func(r *http.Request, body []byte) ([]sources.Item, error) {
 				return native.Parse(body, MediaType(r), native.Options{MaxEvents: s.cfg.MaxEvents})
 			},
 		},
@@ -228,14 +228,14 @@ func (s *Server) builtinSources() []Source {
 			Auth:       dovecotAuth,
 			MediaTypes: []string{"application/json"},
 			Timeout:    s.cfg.OXTimeout,
-			Parse:      func(_ *http.Request, body []byte) ([]parse.Item, error) { return dovecot.ParseOX(body) },
+			Parse:      func(_ *http.Request, body []byte) ([]sources.Item, error) { return dovecot.ParseOX(body) },
 		},
 		{
 			Name:       events.SourceDovecotLua,
 			Patterns:   []string{"POST /v1/dovecot/lua"},
 			Auth:       dovecotAuth,
 			MediaTypes: []string{"application/json"},
-			Parse: func(_ *http.Request, body []byte) ([]parse.Item, error) {
+			Parse: func(_ *http.Request, body []byte) ([]sources.Item, error) {
 				return dovecot.ParseLua(body, dovecot.LuaOptions{MaxEvents: s.cfg.MaxEvents})
 			},
 		},

@@ -141,10 +141,9 @@ func (s *Server) runLane(ctx context.Context, l *lane, tenant string, jobs []job
 // the slots stay taken until the provider returns, so a stuck push service
 // uses up only its organization+app's share of the lane.
 func (s *Server) send(ctx context.Context, l *lane, j *job) error {
-	release, full, err := l.acquire(ctx, appKey{org: j.badge.Tenant, app: j.badge.AppID})
-	if full {
+	release, err := l.acquire(ctx, appKey{org: j.badge.Tenant, app: j.badge.AppID}, func() {
 		s.metrics.shareWaits.WithLabelValues(j.badge.Tenant, j.badge.AppID, l.kind).Inc()
-	}
+	})
 	if err != nil {
 		return err
 	}

@@ -216,20 +216,20 @@ var (
 )
 
 // acquire waits until ctx ends for a slot of key's bulkhead, then for one
-// of the lane, and returns the function that frees both. full reports
-// whether key's bulkhead had no free slot at first (the send queued behind
-// the app's own).
-func (l *lane) acquire(ctx context.Context, key appKey) (release func(), full bool, err error) {
+// of the lane, and returns the function that frees both. When key's
+// bulkhead has no free slot, it calls queued before it waits (the send
+// queues behind the app's own).
+func (l *lane) acquire(ctx context.Context, key appKey, queued func()) (release func(), err error) {
 	b := l.enter(key)
 	select {
 	case b.sem <- struct{}{}:
 	default:
-		full = true
+		queued()
 		select {
 		case b.sem <- struct{}{}:
 		case <-ctx.Done():
 			l.leave(key, b)
-			return nil, full, errShareBusy
+			return nil, errShareBusy
 		}
 	}
 	select {
@@ -237,13 +237,13 @@ func (l *lane) acquire(ctx context.Context, key appKey) (release func(), full bo
 	case <-ctx.Done():
 		<-b.sem
 		l.leave(key, b)
-		return nil, full, errLaneTimeout
+		return nil, errLaneTimeout
 	}
 	return func() {
 		<-l.sem
 		<-b.sem
 		l.leave(key, b)
-	}, full, nil
+	}, nil
 }
 
 // enter returns key's bulkhead, creating it, and counts one more user.

@@ -24,8 +24,8 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultTimeout            = 10 * time.Second
-	DefaultBreakerFailures    = 5
+	DefaultTimeout         = 10 * time.Second
+	DefaultBreakerFailures = 5
 	// A down relay costs one trial request per cool-down, so the cool-down
 	// can stay short: the relay's return is noticed within seconds.
 	DefaultBreakerCooldown    = time.Second

@@ -10,13 +10,13 @@ import (
 	"testing"
 
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/ingest/parse"
 	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
 // summary is one line per item: kind, mailbox, unread (or -), count and
 // change id; or the error's field and reason.
-func summary(items []parse.Item) []string {
+func summary(items []sources.Item) []string {
 	out := make([]string, 0, len(items))
 	for _, it := range items {
 		if it.Err != nil {
@@ -172,7 +172,7 @@ func TestParseLua(t *testing.T) {
 func TestParseRequestErrors(t *testing.T) {
 	tests := []struct {
 		name   string
-		parse  func([]byte) ([]parse.Item, error)
+		parse  func([]byte) ([]sources.Item, error)
 		body   string
 		status int
 		field  string
@@ -186,7 +186,7 @@ func TestParseRequestErrors(t *testing.T) {
 		{"lua unknown field", luaDefault, `{"user":"u","txn":"t","subject":"x"}`, 422, "subject"},
 		{"lua unseen type", luaDefault, `{"user":"u","txn":"t","unseen":{"INBOX":"1"}}`, 422, "unseen"},
 		{"lua long txn", luaDefault, `{"user":"u","txn":"` + strings.Repeat("t", MaxTxnLen+1) + `"}`, 422, "txn"},
-		{"lua too many", func(b []byte) ([]parse.Item, error) { return ParseLua(b, LuaOptions{MaxEvents: 1}) },
+		{"lua too many", func(b []byte) ([]sources.Item, error) { return ParseLua(b, LuaOptions{MaxEvents: 1}) },
 			`{"user":"u","txn":"t","events":[{"event":"MessageNew"}],"unseen":{"INBOX":1}}`, 413, ""},
 	}
 	for _, tt := range tests {
@@ -210,4 +210,4 @@ func TestParseRequestErrors(t *testing.T) {
 	}
 }
 
-func luaDefault(b []byte) ([]parse.Item, error) { return ParseLua(b, LuaOptions{}) }
+func luaDefault(b []byte) ([]sources.Item, error) { return ParseLua(b, LuaOptions{}) }

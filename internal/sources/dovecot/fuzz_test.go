@@ -5,15 +5,15 @@ import (
 	"testing"
 
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/ingest/parse"
 	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
 // checkItems fails unless err is a request-level error (a 4xx
 // service.Error or a validation error) or every item is an event of source
 // or a validation error, with distinct change ids, that survives Normalize
 // and Validate.
-func checkItems(t *testing.T, items []parse.Item, err error, source events.Source) {
+func checkItems(t *testing.T, items []sources.Item, err error, source events.Source) {
 	var se *service.Error
 	var ve *events.ValidationError
 	switch {

@@ -8,7 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/ingest/parse"
+	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
 // LuaVersion is the version of the Lua script's JSON that this package reads.
@@ -70,22 +70,22 @@ type LuaOptions struct {
 // of that mailbox; a mailbox with a count and no event gets a snapshot event
 // "<txn>/s<k>" (k counts those mailboxes in name order). A transaction with
 // neither events nor counts gives no item.
-func ParseLua(body []byte, opt LuaOptions) ([]parse.Item, error) {
+func ParseLua(body []byte, opt LuaOptions) ([]sources.Item, error) {
 	max := opt.MaxEvents
 	if max <= 0 {
 		max = DefaultMaxLuaEvents
 	}
-	if err := parse.Object(body); err != nil {
+	if err := sources.Object(body); err != nil {
 		return nil, err
 	}
 	var n LuaNotification
-	if err := parse.Strict(body, &n, ""); err != nil {
+	if err := sources.Strict(body, &n, ""); err != nil {
 		return nil, err
 	}
 	if err := n.check(max); err != nil {
 		return nil, err
 	}
-	items := make([]parse.Item, 0, len(n.Events)+len(n.Unseen))
+	items := make([]sources.Item, 0, len(n.Events)+len(n.Unseen))
 	for i, raw := range n.Events {
 		item, keep := n.item(i, raw)
 		if keep {
@@ -98,31 +98,31 @@ func ParseLua(body []byte, opt LuaOptions) ([]parse.Item, error) {
 func (n *LuaNotification) check(max int) error {
 	switch {
 	case n.V != nil && *n.V != LuaVersion:
-		return parse.Invalid("v", "unsupported version %d (this server reads %d)", *n.V, LuaVersion)
+		return sources.Invalid("v", "unsupported version %d (this server reads %d)", *n.V, LuaVersion)
 	case n.Txn == "":
-		return parse.Invalid("txn", "required: a transaction id, the same when the script retries")
+		return sources.Invalid("txn", "required: a transaction id, the same when the script retries")
 	case len(n.Txn) > MaxTxnLen || !utf8.ValidString(n.Txn):
-		return parse.Invalid("txn", "must be valid UTF-8 of at most %d bytes", MaxTxnLen)
+		return sources.Invalid("txn", "must be valid UTF-8 of at most %d bytes", MaxTxnLen)
 	case len(n.Events)+len(n.Unseen) > max:
-		return parse.TooLarge("%d events and %d unseen counts in one transaction; at most %d are allowed", len(n.Events), len(n.Unseen), max)
+		return sources.TooLarge("%d events and %d unseen counts in one transaction; at most %d are allowed", len(n.Events), len(n.Unseen), max)
 	}
 	return nil
 }
 
 // item maps event i; keep is false for an event that reports nothing new.
-func (n *LuaNotification) item(i int, raw json.RawMessage) (item parse.Item, keep bool) {
+func (n *LuaNotification) item(i int, raw json.RawMessage) (item sources.Item, keep bool) {
 	var le LuaEvent
-	if err := parse.Strict(raw, &le, fmt.Sprintf("events[%d].", i)); err != nil {
-		return parse.Item{Err: err}, true
+	if err := sources.Strict(raw, &le, fmt.Sprintf("events[%d].", i)); err != nil {
+		return sources.Item{Err: err}, true
 	}
 	kind, keep, err := le.Kind()
 	if err != nil {
-		return parse.Item{Err: parse.Invalid(fmt.Sprintf("events[%d].event", i), "%v", err)}, true
+		return sources.Item{Err: sources.Invalid(fmt.Sprintf("events[%d].event", i), "%v", err)}, true
 	}
 	if !keep {
-		return parse.Item{}, false
+		return sources.Item{}, false
 	}
-	return parse.Item{Event: events.Event{
+	return sources.Item{Event: events.Event{
 		Version:     events.SchemaVersion,
 		User:        n.User,
 		Mailbox:     le.Mailbox,
@@ -160,7 +160,7 @@ func (e *LuaEvent) Kind() (kind events.Kind, keep bool, err error) {
 	case "MailboxCreate", "MailboxDelete", "MailboxRename", "MailboxSubscribe", "MailboxUnsubscribe":
 		return "", false, nil
 	}
-	return "", false, fmt.Errorf("unknown Dovecot event %q", parse.Clip(e.Event))
+	return "", false, fmt.Errorf("unknown Dovecot event %q", sources.Clip(e.Event))
 }
 
 // otherFlags reports whether a flag other than \Seen, \Deleted and
@@ -173,7 +173,7 @@ func (e *LuaEvent) otherFlags() bool {
 
 // attachUnseen puts each unseen count on the last event of its mailbox, or
 // on a new snapshot event.
-func (n *LuaNotification) attachUnseen(items []parse.Item) []parse.Item {
+func (n *LuaNotification) attachUnseen(items []sources.Item) []sources.Item {
 	mailboxes := make([]string, 0, len(n.Unseen))
 	for mb := range n.Unseen {
 		mailboxes = append(mailboxes, mb)
@@ -185,7 +185,7 @@ func (n *LuaNotification) attachUnseen(items []parse.Item) []parse.Item {
 			items[last].Event.Unread = &unread
 			continue
 		}
-		items = append(items, parse.Item{Event: events.Event{
+		items = append(items, sources.Item{Event: events.Event{
 			Version:  events.SchemaVersion,
 			User:     n.User,
 			Mailbox:  mb,
@@ -199,7 +199,7 @@ func (n *LuaNotification) attachUnseen(items []parse.Item) []parse.Item {
 }
 
 // lastOf is the index of the last good item of mailbox, or -1.
-func lastOf(items []parse.Item, mailbox string) int {
+func lastOf(items []sources.Item, mailbox string) int {
 	for i := len(items) - 1; i >= 0; i-- {
 		if items[i].Err == nil && sameMailbox(items[i].Event.Mailbox, mailbox) {
 			return i

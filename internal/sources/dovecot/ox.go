@@ -13,7 +13,7 @@ import (
 	"strings"
 
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/ingest/parse"
+	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
 // OXNotification is the part of the OX driver's JSON that pushproxy reads.
@@ -40,25 +40,25 @@ const maxFolderInID = 256
 // ParseOX reads one OX driver notification. The event is a new message in
 // the folder, with the folder's unseen count as its authoritative unread
 // count, and the change id "ox:<folder>/<uidvalidity>/<uid>".
-func ParseOX(body []byte) ([]parse.Item, error) {
-	if err := parse.Object(body); err != nil {
+func ParseOX(body []byte) ([]sources.Item, error) {
+	if err := sources.Object(body); err != nil {
 		return nil, err
 	}
 	var n OXNotification
-	if err := parse.Lenient(body, &n, ""); err != nil {
-		return []parse.Item{{Err: err}}, nil
+	if err := sources.Lenient(body, &n, ""); err != nil {
+		return []sources.Item{{Err: err}}, nil
 	}
-	return []parse.Item{n.item()}, nil
+	return []sources.Item{n.item()}, nil
 }
 
-func (n *OXNotification) item() parse.Item {
+func (n *OXNotification) item() sources.Item {
 	if strings.ToLower(n.Event) != oxEvent {
-		return parse.Item{Err: parse.Invalid("event", "unsupported event %q (the OX driver reports only messageNew)", parse.Clip(n.Event))}
+		return sources.Item{Err: sources.Invalid("event", "unsupported event %q (the OX driver reports only messageNew)", sources.Clip(n.Event))}
 	}
 	if n.UID == 0 {
-		return parse.Item{Err: parse.Invalid("imap-uid", "required: a positive message UID")}
+		return sources.Item{Err: sources.Invalid("imap-uid", "required: a positive message UID")}
 	}
-	return parse.Item{Event: events.Event{
+	return sources.Item{Event: events.Event{
 		Version:     events.SchemaVersion,
 		User:        n.User,
 		Mailbox:     n.Folder,

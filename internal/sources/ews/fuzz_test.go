@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/ingest/parse"
+	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
 // FuzzEWS feeds arbitrary bodies to Decode and Map, and through a wrapped
@@ -38,7 +38,7 @@ func FuzzEWS(f *testing.F) {
 				}
 			}
 		}
-		var items []parse.Item
+		var items []sources.Item
 		var perr error
 		h := src.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if items, perr = src.Parse(r, body); perr == nil {

@@ -17,8 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/pushproxy/pushproxy/internal/ingest/parse"
 	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
 // MediaTypes are the Content-Types of a SendNotification request. Exchange
@@ -125,7 +125,7 @@ func (s *Source) Challenge() string { return `Key realm="pushproxy", param="` + 
 // registry failure a 503. Messages about subscriptions the registry does
 // not know yield no events (Respond then answers Unsubscribe), and so do
 // messages of class Error, which go to Config.OnSubscriptionError.
-func (s *Source) Parse(r *http.Request, body []byte) ([]parse.Item, error) {
+func (s *Source) Parse(r *http.Request, body []byte) ([]sources.Item, error) {
 	st := exchangeOf(r)
 	if st == nil {
 		return nil, &service.Error{Status: http.StatusInternalServerError, Code: "internal",
@@ -136,11 +136,11 @@ func (s *Source) Parse(r *http.Request, body []byte) ([]parse.Item, error) {
 	}
 	req, err := Decode(body)
 	if err != nil {
-		return nil, parse.Malformed("%v", err)
+		return nil, sources.Malformed("%v", err)
 	}
 	ctx := r.Context()
 	var (
-		items          []parse.Item
+		items          []sources.Item
 		known, unknown int
 	)
 	for i := range req.Messages {
@@ -170,7 +170,7 @@ func (s *Source) Parse(r *http.Request, body []byte) ([]parse.Item, error) {
 			continue
 		}
 		for _, e := range Map(m.Notification, sub) {
-			items = append(items, parse.Item{Event: e})
+			items = append(items, sources.Item{Event: e})
 		}
 	}
 	if known == 0 && unknown > 0 {
@@ -195,7 +195,7 @@ func (s *Source) subscriptionError(ctx context.Context, m *Message, sub Subscrip
 		code = responseCodeLabel(m.ResponseCode)
 	}
 	s.metrics.subscriptionErrors.WithLabelValues(code).Inc()
-	ev := s.cfg.Log.Warn().Str("subscription", m.SubscriptionID).Str("code", parse.Clip(m.ResponseCode)).Bool("known", known)
+	ev := s.cfg.Log.Warn().Str("subscription", m.SubscriptionID).Str("code", sources.Clip(m.ResponseCode)).Bool("known", known)
 	if known {
 		ev = ev.Str("tenant", sub.Tenant).Str("user", sub.User)
 	}
@@ -300,7 +300,7 @@ func checkCharset(header string) error {
 	}
 	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "us-ascii") {
 		return &service.Error{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
-			Message: fmt.Sprintf("charset %q is not accepted; Exchange sends utf-8", parse.Clip(cs))}
+			Message: fmt.Sprintf("charset %q is not accepted; Exchange sends utf-8", sources.Clip(cs))}
 	}
 	return nil
 }

@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/pushproxy/pushproxy/internal/ingest/parse"
 	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
 func newTestSource(t testing.TB, mutate func(*Config)) *Source {
@@ -36,10 +36,10 @@ func newTestSource(t testing.TB, mutate func(*Config)) *Source {
 
 // exchangeRequest runs body through a wrapped Parse and Respond, as ingest
 // does when every event is stored.
-func exchangeRequest(t *testing.T, src *Source, contentType string, body []byte) ([]parse.Item, *httptest.ResponseRecorder, error) {
+func exchangeRequest(t *testing.T, src *Source, contentType string, body []byte) ([]sources.Item, *httptest.ResponseRecorder, error) {
 	t.Helper()
 	var (
-		items []parse.Item
+		items []sources.Item
 		err   error
 	)
 	h := src.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -18,8 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/ingest/parse"
 	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
 const (
@@ -59,7 +59,7 @@ func newTestSource(t testing.TB, mutate func(*Config)) *Source {
 	return s
 }
 
-func parseBody(t *testing.T, s *Source, body []byte) ([]parse.Item, error) {
+func parseBody(t *testing.T, s *Source, body []byte) ([]sources.Item, error) {
 	t.Helper()
 	r := httptest.NewRequest(http.MethodPost, "/v1/graph", bytes.NewReader(body))
 	r.Header.Set("Content-Type", "application/json")

@@ -24,7 +24,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/pushproxy/pushproxy/internal/ingest/parse"
+	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
 // Collection is a changeNotificationCollection. ValidationTokens come only
@@ -82,24 +82,24 @@ func Decode(body []byte, max int) (*Collection, error) {
 	if max <= 0 {
 		max = DefaultMaxNotifications
 	}
-	if err := parse.Object(body); err != nil {
+	if err := sources.Object(body); err != nil {
 		return nil, err
 	}
 	var raw struct {
 		Value json.RawMessage `json:"value"`
 	}
 	if err := json.Unmarshal(body, &raw); err != nil {
-		return nil, parse.Malformed("%v", err)
+		return nil, sources.Malformed("%v", err)
 	}
 	if len(raw.Value) == 0 || string(raw.Value) == "null" {
-		return nil, parse.Malformed(`the body has no "value" array of change notifications`)
+		return nil, sources.Malformed(`the body has no "value" array of change notifications`)
 	}
 	var c Collection
 	if err := json.Unmarshal(body, &c); err != nil {
-		return nil, parse.Malformed("the body is not a change notification collection: %v", err)
+		return nil, sources.Malformed("the body is not a change notification collection: %v", err)
 	}
 	if len(c.Value) > max {
-		return nil, parse.TooLarge("%d notifications in one request (at most %d)", len(c.Value), max)
+		return nil, sources.TooLarge("%d notifications in one request (at most %d)", len(c.Value), max)
 	}
 	return &c, nil
 }
@@ -152,20 +152,20 @@ func ParseResource(path string) (Resource, error) {
 	}
 	var found bool
 	if res.UserID, found = take("users"); !found || res.UserID == "" {
-		return Resource{}, fmt.Errorf("resource %q does not start with users/{id}", parse.Clip(path))
+		return Resource{}, fmt.Errorf("resource %q does not start with users/{id}", sources.Clip(path))
 	}
 	if res.Folder, found = take("mailFolders"); found && res.Folder == "" {
-		return Resource{}, fmt.Errorf("resource %q names mailFolders without an id", parse.Clip(path))
+		return Resource{}, fmt.Errorf("resource %q names mailFolders without an id", sources.Clip(path))
 	}
 	if res.MessageID, found = take("messages"); !found {
-		return Resource{}, fmt.Errorf("resource %q is not a message (users/{id}/messages/{id})", parse.Clip(path))
+		return Resource{}, fmt.Errorf("resource %q is not a message (users/{id}/messages/{id})", sources.Clip(path))
 	}
 	if len(segs) != 0 {
-		return Resource{}, fmt.Errorf("resource %q has more after the message", parse.Clip(path))
+		return Resource{}, fmt.Errorf("resource %q has more after the message", sources.Clip(path))
 	}
 	for _, v := range []string{res.UserID, res.Folder, res.MessageID} {
 		if err := checkToken(v); err != nil {
-			return Resource{}, fmt.Errorf("resource %q: %w", parse.Clip(path), err)
+			return Resource{}, fmt.Errorf("resource %q: %w", sources.Clip(path), err)
 		}
 	}
 	return res, nil

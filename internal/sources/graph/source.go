@@ -17,8 +17,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/ingest/parse"
 	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
 // MediaTypes are the Content-Types of a notification delivery.
@@ -173,7 +173,7 @@ func (s *Source) Handshake(next http.Handler) http.Handler {
 		token := q.Get(ValidationParam)
 		if reason := checkValidationToken(token); reason != "" {
 			s.metrics.validations.WithLabelValues("invalid").Inc()
-			service.WriteError(w, &service.Error{Status: http.StatusBadRequest, Code: parse.CodeMalformed, Field: ValidationParam, Message: reason})
+			service.WriteError(w, &service.Error{Status: http.StatusBadRequest, Code: sources.CodeMalformed, Field: ValidationParam, Message: reason})
 			return
 		}
 		s.metrics.validations.WithLabelValues("ok").Inc()
@@ -221,14 +221,14 @@ const (
 // Config.OnLifecycle. The answer is 401 when no notification's clientState
 // matches, 400/413 for a body that is not a collection, and 503 when the
 // user directory is unavailable.
-func (s *Source) Parse(r *http.Request, body []byte) ([]parse.Item, error) {
+func (s *Source) Parse(r *http.Request, body []byte) ([]sources.Item, error) {
 	c, err := Decode(body, s.cfg.MaxNotifications)
 	if err != nil {
 		return nil, err
 	}
 	ctx := r.Context()
 	var (
-		items   []parse.Item
+		items   []sources.Item
 		matched int
 	)
 	for i := range c.Value {
@@ -251,7 +251,7 @@ func (s *Source) Parse(r *http.Request, body []byte) ([]parse.Item, error) {
 			continue
 		}
 		s.metrics.notifications.WithLabelValues(resultAccepted).Inc()
-		items = append(items, parse.Item{Event: e})
+		items = append(items, sources.Item{Event: e})
 	}
 	if matched == 0 && len(c.Value) > 0 {
 		return nil, &service.Error{Status: http.StatusUnauthorized, Code: "unauthorized", Field: "clientState",
@@ -371,8 +371,8 @@ func (s *Source) lifecycle(ctx context.Context, n *Notification) {
 	if n.LifecycleEvent == LifecycleMissed {
 		msg = "Graph missed change notifications: unread counts of this subscription's users may be wrong until their next change"
 	}
-	s.cfg.Log.WithLevel(level).Str("event", parse.Clip(n.LifecycleEvent)).Str("subscription", parse.Clip(n.SubscriptionID)).
-		Str("tenant_id", parse.Clip(n.TenantID)).Msg(msg)
+	s.cfg.Log.WithLevel(level).Str("event", sources.Clip(n.LifecycleEvent)).Str("subscription", sources.Clip(n.SubscriptionID)).
+		Str("tenant_id", sources.Clip(n.TenantID)).Msg(msg)
 	if s.cfg.OnLifecycle != nil {
 		s.cfg.OnLifecycle(ctx, l)
 	}
@@ -388,7 +388,7 @@ func (s *Source) drop(n *Notification, result, detail string) {
 	if result == resultBadClientState {
 		ev = s.cfg.Log.Warn()
 	}
-	ev = ev.Str("reason", result).Str("subscription", parse.Clip(n.SubscriptionID)).Str("tenant_id", parse.Clip(n.TenantID))
+	ev = ev.Str("reason", result).Str("subscription", sources.Clip(n.SubscriptionID)).Str("tenant_id", sources.Clip(n.TenantID))
 	if detail != "" {
 		ev = ev.Str("detail", detail)
 	}

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/pushproxy/pushproxy/internal/ingest/parse"
+	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
 // parseFast reads a body of the usual shape without reflection: event
@@ -15,7 +15,7 @@ import (
 // for the bodies it takes, encoding/json gives the same items, so the
 // answer does not depend on which of the two read it. The strings of the
 // events share one copy of the body.
-func parseFast(body []byte, mediaType string, max int) ([]parse.Item, bool) {
+func parseFast(body []byte, mediaType string, max int) ([]sources.Item, bool) {
 	if mediaType != MediaJSON && mediaType != MediaNDJSON {
 		return nil, false
 	}
@@ -26,7 +26,7 @@ func parseFast(body []byte, mediaType string, max int) ([]parse.Item, bool) {
 		sc.i++
 		sc.space()
 	}
-	items := make([]parse.Item, 0, min(max, 1+strings.Count(sc.s, "\n")))
+	items := make([]sources.Item, 0, min(max, 1+strings.Count(sc.s, "\n")))
 	for sc.peek() == '{' {
 		if len(items) == max {
 			return nil, false
@@ -35,7 +35,7 @@ func parseFast(body []byte, mediaType string, max int) ([]parse.Item, bool) {
 		if !sc.object(&w) {
 			return nil, false
 		}
-		var item parse.Item
+		var item sources.Item
 		item.Event, item.Err = w.event()
 		items = append(items, item)
 		sc.space()

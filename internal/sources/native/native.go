@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/ingest/parse"
+	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
 // Media types the native API accepts.
@@ -57,7 +57,7 @@ type Event struct {
 //
 // A body of the usual shape is read by a scanner of its own (see fast.go);
 // any other body by one json.Decoder, so each event is scanned once.
-func Parse(body []byte, mediaType string, opt Options) ([]parse.Item, error) {
+func Parse(body []byte, mediaType string, opt Options) ([]sources.Item, error) {
 	max := opt.MaxEvents
 	if max <= 0 {
 		max = DefaultMaxEvents
@@ -70,7 +70,7 @@ func Parse(body []byte, mediaType string, opt Options) ([]parse.Item, error) {
 
 // decode reads the events of a body with encoding/json, which finds every
 // error and names it.
-func decode(body []byte, mediaType string, max int) ([]parse.Item, error) {
+func decode(body []byte, mediaType string, max int) ([]sources.Item, error) {
 	r := reader{body: body, max: max, dec: json.NewDecoder(bytes.NewReader(body))}
 	r.dec.DisallowUnknownFields()
 	var err error
@@ -81,13 +81,13 @@ func decode(body []byte, mediaType string, max int) ([]parse.Item, error) {
 	case MediaJSON:
 		err = r.document()
 	default:
-		return nil, parse.Malformed("unsupported media type %q (want %s or %s)", mediaType, MediaJSON, MediaNDJSON)
+		return nil, sources.Malformed("unsupported media type %q (want %s or %s)", mediaType, MediaJSON, MediaNDJSON)
 	}
 	if err != nil {
 		return nil, err
 	}
 	if len(r.items) == 0 {
-		return nil, parse.Malformed("the request holds no event")
+		return nil, sources.Malformed("the request holds no event")
 	}
 	return r.items, nil
 }
@@ -98,14 +98,14 @@ type reader struct {
 	dec   *json.Decoder
 	max   int
 	lines bool // report positions as lines (NDJSON)
-	items []parse.Item
+	items []sources.Item
 }
 
 // document reads an application/json body: one event or an array of them.
 func (r *reader) document() error {
 	trimmed := bytes.TrimLeft(r.body, " \t\r\n")
 	if len(trimmed) == 0 {
-		return parse.Malformed("empty body: send an event object or an array of them")
+		return sources.Malformed("empty body: send an event object or an array of them")
 	}
 	if trimmed[0] != '[' {
 		if err := r.next(); err != nil {
@@ -140,17 +140,17 @@ func (r *reader) values() error {
 // next decodes one event.
 func (r *reader) next() error {
 	if len(r.items) == r.max {
-		return parse.TooLarge("more than %d events in one request", r.max)
+		return sources.TooLarge("more than %d events in one request", r.max)
 	}
 	var w *Event
-	var item parse.Item
+	var item sources.Item
 	switch err := r.dec.Decode(&w); {
-	case err != nil && parse.IsSyntax(err):
+	case err != nil && sources.IsSyntax(err):
 		return r.malformed(err)
 	case err != nil:
-		item.Err = parse.FieldError(err, w, "")
+		item.Err = sources.FieldError(err, w, "")
 	case w == nil:
-		item.Err = parse.Invalid("", "must be a JSON object, got null")
+		item.Err = sources.Invalid("", "must be a JSON object, got null")
 	default:
 		item.Event, item.Err = w.event()
 	}
@@ -173,9 +173,9 @@ func (r *reader) end() error {
 func (r *reader) malformed(err error) error {
 	off := min(int(r.dec.InputOffset()), len(r.body))
 	if r.lines {
-		return parse.Malformed("line %d is not valid JSON: %v", 1+bytes.Count(r.body[:off], []byte("\n")), err)
+		return sources.Malformed("line %d is not valid JSON: %v", 1+bytes.Count(r.body[:off], []byte("\n")), err)
 	}
-	return parse.Malformed("not valid JSON (at byte %d): %v", off, err)
+	return sources.Malformed("not valid JSON (at byte %d): %v", off, err)
 }
 
 // event converts the wire form to an event.
@@ -200,7 +200,7 @@ func (w *Event) event() (events.Event, error) {
 	if w.OccurredAt != "" {
 		t, err := time.Parse(time.RFC3339Nano, w.OccurredAt)
 		if err != nil {
-			return events.Event{}, parse.Invalid("occurred_at", "must be an RFC 3339 time such as 2025-01-31T09:30:00Z, got %q", parse.Clip(w.OccurredAt))
+			return events.Event{}, sources.Invalid("occurred_at", "must be an RFC 3339 time such as 2025-01-31T09:30:00Z, got %q", sources.Clip(w.OccurredAt))
 		}
 		e.OccurredAt = t.UTC()
 	}

@@ -1,13 +1,15 @@
-// Package parse holds what the source parsers of ingest share: the parsed
-// item, the request-level errors they return, and strict JSON decoding whose
-// errors name the field and the type it wants.
+// Package sources is the contract between ingest and the mail sources,
+// each a package below it (native, dovecot, ews, graph): the parsed item,
+// the request-level errors a parser returns, and strict JSON decoding whose
+// errors name the field and the type it wants. Sources import this package
+// and events, never ingest; ingest wires them in.
 //
 // A parser returns a request-level error for a body that cannot be read at
 // all (a *service.Error, e.g. from Malformed or TooLarge, or an
 // *events.ValidationError for a field that spoils the whole request), and an
 // Item per event otherwise, each with its event or with the
 // *events.ValidationError that makes it unusable.
-package parse
+package sources
 
 import (
 	"bytes"
