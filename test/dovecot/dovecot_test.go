@@ -37,6 +37,10 @@ const (
 	subject  = `café "quoted"`
 )
 
+// TestDovecotIntegration runs a real Dovecot with the shipped
+// configuration in each of the three ways it documents (Lua and OX as
+// shipped, Lua alone, OX alone), delivers two messages, reads one and
+// deletes the other over IMAP, and checks what reached the stream.
 func TestDovecotIntegration(t *testing.T) {
 	if os.Getenv("PUSHPROXY_DOVECOT_IT") != "1" {
 		t.Skip("Dovecot integration test skipped: run test/dovecot/run.sh as root (or set PUSHPROXY_DOVECOT_IT=1 with Dovecot 2.3 and lua-socket installed)")
@@ -47,42 +51,74 @@ func TestDovecotIntegration(t *testing.T) {
 	if _, err := exec.LookPath("dovecot"); err != nil {
 		t.Skip("Dovecot integration test skipped: dovecot is not installed (test/dovecot/run.sh installs it)")
 	}
-
-	conn := brokertest.Start(t)
-	ingestAddr := startIngest(t, conn)
-	d := startDovecot(t, ingestAddr)
-
-	d.doveadm(t, "mailbox", "metadata", "set", "-u", user, "-s", "", "/private/vendor/vendor.dovecot/http-notify", "user="+user)
-	for i := 1; i <= 2; i++ {
-		deliver(t, d.lmtp, fmt.Sprintf("From: Bob <bob@example.org>\r\nTo: <%s>\r\nSubject: %s %d\r\n\r\nHello body\r\n", user, subject, i))
+	lua := []string{"new INBOX 1", "new INBOX 2", "read INBOX 1", "deleted INBOX 1", "deleted INBOX 0"}
+	ox := []string{"new INBOX 1", "new INBOX 2"}
+	variants := []struct {
+		name string
+		// edit turns the shipped snippet into the variant, as the
+		// snippet's comment tells an operator to.
+		edit func(snippet string) string
+		want map[events.Source][]string
+	}{
+		{"Lua and OX, as shipped", func(s string) string { return s },
+			map[events.Source][]string{events.SourceDovecotLua: lua, events.SourceDovecotOX: ox}},
+		{"Lua alone", func(s string) string { return dropLine(t, s, "push_notification_driver2 = ox:") },
+			map[events.Source][]string{events.SourceDovecotLua: lua}},
+		{"OX alone", func(s string) string {
+			s = dropLine(t, s, "push_notification_driver = lua:")
+			return strings.Replace(s, "push_notification_driver2 = ox:", "push_notification_driver = ox:", 1)
+		}, map[events.Source][]string{events.SourceDovecotOX: ox}},
 	}
-	m := dialIMAP(t, d.imap)
-	m.cmd(t, "LOGIN %s %s", user, password)
-	m.cmd(t, "SELECT INBOX")
-	m.cmd(t, `UID STORE 1 +FLAGS (\Seen)`)
-	m.cmd(t, `UID STORE 2 +FLAGS (\Deleted)`)
-	m.cmd(t, "EXPUNGE")
-	m.cmd(t, "LOGOUT")
+	for _, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			conn := brokertest.Start(t)
+			ingestAddr := startIngest(t, conn)
+			d := startDovecot(t, ingestAddr, v.edit)
 
-	want := map[events.Source][]string{
-		events.SourceDovecotLua: {"new INBOX 1", "new INBOX 2", "read INBOX 1", "deleted INBOX 1", "deleted INBOX 0"},
-		events.SourceDovecotOX:  {"new INBOX 1", "new INBOX 2"},
+			d.doveadm(t, "mailbox", "metadata", "set", "-u", user, "-s", "", "/private/vendor/vendor.dovecot/http-notify", "user="+user)
+			for i := 1; i <= 2; i++ {
+				deliver(t, d.lmtp, fmt.Sprintf("From: Bob <bob@example.org>\r\nTo: <%s>\r\nSubject: %s %d\r\n\r\nHello body\r\n", user, subject, i))
+			}
+			m := dialIMAP(t, d.imap)
+			m.cmd(t, "LOGIN %s %s", user, password)
+			m.cmd(t, "SELECT INBOX")
+			m.cmd(t, `UID STORE 1 +FLAGS (\Seen)`)
+			m.cmd(t, `UID STORE 2 +FLAGS (\Deleted)`)
+			m.cmd(t, "EXPUNGE")
+			m.cmd(t, "LOGOUT")
+
+			var got map[events.Source][]string
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				got = bySource(t, conn)
+				if fmt.Sprint(got) == fmt.Sprint(v.want) || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(v.want) {
+				t.Fatalf("stream holds\n%v\nwant\n%v\nDovecot log:\n%s", got, v.want, d.log())
+			}
+			if logText := d.log(); strings.Contains(logText, "Error") || strings.Contains(logText, "Warning") {
+				t.Fatalf("Dovecot logged problems:\n%s", logText)
+			}
+		})
 	}
-	var got map[events.Source][]string
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got = bySource(t, conn)
-		if fmt.Sprint(got) == fmt.Sprint(want) || time.Now().After(deadline) {
-			break
+}
+
+// dropLine removes the line of s that contains prefix (after its
+// indentation); it fails the test when there is none, so that the shipped
+// snippet and the test cannot drift apart.
+func dropLine(t *testing.T, s, prefix string) string {
+	t.Helper()
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(strings.TrimSpace(l), prefix) {
+			return strings.Join(append(lines[:i:i], lines[i+1:]...), "\n")
 		}
-		time.Sleep(200 * time.Millisecond)
 	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("stream holds\n%v\nwant\n%v\nDovecot log:\n%s", got, want, d.log())
-	}
-	if logText := d.log(); strings.Contains(logText, "Error") || strings.Contains(logText, "Warning") {
-		t.Fatalf("Dovecot logged problems:\n%s", logText)
-	}
+	t.Fatalf("the shipped snippet has no line starting with %q", prefix)
+	return s
 }
 
 // startIngest runs ingest.Run on a loopback port with Dovecot credentials
@@ -118,9 +154,10 @@ type dovecot struct {
 	lmtp, imap string
 }
 
-// startDovecot writes a configuration around deploy/dovecot's snippet and
-// script into a fresh folder and starts Dovecot in the foreground.
-func startDovecot(t *testing.T, ingestAddr string) *dovecot {
+// startDovecot writes a configuration around deploy/dovecot's snippet
+// (changed by edit) and script into a fresh folder and starts Dovecot in
+// the foreground.
+func startDovecot(t *testing.T, ingestAddr string, edit func(snippet string) string) *dovecot {
 	dir, err := os.MkdirTemp("", "pushproxy-dovecot-")
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +176,7 @@ func startDovecot(t *testing.T, ingestAddr string) *dovecot {
 		"127.0.0.1:8025", ingestAddr,
 		"/etc/dovecot/pushproxy.lua", script,
 	).Replace(string(readFile(t, filepath.Join(deploy, "95-pushproxy.conf"))))
-	writeFile(t, filepath.Join(dir, "95-pushproxy.conf"), snippet)
+	writeFile(t, filepath.Join(dir, "95-pushproxy.conf"), edit(snippet))
 	for _, sub := range []string{"run", "state", "home"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
 			t.Fatal(err)
