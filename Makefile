@@ -14,7 +14,8 @@ BENCHROUNDS ?= 5
 DATA_DIR  ?= ./data
 BIN       ?= ./bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X github.com/pushproxy/pushproxy/internal/version.Version=$(VERSION)
+COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+LDFLAGS   := -X github.com/pushproxy/pushproxy/internal/version.Version=$(VERSION) -X github.com/pushproxy/pushproxy/internal/version.Commit=$(COMMIT)
 
 # Packages with fuzz targets, as package:target pairs.
 FUZZ_TARGETS = \
@@ -35,8 +36,9 @@ FUZZ_TARGETS = \
 help:
 	@sed -n 's/^#   //p' Makefile
 
-run:
-	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/pushctl standalone --data-dir $(DATA_DIR)
+# Builds ./bin once (incremental afterwards), then runs the standalone.
+run: build
+	$(BIN)/pushctl standalone --data-dir $(DATA_DIR)
 
 test: lint unit integration
 

@@ -13,6 +13,10 @@ import (
 // Version is the release this binary was built from, or "dev".
 var Version = "dev"
 
+// Commit is the commit this binary was built from, when the Makefile set
+// it; otherwise the build's own record is used, if any.
+var Commit = ""
+
 // UserAgent is the User-Agent of pushproxy's HTTP clients.
 func UserAgent() string { return "pushproxy/" + Version }
 
@@ -20,8 +24,8 @@ func UserAgent() string { return "pushproxy/" + Version }
 // it was built from (when the build recorded one), the Go version and the
 // NATS server version it embeds and was tested with.
 func String(program string) string {
-	commit := "unknown"
-	if info, ok := debug.ReadBuildInfo(); ok {
+	commit := Commit
+	if info, ok := debug.ReadBuildInfo(); ok && commit == "" {
 		for _, s := range info.Settings {
 			if s.Key == "vcs.revision" && s.Value != "" {
 				commit = s.Value
@@ -30,6 +34,9 @@ func String(program string) string {
 				}
 			}
 		}
+	}
+	if commit == "" {
+		commit = "unknown"
 	}
 	return fmt.Sprintf("%s %s (commit %s, %s, nats-server %s)", program, Version, commit, runtime.Version(), server.VERSION)
 }
