@@ -46,6 +46,7 @@ func commands() []command {
 		replayCommand(),
 		dlqCommand(),
 		subscriptionsCommand(),
+		traceCommand(),
 		credentialsCommand(),
 		statusCommand(),
 		relayCommand(),

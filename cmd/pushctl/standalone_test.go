@@ -134,6 +134,16 @@ func TestStandaloneEndToEnd(t *testing.T) {
 	if r := pushctl(t, "probe", "--nats-url", "nats://"+natsAddr); r.code != 0 || !strings.Contains(r.stdout, "ResultType : Succeeded") {
 		t.Fatalf("probe against standalone: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	// One view of the user: state, device (by reference), event, push.
+	r := pushctl(t, "trace", "--user", "alice@example.com", "--nats-url", "nats://"+natsAddr)
+	for _, want := range []string{"count 3 (exact)", "3 pushed at", "demo/", "new", "INBOX"} {
+		if r.code != 0 || !strings.Contains(r.stdout, want) {
+			t.Fatalf("trace lacks %q: %d\n%s%s", want, r.code, r.stdout, r.stderr)
+		}
+	}
+	if strings.Contains(r.stdout, "phone-1") {
+		t.Fatalf("trace shows the device token:\n%s", r.stdout)
+	}
 	// Reading the relay's metadata keeps the audience the relay expects.
 	if r := pushctl(t, "auth", "set-server", "--metadata-url", "http://"+relayAddr+"/PushNotifications/metadata/json/1", "--nats-url", "nats://"+natsAddr); r.code != 0 {
 		t.Fatalf("set-server: %d %s", r.code, r.stderr)
