@@ -26,7 +26,7 @@ const (
 	DefaultPinnedTTL         = 15 * time.Second
 	DefaultHeartbeat         = time.Second
 	DefaultFetchBatch        = 500
-	DefaultBreakerHold       = 1000
+	DefaultBreakerHold       = 5000
 	DefaultBatchSize         = 100
 	DefaultBatchLinger       = 2 * time.Millisecond
 	DefaultMaxInFlight       = 4

@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -155,6 +156,10 @@ func New(ctx context.Context, cfg Config, conn *broker.Conn) (*Dispatcher, error
 	return d, nil
 }
 
+// consumerCreateTimeout bounds how long New retries creating a partition's
+// consumer before it gives up.
+const consumerCreateTimeout = 2 * time.Minute
+
 // partitionRE finds the partition count in the MAIL stream's transform.
 var partitionRE = regexp.MustCompile(`\{\{\s*partition\(\s*(\d+)\s*,`)
 
@@ -197,7 +202,21 @@ func (d *Dispatcher) consumerConfig(p int) jetstream.ConsumerConfig {
 // larger partition count) that still hold events.
 func (d *Dispatcher) ensureConsumers(ctx context.Context) error {
 	for p := range d.partitions {
-		if _, err := d.js.CreateOrUpdateConsumer(ctx, d.stream, d.consumerConfig(p)); err != nil {
+		// A cluster that is electing leaders or busy may time out: retry
+		// for a while rather than exit (seen when three servers and the
+		// daemons start together on a small machine).
+		policy := backoff.WithContext(backoff.NewExponentialBackOff(
+			backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(5*time.Second),
+			backoff.WithMaxElapsedTime(consumerCreateTimeout)), ctx)
+		err := backoff.RetryNotify(func() error {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			_, err := d.js.CreateOrUpdateConsumer(cctx, d.stream, d.consumerConfig(p))
+			return err
+		}, policy, func(err error, wait time.Duration) {
+			d.log.Warn().Err(err).Str("consumer", consumerName(d.cfg.ConsumerPrefix, p)).Dur("retry_in", wait).Msg("creating the partition's consumer; retrying")
+		})
+		if err != nil {
 			return fmt.Errorf("creating consumer %s: %w", consumerName(d.cfg.ConsumerPrefix, p), err)
 		}
 	}

@@ -165,6 +165,12 @@ func TestRelayDownThenBack(t *testing.T) {
 	if v := metricValue(t, reg, "pushproxy_dispatcher_dead_letters_total"); v != 0 {
 		t.Fatalf("%v dead letters while the relay was down; want the pushes held", v)
 	}
+	// While it is down, each user holds only its latest event; the state
+	// has the others, which are acknowledged.
+	waitFor(t, "one held event per user", func() bool {
+		pending, ack := ackPending(t, e.conn.JS)
+		return pending == 0 && ack == users
+	})
 	e.relay.mu.Lock()
 	down = false
 	e.relay.mu.Unlock()

@@ -53,7 +53,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "pushes_total",
 			Help: "Pushes by result: sent (the relay accepted them), failed (dead-lettered), requeued (tried again later)."}, []string{"result"}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "pushes_skipped_total",
-			Help: "Pushes not sent, by reason: unchanged (the devices show the count), no_subscriptions, proxy_disabled, app_paused (events before the latest of a user whose apps are all paused, acknowledged with the state written)."}, []string{"reason"}),
+			Help: "Pushes not sent, by reason: unchanged (the devices show the count), no_subscriptions, proxy_disabled; held and app_paused count the events before the latest of a user whose push waits for the relay or a paused app, acknowledged with the state written."}, []string{"reason"}),
 		eventsPerPush: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "events_per_push",
 			Help:    "Events covered by one push or skip: the coalescing ratio.",
 			Buckets: []float64{1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000}}),

@@ -55,14 +55,9 @@ func (w *worker) dispatch(ctx context.Context, pushes []coalesce.Push, now time.
 		if len(subs) == 0 {
 			// Every app of the user is paused after app faults: hold the
 			// push, without using the retry budget, until a trial may go.
-			// Only the user's latest event stays unacknowledged: the state
-			// (written before the others are acknowledged) has them all,
-			// and the latest is enough for a new owner to push after a
-			// crash. So a long app fault holds one event per user, not a
-			// growing backlog that would fill the partition for everyone.
-			if n := len(msgs); n > 1 {
-				tasks = append(tasks, &settleTask{rec: rec, msgs: msgs[:n-1], skip: "app_paused"})
-				msgs = msgs[n-1:]
+			var t *settleTask
+			if t, msgs = keepLatest(rec, msgs, "app_paused"); t != nil {
+				tasks = append(tasks, t)
 			}
 			w.hold(rec, msgs, now, until)
 			continue
@@ -139,6 +134,12 @@ func (w *worker) handleResults(ctx context.Context, rs []result) {
 				// Uri (which resets it) reaches the push soon.
 				hint = min(hint, w.d.cfg.MaxRetryDelay)
 			}
+			if r.reason != "shutdown" {
+				var t *settleTask
+				if t, msgs = keepLatest(rec, msgs, "held"); t != nil {
+					tasks = append(tasks, t)
+				}
+			}
 			w.requeue(rec, msgs, now, r.reason, hint)
 		case outcomeDead:
 			w.co.Failed(now, rec.key, time.Time{})
@@ -152,6 +153,22 @@ func (w *worker) handleResults(ctx context.Context, rs []result) {
 		}
 	}
 	w.settle(ctx, tasks, now)
+}
+
+// keepLatest splits a held-back push's events: all but the user's latest
+// are settled at once by the returned task (the state, written before
+// they are acknowledged, has them all), and the latest stays
+// unacknowledged, which is enough for a new owner to push the count after
+// a crash. So a relay outage or an app fault holds one event per user, not
+// a backlog that grows with the outage and stops the partition for
+// everyone, and when the relay is back each user's one push carries the
+// latest count. The task is nil when there is one event or none.
+func keepLatest(rec *userRec, msgs []*held, reason string) (*settleTask, []*held) {
+	n := len(msgs)
+	if n < 2 {
+		return nil, msgs
+	}
+	return &settleTask{rec: rec, msgs: msgs[:n-1], skip: reason}, msgs[n-1:]
 }
 
 // hold puts a push back until a paused tenant+app lets a trial through;

@@ -75,6 +75,11 @@ type CanaryConfig struct {
 	DeviceID string
 	// HTTPClient posts to ingest; one with a 10 s timeout when nil.
 	HTTPClient *http.Client
+	// Diagnose, when set, runs the connectivity probe after a canary push
+	// did not come out in time, so that the failure names the real cause
+	// (the relay refused the connection, TLS, authentication) instead of
+	// "Unknown". The monitor sets it.
+	Diagnose func(ctx context.Context) probe.Result
 }
 
 // EventPublisher publishes events to the MAIL stream; *ingest.Publisher
@@ -222,8 +227,18 @@ func (c *Canary) run(ctx context.Context, r *probe.Result) (time.Duration, error
 	for {
 		select {
 		case <-ctx.Done():
+			if c.cfg.Diagnose != nil {
+				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.Timeout)
+				pr := c.cfg.Diagnose(dctx)
+				cancel()
+				if !pr.Succeeded() {
+					return 0, failure(pr.Class, errors.New(pr.Exception),
+						"the canary event (MAIL sequence %d) did not come out as a push within %s, and the connectivity probe fails too: %s",
+						seq, c.cfg.Timeout, pr.Error)
+				}
+			}
 			return 0, failure(relayclient.ClassUnknown, ctx.Err(),
-				"the canary event (MAIL sequence %d, unread %d) did not come out as a push within %s; check that the dispatchers run and keep up (pushctl status) and that the relay accepts pushes for app %s",
+				"the canary event (MAIL sequence %d, unread %d) did not come out as a push within %s, though the relay answers the probe; check that the dispatchers run and keep up (pushctl status) and that the relay accepts pushes for app %s",
 				seq, count, c.cfg.Timeout, c.cfg.AppID)
 		case o := <-outcomes:
 			switch {

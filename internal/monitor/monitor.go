@@ -169,7 +169,12 @@ func Run(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger,
 		if err != nil {
 			return err
 		}
-		canary := NewCanary(cfg.Canary, conn.JS, store, subs, keyer)
+		ccfg := cfg.Canary
+		if ccfg.Diagnose == nil {
+			deps := probe.NewDeps(store, cfg.CertDir, orDefault(cfg.ProbeTimeout, DefaultProbeTimeout))
+			ccfg.Diagnose = func(ctx context.Context) probe.Result { return probe.Run(ctx, deps) }
+		}
+		canary := NewCanary(ccfg, conn.JS, store, subs, keyer)
 		checks = append(checks, scheduled{canary.cfg.Interval, checker{
 			name: "canary", subject: probe.SubjectCanary, rule: alerting.RuleCanaryFailing,
 			metrics: canaryMetrics, conn: conn, alerts: alerts, log: log, run: canary.Run,

@@ -475,3 +475,27 @@ func gaugeValue(reg *prometheus.Registry, name string) float64 {
 	}
 	return -1
 }
+
+// TestCanaryNamesTheCauseWhenTheRelayIsDown runs the canary against a
+// relay that refuses connections: the failure is Networking with the
+// probe's words, not Unknown.
+func TestCanaryNamesTheCauseWhenTheRelayIsDown(t *testing.T) {
+	d := newDeployment(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + ln.Addr().String() + "/PushNotifications"
+	ln.Close()
+	if _, _, err := d.store.EnableProxy(d.ctx, "fabrikam.com", closed); err != nil {
+		t.Fatal(err)
+	}
+	certDir := d.addCertificate(t, time.Hour)
+	deps := probe.NewDeps(d.store, certDir, 2*time.Second)
+	cfg := monitor.CanaryConfig{IngestURL: startIngest(t, d.conn), IngestToken: ingestToken, Timeout: 2 * time.Second,
+		Diagnose: func(ctx context.Context) probe.Result { return probe.Run(ctx, deps) }}
+	r := monitor.NewCanary(cfg, d.conn.JS, d.store, d.subs, d.keyer).Run(d.ctx)
+	if r.ResultType != probe.Failed || r.Class != relayclient.ClassNetworking || !strings.Contains(r.Error, "connectivity probe fails too") {
+		t.Fatalf("result %+v, want a Networking failure naming the probe's cause", r)
+	}
+}

@@ -7,6 +7,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/pushproxy/pushproxy/internal/providers"
+	"github.com/pushproxy/pushproxy/internal/providers/logpush"
 	"github.com/pushproxy/pushproxy/internal/relay/registry"
 )
 
@@ -46,5 +48,35 @@ func TestRouteChecksTheOrganization(t *testing.T) {
 				t.Errorf("error %q does not say %q", err, tt.mention)
 			}
 		})
+	}
+}
+
+func TestEachOrganizationHasItsOwnProvider(t *testing.T) {
+	set := newProviderSet(ProviderOptions{Log: logpush.New(logpush.Config{})}, zerolog.Nop())
+	t.Cleanup(set.Close)
+	set.apply("webmail", &registry.App{AppID: "webmail", Provider: registry.KindWebPush, Organizations: []string{"contoso.com", "fabrikam.com"},
+		WebPush: &registry.WebPush{PrivateKeyFile: writeVAPIDKey(t), Subject: "mailto:ops@example.com"}})
+	set.apply("demo", &registry.App{AppID: "demo", Provider: registry.KindLog})
+
+	route := func(org, app string) providers.Provider {
+		t.Helper()
+		p, err := set.Route(org, app)
+		if err != nil || p == nil {
+			t.Fatalf("Route(%s, %s) = %v, %v", org, app, p, err)
+		}
+		return p
+	}
+	// Its own provider, hence its own connections and tokens, per
+	// organization+app; the same one every time.
+	contoso, fabrikam := route("contoso.com", "webmail"), route("fabrikam.com", "webmail")
+	if contoso == fabrikam {
+		t.Error("two organizations share one Web Push provider")
+	}
+	if route("contoso.com", "webmail") != contoso {
+		t.Error("an organization's provider changed between routes")
+	}
+	// The built-in log provider serves everyone.
+	if route("contoso.com", "demo") != route("fabrikam.com", "demo") {
+		t.Error("the log app got a provider per organization")
 	}
 }

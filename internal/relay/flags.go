@@ -42,7 +42,7 @@ func Flags(fs *flag.FlagSet, prefix string) *Config {
 	fs.Int64Var(&c.MaxBodyBytes, p("max-body-bytes"), c.MaxBodyBytes, "largest publish request body accepted (413 above)")
 	fs.Float64Var(&c.TenantRate, p("tenant-rate"), c.TenantRate, "notifications per second each organization may send on average (token bucket; 429 with a back-off above); negative: no limit")
 	fs.IntVar(&c.TenantBurst, p("tenant-burst"), c.TenantBurst, "notifications each organization may send at once (the token bucket's size)")
-	fs.IntVar(&c.ProviderLimit.Concurrency, p("provider-concurrency"), c.ProviderLimit.Concurrency, "sends in progress at once to each push service (apns, fcm, webpush, log), across all requests")
+	fs.IntVar(&c.ProviderLimit.Concurrency, p("provider-concurrency"), c.ProviderLimit.Concurrency, "sends in progress at once to each push service (apns, fcm, webpush, log), across all requests and organizations; each organization+app gets a share of them, see --"+p("provider-share"))
 	fs.DurationVar(&c.ProviderLimit.Timeout, p("provider-timeout"), c.ProviderLimit.Timeout, "how long a request waits for one push service; devices it has not answered by then get \"retry\" (keep it under the dispatcher's request timeout, 10s by default)")
 	fs.Var(LimitsFlag{Limits: &c.ProviderLimits}, p("provider-limit"),
 		"per push service overrides of the two flags above, kind=concurrency[/timeout], comma-separated, e.g. apns=128/15s,fcm=32")

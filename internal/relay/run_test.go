@@ -114,6 +114,16 @@ func (r *running) get(t *testing.T, path string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
+// writeFile writes data to a new file and returns its path.
+func writeFile(t *testing.T, data string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // writeServerCert writes a self-signed certificate for 127.0.0.1 and its
 // key and returns their paths.
 func writeServerCert(t *testing.T) (certFile, keyFile string) {
@@ -258,6 +268,9 @@ func TestRunRefusesBadConfig(t *testing.T) {
 		{"missing TLS files", Config{Host: "h", Addr: "127.0.0.1:0", TLSCertFile: "/nonexistent/c.pem", TLSKeyFile: "/nonexistent/k.pem"}, "TLS"},
 		{"public without public URL", Config{Host: "h", Addr: ":0"}, "--public-url"},
 		{"public URL with a query", Config{Host: "h", Addr: ":0", PublicURL: "https://h/PushNotifications?x=1"}, "public URL"},
+		{"missing provider CA file", Config{Host: "h", Addr: "127.0.0.1:0", ProviderCAFile: "/nonexistent/ca.pem"}, "provider CA file"},
+		{"provider CA file without certificates", Config{Host: "h", Addr: "127.0.0.1:0", ProviderCAFile: writeFile(t, "not a certificate")}, "no PEM certificate"},
+		{"negative provider share", Config{Host: "h", Addr: "127.0.0.1:0", ProviderShare: -1}, "provider share"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -308,18 +321,7 @@ func TestRunForwardsThroughAPNs(t *testing.T) {
 	fake.StartTLS()
 	defer fake.Close()
 
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(t.TempDir(), "AuthKey_ABC123DEFG.p8")
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := writeAPNsKey(t)
 
 	r := startRelay(t, Config{ProviderHTTPClient: fake.Client()}, false)
 	fab := newPartnerKey(t, "fabrikam.com")

@@ -1,0 +1,449 @@
+// Package chaos runs pushproxy as a real deployment — a 3-node JetStream
+// cluster (nats-server processes), ingest, three dispatcher processes, a
+// relay in front of a test APNs provider — under steady load with an
+// oracle of every user's true unread count, and kills parts of it: a
+// dispatcher, the relay, the MAIL stream's leader, the whole cluster,
+// ingest, or the provider's credentials. Every scenario then asserts that
+// no acknowledged event was lost, every final badge equals the truth, no
+// device saw an older count after a newer one and no subscription was
+// lost, and reports takeover and recovery times and dead letters.
+//
+// The short run is part of "go test ./..." (skipped with -short or
+// PUSHPROXY_CHAOS=off); PUSHPROXY_CHAOS=long runs the long one ("make
+// chaos"). See README.md, "Chaos tests".
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Environment variables of the chaos tests.
+const (
+	envMode   = "PUSHPROXY_CHAOS"        // "long", "off"; default short
+	envSeed   = "PUSHPROXY_CHAOS_SEED"   // random seed, to repeat a run's fault times
+	envUsers  = "PUSHPROXY_CHAOS_USERS"  // users (one device each)
+	envRate   = "PUSHPROXY_CHAOS_RATE"   // events per second
+	envReport = "PUSHPROXY_CHAOS_REPORT" // file to write the summary table to
+	envKeep   = "PUSHPROXY_CHAOS_KEEP"   // keep every scenario's folder (logs, stores), not only failed ones
+)
+
+// params are the sizes and durations of one mode.
+type params struct {
+	long   bool
+	users  int
+	rate   float64
+	warm   time.Duration // load before the fault
+	tail   time.Duration // load after the fault
+	drain  time.Duration // most time for unacknowledged events after the load
+	settle settleOptions
+
+	killsFor time.Duration    // dispatcher kills go on this long...
+	minKills int              // ...and at least this many times
+	killGap  [2]time.Duration // random time between kills
+	killDown [2]time.Duration // random time a killed dispatcher stays down
+
+	relayDown   time.Duration
+	repeat      int // leader kills, cluster restarts, ingest kills
+	nodeDown    time.Duration
+	ingestDown  time.Duration
+	credFault   time.Duration
+	repeatAfter time.Duration // load between two repeated faults
+}
+
+var shortParams = params{
+	users: 60, rate: 20,
+	warm: 4 * time.Second, tail: 6 * time.Second, drain: 90 * time.Second,
+	settle:   settleOptions{timeout: 100 * time.Second, quiet: 3 * time.Second},
+	killsFor: 25 * time.Second, minKills: 2,
+	killGap:   [2]time.Duration{6 * time.Second, 12 * time.Second},
+	killDown:  [2]time.Duration{2 * time.Second, 5 * time.Second},
+	relayDown: 20 * time.Second, repeat: 1, nodeDown: 4 * time.Second, ingestDown: 4 * time.Second,
+	credFault: 12 * time.Second, repeatAfter: 5 * time.Second,
+}
+
+var longParams = params{
+	long: true, users: 2000, rate: 60,
+	warm: 15 * time.Second, tail: 20 * time.Second, drain: 3 * time.Minute,
+	settle:   settleOptions{timeout: 5 * time.Minute, quiet: 10 * time.Second},
+	killsFor: 10 * time.Minute, minKills: 10,
+	killGap:   [2]time.Duration{15 * time.Second, 45 * time.Second},
+	killDown:  [2]time.Duration{3 * time.Second, 15 * time.Second},
+	relayDown: 2*time.Minute + 10*time.Second, repeat: 3, nodeDown: 10 * time.Second, ingestDown: 10 * time.Second,
+	credFault: time.Minute, repeatAfter: 30 * time.Second,
+}
+
+// faultEnv is what a scenario's fault script works with.
+type faultEnv struct {
+	s   *system
+	p   params
+	rng *rand.Rand
+	f   *facts
+}
+
+// scenario is one row of the table: a fault script that runs while the
+// load goes on.
+type scenario struct {
+	name  string
+	fault func(ctx context.Context, e *faultEnv) error
+}
+
+var scenarios = []scenario{
+	{name: "baseline", fault: func(ctx context.Context, e *faultEnv) error { return pause(ctx, e.p.repeatAfter) }},
+	{name: "dispatcher-sigkill", fault: killDispatchers},
+	{name: "relay-down", fault: relayDown},
+	{name: "stream-leader-kill", fault: killStreamLeader},
+	{name: "cluster-restart", fault: restartCluster},
+	{name: "ingest-sigkill", fault: killIngest},
+	{name: "provider-cred-fault", fault: credentialFault},
+}
+
+// TestChaos runs every scenario on a deployment of its own and prints the
+// summary table.
+func TestChaos(t *testing.T) {
+	mode := strings.ToLower(os.Getenv(envMode))
+	if testing.Short() || mode == "off" || mode == "0" {
+		t.Skip("chaos tests skipped (-short or " + envMode + "=off)")
+	}
+	p := shortParams
+	if mode == "long" {
+		p = longParams
+	}
+	var err error
+	if p.users, err = envInt(envUsers, p.users); err != nil {
+		t.Fatal(err)
+	}
+	rate, err := envInt(envRate, int(p.rate))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.rate = float64(rate)
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv(envSeed); v != "" {
+		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("%s: %v", envSeed, err)
+		}
+	}
+	t.Logf("chaos mode long=%v users=%d rate=%.0f/s seed=%d (%s=%d repeats the fault times)", p.long, p.users, p.rate, seed, envSeed, seed)
+
+	var bins buildOnce
+	var table resultTable
+	t.Cleanup(func() {
+		out := summary(table.sorted())
+		t.Logf("chaos summary (seed %d):\n%s", seed, out)
+		if path := os.Getenv(envReport); path != "" {
+			if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
+				t.Errorf("writing %s: %v", path, err)
+			}
+		}
+	})
+	buildDir := t.TempDir()
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			t.Parallel()
+			bin, err := bins.get(t.Context(), buildDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := fnv.New64a()
+			h.Write([]byte(sc.name))
+			runScenario(t, sc, p, bin, seed^h.Sum64(), &table)
+		})
+	}
+}
+
+func envInt(name string, def int) (int, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%s=%q: want a positive integer", name, v)
+	}
+	return n, nil
+}
+
+// resultTable collects the rows of the summary from parallel subtests.
+type resultTable struct {
+	mu   sync.Mutex
+	rows []*result
+}
+
+func (t *resultTable) add(r *result) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.rows = append(t.rows, r)
+}
+
+// sorted returns the rows in the order of the scenarios table.
+func (t *resultTable) sorted() []*result {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []*result
+	for _, sc := range scenarios {
+		for _, r := range t.rows {
+			if r.name == sc.name {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
+// runScenario starts a deployment, subscribes the users, runs the load and
+// the fault script, waits for the system to settle and checks the result.
+func runScenario(t *testing.T, sc scenario, p params, bin string, seed uint64, table *resultTable) {
+	ctx := t.Context()
+	began := time.Now()
+	s, err := startSystem(ctx, t, bin, systemOptions{monitor: p.long})
+	if err != nil {
+		t.Fatalf("starting the deployment: %v", err)
+	}
+	o := newOracle(p.users)
+	ic := newIngestClient(s.ingestAddr)
+	if err := ic.subscribe(ctx, o); err != nil {
+		t.Fatalf("subscribing devices: %v", err)
+	}
+	t.Logf("deployment up in %s: nats %s, ingest %s, relay %s, logs in %s", round(time.Since(began)), s.natsURLs, s.ingestAddr, s.relayAddr, s.dir)
+
+	start := time.Now()
+	g := startLoad(o, ic, loadOptions{rate: p.rate, maxInflight: 64}, rand.New(rand.NewPCG(seed, 1)))
+	f := &facts{}
+	e := &faultEnv{s: s, p: p, rng: rand.New(rand.NewPCG(seed, 2)), f: f}
+	faultErr := pause(ctx, p.warm)
+	if faultErr == nil {
+		faultErr = sc.fault(ctx, e)
+	}
+	if faultErr == nil {
+		faultErr = pause(ctx, p.tail)
+	}
+	g.drain(p.drain)
+	if faultErr != nil {
+		t.Errorf("fault script: %v", faultErr)
+	}
+	settled, took := settle(ctx, s.provider, o, p.settle)
+	r, err := check(ctx, s, o, *f, ic)
+	if err != nil {
+		t.Fatalf("checking: %v", err)
+	}
+	r.name, r.settled, r.settle, r.duration = sc.name, settled, took, time.Since(start)
+	if m := s.scrapeDispatchers(ctx); len(m) > 0 {
+		r.notes = append(r.notes, fmt.Sprintf("dispatcher metrics (live dispatchers): %s", formatMetrics(m)))
+	}
+	table.add(r)
+	t.Log(details(r))
+	if !settled {
+		t.Logf("the badges did not all reach the oracle within %s", p.settle.timeout)
+	}
+	for _, msg := range r.errs(10) {
+		t.Error(msg)
+	}
+	if len(r.wrong) > 0 {
+		explainWrong(ctx, t, s, r)
+	}
+}
+
+func formatMetrics(m map[string]float64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%g", k, m[k])
+	}
+	return strings.Join(parts, " ")
+}
+
+// explainWrong prints, for the first wrong users, what the dispatchers
+// logged about them and pushctl replay of their events, so the events and
+// the counts after each can be compared with the badges.
+func explainWrong(ctx context.Context, t *testing.T, s *system, r *result) {
+	for _, w := range r.wrong[:min(2, len(r.wrong))] {
+		name, _, _ := strings.Cut(w, " ")
+		for _, d := range s.dispatchers {
+			if lines := d.grep(5, `"`+name+`"`); len(lines) > 0 {
+				t.Logf("%s logged about %s (last lines):\n%s", d.name, name, strings.Join(lines, "\n"))
+			}
+		}
+		out, err := s.pushctl(ctx, "replay", "--user", name, "--dry-run")
+		if err != nil {
+			t.Logf("pushctl replay --user %s: %v", name, err)
+			continue
+		}
+		t.Logf("pushctl replay --user %s --dry-run (last lines):\n%s", name, lastLines(out, 25))
+	}
+}
+
+// pause waits d unless ctx ends first. Scenarios use it to time their
+// faults, never to wait for a result.
+func pause(ctx context.Context, d time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return nil
+	}
+}
+
+// between returns a random duration in [r[0], r[1]).
+func between(rng *rand.Rand, r [2]time.Duration) time.Duration {
+	if r[1] <= r[0] {
+		return r[0]
+	}
+	return r[0] + time.Duration(rng.Int64N(int64(r[1]-r[0])))
+}
+
+// killDispatchers SIGKILLs a random dispatcher at random moments and
+// starts it again after a random while, until killsFor passed and at least
+// minKills were done.
+func killDispatchers(ctx context.Context, e *faultEnv) error {
+	start := time.Now()
+	for n := 0; n < e.p.minKills || time.Since(start) < e.p.killsFor; n++ {
+		if err := pause(ctx, between(e.rng, e.p.killGap)); err != nil {
+			return err
+		}
+		i := e.rng.IntN(len(e.s.dispatchers))
+		d := e.s.dispatchers[i]
+		owns := e.s.owned(dispatcherID(i))
+		at := time.Now()
+		d.kill()
+		e.f.kills = append(e.f.kills, kill{target: d.name, at: at, dead: time.Now(), owns: owns})
+		if err := pause(ctx, between(e.rng, e.p.killDown)); err != nil {
+			return err
+		}
+		if err := e.s.startDispatcher(ctx, i); err != nil {
+			return fmt.Errorf("restarting %s: %w", d.name, err)
+		}
+	}
+	return nil
+}
+
+// relayDown kills the relay and starts it again after relayDown.
+func relayDown(ctx context.Context, e *faultEnv) error {
+	down := time.Now()
+	e.s.relay.kill()
+	if err := pause(ctx, e.p.relayDown); err != nil {
+		return err
+	}
+	if err := e.s.startRelay(ctx); err != nil {
+		return fmt.Errorf("restarting the relay: %w", err)
+	}
+	e.f.outages = append(e.f.outages, outage{what: "relay down " + round(e.p.relayDown), down: down, up: time.Now()})
+	return nil
+}
+
+// killStreamLeader SIGKILLs the nats-server leading the MAIL stream and
+// starts it again after nodeDown, repeat times.
+func killStreamLeader(ctx context.Context, e *faultEnv) error {
+	for n := range e.p.repeat {
+		if n > 0 {
+			if err := pause(ctx, e.p.repeatAfter); err != nil {
+				return err
+			}
+		}
+		i, err := e.s.mailLeader(ctx)
+		if err != nil {
+			return err
+		}
+		node := e.s.nodes[i]
+		at := time.Now()
+		node.kill()
+		e.f.kills = append(e.f.kills, kill{target: node.name + " (MAIL leader)", at: at, dead: time.Now()})
+		if err := pause(ctx, e.p.nodeDown); err != nil {
+			return err
+		}
+		if err := e.s.restartNode(ctx, i); err != nil {
+			return fmt.Errorf("restarting %s: %w", node.name, err)
+		}
+		if err := e.s.waitStreamsCurrent(ctx, 2*time.Minute); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restartCluster SIGKILLs all three nats-servers at once and starts them
+// again after nodeDown, repeat times.
+func restartCluster(ctx context.Context, e *faultEnv) error {
+	for n := range e.p.repeat {
+		if n > 0 {
+			if err := pause(ctx, e.p.repeatAfter); err != nil {
+				return err
+			}
+		}
+		at := time.Now()
+		var wg sync.WaitGroup
+		for _, node := range e.s.nodes {
+			wg.Go(func() { node.signal(syscall.SIGKILL, time.Minute) })
+		}
+		wg.Wait()
+		e.f.kills = append(e.f.kills, kill{target: "all nats-servers", at: at, dead: time.Now()})
+		if err := pause(ctx, e.p.nodeDown); err != nil {
+			return err
+		}
+		for i := range e.s.nodes {
+			if err := e.s.nodes[i].start(); err != nil {
+				return err
+			}
+		}
+		for i := range e.s.nodes {
+			if err := e.s.waitNodeListening(ctx, i); err != nil {
+				return err
+			}
+		}
+		if err := e.s.waitStreamsCurrent(ctx, 2*time.Minute); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// killIngest SIGKILLs ingest and starts it again after ingestDown, repeat
+// times.
+func killIngest(ctx context.Context, e *faultEnv) error {
+	for n := range e.p.repeat {
+		if n > 0 {
+			if err := pause(ctx, e.p.repeatAfter); err != nil {
+				return err
+			}
+		}
+		at := time.Now()
+		e.s.ingest.kill()
+		e.f.kills = append(e.f.kills, kill{target: "ingest", at: at, dead: time.Now()})
+		if err := pause(ctx, e.p.ingestDown); err != nil {
+			return err
+		}
+		if err := e.s.startIngest(ctx); err != nil {
+			return fmt.Errorf("restarting ingest: %w", err)
+		}
+	}
+	return nil
+}
+
+// credentialFault makes the provider answer every push with 403
+// InvalidProviderToken for credFault, then accept pushes again.
+func credentialFault(ctx context.Context, e *faultEnv) error {
+	down := time.Now()
+	e.s.provider.setCredentialFault(true)
+	err := pause(ctx, e.p.credFault)
+	e.s.provider.setCredentialFault(false)
+	_, faults, _ := e.s.provider.stats()
+	e.f.outages = append(e.f.outages, outage{what: "credential fault " + round(e.p.credFault), down: down, up: time.Now()})
+	e.f.notes = append(e.f.notes, fmt.Sprintf("the provider answered %d pushes with 403 InvalidProviderToken", faults))
+	return err
+}

@@ -1,0 +1,197 @@
+package chaos
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// APNs identity of the chaos tests' app.
+const (
+	apnsKeyID  = "CHAOSKEY01"
+	apnsTeamID = "CHAOSTEAM1"
+	appTopic   = "com.fabrikam.chaos"
+)
+
+// badge is one push a device received.
+type badge struct {
+	Count int
+	At    time.Time
+}
+
+// provider is an APNs provider API over TLS and HTTP/2, living in the test
+// process, that records every badge each device receives in arrival order.
+// It can be told to answer every push with a credential fault (403
+// InvalidProviderToken), as APNs does when the provider key is revoked.
+type provider struct {
+	srv    *httptest.Server
+	key    *ecdsa.PublicKey
+	caFile string // PEM of the server's certificate, for SSL_CERT_FILE
+	keyP8  string // the signing key for the relay's app registration
+
+	credFault atomic.Bool
+
+	mu      sync.Mutex
+	tokens  map[string]bool // provider tokens already verified
+	badges  map[string][]badge
+	faults  int // pushes answered with the credential fault
+	invalid []string
+	last    time.Time
+}
+
+// newProvider starts the provider and writes its CA and signing key into dir.
+func newProvider(dir string) (*provider, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("APNs key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("APNs key: %w", err)
+	}
+	p := &provider{key: &key.PublicKey, tokens: map[string]bool{}, badges: map[string][]badge{}}
+	p.keyP8 = filepath.Join(dir, "AuthKey_"+apnsKeyID+".p8")
+	if err := os.WriteFile(p.keyP8, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return nil, fmt.Errorf("APNs key: %w", err)
+	}
+	p.srv = httptest.NewUnstartedServer(http.HandlerFunc(p.serve))
+	p.srv.EnableHTTP2 = true
+	p.srv.StartTLS()
+	p.caFile = filepath.Join(dir, "provider-ca.pem")
+	if err := os.WriteFile(p.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.srv.Certificate().Raw}), 0o644); err != nil {
+		p.srv.Close()
+		return nil, fmt.Errorf("provider CA: %w", err)
+	}
+	return p, nil
+}
+
+// close stops the server.
+func (p *provider) close() { p.srv.Close() }
+
+// url is the provider's base URL (the relay's --apns-host).
+func (p *provider) url() string { return p.srv.URL }
+
+func (p *provider) serve(w http.ResponseWriter, r *http.Request) {
+	answer := func(status int, reason string) {
+		w.Header().Set("apns-id", "00000000-0000-0000-0000-000000000000")
+		w.WriteHeader(status)
+		fmt.Fprintf(w, `{"reason":%q}`, reason)
+	}
+	invalid := func(status int, reason string) {
+		p.mu.Lock()
+		if len(p.invalid) < 20 {
+			p.invalid = append(p.invalid, reason)
+		}
+		p.mu.Unlock()
+		answer(status, reason)
+	}
+	if r.ProtoMajor != 2 {
+		invalid(http.StatusBadRequest, "not HTTP/2")
+		return
+	}
+	device, ok := strings.CutPrefix(r.URL.Path, "/3/device/")
+	if r.Method != http.MethodPost || !ok || device == "" {
+		invalid(http.StatusNotFound, "bad path "+r.URL.Path)
+		return
+	}
+	if p.credFault.Load() {
+		p.mu.Lock()
+		p.faults++
+		p.mu.Unlock()
+		answer(http.StatusForbidden, "InvalidProviderToken")
+		return
+	}
+	if !p.verify(strings.TrimPrefix(r.Header.Get("Authorization"), "bearer ")) {
+		invalid(http.StatusForbidden, "InvalidProviderToken (bad token)")
+		return
+	}
+	if r.Header.Get("apns-topic") != appTopic {
+		invalid(http.StatusBadRequest, "DeviceTokenNotForTopic")
+		return
+	}
+	var body struct {
+		APS struct {
+			Badge *int `json:"badge"`
+		} `json:"aps"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.APS.Badge == nil {
+		invalid(http.StatusBadRequest, "PayloadEmpty")
+		return
+	}
+	now := time.Now()
+	p.mu.Lock()
+	p.badges[device] = append(p.badges[device], badge{Count: *body.APS.Badge, At: now})
+	p.last = now
+	p.mu.Unlock()
+	w.Header().Set("apns-id", "00000000-0000-0000-0000-000000000000")
+	w.WriteHeader(http.StatusOK)
+}
+
+// verify checks an ES256 provider token, remembering the good ones.
+func (p *provider) verify(bearer string) bool {
+	p.mu.Lock()
+	ok := p.tokens[bearer]
+	p.mu.Unlock()
+	if ok {
+		return true
+	}
+	parsed, err := jwt.Parse(bearer, func(*jwt.Token) (any, error) { return p.key, nil }, jwt.WithValidMethods([]string{"ES256"}))
+	if err != nil || parsed.Header["kid"] != apnsKeyID {
+		return false
+	}
+	if claims, _ := parsed.Claims.(jwt.MapClaims); claims["iss"] != apnsTeamID {
+		return false
+	}
+	p.mu.Lock()
+	p.tokens[bearer] = true
+	p.mu.Unlock()
+	return true
+}
+
+// setCredentialFault makes every push fail with 403 InvalidProviderToken
+// (on) or succeed again (off).
+func (p *provider) setCredentialFault(on bool) { p.credFault.Store(on) }
+
+// snapshot returns a copy of every device's badges.
+func (p *provider) snapshot() map[string][]badge {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string][]badge, len(p.badges))
+	for d, b := range p.badges {
+		out[d] = append([]badge(nil), b...)
+	}
+	return out
+}
+
+// lastBadge returns the latest badge of device.
+func (p *provider) lastBadge(device string) (badge, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b := p.badges[device]
+	if len(b) == 0 {
+		return badge{}, false
+	}
+	return b[len(b)-1], true
+}
+
+// stats returns the time of the latest push, the number of pushes answered
+// with the credential fault and the protocol errors seen.
+func (p *provider) stats() (last time.Time, faults int, invalid []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.last, p.faults, append([]string(nil), p.invalid...)
+}

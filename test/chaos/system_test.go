@@ -1,0 +1,498 @@
+package chaos
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The organization, tokens and names of the system under test.
+const (
+	org            = "fabrikam.com"
+	ingestToken    = "chaos-ingest-token"
+	streamMail     = "MAIL"
+	streamDead     = "PUSH_DEAD"
+	membersSubject = "pushproxy.dispatcher.members"
+	canaryApp      = "pushproxy-canary"
+	nodeCount      = 3
+	dispatcherN    = 3
+)
+
+// systemOptions choose what startSystem runs.
+type systemOptions struct {
+	// monitor starts cmd/monitor with a probe and a canary.
+	monitor bool
+}
+
+// system is a running pushproxy deployment: a 3-node JetStream cluster,
+// ingest, three dispatchers, a relay in front of the test provider, and
+// optionally the monitor, each an OS process.
+type system struct {
+	dir      string
+	bin      string
+	toolLog  string
+	natsURLs string
+
+	nodes       []*proc
+	nodeNames   []string
+	clientPorts []int
+	relay       *proc
+	ingest      *proc
+	dispatchers []*proc
+	monitor     *proc
+
+	relayAddr, ingestAddr string
+	dispatcherAddrs       []string
+
+	provider *provider
+	nc       *nats.Conn
+	js       jetstream.JetStream
+
+	mu      sync.Mutex
+	members map[string]memberSeen
+}
+
+// memberSeen is a dispatcher's latest heartbeat.
+type memberSeen struct {
+	owns []int
+	at   time.Time
+}
+
+// crashes lists the runs of every process that ended on their own.
+func (s *system) crashes() []string {
+	var out []string
+	for _, p := range s.procs() {
+		out = append(out, p.crashed()...)
+	}
+	return out
+}
+
+// procs lists every process (for logs and cleanup).
+func (s *system) procs() []*proc {
+	out := append([]*proc(nil), s.nodes...)
+	for _, p := range []*proc{s.relay, s.ingest, s.monitor} {
+		if p != nil {
+			out = append(out, p)
+		}
+	}
+	return append(out, s.dispatchers...)
+}
+
+// startSystem starts and configures the whole deployment the way an
+// operator would (pushctl provision, auth, relay partner and app, proxy),
+// and stops every process when t ends.
+func startSystem(ctx context.Context, t *testing.T, bin string, opts systemOptions) (*system, error) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "chaos-"+strings.ReplaceAll(t.Name(), "/", "-")+"-")
+	if err != nil {
+		return nil, fmt.Errorf("temporary folder: %w", err)
+	}
+	// The folder (logs, stores) is kept when the test fails or envKeep is
+	// set, so that a failure can be looked into.
+	t.Cleanup(func() {
+		if t.Failed() || os.Getenv(envKeep) != "" {
+			t.Logf("logs and stores kept in %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	s := &system{dir: dir, bin: bin, members: map[string]memberSeen{}}
+	s.toolLog = filepath.Join(s.dir, "pushctl.log")
+	showLogsOnFailure(t, s.procs, s.toolLog)
+	t.Cleanup(func() {
+		// Stop the clients first so that the servers' deaths are not news.
+		var wg sync.WaitGroup
+		for _, p := range s.procs() {
+			wg.Go(p.retire)
+		}
+		wg.Wait()
+		if s.nc != nil {
+			s.nc.Close()
+		}
+		if s.provider != nil {
+			s.provider.close()
+		}
+	})
+	if s.provider, err = newProvider(s.dir); err != nil {
+		return nil, err
+	}
+	if err := s.startCluster(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.configure(ctx, opts); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// node is the data of one nats-server configuration file.
+type node struct {
+	Name                                 string
+	ClientPort, ClusterPort, MonitorPort int
+	StoreDir                             string
+	Routes                               []int
+}
+
+// startCluster writes the three nodes' configurations, starts them and
+// waits until JetStream answers.
+func (s *system) startCluster(ctx context.Context) error {
+	tmpl, err := template.ParseFiles(filepath.Join("testdata", "nats-server.conf.tmpl"))
+	if err != nil {
+		return fmt.Errorf("nats-server configuration template: %w", err)
+	}
+	ports, err := freePorts(3 * nodeCount)
+	if err != nil {
+		return err
+	}
+	routes := ports[nodeCount : 2*nodeCount]
+	var urls []string
+	for i := range nodeCount {
+		n := node{
+			Name:        fmt.Sprintf("n%d", i+1),
+			ClientPort:  ports[i],
+			ClusterPort: ports[nodeCount+i],
+			MonitorPort: ports[2*nodeCount+i],
+			StoreDir:    filepath.Join(s.dir, fmt.Sprintf("n%d-store", i+1)),
+			Routes:      routes,
+		}
+		conf := filepath.Join(s.dir, n.Name+".conf")
+		f, err := os.Create(conf)
+		if err != nil {
+			return fmt.Errorf("writing %s: %w", conf, err)
+		}
+		err = tmpl.Execute(f, n)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("writing %s: %w", conf, err)
+		}
+		s.nodes = append(s.nodes, newProc(n.Name, filepath.Join(s.bin, "nats-server"), s.dir, []string{"-c", conf}, nil))
+		s.nodeNames = append(s.nodeNames, n.Name)
+		s.clientPorts = append(s.clientPorts, n.ClientPort)
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", n.ClientPort))
+	}
+	s.natsURLs = strings.Join(urls, ",")
+	for _, p := range s.nodes {
+		if err := p.start(); err != nil {
+			return err
+		}
+	}
+	for i := range s.nodes {
+		if err := s.waitNodeListening(ctx, i); err != nil {
+			return err
+		}
+	}
+	s.nc, err = nats.Connect(s.natsURLs, nats.Name("chaos-test"), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	if err != nil {
+		return fmt.Errorf("connecting to the cluster: %w", err)
+	}
+	if s.js, err = jetstream.New(s.nc); err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if _, err := s.nc.Subscribe(membersSubject, s.heard); err != nil {
+		return fmt.Errorf("subscribing to %s: %w", membersSubject, err)
+	}
+	return waitUntil(ctx, "JetStream in the cluster", 60*time.Second, 200*time.Millisecond, func(ctx context.Context) (bool, error) {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := s.js.AccountInfo(actx)
+		return err == nil, err
+	})
+}
+
+// heard records a dispatcher heartbeat.
+func (s *system) heard(m *nats.Msg) {
+	var a struct {
+		ID      string `json:"id"`
+		Leaving bool   `json:"leaving"`
+		Owns    []int  `json:"owns"`
+	}
+	if json.Unmarshal(m.Data, &a) != nil || a.ID == "" {
+		return
+	}
+	s.mu.Lock()
+	s.members[a.ID] = memberSeen{owns: a.Owns, at: time.Now()}
+	s.mu.Unlock()
+}
+
+// owned returns the partitions dispatcher id announced last, if any.
+func (s *system) owned(id string) []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int(nil), s.members[id].owns...)
+}
+
+// waitNodeListening waits until node i accepts TCP connections.
+func (s *system) waitNodeListening(ctx context.Context, i int) error {
+	p := s.nodes[i]
+	addr := fmt.Sprintf("127.0.0.1:%d", s.clientPorts[i])
+	return waitUntil(ctx, p.name+" to listen", 30*time.Second, 50*time.Millisecond, func(context.Context) (bool, error) {
+		if !p.running() {
+			return false, fmt.Errorf("%s is not running: %s", p.name, p.tail(5))
+		}
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return false, err
+		}
+		c.Close()
+		return true, nil
+	})
+}
+
+// pushctl runs pushctl against the cluster.
+func (s *system) pushctl(ctx context.Context, args ...string) (string, error) {
+	return runTool(ctx, s.toolLog, filepath.Join(s.bin, "pushctl"), append(args, "--nats-url", s.natsURLs)...)
+}
+
+// daemonArgs are the flags every daemon gets.
+func (s *system) daemonArgs(httpAddr string, more ...string) []string {
+	return append([]string{"--nats-url", s.natsURLs, "--http-addr", httpAddr, "--log-format", "json"}, more...)
+}
+
+// configure provisions the layout with 3 replicas, sets up S2S auth, the
+// relay's partner and app, the proxy, and starts the daemons.
+func (s *system) configure(ctx context.Context, opts systemOptions) error {
+	ports, err := freePorts(3 + dispatcherN)
+	if err != nil {
+		return err
+	}
+	addr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(ports[i]) }
+	s.relayAddr, s.ingestAddr = addr(0), addr(1)
+	certDir, cer := filepath.Join(s.dir, "auth"), filepath.Join(s.dir, "OAuthCert.cer")
+	steps := [][]string{
+		{"provision", "--replicas", "3"},
+		{"auth", "new-certificate", "--domain", org, "--out", certDir},
+		{"auth", "export", "--out", cer},
+	}
+	for _, args := range steps {
+		if _, err := s.pushctl(ctx, args...); err != nil {
+			return err
+		}
+	}
+	s.relay = newProc("relay", filepath.Join(s.bin, "relay"), s.dir,
+		s.daemonArgs(s.relayAddr, "--host", "127.0.0.1", "--replicas", "3"),
+		[]string{"SSL_CERT_FILE=" + s.provider.caFile})
+	if err := s.startRelay(ctx); err != nil {
+		return err
+	}
+	appAdd := []string{"relay", "app", "add", "--app-id", appTopic, "--provider", "apns", "--apns-key-file", s.provider.keyP8,
+		"--apns-key-id", apnsKeyID, "--apns-team-id", apnsTeamID, "--apns-topic", appTopic,
+		"--apns-environment", "sandbox", "--apns-host", s.provider.url()}
+	// Newer relays bind an app to the organizations allowed to use it.
+	help, _ := runTool(ctx, s.toolLog, filepath.Join(s.bin, "pushctl"), "relay", "app", "add", "--help")
+	if strings.Contains(help, "--organization") {
+		appAdd = append(appAdd, "--organization", org)
+	}
+	steps = [][]string{
+		{"relay", "partner", "add", "--organization", org, "--certificate", cer},
+		appAdd,
+		{"proxy", "enable", "--organization", org, "--uri", "http://" + s.relayAddr + "/PushNotifications"},
+	}
+	if opts.monitor {
+		steps = append(steps, []string{"relay", "app", "add", "--app-id", canaryApp, "--provider", "log"})
+	}
+	for _, args := range steps {
+		if _, err := s.pushctl(ctx, args...); err != nil {
+			return err
+		}
+	}
+	s.ingest = newProc("ingest", filepath.Join(s.bin, "ingest"), s.dir,
+		s.daemonArgs(s.ingestAddr, "--native-token", ingestToken), nil)
+	if err := s.startIngest(ctx); err != nil {
+		return err
+	}
+	for i := range dispatcherN {
+		a := addr(2 + i)
+		s.dispatcherAddrs = append(s.dispatcherAddrs, a)
+		s.dispatchers = append(s.dispatchers, newProc(dispatcherID(i), filepath.Join(s.bin, "dispatcher"), s.dir,
+			s.daemonArgs(a, "--instance-id", dispatcherID(i)), nil))
+		if err := s.dispatchers[i].start(); err != nil {
+			return err
+		}
+	}
+	for i := range dispatcherN {
+		if err := s.waitDispatcher(ctx, i); err != nil {
+			return err
+		}
+	}
+	if opts.monitor {
+		s.monitor = newProc("monitor", filepath.Join(s.bin, "monitor"), s.dir,
+			s.daemonArgs(addr(2+dispatcherN), "--ingest-url", "http://"+s.ingestAddr, "--ingest-token", ingestToken,
+				"--probe-interval", "15s", "--canary-interval", "15s"), nil)
+		if err := s.monitor.start(); err != nil {
+			return err
+		}
+		if err := httpReady(ctx, s.monitor, "http://"+addr(2+dispatcherN)+"/readyz", time.Minute); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func dispatcherID(i int) string { return fmt.Sprintf("dispatcher-%d", i+1) }
+
+// startRelay starts the relay and waits until it is ready.
+func (s *system) startRelay(ctx context.Context) error {
+	if err := s.relay.start(); err != nil {
+		return err
+	}
+	return httpReady(ctx, s.relay, "http://"+s.relayAddr+"/readyz", time.Minute)
+}
+
+// startIngest starts ingest and waits until it is ready.
+func (s *system) startIngest(ctx context.Context) error {
+	if err := s.ingest.start(); err != nil {
+		return err
+	}
+	return httpReady(ctx, s.ingest, "http://"+s.ingestAddr+"/readyz", time.Minute)
+}
+
+// startDispatcher starts dispatcher i again.
+func (s *system) startDispatcher(ctx context.Context, i int) error {
+	if err := s.dispatchers[i].start(); err != nil {
+		return err
+	}
+	return s.waitDispatcher(ctx, i)
+}
+
+func (s *system) waitDispatcher(ctx context.Context, i int) error {
+	return httpReady(ctx, s.dispatchers[i], "http://"+s.dispatcherAddrs[i]+"/readyz", time.Minute)
+}
+
+// mailLeader returns the index of the node leading the MAIL stream.
+func (s *system) mailLeader(ctx context.Context) (int, error) {
+	var leader string
+	err := waitUntil(ctx, "a MAIL stream leader", time.Minute, 200*time.Millisecond, func(ctx context.Context) (bool, error) {
+		info, err := s.streamInfo(ctx, streamMail)
+		if err != nil {
+			return false, err
+		}
+		if info.Cluster == nil || info.Cluster.Leader == "" {
+			return false, errors.New("no leader")
+		}
+		leader = info.Cluster.Leader
+		return true, nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	for i, n := range s.nodeNames {
+		if n == leader {
+			return i, nil
+		}
+	}
+	return 0, fmt.Errorf("MAIL leader %q is not a node of the cluster", leader)
+}
+
+func (s *system) streamInfo(ctx context.Context, name string) (*jetstream.StreamInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	st, err := s.js.Stream(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", name, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s info: %w", name, err)
+	}
+	return info, nil
+}
+
+// waitStreamsCurrent waits until MAIL has a leader and every replica is
+// current, e.g. after a node came back.
+func (s *system) waitStreamsCurrent(ctx context.Context, timeout time.Duration) error {
+	return waitUntil(ctx, "MAIL replicas to be current", timeout, 250*time.Millisecond, func(ctx context.Context) (bool, error) {
+		info, err := s.streamInfo(ctx, streamMail)
+		if err != nil {
+			return false, err
+		}
+		c := info.Cluster
+		if c == nil || c.Leader == "" || len(c.Replicas) != nodeCount-1 {
+			return false, fmt.Errorf("cluster %+v", c)
+		}
+		for _, r := range c.Replicas {
+			if !r.Current || r.Offline {
+				return false, fmt.Errorf("replica %s not current", r.Name)
+			}
+		}
+		return true, nil
+	})
+}
+
+// restartNode starts node i again and waits until it accepts clients.
+func (s *system) restartNode(ctx context.Context, i int) error {
+	if err := s.nodes[i].start(); err != nil {
+		return err
+	}
+	return s.waitNodeListening(ctx, i)
+}
+
+// dispatcherMetrics are the dispatcher counters the report shows, summed
+// over the dispatchers alive at the end (a killed one's counters are gone
+// with it).
+var dispatcherMetrics = []string{
+	"pushproxy_dispatcher_partition_takeovers_total",
+	"pushproxy_dispatcher_takeover_seconds_sum",
+	"pushproxy_dispatcher_takeover_seconds_count",
+	"pushproxy_dispatcher_events_redelivered_total",
+	"pushproxy_dispatcher_state_conflicts_total",
+	"pushproxy_dispatcher_dead_letters_total",
+	"pushproxy_dispatcher_devices_removed_total",
+	"pushproxy_dispatcher_relay_retries_total",
+	"pushproxy_dispatcher_pushes_total",
+}
+
+// scrapeDispatchers sums dispatcherMetrics over the live dispatchers.
+func (s *system) scrapeDispatchers(ctx context.Context) map[string]float64 {
+	sums := map[string]float64{}
+	client := &http.Client{Timeout: 3 * time.Second}
+	for i, p := range s.dispatchers {
+		if !p.running() {
+			continue
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.dispatcherAddrs[i]+"/metrics", nil)
+		if err != nil {
+			continue
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			for _, m := range dispatcherMetrics {
+				rest, ok := strings.CutPrefix(line, m)
+				if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
+					continue
+				}
+				fields := strings.Fields(rest[strings.LastIndex(rest, "}")+1:])
+				if len(fields) == 0 {
+					continue
+				}
+				if v, err := strconv.ParseFloat(fields[0], 64); err == nil {
+					sums[strings.TrimPrefix(m, "pushproxy_dispatcher_")] += v
+				}
+			}
+		}
+		resp.Body.Close()
+	}
+	return sums
+}
