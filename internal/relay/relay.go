@@ -52,11 +52,15 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultAddr               = ":8027"
-	DefaultBasePath           = "/PushNotifications"
-	DefaultMaxBodyBytes       = 4 << 20
-	DefaultTenantRate         = 100
-	DefaultTenantBurst        = 1000
+	DefaultAddr         = ":8027"
+	DefaultBasePath     = "/PushNotifications"
+	DefaultMaxBodyBytes = 4 << 20
+	// DefaultTenantRate is a deliberate per-organization quota that serves
+	// a large organization (every changed count of hundreds of thousands
+	// of mailboxes at peak) and still stops one partner from taking the
+	// whole relay; it was 100/s, which capped a normal deployment.
+	DefaultTenantRate         = 5000
+	DefaultTenantBurst        = 20000
 	DefaultProviderConcurrent = 64
 	DefaultProviderTimeout    = 5 * time.Second
 	DefaultRetryBackOff       = 30 * time.Second
