@@ -100,36 +100,25 @@ func (s *Tombstones) List(ctx context.Context, f TombstoneFilter) ([]Tombstone, 
 	if f.UserKey != "" {
 		filter = f.UserKey + ".*"
 	}
-	w, err := s.kv.Watch(ctx, filter, jetstream.IgnoreDeletes())
+	var out []Tombstone
+	err := broker.ReadAll(ctx, s.kv, filter, func(e jetstream.KeyValueEntry) error {
+		t, err := Decode[Tombstone](e.Value())
+		if err != nil {
+			return fmt.Errorf("tombstone %s: %w", e.Key(), err)
+		}
+		if f.Tenant != "" && !strings.EqualFold(t.Subscription.Tenant, f.Tenant) {
+			return nil
+		}
+		if f.AppID != "" && t.Subscription.AppID != f.AppID {
+			return nil
+		}
+		t.Subscription.Key = e.Key()
+		out = append(out, t)
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("listing tombstones: %w", err)
 	}
-	defer func() { _ = w.Stop() }()
-	var out []Tombstone
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("listing tombstones: %w", ctx.Err())
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil, errors.New("listing tombstones: the watch ended early")
-			}
-			if e == nil {
-				sort.SliceStable(out, func(i, j int) bool { return out[i].RemovedAt.Before(out[j].RemovedAt) })
-				return out, nil
-			}
-			t, err := Decode[Tombstone](e.Value())
-			if err != nil {
-				return nil, fmt.Errorf("tombstone %s: %w", e.Key(), err)
-			}
-			if f.Tenant != "" && !strings.EqualFold(t.Subscription.Tenant, f.Tenant) {
-				continue
-			}
-			if f.AppID != "" && t.Subscription.AppID != f.AppID {
-				continue
-			}
-			t.Subscription.Key = e.Key()
-			out = append(out, t)
-		}
-	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].RemovedAt.Before(out[j].RemovedAt) })
+	return out, nil
 }

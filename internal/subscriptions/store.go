@@ -198,31 +198,20 @@ func (s *Store) ListAll(ctx context.Context) ([]Subscription, error) {
 }
 
 func (s *Store) list(ctx context.Context, filter string) ([]Subscription, error) {
-	w, err := s.kv.Watch(ctx, filter, jetstream.IgnoreDeletes())
+	var out []Subscription
+	err := broker.ReadAll(ctx, s.kv, filter, func(e jetstream.KeyValueEntry) error {
+		sub, err := s.decode(e)
+		if err != nil {
+			return err
+		}
+		out = append(out, sub)
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("listing subscriptions: %w", err)
 	}
-	defer func() { _ = w.Stop() }()
-	var out []Subscription
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("listing subscriptions: %w", ctx.Err())
-		case entry, ok := <-w.Updates():
-			if !ok {
-				return nil, errors.New("listing subscriptions: the watch ended early")
-			}
-			if entry == nil {
-				sortSubscriptions(out)
-				return out, nil
-			}
-			sub, err := s.decode(entry)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, sub)
-		}
-	}
+	sortSubscriptions(out)
+	return out, nil
 }
 
 func (s *Store) decode(entry jetstream.KeyValueEntry) (Subscription, error) {

@@ -1,0 +1,36 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ReadAll calls visit for every current entry of kv whose key matches
+// filter (deleted keys left out), and returns once the watch has delivered
+// them all. A visit error stops the read and is returned.
+func ReadAll(ctx context.Context, kv jetstream.KeyValue, filter string, visit func(jetstream.KeyValueEntry) error) error {
+	w, err := kv.Watch(ctx, filter, jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("reading bucket %s: %w", kv.Bucket(), err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("reading bucket %s: %w", kv.Bucket(), ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return fmt.Errorf("reading bucket %s: %w", kv.Bucket(), errors.New("the watch ended early"))
+			}
+			if e == nil {
+				return nil
+			}
+			if err := visit(e); err != nil {
+				return err
+			}
+		}
+	}
+}
