@@ -73,10 +73,11 @@ func DefaultConfig() Config {
 		OXTimeout:      1500 * time.Millisecond,
 		RetryAfter:     5 * time.Second,
 		DrainTimeout:   20 * time.Second,
-		// One Dovecot of a large host sends a request per delivery:
-		// generous, but a leaked credential cannot flood the stream.
-		CredentialRate:  2000,
-		CredentialBurst: 4000,
+		// One Dovecot of a large host sends a request per delivery, all
+		// with one credential: generous, so that it never caps a normal
+		// deployment, but a leaked credential cannot flood the stream.
+		CredentialRate:  10000,
+		CredentialBurst: 20000,
 	}
 }
 
