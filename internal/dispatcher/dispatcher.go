@@ -467,8 +467,14 @@ loop:
 
 // claimedByOther reports whether another live dispatcher announces a
 // worker for partition p.
+//
+// Until this dispatcher's view of the others is stable (just started, or
+// NATS just came back), every partition counts as claimed: an unannounced
+// partition then may well belong to a live dispatcher whose heartbeats have
+// not arrived yet, and taking its pin would let two dispatchers apply the
+// partition at once.
 func (d *Dispatcher) claimedByOther(p int) bool {
-	return d.members != nil && d.members.claimedByOther(p)
+	return d.members != nil && (!d.members.stable() || d.members.claimedByOther(p))
 }
 
 // observe feeds the gauges that come from the server and the relay client.

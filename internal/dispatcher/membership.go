@@ -41,6 +41,9 @@ type membership struct {
 
 	mu   sync.Mutex
 	seen map[string]time.Time
+	// self is when this member last heard its own heartbeat, connected
+	// since when it has heard them without a gap.
+	self, connected time.Time
 	// claims are the partitions each other live member last announced.
 	claims  map[string][]int
 	owns    []int
@@ -50,7 +53,8 @@ type membership struct {
 
 func newMembership(nc *nats.Conn, subject, id string, interval time.Duration, log zerolog.Logger) *membership {
 	return &membership{nc: nc, subject: subject, id: id, interval: interval, log: log,
-		seen: map[string]time.Time{id: time.Now()}, claims: map[string][]int{}, changed: make(chan struct{}, 1)}
+		seen: map[string]time.Time{id: time.Now()}, claims: map[string][]int{}, changed: make(chan struct{}, 1),
+		self: time.Now(), connected: time.Now()}
 }
 
 // start subscribes and announces this member.
@@ -66,7 +70,11 @@ func (m *membership) start() error {
 
 func (m *membership) receive(msg *nats.Msg) {
 	var a Announcement
-	if err := json.Unmarshal(msg.Data, &a); err != nil || a.ID == "" || a.ID == m.id {
+	if err := json.Unmarshal(msg.Data, &a); err != nil || a.ID == "" {
+		return
+	}
+	if a.ID == m.id {
+		m.heardSelf()
 		return
 	}
 	m.mu.Lock()
@@ -88,11 +96,44 @@ func (m *membership) receive(msg *nats.Msg) {
 	}
 }
 
-// tick announces this member and forgets the silent ones.
+// heardSelf records this member's own heartbeat coming back: the
+// connection to NATS works. After a gap (NATS down, the connection lost)
+// the view restarts from then: the others were silent because nobody's
+// heartbeats flowed, not because they died.
+func (m *membership) heardSelf() {
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if now.Sub(m.self) > memberTimeoutBeats*m.interval {
+		m.connected = now
+		for id := range m.seen {
+			m.seen[id] = now
+		}
+	}
+	m.self = now
+}
+
+// stable reports whether this member has heard its own heartbeats long
+// enough (without a gap) that the others' would have been heard too: only
+// then does a partition nobody announces belong to a dispatcher that is
+// gone, rather than to one whose heartbeats have not come back yet.
+func (m *membership) stable() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	return now.Sub(m.self) <= 2*m.interval && now.Sub(m.connected) > (memberTimeoutBeats+1)*m.interval
+}
+
+// tick announces this member and forgets the silent ones, unless this
+// member cannot hear itself either (then NATS, not the others, is down).
 func (m *membership) tick() {
 	m.announce(false)
 	cutoff := time.Now().Add(-memberTimeoutBeats * m.interval)
 	m.mu.Lock()
+	if m.self.Before(cutoff) {
+		m.mu.Unlock()
+		return
+	}
 	gone := false
 	for id, at := range m.seen {
 		if id != m.id && at.Before(cutoff) {

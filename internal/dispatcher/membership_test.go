@@ -3,6 +3,9 @@ package dispatcher
 import (
 	"fmt"
 	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
 )
 
 func TestAssign(t *testing.T) {
@@ -63,5 +66,33 @@ func TestAssignMovesFewPartitions(t *testing.T) {
 func TestAssignNobody(t *testing.T) {
 	if a := Assign(8, nil); len(a) != 0 {
 		t.Fatalf("Assign with no members = %v", a)
+	}
+}
+
+// TestMembershipAfterAnOutage checks that a member that could not hear its
+// own heartbeats (NATS down) does not count the others gone, and that its
+// view only counts as stable once it has heard itself again for longer
+// than the others' timeout.
+func TestMembershipAfterAnOutage(t *testing.T) {
+	const beat = 10 * time.Millisecond
+	m := newMembership(nil, "members", "a", beat, zerolog.Nop())
+	now := time.Now()
+	m.seen["b"] = now.Add(-time.Hour) // silent for long...
+	m.self = now.Add(-time.Hour)      // ...but so was this member itself
+	m.connected = now.Add(-2 * time.Hour)
+	if m.stable() {
+		t.Fatal("a member that cannot hear itself counts its view as stable")
+	}
+	m.heardSelf() // NATS is back
+	if _, ok := m.seen["b"]; !ok || now.Sub(m.seen["b"]) > time.Minute {
+		t.Fatalf("after the outage b was not given a fresh start: %v", m.seen["b"])
+	}
+	if m.stable() {
+		t.Fatal("the view counts as stable right after the outage")
+	}
+	m.connected = time.Now().Add(-(memberTimeoutBeats + 2) * beat)
+	m.heardSelf()
+	if !m.stable() {
+		t.Fatal("the view is not stable after hearing itself for longer than the timeout")
 	}
 }
