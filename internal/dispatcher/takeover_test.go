@@ -2,7 +2,6 @@ package dispatcher_test
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -10,71 +9,73 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
+	"github.com/pushproxy/pushproxy/internal/dispatcher"
 	"github.com/pushproxy/pushproxy/internal/events"
 )
 
-// TestRepeatedDeathsKeepDeltaCounts kills a dispatcher without any goodbye
-// again and again while events keep coming, and starts a new one each
-// time. Every event is a change without a count (+1 new mail), so an event
-// applied out of order or lost shows as a wrong final badge: the
-// unacknowledged events of the dead ones must be applied, in stream order,
-// by whoever takes their partitions over.
-func TestRepeatedDeathsKeepDeltaCounts(t *testing.T) {
-	e := newEnv(t, brokertest.WithPartitions(6), brokertest.WithListen())
-	e.enableProxy()
-	const users, rounds, kills = 30, 40, 6
+// owner is a dispatcher a takeover test starts on its own connection, so
+// that closing the connection kills it without any goodbye.
+type owner struct {
+	conn *broker.Conn
+	run  *running
+}
+
+// startOwner starts a dispatcher named id on its own connection; edit
+// changes its configuration.
+func (e *env) startOwner(t *testing.T, id string, edit func(*dispatcher.Config)) owner {
+	t.Helper()
+	conn, err := broker.Connect(context.Background(), broker.Options{Name: id, URLs: []string{e.conn.ClientURL()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !conn.NC.IsClosed() {
+			conn.NC.Close()
+		}
+	})
+	cfg := testConfig(prometheus.NewRegistry())
+	cfg.InstanceID = id
+	if edit != nil {
+		edit(&cfg)
+	}
+	return owner{conn: conn, run: e.start(conn, cfg)}
+}
+
+// kill closes the owner's connection first, so it acknowledges nothing
+// more, then stops it.
+func (o owner) kill() {
+	o.conn.NC.Close()
+	o.run.cancel()
+}
+
+// deltaUsers subscribes n users and returns their names.
+func (e *env) deltaUsers(n int) []string {
 	var names []string
-	for i := range users {
+	for i := range n {
 		names = append(names, userName(i))
 	}
 	e.subscribe(names...)
+	return names
+}
 
-	type member struct {
-		conn *broker.Conn
-		run  *running
-	}
-	started := 0
-	startOne := func() member {
-		started++
-		conn, err := broker.Connect(context.Background(), broker.Options{Name: fmt.Sprintf("dispatcher-%d", started), URLs: []string{e.conn.ClientURL()}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if !conn.NC.IsClosed() {
-				conn.NC.Close()
-			}
-		})
-		cfg := testConfig(prometheus.NewRegistry())
-		cfg.Coalesce.Window, cfg.Coalesce.MaxDelay = 100*time.Millisecond, 400*time.Millisecond
-		cfg.InstanceID = fmt.Sprintf("d%02d", started)
-		return member{conn: conn, run: e.start(conn, cfg)}
-	}
-	members := []member{startOne(), startOne(), startOne()}
-
-	killed := 0
-	for round := range rounds {
-		var evs []events.Event
-		for _, u := range names {
-			evs = append(evs, newEvent(u, events.KindNew, 1, nil))
-		}
-		e.publish(evs...)
-		time.Sleep(15 * time.Millisecond)
-		if round%(rounds/kills) == rounds/kills-1 && killed < kills {
-			// Kill the oldest member abruptly: its connection goes first,
-			// so it acknowledges nothing more.
-			victim := members[0]
-			victim.conn.NC.Close()
-			victim.run.cancel()
-			members = append(members[1:], startOne())
-			killed++
-		}
-	}
-	deadline := time.Now().Add(30 * time.Second)
+// publishRound stores one +1 change (new mail, no count) per user.
+func (e *env) publishRound(names []string) {
+	var evs []events.Event
 	for _, u := range names {
-		for e.lastPushed(u) != rounds {
+		evs = append(evs, newEvent(u, events.KindNew, 1, nil))
+	}
+	e.publish(evs...)
+}
+
+// wantFinalBadges waits until every user's last badge is want and checks
+// that no device saw its count go backwards.
+func (e *env) wantFinalBadges(t *testing.T, names []string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(40 * time.Second)
+	for _, u := range names {
+		for e.lastPushed(u) != want {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: final badge %d, want %d; pushes %v", u, e.lastPushed(u), rounds, e.relay.pushes(deviceOf(u)))
+				t.Fatalf("%s: final badge %d, want %d; pushes %v", u, e.lastPushed(u), want, e.relay.pushes(deviceOf(u)))
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -87,4 +88,62 @@ func TestRepeatedDeathsKeepDeltaCounts(t *testing.T) {
 			}
 		}
 	}
+}
+
+// fastCoalescing makes pushes go out quickly.
+func fastCoalescing(cfg *dispatcher.Config) {
+	cfg.Coalesce.Window, cfg.Coalesce.MaxDelay = 100*time.Millisecond, 400*time.Millisecond
+}
+
+// TestRepeatedDeathsKeepDeltaCounts kills a dispatcher without any goodbye
+// again and again while events keep coming, and starts a new one each
+// time. Every event is a change without a count (+1 new mail), so an event
+// applied out of order or lost shows as a wrong final badge: the
+// unacknowledged events of the dead ones must be applied, in stream order,
+// by whoever takes their partitions over.
+func TestRepeatedDeathsKeepDeltaCounts(t *testing.T) {
+	e := newEnv(t, brokertest.WithPartitions(6), brokertest.WithListen())
+	e.enableProxy()
+	const users, rounds, kills = 30, 40, 6
+	names := e.deltaUsers(users)
+	started := 0
+	next := func() owner {
+		started++
+		return e.startOwner(t, "d"+string(rune('a'+started)), fastCoalescing)
+	}
+	members := []owner{next(), next(), next()}
+	killed := 0
+	for round := range rounds {
+		e.publishRound(names)
+		time.Sleep(15 * time.Millisecond)
+		if round%(rounds/kills) == rounds/kills-1 && killed < kills {
+			members[0].kill() // the oldest, abruptly
+			members = append(members[1:], next())
+			killed++
+		}
+	}
+	e.wantFinalBadges(t, names, rounds)
+}
+
+// TestTwoOwnersKeepDeltaCounts runs two dispatchers that cannot see each
+// other (different membership subjects): each takes every partition and
+// releases the other's pin when it has work and no pin, so both apply the
+// same partitions with overlapping catch-ups. Every event is a +1 change,
+// so any event lost between them shows as a wrong final badge.
+func TestTwoOwnersKeepDeltaCounts(t *testing.T) {
+	e := newEnv(t, brokertest.WithPartitions(2), brokertest.WithListen())
+	e.enableProxy()
+	const users, rounds = 20, 80
+	names := e.deltaUsers(users)
+	for _, id := range []string{"owner-a", "owner-b"} {
+		e.startOwner(t, id, func(cfg *dispatcher.Config) {
+			cfg.MembershipSubject = "members." + id
+			cfg.Coalesce.Window, cfg.Coalesce.MaxDelay = 50*time.Millisecond, 200*time.Millisecond
+		})
+	}
+	for range rounds {
+		e.publishRound(names)
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.wantFinalBadges(t, names, rounds)
 }
