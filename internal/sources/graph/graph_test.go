@@ -322,6 +322,8 @@ func TestSourceParseRefuses(t *testing.T) {
 		{"no clientState at all", nil, `{"value":[{"subscriptionId":"s","changeType":"created"}]}`, 401},
 		{"malformed", nil, `{"value":`, 400},
 		{"directory down", brokenDir, `{"value":[` + notificationJSON(secret, "created", "Users/"+aliceID+"/Messages/m1") + `]}`, 503},
+		{"clientState of another tenant", func(c *Config) { c.ClientStates = []string{"contoso.com|example.org:" + secret} },
+			`{"value":[` + notificationJSON(secret, "created", "Users/"+aliceID+"/Messages/m1") + `]}`, 403},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -506,5 +508,24 @@ func TestFlags(t *testing.T) {
 	}
 	if _, err := NewSource(cfg); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestClientStateBoundToTenants reports for alice@fabrikam.com with a
+// clientState bound to fabrikam.com: accepted; a secret with a colon but
+// no tenants before it stays one secret for any tenant.
+func TestClientStateBoundToTenants(t *testing.T) {
+	body := []byte(`{"value":[` + notificationJSON(secret, "created", "Users/"+aliceID+"/Messages/m1") + `]}`)
+	for _, states := range [][]string{{"fabrikam.com:" + secret}, {"Contoso.com|fabrikam.com.:" + secret}} {
+		items, err := parseBody(t, newTestSource(t, func(c *Config) { c.ClientStates = states }), body)
+		if err != nil || len(items) != 1 || items[0].Event.Tenant != "fabrikam.com" {
+			t.Fatalf("%v: items %+v, err %v", states, items, err)
+		}
+	}
+	colon := "not a tenant:" + secret
+	items, err := parseBody(t, newTestSource(t, func(c *Config) { c.ClientStates = []string{colon} }),
+		[]byte(`{"value":[`+notificationJSON(colon, "created", "Users/"+aliceID+"/Messages/m1")+`]}`))
+	if err != nil || len(items) != 1 {
+		t.Fatalf("a secret with a colon: items %+v, err %v", items, err)
 	}
 }

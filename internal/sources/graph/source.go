@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -103,8 +104,10 @@ type Config struct {
 // does not know, an unknown changeType) are dropped and counted too rather
 // than refused: Graph would retry them for 4 hours to no avail.
 type Source struct {
-	cfg     Config
-	states  [][sha256.Size]byte
+	cfg    Config
+	states [][sha256.Size]byte
+	// tenants[i] are the tenants states[i] may report for; nil: any.
+	tenants [][]string
 	key     [sha256.Size]byte
 	metrics *metrics
 }
@@ -116,8 +119,10 @@ func NewSource(cfg Config) (*Source, error) {
 	}
 	s := &Source{cfg: cfg, key: sha256.Sum256([]byte(cfg.Key))}
 	for _, cs := range cfg.ClientStates {
-		if cs != "" {
-			s.states = append(s.states, sha256.Sum256([]byte(cs)))
+		tenants, secret := splitClientState(cs)
+		if secret != "" {
+			s.states = append(s.states, sha256.Sum256([]byte(secret)))
+			s.tenants = append(s.tenants, tenants)
 		}
 	}
 	if len(s.states) == 0 {
@@ -233,7 +238,8 @@ func (s *Source) Parse(r *http.Request, body []byte) ([]sources.Item, error) {
 	)
 	for i := range c.Value {
 		n := &c.Value[i]
-		if !s.clientStateMatches(n.ClientState) {
+		state := s.clientState(n.ClientState)
+		if state < 0 {
 			s.drop(n, resultBadClientState, "")
 			continue
 		}
@@ -250,6 +256,13 @@ func (s *Source) Parse(r *http.Request, body []byte) ([]sources.Item, error) {
 		if result != resultAccepted {
 			continue
 		}
+		if allowed := s.tenants[state]; allowed != nil && !slices.Contains(allowed, e.Tenant) {
+			// A clientState belongs to its tenants' subscriptions: a
+			// notification for another tenant is a forgery or a
+			// misconfiguration, and nothing of the request is stored.
+			return nil, &service.Error{Status: http.StatusForbidden, Code: "forbidden", Field: "clientState",
+				Message: "a notification's clientState may not report for tenant " + e.Tenant + "; nothing was stored"}
+		}
 		s.metrics.notifications.WithLabelValues(resultAccepted).Inc()
 		items = append(items, sources.Item{Event: e})
 	}
@@ -265,14 +278,35 @@ func (s *Source) Respond(w http.ResponseWriter, _ *http.Request) {
 	w.WriteHeader(http.StatusAccepted)
 }
 
-// clientStateMatches compares state with every secret in constant time.
-func (s *Source) clientStateMatches(state string) bool {
+// clientState returns the index of the configured secret that state is,
+// or -1, comparing with every secret in constant time.
+func (s *Source) clientState(state string) int {
 	got := sha256.Sum256([]byte(state))
-	match := 0
+	found := -1
 	for i := range s.states {
-		match |= subtle.ConstantTimeCompare(got[:], s.states[i][:])
+		if subtle.ConstantTimeCompare(got[:], s.states[i][:]) == 1 {
+			found = i
+		}
 	}
-	return match == 1
+	return found
+}
+
+// splitClientState reads a configured clientState: "SECRET" reports for
+// any tenant; "TENANT[|TENANT...]:SECRET" only for those tenants (domain
+// names, so a secret that merely contains a colon stays whole).
+func splitClientState(cs string) (tenants []string, secret string) {
+	head, rest, ok := strings.Cut(cs, ":")
+	if !ok || rest == "" {
+		return nil, cs
+	}
+	for _, t := range strings.Split(head, "|") {
+		t = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(t)), ".")
+		if events.ValidateTenant(t) != nil {
+			return nil, cs
+		}
+		tenants = append(tenants, t)
+	}
+	return tenants, rest
 }
 
 // event maps a change notification. It returns the result label; an error
