@@ -54,7 +54,8 @@ type Lifecycle struct {
 type Config struct {
 	// ClientStates are the secrets given as clientState when creating the
 	// subscriptions; several, so that one can be rotated. At least one is
-	// required.
+	// required. One written TENANT[|TENANT...]:SECRET reports only for
+	// those tenants; a bare SECRET for any tenant of the directory.
 	ClientStates []string
 	// Users maps the user of a resource to a tenant and address. Required.
 	Users UserDirectory
