@@ -332,17 +332,17 @@ func (r Result) Done() bool {
 // keeps what is not done.
 func (d *Deliverer) Send(ctx context.Context, pushes []Push) []Result {
 	results := make([]Result, len(pushes))
-	todo := make([]Push, len(pushes))
+	remaining := make([]Push, len(pushes))
 	for i, p := range pushes {
 		results[i].Push = p
-		todo[i] = d.hold(p, &results[i])
+		remaining[i] = d.hold(p, &results[i])
 	}
 	retrier := NewRetrier(d.cfg.Policy)
 	start := d.cfg.Now()
 	batchID := uuid.NewString()
 	for {
 		var notes []relayproto.Notification
-		for _, p := range todo {
+		for _, p := range remaining {
 			notes = append(notes, p.Notifications...)
 		}
 		if len(notes) == 0 {
@@ -362,23 +362,19 @@ func (d *Deliverer) Send(ctx context.Context, pushes []Push) []Result {
 			all = append(all, resp.Results...)
 		}
 		if reqErr != nil {
-			for i := range results {
-				if len(todo[i].Notifications) > 0 {
-					results[i].Err = reqErr
-				}
-			}
+			giveUp(results, remaining, reqErr)
 			break
 		}
 		var backOff time.Duration
 		retry := false
-		for i, p := range todo {
+		for i, p := range remaining {
 			if len(p.Notifications) == 0 {
 				continue
 			}
 			a := Classify(p, all)
 			d.Settle(ctx, p, a)
 			merge(&results[i].Answer, a)
-			todo[i] = again(p, a)
+			remaining[i] = again(p, a)
 			results[i].Answer.Transient, results[i].Answer.Missing = a.Transient, a.Missing
 			if a.Retry() {
 				retry = true
@@ -398,11 +394,7 @@ func (d *Deliverer) Send(ctx context.Context, pushes []Push) []Result {
 			}
 		}
 		if err := Sleep(ctx, wait); err != nil {
-			for i := range results {
-				if len(todo[i].Notifications) > 0 {
-					results[i].Err = err
-				}
-			}
+			giveUp(results, remaining, err)
 			break
 		}
 	}
@@ -419,6 +411,16 @@ func (d *Deliverer) Send(ctx context.Context, pushes []Push) []Result {
 		r.Sent = &rec
 	}
 	return results
+}
+
+// giveUp records err on the results of the pushes that still have
+// notifications to send.
+func giveUp(results []Result, remaining []Push, err error) {
+	for i := range results {
+		if len(remaining[i].Notifications) > 0 {
+			results[i].Err = err
+		}
+	}
 }
 
 // hold returns p without the recipients of paused tenant+apps, which it

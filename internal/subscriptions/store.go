@@ -119,11 +119,17 @@ func (s *Store) WithMaxPerUser(n int) *Store {
 	return &c
 }
 
-// checkRoom refuses a new device of a user who has maxPerUser already; a
-// refresh of a known one always passes.
+// checkRoom refuses a new device of a user who has maxPerUser already. A
+// refresh of a known one (the frequent case) passes on one read of its
+// key; only a new device lists the user's.
 func (s *Store) checkRoom(ctx context.Context, sub Subscription, key string) error {
 	if s.maxPerUser <= 0 {
 		return nil
+	}
+	if _, err := s.kv.Get(ctx, key); err == nil {
+		return nil
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("reading subscription %s: %w", key, err)
 	}
 	have, err := s.List(ctx, sub.Tenant, sub.User)
 	if err != nil {
@@ -131,11 +137,6 @@ func (s *Store) checkRoom(ctx context.Context, sub Subscription, key string) err
 	}
 	if len(have) < s.maxPerUser {
 		return nil
-	}
-	for _, h := range have {
-		if h.Key == key {
-			return nil
-		}
 	}
 	return fmt.Errorf("%w: %s has %d devices subscribed, the most allowed; unsubscribe one first", ErrTooMany, sub.User, len(have))
 }
