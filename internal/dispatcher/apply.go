@@ -27,13 +27,17 @@ func (w *worker) receive(ctx context.Context, msgs []jetstream.Msg) {
 			}
 			w.pin = pin
 		}
-		seq, delivered, err := deliveryOf(m.Reply())
+		d, err := ackInfoOf(m.Reply())
 		if err != nil {
 			w.log.Warn().Err(err).Msg("message without JetStream metadata")
 			w.heldN.Add(-1)
 			continue
 		}
-		if delivered > 1 {
+		if w.missedDelivery(d.consumerSeq) {
+			w.resync()
+		}
+		seq := d.streamSeq
+		if d.count > 1 {
 			w.d.metrics.redelivered.Inc()
 			if h := w.findHeld(m.Subject(), seq); h != nil {
 				// Redelivered while held: keep the newest handle.

@@ -351,6 +351,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		<-senderDone
 		return err
 	}
+	beatCtx, stopBeats := context.WithCancel(ioCtx)
+	beatsDone := make(chan struct{})
+	go func() { defer close(beatsDone); members.beat(beatCtx) }()
 	d.log.Info().Int("partitions", d.partitions).Msg("dispatcher started")
 
 	workers := map[int]*worker{}
@@ -392,8 +395,6 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		d.metrics.members.Set(float64(len(members.members())))
 	}
 
-	heartbeat := time.NewTicker(d.cfg.Heartbeat)
-	defer heartbeat.Stop()
 	settingsTick := time.NewTicker(d.cfg.SettingsInterval)
 	defer settingsTick.Stop()
 	metricsTick := time.NewTicker(d.cfg.MetricsInterval)
@@ -417,8 +418,6 @@ loop:
 			if assigned {
 				reassign()
 			}
-		case <-heartbeat.C:
-			members.tick()
 		case <-settingsTick.C:
 			d.readSettings(ioCtx)
 		case <-metricsTick.C:
@@ -457,6 +456,8 @@ loop:
 	for _, w := range workers {
 		<-w.done
 	}
+	stopBeats()
+	<-beatsDone
 	members.leave()
 	stopSender()
 	<-senderDone

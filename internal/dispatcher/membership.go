@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
@@ -122,6 +123,24 @@ func (m *membership) stable() bool {
 	defer m.mu.Unlock()
 	now := time.Now()
 	return now.Sub(m.self) <= 2*m.interval && now.Sub(m.connected) > (memberTimeoutBeats+1)*m.interval
+}
+
+// beat announces this member and forgets the silent ones every interval
+// until ctx ends. It has a goroutine of its own: a dispatcher whose loop
+// waits on slow requests (NATS just came back, reads time out) must not
+// fall silent, or the others count it gone and take the partitions it is
+// still applying.
+func (m *membership) beat(ctx context.Context) {
+	t := time.NewTicker(m.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.tick()
+		}
+	}
 }
 
 // tick announces this member and forgets the silent ones, unless this

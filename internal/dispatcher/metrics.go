@@ -8,36 +8,37 @@ import (
 
 // metrics are the dispatcher's Prometheus collectors (pushproxy_dispatcher_*).
 type metrics struct {
-	events          *prometheus.CounterVec
-	applied         prometheus.Counter
-	alreadyApplied  prometheus.Counter
-	invalid         prometheus.Counter
-	redelivered     prometheus.Counter
-	acked           prometheus.Counter
-	pushes          *prometheus.CounterVec
-	skipped         *prometheus.CounterVec
-	eventsPerPush   prometheus.Histogram
-	pushLatency     prometheus.Histogram
-	eventToPush     prometheus.Histogram
-	retries         prometheus.Counter
-	requeued        *prometheus.CounterVec
-	deadLetters     *prometheus.CounterVec
-	devicesRemoved  *prometheus.CounterVec
-	requests        *prometheus.CounterVec
-	pending         *prometheus.GaugeVec
-	ackPending      *prometheus.GaugeVec
-	held            *prometheus.GaugeVec
-	partitions      prometheus.Gauge
-	members         prometheus.Gauge
-	breakerState    prometheus.Gauge
-	relayHealthy    prometheus.Gauge
-	proxyDisabled   prometheus.Gauge
-	takeovers       prometheus.Counter
-	takeoverRead    prometheus.Counter
-	takeoverTime    prometheus.Histogram
-	stateConflicts  prometheus.Counter
-	settleFailures  prometheus.Counter
-	subscriptionsIx prometheus.Gauge
+	events           *prometheus.CounterVec
+	applied          prometheus.Counter
+	alreadyApplied   prometheus.Counter
+	invalid          prometheus.Counter
+	redelivered      prometheus.Counter
+	acked            prometheus.Counter
+	pushes           *prometheus.CounterVec
+	skipped          *prometheus.CounterVec
+	eventsPerPush    prometheus.Histogram
+	pushLatency      prometheus.Histogram
+	eventToPush      prometheus.Histogram
+	retries          prometheus.Counter
+	requeued         *prometheus.CounterVec
+	deadLetters      *prometheus.CounterVec
+	devicesRemoved   *prometheus.CounterVec
+	requests         *prometheus.CounterVec
+	pending          *prometheus.GaugeVec
+	ackPending       *prometheus.GaugeVec
+	held             *prometheus.GaugeVec
+	partitions       prometheus.Gauge
+	members          prometheus.Gauge
+	breakerState     prometheus.Gauge
+	relayHealthy     prometheus.Gauge
+	proxyDisabled    prometheus.Gauge
+	takeovers        prometheus.Counter
+	takeoverRead     prometheus.Counter
+	takeoverTime     prometheus.Histogram
+	stateConflicts   prometheus.Counter
+	missedDeliveries prometheus.Counter
+	settleFailures   prometheus.Counter
+	subscriptionsIx  prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -95,6 +96,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Time from starting to consume a partition (or being pinned anew) to applying its events.", Buckets: latency}),
 		stateConflicts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "state_conflicts_total",
 			Help: "Unread state writes that found another writer's change and were merged."}),
+		missedDeliveries: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "missed_deliveries_total",
+			Help: "Gaps in a partition consumer's delivery sequence (a delivery lost on the way or sent to another dispatcher); each makes the worker catch up from the stream before applying more."}),
 		settleFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "settle_failures_total",
 			Help: "Times the state, the sent record or a dead letter could not be written; the push is tried again."}),
 		subscriptionsIx: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "subscriptions",
@@ -105,7 +108,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.invalid = m.events.WithLabelValues("invalid")
 	err := service.Register(reg, "dispatcher", m.events, m.redelivered, m.acked, m.pushes, m.skipped, m.eventsPerPush, m.pushLatency, m.eventToPush, m.retries,
 		m.requeued, m.deadLetters, m.devicesRemoved, m.requests, m.pending, m.ackPending, m.held, m.partitions,
-		m.members, m.breakerState, m.relayHealthy, m.proxyDisabled, m.takeovers, m.takeoverRead, m.takeoverTime, m.stateConflicts, m.settleFailures,
+		m.members, m.breakerState, m.relayHealthy, m.proxyDisabled, m.takeovers, m.takeoverRead, m.takeoverTime, m.stateConflicts, m.missedDeliveries, m.settleFailures,
 		m.subscriptionsIx)
 	return m, err
 }

@@ -29,6 +29,12 @@ import (
 // range; a failed attempt is tried again after syncCheckInterval.
 const catchUpTimeout = 30 * time.Second
 
+// catchUpRequestTimeout bounds each JetStream API request of a catch-up
+// (consumer info, creating the reading consumer). Right after NATS comes
+// back a request can go unanswered; trying again soon beats waiting out
+// catchUpTimeout while the partition applies nothing.
+const catchUpRequestTimeout = 5 * time.Second
+
 // catchUpFetch is how many events one fetch of the catch-up read asks for.
 const catchUpFetch = 1000
 
@@ -123,6 +129,42 @@ func (w *worker) repinned() {
 	w.setSyncing(true)
 }
 
+// missedDelivery reports whether a delivery with consumer sequence cseq
+// shows that this worker missed one: the consumer counts every delivery,
+// so a sequence that does not follow the last one received means a
+// delivery went elsewhere (lost with a broken connection or dropped as a
+// slow consumer, or sent to another dispatcher during a change of pin).
+// Its event is unacknowledged, and applying the user's later events
+// before it would make it look applied when it is redelivered; the worker
+// must catch up first. Deliveries the last catch-up covered are in order
+// by definition.
+func (w *worker) missedDelivery(cseq uint64) bool {
+	if cseq == 0 || cseq <= w.caughtUpTo {
+		return false
+	}
+	missed := w.lastDelivery != 0 && cseq != w.lastDelivery+1
+	w.lastDelivery = cseq
+	return missed
+}
+
+// resync holds events again until the worker has caught up, after a
+// missed delivery. Users stay cached: their states were written with
+// revision checks, so another writer's change is noticed when written.
+func (w *worker) resync() {
+	if w.syncing {
+		return
+	}
+	w.log.Warn().Uint64("after_delivery", w.lastDelivery).Msg("a delivery did not arrive; catching up before applying more events")
+	w.d.metrics.missedDeliveries.Inc()
+	w.syncStarted = time.Now()
+	w.lastSyncCheck = time.Time{}
+	for _, h := range w.ready {
+		w.holdForSync(h)
+	}
+	w.ready = nil
+	w.setSyncing(true)
+}
+
 // catchUp ends syncing once this worker holds the partition's pin: it
 // reads the consumer's ack floor and last delivered sequence, reads the
 // events in between from the stream, merges them with those it holds
@@ -136,12 +178,16 @@ func (w *worker) catchUp(ctx context.Context) {
 	w.lastSyncCheck = time.Now()
 	cctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
 	defer cancel()
-	info, err := w.cons.Info(cctx)
+	ictx, icancel := context.WithTimeout(cctx, catchUpRequestTimeout)
+	info, err := w.cons.Info(ictx)
+	icancel()
 	if err != nil {
 		w.log.Warn().Err(err).Msg("reading the consumer's ack floor to catch up; retrying")
 		return
 	}
 	floor, last := info.AckFloor.Stream, info.Delivered.Stream
+	w.caughtUpTo = info.Delivered.Consumer
+	w.lastDelivery = max(w.lastDelivery, w.caughtUpTo)
 	replayed, err := w.readRange(cctx, floor+1, last)
 	if err != nil {
 		w.log.Warn().Err(err).Uint64("from", floor+1).Uint64("to", last).Msg("reading unacknowledged events to catch up; retrying")
@@ -177,7 +223,9 @@ func (w *worker) readRange(ctx context.Context, from, to uint64) ([]*held, error
 	if from == 0 || to < from {
 		return nil, nil
 	}
-	cons, err := w.d.js.CreateConsumer(ctx, w.d.stream, jetstream.ConsumerConfig{
+	rctx, cancel := context.WithTimeout(ctx, catchUpRequestTimeout)
+	defer cancel()
+	cons, err := w.d.js.CreateConsumer(rctx, w.d.stream, jetstream.ConsumerConfig{
 		Description:       fmt.Sprintf("pushproxy dispatcher catch-up, partition %d", w.partition),
 		FilterSubject:     broker.PartitionFilter(w.partition),
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,

@@ -2,6 +2,7 @@ package dispatcher_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,7 +25,13 @@ type owner struct {
 // changes its configuration.
 func (e *env) startOwner(t *testing.T, id string, edit func(*dispatcher.Config)) owner {
 	t.Helper()
-	conn, err := broker.Connect(context.Background(), broker.Options{Name: id, URLs: []string{e.conn.ClientURL()}})
+	return e.startOwnerAt(t, id, e.conn.ClientURL(), edit)
+}
+
+// startOwnerAt is startOwner connecting to url (a proxy, say).
+func (e *env) startOwnerAt(t *testing.T, id, url string, edit func(*dispatcher.Config)) owner {
+	t.Helper()
+	conn, err := broker.Connect(context.Background(), broker.Options{Name: id, URLs: []string{url}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,4 +153,46 @@ func TestTwoOwnersKeepDeltaCounts(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	e.wantFinalBadges(t, names, rounds)
+}
+
+// TestLostDeliveryKeepsDeltaCounts loses one delivery on its way to the
+// only dispatcher (the server counts it delivered, the dispatcher never
+// sees it, as after a broken connection or a slow-consumer drop) and then
+// stores the user's next change. Applying that next change at once would
+// record the user's state past the lost one, and its redelivery after
+// AckWait would then be skipped as already applied: the badge would stay
+// one short forever. The gap in the consumer's delivery sequence must make
+// the dispatcher read the lost event from the stream first.
+func TestLostDeliveryKeepsDeltaCounts(t *testing.T) {
+	e := newEnv(t, brokertest.WithPartitions(1), brokertest.WithListen())
+	e.enableProxy()
+	proxy := brokertest.StartProxy(t, e.conn.ClientURL())
+	names := e.deltaUsers(3)
+	d1 := e.startOwnerAt(t, "d1", proxy.URL(), func(cfg *dispatcher.Config) {
+		fastCoalescing(cfg)
+		cfg.AckWait = time.Second
+	})
+	const missed = "pushproxy_dispatcher_missed_deliveries_total"
+	e.publishRound(names)
+	e.wantFinalBadges(t, names, 1)
+	if n := metricValue(t, d1.run.reg, missed); n != 0 {
+		t.Fatalf("%s = %v before any delivery was lost", missed, n)
+	}
+
+	// Stored subjects carry the partition: mail.<partition>.<tenant>.<user>.
+	lost := e.keyer.Subject(tenant, names[1])
+	lostUser := lost[strings.LastIndexByte(lost, '.'):]
+	proxy.DropNext(func(subject, reply string) bool {
+		return strings.HasSuffix(subject, lostUser) && strings.HasPrefix(reply, "$JS.ACK.MAIL.dispatcher-")
+	})
+	e.publishRound(names)
+	waitFor(t, "the delivery to be dropped", func() bool { return len(proxy.Dropped()) == 1 })
+	e.publishRound(names)
+	e.wantFinalBadges(t, names, 3)
+	if n := metricValue(t, d1.run.reg, missed); n != 1 {
+		t.Errorf("%s = %v, want 1", missed, n)
+	}
+	// Past two AckWaits the redelivery has come and gone: still right.
+	time.Sleep(2 * time.Second)
+	e.wantFinalBadges(t, names, 3)
 }

@@ -135,6 +135,9 @@ type worker struct {
 	// started is when the worker started consuming.
 	started time.Time
 	pin     string
+	// lastDelivery is the consumer sequence of the last delivery received;
+	// caughtUpTo, that of the last delivery the last catch-up covered.
+	lastDelivery, caughtUpTo uint64
 
 	// evs is apply's buffer of decoded events, reused between batches.
 	evs []events.Event

@@ -72,6 +72,10 @@ func IssuerOptions(auth settings.Auth, proxy settings.Proxy) (tokens.IssuerOptio
 	return tokens.IssuerOptions{IssuerID: auth.ServiceName, Realm: realm, PrincipalID: auth.RelayPrincipal, Host: u.Hostname()}, nil
 }
 
+// errSettingsUnreadable marks a reload that could not read the settings,
+// as opposed to settings that do not make an issuer.
+var errSettingsUnreadable = errors.New("cannot read the auth and proxy settings")
+
 // Source gives tokens for the current settings. It rereads the settings at
 // most every refresh interval and builds a new issuer when the certificate,
 // realm, principal or relay host changed. It is safe for concurrent use.
@@ -103,7 +107,13 @@ func (s *Source) Token(ctx context.Context) (string, error) {
 	defer s.mu.Unlock()
 	if s.issuer == nil || s.now().Sub(s.checked) >= s.refresh {
 		if err := s.reload(ctx); err != nil {
-			return "", err
+			if s.issuer == nil || !errors.Is(err, errSettingsUnreadable) {
+				return "", err
+			}
+			// The settings cannot be read (NATS is restarting, say): the
+			// last ones are seconds old, and a push signed with them beats
+			// no push. Try again after the next refresh interval.
+			s.checked = s.now()
 		}
 	}
 	return s.issuer.Token(ctx)
@@ -134,11 +144,11 @@ func CertDir(auth settings.Auth, dir string) string {
 func (s *Source) reload(ctx context.Context) error {
 	auth, err := s.store.Auth(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errSettingsUnreadable, err)
 	}
 	proxy, err := s.store.Proxy(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errSettingsUnreadable, err)
 	}
 	opts, err := IssuerOptions(auth, proxy)
 	if err != nil {

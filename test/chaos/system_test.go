@@ -452,6 +452,7 @@ var dispatcherMetrics = []string{
 	"pushproxy_dispatcher_takeover_seconds_count",
 	"pushproxy_dispatcher_events_redelivered_total",
 	"pushproxy_dispatcher_state_conflicts_total",
+	"pushproxy_dispatcher_missed_deliveries_total",
 	"pushproxy_dispatcher_dead_letters_total",
 	"pushproxy_dispatcher_devices_removed_total",
 	"pushproxy_dispatcher_relay_retries_total",

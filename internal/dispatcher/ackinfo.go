@@ -5,15 +5,23 @@ import (
 	"strings"
 )
 
-// errNotAckSubject is returned by deliveryOf for a reply subject that is
+// errNotAckSubject is returned by ackInfoOf for a reply subject that is
 // not a JetStream acknowledgement subject.
 var errNotAckSubject = errors.New("reply subject is not a JetStream ack subject")
 
 // ackPrefix starts every JetStream acknowledgement subject.
 const ackPrefix = "$JS.ACK."
 
-// deliveryOf reads the stream sequence and the delivery count of a
-// message from its acknowledgement (reply) subject, which is
+// ackInfo is what a message's acknowledgement subject tells about its
+// delivery.
+type ackInfo struct {
+	streamSeq   uint64 // the event's sequence in the stream
+	consumerSeq uint64 // the consumer's count of deliveries, redeliveries included
+	count       uint64 // how many times this event was delivered
+}
+
+// ackInfoOf reads a message's delivery from its acknowledgement (reply)
+// subject, which is
 //
 //	$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>
 //
@@ -23,12 +31,12 @@ const ackPrefix = "$JS.ACK."
 //
 // It follows the rules of jetstream.Msg.Metadata (9 tokens, or at least
 // 11) but allocates nothing: it runs once per event.
-func deliveryOf(reply string) (seq, delivered uint64, err error) {
+func ackInfoOf(reply string) (ackInfo, error) {
 	if !strings.HasPrefix(reply, ackPrefix) {
-		return 0, 0, errNotAckSubject
+		return ackInfo{}, errNotAckSubject
 	}
 	tokens := strings.Count(reply, ".") + 1
-	// Index of <delivered> among the tokens; <sseq> follows it.
+	// Index of <delivered> among the tokens; <sseq> and <cseq> follow it.
 	var at int
 	switch {
 	case tokens == 9:
@@ -36,15 +44,16 @@ func deliveryOf(reply string) (seq, delivered uint64, err error) {
 	case tokens >= 11:
 		at = 6
 	default:
-		return 0, 0, errNotAckSubject
+		return ackInfo{}, errNotAckSubject
 	}
 	rest := reply
 	for range at {
 		_, rest, _ = strings.Cut(rest, ".")
 	}
 	d, rest, _ := strings.Cut(rest, ".")
-	s, _, _ := strings.Cut(rest, ".")
-	return ackNum(s), ackNum(d), nil
+	s, rest, _ := strings.Cut(rest, ".")
+	c, _, _ := strings.Cut(rest, ".")
+	return ackInfo{streamSeq: ackNum(s), consumerSeq: ackNum(c), count: ackNum(d)}, nil
 }
 
 // ackNum parses a decimal token of an ack subject as jetstream does: 0
