@@ -34,15 +34,19 @@ Secrets are shown once, by create and rotate, and stored only hashed.
 Every ingest follows changes within a second, without a restart.`
 
 func runCredentialsCreate(ctx context.Context, c *cli, args []string) error {
-	fs := c.newFlags("credentials create", "pushctl credentials create --tenant DOMAIN --role ROLE [--kind bearer|basic --user NAME] [flags]", credentialsAbout+`
+	fs := c.newFlags("credentials create", "pushctl credentials create --tenant DOMAIN --role ROLE [--kind bearer|basic|graph|ews --user NAME] [flags]", credentialsAbout+`
 
 A bearer credential is sent as "Authorization: Bearer <secret>" (native API,
 subscriptions API); a basic one as the user and password of Dovecot's OX
-driver URL or Lua script.`)
+driver URL or Lua script; a graph one as the clientState of the Microsoft
+Graph subscriptions of its tenants; an ews one as the key of the URL of its
+tenants' Exchange EWS push subscriptions (.../v1/ews?key=<secret>). Graph
+and ews credentials only post events (role events, their default): a
+notification for another tenant gets 403.`)
 	var tenants, roles flagenv.StringList
 	fs.Var(&tenants, "tenant", `tenant (domain) the credential may act for; repeat or comma-separate, "*" for every tenant (required)`)
-	fs.Var(&roles, "role", "role: events, subscriptions, read or admin; repeat or comma-separate (required)")
-	kind := fs.String("kind", string(credentials.KindBearer), "bearer (native and subscriptions APIs) or basic (Dovecot)")
+	fs.Var(&roles, "role", "role: events, subscriptions, read or admin; repeat or comma-separate (required, except for --kind graph and ews: events)")
+	kind := fs.String("kind", string(credentials.KindBearer), "bearer (native and subscriptions APIs), basic (Dovecot), graph (clientState of Graph subscriptions) or ews (key of EWS push subscription URLs)")
 	user := fs.String("user", "", "user name of a basic credential")
 	description := fs.String("description", "", "what the credential is for, shown by list")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
@@ -50,7 +54,7 @@ driver URL or Lua script.`)
 	if err := c.parse(fs, args); err != nil {
 		return err
 	}
-	if len(tenants) == 0 || len(roles) == 0 {
+	if eventsOnly := credentials.Kind(*kind) == credentials.KindGraph || credentials.Kind(*kind) == credentials.KindEWS; len(tenants) == 0 || (len(roles) == 0 && !eventsOnly) {
 		return fmt.Errorf("%w: --tenant and --role are required", errUsage)
 	}
 	spec := credentials.Spec{Kind: credentials.Kind(*kind), User: *user, Tenants: tenants, Description: *description}

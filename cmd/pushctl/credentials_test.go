@@ -32,12 +32,18 @@ func TestCredentialsCommands(t *testing.T) {
 		t.Fatalf("revoked credential still listed:\n%s", r.stdout)
 	}
 
+	r = pushctl(t, "credentials", "create", "--kind", "graph", "--tenant", "fabrikam.com", url)
+	if graph := secretLine.FindStringSubmatch(r.stdout); r.code != 0 || graph == nil || !strings.Contains(r.stdout, "events") || len(graph[1]) > 128 {
+		t.Fatalf("create --kind graph (a clientState of at most 128 characters, role events): %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
 	tests := []struct {
 		name string
 		args []string
 		code int
 		want string
 	}{
+		{"graph with another role", []string{"credentials", "create", "--kind", "graph", "--tenant", "fabrikam.com", "--role", "admin", url}, 1, "only post events"},
 		{"no role", []string{"credentials", "create", "--tenant", "fabrikam.com", url}, 2, "--role are required"},
 		{"unknown role", []string{"credentials", "create", "--tenant", "fabrikam.com", "--role", "root", url}, 2, "unknown role"},
 		{"bad tenant", []string{"credentials", "create", "--tenant", "not a domain", "--role", "events", url}, 1, "tenant"},

@@ -66,6 +66,14 @@ const (
 	KindBearer Kind = "bearer"
 	// KindBasic is HTTP Basic user and password (Dovecot).
 	KindBasic Kind = "basic"
+	// KindGraph is the clientState of Microsoft Graph subscriptions:
+	// Graph sends it back in every change notification. It may only post
+	// events.
+	KindGraph Kind = "graph"
+	// KindEWS is the key of the URL of Exchange EWS push subscriptions
+	// (?key=<secret>): Exchange sends no credentials. It may only post
+	// events.
+	KindEWS Kind = "ews"
 )
 
 // Scope is what an authenticated request may reach: the credential's id
@@ -147,8 +155,18 @@ func (s Spec) normalize() (Spec, error) {
 		if s.User == "" || strings.ContainsAny(s.User, ": \t") {
 			return s, fmt.Errorf("%w: a basic credential needs a user name without colons or spaces", ErrInvalid)
 		}
+	case KindGraph, KindEWS:
+		if s.User != "" {
+			return s, fmt.Errorf("%w: a %s credential has no user name", ErrInvalid, s.Kind)
+		}
+		if len(s.Roles) == 0 {
+			s.Roles = []Role{RoleEvents}
+		}
+		if len(s.Roles) != 1 || s.Roles[0] != RoleEvents {
+			return s, fmt.Errorf("%w: a %s credential can only post events (role events)", ErrInvalid, s.Kind)
+		}
 	default:
-		return s, fmt.Errorf("%w: kind %q (want bearer or basic)", ErrInvalid, s.Kind)
+		return s, fmt.Errorf("%w: kind %q (want bearer, basic, graph or ews)", ErrInvalid, s.Kind)
 	}
 	if len(s.Tenants) == 0 {
 		return s, fmt.Errorf("%w: name at least one tenant (or %q for all)", ErrInvalid, AllTenants)
@@ -187,8 +205,9 @@ func newID() (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
-// newSecret returns a fresh secret for a credential: for bearer
-// credentials ppk_<id>.<random>, for basic ones the random part alone.
+// newSecret returns a fresh secret for a credential: for bearer, graph and
+// ews credentials ppk_<id>.<random> (60 URL-safe characters, within
+// Graph's 128 for a clientState), for basic ones the random part alone.
 func newSecret(kind Kind, id string) (string, error) {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {

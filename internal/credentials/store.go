@@ -248,6 +248,13 @@ func (ix *Index) Len() int {
 
 // Bearer returns the scope of a generated Bearer secret.
 func (ix *Index) Bearer(secret string) (Scope, bool) {
+	return ix.Secret(KindBearer, secret)
+}
+
+// Secret returns the scope of a generated secret (ppk_<id>.<random>) of a
+// credential of kind: a Bearer token, a Graph clientState, an EWS URL key.
+// A secret of another kind is not accepted.
+func (ix *Index) Secret(kind Kind, secret string) (Scope, bool) {
 	id, ok := bearerID(secret)
 	if !ok {
 		return Scope{}, false
@@ -255,7 +262,7 @@ func (ix *Index) Bearer(secret string) (Scope, bool) {
 	ix.mu.RLock()
 	c, found := ix.byID[id]
 	ix.mu.RUnlock()
-	if !found || c.Kind != KindBearer || !c.matches(secret) {
+	if !found || c.Kind != kind || !c.matches(secret) {
 		return Scope{}, false
 	}
 	return c.Scope(), true

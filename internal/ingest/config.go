@@ -10,6 +10,7 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/flagenv"
+	"github.com/pushproxy/pushproxy/internal/subscriptions"
 )
 
 // Config is what an operator sets for ingest. The zero value of a field
@@ -61,6 +62,10 @@ type Config struct {
 	// AllowPrivateEndpoints accepts Web Push subscriptions whose endpoint
 	// is on a loopback or private address (tests only).
 	AllowPrivateEndpoints bool
+
+	// DeviceLimits bound the devices one user and one tenant may have
+	// subscribed at once (409 above; 0: no limit).
+	DeviceLimits subscriptions.Limits
 }
 
 // DefaultConfig returns the defaults of every field.
@@ -78,6 +83,7 @@ func DefaultConfig() Config {
 		// deployment, but a leaked credential cannot flood the stream.
 		CredentialRate:  10000,
 		CredentialBurst: 20000,
+		DeviceLimits:    subscriptions.DefaultLimits,
 	}
 }
 
@@ -102,6 +108,8 @@ func Flags(fs *flag.FlagSet) *Config {
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "how long shutdown waits for requests in flight")
 	fs.Float64Var(&c.CredentialRate, "credential-rate", c.CredentialRate, "requests per second each credential may make on average (429 with Retry-After above); 0: no limit")
 	fs.IntVar(&c.CredentialBurst, "credential-burst", c.CredentialBurst, "requests each credential may make at once above --credential-rate")
+	fs.IntVar(&c.DeviceLimits.PerUser, "max-devices-per-user", c.DeviceLimits.PerUser, "devices one user may have subscribed at once (409 for one more); 0: no limit")
+	fs.IntVar(&c.DeviceLimits.PerTenant, "max-devices-per-tenant", c.DeviceLimits.PerTenant, "devices one tenant may have subscribed at once (409 for one more; each ingest recounts a tenant at most once a minute); 0: no limit")
 	fs.BoolVar(&c.AllowPrivateEndpoints, "allow-private-endpoints", false, "accept Web Push subscriptions whose endpoint is on a loopback or private address (for tests; a real push service is never there)")
 	return &c
 }
@@ -126,6 +134,9 @@ func (c *Config) resolve() (resolved, error) {
 	}
 	if c.CredentialRate < 0 || (c.CredentialRate > 0 && c.CredentialBurst < 1) {
 		errs = append(errs, fmt.Errorf("credential rate %g must not be negative, and its burst %d at least 1", c.CredentialRate, c.CredentialBurst))
+	}
+	if c.DeviceLimits.PerUser < 0 || c.DeviceLimits.PerTenant < 0 {
+		errs = append(errs, fmt.Errorf("device limits must not be negative, got %d per user and %d per tenant", c.DeviceLimits.PerUser, c.DeviceLimits.PerTenant))
 	}
 	if c.PublishTimeout <= 0 || c.OXTimeout <= 0 || c.RetryAfter < time.Second {
 		errs = append(errs, errors.New("publish timeouts must be positive and retry-after at least 1s"))

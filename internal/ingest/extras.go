@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -49,6 +50,9 @@ func (x *Extras) Extensions(ctx context.Context, conn *broker.Conn, reg promethe
 		}
 		exts = append(exts, func(s *Server) error {
 			cfg.Log, cfg.Metrics = s.Log(), reg
+			if s.creds != nil {
+				cfg.VerifyKey = eventSecrets(s.creds, credentials.KindEWS)
+			}
 			src, err := ews.NewSource(cfg)
 			if err != nil {
 				return err
@@ -66,6 +70,9 @@ func (x *Extras) Extensions(ctx context.Context, conn *broker.Conn, reg promethe
 		}
 		exts = append(exts, func(s *Server) error {
 			cfg.Log, cfg.Metrics = s.Log(), reg
+			if s.creds != nil {
+				cfg.Verify = eventSecrets(s.creds, credentials.KindGraph)
+			}
 			src, err := graph.NewSource(cfg)
 			if err != nil {
 				return err
@@ -77,6 +84,23 @@ func (x *Extras) Extensions(ctx context.Context, conn *broker.Conn, reg promethe
 		})
 	}
 	return exts, nil
+}
+
+// eventSecrets checks the secrets of a source that authenticates with one
+// (Graph clientStates, EWS URL keys) against the credentials of kind in
+// ix: a known one reports for the tenants of its credential (any, for
+// "*").
+func eventSecrets(ix *credentials.Index, kind credentials.Kind) func(string) ([]string, bool) {
+	return func(secret string) ([]string, bool) {
+		scope, ok := ix.Secret(kind, secret)
+		if !ok || !slices.Contains(scope.Roles, credentials.RoleEvents) {
+			return nil, false
+		}
+		if slices.Contains(scope.Tenants, credentials.AllTenants) {
+			return nil, true
+		}
+		return scope.Tenants, true
+	}
 }
 
 // SubscriptionsAPI mounts the device subscriptions API (see
@@ -91,7 +115,7 @@ func SubscriptionsAPI(store *subscriptions.Store) Extension {
 			return nil
 		}
 		opts := subscriptions.APIOptions{Access: scopeAccess{}, Check: checkWebPush(s.cfg.AllowPrivateEndpoints)}
-		for pattern, h := range subscriptions.Routes(store, s.Log(), opts) {
+		for pattern, h := range subscriptions.Routes(store.WithLimits(s.cfg.DeviceLimits), s.Log(), opts) {
 			s.Handle(pattern, Chain(h, RequireAuth(auth), s.limits.Middleware()))
 		}
 		return nil

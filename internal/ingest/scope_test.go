@@ -1,13 +1,17 @@
 package ingest_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdh"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +23,8 @@ import (
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
 	"github.com/pushproxy/pushproxy/internal/credentials"
 	"github.com/pushproxy/pushproxy/internal/ingest"
+	"github.com/pushproxy/pushproxy/internal/sources/ews"
+	"github.com/pushproxy/pushproxy/internal/sources/graph"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
 )
 
@@ -31,7 +37,16 @@ type scoped struct {
 	subs  *subscriptions.Store
 }
 
-func newScoped(t *testing.T) *scoped {
+// newScoped starts an ingest server whose only credentials are scoped
+// ones, with the subscriptions API, or, when x is given, with everything
+// x mounts.
+func newScoped(t *testing.T, x ...*ingest.Extras) *scoped {
+	t.Helper()
+	return newScopedConfig(t, ingest.DefaultConfig(), x...)
+}
+
+// newScopedConfig is newScoped with another config.
+func newScopedConfig(t *testing.T, cfg ingest.Config, x ...*ingest.Extras) *scoped {
 	t.Helper()
 	ctx := context.Background()
 	conn := brokertest.Start(t)
@@ -53,7 +68,7 @@ func newScoped(t *testing.T) *scoped {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := ingest.New(ingest.DefaultConfig(), ingest.Deps{Publisher: pub, Log: zerolog.Nop(), Registry: prometheus.NewRegistry(), Credentials: index})
+	srv, err := ingest.New(cfg, ingest.Deps{Publisher: pub, Log: zerolog.Nop(), Registry: prometheus.NewRegistry(), Credentials: index})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,8 +76,16 @@ func newScoped(t *testing.T) *scoped {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ingest.SubscriptionsAPI(subs)(srv); err != nil {
-		t.Fatal(err)
+	exts := []ingest.Extension{ingest.SubscriptionsAPI(subs)}
+	if len(x) > 0 {
+		if exts, err = x[0].Extensions(ctx, conn, prometheus.NewRegistry()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ext := range exts {
+		if err := ext(srv); err != nil {
+			t.Fatal(err)
+		}
 	}
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
@@ -266,5 +289,140 @@ func TestWebPushSubscriptionsThatCanWork(t *testing.T) {
 				t.Fatalf("status %d, want %d", got, tt.status)
 			}
 		})
+	}
+}
+
+// TestGraphClientStateCredential checks a clientState made by pushctl
+// credentials create --kind graph: it reports for its tenant, gets 403 for
+// another (nothing stored) and 401 once revoked.
+func TestGraphClientStateCredential(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "graph-users.json")
+	writeFile(t, dir, `{"users":[
+		{"user_id":"8ee44408-0679-472c-bc2a-692812af3437","tenant":"fabrikam.com","address":"alice@fabrikam.com"},
+		{"user_id":"5d1c7e8a-3b2f-4c6d-9e0a-1f2b3c4d5e6f","tenant":"contoso.com","address":"bob@contoso.com"}]}`)
+	s := newScoped(t, &ingest.Extras{Graph: &graph.Settings{UsersFile: dir}})
+	if _, _, err := s.store.Create(context.Background(), credentials.Spec{Kind: credentials.KindGraph, Tenants: []string{"fabrikam.com"}, Roles: []credentials.Role{credentials.RoleAdmin}}); !errors.Is(err, credentials.ErrInvalid) {
+		t.Fatalf("a graph credential with the admin role: %v", err)
+	}
+	cred, secret := s.credential(t, credentials.Spec{Kind: credentials.KindGraph, Tenants: []string{"fabrikam.com"}})
+	if len(cred.Roles) != 1 || cred.Roles[0] != credentials.RoleEvents {
+		t.Fatalf("graph credential roles %v, want [events]", cred.Roles)
+	}
+	_, bearer := s.credential(t, credentials.Spec{Kind: credentials.KindBearer, Tenants: []string{"fabrikam.com"}, Roles: []credentials.Role{credentials.RoleEvents}})
+	note := func(state, userID string) string {
+		return `{"value":[{"subscriptionId":"7f105c7d-2dc5-4530-97cd-4e7ae6534c07","clientState":"` + state +
+			`","changeType":"created","resource":"Users/` + userID + `/Messages/m1","resourceData":{"@odata.type":"#Microsoft.Graph.Message","id":"m1"}}]}`
+	}
+	const alice, bob = "8ee44408-0679-472c-bc2a-692812af3437", "5d1c7e8a-3b2f-4c6d-9e0a-1f2b3c4d5e6f"
+	tests := []struct {
+		name, body string
+		want       int
+		stored     int
+	}{
+		{"own tenant", note(secret, alice), http.StatusAccepted, 1},
+		{"other tenant", note(secret, bob), http.StatusForbidden, 1},
+		{"unknown secret", note(secret+"x", alice), http.StatusUnauthorized, 1},
+		{"bearer secret as clientState", note(bearer, alice), http.StatusUnauthorized, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := s.call(t, http.MethodPost, "/v1/graph", "", tt.body); got != tt.want {
+				t.Fatalf("status %d, want %d", got, tt.want)
+			}
+			if n := len(brokertest.Events(t, s.conn.JS)); n != tt.stored {
+				t.Fatalf("%d events stored, want %d", n, tt.stored)
+			}
+		})
+	}
+	if err := s.store.Revoke(context.Background(), cred.ID); err != nil {
+		t.Fatal(err)
+	}
+	s.waitStatus(t, http.StatusUnauthorized, http.MethodPost, "/v1/graph", "", note(secret, alice))
+}
+
+// TestDeviceLimits subscribes devices through the API up to the tenant's
+// limit: one more gets 409 with a body naming the tenant.
+func TestDeviceLimits(t *testing.T) {
+	cfg := ingest.DefaultConfig()
+	cfg.DeviceLimits = subscriptions.Limits{PerUser: 2, PerTenant: 3}
+	s := newScopedConfig(t, cfg)
+	_, secret := s.credential(t, credentials.Spec{Kind: credentials.KindBearer, Tenants: []string{"fabrikam.com"}, Roles: []credentials.Role{credentials.RoleSubscriptions}})
+	device := func(user, dev string) string {
+		return `{"tenant":"fabrikam.com","user":"` + user + `@fabrikam.com","appId":"com.example.mail","deviceId":"` + dev + `","platform":"apns"}`
+	}
+	steps := []struct {
+		user, dev string
+		want      int
+	}{
+		{"alice", "a1", http.StatusCreated},
+		{"alice", "a2", http.StatusCreated},
+		{"alice", "a3", http.StatusConflict}, // the user's limit
+		{"bob", "b1", http.StatusCreated},
+		{"bob", "b2", http.StatusConflict}, // the tenant's limit
+		{"alice", "a1", http.StatusOK},     // a refresh always passes
+	}
+	for _, st := range steps {
+		if got := s.call(t, http.MethodPost, "/v1/subscriptions", secret, device(st.user, st.dev)); got != st.want {
+			t.Fatalf("%s/%s: %d, want %d", st.user, st.dev, got, st.want)
+		}
+	}
+	subs, err := s.subs.ListAll(context.Background())
+	if err != nil || len(subs) != 3 {
+		t.Fatalf("stored %d subscriptions (%v), want 3", len(subs), err)
+	}
+}
+
+// TestEWSKeyCredential checks a URL key made by pushctl credentials create
+// --kind ews: it reports for its tenant's subscriptions, gets 403 for
+// another's (nothing stored) and 401 once revoked; with --ews-require-key
+// a request without a known key gets 401.
+func TestEWSKeyCredential(t *testing.T) {
+	registry := filepath.Join(t.TempDir(), "ews.json")
+	writeFile(t, registry, `{"subscriptions":[{"subscription_id":"FwBleGNoMDEuZmFicmlrYW0uY29tEAAAAL9T5gfVLkJMqeS2ZbJhFyPX4JtH5NPaCA==","tenant":"fabrikam.com","user":"alice@fabrikam.com","inbox_folder_id":"AAMkADk1ZGY0ZjNmLTJmZjMtNDg4Zi1hYzQ1LTBmMmRiOTQ2ZGE5NAAuAAAAAACJhUi+Ncr4QbV9dCaXEVhHAQCdQw6nHzAxRpkuT1MdYAp0AAAAAAEMAAA="}]}`)
+	body := readFile(t, "../sources/ews/testdata/sendnotification_newmail.xml")
+	s := newScoped(t, &ingest.Extras{EWS: &ews.Settings{SubscriptionsFile: registry, RequireKey: true}})
+	own, ownKey := s.credential(t, credentials.Spec{Kind: credentials.KindEWS, Tenants: []string{"fabrikam.com"}})
+	_, otherKey := s.credential(t, credentials.Spec{Kind: credentials.KindEWS, Tenants: []string{"contoso.com"}})
+	_, bearer := s.credential(t, credentials.Spec{Kind: credentials.KindBearer, Tenants: []string{"fabrikam.com"}, Roles: []credentials.Role{credentials.RoleEvents}})
+	post := func(key string) int {
+		t.Helper()
+		resp, err := http.Post(s.url+"/v1/ews?key="+url.QueryEscape(key), "text/xml; charset=utf-8", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	tests := []struct {
+		name, key string
+		want      int
+	}{
+		{"other tenant's key", otherKey, http.StatusForbidden},
+		{"no key", "", http.StatusUnauthorized},
+		{"bearer secret as key", bearer, http.StatusUnauthorized},
+		{"own tenant's key", ownKey, http.StatusOK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(brokertest.Events(t, s.conn.JS))
+			got := post(tt.key)
+			if got != tt.want {
+				t.Fatalf("status %d, want %d", got, tt.want)
+			}
+			after := len(brokertest.Events(t, s.conn.JS))
+			if stored := after > before; stored != (tt.want == http.StatusOK) {
+				t.Fatalf("%d events stored before, %d after", before, after)
+			}
+		})
+	}
+	if err := s.store.Revoke(context.Background(), own.ID); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for post(ownKey) != http.StatusUnauthorized {
+		if time.Now().After(deadline) {
+			t.Fatal("a revoked key still works")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -25,8 +25,9 @@ type Store struct {
 	keyer *events.Keyer
 	ttl   time.Duration
 	now   func() time.Time
-	// maxPerUser bounds a user's devices (0: no limit).
-	maxPerUser int
+	// limits bound the devices of a user and of a tenant.
+	limits  Limits
+	tenants *tenantCounts
 }
 
 // Open opens the bucket, which provisioning creates with the subscription
@@ -40,7 +41,8 @@ func Open(ctx context.Context, js jetstream.JetStream, keyer *events.Keyer) (*St
 	if err != nil {
 		return nil, fmt.Errorf("reading bucket %s status: %w", broker.BucketSubscriptions, err)
 	}
-	return &Store{kv: kv, keyer: keyer, ttl: status.TTL(), now: time.Now, maxPerUser: DefaultMaxPerUser}, nil
+	return &Store{kv: kv, keyer: keyer, ttl: status.TTL(), now: time.Now, limits: DefaultLimits,
+		tenants: &tenantCounts{m: map[string]tenantCount{}}}, nil
 }
 
 // WithClock returns a copy of the store that takes time from now.
@@ -100,45 +102,10 @@ func (s *Store) Put(ctx context.Context, sub Subscription) (Subscription, bool, 
 	}
 	sub.Key = key
 	sub.ExpiresAt = s.expiry(sub.LastSubscriptionUpdate)
+	if created {
+		s.tenants.add(key, 1)
+	}
 	return sub, created, nil
-}
-
-// DefaultMaxPerUser is how many devices one user may have subscribed at
-// once unless WithMaxPerUser says otherwise.
-const DefaultMaxPerUser = 20
-
-// ErrTooMany is returned by Put for a new device of a user who has the
-// most subscriptions allowed.
-var ErrTooMany = errors.New("too many subscriptions")
-
-// WithMaxPerUser returns a copy of the store that allows n devices per
-// user (0: no limit).
-func (s *Store) WithMaxPerUser(n int) *Store {
-	c := *s
-	c.maxPerUser = n
-	return &c
-}
-
-// checkRoom refuses a new device of a user who has maxPerUser already. A
-// refresh of a known one (the frequent case) passes on one read of its
-// key; only a new device lists the user's.
-func (s *Store) checkRoom(ctx context.Context, sub Subscription, key string) error {
-	if s.maxPerUser <= 0 {
-		return nil
-	}
-	if _, err := s.kv.Get(ctx, key); err == nil {
-		return nil
-	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("reading subscription %s: %w", key, err)
-	}
-	have, err := s.List(ctx, sub.Tenant, sub.User)
-	if err != nil {
-		return err
-	}
-	if len(have) < s.maxPerUser {
-		return nil
-	}
-	return fmt.Errorf("%w: %s has %d devices subscribed, the most allowed; unsubscribe one first", ErrTooMany, sub.User, len(have))
 }
 
 // Delete removes the subscription of the device appID/deviceID of a user.
@@ -177,6 +144,7 @@ func (s *Store) DeleteKey(ctx context.Context, key string) error {
 	if err := s.kv.Delete(ctx, key); err != nil {
 		return fmt.Errorf("deleting subscription: %w", err)
 	}
+	s.tenants.add(key, -1)
 	return nil
 }
 

@@ -328,3 +328,45 @@ func TestDevicesPerUserAreBounded(t *testing.T) {
 		t.Fatalf("a third device: %v, want ErrTooMany", err)
 	}
 }
+
+// TestDevicesPerTenantAreBounded fills a tenant up to its limit with
+// several users: a new device of any of its users is refused, a refresh is
+// not, another tenant is not affected, and a deletion makes room at once.
+func TestDevicesPerTenantAreBounded(t *testing.T) {
+	store := openStore(t).WithLimits(subscriptions.Limits{PerUser: 20, PerTenant: 3})
+	ctx := context.Background()
+	sub := func(tenant, user, dev string) subscriptions.Subscription {
+		return subscriptions.Subscription{Tenant: tenant, User: user + "@" + tenant, AppID: "app", DeviceID: dev, Platform: subscriptions.PlatformAPNS}
+	}
+	steps := []struct {
+		name    string
+		sub     subscriptions.Subscription
+		delete  bool
+		refused bool
+	}{
+		{name: "first", sub: sub("fabrikam.com", "alice", "d1")},
+		{name: "second user", sub: sub("fabrikam.com", "bob", "d2")},
+		{name: "third", sub: sub("fabrikam.com", "bob", "d3")},
+		{name: "one more", sub: sub("fabrikam.com", "carol", "d4"), refused: true},
+		{name: "refresh at the limit", sub: sub("fabrikam.com", "alice", "d1")},
+		{name: "other tenant", sub: sub("contoso.com", "dave", "d5")},
+		{name: "delete one", sub: sub("fabrikam.com", "bob", "d3"), delete: true},
+		{name: "room again", sub: sub("fabrikam.com", "carol", "d4")},
+		{name: "full again", sub: sub("fabrikam.com", "carol", "d6"), refused: true},
+	}
+	for _, st := range steps {
+		if st.delete {
+			if err := store.Delete(ctx, st.sub.Tenant, st.sub.User, st.sub.AppID, st.sub.DeviceID); err != nil {
+				t.Fatalf("%s: %v", st.name, err)
+			}
+			continue
+		}
+		_, _, err := store.Put(ctx, st.sub)
+		if st.refused != errors.Is(err, subscriptions.ErrTooMany) || (!st.refused && err != nil) {
+			t.Fatalf("%s: %v, want refused=%v", st.name, err, st.refused)
+		}
+		if st.refused && !strings.Contains(err.Error(), "tenant fabrikam.com") {
+			t.Fatalf("%s: %q does not name the tenant", st.name, err)
+		}
+	}
+}

@@ -15,6 +15,8 @@ type Settings struct {
 	// Key is Config.Key; KeyFile holds it instead.
 	Key     string
 	KeyFile string
+	// RequireKey is Config.RequireKey.
+	RequireKey bool
 }
 
 // Flags registers the EWS source's flags on fs and returns the settings
@@ -22,8 +24,9 @@ type Settings struct {
 func Flags(fs *flag.FlagSet) *Settings {
 	s := &Settings{}
 	fs.StringVar(&s.SubscriptionsFile, "ews-subscriptions", "", `JSON file mapping EWS push subscription ids to users: {"subscriptions":[{"subscription_id","tenant","user","inbox_folder_id"}]}; without it the EWS endpoint is disabled`)
-	fs.StringVar(&s.Key, "ews-key", "", "secret that EWS push subscription URLs carry as ?key=...; empty accepts any caller, and only notifications for subscriptions in --ews-subscriptions are used")
+	fs.StringVar(&s.Key, "ews-key", "", "secret that EWS push subscription URLs carry as ?key=...; empty accepts any caller (unless --ews-require-key), and only notifications for subscriptions in --ews-subscriptions are used; prefer pushctl credentials create --kind ews")
 	fs.StringVar(&s.KeyFile, "ews-key-file", "", "file holding the EWS URL key (instead of --ews-key)")
+	fs.BoolVar(&s.RequireKey, "ews-require-key", false, "refuse EWS requests without a known key even when --ews-key is empty: only keys from pushctl credentials create --kind ews (scoped to tenants, rotated and revoked without a restart) are accepted")
 	return s
 }
 
@@ -45,5 +48,5 @@ func (s *Settings) Config() (Config, error) {
 		}
 		key = strings.TrimRight(string(data), "\r\n")
 	}
-	return Config{Subscriptions: reg, Key: key}, nil
+	return Config{Subscriptions: reg, Key: key, RequireKey: s.RequireKey}, nil
 }

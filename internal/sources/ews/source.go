@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -55,6 +56,15 @@ type Config struct {
 	// subscription ids are what keep strangers from posting events. Without
 	// it every request is let through to the registry check.
 	Key string
+	// VerifyKey, when set, checks a key that is not Key: ok when it is a
+	// known secret, with the tenants whose subscriptions it may report for
+	// (nil: any). Ingest passes the credentials that pushctl credentials
+	// create --kind ews makes; a notification of a subscription of another
+	// tenant is then answered 403 and nothing of the request is stored.
+	VerifyKey func(key string) (tenants []string, ok bool)
+	// RequireKey refuses requests without a known key even when Key is
+	// empty (only VerifyKey's credentials are accepted then).
+	RequireKey bool
 	// OnSubscriptionError, when set, is called for every response message
 	// of class Error, e.g. to create the subscription again. It runs on
 	// the request's goroutine: keep it short.
@@ -108,12 +118,28 @@ func NewSource(cfg Config) (*Source, error) {
 
 // Authenticate checks the key of the request's URL, in constant time; it
 // accepts every request when no key is configured.
+//
+// A key that VerifyKey knows is accepted for its tenants: Parse refuses a
+// notification of another tenant's subscription. Without any key
+// configured and without RequireKey, a request with no key or an unknown
+// one is accepted for any tenant, as before credentials existed.
 func (s *Source) Authenticate(r *http.Request) bool {
-	if s.cfg.Key == "" {
-		return true
+	key := r.URL.Query().Get(KeyParam)
+	if s.cfg.Key != "" {
+		got := sha256.Sum256([]byte(key))
+		if subtle.ConstantTimeCompare(got[:], s.key[:]) == 1 {
+			return true
+		}
 	}
-	got := sha256.Sum256([]byte(r.URL.Query().Get(KeyParam)))
-	return subtle.ConstantTimeCompare(got[:], s.key[:]) == 1
+	if s.cfg.VerifyKey != nil && key != "" {
+		if tenants, ok := s.cfg.VerifyKey(key); ok {
+			if st := exchangeOf(r); st != nil {
+				st.tenants, st.scoped = tenants, tenants != nil
+			}
+			return true
+		}
+	}
+	return s.cfg.Key == "" && !s.cfg.RequireKey
 }
 
 // Challenge is the WWW-Authenticate value of a 401 answer: the key goes in
@@ -169,6 +195,13 @@ func (s *Source) Parse(r *http.Request, body []byte) ([]sources.Item, error) {
 		if err != nil {
 			continue
 		}
+		if st.scoped && !slices.Contains(st.tenants, sub.Tenant) {
+			// A key belongs to its tenants' subscriptions: a notification
+			// of another's is a forgery or a misconfiguration, and nothing
+			// of the request is stored.
+			return nil, &service.Error{Status: http.StatusForbidden, Code: "forbidden", Field: KeyParam,
+				Message: "this key may not report for tenant " + sub.Tenant + "; nothing was stored"}
+		}
 		for _, e := range Map(m.Notification, sub) {
 			items = append(items, sources.Item{Event: e})
 		}
@@ -214,6 +247,9 @@ func (s *Source) subscriptionError(ctx context.Context, m *Message, sub Subscrip
 // exchange is what Parse tells Respond about one request.
 type exchange struct {
 	status Status
+	// scoped: the request's key may report only for tenants.
+	scoped  bool
+	tenants []string
 }
 
 type exchangeKey struct{}

@@ -28,14 +28,16 @@ type Settings struct {
 func Flags(fs *flag.FlagSet) *Settings {
 	s := &Settings{}
 	fs.StringVar(&s.UsersFile, "graph-users", "", `JSON file mapping Graph user ids to users: {"users":[{"user_id","tenant_id","tenant","address"}]}; without it the Graph endpoint is disabled`)
-	fs.Var((*flagenv.StringList)(&s.ClientStates), "graph-client-state", "clientState secret(s) of the Graph subscriptions, comma-separated (several while rotating); TENANT[|TENANT...]:SECRET lets a secret report only for those tenants (403 otherwise), a bare SECRET for any")
+	fs.Var((*flagenv.StringList)(&s.ClientStates), "graph-client-state", "clientState secret(s) of the Graph subscriptions, comma-separated (several while rotating); TENANT[|TENANT...]:SECRET lets a secret report only for those tenants (403 otherwise), a bare SECRET for any; prefer pushctl credentials create --kind graph (scoped, rotated and revoked without a restart)")
 	fs.StringVar(&s.ClientStateFile, "graph-client-state-file", "", "file with more Graph clientState secrets, one per line")
 	fs.StringVar(&s.Key, "graph-key", "", "secret that the Graph notificationUrl carries as ?key=... (optional: the clientState already authenticates notifications)")
 	fs.StringVar(&s.DefaultMailbox, "graph-default-mailbox", "", "mailbox of Graph notifications whose resource names no folder (default INBOX: subscribe to users/{id}/mailFolders('inbox')/messages)")
 	return s
 }
 
-// Enabled reports whether the settings name a directory file.
+// Enabled reports whether the settings name a directory file. Without any
+// configured clientState, only graph credentials (pushctl credentials
+// create --kind graph) authenticate notifications.
 func (s *Settings) Enabled() bool { return s.UsersFile != "" }
 
 // Config loads the directory and the secrets into a Config; the caller

@@ -57,6 +57,12 @@ type Config struct {
 	// required. One written TENANT[|TENANT...]:SECRET reports only for
 	// those tenants; a bare SECRET for any tenant of the directory.
 	ClientStates []string
+	// Verify, when set, checks a clientState that none of ClientStates
+	// is: ok when it is a known secret, with the tenants it may report
+	// for (nil: any). Ingest passes the credentials that pushctl
+	// credentials create --kind graph makes. ClientStates or Verify is
+	// required.
+	Verify func(clientState string) (tenants []string, ok bool)
 	// Users maps the user of a resource to a tenant and address. Required.
 	Users UserDirectory
 	// DefaultMailbox is the mailbox of a message whose resource names no
@@ -126,7 +132,7 @@ func NewSource(cfg Config) (*Source, error) {
 			s.tenants = append(s.tenants, tenants)
 		}
 	}
-	if len(s.states) == 0 {
+	if len(s.states) == 0 && cfg.Verify == nil {
 		return nil, errors.New("graph source: at least one clientState secret is required")
 	}
 	if s.cfg.DefaultMailbox == "" {
@@ -239,8 +245,8 @@ func (s *Source) Parse(r *http.Request, body []byte) ([]sources.Item, error) {
 	)
 	for i := range c.Value {
 		n := &c.Value[i]
-		state := s.clientState(n.ClientState)
-		if state < 0 {
+		allowed, known := s.clientState(n.ClientState)
+		if !known {
 			s.drop(n, resultBadClientState, "")
 			continue
 		}
@@ -257,7 +263,7 @@ func (s *Source) Parse(r *http.Request, body []byte) ([]sources.Item, error) {
 		if result != resultAccepted {
 			continue
 		}
-		if allowed := s.tenants[state]; allowed != nil && !slices.Contains(allowed, e.Tenant) {
+		if allowed != nil && !slices.Contains(allowed, e.Tenant) {
 			// A clientState belongs to its tenants' subscriptions: a
 			// notification for another tenant is a forgery or a
 			// misconfiguration, and nothing of the request is stored.
@@ -279,9 +285,10 @@ func (s *Source) Respond(w http.ResponseWriter, _ *http.Request) {
 	w.WriteHeader(http.StatusAccepted)
 }
 
-// clientState returns the index of the configured secret that state is,
-// or -1, comparing with every secret in constant time.
-func (s *Source) clientState(state string) int {
+// clientState reports whether state is a known secret (comparing with
+// every configured one in constant time, then asking Config.Verify) and
+// the tenants it may report for (nil: any).
+func (s *Source) clientState(state string) (tenants []string, known bool) {
 	got := sha256.Sum256([]byte(state))
 	found := -1
 	for i := range s.states {
@@ -289,7 +296,13 @@ func (s *Source) clientState(state string) int {
 			found = i
 		}
 	}
-	return found
+	if found >= 0 {
+		return s.tenants[found], true
+	}
+	if s.cfg.Verify != nil && state != "" {
+		return s.cfg.Verify(state)
+	}
+	return nil, false
 }
 
 // splitClientState reads a configured clientState: "SECRET" reports for
