@@ -7,6 +7,7 @@
 #   make build   build all binaries into ./bin
 #   make lint    go vet, gofmt check and staticcheck (installed by the Makefile)
 #   make chaos   the long chaos run (test/chaos): kills processes of a real cluster, prints a summary table
+#   make deploy-sync  copy deploy/nats/permissions.conf into the Kubernetes kustomization
 
 GO        ?= go
 FUZZTIME  ?= 20s
@@ -31,7 +32,7 @@ FUZZ_TARGETS = \
 	./internal/providers:FuzzParseRetryAfter \
 	./internal/providers/webpush:FuzzParseSubscription
 
-.PHONY: run test unit integration bench fuzz build lint clean help chaos chaos-bin
+.PHONY: run test unit integration bench fuzz build lint clean help chaos chaos-bin deploy-sync
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -85,6 +86,11 @@ lint: $(STATICCHECK)
 
 clean:
 	rm -rf $(BIN)
+
+# kustomize loads files only from its folder: deploy/kubernetes keeps a copy
+# of the NATS permissions, which test/natsperms checks is identical.
+deploy-sync:
+	cp deploy/nats/permissions.conf deploy/kubernetes/nats-permissions.conf
 
 # Chaos tests (test/chaos): a 3-node nats-server cluster, ingest, three
 # dispatchers and a relay as OS processes, killed under load. chaos-bin

@@ -3,18 +3,12 @@ package relay
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -32,6 +26,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/relay/registry"
 	"github.com/pushproxy/pushproxy/internal/relay/webui"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
+	"github.com/pushproxy/pushproxy/internal/tlstest"
 )
 
 // running is a relay started with Run.
@@ -58,9 +53,10 @@ func startRelay(t *testing.T, cfg Config, tlsOn bool) *running {
 	cfg.Listener = ln
 	r := &running{base: "http://" + ln.Addr().String(), client: &http.Client{Timeout: 30 * time.Second}, conn: conn, done: make(chan error, 1)}
 	if tlsOn {
-		cfg.TLSCertFile, cfg.TLSKeyFile = writeServerCert(t)
+		files := tlstest.Write(t, t.TempDir())
+		cfg.TLSCertFile, cfg.TLSKeyFile = files.ServerCert, files.ServerKey
 		pool := x509.NewCertPool()
-		pemData, err := os.ReadFile(cfg.TLSCertFile)
+		pemData, err := os.ReadFile(files.CA)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,43 +118,6 @@ func writeFile(t *testing.T, data string) string {
 		t.Fatal(err)
 	}
 	return path
-}
-
-// writeServerCert writes a self-signed certificate for 127.0.0.1 and its
-// key and returns their paths.
-func writeServerCert(t *testing.T) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "relay.test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		DNSNames:     []string{"relay.test"},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "relay.pem"), filepath.Join(dir, "relay.key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
 }
 
 func TestRunOverTLSWithLiveRegistries(t *testing.T) {

@@ -31,6 +31,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/relay"
 	"github.com/pushproxy/pushproxy/internal/relay/registry"
 	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/tlstest"
 	"github.com/pushproxy/pushproxy/test/partner"
 )
 
@@ -39,10 +40,18 @@ const org = "fabrikam.com"
 // users are the NATS users of permissions.conf.
 var users = []string{"admin", "ingest", "dispatcher", "monitor", "relay"}
 
-// startServer runs NATS with the shipped permissions and returns its URL.
-func startServer(t *testing.T) string {
+// natsServer is a NATS server with the shipped permissions that requires
+// TLS with client certificates (mutual TLS), as a deployment should.
+type natsServer struct {
+	url string
+	tls tlstest.Files
+}
+
+// startServer runs NATS with the shipped permissions behind mutual TLS.
+func startServer(t *testing.T) natsServer {
 	t.Helper()
 	dir := t.TempDir()
+	files := tlstest.Write(t, dir)
 	perms, err := os.ReadFile(filepath.Join("..", "..", "deploy", "nats", "permissions.conf"))
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +59,9 @@ func startServer(t *testing.T) string {
 	if err := os.WriteFile(filepath.Join(dir, "permissions.conf"), perms, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	main := fmt.Sprintf("listen: 127.0.0.1:-1\njetstream { store_dir: %q }\ninclude ./permissions.conf\n", filepath.Join(dir, "js"))
+	main := fmt.Sprintf("listen: 127.0.0.1:-1\njetstream { store_dir: %q }\ninclude ./permissions.conf\n"+
+		"tls { cert_file: %q, key_file: %q, ca_file: %q, verify: true, timeout: 5 }\n",
+		filepath.Join(dir, "js"), files.ServerCert, files.ServerKey, files.CA)
 	if err := os.WriteFile(filepath.Join(dir, "nats.conf"), []byte(main), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -71,15 +82,21 @@ func startServer(t *testing.T) string {
 		t.Fatal("NATS did not start")
 	}
 	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	return srv.ClientURL()
+	return natsServer{url: srv.ClientURL(), tls: files}
+}
+
+// options are what a component configures to reach the server as user.
+func (n natsServer) options(user string) broker.Options {
+	return broker.Options{Name: user, URLs: []string{n.url}, User: user, Password: password(user),
+		CAFile: n.tls.CA, CertFile: n.tls.ClientCert, KeyFile: n.tls.ClientKey}
 }
 
 func password(user string) string { return "test-password-of-" + user }
 
 // connect connects as user.
-func connect(t *testing.T, ctx context.Context, url, user string) *broker.Conn {
+func (n natsServer) connect(t *testing.T, ctx context.Context, user string) *broker.Conn {
 	t.Helper()
-	c, err := broker.Connect(ctx, broker.Options{Name: user, URLs: []string{url}, User: user, Password: password(user)})
+	c, err := broker.Connect(ctx, n.options(user))
 	if err != nil {
 		t.Fatalf("connecting as %s: %v", user, err)
 	}
@@ -101,10 +118,10 @@ func freeAddr(t *testing.T) string {
 // NATS user per component: a subscription and an event become a push, the
 // probe runs; then every forbidden action of each user is refused.
 func TestComponentsWorkWithTheirOwnUsers(t *testing.T) {
-	url := startServer(t)
+	srv := startServer(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	admin := connect(t, ctx, url, "admin")
+	admin := srv.connect(t, ctx, "admin")
 	if err := broker.Provision(ctx, admin.JS, broker.DefaultLayout()); err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +146,7 @@ func TestComponentsWorkWithTheirOwnUsers(t *testing.T) {
 
 	// Each component with its own user.
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)
-	ic, dc, mc, rc := connect(t, ctx, url, "ingest"), connect(t, ctx, url, "dispatcher"), connect(t, ctx, url, "monitor"), connect(t, ctx, url, "relay")
+	ic, dc, mc, rc := srv.connect(t, ctx, "ingest"), srv.connect(t, ctx, "dispatcher"), srv.connect(t, ctx, "monitor"), srv.connect(t, ctx, "relay")
 	icfg := ingest.DefaultConfig()
 	icfg.Addr = ingestAddr
 	exts, err := (&ingest.Extras{}).Extensions(ctx, ic, service.NewRegistry())
@@ -217,19 +234,20 @@ func TestComponentsWorkWithTheirOwnUsers(t *testing.T) {
 	}
 	for _, r := range refusals {
 		t.Run(r.user+"/"+r.action+"/"+r.subject, func(t *testing.T) {
-			refused(t, url, r.user, r.action, r.subject)
+			refused(t, srv, r.user, r.action, r.subject)
 		})
 	}
 }
 
 // refused checks that user may not publish to (or subscribe to) subject:
 // the server answers with a permissions violation naming it.
-func refused(t *testing.T, url, user, action, subject string) {
+func refused(t *testing.T, srv natsServer, user, action, subject string) {
 	t.Helper()
 	violations := make(chan error, 4)
-	nc, err := nats.Connect(url, nats.UserInfo(user, password(user)), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-		violations <- err
-	}))
+	nc, err := nats.Connect(srv.url, nats.UserInfo(user, password(user)), nats.RootCAs(srv.tls.CA), nats.ClientCert(srv.tls.ClientCert, srv.tls.ClientKey),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			violations <- err
+		}))
 	if err != nil {
 		t.Fatal(err)
 	}
