@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/pushproxy/pushproxy/internal/version"
 )
 
@@ -31,6 +33,9 @@ type cli struct {
 	stdout io.Writer
 	stderr io.Writer
 	getenv func(string) string
+	// registry receives the metrics of pushctl standalone; nil: a new one.
+	// Tests set it to see what the parts register.
+	registry *prometheus.Registry
 }
 
 // errUsage marks an error in the command line; the exit code is 2.

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
@@ -124,7 +125,11 @@ func runStandalone(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	return s.run(ctx, conn, setup, log, c.stdout)
+	reg := c.registry
+	if reg == nil {
+		reg = service.NewRegistry()
+	}
+	return s.run(ctx, conn, setup, log, reg, c.stdout)
 }
 
 // setup is what bootstrap found or made.
@@ -255,10 +260,9 @@ const startTimeout = 60 * time.Second
 // ingest, then the monitor (so no probe runs before the relay accepts it).
 // The banner is printed once everything accepts work, and ingest's /readyz
 // answers ready only from then on. It runs until ctx ends or a part fails.
-func (s *standalone) run(ctx context.Context, conn *broker.Conn, st setup, log zerolog.Logger, out io.Writer) error {
+func (s *standalone) run(ctx context.Context, conn *broker.Conn, st setup, log zerolog.Logger, reg *prometheus.Registry, out io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	reg := service.NewRegistry()
 	keyer, err := broker.Keyer(ctx, conn.JS)
 	if err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/events"
@@ -52,15 +53,22 @@ func freeAddr(t *testing.T) string {
 // test ends, and returns its ingest and NATS addresses.
 func startStandalone(t *testing.T, dataDir string) (ingestAddr, natsAddr, relayAddr string, stop func() int) {
 	t.Helper()
+	return startStandaloneWith(t, dataDir, nil)
+}
+
+// startStandaloneWith is startStandalone with a metrics registry (nil: its
+// own) and more flags.
+func startStandaloneWith(t *testing.T, dataDir string, reg *prometheus.Registry, flags ...string) (ingestAddr, natsAddr, relayAddr string, stop func() int) {
+	t.Helper()
 	ingestAddr, natsAddr, relayAddr = freeAddr(t), freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
 	done := make(chan int, 1)
+	args := append([]string{"standalone", "--data-dir", dataDir, "--nats-listen", natsAddr,
+		"--http-addr", ingestAddr, "--relay-http-addr", relayAddr, "--log-format", "json",
+		"--window", "20ms", "--canary-interval", "300ms"}, flags...)
 	go func() {
-		done <- run(ctx, []string{"standalone", "--data-dir", dataDir, "--nats-listen", natsAddr,
-			"--http-addr", ingestAddr, "--relay-http-addr", relayAddr, "--log-format", "json",
-			"--window", "20ms", "--canary-interval", "300ms"},
-			&cli{stdout: stdout, stderr: stderr, getenv: func(string) string { return "" }})
+		done <- run(ctx, args, &cli{stdout: stdout, stderr: stderr, getenv: func(string) string { return "" }, registry: reg})
 	}()
 	deadline := time.Now().Add(60 * time.Second)
 	for !strings.Contains(stdout.String(), "Subscribe a device") {
