@@ -1,12 +1,13 @@
 # pushproxy: mailbox changes to unread-count badges, on NATS JetStream.
 #
 #   make run     run everything in one process on an embedded NATS server (data in ./data)
-#   make test    vet, format check, unit tests (with -race) and integration tests
+#   make test    vet, format check, unit tests (with -race), alert rule tests (promtool) and integration tests
 #   make bench   throughput and latency benchmarks, as ratios to raw JetStream
 #   make fuzz    run every fuzz target for FUZZTIME each
 #   make build   build all binaries into ./bin
 #   make lint    go vet, gofmt check and staticcheck (installed by the Makefile)
 #   make chaos   the long chaos run (test/chaos): kills processes of a real cluster, prints a summary table
+#   make cluster the production layout on this machine: 3-node NATS, each daemon its own process (data in ./cluster)
 #   make deploy-sync  copy deploy/nats/permissions.conf into the Kubernetes kustomization
 
 GO        ?= go
@@ -32,7 +33,7 @@ FUZZ_TARGETS = \
 	./internal/providers:FuzzParseRetryAfter \
 	./internal/providers/webpush:FuzzParseSubscription
 
-.PHONY: run test unit integration bench fuzz build lint clean help chaos chaos-bin deploy-sync
+.PHONY: run test unit alerts integration bench fuzz build lint clean help chaos chaos-bin deploy-sync cluster
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -41,7 +42,7 @@ help:
 run: build
 	$(BIN)/pushctl standalone --data-dir $(DATA_DIR)
 
-test: lint unit integration
+test: lint unit alerts integration
 
 unit:
 	$(GO) test -race -count=1 -timeout 30m ./...
@@ -78,6 +79,18 @@ STATICCHECK_VERSION ?= v0.8.2
 $(STATICCHECK):
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
+PROMTOOL := $(TOOLS)/promtool
+PROMTOOL_VERSION ?= v0.316.0
+
+$(PROMTOOL):
+	GOBIN=$(TOOLS) $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
+
+# The Prometheus rules: valid, and each one fires and clears in
+# deploy/prometheus/alerts_test.yaml.
+alerts: $(PROMTOOL)
+	$(PROMTOOL) check rules deploy/prometheus/alerts.yaml
+	$(PROMTOOL) test rules deploy/prometheus/alerts_test.yaml
+
 lint: $(STATICCHECK)
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); \
@@ -86,6 +99,17 @@ lint: $(STATICCHECK)
 
 clean:
 	rm -rf $(BIN)
+
+# The split layout on one machine (deploy/local/cluster.sh): the
+# nats-server binary of the version in go.mod, built into ./bin.
+NATS_SERVER := $(abspath $(BIN))/nats-server
+CLUSTER_DIR ?= ./cluster
+
+$(NATS_SERVER): go.mod
+	$(GO) build -o $(NATS_SERVER) github.com/nats-io/nats-server/v2
+
+cluster: build $(NATS_SERVER)
+	BIN=$(abspath $(BIN)) CLUSTER_DIR=$(CLUSTER_DIR) ./deploy/local/cluster.sh
 
 # kustomize loads files only from its folder: deploy/kubernetes keeps a copy
 # of the NATS permissions, which test/natsperms checks is identical.

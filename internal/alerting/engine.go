@@ -174,8 +174,17 @@ const (
 	AnnotationSummary     = "summary"
 	AnnotationDescription = "description"
 	AnnotationRunbook     = "runbook"
+	AnnotationRunbookURL  = "runbook_url"
+	LabelComponent        = "component"
 	// ServiceName is the value of every alert's "service" label.
 	ServiceName = "pushproxy"
+	// ComponentName is the value of every alert's "component" label: the
+	// monitor raises them.
+	ComponentName = "monitor"
+	// RunbookBase is where the runbooks are: each alert's runbook_url is
+	// RunbookBase followed by its lower-cased name, the anchor of its
+	// section in docs/runbooks.md.
+	RunbookBase = "https://github.com/pushproxy/pushproxy/blob/main/docs/runbooks.md#"
 )
 
 // occurrence is a number of rate-rule occurrences at one instant.
@@ -329,6 +338,7 @@ func (e *Engine) seriesFor(rule *Rule, labels map[string]string) *series {
 	all[LabelAlertName] = rule.Name
 	all[LabelSeverity] = string(rule.Severity)
 	all[LabelService] = ServiceName
+	all[LabelComponent] = ComponentName
 	fp := Fingerprint(all)
 	if s, ok := e.series[fp]; ok {
 		return s
@@ -419,6 +429,7 @@ func (s *series) alert(endsAt time.Time) Alert {
 	if s.rule.Runbook != "" {
 		ann[AnnotationRunbook] = s.rule.Runbook
 	}
+	ann[AnnotationRunbookURL] = RunbookBase + strings.ToLower(s.rule.Name)
 	return Alert{
 		Labels:      maps.Clone(s.labels),
 		Annotations: ann,

@@ -114,15 +114,15 @@ func TestManagerBurstIsOneAlertThenOneResolved(t *testing.T) {
 
 	for i := range 25 {
 		clock.advance(100 * time.Millisecond)
-		if err := m.Observe(Signal{Rule: RuleDeadLetters, Detail: "dead letter " + string(rune('a'+i))}); err != nil {
+		if err := m.Observe(Signal{Rule: RuleEventsAbandoned, Detail: "abandoned event " + string(rune('a'+i))}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	firing := am.WaitFor(t, RuleDeadLetters, 30*time.Second, func(p []alertingtest.Posted) bool { return len(p) >= 1 })
+	firing := am.WaitFor(t, RuleEventsAbandoned, 30*time.Second, func(p []alertingtest.Posted) bool { return len(p) >= 1 })
 	if firing[0].Resolved() || firing[0].Labels["severity"] != "warning" || firing[0].GeneratorURL != "http://monitor.test:9090/metrics" {
 		t.Fatalf("firing alert: %+v", firing[0])
 	}
-	if got := testutil.ToFloat64(m.metrics.firing.WithLabelValues(RuleDeadLetters)); got != 1 {
+	if got := testutil.ToFloat64(m.metrics.firing.WithLabelValues(RuleEventsAbandoned)); got != 1 {
 		t.Errorf("firing gauge = %v", got)
 	}
 
@@ -130,15 +130,15 @@ func TestManagerBurstIsOneAlertThenOneResolved(t *testing.T) {
 	m.Evaluate()
 	clock.advance(10 * time.Minute)
 	m.Evaluate()
-	am.WaitFor(t, RuleDeadLetters, 30*time.Second, func(p []alertingtest.Posted) bool { return len(p) >= 2 })
+	am.WaitFor(t, RuleEventsAbandoned, 30*time.Second, func(p []alertingtest.Posted) bool { return len(p) >= 2 })
 
 	// Give a stray extra post time to show up before counting.
 	time.Sleep(200 * time.Millisecond)
-	got := am.Alerts(RuleDeadLetters)
+	got := am.Alerts(RuleEventsAbandoned)
 	if len(got) != 2 || got[0].Resolved() || !got[1].Resolved() || got[0].StartsAt != got[1].StartsAt {
 		t.Fatalf("alertmanager got %+v, want one firing then one resolved for the same incident", got)
 	}
-	if got[0].Annotations["description"] != "dead letter a" || got[1].Annotations["description"] != "dead letter y" {
+	if got[0].Annotations["description"] != "abandoned event a" || got[1].Annotations["description"] != "abandoned event y" {
 		t.Errorf("descriptions %q, %q", got[0].Annotations["description"], got[1].Annotations["description"])
 	}
 

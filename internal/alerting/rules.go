@@ -4,7 +4,9 @@ import "time"
 
 // Names of the monitor's rules.
 const (
-	// RuleDeadLetters: notifications reached the PUSH_DEAD stream.
+	// RuleDeadLetters: dead letters wait in the PUSH_DEAD stream. It fires
+	// while any is there and resolves only once they are redriven or
+	// discarded (pushctl dlq): the badges they carry are stale until then.
 	RuleDeadLetters = "PushDeadLetters"
 	// RuleEventsAbandoned: the MAIL consumer gave up on events
 	// (MAX_DELIVERIES or MSG_TERMINATED advisories).
@@ -28,10 +30,10 @@ const CertificateWarning = 30 * 24 * time.Hour
 func DefaultRules() []Rule {
 	return []Rule{
 		{
-			Name: RuleDeadLetters, Severity: SeverityWarning, Kind: KindRate,
-			Threshold: 1, Window: 5 * time.Minute, CoolDown: 10 * time.Minute,
-			Summary: "Push notifications could not be delivered and were dead-lettered",
-			Runbook: "Run pushctl dlq list to see the reasons; fix the cause, then pushctl dlq redrive.",
+			Name: RuleDeadLetters, Severity: SeverityWarning, Kind: KindState,
+			Threshold: 1, CoolDown: 0,
+			Summary: "Dead letters wait: some users' badges are stale until they are redriven or discarded",
+			Runbook: "Run pushctl dlq list to see the reasons; fix the cause, then pushctl dlq redrive (or pushctl dlq purge).",
 		},
 		{
 			Name: RuleEventsAbandoned, Severity: SeverityWarning, Kind: KindRate,

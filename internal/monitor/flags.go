@@ -19,6 +19,7 @@ func Flags(fs *flag.FlagSet) *Config {
 	fs.DurationVar(&c.ProbeTimeout, "probe-timeout", DefaultProbeTimeout, "how long the probe waits for the relay's answer")
 	fs.StringVar(&c.CertDir, "cert-dir", "", "folder of the S2S certificates (default: the one in the auth configuration)")
 	fs.DurationVar(&c.CertCheckInterval, "cert-check-interval", DefaultCertCheckInterval, "how often the certificates' expiry is checked (alert within 30 days; negative: never)")
+	fs.DurationVar(&c.DeadLetterCheckInterval, "dead-letter-check-interval", DefaultDeadLetterCheckInterval, "how often the dead letters waiting in PUSH_DEAD are counted (alert PushDeadLetters until they are redriven or discarded; negative: never)")
 	fs.DurationVar(&c.Canary.Interval, "canary-interval", DefaultCanaryInterval, "how often the end-to-end canary runs (negative: never)")
 	fs.DurationVar(&c.Canary.Timeout, "canary-timeout", DefaultCanaryTimeout, "how long the canary's event may take to come out as a push; keep it above the dispatchers' coalescing max delay")
 	fs.StringVar(&c.Canary.IngestURL, "ingest-url", "", "ingest's base URL for the canary, e.g. http://ingest:8025 (without it the canary is off)")

@@ -40,6 +40,9 @@ import (
 const (
 	DefaultProbeInterval = time.Minute
 	DefaultProbeTimeout  = 15 * time.Second
+	// DefaultDeadLetterCheckInterval is how often the dead letters that
+	// wait are counted.
+	DefaultDeadLetterCheckInterval = 30 * time.Second
 )
 
 // Config configures Run. Zero fields take the defaults.
@@ -56,6 +59,11 @@ type Config struct {
 	// CertCheckInterval is how often certificate expiry is checked;
 	// DefaultCertCheckInterval when zero, never when negative.
 	CertCheckInterval time.Duration
+	// DeadLetterCheckInterval is how often the dead letters that wait in
+	// PUSH_DEAD are counted (metric pushproxy_dead_letters_pending, alert
+	// PushDeadLetters); DefaultDeadLetterCheckInterval when zero, never
+	// when negative.
+	DeadLetterCheckInterval time.Duration
 
 	// Canary configures the end-to-end canary. It runs when it has an
 	// ingest URL or a publisher, unless its Interval is negative.
@@ -84,8 +92,9 @@ type Config struct {
 // metrics are the monitor's own metrics besides the probe's, the
 // canary's and the alerting's.
 type metrics struct {
-	certExpiry *prometheus.GaugeVec
-	seen       *prometheus.CounterVec
+	certExpiry  *prometheus.GaugeVec
+	seen        *prometheus.CounterVec
+	deadPending prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -98,8 +107,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "pushproxy_monitor_messages_seen_total",
 			Help: "Messages the monitor read from the streams it watches (dead_letters, advisories, pushes).",
 		}, []string{"watch"}),
+		deadPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pushproxy_dead_letters_pending",
+			Help: "Dead letters that wait in PUSH_DEAD to be redriven or discarded (pushctl dlq); their users' badges are stale.",
+		}),
 	}
-	if err := service.Register(reg, "monitor", m.certExpiry, m.seen); err != nil {
+	if err := service.Register(reg, "monitor", m.certExpiry, m.seen, m.deadPending); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -192,6 +205,20 @@ func Run(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger,
 				if err := alerts.Observe(s); err != nil {
 					log.Error().Err(err).Msg("alert rule missing")
 				}
+			}
+		}})
+	}
+	if interval := orDefault(cfg.DeadLetterCheckInterval, DefaultDeadLetterCheckInterval); interval > 0 {
+		checks = append(checks, scheduled{interval, func(ctx context.Context) {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			sig, err := deadLetterCheck(cctx, conn.JS, m.deadPending)
+			if err != nil {
+				log.Warn().Err(err).Msg("counting dead letters")
+				return
+			}
+			if err := alerts.Observe(sig); err != nil {
+				log.Error().Err(err).Msg("alert rule missing")
 			}
 		}})
 	}

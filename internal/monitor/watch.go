@@ -37,6 +37,9 @@ func watch(ctx context.Context, js jetstream.JetStream, w watcher, alerts *alert
 	}
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		seen.WithLabelValues(w.name).Inc()
+		if w.signal == nil {
+			return
+		}
 		sig, ok := w.signal(msg.Data())
 		if !ok {
 			return
@@ -58,22 +61,42 @@ func watch(ctx context.Context, js jetstream.JetStream, w watcher, alerts *alert
 // watchers are the streams the monitor follows for alerts.
 func watchers() []watcher {
 	return []watcher{
-		{name: "dead_letters", stream: broker.StreamDead, subject: broker.SubjectDead + ".>", signal: deadLetterSignal},
+		// Dead letters are counted here; their alert follows how many
+		// wait (deadLetterCheck), not how many arrive.
+		{name: "dead_letters", stream: broker.StreamDead, subject: broker.SubjectDead + ".>"},
 		{name: "advisories", stream: broker.StreamAdvisories, subject: ">", signal: advisorySignal},
 		{name: "pushes", stream: broker.StreamSent, subject: broker.SubjectSent + ".>", signal: prunedSignal},
 	}
 }
 
-// deadLetterSignal is one occurrence of RuleDeadLetters. The description
-// names the tenant and the reason, not the user.
-func deadLetterSignal(data []byte) (alerting.Signal, bool) {
-	var dl pushlog.DeadLetter
-	if err := json.Unmarshal(data, &dl); err != nil {
-		return alerting.Signal{Rule: alerting.RuleDeadLetters, Detail: "an undecodable message reached PUSH_DEAD"}, true
+// deadLetterCheck reads how many dead letters wait in PUSH_DEAD and
+// whether the latest one says what went wrong: RuleDeadLetters fails
+// while any waits and passes once they are redriven or discarded.
+func deadLetterCheck(ctx context.Context, js jetstream.JetStream, pending prometheus.Gauge) (alerting.Signal, error) {
+	stream, err := js.Stream(ctx, broker.StreamDead)
+	if err != nil {
+		return alerting.Signal{}, fmt.Errorf("reading stream %s: %w", broker.StreamDead, err)
 	}
-	return alerting.Signal{Rule: alerting.RuleDeadLetters, Detail: fmt.Sprintf(
-		"a notification for tenant %s was dead-lettered (reason %s, %d attempts): %s",
-		dl.Tenant, dl.Reason, dl.Attempts, truncate(dl.LastError, 300))}, true
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return alerting.Signal{}, fmt.Errorf("reading stream %s: %w", broker.StreamDead, err)
+	}
+	n := info.State.Msgs
+	pending.Set(float64(n))
+	sig := alerting.Signal{Rule: alerting.RuleDeadLetters, Failing: n > 0}
+	if n == 0 {
+		return sig, nil
+	}
+	sig.Detail = fmt.Sprintf("%d dead letter(s) wait in %s", n, broker.StreamDead)
+	if last, err := stream.GetLastMsgForSubject(ctx, broker.SubjectDead+".>"); err == nil {
+		var dl pushlog.DeadLetter
+		if json.Unmarshal(last.Data, &dl) == nil {
+			// The tenant and the reason, never the user.
+			sig.Detail += fmt.Sprintf("; the latest for tenant %s (reason %s, %d attempts): %s",
+				dl.Tenant, dl.Reason, dl.Attempts, truncate(dl.LastError, 300))
+		}
+	}
+	return sig, nil
 }
 
 // advisory is the part of the MAX_DELIVERIES and MSG_TERMINATED advisories

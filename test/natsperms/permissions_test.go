@@ -7,6 +7,7 @@ package natsperms
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
@@ -203,6 +205,14 @@ func TestComponentsWorkWithTheirOwnUsers(t *testing.T) {
 		r, err := probe.Last(ctx, admin.JS, probe.SubjectCanary)
 		return err == nil && r.Succeeded()
 	})
+	// The monitor's dead-letter check reads PUSH_DEAD's latest letter.
+	dead, err := mc.JS.Stream(ctx, broker.StreamDead)
+	if err != nil {
+		t.Fatalf("monitor reading PUSH_DEAD: %v", err)
+	}
+	if _, err := dead.GetLastMsgForSubject(ctx, broker.SubjectDead+".>"); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Errorf("monitor reading the latest dead letter: %v", err)
+	}
 
 	refusals := []struct {
 		user, action, subject string
