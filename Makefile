@@ -85,10 +85,10 @@ PROMTOOL_VERSION ?= v0.316.0
 $(PROMTOOL):
 	GOBIN=$(TOOLS) $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
 
-# The Prometheus rules: valid, and each one fires and clears in
-# deploy/prometheus/alerts_test.yaml.
+# The Prometheus configuration and rules: valid, and each rule fires and
+# clears in deploy/prometheus/alerts_test.yaml.
 alerts: $(PROMTOOL)
-	$(PROMTOOL) check rules deploy/prometheus/alerts.yaml
+	$(PROMTOOL) check config deploy/prometheus/scrape.yaml
 	$(PROMTOOL) test rules deploy/prometheus/alerts_test.yaml
 
 lint: $(STATICCHECK)

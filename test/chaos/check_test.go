@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -178,42 +179,65 @@ func readDead(ctx context.Context, js jetstream.JetStream) (int, map[string]int,
 func readStream(ctx context.Context, js jetstream.JetStream, stream string, f func(jetstream.Msg)) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	st, err := js.Stream(ctx, stream)
-	if err != nil {
-		return fmt.Errorf("reading %s: %w", stream, err)
+	for {
+		msgs, err := readStreamOnce(ctx, js, stream)
+		if err == nil {
+			for _, m := range msgs {
+				f(m)
+			}
+			return nil
+		}
+		// A loaded cluster may be between leaders for a moment (no
+		// responders, a request timing out): read again, as an operator's
+		// tool would, until the budget ends.
+		if ctx.Err() != nil || !(errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)) {
+			return err
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
-	info, err := st.Info(ctx)
+}
+
+// readStreamOnce reads every message of stream, or fails.
+func readStreamOnce(ctx context.Context, js jetstream.JetStream, stream string) ([]jetstream.Msg, error) {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(rctx, stream)
 	if err != nil {
-		return fmt.Errorf("reading %s: %w", stream, err)
+		return nil, fmt.Errorf("reading %s: %w", stream, err)
+	}
+	info, err := st.Info(rctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", stream, err)
 	}
 	if info.State.Msgs == 0 {
-		return nil
+		return nil, nil
 	}
 	last := info.State.LastSeq
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	cons, err := st.OrderedConsumer(rctx, jetstream.OrderedConsumerConfig{})
 	if err != nil {
-		return fmt.Errorf("reading %s: %w", stream, err)
+		return nil, fmt.Errorf("reading %s: %w", stream, err)
 	}
+	var out []jetstream.Msg
 	for {
 		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			return fmt.Errorf("reading %s: %w", stream, err)
+			return nil, fmt.Errorf("reading %s: %w", stream, err)
 		}
 		for m := range batch.Messages() {
-			f(m)
+			out = append(out, m)
 			md, err := m.Metadata()
 			if err != nil {
-				return fmt.Errorf("reading %s: %w", stream, err)
+				return nil, fmt.Errorf("reading %s: %w", stream, err)
 			}
 			if md.Sequence.Stream >= last {
-				return nil
+				return out, nil
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return fmt.Errorf("reading %s: %w", stream, err)
+			return nil, fmt.Errorf("reading %s: %w", stream, err)
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("reading %s up to %d: %w", stream, last, ctx.Err())
+			return nil, fmt.Errorf("reading %s up to %d: %w", stream, last, ctx.Err())
 		}
 	}
 }
