@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/pushlog"
+	"github.com/pushproxy/pushproxy/internal/relayproto"
 )
 
 // lockedBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
@@ -151,6 +153,22 @@ func TestStandaloneEndToEnd(t *testing.T) {
 	}
 	if strings.Contains(r.stdout, "phone-1") {
 		t.Fatalf("trace shows the device token:\n%s", r.stdout)
+	}
+	// One reference follows the device: pushctl (and ingest and the
+	// dispatcher, which log the same) and the relay's devices page.
+	ref := relayproto.DeviceRef("demo", "phone-1")
+	if !strings.Contains(r.stdout, ref) {
+		t.Fatalf("trace does not name the device %s:\n%s", ref, r.stdout)
+	}
+	resp, err := http.Get("http://" + relayAddr + "/devices/devices.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var page struct{ Devices []struct{ Device string } }
+	err = json.NewDecoder(resp.Body).Decode(&page)
+	resp.Body.Close()
+	if err != nil || len(page.Devices) == 0 || !slices.ContainsFunc(page.Devices, func(d struct{ Device string }) bool { return d.Device == ref }) {
+		t.Fatalf("the relay's devices page does not name the device %s: %+v %v", ref, page.Devices, err)
 	}
 	// Reading the relay's metadata keeps the audience the relay expects.
 	if r := pushctl(t, "auth", "set-server", "--metadata-url", "http://"+relayAddr+"/PushNotifications/metadata/json/1", "--nats-url", "nats://"+natsAddr); r.code != 0 {

@@ -12,14 +12,14 @@ package providers
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pushproxy/pushproxy/internal/relayproto"
 )
 
 // Badge is what the relay asks a provider to deliver to one device.
@@ -31,7 +31,7 @@ type Badge struct {
 	// Device is the provider's address of the device: an APNs device token
 	// (hex), an FCM registration token, or a Web Push subscription as JSON
 	// ({"endpoint":...,"keys":{"p256dh":...,"auth":...}}). It may carry
-	// secrets (Web Push keys): log DeviceRef(Device), never Device.
+	// secrets (Web Push keys): log Ref(), never Device.
 	Device string
 	// Count is the unread count to show on the badge. Negative values are
 	// sent as 0.
@@ -281,10 +281,6 @@ func ParseRetryAfter(value string, now time.Time) (time.Duration, bool) {
 	return max(t.Sub(now), 0), true
 }
 
-// DeviceRef returns a short, stable, non-reversible reference to a device
-// address, for logs: device tokens and Web Push subscriptions must not be
-// logged.
-func DeviceRef(device string) string {
-	sum := sha256.Sum256([]byte(device))
-	return hex.EncodeToString(sum[:6])
-}
+// Ref is the badge's device reference, the same the on-premises parts log
+// (relayproto.DeviceRef): safe to show and log, unlike Device.
+func (b Badge) Ref() string { return relayproto.DeviceRef(b.AppID, b.Device) }

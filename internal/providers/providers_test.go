@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/pushproxy/pushproxy/internal/providers"
+	"github.com/pushproxy/pushproxy/internal/relayproto"
 )
 
 func TestErrorClassification(t *testing.T) {
@@ -107,9 +109,12 @@ func FuzzParseRetryAfter(f *testing.F) {
 	})
 }
 
-func TestDeviceRef(t *testing.T) {
-	a, b := providers.DeviceRef("device-a"), providers.DeviceRef("device-b")
-	if a == b || len(a) != 12 || a != providers.DeviceRef("device-a") {
-		t.Errorf("DeviceRef: %q %q", a, b)
+// TestBadgeRef checks that the relay names a device as the on-premises
+// parts do: one reference follows a device end to end.
+func TestBadgeRef(t *testing.T) {
+	a := providers.Badge{AppID: "app", Device: "device-a"}
+	b := providers.Badge{AppID: "app", Device: "device-b"}
+	if a.Ref() == b.Ref() || a.Ref() != relayproto.DeviceRef("app", "device-a") || !strings.HasPrefix(a.Ref(), "app/") || len(a.Ref()) != len("app/")+10 {
+		t.Errorf("Ref: %q %q", a.Ref(), b.Ref())
 	}
 }

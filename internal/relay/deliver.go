@@ -224,7 +224,7 @@ func (s *Server) settle(l *lane, tenant string, j *job, err error, log zerolog.L
 		log.Debug().
 			Str("provider", l.kind).
 			Str("app_id", j.badge.AppID).
-			Str("device", providers.DeviceRef(j.badge.Device)).
+			Str("device", j.badge.Ref()).
 			Str("class", string(d.Class)).
 			Str("reason", d.Reason).
 			Msg("device not delivered")

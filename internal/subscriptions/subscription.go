@@ -16,7 +16,6 @@ package subscriptions
 
 import (
 	"crypto/sha256"
-	"encoding/base32"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -28,6 +27,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/relayproto"
 )
 
 // Platform is the device's push service, as Exchange's
@@ -317,14 +317,9 @@ func platformList() string {
 	return strings.Join(names, ", ")
 }
 
-var hashEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
-
 // DeviceHash is the last token of a subscription's key: a hash of the app
 // id and the device notification id (26 lower-case base32 characters).
-func DeviceHash(appID, deviceID string) string {
-	sum := sha256.Sum256([]byte(appID + "\x00" + deviceID))
-	return hashEncoding.EncodeToString(sum[:16])
-}
+func DeviceHash(appID, deviceID string) string { return relayproto.DeviceHash(appID, deviceID) }
 
 // MaskDevice shows a device token the way list answers do: a short
 // fingerprint of it and, for a token of at least 16 bytes, its last four,
@@ -338,7 +333,6 @@ func MaskDevice(deviceID string) string {
 	return masked
 }
 
-// DeviceRef is a short, non-secret reference to a device for logs.
-func DeviceRef(appID, deviceID string) string {
-	return appID + "/" + DeviceHash(appID, deviceID)[:10]
-}
+// DeviceRef is a short, non-secret reference to a device for logs and
+// pages, the same in every part (relayproto.DeviceRef).
+func DeviceRef(appID, deviceID string) string { return relayproto.DeviceRef(appID, deviceID) }

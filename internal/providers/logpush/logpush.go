@@ -37,7 +37,7 @@ type Entry struct {
 	// Badge is the badge as sent. Badge.Device may hold secrets (Web Push
 	// keys); show Ref instead.
 	Badge providers.Badge
-	// Ref is providers.DeviceRef(Badge.Device), safe to show and log.
+	// Ref is Badge.Ref(), safe to show and log.
 	Ref string
 	// Updated is when the badge was sent.
 	Updated time.Time
@@ -167,7 +167,7 @@ func (p *Provider) Send(ctx context.Context, b providers.Badge) error {
 		return err
 	}
 	b.Count = max(b.Count, 0)
-	e := Entry{Badge: b, Ref: providers.DeviceRef(b.Device), Updated: p.now()}
+	e := Entry{Badge: b, Ref: b.Ref(), Updated: p.now()}
 	p.log.Info().
 		Str("provider", Name).
 		Str("tenant", b.Tenant).

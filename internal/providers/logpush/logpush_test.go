@@ -49,7 +49,7 @@ func TestLatestAndDevices(t *testing.T) {
 		t.Error("evicted device still remembered")
 	}
 	e, ok := p.Latest("app", "a")
-	if !ok || e.Badge.Count != 0 || e.Ref != providers.DeviceRef("a") || e.Updated.IsZero() {
+	if !ok || e.Badge.Count != 0 || e.Ref != e.Badge.Ref() || e.Updated.IsZero() {
 		t.Errorf("Latest = %+v, %v", e, ok)
 	}
 }
@@ -171,7 +171,7 @@ func TestLogsNoDeviceSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := buf.String()
-	if strings.Contains(out, "SECRET") || !strings.Contains(out, providers.DeviceRef(device)) || !strings.Contains(out, `"count":4`) {
+	if strings.Contains(out, "SECRET") || !strings.Contains(out, (providers.Badge{AppID: "web", Device: device}).Ref()) || !strings.Contains(out, `"count":4`) {
 		t.Errorf("log line %s", out)
 	}
 }

@@ -64,7 +64,7 @@ func TestPageAndEvents(t *testing.T) {
 	page, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	html := string(page)
-	ref := providers.DeviceRef(secret)
+	ref := (providers.Badge{AppID: "web", Device: secret}).Ref()
 	if resp.StatusCode != 200 || !strings.Contains(html, `data-count="3"`) || !strings.Contains(html, ref) || strings.Contains(html, "secret") {
 		t.Fatalf("page %d:\n%s", resp.StatusCode, html)
 	}
