@@ -120,7 +120,7 @@ func TestStandaloneEndToEnd(t *testing.T) {
 	dataDir := t.TempDir()
 	ingestAddr, natsAddr, relayAddr, stop := startStandalone(t, dataDir)
 	base := "http://" + ingestAddr
-	if code := post(t, base+"/v1/subscriptions", `{"tenant":"example.com","user":"alice@example.com","appId":"demo","deviceId":"phone-1","platform":"APNS"}`); code != http.StatusCreated {
+	if code := post(t, base+"/v1/subscriptions", `{"tenant":"example.com","user":"alice@example.com","appId":"demo","deviceId":"phone-1","platform":"APNS","label":"alice's iPhone"}`); code != http.StatusCreated {
 		t.Fatalf("subscribe: %d", code)
 	}
 	if code := post(t, base+"/v1/events", `{"user":"alice@example.com","kind":"new","unread":3,"change_id":"msg-1","occurred_at":"2026-01-01T00:00:00Z"}`); code != http.StatusOK {
@@ -146,7 +146,7 @@ func TestStandaloneEndToEnd(t *testing.T) {
 	}
 	// One view of the user: state, device (by reference), event, push.
 	r := pushctl(t, "trace", "--user", "alice@example.com", "--nats-url", "nats://"+natsAddr)
-	for _, want := range []string{"count 3 (exact)", "3 pushed at", "demo/", "new", "INBOX"} {
+	for _, want := range []string{"count 3 (exact)", "3 pushed at", "demo/", "alice's iPhone", "new", "INBOX"} {
 		if r.code != 0 || !strings.Contains(r.stdout, want) {
 			t.Fatalf("trace lacks %q: %d\n%s%s", want, r.code, r.stdout, r.stderr)
 		}

@@ -139,9 +139,9 @@ refreshes it.`)
 
 func printSubscriptions(w io.Writer, subs []subscriptions.Subscription) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TENANT\tUSER\tDEVICE\tPLATFORM\tOPTIONS\tLAST UPDATE\tEXPIRES\tKEY")
+	fmt.Fprintln(tw, "TENANT\tUSER\tDEVICE\tLABEL\tPLATFORM\tOPTIONS\tLAST UPDATE\tEXPIRES\tKEY")
 	for _, s := range subs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Tenant, s.User, subscriptions.DeviceRef(s.AppID, s.DeviceID),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Tenant, s.User, subscriptions.DeviceRef(s.AppID, s.DeviceID), orDash(s.Label),
 			s.Platform, s.Options, formatTime(s.LastSubscriptionUpdate), formatTime(s.ExpiresAt), s.Key)
 	}
 	return tw.Flush()

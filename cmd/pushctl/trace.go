@@ -48,6 +48,7 @@ type traceEvent struct {
 // token.
 type traceDevice struct {
 	Ref       string    `json:"ref"`
+	Label     string    `json:"label,omitempty"`
 	Platform  string    `json:"platform"`
 	Updated   time.Time `json:"updated"`
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
@@ -115,7 +116,7 @@ func readTrace(ctx context.Context, conn *broker.Conn, tenant, user string, sinc
 		return trace{}, fmt.Errorf("listing the user's devices: %w", err)
 	}
 	for _, d := range devices {
-		tr.Devices = append(tr.Devices, traceDevice{Ref: subscriptions.DeviceRef(d.AppID, d.DeviceID), Platform: string(d.Platform),
+		tr.Devices = append(tr.Devices, traceDevice{Ref: subscriptions.DeviceRef(d.AppID, d.DeviceID), Label: d.Label, Platform: string(d.Platform),
 			Updated: d.LastSubscriptionUpdate, ExpiresAt: d.ExpiresAt})
 	}
 	evs, err := replay.Read(ctx, conn.JS, keyer, replay.Options{Tenant: tenant, User: user, Since: since})
@@ -182,9 +183,9 @@ func (tr trace) format(w io.Writer) error {
 		fmt.Fprintf(w, "State   count %d (%s), last event #%d; %s\n", tr.State.Count, exact, tr.State.LastSeq, pushed)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "\nDEVICE\tPLATFORM\tUPDATED\tEXPIRES\n")
+	fmt.Fprintf(tw, "\nDEVICE\tLABEL\tPLATFORM\tUPDATED\tEXPIRES\n")
 	for _, d := range tr.Devices {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.Ref, d.Platform, formatTime(d.Updated), formatTime(d.ExpiresAt))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Ref, orDash(d.Label), d.Platform, formatTime(d.Updated), formatTime(d.ExpiresAt))
 	}
 	fmt.Fprintf(tw, "\nEVENT\tSTORED\tKIND\tMAILBOX\tUNREAD\tSOURCE\n")
 	for _, m := range tr.Events {

@@ -170,6 +170,7 @@ const (
 	MaxDeviceIDLen       = 8192 // a Web Push subscription as JSON fits
 	MaxLanguageLen       = 35
 	MaxInstallationIDLen = 256
+	MaxLabelLen          = 64
 )
 
 // Subscription is one device registered for a user's badge.
@@ -188,6 +189,10 @@ type Subscription struct {
 	InboxUnreadCount int    `json:"inboxUnreadCount"`
 	Language         string `json:"language,omitempty"`
 	InstallationID   string `json:"installationId,omitempty"`
+	// Label names the device for people ("alice's iPhone"), set at
+	// subscribe time; pushctl and the API show it beside the device
+	// reference. Optional, at most MaxLabelLen bytes of printable UTF-8.
+	Label string `json:"label,omitempty"`
 	// LastSubscriptionUpdate is when the subscription was last refreshed;
 	// Store.Put sets it.
 	LastSubscriptionUpdate time.Time `json:"lastSubscriptionUpdate,omitzero"`
@@ -229,6 +234,7 @@ func (s *Subscription) Normalize() {
 	s.DeviceID = strings.TrimSpace(s.DeviceID)
 	s.Language = strings.TrimSpace(s.Language)
 	s.InstallationID = strings.TrimSpace(s.InstallationID)
+	s.Label = strings.TrimSpace(s.Label)
 	if p, ok := ParsePlatform(string(s.Platform)); ok {
 		s.Platform = p
 	}
@@ -251,6 +257,9 @@ func (s *Subscription) Validate() error {
 	}
 	if s.Language != "" && !validLanguage(s.Language) {
 		return invalid("language", "%q is not a language tag such as es-ES", s.Language)
+	}
+	if err := checkText("label", s.Label, MaxLabelLen, false); err != nil {
+		return err
 	}
 	if err := checkText("installationId", s.InstallationID, MaxInstallationIDLen, false); err != nil {
 		return err

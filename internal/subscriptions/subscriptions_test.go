@@ -113,6 +113,9 @@ func TestValidation(t *testing.T) {
 		{"inboxUnreadCount", func(s *subscriptions.Subscription) { s.InboxUnreadCount = -1 }},
 		{"language", func(s *subscriptions.Subscription) { s.Language = "español!" }},
 		{"installationId", func(s *subscriptions.Subscription) { s.InstallationID = "a\nb" }},
+		{"label", func(s *subscriptions.Subscription) { s.Label = "alice's\tiPhone" }},
+		{"label", func(s *subscriptions.Subscription) { s.Label = strings.Repeat("x", subscriptions.MaxLabelLen+1) }},
+		{"label", func(s *subscriptions.Subscription) { s.Label = "bad \xff byte" }},
 	}
 	for _, tt := range tests {
 		s := alice()
