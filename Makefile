@@ -46,6 +46,7 @@ test: lint unit alerts integration
 
 unit:
 	$(GO) test -race -count=1 -timeout 30m ./...
+	cd test/deploy && $(GO) test -count=1 ./...
 
 # Integration tests with real Dovecot and Chromium from Debian's packages.
 # They install what they need when run as root and skip with a message otherwise.
