@@ -268,7 +268,9 @@ does. An app fault (bad provider credentials, app not bound) keeps the letter
 and every subscription. The count sent
 is the user's current unread count when the user's state has moved past the
 letter, so a redrive never sets a badge back. Letters the relay refuses again
-are kept; the exit code is then 1.`)
+are kept; the exit code is then 1. On a terminal, a line on standard error
+shows how many are done, the rate and the time left; a summary ends the
+run.`)
 	sel := addDLQSelection(fs, "redrive every dead letter")
 	certDir := fs.String("cert-dir", "", "folder of the S2S certificates (default: the one in the auth configuration)")
 	timeout := fs.Duration("timeout", 15*time.Second, "how long to wait for the relay's answer to each letter")
@@ -286,12 +288,14 @@ are kept; the exit code is then 1.`)
 		if err != nil {
 			return err
 		}
+		prog := newProgress(c.stderr, "redriving")
 		r := &deadletter.Redriver{JS: conn.JS, Settings: stores.settings, Unread: stores.unread, Subscriptions: stores.subs,
-			Relay: stores.relay(*certDir, *timeout)}
+			Relay: stores.relay(*certDir, *timeout), Progress: prog.update}
 		outcomes, err := r.Redrive(ctx, letters)
 		if err != nil {
 			return err
 		}
+		prog.finish("dead letter(s) sent again")
 		kept := 0
 		for _, o := range outcomes {
 			who := o.Letter.User

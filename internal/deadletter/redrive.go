@@ -52,6 +52,9 @@ type Redriver struct {
 	Log zerolog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Progress, when set, is called after each letter with how many are
+	// done out of how many.
+	Progress func(done, total int)
 }
 
 // Outcome is what became of one letter.
@@ -103,6 +106,9 @@ func (r *Redriver) Redrive(ctx context.Context, letters []Letter) ([]Outcome, er
 	out := make([]Outcome, 0, len(letters))
 	for _, l := range letters {
 		out = append(out, r.redrive(ctx, d, tombs, l))
+		if r.Progress != nil {
+			r.Progress(len(out), len(letters))
+		}
 	}
 	return out, nil
 }
