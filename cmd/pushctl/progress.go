@@ -62,7 +62,7 @@ func (p *progress) update(done, total int) {
 	if rate := float64(done) / elapsed.Seconds(); done > 0 && elapsed > 0 {
 		line += fmt.Sprintf(", %.0f/s", rate)
 		if left := total - done; left > 0 {
-			line += fmt.Sprintf(", about %s left", (time.Duration(float64(left)/rate*float64(time.Second))).Round(time.Second))
+			line += fmt.Sprintf(", about %s left", (time.Duration(float64(left) / rate * float64(time.Second))).Round(time.Second))
 		}
 	}
 	fmt.Fprintf(p.w, "\r\033[K%s", line)

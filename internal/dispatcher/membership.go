@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
+
+	"github.com/pushproxy/pushproxy/internal/service"
 )
 
 // memberTimeoutBeats is how many heartbeats a member may miss before the
@@ -130,18 +132,7 @@ func (m *membership) stable() bool {
 // waits on slow requests (NATS just came back, reads time out) must not
 // fall silent, or the others count it gone and take the partitions it is
 // still applying.
-func (m *membership) beat(ctx context.Context) {
-	t := time.NewTicker(m.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			m.tick()
-		}
-	}
-}
+func (m *membership) beat(ctx context.Context) { service.Every(ctx, m.interval, m.tick) }
 
 // tick announces this member and forgets the silent ones, unless this
 // member cannot hear itself either (then NATS, not the others, is down).

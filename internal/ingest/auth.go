@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/pushproxy/pushproxy/internal/credentials"
 )
@@ -54,7 +55,7 @@ func (s *secret) matches(candidate string) int {
 // of its index (pushctl credentials) or one of its configured tokens,
 // which act as admin of every tenant.
 type Bearer struct {
-	tokens []secret
+	tokens atomic.Pointer[[]secret]
 	index  *credentials.Index
 }
 
@@ -66,16 +67,35 @@ func NewBearer(tokens ...string) Authenticator { return NewScopedBearer(nil, tok
 // index (nil: none) and the configured tokens, or nil when there are
 // neither.
 func NewScopedBearer(index *credentials.Index, tokens ...string) Authenticator {
-	b := &Bearer{index: index}
-	for _, t := range tokens {
-		if t != "" {
-			b.tokens = append(b.tokens, newSecret(t))
-		}
-	}
-	if len(b.tokens) == 0 && index == nil {
+	b := newBearer(index, tokens...)
+	if b == nil {
 		return nil
 	}
 	return b
+}
+
+// newBearer is NewScopedBearer's *Bearer, nil when there is nothing to
+// accept.
+func newBearer(index *credentials.Index, tokens ...string) *Bearer {
+	b := &Bearer{index: index}
+	if n := b.SetTokens(tokens...); n == 0 && index == nil {
+		return nil
+	}
+	return b
+}
+
+// SetTokens replaces the configured tokens (a reloaded token file) and
+// returns how many there are now; requests in flight finish with the old
+// ones.
+func (b *Bearer) SetTokens(tokens ...string) int {
+	var set []secret
+	for _, t := range tokens {
+		if t != "" {
+			set = append(set, newSecret(t))
+		}
+	}
+	b.tokens.Store(&set)
+	return len(set)
 }
 
 // Authenticate reports whether the request's token is valid.
@@ -99,8 +119,9 @@ func (b *Bearer) Scope(r *http.Request) (credentials.Scope, bool) {
 		}
 	}
 	match, which := 0, 0
-	for i := range b.tokens {
-		m := b.tokens[i].matches(token)
+	tokens := *b.tokens.Load()
+	for i := range tokens {
+		m := tokens[i].matches(token)
 		match |= m
 		which += m * (i + 1)
 	}
@@ -117,10 +138,12 @@ func (b *Bearer) Challenge() string { return `Bearer realm="` + Realm + `"` }
 // index (pushctl credentials create --kind basic), or the one configured
 // user, which posts events for every tenant.
 type Basic struct {
-	configured     bool
-	user, password secret
-	index          *credentials.Index
+	configured atomic.Pointer[basicPair]
+	index      *credentials.Index
 }
+
+// basicPair is the configured user and password.
+type basicPair struct{ user, password secret }
 
 // NewBasic returns an Authenticator for user and password, or nil (the
 // source is disabled) when either is empty.
@@ -130,14 +153,32 @@ func NewBasic(user, password string) Authenticator { return NewScopedBasic(nil, 
 // index (nil: none) and the configured user and password, or nil when
 // there are neither.
 func NewScopedBasic(index *credentials.Index, user, password string) Authenticator {
-	b := &Basic{index: index}
-	if user != "" && password != "" {
-		b.configured, b.user, b.password = true, newSecret(user), newSecret(password)
-	}
-	if !b.configured && index == nil {
+	b := newBasic(index, user, password)
+	if b == nil {
 		return nil
 	}
 	return b
+}
+
+// newBasic is NewScopedBasic's *Basic, nil when there is nothing to accept.
+func newBasic(index *credentials.Index, user, password string) *Basic {
+	b := &Basic{index: index}
+	if !b.SetPassword(user, password) && index == nil {
+		return nil
+	}
+	return b
+}
+
+// SetPassword replaces the configured user and password (a reloaded
+// password file); with either empty there is none. It reports whether one
+// is configured now.
+func (b *Basic) SetPassword(user, password string) bool {
+	if user == "" || password == "" {
+		b.configured.Store(nil)
+		return false
+	}
+	b.configured.Store(&basicPair{user: newSecret(user), password: newSecret(password)})
+	return true
 }
 
 // Authenticate reports whether the request's credentials are valid.
@@ -158,7 +199,7 @@ func (b *Basic) Scope(r *http.Request) (credentials.Scope, bool) {
 			return sc, true
 		}
 	}
-	if b.configured && b.user.matches(user)&b.password.matches(password) == 1 {
+	if p := b.configured.Load(); p != nil && p.user.matches(user)&p.password.matches(password) == 1 {
 		return legacyScope("dovecot-user", credentials.RoleEvents), true
 	}
 	return credentials.Scope{}, false

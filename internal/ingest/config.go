@@ -66,6 +66,22 @@ type Config struct {
 	// DeviceLimits bound the devices one user and one tenant may have
 	// subscribed at once (409 above; 0: no limit).
 	DeviceLimits subscriptions.Limits
+
+	// ReloadInterval is how often NativeTokenFile and DovecotPasswordFile
+	// are looked at (5 s when zero); a changed file is read again and
+	// applied without a restart.
+	ReloadInterval time.Duration
+}
+
+// secretFiles are the credential files ingest reads, to watch.
+func (c *Config) secretFiles() []string {
+	var files []string
+	for _, f := range []string{c.NativeTokenFile, c.DovecotPasswordFile} {
+		if f != "" {
+			files = append(files, f)
+		}
+	}
+	return files
 }
 
 // DefaultConfig returns the defaults of every field.
@@ -84,6 +100,7 @@ func DefaultConfig() Config {
 		CredentialRate:  10000,
 		CredentialBurst: 20000,
 		DeviceLimits:    subscriptions.DefaultLimits,
+		ReloadInterval:  5 * time.Second,
 	}
 }
 
@@ -108,6 +125,7 @@ func Flags(fs *flag.FlagSet) *Config {
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "how long shutdown waits for requests in flight")
 	fs.Float64Var(&c.CredentialRate, "credential-rate", c.CredentialRate, "requests per second each credential may make on average (429 with Retry-After above); 0: no limit")
 	fs.IntVar(&c.CredentialBurst, "credential-burst", c.CredentialBurst, "requests each credential may make at once above --credential-rate")
+	fs.DurationVar(&c.ReloadInterval, "reload-interval", c.ReloadInterval, "how often --native-token-file and --dovecot-password-file are looked at; a changed file is applied without a restart")
 	fs.IntVar(&c.DeviceLimits.PerUser, "max-devices-per-user", c.DeviceLimits.PerUser, "devices one user may have subscribed at once (409 for one more); 0: no limit")
 	fs.IntVar(&c.DeviceLimits.PerTenant, "max-devices-per-tenant", c.DeviceLimits.PerTenant, "devices one tenant may have subscribed at once (409 for one more; each ingest recounts a tenant at most once a minute); 0: no limit")
 	fs.BoolVar(&c.AllowPrivateEndpoints, "allow-private-endpoints", false, "accept Web Push subscriptions whose endpoint is on a loopback or private address (for tests; a real push service is never there)")
@@ -134,6 +152,9 @@ func (c *Config) resolve() (resolved, error) {
 	}
 	if c.CredentialRate < 0 || (c.CredentialRate > 0 && c.CredentialBurst < 1) {
 		errs = append(errs, fmt.Errorf("credential rate %g must not be negative, and its burst %d at least 1", c.CredentialRate, c.CredentialBurst))
+	}
+	if c.ReloadInterval < 0 {
+		errs = append(errs, fmt.Errorf("reload interval must not be negative, got %s", c.ReloadInterval))
 	}
 	if c.DeviceLimits.PerUser < 0 || c.DeviceLimits.PerTenant < 0 {
 		errs = append(errs, fmt.Errorf("device limits must not be negative, got %d per user and %d per tenant", c.DeviceLimits.PerUser, c.DeviceLimits.PerTenant))

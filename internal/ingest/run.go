@@ -3,6 +3,9 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"os"
+	"slices"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,6 +69,17 @@ func Run(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger,
 		return err
 	}
 	log.Info().Interface("sources", srv.Enabled()).Msg("ingest accepting events")
+	if files := cfg.secretFiles(); len(files) > 0 {
+		interval := cfg.ReloadInterval
+		if interval == 0 {
+			interval = DefaultConfig().ReloadInterval
+		}
+		go watchFiles(ctx, files, interval, func() {
+			if err := srv.ReloadSecrets(); err != nil {
+				log.Warn().Err(err).Msg("keeping the credentials read before")
+			}
+		})
+	}
 	return service.Serve(ctx, log, ln, srv, cfg.DrainTimeout)
 }
 
@@ -77,4 +91,26 @@ func Connected(nc *nats.Conn) service.ReadyFunc {
 		}
 		return nil
 	}
+}
+
+// watchFiles calls changed when one of files is modified (its size or
+// modification time differ from the last look), looking every interval
+// until ctx ends. Files that cannot be looked at count as unchanged.
+func watchFiles(ctx context.Context, files []string, interval time.Duration, changed func()) {
+	stamp := func() []string {
+		out := make([]string, len(files))
+		for i, f := range files {
+			if st, err := os.Stat(f); err == nil {
+				out[i] = fmt.Sprintf("%d/%d", st.Size(), st.ModTime().UnixNano())
+			}
+		}
+		return out
+	}
+	last := stamp()
+	service.Every(ctx, interval, func() {
+		if now := stamp(); !slices.Equal(now, last) {
+			last = now
+			changed()
+		}
+	})
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,11 +31,12 @@ import (
 
 // scoped is an ingest server with scoped credentials only.
 type scoped struct {
-	url   string
-	conn  *broker.Conn
-	store *credentials.Store
-	index *credentials.Index
-	subs  *subscriptions.Store
+	url    string
+	server *ingest.Server
+	conn   *broker.Conn
+	store  *credentials.Store
+	index  *credentials.Index
+	subs   *subscriptions.Store
 }
 
 // newScoped starts an ingest server whose only credentials are scoped
@@ -89,7 +91,7 @@ func newScopedConfig(t *testing.T, cfg ingest.Config, x ...*ingest.Extras) *scop
 	}
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
-	return &scoped{url: hs.URL, conn: conn, store: store, index: index, subs: subs}
+	return &scoped{url: hs.URL, server: srv, conn: conn, store: store, index: index, subs: subs}
 }
 
 // credential creates a credential and returns its secret.
@@ -424,5 +426,74 @@ func TestEWSKeyCredential(t *testing.T) {
 			t.Fatal("a revoked key still works")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestTokenFilesReload rewrites the native token file and the Dovecot
+// password file of a running server: the new ones work and the old ones
+// stop, without a restart.
+func TestTokenFilesReload(t *testing.T) {
+	dir := t.TempDir()
+	tokens, password := filepath.Join(dir, "tokens"), filepath.Join(dir, "dovecot-password")
+	writeFile(t, tokens, "old-token\n")
+	writeFile(t, password, "old-password\n")
+	cfg := ingest.DefaultConfig()
+	cfg.NativeTokenFile, cfg.DovecotUser, cfg.DovecotPasswordFile = tokens, "dovecot", password
+	s := newScopedConfig(t, cfg)
+	srv := s.server
+	event := `{"user":"alice@fabrikam.com","tenant":"fabrikam.com","kind":"new","change_id":"c-1"}`
+	dovecot := func(pw string) int {
+		req, err := http.NewRequest(http.MethodPost, s.url+"/v1/dovecot/ox", strings.NewReader(`{"user":"alice@fabrikam.com","event":"MessageNew","folder":"INBOX","imap-uid":"1","imap-uidvalidity":"1"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.SetBasicAuth("dovecot", pw)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := s.call(t, http.MethodPost, "/v1/events", "old-token", event); got != http.StatusOK {
+		t.Fatalf("old token before the reload: %d", got)
+	}
+	if got := dovecot("old-password"); got == http.StatusUnauthorized {
+		t.Fatal("old Dovecot password refused before the reload")
+	}
+
+	writeFile(t, tokens, "new-token\n")
+	writeFile(t, password, "new-password\n")
+	if err := srv.ReloadSecrets(); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		got  int
+		want int
+	}{
+		{"old token", s.call(t, http.MethodPost, "/v1/events", "old-token", event), http.StatusUnauthorized},
+		{"new token", s.call(t, http.MethodPost, "/v1/events", "new-token", event), http.StatusOK},
+		{"old Dovecot password", dovecot("old-password"), http.StatusUnauthorized},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("%s after the reload: %d, want %d", tt.name, tt.got, tt.want)
+		}
+	}
+	if got := dovecot("new-password"); got == http.StatusUnauthorized {
+		t.Error("new Dovecot password refused after the reload")
+	}
+
+	// An unreadable file changes nothing.
+	if err := os.Remove(tokens); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.ReloadSecrets(); err == nil {
+		t.Error("a missing token file reloaded without an error")
+	}
+	if got := s.call(t, http.MethodPost, "/v1/events", "new-token", event); got != http.StatusOK {
+		t.Errorf("the token of a file that went missing: %d, want it kept", got)
 	}
 }

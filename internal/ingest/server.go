@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -80,6 +82,14 @@ type Server struct {
 	creds *credentials.Index
 	// limits bounds each credential's request rate.
 	limits *RateLimits
+	// bearer and basic hold the configured (legacy) tokens and Dovecot
+	// password beside the scoped credentials; ReloadSecrets replaces them.
+	// nil: that kind of credential is not accepted at all.
+	bearer *Bearer
+	basic  *Basic
+	// loaded is what the files held at the last (re)load.
+	loadedMu sync.Mutex
+	loaded   resolved
 }
 
 // New returns a server with the native and Dovecot sources (each disabled
@@ -105,6 +115,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.now = time.Now
 	}
 	s.limits = NewRateLimits(cfg.CredentialRate, cfg.CredentialBurst)
+	s.loaded = set
+	s.bearer = newBearer(s.creds, set.nativeTokens...)
+	s.basic = newBasic(s.creds, set.dovecotUser, set.dovecotPassword)
 	s.ready = append(s.ready, deps.Ready...)
 	service.Handle(s.mux, reg, s.checkReady)
 	for _, src := range s.builtinSources() {
@@ -172,7 +185,35 @@ func (s *Server) SourceHandler(src Source) http.Handler {
 // NativeAuth is the authenticator of the native API (its Bearer tokens),
 // for routes that the same clients call, such as the subscriptions API.
 func (s *Server) NativeAuth() Authenticator {
-	return NewScopedBearer(s.creds, s.set.nativeTokens...)
+	if s.bearer == nil {
+		return nil
+	}
+	return s.bearer
+}
+
+// ReloadSecrets reads the token and password files again
+// (Config.NativeTokenFile, Config.DovecotPasswordFile) and puts what they
+// hold in place of what was read before, logging what changed. A file
+// that cannot be read, or a configuration that no longer checks out,
+// changes nothing. A source that had no credentials at the start stays
+// disabled: restart to enable one.
+func (s *Server) ReloadSecrets() error {
+	set, err := s.cfg.resolve()
+	if err != nil {
+		return fmt.Errorf("reloading ingest credentials files: %w", err)
+	}
+	s.loadedMu.Lock()
+	defer s.loadedMu.Unlock()
+	if s.bearer != nil && !slices.Equal(set.nativeTokens, s.loaded.nativeTokens) {
+		n := s.bearer.SetTokens(set.nativeTokens...)
+		s.log.Info().Int("tokens", n).Str("file", s.cfg.NativeTokenFile).Msg("native tokens reloaded")
+	}
+	if s.basic != nil && (set.dovecotUser != s.loaded.dovecotUser || set.dovecotPassword != s.loaded.dovecotPassword) {
+		s.basic.SetPassword(set.dovecotUser, set.dovecotPassword)
+		s.log.Info().Str("file", s.cfg.DovecotPasswordFile).Msg("Dovecot password reloaded")
+	}
+	s.loaded = set
+	return nil
 }
 
 // Log is the server's logger, for routes added with Handle.
@@ -211,7 +252,10 @@ func (s *Server) instrument(source events.Source, next http.Handler) http.Handle
 
 // builtinSources are the native API and the two Dovecot drivers.
 func (s *Server) builtinSources() []Source {
-	dovecotAuth := NewScopedBasic(s.creds, s.set.dovecotUser, s.set.dovecotPassword)
+	var dovecotAuth Authenticator
+	if s.basic != nil {
+		dovecotAuth = s.basic
+	}
 	return []Source{
 		{
 			Name:       events.SourceNative,

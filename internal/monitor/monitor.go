@@ -317,16 +317,8 @@ func alertSignal(rule string, r probe.Result) alerting.Signal {
 // every runs f at once, then every interval, until ctx ends. Runs never
 // overlap: a slow run delays the next.
 func every(ctx context.Context, interval time.Duration, f func(context.Context)) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		f(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	f(ctx)
+	service.Every(ctx, interval, func() { f(ctx) })
 }
 
 func orDefault(d, def time.Duration) time.Duration {

@@ -161,3 +161,18 @@ func Register(reg prometheus.Registerer, what string, collectors ...prometheus.C
 	}
 	return nil
 }
+
+// Every calls f every interval, the first time one interval from now,
+// until ctx ends.
+func Every(ctx context.Context, interval time.Duration, f func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f()
+		}
+	}
+}
