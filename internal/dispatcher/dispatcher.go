@@ -15,11 +15,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -33,6 +35,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/relayclient"
+	"github.com/pushproxy/pushproxy/internal/service"
 	"github.com/pushproxy/pushproxy/internal/settings"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
 	"github.com/pushproxy/pushproxy/internal/unread"
@@ -395,8 +398,27 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		d.metrics.members.Set(float64(len(members.members())))
 	}
 
-	settingsTick := time.NewTicker(d.cfg.SettingsInterval)
-	defer settingsTick.Stop()
+	// Settings and consumer metrics are read beside the loop: their
+	// requests block for seconds while NATS comes back, and the loop must
+	// go on reacting to membership changes meanwhile.
+	background, stopBackground := context.WithCancel(ioCtx)
+	var backgroundDone sync.WaitGroup
+	backgroundDone.Go(func() { service.Every(background, d.cfg.SettingsInterval, func() { d.readSettings(background) }) })
+	observeReq := make(chan []int, 1)
+	backgroundDone.Go(func() {
+		for {
+			select {
+			case <-background.Done():
+				return
+			case parts := <-observeReq:
+				d.observe(background, parts)
+			}
+		}
+	})
+	defer func() {
+		stopBackground()
+		backgroundDone.Wait()
+	}()
 	metricsTick := time.NewTicker(d.cfg.MetricsInterval)
 	defer metricsTick.Stop()
 	restartTick := time.NewTicker(time.Second)
@@ -418,10 +440,12 @@ loop:
 			if assigned {
 				reassign()
 			}
-		case <-settingsTick.C:
-			d.readSettings(ioCtx)
 		case <-metricsTick.C:
-			d.observe(ioCtx, workers)
+			parts := slices.Collect(maps.Keys(workers))
+			select {
+			case observeReq <- parts:
+			default: // the last reading is still going on
+			}
 		case w := <-exited:
 			if workers[w.partition] == w {
 				delete(workers, w.partition)
@@ -479,8 +503,8 @@ func (d *Dispatcher) claimedByOther(p int) bool {
 }
 
 // observe feeds the gauges that come from the server and the relay client.
-func (d *Dispatcher) observe(ctx context.Context, workers map[int]*worker) {
-	for p := range workers {
+func (d *Dispatcher) observe(ctx context.Context, partitions []int) {
+	for _, p := range partitions {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		cons, err := d.js.Consumer(cctx, d.stream, consumerName(d.cfg.ConsumerPrefix, p))
 		if err == nil {
