@@ -27,17 +27,19 @@ func (w *worker) receive(ctx context.Context, msgs []jetstream.Msg) {
 			}
 			w.pin = pin
 		}
-		d, err := ackInfoOf(m.Reply())
+		// The library's parser: a hand-written one saved about 180 ns an
+		// event, well under 1% of what applying one costs.
+		md, err := m.Metadata()
 		if err != nil {
 			w.log.Warn().Err(err).Msg("message without JetStream metadata")
 			w.heldN.Add(-1)
 			continue
 		}
-		if w.missedDelivery(d.consumerSeq) {
+		if w.missedDelivery(md.Sequence.Consumer) {
 			w.resync()
 		}
-		seq := d.streamSeq
-		if d.count > 1 {
+		seq := md.Sequence.Stream
+		if md.NumDelivered > 1 {
 			w.d.metrics.redelivered.Inc()
 			if h := w.findHeld(m.Subject(), seq); h != nil {
 				// Redelivered while held: keep the newest handle.
