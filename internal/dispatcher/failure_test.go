@@ -38,28 +38,16 @@ func TestThreeDispatchersOneDies(t *testing.T) {
 	}
 	e.subscribe(names...)
 
-	var conns []*broker.Conn
-	var runs []*running
+	var owners []owner
 	for i := range 3 {
-		conn, err := broker.Connect(context.Background(), broker.Options{Name: "dispatcher-" + string(rune('a'+i)), URLs: []string{e.conn.ClientURL()}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if !conn.NC.IsClosed() {
-				conn.NC.Close()
-			}
-		})
-		cfg := testConfig(prometheus.NewRegistry())
-		cfg.Coalesce.Window, cfg.Coalesce.MaxDelay = 300*time.Millisecond, time.Second
-		cfg.InstanceID = "d" + string(rune('a'+i))
-		conns = append(conns, conn)
-		runs = append(runs, e.start(conn, cfg))
+		owners = append(owners, e.startOwner(t, "d"+string(rune('a'+i)), func(cfg *dispatcher.Config) {
+			cfg.Coalesce.Window, cfg.Coalesce.MaxDelay = 300*time.Millisecond, time.Second
+		}))
 	}
 	// Wait until the partitions are shared out.
 	waitFor(t, "three dispatchers sharing the partitions", func() bool {
-		for _, r := range runs {
-			if metricValue(t, r.reg, "pushproxy_dispatcher_partitions_owned") != 2 {
+		for _, o := range owners {
+			if metricValue(t, o.run.reg, "pushproxy_dispatcher_partitions_owned") != 2 {
 				return false
 			}
 		}
@@ -79,8 +67,8 @@ func TestThreeDispatchersOneDies(t *testing.T) {
 	}
 	applied := func() float64 {
 		n := 0.0
-		for _, r := range runs {
-			n += metricValue(t, r.reg, "pushproxy_dispatcher_events_consumed_total", "result", "applied")
+		for _, o := range owners {
+			n += metricValue(t, o.run.reg, "pushproxy_dispatcher_events_consumed_total", "result", "applied")
 		}
 		return n
 	}
@@ -90,14 +78,13 @@ func TestThreeDispatchersOneDies(t *testing.T) {
 	// Kill dispatcher b while it holds events in its coalescing window:
 	// close its connection abruptly, then stop it.
 	waitFor(t, "the first rounds applied", func() bool { return applied() == float64(published) })
-	conns[1].NC.Close()
-	runs[1].cancel()
+	owners[1].kill()
 	for range 10 {
 		publishRound()
 		time.Sleep(20 * time.Millisecond)
 	}
 	waitFor(t, "the survivors taking over", func() bool {
-		return metricValue(t, runs[0].reg, "pushproxy_dispatcher_partitions_owned")+metricValue(t, runs[2].reg, "pushproxy_dispatcher_partitions_owned") == 6
+		return metricValue(t, owners[0].run.reg, "pushproxy_dispatcher_partitions_owned")+metricValue(t, owners[2].run.reg, "pushproxy_dispatcher_partitions_owned") == 6
 	})
 	for i, u := range names {
 		want := next[i]
@@ -123,7 +110,7 @@ func TestThreeDispatchersOneDies(t *testing.T) {
 		}
 		last[rec.UserKey] = rec.LastSeq
 	}
-	if n := metricValue(t, runs[0].reg, "pushproxy_dispatcher_takeover_events_read_total") + metricValue(t, runs[2].reg, "pushproxy_dispatcher_takeover_events_read_total"); n == 0 {
+	if n := metricValue(t, owners[0].run.reg, "pushproxy_dispatcher_takeover_events_read_total") + metricValue(t, owners[2].run.reg, "pushproxy_dispatcher_takeover_events_read_total"); n == 0 {
 		t.Fatal("the survivors read no unacknowledged event from the stream: the dead dispatcher held no events, so the takeover was not exercised")
 	}
 }

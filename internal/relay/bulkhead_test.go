@@ -3,10 +3,6 @@ package relay
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -26,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pushproxy/pushproxy/internal/providers"
+	"github.com/pushproxy/pushproxy/internal/providers/apns/apnstest"
 	"github.com/pushproxy/pushproxy/internal/relay/registry"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
 	"github.com/pushproxy/pushproxy/internal/tokens"
@@ -157,19 +154,11 @@ func caFile(t *testing.T, srv *httptest.Server) string {
 // path.
 func writeAPNsKey(t *testing.T) string {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	path, _, err := apnstest.WriteKey(t.TempDir(), "ABC123DEFG")
 	if err != nil {
 		t.Fatal(err)
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(t.TempDir(), "AuthKey_ABC123DEFG.p8")
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return keyFile
+	return path
 }
 
 // addPartner registers a new signing certificate for org (realm org) and

@@ -2,9 +2,6 @@ package chaos
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -18,6 +15,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/pushproxy/pushproxy/internal/providers/apns/apnstest"
 )
 
 // APNs identity of the chaos tests' app.
@@ -55,19 +54,11 @@ type provider struct {
 
 // newProvider starts the provider and writes its CA and signing key into dir.
 func newProvider(dir string) (*provider, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	keyP8, pub, err := apnstest.WriteKey(dir, apnsKeyID)
 	if err != nil {
-		return nil, fmt.Errorf("APNs key: %w", err)
+		return nil, err
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("APNs key: %w", err)
-	}
-	p := &provider{key: &key.PublicKey, tokens: map[string]bool{}, badges: map[string][]badge{}}
-	p.keyP8 = filepath.Join(dir, "AuthKey_"+apnsKeyID+".p8")
-	if err := os.WriteFile(p.keyP8, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		return nil, fmt.Errorf("APNs key: %w", err)
-	}
+	p := &provider{key: pub, keyP8: keyP8, tokens: map[string]bool{}, badges: map[string][]badge{}}
 	p.srv = httptest.NewUnstartedServer(http.HandlerFunc(p.serve))
 	p.srv.EnableHTTP2 = true
 	p.srv.StartTLS()

@@ -5,18 +5,12 @@ package e2e
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -29,6 +23,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/coalesce"
 	"github.com/pushproxy/pushproxy/internal/dispatcher"
 	"github.com/pushproxy/pushproxy/internal/ingest"
+	"github.com/pushproxy/pushproxy/internal/providers/apns/apnstest"
 	"github.com/pushproxy/pushproxy/internal/relay"
 	"github.com/pushproxy/pushproxy/internal/relay/registry"
 	"github.com/pushproxy/pushproxy/internal/service"
@@ -130,19 +125,11 @@ func freeAddr(t *testing.T) string {
 
 func writeP8(t *testing.T) (string, *ecdsa.PublicKey) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	path, pub, err := apnstest.WriteKey(t.TempDir(), apnsKeyID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "AuthKey_"+apnsKeyID+".p8")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path, &key.PublicKey
+	return path, pub
 }
 
 // TestEventBecomesAPNsBadge sends an event into ingest and expects the

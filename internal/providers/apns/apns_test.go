@@ -24,6 +24,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/pushproxy/pushproxy/internal/providers"
+	"github.com/pushproxy/pushproxy/internal/providers/apns/apnstest"
 )
 
 const (
@@ -33,23 +34,15 @@ const (
 	testDevice = "3f9a0c1e2d4b5a6978877665544332211ffeeddccbbaa99887766554433221100"
 )
 
-// writeKey writes a fresh P-256 key as a .p8 file (PKCS #8 PEM) and returns
-// its path and public part.
+// writeKey writes a fresh P-256 key as a .p8 file and returns its path and
+// public part.
 func writeKey(t *testing.T) (string, *ecdsa.PublicKey) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	path, pub, err := apnstest.WriteKey(t.TempDir(), testKeyID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "AuthKey_"+testKeyID+".p8")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path, &key.PublicKey
+	return path, pub
 }
 
 // pushRequest is what the fake APNs saw in one request that passed its checks.
