@@ -70,7 +70,12 @@ const (
 	SourceDovecotLua Source = "dovecot-lua"
 	SourceEWS        Source = "ews"
 	SourceGraph      Source = "graph"
-	SourceCanary     Source = "canary"
+	// SourceIMAP marks the snapshots of ingest's IMAP watcher (IDLE).
+	SourceIMAP   Source = "imap"
+	SourceCanary Source = "canary"
+	// SourceReconcile marks the snapshots internal/reconcile publishes
+	// after reading the true count from the mail system.
+	SourceReconcile Source = "reconcile"
 )
 
 // Event is one mailbox change of one user.
@@ -213,7 +218,7 @@ func (v *Validator) Validate(e *Event) error {
 		return invalid("occurred_at", "required (RFC 3339 time)")
 	}
 	switch e.Source {
-	case SourceNative, SourceDovecotOX, SourceDovecotLua, SourceEWS, SourceGraph, SourceCanary:
+	case SourceNative, SourceDovecotOX, SourceDovecotLua, SourceEWS, SourceGraph, SourceIMAP, SourceCanary, SourceReconcile:
 	default:
 		return invalid("source", "unknown source %q", e.Source)
 	}

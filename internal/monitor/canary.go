@@ -20,6 +20,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/probe"
 	"github.com/pushproxy/pushproxy/internal/pushlog"
 	"github.com/pushproxy/pushproxy/internal/relayclient"
+	"github.com/pushproxy/pushproxy/internal/service"
 	"github.com/pushproxy/pushproxy/internal/settings"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
 )
@@ -199,7 +200,7 @@ func (c *Canary) run(ctx context.Context, r *probe.Result) (time.Duration, error
 	}
 	if created {
 		// Give the dispatchers' subscription index a moment to see it.
-		if err := sleep(ctx, time.Second); err != nil {
+		if err := service.Sleep(ctx, time.Second); err != nil {
 			return 0, err
 		}
 	}
@@ -396,16 +397,4 @@ type nativeEvent struct {
 	Count      int         `json:"count"`
 	ChangeID   string      `json:"change_id"`
 	OccurredAt time.Time   `json:"occurred_at"`
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -176,3 +176,15 @@ func Every(ctx context.Context, interval time.Duration, f func()) {
 		}
 	}
 }
+
+// Sleep waits d, or until ctx ends and then returns ctx's error.
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -4,6 +4,9 @@
 //
 // Neither parser keeps message content: the sender, subject and snippet
 // that Dovecot includes are never decoded.
+//
+// Doveadm is a sources.Counter that reads the true unseen counts through
+// Dovecot's doveadm HTTP API.
 package dovecot
 
 import (

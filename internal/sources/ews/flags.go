@@ -40,6 +40,15 @@ func (s *Settings) Config() (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
+	return s.ConfigWith(reg)
+}
+
+// ConfigWith loads the key into a Config whose registry is reg: the
+// Manager, when it keeps the subscriptions (--ews-notification-url)
+// instead of a registry file. The caller adds the log, the metrics
+// registry and callbacks (with the Manager: Observe and
+// OnSubscriptionError).
+func (s *Settings) ConfigWith(reg SubscriptionRegistry) (Config, error) {
 	key := s.Key
 	if s.KeyFile != "" {
 		data, err := os.ReadFile(s.KeyFile)

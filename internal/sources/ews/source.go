@@ -69,6 +69,16 @@ type Config struct {
 	// of class Error, e.g. to create the subscription again. It runs on
 	// the request's goroutine: keep it short.
 	OnSubscriptionError func(ctx context.Context, e SubscriptionError)
+	// Observe, when set, is told of every notification of a subscription
+	// the registry knows, once its events are stored (and so just before
+	// the answer): the subscription, the newest watermark the
+	// notification carries (empty when none does) and when it was
+	// accepted. Set it to Manager.Observe, which keeps the watermark a
+	// subscription is created again from and notices silent ones. It runs
+	// on the request's goroutine: keep it short.
+	Observe func(ctx context.Context, subscriptionID, watermark string, at time.Time)
+	// Now is the clock of Observe; time.Now when nil.
+	Now func() time.Time
 	// Log receives a line per subscription error and unknown subscription.
 	Log zerolog.Logger
 	// Metrics, when set, receives the source's metrics.
@@ -108,6 +118,9 @@ type Source struct {
 func NewSource(cfg Config) (*Source, error) {
 	if cfg.Subscriptions == nil {
 		return nil, errors.New("EWS source: a subscription registry is required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	m, err := newMetrics(cfg.Metrics)
 	if err != nil {
@@ -205,6 +218,7 @@ func (s *Source) Parse(r *http.Request, body []byte) ([]sources.Item, error) {
 		for _, e := range Map(m.Notification, sub) {
 			items = append(items, sources.Item{Event: e})
 		}
+		st.observed = append(st.observed, observation{subscriptionID: m.SubscriptionID, watermark: newestWatermark(m.Notification)})
 	}
 	if known == 0 && unknown > 0 {
 		st.status = StatusUnsubscribe
@@ -219,7 +233,27 @@ func (s *Source) Respond(w http.ResponseWriter, r *http.Request) {
 		status = st.status
 	}
 	s.metrics.answers.WithLabelValues(string(status)).Inc()
+	if st := exchangeOf(r); st != nil && s.cfg.Observe != nil {
+		at := s.cfg.Now()
+		for _, o := range st.observed {
+			s.cfg.Observe(r.Context(), o.subscriptionID, o.watermark, at)
+		}
+	}
 	writeSOAP(w, http.StatusOK, ResultEnvelope(status))
+}
+
+// newestWatermark is the watermark of the last event of n that has one:
+// Exchange lists the events in the order they happened.
+func newestWatermark(n *Notification) string {
+	if n == nil {
+		return ""
+	}
+	for i := len(n.Events) - 1; i >= 0; i-- {
+		if wm := n.Events[i].Watermark; wm != "" {
+			return wm
+		}
+	}
+	return ""
 }
 
 func (s *Source) subscriptionError(ctx context.Context, m *Message, sub Subscription, known bool) {
@@ -250,6 +284,15 @@ type exchange struct {
 	// scoped: the request's key may report only for tenants.
 	scoped  bool
 	tenants []string
+	// observed are the notifications of known subscriptions, for
+	// Config.Observe.
+	observed []observation
+}
+
+// observation is one notification of a known subscription.
+type observation struct {
+	subscriptionID string
+	watermark      string
 }
 
 type exchangeKey struct{}

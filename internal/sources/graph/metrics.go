@@ -1,6 +1,9 @@
 package graph
 
 import (
+	"errors"
+	"fmt"
+
 	"github.com/pushproxy/pushproxy/internal/service"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,10 +25,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "pushproxy_graph_notifications_total",
 			Help: "Graph change notifications by result: accepted, lifecycle, or dropped as bad_client_state, bad_subscription_id, unsupported_change_type, unsupported_resource, unknown_user.",
 		}, []string{"result"}),
-		lifecycle: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pushproxy_graph_lifecycle_events_total",
-			Help: "Graph lifecycle notifications with a valid clientState, by event (reauthorizationRequired, subscriptionRemoved, missed, other).",
-		}, []string{"event"}),
 		validations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushproxy_graph_validations_total",
 			Help: "Graph endpoint validation requests by result (ok, invalid, unauthorized).",
@@ -34,11 +33,42 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{resultAccepted, resultLifecycle, resultBadClientState, resultBadSubscription, resultChangeType, resultResource, resultUnknownUser} {
 		m.notifications.WithLabelValues(r)
 	}
-	for _, e := range []string{LifecycleReauthorizationRequired, LifecycleSubscriptionRemoved, LifecycleMissed} {
-		m.lifecycle.WithLabelValues(e)
-	}
-	if err := service.Register(reg, "Graph", m.notifications, m.lifecycle, m.validations); err != nil {
+	if err := service.Register(reg, "Graph", m.notifications, m.validations); err != nil {
 		return nil, err
 	}
+	lifecycle, err := lifecycleCounter(reg)
+	if err != nil {
+		return nil, err
+	}
+	m.lifecycle = lifecycle
 	return m, nil
+}
+
+// lifecycleCounter makes pushproxy_graph_lifecycle_events_total and
+// registers it on reg when it is not nil. The source and the subscription
+// manager both count lifecycle notifications (each those that reach its
+// endpoint): on a registry where one of them registered the counter, the
+// other gets the registered one.
+func lifecycleCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pushproxy_graph_lifecycle_events_total",
+		Help: "Graph lifecycle notifications with a valid clientState, by event (reauthorizationRequired, subscriptionRemoved, missed, other).",
+	}, []string{"event"})
+	if reg != nil {
+		if err := reg.Register(c); err != nil {
+			var already prometheus.AlreadyRegisteredError
+			if !errors.As(err, &already) {
+				return nil, fmt.Errorf("registering Graph lifecycle metrics: %w", err)
+			}
+			existing, ok := already.ExistingCollector.(*prometheus.CounterVec)
+			if !ok {
+				return nil, fmt.Errorf("registering Graph lifecycle metrics: %w", err)
+			}
+			c = existing
+		}
+	}
+	for _, e := range []string{LifecycleReauthorizationRequired, LifecycleSubscriptionRemoved, LifecycleMissed} {
+		c.WithLabelValues(e)
+	}
+	return c, nil
 }

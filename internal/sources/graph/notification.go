@@ -1,6 +1,8 @@
 // Package graph is the Microsoft Graph change notification source of
 // ingest: the validationToken handshake, the clientState check, and the
-// mapping of message notifications to mailbox events.
+// mapping of message notifications to mailbox events. With an app-only
+// token it also reads exact unread counts (Counter) and keeps the
+// subscriptions that make Graph send the notifications (Manager).
 //
 // Graph POSTs a changeNotificationCollection to the subscription's
 // notificationUrl:

@@ -150,11 +150,17 @@ func NewSource(cfg Config) (*Source, error) {
 // accepts every request when no key is configured. Graph sends no
 // credentials: the clientState in the body is what Parse checks.
 func (s *Source) Authenticate(r *http.Request) bool {
-	if s.cfg.Key == "" {
+	return keyMatches(r, s.cfg.Key != "", s.key)
+}
+
+// keyMatches reports whether the request's key parameter hashes to key,
+// in constant time; any request matches when no key is configured.
+func keyMatches(r *http.Request, configured bool, key [sha256.Size]byte) bool {
+	if !configured {
 		return true
 	}
 	got := sha256.Sum256([]byte(r.URL.Query().Get(KeyParam)))
-	return subtle.ConstantTimeCompare(got[:], s.key[:]) == 1
+	return subtle.ConstantTimeCompare(got[:], key[:]) == 1
 }
 
 // Challenge is the WWW-Authenticate value of a 401 answer: the key goes in
@@ -190,13 +196,20 @@ func (s *Source) Handshake(next http.Handler) http.Handler {
 		}
 		s.metrics.validations.WithLabelValues("ok").Inc()
 		s.cfg.Log.Info().Msg("answered a Graph endpoint validation")
-		h := w.Header()
-		h.Set("Content-Type", "text/plain; charset=utf-8")
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Cache-Control", "no-store")
-		w.WriteHeader(http.StatusOK)
-		_, _ = io.WriteString(w, token)
+		writeValidationToken(w, token)
 	})
+}
+
+// writeValidationToken answers a validation request: 200, text/plain,
+// the token as the body. The token must have passed
+// checkValidationToken.
+func writeValidationToken(w http.ResponseWriter, token string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.WriteString(w, token)
 }
 
 // checkValidationToken says what is wrong with a token, or "".

@@ -1,0 +1,345 @@
+package ews
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/service"
+)
+
+// managerKey is the key of the test endpoint's URL.
+const managerKey = "k3y-of-the-endpoint"
+
+// testFrequency is the status frequency of the manager tests.
+const testFrequency = 10 * time.Minute
+
+// The mailboxes of the manager tests.
+const (
+	aliceAddr = "alice@fabrikam.com"
+	bobAddr   = "bob@fabrikam.com"
+)
+
+// testClock is the clock of the manager tests: Sleep records the wait
+// and moves the clock on; Advance moves it on.
+type testClock struct {
+	mu    sync.Mutex
+	now   time.Time
+	waits []time.Duration
+}
+
+func newTestClock() *testClock { return &testClock{now: time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)} }
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Sleep(ctx context.Context, d time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.waits = append(c.waits, d)
+	c.now = c.now.Add(d)
+	return ctx.Err()
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func (c *testClock) slept() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.waits)
+}
+
+// listedMailboxes is a MailboxLister whose mailboxes a test changes.
+type listedMailboxes struct {
+	mu    sync.Mutex
+	boxes []ManagedMailbox
+	err   error
+}
+
+func (l *listedMailboxes) ListMailboxes(context.Context) ([]ManagedMailbox, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.boxes), l.err
+}
+
+func (l *listedMailboxes) set(boxes ...ManagedMailbox) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.boxes = boxes
+}
+
+// resyncCalls records the calls of ManagerConfig.Resync.
+type resyncCalls struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (c *resyncCalls) record(_ context.Context, tenant, user string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls = append(c.calls, tenant+" "+user)
+}
+
+func (c *resyncCalls) got() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.calls)
+}
+
+// syncBuffer is a log destination several goroutines write to.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// managerHarness runs Managers against a fake Exchange, with the EWS
+// Source behind an HTTP endpoint as ingest mounts it (Parse, then
+// Respond once the events are "stored"), whose registry, Observe and
+// OnSubscriptionError are the current Manager's.
+type managerHarness struct {
+	t        *testing.T
+	clock    *testClock
+	exchange *fakeExchange
+	store    SubscriptionStore
+	list     *listedMailboxes
+	resyncs  *resyncCalls
+	log      *syncBuffer
+	notify   *httptest.Server
+
+	mu      sync.Mutex
+	current *Manager
+	events  []events.Event
+}
+
+func newManagerHarness(t *testing.T) *managerHarness {
+	h := &managerHarness{t: t, clock: newTestClock(), exchange: newFakeExchange(t, aliceAddr, bobAddr), store: NewMemorySubscriptionStore(),
+		list: &listedMailboxes{}, resyncs: &resyncCalls{}, log: &syncBuffer{}}
+	h.list.set(ManagedMailbox{Tenant: "fabrikam.com", User: aliceAddr}, ManagedMailbox{Tenant: "fabrikam.com", User: bobAddr})
+	src, err := NewSource(Config{Subscriptions: h, Key: managerKey, Observe: h.observe, OnSubscriptionError: h.subscriptionError,
+		Now: h.clock.Now, Metrics: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.notify = httptest.NewServer(src.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !src.Authenticate(r) {
+			service.WriteError(w, &service.Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "wrong key"})
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		items, err := src.Parse(r, body)
+		if err != nil {
+			var se *service.Error
+			if !errors.As(err, &se) {
+				se = &service.Error{Status: http.StatusInternalServerError, Code: "internal", Message: err.Error()}
+			}
+			service.WriteError(w, se)
+			return
+		}
+		h.mu.Lock()
+		for _, it := range items {
+			h.events = append(h.events, it.Event)
+		}
+		h.mu.Unlock()
+		src.Respond(w, r)
+	})))
+	t.Cleanup(h.notify.Close)
+	return h
+}
+
+func (h *managerHarness) manager() *Manager {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.current
+}
+
+// Lookup makes the harness the source's registry: the current Manager.
+func (h *managerHarness) Lookup(ctx context.Context, id string) (Subscription, error) {
+	m := h.manager()
+	if m == nil {
+		return Subscription{}, errors.New("no manager")
+	}
+	return m.Lookup(ctx, id)
+}
+
+func (h *managerHarness) observe(ctx context.Context, id, watermark string, at time.Time) {
+	if m := h.manager(); m != nil {
+		m.Observe(ctx, id, watermark, at)
+	}
+}
+
+func (h *managerHarness) subscriptionError(ctx context.Context, e SubscriptionError) {
+	if m := h.manager(); m != nil {
+		m.OnSubscriptionError(ctx, e)
+	}
+}
+
+func (h *managerHarness) notificationURL() string { return h.notify.URL + "/v1/ews?key=" + managerKey }
+
+// config is the configuration of the harness's Managers: one request at
+// a time, Basic credentials, the test's clock, no rate limit to speak of.
+func (h *managerHarness) config() ManagerConfig {
+	return ManagerConfig{
+		Mailboxes: h.list, URL: h.exchange.url(), Username: "svc-push@fabrikam.com", Password: "pa55word", Client: h.exchange.srv.Client(),
+		NotificationURL: h.notificationURL(), StatusFrequency: testFrequency, Store: h.store, Resync: h.resyncs.record,
+		Rate: 1e6, Concurrency: 1, Now: h.clock.Now, Sleep: h.clock.Sleep, After: func(time.Duration) <-chan time.Time { return nil },
+		Log: zerolog.New(h.log), Metrics: prometheus.NewRegistry(),
+	}
+}
+
+// newManager makes a Manager (the source's from now on) without loading
+// it.
+func (h *managerHarness) newManager(mutate func(*ManagerConfig)) *Manager {
+	h.t.Helper()
+	cfg := h.config()
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	m, err := NewManager(cfg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.mu.Lock()
+	h.current = m
+	h.mu.Unlock()
+	return m
+}
+
+// start makes a Manager, loads it and does what is due.
+func (h *managerHarness) start(mutate func(*ManagerConfig)) *Manager {
+	h.t.Helper()
+	m := h.newManager(mutate)
+	if err := m.load(context.Background()); err != nil {
+		h.t.Fatal(err)
+	}
+	m.drain(h.t)
+	return m
+}
+
+// drain does what is due now, as Run would, until nothing is left.
+func (m *Manager) drain(t testing.TB) {
+	t.Helper()
+	ctx := context.Background()
+	for {
+		started := m.dispatch(ctx)
+		m.mu.Lock()
+		inflight := m.inflight
+		m.mu.Unlock()
+		if started == 0 && inflight == 0 {
+			m.tend()
+			return
+		}
+		select {
+		case <-m.wake:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the manager made no progress in 10 s")
+		}
+	}
+}
+
+// post sends a SendNotification request to the source as Exchange does
+// and returns the HTTP status and the SubscriptionStatus of the answer
+// ("" when it is a fault).
+func (h *managerHarness) post(body string) (int, Status) {
+	h.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, h.notificationURL(), strings.NewReader(body))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", ContentType)
+	req.Header.Set("SOAPAction", SOAPAction)
+	resp, err := h.notify.Client().Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	for _, s := range []Status{StatusOK, StatusUnsubscribe} {
+		if strings.Contains(string(data), "<SubscriptionStatus>"+string(s)+"</SubscriptionStatus>") {
+			return resp.StatusCode, s
+		}
+	}
+	return resp.StatusCode, ""
+}
+
+// stored returns the store's states by user address, checking their
+// keys.
+func (h *managerHarness) stored() map[string]SubscriptionState {
+	h.t.Helper()
+	states, err := h.store.List(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	out := map[string]SubscriptionState{}
+	for key, st := range states {
+		if key != SubscriptionKey(st.Tenant, st.User) {
+			h.t.Errorf("state of %s under key %s", st.User, key)
+		}
+		out[st.User] = st
+	}
+	return out
+}
+
+// storedEvents returns the events the source stored so far.
+func (h *managerHarness) storedEvents() []events.Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.events)
+}
+
+// statusNote is a notification of subscription sub with a StatusEvent at
+// watermark wm.
+func statusNote(sub, wm string) string {
+	return noteEnvelope(sub, `<t:StatusEvent><t:Watermark>`+wm+`</t:Watermark></t:StatusEvent>`)
+}
+
+// newMailNote is a notification of subscription sub with a NewMailEvent
+// in the Inbox of user at watermark wm.
+func newMailNote(sub, user, wm string) string {
+	return noteEnvelope(sub, `<t:NewMailEvent><t:Watermark>`+wm+`</t:Watermark><t:TimeStamp>2030-06-01T12:00:00Z</t:TimeStamp>`+
+		`<t:ItemId Id="item-`+wm+`" ChangeKey="CQAAAA=="/><t:ParentFolderId Id="`+inboxOf(user)+`" ChangeKey="AQAAAA=="/></t:NewMailEvent>`)
+}
+
+func noteEnvelope(sub, events string) string {
+	return envelope(`<m:SendNotificationResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode>` +
+		`<m:Notification><t:SubscriptionId>` + sub + `</t:SubscriptionId><t:PreviousWatermark>wm-0</t:PreviousWatermark>` +
+		`<t:MoreEvents>false</t:MoreEvents>` + events + `</m:Notification></m:SendNotificationResponseMessage>`)
+}
+
+// errorNote is a notification reporting ErrorReadEventsFailed for
+// subscription sub.
+func errorNote(sub string) string {
+	return envelope(`<m:SendNotificationResponseMessage ResponseClass="Error"><m:MessageText>Events couldn't be read for this subscription.</m:MessageText>` +
+		`<m:ResponseCode>ErrorReadEventsFailed</m:ResponseCode><m:MessageXml><t:Value Name="SubscriptionId">` + sub + `</t:Value></m:MessageXml>` +
+		`</m:SendNotificationResponseMessage>`)
+}

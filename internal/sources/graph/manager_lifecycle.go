@@ -1,0 +1,170 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"slices"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/sources"
+)
+
+// Lifecycle handles a lifecycle notification delivery (the body Graph
+// posts to the lifecycleNotificationUrl): reauthorizationRequired renews
+// the subscription at once, subscriptionRemoved creates it anew at once
+// (both by Run, ahead of other work), missed calls ManagerConfig.Missed
+// with the subscription's user. A notification whose clientState is none
+// of the configured ones is dropped, as is one about a subscription the
+// Manager does not know (logged). The error is a *service.Error: 400 or
+// 413 for a body that is not a collection, 401 when no notification
+// carries a known clientState, 503 until Run has loaded the store.
+func (m *Manager) Lifecycle(ctx context.Context, body []byte) error {
+	m.mu.Lock()
+	loaded := m.loaded
+	m.mu.Unlock()
+	if !loaded {
+		return &service.Error{Status: http.StatusServiceUnavailable, Code: "unavailable",
+			Message: "the Graph subscriptions are not loaded yet; retry later"}
+	}
+	notes, err := ParseLifecycle(body)
+	if err != nil {
+		return err
+	}
+	matched := 0
+	for _, n := range notes {
+		tenants, ok := m.states.check(n.ClientState)
+		if !ok {
+			m.cfg.Log.Warn().Str("event", sources.Clip(n.Event)).Str("subscription", n.SubscriptionID).
+				Msg("dropped a Graph lifecycle notification with a wrong clientState")
+			continue
+		}
+		matched++
+		m.metrics.lifecycle.WithLabelValues(lifecycleLabel(n.Event)).Inc()
+		m.handle(ctx, n.Lifecycle, tenants)
+	}
+	if matched == 0 && len(notes) > 0 {
+		return &service.Error{Status: http.StatusUnauthorized, Code: "unauthorized", Field: "clientState",
+			Message: "no lifecycle notification carries a known clientState"}
+	}
+	return nil
+}
+
+// OnLifecycle handles a lifecycle notification the source received (its
+// clientState checked), when the lifecycle URL is the notification URL:
+// set it as Config.OnLifecycle. It does as Lifecycle does.
+func (m *Manager) OnLifecycle(ctx context.Context, l Lifecycle) {
+	m.mu.Lock()
+	loaded := m.loaded
+	m.mu.Unlock()
+	if !loaded {
+		m.cfg.Log.Warn().Str("event", sources.Clip(l.Event)).Str("subscription", sources.Clip(l.SubscriptionID)).
+			Msg("dropped a Graph lifecycle notification that came before the subscriptions were loaded")
+		return
+	}
+	m.handle(ctx, l, nil)
+}
+
+// handle acts on one lifecycle notification whose clientState may report
+// for tenants (nil: any).
+func (m *Manager) handle(ctx context.Context, l Lifecycle, tenants []string) {
+	log := m.cfg.Log.With().Str("event", sources.Clip(l.Event)).Str("subscription", sources.Clip(l.SubscriptionID)).Logger()
+	m.mu.Lock()
+	e := m.entries[m.bySub[l.SubscriptionID]]
+	if e == nil || e.state == nil || e.state.SubscriptionID != l.SubscriptionID {
+		m.mu.Unlock()
+		log.Warn().Msg("ignored a Graph lifecycle notification about a subscription the manager does not know")
+		return
+	}
+	tenant, user, managed := e.user.Tenant, e.user.Address, e.managed
+	if tenants != nil && !slices.Contains(tenants, tenant) {
+		m.mu.Unlock()
+		log.Warn().Str("tenant", tenant).Msg("ignored a Graph lifecycle notification whose clientState may not report for the subscription's tenant")
+		return
+	}
+	if !managed {
+		m.mu.Unlock()
+		log.Info().Str("user", user).Msg("ignored a Graph lifecycle notification about a subscription being deleted")
+		return
+	}
+	switch l.Event {
+	case LifecycleReauthorizationRequired:
+		if e.urgent != actRecreate {
+			e.urgent, e.urgentSub = actRenew, l.SubscriptionID
+		}
+	case LifecycleSubscriptionRemoved:
+		e.urgent, e.urgentSub = actRecreate, l.SubscriptionID
+	}
+	m.mu.Unlock()
+	level, msg := zerolog.InfoLevel, "Graph asks to reauthorize a subscription: renewing it"
+	switch l.Event {
+	case LifecycleReauthorizationRequired:
+	case LifecycleSubscriptionRemoved:
+		level, msg = zerolog.WarnLevel, "Graph removed a subscription: creating it anew"
+	case LifecycleMissed:
+		level, msg = zerolog.WarnLevel, "Graph missed change notifications: asking for the user's count to be read again"
+	default:
+		level, msg = zerolog.WarnLevel, "ignored a Graph lifecycle notification of an unknown event"
+	}
+	log.WithLevel(level).Str("user", user).Msg(msg)
+	switch l.Event {
+	case LifecycleReauthorizationRequired, LifecycleSubscriptionRemoved:
+		m.signal()
+	case LifecycleMissed:
+		if m.cfg.Missed != nil {
+			m.cfg.Missed(ctx, tenant, user)
+		}
+	}
+}
+
+// LifecycleHandler answers at the lifecycleNotificationUrl: Graph's
+// validation request (a POST with validationToken, answered 200
+// text/plain with the token, as Source.Handshake does), and lifecycle
+// notification deliveries, handled by Lifecycle and answered 202. A wrong
+// key (ManagerConfig.Key) is answered 401, another method than POST 405.
+func (m *Manager) LifecycleHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			service.WriteError(w, &service.Error{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "only POST is allowed"})
+			return
+		}
+		if !keyMatches(r, m.cfg.Key != "", m.key) {
+			w.Header().Set("WWW-Authenticate", `Key realm="pushproxy", param="`+KeyParam+`"`)
+			service.WriteError(w, &service.Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "missing or wrong credentials"})
+			return
+		}
+		if q := r.URL.Query(); q.Has(ValidationParam) {
+			_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 64<<10))
+			token := q.Get(ValidationParam)
+			if reason := checkValidationToken(token); reason != "" {
+				service.WriteError(w, &service.Error{Status: http.StatusBadRequest, Code: sources.CodeMalformed, Field: ValidationParam, Message: reason})
+				return
+			}
+			m.cfg.Log.Info().Msg("answered a Graph lifecycle endpoint validation")
+			writeValidationToken(w, token)
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, MaxLifecycleBody+1))
+		if err != nil {
+			service.WriteError(w, sources.Malformed("reading the body: %v", err))
+			return
+		}
+		if len(body) > MaxLifecycleBody {
+			service.WriteError(w, sources.TooLarge("the body is longer than %d bytes", MaxLifecycleBody))
+			return
+		}
+		if err := m.Lifecycle(r.Context(), body); err != nil {
+			var se *service.Error
+			if !errors.As(err, &se) {
+				se = &service.Error{Status: http.StatusInternalServerError, Code: "internal", Message: "handling the lifecycle notifications failed"}
+			}
+			service.WriteError(w, se)
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+	})
+}

@@ -1,0 +1,176 @@
+package graph
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pushproxy/pushproxy/internal/events"
+)
+
+// SubscriptionState is what the Manager keeps about the subscription of
+// one user. It holds no secret: the clientState and the URLs (which
+// carry a key) are named by versions, short hashes.
+type SubscriptionState struct {
+	// Tenant and User are the user's tenant domain and address.
+	Tenant string `json:"tenant"`
+	User   string `json:"user"`
+	// UserID is the user's Graph id the resource names.
+	UserID string `json:"user_id"`
+	// SubscriptionID is Graph's id of the subscription.
+	SubscriptionID string `json:"subscription_id"`
+	// Resource is the resource subscribed to (InboxResource).
+	Resource string `json:"resource"`
+	// Expires is the subscription's expirationDateTime.
+	Expires time.Time `json:"expires"`
+	// ClientStateVersion names the clientState the subscription was
+	// created with; URLVersion its notification and lifecycle URLs.
+	ClientStateVersion string `json:"client_state_version"`
+	URLVersion         string `json:"url_version"`
+	// Created is when the subscription was created, LastRenewal when it
+	// was last renewed (zero when never).
+	Created     time.Time `json:"created"`
+	LastRenewal time.Time `json:"last_renewal,omitzero"`
+}
+
+// renewed is when the subscription last got its lifetime.
+func (s *SubscriptionState) renewed() time.Time {
+	if s.LastRenewal.After(s.Created) {
+		return s.LastRenewal
+	}
+	return s.Created
+}
+
+// SubscriptionStore keeps the Manager's subscriptions across restarts,
+// by SubscriptionKey. Implementations must be safe for concurrent use;
+// the Manager writes each key from one goroutine at a time.
+type SubscriptionStore interface {
+	// Get returns the state of key, or an error matching
+	// ErrSubscriptionNotFound.
+	Get(ctx context.Context, key string) (SubscriptionState, error)
+	// Put writes the state of key.
+	Put(ctx context.Context, key string, s SubscriptionState) error
+	// Delete removes key; a key that is not there is no error.
+	Delete(ctx context.Context, key string) error
+	// List returns every state by key. A record that cannot be read is
+	// left out, and the error (matching ErrBadSubscriptionRecord) comes
+	// with the others.
+	List(ctx context.Context) (map[string]SubscriptionState, error)
+}
+
+// ErrSubscriptionNotFound is the error of SubscriptionStore.Get for a key
+// that has no state.
+var ErrSubscriptionNotFound = errors.New("no Graph subscription stored")
+
+// ErrBadSubscriptionRecord matches the error of a stored record that
+// cannot be read.
+var ErrBadSubscriptionRecord = errors.New("unreadable Graph subscription record")
+
+// SubscriptionKey is the store key of a user: <tenant token>.<hash>, the
+// tenant as events.TenantToken writes it and 128 bits of SHA-256 of the
+// address in lower case, in hex. It is a valid NATS KV key.
+func SubscriptionKey(tenant, address string) string {
+	tenant = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(tenant)), ".")
+	h := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(address))))
+	return events.TenantToken(tenant) + "." + hex.EncodeToString(h[:16])
+}
+
+// encodeState writes a state as JSON.
+func encodeState(s SubscriptionState) ([]byte, error) {
+	data, err := json.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("encoding a Graph subscription record: %w", err)
+	}
+	return data, nil
+}
+
+// decodeState reads a stored state: JSON with a usable subscription id,
+// a tenant, a user and an expiration. Unknown fields are ignored, so an
+// older version reads what a newer one wrote.
+func decodeState(data []byte) (SubscriptionState, error) {
+	var s SubscriptionState
+	if err := json.NewDecoder(bytes.NewReader(data)).Decode(&s); err != nil {
+		return SubscriptionState{}, fmt.Errorf("%w: %v", ErrBadSubscriptionRecord, err)
+	}
+	if err := checkSubscriptionID(s.SubscriptionID); err != nil {
+		return SubscriptionState{}, fmt.Errorf("%w: %v", ErrBadSubscriptionRecord, err)
+	}
+	if s.Tenant == "" || s.User == "" || s.Expires.IsZero() {
+		return SubscriptionState{}, fmt.Errorf("%w: no tenant, user or expiration", ErrBadSubscriptionRecord)
+	}
+	return s, nil
+}
+
+// MemorySubscriptionStore is a SubscriptionStore in memory, for tests
+// and for a single process that may create its subscriptions anew after
+// a restart. It keeps the records encoded, as a real store would.
+type MemorySubscriptionStore struct {
+	mu      sync.Mutex
+	records map[string][]byte
+}
+
+// NewMemorySubscriptionStore returns an empty store.
+func NewMemorySubscriptionStore() *MemorySubscriptionStore {
+	return &MemorySubscriptionStore{records: map[string][]byte{}}
+}
+
+// Get returns the state of key.
+func (m *MemorySubscriptionStore) Get(_ context.Context, key string) (SubscriptionState, error) {
+	m.mu.Lock()
+	data, ok := m.records[key]
+	m.mu.Unlock()
+	if !ok {
+		return SubscriptionState{}, fmt.Errorf("reading Graph subscription %s: %w", key, ErrSubscriptionNotFound)
+	}
+	s, err := decodeState(data)
+	if err != nil {
+		return SubscriptionState{}, fmt.Errorf("reading Graph subscription %s: %w", key, err)
+	}
+	return s, nil
+}
+
+// Put writes the state of key.
+func (m *MemorySubscriptionStore) Put(_ context.Context, key string, s SubscriptionState) error {
+	data, err := encodeState(s)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.records[key] = data
+	return nil
+}
+
+// Delete removes key.
+func (m *MemorySubscriptionStore) Delete(_ context.Context, key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.records, key)
+	return nil
+}
+
+// List returns every readable state.
+func (m *MemorySubscriptionStore) List(context.Context) (map[string]SubscriptionState, error) {
+	m.mu.Lock()
+	records := maps.Clone(m.records)
+	m.mu.Unlock()
+	out := make(map[string]SubscriptionState, len(records))
+	var errs []error
+	for key, data := range records {
+		s, err := decodeState(data)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("reading Graph subscription %s: %w", key, err))
+			continue
+		}
+		out[key] = s
+	}
+	return out, errors.Join(errs...)
+}
