@@ -144,9 +144,10 @@ func (b *browser) eval(expr string) string {
 	return fmt.Sprint(r.Result.Value)
 }
 
-// rowsJS lists the table's rows as "app|device|badge" strings.
+// rowsJS lists the table's rows as "reference|tenant|user|label|badge"
+// strings.
 const rowsJS = `JSON.stringify(Array.from(document.querySelectorAll("#devices tbody tr")).map(function (tr) {
-  return tr.querySelector(".app").textContent + "|" + tr.querySelector(".tenant").textContent + "|" + tr.querySelector(".badge").textContent;
+  return [".device", ".tenant", ".user", ".label", ".badge"].map(function (c) { return tr.querySelector(c).textContent; }).join("|");
 }))`
 
 // sortedRowsJS is rowsJS in sorted order.
@@ -157,7 +158,15 @@ func TestDevicesPageInBrowser(t *testing.T) {
 		t.Skipf("%s is missing (apt-get install chromium): skipping the browser test", chromiumPath)
 	}
 	ctx := context.Background()
-	r := startRelay(t, Config{DevicesPage: true}, false)
+	// Beside the on-premises side (pushctl standalone) the page names
+	// devices; here phone-A is alice's and browser-B has no name.
+	names := func(_ context.Context, tenant, ref string) (string, string) {
+		if tenant == "fabrikam.com" && ref == relayproto.DeviceRef("com.example.mail", "phone-A") {
+			return "alice@fabrikam.com", "alice's iPhone"
+		}
+		return "", ""
+	}
+	r := startRelay(t, Config{DevicesPage: true, DeviceNames: names}, false)
 	fab := newPartnerKey(t, "fabrikam.com")
 	if _, _, err := r.store.AddCertificate(ctx, registry.CertificateRegistration{Organization: "fabrikam.com", Realm: testRealm, Certificate: fab.cert.X509.Raw}); err != nil {
 		t.Fatal(err)
@@ -189,7 +198,8 @@ func TestDevicesPageInBrowser(t *testing.T) {
 	waitFor(t, "the page to load and connect its event stream", func() bool {
 		return b.eval(`document.readyState === "complete" && document.body.dataset.live === "true"`) == "true"
 	})
-	if got := b.eval(rowsJS); got != `["com.example.mail|fabrikam.com|2"]` {
+	phoneA, browserB := relayproto.DeviceRef("com.example.mail", "phone-A"), relayproto.DeviceRef("com.example.webmail", "browser-B")
+	if got := b.eval(rowsJS); got != `["`+phoneA+`|fabrikam.com|alice@fabrikam.com|alice's iPhone|2"]` {
 		t.Fatalf("rows after load: %s", got)
 	}
 
@@ -198,7 +208,7 @@ func TestDevicesPageInBrowser(t *testing.T) {
 		t.Fatal("second publish was not delivered")
 	}
 	// The two sends run concurrently, so the rows may come in either order.
-	want := `["com.example.mail|fabrikam.com|5","com.example.webmail|fabrikam.com|17"]`
+	want := `["` + phoneA + `|fabrikam.com|alice@fabrikam.com|alice's iPhone|5","` + browserB + `|fabrikam.com|||17"]`
 	var got string
 	deadline := time.Now().Add(30 * time.Second)
 	for got != want {

@@ -149,6 +149,10 @@ type Config struct {
 	// apps of provider "log" with their latest badge, live (for pushctl
 	// standalone). Off by default: it shows device references and tenants.
 	DevicesPage bool
+	// DeviceNames, when set, names the devices page's devices (user and
+	// label). A relay knows only references; pushctl standalone, which
+	// runs the on-premises side too, sets it from the subscriptions.
+	DeviceNames webui.Names
 	// DevicesPath is where the devices page is served. Default "/devices".
 	DevicesPath string
 	// LogMaxDevices bounds how many devices the built-in "log" provider
@@ -375,7 +379,7 @@ func Run(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger,
 	// outage must not take every replica out of service.
 	service.Handle(mux, reg, partners.Check, appsWatch.Check)
 	if cfg.DevicesPage {
-		webui.New(logProvider, log, ctx.Done()).Register(mux, cfg.DevicesPath)
+		webui.New(logProvider, log, ctx.Done()).WithNames(cfg.DeviceNames).Register(mux, cfg.DevicesPath)
 	}
 
 	ln := cfg.Listener

@@ -11,7 +11,9 @@
 //	                          devices, then an "update" event per change
 //
 // Devices are shown by reference (providers.DeviceRef), never by address: a
-// Web Push address carries the subscriber's keys.
+// Web Push address carries the subscriber's keys. A relay knows nothing
+// more of a device; where the page runs beside the on-premises side
+// (pushctl standalone), Names adds the user and the device's label.
 package webui
 
 import (
@@ -39,7 +41,10 @@ var pageHTML string
 
 // Device is one row of the page: a device's latest badge.
 type Device struct {
-	Tenant         string    `json:"tenant"`
+	Tenant string `json:"tenant"`
+	// User and Label come from Names, when the page has it.
+	User           string    `json:"user,omitempty"`
+	Label          string    `json:"label,omitempty"`
 	AppID          string    `json:"appId"`
 	Device         string    `json:"device"`
 	Count          int       `json:"count"`
@@ -66,21 +71,29 @@ func fromEntry(e logpush.Entry) Device {
 	}
 }
 
-// rows converts entries into rows.
-func rows(entries []logpush.Entry) []Device {
+// Names finds the user and the label of the device ref of tenant; empty
+// strings when it does not know them. It must be safe for concurrent use.
+type Names func(ctx context.Context, tenant, ref string) (user, label string)
+
+// rows converts entries into rows, named by names when it is set.
+func rows(ctx context.Context, entries []logpush.Entry, names Names) []Device {
 	out := make([]Device, len(entries))
 	for i, e := range entries {
 		out[i] = fromEntry(e)
+		if names != nil {
+			out[i].User, out[i].Label = names(ctx, out[i].Tenant, out[i].Device)
+		}
 	}
 	return out
 }
 
 // Page serves the devices page over a logpush provider.
 type Page struct {
-	src  *logpush.Provider
-	log  zerolog.Logger
-	stop <-chan struct{}
-	tmpl *template.Template
+	src   *logpush.Provider
+	log   zerolog.Logger
+	stop  <-chan struct{}
+	tmpl  *template.Template
+	names Names
 }
 
 // New returns the page for src. Event streams end when stop is closed (the
@@ -90,6 +103,13 @@ func New(src *logpush.Provider, log zerolog.Logger, stop <-chan struct{}) *Page 
 		"time": func(t time.Time) string { return t.Format(time.RFC3339) },
 	}).Parse(pageHTML))
 	return &Page{src: src, log: log, stop: stop, tmpl: tmpl}
+}
+
+// WithNames makes the page show each device's user and label as names
+// finds them, and returns the page.
+func (p *Page) WithNames(names Names) *Page {
+	p.names = names
+	return p
 }
 
 // Register adds the page's routes under path (e.g. "/devices") to mux.
@@ -102,8 +122,8 @@ func (p *Page) Register(mux *http.ServeMux, path string) {
 // page renders the HTML page with the current devices, so it shows them
 // even before its script connects to the event stream.
 func (p *Page) page(path string) http.HandlerFunc {
-	return func(w http.ResponseWriter, _ *http.Request) {
-		devices := rows(p.src.Devices())
+	return func(w http.ResponseWriter, r *http.Request) {
+		devices := rows(r.Context(), p.src.Devices(), p.names)
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'")
@@ -116,9 +136,9 @@ func (p *Page) page(path string) http.HandlerFunc {
 }
 
 // json answers the current devices.
-func (p *Page) json(w http.ResponseWriter, _ *http.Request) {
+func (p *Page) json(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	service.WriteJSON(w, http.StatusOK, map[string][]Device{"devices": rows(p.src.Devices())})
+	service.WriteJSON(w, http.StatusOK, map[string][]Device{"devices": rows(r.Context(), p.src.Devices(), p.names)})
 }
 
 // events streams a snapshot and then every update until the client goes
@@ -147,7 +167,7 @@ func (p *Page) events(w http.ResponseWriter, r *http.Request) {
 	if _, err := fmt.Fprint(w, "retry: 2000\n\n"); err != nil {
 		return
 	}
-	if err := send(w, rc, "snapshot", rows(p.src.Devices())); err != nil {
+	if err := send(w, rc, "snapshot", rows(ctx, p.src.Devices(), p.names)); err != nil {
 		return
 	}
 	for {
@@ -156,7 +176,7 @@ func (p *Page) events(w http.ResponseWriter, r *http.Request) {
 		stop()
 		switch {
 		case err == nil:
-			err = send(w, rc, "update", rows(entries))
+			err = send(w, rc, "update", rows(ctx, entries, p.names))
 		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
 			_, err = fmt.Fprint(w, ": ping\n\n")
 			if err == nil {
