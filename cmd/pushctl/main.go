@@ -52,6 +52,7 @@ func commands() []command {
 		dlqCommand(),
 		subscriptionsCommand(),
 		traceCommand(),
+		reconcileCommand(),
 		credentialsCommand(),
 		statusCommand(),
 		relayCommand(),

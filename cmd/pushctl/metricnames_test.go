@@ -21,7 +21,7 @@ import (
 var metricName = regexp.MustCompile(`\bpushproxy_[a-z0-9_]+\b`)
 
 // TestDashboardAndAlertsUseExportedMetrics runs every part of pushproxy in
-// one process (Graph and EWS sources included) through a push, then checks
+// one process (Graph and EWS sources and the reconciler included) through a push, then checks
 // that each pushproxy_* metric the Grafana dashboard and the Prometheus
 // rules name is registered by some part: a renamed metric must take the
 // dashboard and the rules with it. A registered vector appears in /metrics
@@ -32,9 +32,13 @@ func TestDashboardAndAlertsUseExportedMetrics(t *testing.T) {
 	ewsSubs := filepath.Join(dir, "ews.json")
 	writeTestFile(t, graphUsers, `{"users":[{"user_id":"8ee44408-0679-472c-bc2a-692812af3437","tenant":"example.com","address":"alice@example.com"}]}`)
 	writeTestFile(t, ewsSubs, `{"subscriptions":[{"subscription_id":"sub-1","tenant":"example.com","user":"alice@example.com","inbox_folder_id":"inbox-1"}]}`)
+	doveadmKey := filepath.Join(dir, "doveadm-key")
+	writeTestFile(t, doveadmKey, "secret")
 	reg := service.NewRegistry()
+	// The reconciler runs with a doveadm counter nobody answers at.
 	ingestAddr, natsAddr, _, _ := startStandaloneWith(t, filepath.Join(dir, "data"), reg,
-		"--graph-users", graphUsers, "--graph-client-state", "secret", "--ews-subscriptions", ewsSubs)
+		"--graph-users", graphUsers, "--graph-client-state", "secret", "--ews-subscriptions", ewsSubs,
+		"--doveadm-url", "http://127.0.0.1:9", "--doveadm-api-key-file", doveadmKey)
 
 	// A push makes the parts that register on first use do so.
 	base := "http://" + ingestAddr

@@ -18,11 +18,14 @@ import (
 	"github.com/pushproxy/pushproxy/internal/dispatcher"
 	"github.com/pushproxy/pushproxy/internal/ingest"
 	"github.com/pushproxy/pushproxy/internal/monitor"
+	"github.com/pushproxy/pushproxy/internal/reconcile"
+	"github.com/pushproxy/pushproxy/internal/reconcile/counters"
 	"github.com/pushproxy/pushproxy/internal/relay"
 	"github.com/pushproxy/pushproxy/internal/relay/registry"
 	"github.com/pushproxy/pushproxy/internal/s2s"
 	"github.com/pushproxy/pushproxy/internal/service"
 	"github.com/pushproxy/pushproxy/internal/settings"
+	"github.com/pushproxy/pushproxy/internal/subscriptions"
 	"github.com/pushproxy/pushproxy/internal/tokens"
 )
 
@@ -66,6 +69,8 @@ type standalone struct {
 	dispatcher *dispatcher.Config
 	relay      *relay.Config
 	monitor    *monitor.Config
+	reconcile  *reconcile.Config
+	counters   *counters.Settings
 	org        string
 	logLevel   string
 	logFormat  string
@@ -80,7 +85,9 @@ func standaloneFlags(fs *flag.FlagSet) *standalone {
 		dispatcher: dispatcher.Flags(fs),
 		relay:      relay.Flags(fs, "relay-"),
 		monitor:    monitor.Flags(fs),
+		reconcile:  reconcile.Flags(fs),
 	}
+	s.counters = counters.Flags(fs, counters.Shared{Graph: s.extras.Graph, GraphApp: s.extras.GraphApp, EWSApp: s.extras.EWSApp, IMAP: s.extras.IMAP})
 	fs.StringVar(&s.org, "organization", standaloneOrg, "organization (domain) the first start sets the proxy up for")
 	fs.StringVar(&s.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&s.logFormat, "log-format", "auto", "log format: json, console, or auto (console on a terminal)")
@@ -275,6 +282,13 @@ func (s *standalone) run(ctx context.Context, conn *broker.Conn, st setup, log z
 	if err != nil {
 		return err
 	}
+	subs, err := subscriptions.Open(ctx, conn.JS, keyer)
+	if err != nil {
+		return err
+	}
+	// The devices page runs beside the on-premises side here: it names
+	// each device with its user and label.
+	s.relay.DeviceNames = subs.Namer().Name
 	s.dispatcher.Tokens = s2s.NewSource(st.store, st.certDir)
 	s.dispatcher.Registry, s.dispatcher.Log = reg, log
 	s.monitor.CertDir = st.certDir
@@ -302,6 +316,20 @@ func (s *standalone) run(ctx context.Context, conn *broker.Conn, st setup, log z
 		{name: "monitor", run: func(ctx context.Context) error {
 			return monitor.Run(ctx, *s.monitor, conn, log.With().Str("component", "monitor").Logger(), reg)
 		}},
+	}
+	if s.counters.Enabled() {
+		rlog := log.With().Str("component", "reconciler").Logger()
+		list, err := s.counters.Build(rlog, reg)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		cfg := *s.reconcile
+		cfg.Counters, cfg.Mailbox = list, s.dispatcher.Unread.Mailbox
+		steps = append(steps, part{name: "reconciler", run: func(ctx context.Context) error {
+			return reconcile.Serve(ctx, cfg, conn, "", rlog, reg)
+		}})
+	} else {
+		log.Info().Msg("reconciler off: give a mail system to read true counts from (--doveadm-url, --imap-addr, --graph-app-tenant-id or --ews-url)")
 	}
 	for _, p := range steps {
 		if err := parts.start(p); err != nil {

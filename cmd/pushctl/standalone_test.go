@@ -164,11 +164,13 @@ func TestStandaloneEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var page struct{ Devices []struct{ Device string } }
+	type pageDevice struct{ Tenant, User, Label, Device string }
+	var page struct{ Devices []pageDevice }
 	err = json.NewDecoder(resp.Body).Decode(&page)
 	resp.Body.Close()
-	if err != nil || len(page.Devices) == 0 || !slices.ContainsFunc(page.Devices, func(d struct{ Device string }) bool { return d.Device == ref }) {
-		t.Fatalf("the relay's devices page does not name the device %s: %+v %v", ref, page.Devices, err)
+	want := pageDevice{Tenant: "example.com", User: "alice@example.com", Label: "alice's iPhone", Device: ref}
+	if err != nil || !slices.Contains(page.Devices, want) {
+		t.Fatalf("the devices page does not show %+v: %+v %v", want, page.Devices, err)
 	}
 	// Reading the relay's metadata keeps the audience the relay expects.
 	if r := pushctl(t, "auth", "set-server", "--metadata-url", "http://"+relayAddr+"/PushNotifications/metadata/json/1", "--nats-url", "nats://"+natsAddr); r.code != 0 {

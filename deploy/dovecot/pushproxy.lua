@@ -36,8 +36,22 @@ local DEFAULTS = {
 local instance = string.format("%x%04x", os.time(), math.random(0, 0xffff))
 local txn_counter = 0
 
+-- Dovecot 2.4 hands the lua_settings { } of 95-pushproxy-2.4.conf to
+-- script_init; 2.3 calls it without settings, and the script reads
+-- plugin { } through plugin_getenv. 2.3 wants 0 back.
+local lua_settings = {}
+function script_init(settings)
+  if type(settings) == "table" then
+    lua_settings = settings
+  end
+  return 0
+end
+
 local function setting(user, key)
-  local value = user:plugin_getenv(key)
+  local value = lua_settings[key]
+  if value == nil or value == "" then
+    value = user:plugin_getenv(key)
+  end
   if value == nil or value == "" then
     return DEFAULTS[key]
   end

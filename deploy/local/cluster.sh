@@ -24,13 +24,13 @@ for b in nats-server pushctl ingest dispatcher relay monitor; do
 	[ -x "$BIN/$b" ] || { echo "cluster: $BIN/$b is missing; run make cluster (it builds ./bin)" >&2; exit 1; }
 done
 
-# One password per NATS user, made once.
-if [ ! -f "$DIR/passwords.env" ]; then
-	for u in ADMIN INGEST DISPATCHER MONITOR RELAY; do
-		echo "PUSHPROXY_NATS_${u}_PASSWORD=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-	done >"$DIR/passwords.env"
-	chmod 600 "$DIR/passwords.env"
-fi
+# One password per NATS user, made once (and for users added since).
+touch "$DIR/passwords.env"
+chmod 600 "$DIR/passwords.env"
+for u in ADMIN INGEST DISPATCHER MONITOR RELAY RECONCILER; do
+	grep -q "^PUSHPROXY_NATS_${u}_PASSWORD=" "$DIR/passwords.env" ||
+		echo "PUSHPROXY_NATS_${u}_PASSWORD=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" >>"$DIR/passwords.env"
+done
 set -a
 # shellcheck disable=SC1091
 . "$DIR/passwords.env"

@@ -29,6 +29,12 @@ const (
 	BucketTombstones = "tombstones"
 	// BucketCredentials holds ingest's scoped credentials (hashed secrets).
 	BucketCredentials = "credentials"
+	// BucketGraphSubscriptions keeps the Graph subscriptions ingest
+	// manages (one per user: id, expiry, last renewal).
+	BucketGraphSubscriptions = "graph_subscriptions"
+	// BucketEWSSubscriptions keeps the EWS push subscriptions ingest
+	// manages (one per mailbox: id, last watermark).
+	BucketEWSSubscriptions = "ews_subscriptions"
 )
 
 // Subject roots of the non-mail streams. A full subject adds tokens, for
@@ -177,6 +183,8 @@ func (l Layout) buckets() []jetstream.KeyValueConfig {
 		{Bucket: BucketSubscriptions, Description: "device subscriptions; each expires unless refreshed", History: 1, TTL: l.SubscriptionTTL, Storage: jetstream.FileStorage, Replicas: l.Replicas},
 		{Bucket: BucketConfig, Description: "proxy and auth configuration", History: 5, Storage: jetstream.FileStorage, Replicas: l.Replicas},
 		{Bucket: BucketCredentials, Description: "ingest credentials: tenants, roles and hashed secrets", History: 5, Storage: jetstream.FileStorage, Replicas: l.Replicas},
+		{Bucket: BucketGraphSubscriptions, Description: "Graph subscriptions ingest creates and renews, one per user", History: 1, Storage: jetstream.FileStorage, Replicas: l.Replicas},
+		{Bucket: BucketEWSSubscriptions, Description: "EWS push subscriptions ingest keeps, one per mailbox, with their last watermark", History: 1, Storage: jetstream.FileStorage, Replicas: l.Replicas},
 		{Bucket: BucketTombstones, Description: "subscriptions removed on a device-gone verdict, restorable until they expire", History: 1, TTL: l.TombstoneTTL, Storage: jetstream.FileStorage, Replicas: l.Replicas},
 	}
 }

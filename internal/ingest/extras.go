@@ -2,37 +2,64 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net/http"
 	"slices"
+	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/credentials"
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/reconcile"
 	"github.com/pushproxy/pushproxy/internal/sources/ews"
 	"github.com/pushproxy/pushproxy/internal/sources/graph"
+	"github.com/pushproxy/pushproxy/internal/sources/imap"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
 )
 
-// Extras are the routes ingest serves beside the native and Dovecot
-// sources: the device subscriptions API, Exchange EWS push notifications
-// and Microsoft Graph change notifications.
+// Extras are what ingest runs beside the native and Dovecot sources: the
+// device subscriptions API, Exchange EWS push notifications, Microsoft
+// Graph change notifications with the subscriptions it keeps, and the
+// IMAP watcher.
 type Extras struct {
 	EWS   *ews.Settings
 	Graph *graph.Settings
+	// GraphApp is the Graph app (app-only tokens) that the subscription
+	// manager and the reconciler's Graph counter share.
+	GraphApp     *graph.CounterSettings
+	GraphManager *graph.ManagerSettings
+	// EWSApp is how ingest and the reconciler's EWS counter reach Exchange
+	// (URL, credentials); EWSManager keeps the push subscriptions.
+	EWSApp     *ews.CounterSettings
+	EWSManager *ews.ManagerSettings
+	// IMAP is the IMAP server (shared with the reconciler's IMAP counter)
+	// and the watcher's users.
+	IMAP *imap.Settings
 }
 
 // ExtraFlags registers the flags of the extras on fs.
 func ExtraFlags(fs *flag.FlagSet) *Extras {
-	return &Extras{EWS: ews.Flags(fs), Graph: graph.Flags(fs)}
+	x := &Extras{EWS: ews.Flags(fs), Graph: graph.Flags(fs)}
+	x.GraphApp = graph.CounterFlags(fs, x.Graph)
+	x.GraphManager = graph.ManagerFlags(fs, x.Graph, x.GraphApp)
+	x.EWSApp = ews.CounterFlags(fs)
+	x.EWSManager = ews.ManagerFlags(fs, x.EWSApp)
+	x.IMAP = imap.Flags(fs)
+	return x
 }
 
 // Extensions returns the Extensions that mount the extras on a server:
-// always the subscriptions API (behind the native API's Bearer tokens), and
-// EWS and Graph when their settings name their registry files.
+// always the subscriptions API (behind the native API's Bearer tokens);
+// EWS and Graph when their settings name their registry files; the Graph
+// subscription manager (and its lifecycle endpoint) with
+// --graph-notification-url; the IMAP watcher with --imap-watch-users-file.
 func (x *Extras) Extensions(ctx context.Context, conn *broker.Conn, reg prometheus.Registerer) ([]Extension, error) {
 	keyer, err := broker.Keyer(ctx, conn.JS)
 	if err != nil {
@@ -43,23 +70,28 @@ func (x *Extras) Extensions(ctx context.Context, conn *broker.Conn, reg promethe
 		return nil, err
 	}
 	exts := []Extension{SubscriptionsAPI(store)}
-	if x.EWS != nil && x.EWS.Enabled() {
-		cfg, err := x.EWS.Config()
+	if ext, err := x.ewsExtension(ctx, conn, reg); err != nil {
+		return nil, err
+	} else if ext != nil {
+		exts = append(exts, ext)
+	}
+	// The manager goes first: lifecycle notifications sent to the
+	// notification URL reach it through the Graph source.
+	var manager *graph.Manager
+	if x.GraphManager != nil && x.GraphManager.ManagerEnabled() {
+		kv, err := conn.JS.KeyValue(ctx, broker.BucketGraphSubscriptions)
 		if err != nil {
-			return nil, fmt.Errorf("configuring the EWS source: %w", err)
+			return nil, fmt.Errorf("opening bucket %s (provision the layout again): %w", broker.BucketGraphSubscriptions, err)
 		}
 		exts = append(exts, func(s *Server) error {
-			cfg.Log, cfg.Metrics = s.Log(), reg
-			if s.creds != nil {
-				cfg.VerifyKey = eventSecrets(s.creds, credentials.KindEWS)
-			}
-			src, err := ews.NewSource(cfg)
+			log := s.Log().With().Str("component", "graph-subscriptions").Logger()
+			m, err := x.GraphManager.Manager(graph.NewKVSubscriptionStore(kv), askReconcile(conn.NC, log), log, reg)
 			if err != nil {
-				return err
+				return fmt.Errorf("configuring the Graph subscription manager: %w", err)
 			}
-			h := s.SourceHandler(Source{Name: events.SourceEWS, Auth: src, MediaTypes: ews.MediaTypes, Parse: src.Parse,
-				Respond: func(w http.ResponseWriter, r *http.Request, _ *Result) { src.Respond(w, r) }})
-			s.Handle("POST /v1/ews", src.Wrap(h))
+			manager = m
+			s.Handle("POST /v1/graph/lifecycle", m.LifecycleHandler())
+			s.Go(m.Run)
 			return nil
 		})
 	}
@@ -73,6 +105,9 @@ func (x *Extras) Extensions(ctx context.Context, conn *broker.Conn, reg promethe
 			if s.creds != nil {
 				cfg.Verify = eventSecrets(s.creds, credentials.KindGraph)
 			}
+			if manager != nil {
+				cfg.OnLifecycle = manager.OnLifecycle
+			}
 			src, err := graph.NewSource(cfg)
 			if err != nil {
 				return err
@@ -83,7 +118,87 @@ func (x *Extras) Extensions(ctx context.Context, conn *broker.Conn, reg promethe
 			return nil
 		})
 	}
+	if x.IMAP != nil && x.IMAP.WatchEnabled() {
+		exts = append(exts, func(s *Server) error {
+			log := s.Log().With().Str("component", "imap-watcher").Logger()
+			publish := func(ctx context.Context, evs []events.Event) error { return s.Publish(ctx, events.SourceIMAP, evs) }
+			w, err := x.IMAP.Watcher(publish, reg, log)
+			if err != nil {
+				return fmt.Errorf("configuring the IMAP watcher: %w", err)
+			}
+			s.enabled = append(s.enabled, events.SourceIMAP)
+			s.Go(w.Run)
+			return nil
+		})
+	}
 	return exts, nil
+}
+
+// ewsExtension mounts the EWS source: with the subscriptions of a registry
+// file (--ews-subscriptions), or with those the manager keeps
+// (--ews-notification-url). It returns nil when neither is configured.
+func (x *Extras) ewsExtension(ctx context.Context, conn *broker.Conn, reg prometheus.Registerer) (Extension, error) {
+	managed := x.EWSManager != nil && x.EWSManager.ManagerEnabled()
+	if x.EWS == nil || (!x.EWS.Enabled() && !managed) {
+		return nil, nil
+	}
+	if x.EWS.Enabled() && managed {
+		return nil, errors.New("EWS: give --ews-subscriptions or --ews-notification-url (subscriptions kept by ingest), not both")
+	}
+	var kv jetstream.KeyValue
+	if managed {
+		var err error
+		if kv, err = conn.JS.KeyValue(ctx, broker.BucketEWSSubscriptions); err != nil {
+			return nil, fmt.Errorf("opening bucket %s (provision the layout again): %w", broker.BucketEWSSubscriptions, err)
+		}
+	}
+	return func(s *Server) error {
+		var cfg ews.Config
+		var err error
+		if managed {
+			log := s.Log().With().Str("component", "ews-subscriptions").Logger()
+			m, err := x.EWSManager.Manager(ews.NewKVSubscriptionStore(kv), askReconcile(conn.NC, log), log, reg)
+			if err != nil {
+				return fmt.Errorf("configuring the EWS subscription manager: %w", err)
+			}
+			if cfg, err = x.EWS.ConfigWith(m); err != nil {
+				return fmt.Errorf("configuring the EWS source: %w", err)
+			}
+			cfg.Observe, cfg.OnSubscriptionError = m.Observe, m.OnSubscriptionError
+			s.Go(m.Run)
+		} else if cfg, err = x.EWS.Config(); err != nil {
+			return fmt.Errorf("configuring the EWS source: %w", err)
+		}
+		cfg.Log, cfg.Metrics = s.Log(), reg
+		if s.creds != nil {
+			cfg.VerifyKey = eventSecrets(s.creds, credentials.KindEWS)
+		}
+		src, err := ews.NewSource(cfg)
+		if err != nil {
+			return err
+		}
+		h := s.SourceHandler(Source{Name: events.SourceEWS, Auth: src, MediaTypes: ews.MediaTypes, Parse: src.Parse,
+			Respond: func(w http.ResponseWriter, r *http.Request, _ *Result) { src.Respond(w, r) }})
+		s.Handle("POST /v1/ews", src.Wrap(h))
+		return nil
+	}, nil
+}
+
+// askReconcile returns the subscription managers' callback for a user
+// whose changes may have been missed (Graph's "missed" lifecycle event, an
+// EWS watermark Exchange refused): it asks the reconciler to read the
+// user's count again, in the background, and logs when no reconciler
+// answers.
+func askReconcile(nc *nats.Conn, log zerolog.Logger) func(ctx context.Context, tenant, user string) {
+	return func(_ context.Context, tenant, user string) {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if _, err := reconcile.Ask(ctx, nc, []reconcile.User{{Tenant: tenant, User: user}}); err != nil {
+				log.Warn().Err(err).Str("tenant", tenant).Str("user", user).Msg("changes of a user may have been missed; asking the reconciler to read the count failed")
+			}
+		}()
+	}
 }
 
 // eventSecrets checks the secrets of a source that authenticates with one

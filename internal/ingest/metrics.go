@@ -1,11 +1,13 @@
 package ingest
 
 import (
-	"github.com/pushproxy/pushproxy/internal/service"
-
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/service"
 )
 
 // Outcomes of one event, as in answers and in pushproxy_ingest_events_total.
@@ -23,6 +25,60 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	rejected *prometheus.CounterVec
 	publish  *prometheus.HistogramVec
+	tenants  tenantCounter
+}
+
+// MaxTenantLabels bounds the distinct tenant labels of
+// pushproxy_ingest_tenant_events_total; the events of later tenants count
+// under tenant="other".
+const MaxTenantLabels = 1000
+
+// tenantCounter counts stored events per tenant, with at most max
+// distinct tenant labels.
+type tenantCounter struct {
+	vec *prometheus.CounterVec
+	max int
+
+	mu   sync.Mutex
+	seen map[string]prometheus.Counter
+}
+
+// add counts n stored events of tenant.
+func (c *tenantCounter) add(tenant string, n int) {
+	c.mu.Lock()
+	ctr, ok := c.seen[tenant]
+	if !ok {
+		label := tenant
+		if len(c.seen) >= c.max {
+			label = "other"
+		}
+		ctr = c.vec.WithLabelValues(label)
+		if label != "other" {
+			c.seen[tenant] = ctr
+		}
+	}
+	c.mu.Unlock()
+	ctr.Add(float64(n))
+}
+
+// stored counts the stored events of evs per tenant; acks says which were
+// duplicates.
+func (c *tenantCounter) stored(evs []events.Event, acks []Ack) {
+	run, tenant := 0, ""
+	for i := range evs {
+		if acks[i].Duplicate {
+			continue
+		}
+		if evs[i].Tenant != tenant && run > 0 {
+			c.add(tenant, run)
+			run = 0
+		}
+		tenant = evs[i].Tenant
+		run++
+	}
+	if run > 0 {
+		c.add(tenant, run)
+	}
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -44,8 +100,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time from publishing a request's events to JetStream's last acknowledgement, by source.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"source"}),
+		tenants: tenantCounter{max: MaxTenantLabels, seen: map[string]prometheus.Counter{}, vec: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushproxy_ingest_tenant_events_total",
+			Help: "Events stored by tenant (the first 1000 tenants seen by this process; later ones count as tenant=\"other\").",
+		}, []string{"tenant"})},
 	}
-	return m, service.Register(reg, "ingest", m.events, m.requests, m.rejected, m.publish)
+	return m, service.Register(reg, "ingest", m.events, m.requests, m.rejected, m.publish, m.tenants.vec)
 }
 
 // request counts one answered request of source.

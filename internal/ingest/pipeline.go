@@ -145,6 +145,28 @@ func writeResult(w http.ResponseWriter, res *Result) {
 	_, _ = w.Write(b)
 }
 
+// Publish completes, validates and stores events that a source produced
+// by itself rather than in a request (the IMAP watcher), with the checks,
+// deduplication and metrics of a request's events. An invalid event fails
+// the call and nothing is stored; an error matching ErrUnavailable means
+// JetStream did not store them and the caller retries.
+func (s *Server) Publish(ctx context.Context, source events.Source, evs []events.Event) error {
+	items := make([]sources.Item, len(evs))
+	for i := range evs {
+		items[i].Event = evs[i]
+	}
+	good, bad := s.prepare(source, items)
+	if len(bad) > 0 {
+		return fmt.Errorf("%d of %d %s events are invalid, the first: %s: %s", len(bad), len(evs), source, bad[0].Field, bad[0].Reason)
+	}
+	src := &Source{Name: source, Timeout: s.cfg.PublishTimeout}
+	if _, err := s.publish(ctx, src, good); err != nil {
+		s.metrics.events.WithLabelValues(string(source), OutcomeFailed).Add(float64(len(good)))
+		return err
+	}
+	return nil
+}
+
 // publish stores evs and counts the outcomes.
 func (s *Server) publish(ctx context.Context, src *Source, evs []events.Event) (*Result, error) {
 	res := &Result{Events: make([]Outcome, len(evs))}
@@ -171,6 +193,7 @@ func (s *Server) publish(ctx context.Context, src *Source, evs []events.Event) (
 	}
 	s.metrics.events.WithLabelValues(string(src.Name), OutcomeStored).Add(float64(res.Stored))
 	s.metrics.events.WithLabelValues(string(src.Name), OutcomeDuplicate).Add(float64(res.Duplicates))
+	s.metrics.tenants.stored(evs, acks)
 	return res, nil
 }
 

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/credentials"
@@ -80,8 +82,36 @@ func Run(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger,
 			}
 		})
 	}
-	return service.Serve(ctx, log, ln, srv, cfg.DrainTimeout)
+	return serveWith(ctx, srv.background, func(ctx context.Context) error {
+		return service.Serve(ctx, log, ln, srv, cfg.DrainTimeout)
+	})
 }
+
+// serveWith runs serve and the background tasks until ctx ends or one of
+// them fails; the first error stops the others and is returned.
+func serveWith(ctx context.Context, background []func(context.Context) error, serve func(context.Context) error) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, task := range append(background, serve) {
+		g.Go(func() error {
+			err := task(ctx)
+			if errors.Is(err, context.Canceled) {
+				err = nil
+			}
+			if err == nil {
+				// A task that ends stops ingest, as serve does.
+				err = errStopped
+			}
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil && !errors.Is(err, errStopped) {
+		return err
+	}
+	return nil
+}
+
+// errStopped ends serveWith's group when a task returns without an error.
+var errStopped = errors.New("stopped")
 
 // Connected is a readiness check that nc is connected.
 func Connected(nc *nats.Conn) service.ReadyFunc {

@@ -90,6 +90,17 @@ type Server struct {
 	// loaded is what the files held at the last (re)load.
 	loadedMu sync.Mutex
 	loaded   resolved
+	// background are the tasks extensions run beside the HTTP server
+	// (Go): source watchers and subscription managers.
+	background []func(context.Context) error
+}
+
+// Go runs task beside the server from the start of serving until the
+// server stops; an error from task stops ingest. Extensions call it for
+// sources that fetch events themselves (the IMAP watcher) and for what
+// keeps sources subscribed (the Graph subscription manager).
+func (s *Server) Go(task func(ctx context.Context) error) {
+	s.background = append(s.background, task)
 }
 
 // New returns a server with the native and Dovecot sources (each disabled

@@ -215,3 +215,42 @@ func sortSubscriptions(subs []Subscription) {
 		return a.DeviceID < b.DeviceID
 	})
 }
+
+// Users calls fn once for each user with at least one subscription, of
+// tenant or, when tenant is empty, of every tenant. It reads the bucket as
+// a stream and remembers only the user keys seen.
+func (s *Store) Users(ctx context.Context, tenant string, fn func(tenant, user string) error) error {
+	filter := jetstream.AllKeys
+	if tenant != "" {
+		filter = events.TenantToken(strings.TrimSuffix(strings.ToLower(strings.TrimSpace(tenant)), ".")) + ".>"
+	}
+	seen := make(map[string]struct{})
+	err := broker.ReadAll(ctx, s.kv, filter, func(e jetstream.KeyValueEntry) error {
+		userKey, _, ok := cutLastDot(e.Key())
+		if !ok {
+			return nil
+		}
+		if _, dup := seen[userKey]; dup {
+			return nil
+		}
+		sub, err := s.decode(e)
+		if err != nil {
+			return err
+		}
+		seen[userKey] = struct{}{}
+		return fn(sub.Tenant, sub.User)
+	})
+	if err != nil {
+		return fmt.Errorf("listing users with subscriptions: %w", err)
+	}
+	return nil
+}
+
+// cutLastDot splits a subscription key into its user key and device part.
+func cutLastDot(key string) (before, after string, ok bool) {
+	i := strings.LastIndexByte(key, '.')
+	if i < 0 {
+		return "", "", false
+	}
+	return key[:i], key[i+1:], true
+}

@@ -255,7 +255,10 @@ func (d *dovecot) log() string {
 }
 
 // deliver sends one message to user over LMTP.
-func deliver(t *testing.T, addr, message string) {
+func deliver(t *testing.T, addr, message string) { deliverTo(t, addr, user, message) }
+
+// deliverTo sends one message to rcpt over LMTP.
+func deliverTo(t *testing.T, addr, rcpt, message string) {
 	c, err := textproto.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -274,7 +277,7 @@ func deliver(t *testing.T, addr, message string) {
 	expect(220, "")
 	expect(250, "LHLO localhost")
 	expect(250, "MAIL FROM:<bob@example.org>")
-	expect(250, "RCPT TO:<%s>", user)
+	expect(250, "RCPT TO:<%s>", rcpt)
 	expect(354, "DATA")
 	w := c.DotWriter()
 	if _, err := w.Write([]byte(message)); err != nil {

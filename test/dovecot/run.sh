@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Dovecot integration test: a real Dovecot 2.3 with deploy/dovecot's
 # configuration and Lua script, against ingest on an embedded JetStream
-# (see dovecot_test.go). Runs when CI=true or PUSHPROXY_DOVECOT_IT=1, as
-# root: it installs Debian's dovecot-core, dovecot-imapd, dovecot-lmtpd and
+# (see dovecot_test.go), and the unseen counters (doveadm HTTP API, IMAP
+# master user) against it (counters_test.go). Runs when CI=true or
+# PUSHPROXY_DOVECOT_IT=1, as root: it installs Debian's dovecot-core, dovecot-imapd, dovecot-lmtpd and
 # lua-socket when they are missing. Otherwise it says why it skips and
 # exits 0.
 set -euo pipefail
@@ -32,4 +33,4 @@ if ((${#missing[@]} > 0)); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-PUSHPROXY_DOVECOT_IT=1 go test -count=1 -v -run '^TestDovecotIntegration$' ./test/dovecot/
+PUSHPROXY_DOVECOT_IT=1 go test -count=1 -v -run '^(TestDovecotIntegration|TestDovecotCounters|TestDovecotReconciles|TestDovecotIMAPWatcher)$' ./test/dovecot/

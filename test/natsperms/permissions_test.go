@@ -1,8 +1,9 @@
 // Package natsperms tests the NATS permissions the deployment ships
 // (deploy/nats/permissions.conf): it starts a NATS server with that very
-// file, runs ingest, a dispatcher, the relay and the monitor each with its
-// own user, sends a device subscription and an event through them, and
-// checks that each component's forbidden actions are refused.
+// file, runs ingest, a dispatcher, the relay, the monitor and the
+// reconciler each with its own user, sends a device subscription and an
+// event through them, corrects the badge by reconciliation, and checks that
+// each component's forbidden actions are refused.
 package natsperms
 
 import (
@@ -30,9 +31,13 @@ import (
 	"github.com/pushproxy/pushproxy/internal/ingest"
 	"github.com/pushproxy/pushproxy/internal/monitor"
 	"github.com/pushproxy/pushproxy/internal/probe"
+	"github.com/pushproxy/pushproxy/internal/reconcile"
 	"github.com/pushproxy/pushproxy/internal/relay"
 	"github.com/pushproxy/pushproxy/internal/relay/registry"
 	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/sources"
+	"github.com/pushproxy/pushproxy/internal/sources/ews"
+	"github.com/pushproxy/pushproxy/internal/sources/graph"
 	"github.com/pushproxy/pushproxy/internal/tlstest"
 	"github.com/pushproxy/pushproxy/test/partner"
 )
@@ -40,7 +45,7 @@ import (
 const org = "fabrikam.com"
 
 // users are the NATS users of permissions.conf.
-var users = []string{"admin", "ingest", "dispatcher", "monitor", "relay"}
+var users = []string{"admin", "ingest", "dispatcher", "monitor", "relay", "reconciler"}
 
 // natsServer is a NATS server with the shipped permissions that requires
 // TLS with client certificates (mutual TLS), as a deployment should.
@@ -149,6 +154,7 @@ func TestComponentsWorkWithTheirOwnUsers(t *testing.T) {
 	// Each component with its own user.
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)
 	ic, dc, mc, rc := srv.connect(t, ctx, "ingest"), srv.connect(t, ctx, "dispatcher"), srv.connect(t, ctx, "monitor"), srv.connect(t, ctx, "relay")
+	recon := newReconciler(t, ctx, srv.connect(t, ctx, "reconciler"), log)
 	icfg := ingest.DefaultConfig()
 	icfg.Addr = ingestAddr
 	exts, err := (&ingest.Extras{}).Extensions(ctx, ic, service.NewRegistry())
@@ -169,6 +175,7 @@ func TestComponentsWorkWithTheirOwnUsers(t *testing.T) {
 				Canary: monitor.CanaryConfig{IngestURL: "http://" + ingestAddr, IngestToken: secret, Interval: 300 * time.Millisecond, Timeout: 10 * time.Second}}
 			return monitor.Run(ctx, mcfg, mc, log, service.NewRegistry())
 		},
+		"reconciler": func() error { return recon.Run(ctx) },
 	}
 	var wg sync.WaitGroup
 	for name, f := range run {
@@ -205,6 +212,60 @@ func TestComponentsWorkWithTheirOwnUsers(t *testing.T) {
 		r, err := probe.Last(ctx, admin.JS, probe.SubjectCanary)
 		return err == nil && r.Succeeded()
 	})
+	// The reconciler, asked by pushctl (admin), reads alice's true count
+	// (4, one more than the event said) and corrects her badge.
+	var results []reconcile.Result
+	waitFor(t, "the reconciler to answer", func() bool {
+		results, err = reconcile.Ask(ctx, admin.NC, []reconcile.User{{Tenant: org, User: "alice@" + org}})
+		return !errors.Is(err, reconcile.ErrNoReconciler)
+	})
+	if err != nil || results[0].Outcome != reconcile.Corrected || results[0].Truth != 4 {
+		waitFor(t, "alice's event applied", func() bool {
+			results, err = reconcile.Ask(ctx, admin.NC, []reconcile.User{{Tenant: org, User: "alice@" + org}})
+			return err == nil && results[0].Outcome != reconcile.Behind
+		})
+		if err != nil || results[0].Outcome != reconcile.Corrected || results[0].Truth != 4 {
+			t.Fatalf("reconciling alice as user reconciler: %+v, %v", results, err)
+		}
+	}
+
+	// Ingest keeps the Graph and EWS subscriptions it manages in their
+	// buckets, and
+	// asks the reconciler about users whose notifications Graph missed.
+	gkv, err := ic.JS.KeyValue(ctx, broker.BucketGraphSubscriptions)
+	if err != nil {
+		t.Fatalf("ingest opening %s: %v", broker.BucketGraphSubscriptions, err)
+	}
+	gstore := graph.NewKVSubscriptionStore(gkv)
+	gkey := graph.SubscriptionKey(org, "alice@"+org)
+	if err := gstore.Put(ctx, gkey, graph.SubscriptionState{Tenant: org, User: "alice@" + org, SubscriptionID: "sub-1", Expires: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatalf("ingest writing a Graph subscription: %v", err)
+	}
+	if got, err := gstore.List(ctx); err != nil || got[gkey].SubscriptionID != "sub-1" {
+		t.Fatalf("ingest listing Graph subscriptions: %v %v", got, err)
+	}
+	if err := gstore.Delete(ctx, gkey); err != nil {
+		t.Fatalf("ingest deleting a Graph subscription: %v", err)
+	}
+	ekv, err := ic.JS.KeyValue(ctx, broker.BucketEWSSubscriptions)
+	if err != nil {
+		t.Fatalf("ingest opening %s: %v", broker.BucketEWSSubscriptions, err)
+	}
+	estore := ews.NewKVSubscriptionStore(ekv)
+	ekey := ews.SubscriptionKey(org, "alice@"+org)
+	if err := estore.Put(ctx, ekey, ews.SubscriptionState{Tenant: org, User: "alice@" + org, SubscriptionID: "sub-1", Watermark: "w-1", InboxFolderID: "inbox-1"}); err != nil {
+		t.Fatalf("ingest writing an EWS subscription: %v", err)
+	}
+	if got, err := estore.List(ctx); err != nil || got[ekey].Watermark != "w-1" {
+		t.Fatalf("ingest listing EWS subscriptions: %v %v", got, err)
+	}
+	if err := estore.Delete(ctx, ekey); err != nil {
+		t.Fatalf("ingest deleting an EWS subscription: %v", err)
+	}
+	if _, err := reconcile.Ask(ctx, ic.NC, []reconcile.User{{Tenant: org, User: "alice@" + org}}); err != nil {
+		t.Fatalf("ingest asking the reconciler: %v", err)
+	}
+
 	// The monitor's dead-letter check reads PUSH_DEAD's latest letter.
 	dead, err := mc.JS.Stream(ctx, broker.StreamDead)
 	if err != nil {
@@ -225,6 +286,7 @@ func TestComponentsWorkWithTheirOwnUsers(t *testing.T) {
 		{"ingest", "publish", "$JS.API.CONSUMER.CREATE.MAIL.x"},
 		{"ingest", "publish", "$JS.API.DIRECT.GET.KV_unread.$KV.unread.fabrikam_com.x"},
 		{"ingest", "subscribe", "mail.>"},
+		{"ingest", "subscribe", "pushproxy.reconcile.check"},
 		{"dispatcher", "publish", "mail.fabrikam_com.x"},
 		{"dispatcher", "publish", "$KV.credentials.x"},
 		{"dispatcher", "publish", "$KV.config.proxy"},
@@ -241,6 +303,14 @@ func TestComponentsWorkWithTheirOwnUsers(t *testing.T) {
 		{"relay", "publish", "$JS.API.DIRECT.GET.KV_config.$KV.config.auth"},
 		{"relay", "publish", "$JS.API.STREAM.DELETE.KV_relay_apps"},
 		{"relay", "subscribe", "pushproxy.dispatcher.members"},
+		{"reconciler", "publish", "$KV.unread.fabrikam_com.x"},
+		{"reconciler", "publish", "$KV.subscriptions.fabrikam_com.x"},
+		{"reconciler", "publish", "$KV.credentials.x"},
+		{"reconciler", "publish", "push.sent.fabrikam_com.x"},
+		{"reconciler", "publish", "$JS.API.STREAM.DELETE.MAIL"},
+		{"reconciler", "publish", "$JS.API.STREAM.PURGE.MAIL"},
+		{"reconciler", "subscribe", "mail.>"},
+		{"reconciler", "subscribe", "pushproxy.dispatcher.members"},
 	}
 	for _, r := range refusals {
 		t.Run(r.user+"/"+r.action+"/"+r.subject, func(t *testing.T) {
@@ -315,4 +385,37 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// fixedCounts is the mail system of the test: alice has 4 unread messages.
+type fixedCounts struct{}
+
+func (fixedCounts) Name() string { return "test" }
+
+func (fixedCounts) Counts(_ context.Context, boxes []sources.Mailbox) []sources.Count {
+	out := make([]sources.Count, len(boxes))
+	for i, b := range boxes {
+		if b.User != "alice@"+org {
+			out[i].Err = sources.ErrNotServed
+			continue
+		}
+		out[i].Unread = 4
+	}
+	return out
+}
+
+// newReconciler returns a reconciler on conn that reads fixedCounts and
+// checks estimated counts soon.
+func newReconciler(t *testing.T, ctx context.Context, conn *broker.Conn, log zerolog.Logger) *reconcile.Reconciler {
+	t.Helper()
+	keyer, err := broker.Keyer(ctx, conn.JS)
+	if err != nil {
+		t.Fatalf("reading the subject key as user reconciler: %v", err)
+	}
+	r, err := reconcile.New(ctx, reconcile.Config{NC: conn.NC, JS: conn.JS, Keyer: keyer, Counters: []sources.Counter{fixedCounts{}},
+		EstimatedDelay: 100 * time.Millisecond, SweepPeriod: time.Hour, Log: log, Metrics: service.NewRegistry()})
+	if err != nil {
+		t.Fatalf("starting the reconciler as user reconciler: %v", err)
+	}
+	return r
 }

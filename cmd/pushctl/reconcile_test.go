@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pushproxy/pushproxy/internal/broker"
+	"github.com/pushproxy/pushproxy/internal/events"
+)
+
+// doveadmServer speaks Dovecot's doveadm HTTP API for mailboxStatus, as
+// Dovecot 2.3 answers it, with the unseen counts of its users.
+type doveadmServer struct {
+	key    string
+	mu     sync.Mutex
+	unseen map[string]int
+}
+
+func (d *doveadmServer) set(user string, n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.unseen[user] = n
+}
+
+func (d *doveadmServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/doveadm/v1" || r.Header.Get("Authorization") != "X-Dovecot-API "+base64.StdEncoding.EncodeToString([]byte(d.key)) {
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+		return
+	}
+	var cmds [][3]json.RawMessage
+	if err := json.NewDecoder(r.Body).Decode(&cmds); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var answers []any
+	for _, c := range cmds {
+		var params struct{ User string }
+		var tag string
+		_ = json.Unmarshal(c[1], &params)
+		_ = json.Unmarshal(c[2], &tag)
+		n, ok := d.unseen[params.User]
+		if !ok {
+			answers = append(answers, []any{"error", map[string]any{"type": "exitCode", "exitCode": 67}, tag})
+			continue
+		}
+		answers = append(answers, []any{"doveadmResponse", []any{map[string]string{"mailbox": "INBOX", "unseen": strconv.Itoa(n)}}, tag})
+	}
+	_ = json.NewEncoder(w).Encode(answers)
+}
+
+// waitForCount waits until the user's last push carries count.
+func waitForCount(t *testing.T, js jetstream.JetStream, keyer *events.Keyer, user string, count int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rec := waitForSent(t, js, keyer, "example.com", user)
+		if rec.Count == count {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the last push to %s carries %d, want %d", user, rec.Count, count)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestStandaloneReconciles corrects badges through pushctl standalone with
+// a doveadm counter: on demand (pushctl reconcile), and by itself for an
+// estimated count after a read the mail server never reported.
+func TestStandaloneReconciles(t *testing.T) {
+	dir := t.TempDir()
+	dove := &doveadmServer{key: "doveadm-secret", unseen: map[string]int{}}
+	srv := httptest.NewServer(dove)
+	defer srv.Close()
+	keyFile := filepath.Join(dir, "doveadm-key")
+	writeTestFile(t, keyFile, dove.key+"\n")
+	ingestAddr, natsAddr, _, _ := startStandaloneWith(t, filepath.Join(dir, "data"), nil,
+		"--doveadm-url", srv.URL, "--doveadm-api-key-file", keyFile, "--reconcile-estimated-delay", "300ms")
+	nats := "--nats-url=nats://" + natsAddr
+	base := "http://" + ingestAddr
+	for _, u := range []string{"alice", "bob"} {
+		if code := post(t, base+"/v1/subscriptions", `{"tenant":"example.com","user":"`+u+`@example.com","appId":"demo","deviceId":"phone-`+u+`","platform":"APNS"}`); code != http.StatusCreated {
+			t.Fatalf("subscribe %s: %d", u, code)
+		}
+	}
+	ctx := context.Background()
+	conn, err := broker.Connect(ctx, broker.Options{URLs: []string{"nats://" + natsAddr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	keyer, err := broker.Keyer(ctx, conn.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// On demand: alice's mail server lost an event; her badge shows 1 of 3.
+	dove.set("alice@example.com", 3)
+	dove.set("bob@example.com", 0)
+	if code := post(t, base+"/v1/events", `{"user":"alice@example.com","kind":"new","unread":1,"change_id":"a-1"}`); code != http.StatusOK {
+		t.Fatalf("event: %d", code)
+	}
+	waitForCount(t, conn.JS, keyer, "alice@example.com", 1)
+	r := pushctl(t, "reconcile", "--user", "alice@example.com", nats)
+	if r.code != 0 || !strings.Contains(r.stdout, "corrected") || !strings.Contains(r.stdout, "summary: 1 corrected") {
+		t.Fatalf("pushctl reconcile --user: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	waitForCount(t, conn.JS, keyer, "alice@example.com", 3)
+
+	// By itself: bob's new mail came without a count (an estimate, 1); he
+	// read it in a client whose reads the server does not report.
+	if code := post(t, base+"/v1/events", `{"user":"bob@example.com","kind":"new","change_id":"b-1"}`); code != http.StatusOK {
+		t.Fatalf("event: %d", code)
+	}
+	waitForCount(t, conn.JS, keyer, "bob@example.com", 1)
+	waitForCount(t, conn.JS, keyer, "bob@example.com", 0)
+
+	// The whole tenant: every user with a device is checked; both right
+	// now, and the monitor's canary is left to the canary.
+	r = pushctl(t, "reconcile", "--tenant", "example.com", "-v", nats)
+	if r.code != 0 || !strings.Contains(r.stdout, "summary: 2 match, 1 skipped") || !strings.Contains(r.stderr, "3 users checked") {
+		t.Fatalf("pushctl reconcile --tenant: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	for _, tt := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"reconcile", nats}, 2, "give --user or --tenant"},
+		{[]string{"reconcile", "--tenant", "nobody.example", nats}, 1, "no user of nobody.example has a device subscription"},
+	} {
+		if r := pushctl(t, tt.args...); r.code != tt.code || !strings.Contains(r.stderr, tt.want) {
+			t.Errorf("pushctl %v: %d %q, want %d %q", tt.args, r.code, r.stderr, tt.code, tt.want)
+		}
+	}
+}
+
+// TestReconcileWithoutReconciler tells the operator what to start.
+func TestReconcileWithoutReconciler(t *testing.T) {
+	_, nats := startNATS(t)
+	r := pushctl(t, "reconcile", "--user", "alice@example.com", nats)
+	if r.code != 1 || !strings.Contains(r.stderr, "no reconciler is running") {
+		t.Fatalf("%d %q", r.code, r.stderr)
+	}
+}

@@ -1,0 +1,121 @@
+package dovecot_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pushproxy/pushproxy/internal/broker"
+	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
+	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/ingest"
+	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/sources/imap"
+)
+
+// TestDovecotIMAPWatcher runs ingest's IMAP watcher (IDLE, as a master
+// user) against a real Dovecot without any push-notification driver: new
+// mail, a read and an expunge made over another IMAP session must reach the
+// MAIL stream as snapshots with the exact unseen count.
+func TestDovecotIMAPWatcher(t *testing.T) {
+	if os.Getenv("PUSHPROXY_DOVECOT_IT") != "1" {
+		t.Skip("Dovecot integration test skipped: run test/dovecot/run.sh as root (or set PUSHPROXY_DOVECOT_IT=1 with Dovecot 2.3 installed)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("Dovecot integration test skipped: it must run as root")
+	}
+	if _, err := exec.LookPath("dovecot"); err != nil {
+		t.Skip("Dovecot integration test skipped: dovecot is not installed (test/dovecot/run.sh installs it)")
+	}
+	masterFile := writeMasterUsers(t)
+	// No push-notification driver: only the watcher reports.
+	d := startDovecot(t, "", func(string) string { return countersConfig(freeAddr(t), masterFile) })
+
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "master-password"), masterPassword+"\n")
+	writeFile(t, filepath.Join(dir, "watch.json"), fmt.Sprintf(`{"users":[{"tenant":%q,"user":%q}]}`, tenant, user))
+	conn := brokertest.Start(t)
+	x := &ingest.Extras{IMAP: &imap.Settings{Addr: d.imap, TLS: "none", Login: "separator", MasterUser: masterUser,
+		MasterPasswordFile: filepath.Join(dir, "master-password"), MasterSeparator: "*",
+		WatchUsersFile: filepath.Join(dir, "watch.json"), WatchSettle: 100 * time.Millisecond, WatchLoginsPerSecond: 50}}
+	startIngestWith(t, conn, x)
+
+	// The first snapshot states the empty mailbox. Changes close together
+	// may come as one snapshot (Dovecot reports them in one IDLE answer, and
+	// the watcher gathers a burst), so only the latest count is checked.
+	waitForSnapshot(t, conn, 0)
+	for i := 1; i <= 2; i++ {
+		deliverTo(t, d.lmtp, user, fmt.Sprintf("From: Bob <bob@example.org>\r\nTo: <%s>\r\nSubject: %s %d\r\n\r\nHello body\r\n", user, subject, i))
+	}
+	waitForSnapshot(t, conn, 2)
+	m := dialIMAP(t, d.imap)
+	m.cmd(t, "LOGIN %s %s", user, password)
+	m.cmd(t, "SELECT INBOX")
+	m.cmd(t, `UID STORE 1 +FLAGS (\Seen)`)
+	waitForSnapshot(t, conn, 1)
+	m.cmd(t, `UID STORE 2 +FLAGS (\Deleted)`)
+	m.cmd(t, "EXPUNGE")
+	m.cmd(t, "LOGOUT")
+	waitForSnapshot(t, conn, 0)
+	if logText := d.log(); strings.Contains(logText, "Fatal") || strings.Contains(logText, "Panic") {
+		t.Fatalf("Dovecot failed:\n%s", logText)
+	}
+}
+
+// waitForSnapshot waits until the stream's last IMAP snapshot of the user
+// carries the unseen count want.
+func waitForSnapshot(t *testing.T, conn *broker.Conn, want int) {
+	t.Helper()
+	var got []string
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		got = got[:0]
+		for _, e := range brokertest.Events(t, conn.JS) {
+			if e.Source == events.SourceIMAP && e.Kind == events.KindSnapshot && e.Unread != nil && e.User == user {
+				got = append(got, fmt.Sprint(*e.Unread))
+			}
+		}
+		if len(got) > 0 && got[len(got)-1] == fmt.Sprint(want) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("IMAP snapshots %v, want the last to be %d", got, want)
+}
+
+// startIngestWith runs ingest with the extras x on a loopback port.
+func startIngestWith(t *testing.T, conn *broker.Conn, x *ingest.Extras) {
+	t.Helper()
+	cfg := ingest.DefaultConfig()
+	cfg.Addr = freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	reg := service.NewRegistry()
+	exts, err := x.Extensions(ctx, conn, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+	done := make(chan error, 1)
+	go func() { done <- ingest.Run(ctx, cfg, conn, log, reg, exts...) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ingest: %v", err)
+		}
+	})
+	waitFor(t, "ingest", func() bool {
+		c, err := net.Dial("tcp", cfg.Addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+}
