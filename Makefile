@@ -26,6 +26,16 @@ FUZZ_TARGETS = \
 	./internal/sources/dovecot:FuzzDovecotLua \
 	./internal/sources/ews:FuzzEWS \
 	./internal/sources/graph:FuzzGraph \
+	./internal/sources/graph:FuzzBatch \
+	./internal/sources/graph:FuzzLifecycle \
+	./internal/sources/graph:FuzzSubscriptionRecords \
+	./internal/sources/ews:FuzzGetFolder \
+	./internal/sources/ews:FuzzSubscribe \
+	./internal/sources/dovecot:FuzzDoveadmAnswers \
+	./internal/sources/imap:FuzzUntagged \
+	./internal/sources/imap:FuzzParseUsers \
+	./internal/sources/imap:FuzzParseWatchList \
+	./internal/tokens:FuzzTokenResponse \
 	./internal/events:FuzzEncode \
 	./internal/dispatcher:FuzzDecodeEvent \
 	./internal/tokens:FuzzVerify \
@@ -61,6 +71,7 @@ bench:
 	$(GO) test -run '^$$' -bench 'IngestVsRaw' -benchtime $(BENCHROUNDS)x ./internal/ingest
 	$(GO) test -run '^$$' -bench 'DispatcherVsRaw' -benchtime $(BENCHROUNDS)x ./internal/dispatcher
 	$(GO) test -run '^$$' -bench 'EventToPushLatency' -benchtime 1x ./internal/dispatcher
+	$(GO) test -run '^$$' -bench 'WatcherMemory' -benchtime 1x ./internal/sources/imap
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

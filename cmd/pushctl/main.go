@@ -53,6 +53,7 @@ func commands() []command {
 		subscriptionsCommand(),
 		traceCommand(),
 		reconcileCommand(),
+		sourcesCommand(),
 		credentialsCommand(),
 		statusCommand(),
 		relayCommand(),

@@ -17,6 +17,8 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/sources/ews"
+	"github.com/pushproxy/pushproxy/internal/sources/graph"
 )
 
 // doveadmServer speaks Dovecot's doveadm HTTP API for mailboxStatus, as
@@ -134,6 +136,14 @@ func TestStandaloneReconciles(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "summary: 2 match, 1 skipped") || !strings.Contains(r.stderr, "3 users checked") {
 		t.Fatalf("pushctl reconcile --tenant: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	// What the reconciler did, per tenant, and the (here empty) managed
+	// subscriptions.
+	r = pushctl(t, "sources", "status", nats)
+	for _, want := range []string{"Managed subscriptions", "none (ingest keeps them", "Reconciler: reads [doveadm]", "example.com"} {
+		if r.code != 0 || !strings.Contains(r.stdout, want) {
+			t.Fatalf("pushctl sources status lacks %q: %d\n%s%s", want, r.code, r.stdout, r.stderr)
+		}
+	}
 	for _, tt := range []struct {
 		args []string
 		code int
@@ -154,5 +164,53 @@ func TestReconcileWithoutReconciler(t *testing.T) {
 	r := pushctl(t, "reconcile", "--user", "alice@example.com", nats)
 	if r.code != 1 || !strings.Contains(r.stderr, "no reconciler is running") {
 		t.Fatalf("%d %q", r.code, r.stderr)
+	}
+	r = pushctl(t, "sources", "status", nats)
+	if r.code != 0 || !strings.Contains(r.stdout, "Reconciler: not running") {
+		t.Fatalf("sources status without a reconciler: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestSourcesStatusSubscriptions summarises the subscriptions that ingest's
+// managers keep, per source and tenant.
+func TestSourcesStatusSubscriptions(t *testing.T) {
+	conn, nats := startNATS(t)
+	ctx := context.Background()
+	gkv, err := conn.JS.KeyValue(ctx, broker.BucketGraphSubscriptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expires := time.Now().Add(72 * time.Hour).UTC().Truncate(time.Second)
+	for _, u := range []string{"alice@example.com", "bob@example.com"} {
+		if err := graph.NewKVSubscriptionStore(gkv).Put(ctx, graph.SubscriptionKey("example.com", u),
+			graph.SubscriptionState{Tenant: "example.com", User: u, UserID: "id-" + u, SubscriptionID: "s-" + u, Resource: graph.InboxResource("id-" + u), Expires: expires, Created: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ekv, err := conn.JS.KeyValue(ctx, broker.BucketEWSSubscriptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ews.NewKVSubscriptionStore(ekv).Put(ctx, ews.SubscriptionKey("contoso.com", "carol@contoso.com"),
+		ews.SubscriptionState{Tenant: "contoso.com", User: "carol@contoso.com", SubscriptionID: "e-1", InboxFolderID: "inbox-1", Subscribed: time.Now().Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	r := pushctl(t, "sources", "status", nats, "--json")
+	var rep sourcesReport
+	if err := json.Unmarshal([]byte(r.stdout), &rep); r.code != 0 || err != nil {
+		t.Fatalf("%d %v\n%s%s", r.code, err, r.stdout, r.stderr)
+	}
+	got := map[string]subscriptionSummary{}
+	for _, s := range rep.Subscriptions {
+		got[s.Source+" "+s.Tenant] = s
+	}
+	if g := got["graph example.com"]; g.Count != 2 || !g.NextExpiry.Equal(expires) {
+		t.Errorf("graph example.com: %+v, want 2 expiring %s", g, expires)
+	}
+	if e := got["ews contoso.com"]; e.Count != 1 || e.OldestHeard.IsZero() {
+		t.Errorf("ews contoso.com: %+v", e)
+	}
+	if len(got) != 2 || rep.Reconciler != nil {
+		t.Errorf("report %+v", rep)
 	}
 }

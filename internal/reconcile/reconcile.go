@@ -150,6 +150,10 @@ type Reconciler struct {
 	mu    sync.Mutex
 	queue *queue
 	wake  chan struct{}
+	// tenants, sweepUsers and lastSweep are what Status reports.
+	tenants    map[string]*TenantStatus
+	sweepUsers int
+	lastSweep  time.Time
 }
 
 // New returns a reconciler; the MAIL stream and the unread bucket must exist.
@@ -196,7 +200,7 @@ func New(ctx context.Context, cfg Config) (*Reconciler, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Reconciler{cfg: cfg, stream: stream, state: state, m: m, queue: newQueue(cfg.MaxQueued), wake: make(chan struct{}, 1)}
+	r := &Reconciler{cfg: cfg, stream: stream, state: state, m: m, queue: newQueue(cfg.MaxQueued), wake: make(chan struct{}, 1), tenants: map[string]*TenantStatus{}}
 	for range cfg.Counters {
 		r.limiters = append(r.limiters, rate.NewLimiter(rate.Limit(cfg.Rate), max(MaxBatch, int(cfg.Rate))))
 	}
@@ -241,8 +245,10 @@ func (r *Reconciler) Check(ctx context.Context, trigger Trigger, users []User) [
 	for _, p := range ready {
 		r.settle(ctx, p, &results[p.i])
 	}
+	now := r.cfg.Now()
 	for _, res := range results {
 		r.m.observe(trigger, res)
+		r.tally(res, now)
 		if res.Outcome == Failed {
 			r.cfg.Log.Warn().Str("tenant", res.Tenant).Str("user", res.User.User).Str("counter", res.Counter).Str("error", res.Error).Msg("reconciliation failed")
 		} else if res.Outcome == Corrected {

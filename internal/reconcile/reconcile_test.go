@@ -347,6 +347,14 @@ func TestAsk(t *testing.T) {
 	if len(results) != 1 || results[0].Outcome != Corrected || results[0].Truth != 3 || results[0].Tenant != tenant {
 		t.Fatalf("results = %+v", results)
 	}
+	st, err := AskStatus(ctx, h.r.cfg.NC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Counters) != 1 || st.Counters[0] != "test" || len(st.Tenants) != 1 ||
+		st.Tenants[0].Tenant != tenant || st.Tenants[0].Checks != 1 || st.Tenants[0].Drift != 1 || st.Tenants[0].LastDrift.IsZero() {
+		t.Fatalf("status = %+v", st)
+	}
 	if _, err := Ask(ctx, h.r.cfg.NC, []User{{Tenant: "not a domain", User: "x"}}); err == nil {
 		t.Fatal("a bad tenant was accepted")
 	}

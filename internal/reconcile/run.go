@@ -18,6 +18,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return r.serve(ctx) })
+	g.Go(func() error { return r.serveStatus(ctx) })
 	if r.cfg.EstimatedDelay > 0 {
 		g.Go(func() error { return r.watch(ctx) })
 		g.Go(func() error { return r.checkDue(ctx) })

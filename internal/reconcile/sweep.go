@@ -26,6 +26,9 @@ func (r *Reconciler) sweep(ctx context.Context, subs *subscriptions.Store) error
 			continue
 		}
 		r.m.sweepUser.Set(float64(len(users)))
+		r.mu.Lock()
+		r.sweepUsers = len(users)
+		r.mu.Unlock()
 		pace := r.cfg.SweepPeriod / time.Duration(max(len(users), 1))
 		for len(users) > 0 {
 			n := min(len(users), MaxBatch)
@@ -35,7 +38,11 @@ func (r *Reconciler) sweep(ctx context.Context, subs *subscriptions.Store) error
 			r.Check(ctx, TriggerSweep, users[:n])
 			users = users[n:]
 		}
-		r.m.sweepDone.Set(float64(r.cfg.Now().Unix()))
+		done := r.cfg.Now()
+		r.m.sweepDone.Set(float64(done.Unix()))
+		r.mu.Lock()
+		r.lastSweep = done
+		r.mu.Unlock()
 		if rest := r.cfg.SweepPeriod - r.cfg.Now().Sub(start); rest > 0 && service.Sleep(ctx, rest) != nil {
 			return nil
 		}

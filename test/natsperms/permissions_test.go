@@ -229,6 +229,10 @@ func TestComponentsWorkWithTheirOwnUsers(t *testing.T) {
 		}
 	}
 
+	if st, err := reconcile.AskStatus(ctx, admin.NC); err != nil || len(st.Tenants) != 1 {
+		t.Fatalf("the reconciler's status (pushctl sources status): %+v, %v", st, err)
+	}
+
 	// Ingest keeps the Graph and EWS subscriptions it manages in their
 	// buckets, and
 	// asks the reconciler about users whose notifications Graph missed.

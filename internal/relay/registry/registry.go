@@ -253,6 +253,13 @@ func watch(ctx context.Context, kv jetstream.KeyValue, log zerolog.Logger, apply
 				}
 				if e != nil {
 					step(e)
+					// A change after start: say what changed, so an
+					// operator sees it applied without a restart.
+					change := "changed"
+					if e.Operation() != jetstream.KeyValuePut {
+						change = "removed"
+					}
+					log.Info().Str("bucket", kv.Bucket()).Str("key", e.Key()).Str("change", change).Msg("relay registry changed; applied")
 				}
 			}
 		}

@@ -314,7 +314,8 @@ func TestWatchApps(t *testing.T) {
 		a, ok := seen[id]
 		return a, ok
 	}
-	w, err := s.WatchApps(ctx, zerolog.Nop(), func(id string, a *App) {
+	logs := &lockedLog{}
+	w, err := s.WatchApps(ctx, zerolog.New(logs), func(id string, a *App) {
 		mu.Lock()
 		defer mu.Unlock()
 		seen[id] = a
@@ -336,6 +337,28 @@ func TestWatchApps(t *testing.T) {
 	if err := w.Check(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// Each change after start is logged, saying what changed.
+	for _, want := range []string{`"key":"second","change":"changed"`, `"key":"first","change":"removed"`} {
+		waitFor(t, "the log line "+want, func() bool { return strings.Contains(logs.String(), want) })
+	}
+}
+
+// lockedLog collects log lines from several goroutines.
+type lockedLog struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 func TestAppServes(t *testing.T) {
