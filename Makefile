@@ -68,10 +68,17 @@ integration:
 # same embedded server and reports pushproxy's rate as a share of raw
 # (batch-%-of-raw, %-of-raw), so that both see the same machine load.
 bench:
-	$(GO) test -run '^$$' -bench 'IngestVsRaw' -benchtime $(BENCHROUNDS)x ./internal/ingest
-	$(GO) test -run '^$$' -bench 'DispatcherVsRaw' -benchtime $(BENCHROUNDS)x ./internal/dispatcher
-	$(GO) test -run '^$$' -bench 'EventToPushLatency' -benchtime 1x ./internal/dispatcher
-	$(GO) test -run '^$$' -bench 'WatcherMemory' -benchtime 1x ./internal/sources/imap
+	@start=$$(date +%s); \
+	step() { echo "== bench $$1/4 ($$(( $$(date +%s) - start ))s so far): $$2"; }; \
+	step 1 "ingest vs raw JetStream publish" && \
+	$(GO) test -run '^$$' -bench 'IngestVsRaw' -benchtime $(BENCHROUNDS)x ./internal/ingest && \
+	step 2 "dispatcher vs raw durable consume" && \
+	$(GO) test -run '^$$' -bench 'DispatcherVsRaw' -benchtime $(BENCHROUNDS)x ./internal/dispatcher && \
+	step 3 "event-to-push latency" && \
+	$(GO) test -run '^$$' -bench 'EventToPushLatency' -benchtime 1x ./internal/dispatcher && \
+	step 4 "IMAP watcher memory per watched user" && \
+	$(GO) test -run '^$$' -bench 'WatcherMemory' -benchtime 1x ./internal/sources/imap && \
+	echo "== bench done: 4 of 4 in $$(( $$(date +%s) - start ))s"
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

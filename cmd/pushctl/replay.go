@@ -68,7 +68,12 @@ touched. It refuses when the user has events newer than those read (drop
 		return err
 	}
 	defer conn.Close()
+	prog := newProgress(c.stderr, "reading events")
+	opts.Progress = prog.update
 	msgs, err := replay.Read(ctx, conn.JS, keyer, opts)
+	if err == nil {
+		prog.finish("events read")
+	}
 	if err != nil {
 		if errors.Is(err, replay.ErrNoEvents) {
 			return fmt.Errorf("%w: %s", err, user)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/providers"
@@ -155,7 +156,8 @@ func (s *Server) send(ctx context.Context, l *lane, j *job) error {
 		defer inFlight.Dec()
 		start := time.Now()
 		err := j.provider.Send(ctx, j.badge)
-		s.metrics.providerLatency.WithLabelValues(l.kind).Observe(time.Since(start).Seconds())
+		// The exemplar names the device, by the reference every part logs.
+		observe(s.metrics.providerLatency.WithLabelValues(l.kind), time.Since(start).Seconds(), prometheus.Labels{"device": j.badge.Ref()})
 		done <- err
 	}()
 	select {
@@ -261,4 +263,13 @@ func reason(kind string, err error) string {
 		b.WriteString(" delivery failed")
 	}
 	return b.String()
+}
+
+// observe records v on o with exemplar labels when o keeps exemplars.
+func observe(o prometheus.Observer, v float64, exemplar prometheus.Labels) {
+	if eo, ok := o.(prometheus.ExemplarObserver); ok {
+		eo.ObserveWithExemplar(v, exemplar)
+		return
+	}
+	o.Observe(v)
 }

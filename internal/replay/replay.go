@@ -51,6 +51,9 @@ type Options struct {
 	Coalesce coalesce.Config
 	// Unread says which mailbox is counted; the Inbox when zero.
 	Unread unread.Options
+	// Progress, when set, is told after each event Read reads how many
+	// it has read and how many it expects in all.
+	Progress func(done, total int)
 }
 
 // ErrNoEvents is returned by Read when the stream holds no event of the
@@ -68,6 +71,9 @@ func Read(ctx context.Context, js jetstream.JetStream, keyer *events.Keyer, opts
 		Until:   opts.Until,
 	}, func(m scan.Message) error {
 		out = append(out, Message{Seq: m.Seq, Stored: m.Stored, Data: m.Data})
+		if opts.Progress != nil {
+			opts.Progress(len(out), len(out)+int(m.Left))
+		}
 		return nil
 	})
 	if err != nil {

@@ -127,12 +127,19 @@ func TestRead(t *testing.T) {
 		publish("contoso.com", "alice@contoso.com", i)
 	}
 
-	all, err := replay.Read(ctx, conn.JS, keyer, opts)
+	var progress [][2]int // done, total after each event
+	withProgress := opts
+	withProgress.Progress = func(done, total int) { progress = append(progress, [2]int{done, total}) }
+	all, err := replay.Read(ctx, conn.JS, keyer, withProgress)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(all) != 305 {
 		t.Fatalf("read %d messages, want 305 of alice's", len(all))
+	}
+	// Progress counts every event and knows the total from the first.
+	if len(progress) != 305 || progress[0] != [2]int{1, 305} || progress[304] != [2]int{305, 305} {
+		t.Fatalf("progress reported %d times, first %v, last %v", len(progress), progress[0], progress[len(progress)-1])
 	}
 	for i := 1; i < len(all); i++ {
 		if all[i].Seq <= all[i-1].Seq {

@@ -78,7 +78,9 @@ func Handle(mux *http.ServeMux, reg *prometheus.Registry, checks ...ReadyFunc) {
 		}
 		WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	// OpenMetrics, when the scraper asks for it, carries the exemplars
+	// (a histogram observation's device reference).
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
 }
 
 // WriteJSON answers with status and v as JSON.

@@ -24,6 +24,9 @@ type Message struct {
 	Stored time.Time
 	// Data is the body.
 	Data []byte
+	// Left is how many messages the scan has still to read after this one
+	// (at most; fewer when Until ends it early): for progress.
+	Left uint64
 }
 
 // Options says what to read.
@@ -85,10 +88,10 @@ func Stream(ctx context.Context, js jetstream.JetStream, stream string, opts Opt
 				remaining = 0
 				continue
 			}
-			if err := visit(Message{Seq: meta.Sequence.Stream, Subject: msg.Subject(), Stored: meta.Timestamp, Data: msg.Data()}); err != nil {
+			remaining = min(remaining-1, meta.NumPending)
+			if err := visit(Message{Seq: meta.Sequence.Stream, Subject: msg.Subject(), Stored: meta.Timestamp, Data: msg.Data(), Left: remaining}); err != nil {
 				return err
 			}
-			remaining = min(remaining-1, meta.NumPending)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return fmt.Errorf("reading stream %s: %w", stream, err)
