@@ -183,8 +183,9 @@ func (r *running) addAPNsApp(t *testing.T, token, org, appID, host string, wante
 }
 
 // addApp registers app and publishes a badge for device with token until
-// the answer is wanted (the relay's app watch applies a registration
-// moments later), and returns that answer.
+// the answer is wanted (the relay's watches apply a registration, the
+// partner's as well as the app's, moments later: until then the token is
+// refused or the app unknown), and returns that answer.
 func (r *running) addApp(t *testing.T, token string, app registry.App, device string, wanted func(relayproto.DeviceResult) bool) relayproto.DeviceResult {
 	t.Helper()
 	if _, err := r.store.AddApp(context.Background(), app, false); err != nil {
@@ -193,7 +194,11 @@ func (r *running) addApp(t *testing.T, token string, app registry.App, device st
 	req := relayproto.Request{Notifications: []relayproto.Notification{notification("warm-up", 0, app.AppID, device)}}
 	var last relayproto.DeviceResult
 	waitFor(t, app.AppID+"'s expected answer", func() bool {
-		last = r.publish(t, token, req).response(t).Results[0].Devices[0]
+		got := r.publish(t, token, req)
+		if got.status == http.StatusUnauthorized {
+			return false // the partner's registration is not applied yet
+		}
+		last = got.response(t).Results[0].Devices[0]
 		return wanted(last)
 	})
 	return last
