@@ -2,18 +2,16 @@ package ews
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/sources/records"
 )
 
 // SubscriptionState is what the Manager keeps about the push subscription
@@ -49,22 +47,11 @@ func (s *SubscriptionState) lastHeard() time.Time {
 	return s.Subscribed
 }
 
-// SubscriptionStore keeps the Manager's subscriptions across restarts,
-// by SubscriptionKey. Implementations must be safe for concurrent use;
-// the Manager writes each key from one goroutine at a time.
-type SubscriptionStore interface {
-	// Get returns the state of key, or an error matching
-	// ErrSubscriptionNotFound.
-	Get(ctx context.Context, key string) (SubscriptionState, error)
-	// Put writes the state of key.
-	Put(ctx context.Context, key string, s SubscriptionState) error
-	// Delete removes key; a key that is not there is no error.
-	Delete(ctx context.Context, key string) error
-	// List returns every state by key. A record that cannot be read is
-	// left out, and the error (matching ErrBadSubscriptionRecord) comes
-	// with the others.
-	List(ctx context.Context) (map[string]SubscriptionState, error)
-}
+// SubscriptionStore keeps the Manager's states by SubscriptionKey. Get
+// answers an error matching ErrSubscriptionNotFound for a key that holds
+// none; List leaves out a record that cannot be read, and its error
+// (matching ErrBadSubscriptionRecord) comes with the others.
+type SubscriptionStore = records.Store[SubscriptionState]
 
 // ErrSubscriptionNotFound is the error of SubscriptionStore.Get for a key
 // that has no state.
@@ -113,68 +100,16 @@ func decodeState(data []byte) (SubscriptionState, error) {
 	return s, nil
 }
 
-// MemorySubscriptionStore is a SubscriptionStore in memory, for tests and
-// for a single process that may subscribe anew after a restart. It keeps
-// the records encoded, as a real store would.
-type MemorySubscriptionStore struct {
-	mu      sync.Mutex
-	records map[string][]byte
+// stateCodec names, encodes and checks the records of a store.
+func stateCodec() records.Codec[SubscriptionState] {
+	return records.Codec[SubscriptionState]{What: "EWS subscription", NotFound: ErrSubscriptionNotFound, Encode: encodeState, Decode: decodeState}
 }
+
+// MemorySubscriptionStore is a SubscriptionStore in memory, for tests and
+// for a single process that may subscribe anew after a restart.
+type MemorySubscriptionStore = records.Memory[SubscriptionState]
 
 // NewMemorySubscriptionStore returns an empty store.
 func NewMemorySubscriptionStore() *MemorySubscriptionStore {
-	return &MemorySubscriptionStore{records: map[string][]byte{}}
-}
-
-// Get returns the state of key.
-func (m *MemorySubscriptionStore) Get(_ context.Context, key string) (SubscriptionState, error) {
-	m.mu.Lock()
-	data, ok := m.records[key]
-	m.mu.Unlock()
-	if !ok {
-		return SubscriptionState{}, fmt.Errorf("reading EWS subscription %s: %w", key, ErrSubscriptionNotFound)
-	}
-	s, err := decodeState(data)
-	if err != nil {
-		return SubscriptionState{}, fmt.Errorf("reading EWS subscription %s: %w", key, err)
-	}
-	return s, nil
-}
-
-// Put writes the state of key.
-func (m *MemorySubscriptionStore) Put(_ context.Context, key string, s SubscriptionState) error {
-	data, err := encodeState(s)
-	if err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.records[key] = data
-	return nil
-}
-
-// Delete removes key.
-func (m *MemorySubscriptionStore) Delete(_ context.Context, key string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	delete(m.records, key)
-	return nil
-}
-
-// List returns every readable state.
-func (m *MemorySubscriptionStore) List(context.Context) (map[string]SubscriptionState, error) {
-	m.mu.Lock()
-	records := maps.Clone(m.records)
-	m.mu.Unlock()
-	out := make(map[string]SubscriptionState, len(records))
-	var errs []error
-	for key, data := range records {
-		s, err := decodeState(data)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("reading EWS subscription %s: %w", key, err))
-			continue
-		}
-		out[key] = s
-	}
-	return out, errors.Join(errs...)
+	return records.NewMemory(stateCodec())
 }

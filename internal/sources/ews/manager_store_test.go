@@ -38,11 +38,7 @@ func TestSubscriptionStores(t *testing.T) {
 	}{
 		{"memory", func(*testing.T) (SubscriptionStore, func(string, []byte)) {
 			s := NewMemorySubscriptionStore()
-			return s, func(key string, data []byte) {
-				s.mu.Lock()
-				defer s.mu.Unlock()
-				s.records[key] = data
-			}
+			return s, s.PutRaw
 		}},
 		{"NATS KV", func(t *testing.T) (SubscriptionStore, func(string, []byte)) {
 			kv := kvBucket(t)

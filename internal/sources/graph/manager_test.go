@@ -182,9 +182,7 @@ func TestManagerSkipsUnreadableRecords(t *testing.T) {
 	h.graph.received()
 	store := h.store.(*MemorySubscriptionStore)
 	key := SubscriptionKey("fabrikam.com", "bob@fabrikam.com")
-	store.mu.Lock()
-	store.records[key] = []byte(`{"tenant":"fabrikam.com"`)
-	store.mu.Unlock()
+	store.PutRaw(key, []byte(`{"tenant":"fabrikam.com"`))
 	h.start(nil)
 	// Bob's record is lost: he gets a new subscription (the old one is
 	// left to expire).
