@@ -11,6 +11,9 @@
 #   make deploy-sync  copy deploy/nats/permissions.conf into the Kubernetes kustomization
 
 GO        ?= go
+# bash, so that a pipeline (make bench's | tee) fails when its first command does.
+SHELL       := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 FUZZTIME  ?= 20s
 BENCHROUNDS ?= 5
 DATA_DIR  ?= ./data
@@ -35,6 +38,7 @@ FUZZ_TARGETS = \
 	./internal/sources/imap:FuzzUntagged \
 	./internal/sources/imap:FuzzParseUsers \
 	./internal/sources/imap:FuzzParseWatchList \
+	./test/benchtable:FuzzParse \
 	./internal/tokens:FuzzTokenResponse \
 	./internal/events:FuzzEncode \
 	./internal/dispatcher:FuzzDecodeEvent \
@@ -66,19 +70,30 @@ integration:
 
 # Each benchmark alternates rounds of pushproxy and of raw JetStream on the
 # same embedded server and reports pushproxy's rate as a share of raw
-# (batch-%-of-raw, %-of-raw), so that both see the same machine load.
+# (batch-%-of-raw, %-of-raw), so that both see the same machine load; the
+# relay's alternates with a bare HTTPS forwarder to the same push service
+# (%-of-anchor). The last step runs the whole pipeline (pushctl standalone
+# as its own process) under offered load and prints one table; give it
+# flags with PIPELINEBENCH="-users 2000 -step 10s" (go run ./test/pipelinebench -h).
+PIPELINEBENCH ?=
+
 bench:
-	@start=$$(date +%s); \
-	step() { echo "== bench $$1/4 ($$(( $$(date +%s) - start ))s so far): $$2"; }; \
-	step 1 "ingest vs raw JetStream publish" && \
-	$(GO) test -run '^$$' -bench 'IngestVsRaw' -benchtime $(BENCHROUNDS)x ./internal/ingest && \
+	@start=$$(date +%s); out=$$(mktemp); trap 'rm -f $$out' EXIT; \
+	step() { echo "== bench $$1/6 ($$(( $$(date +%s) - start ))s so far): $$2"; }; \
+	step 1 "ingest vs raw JetStream publish (batches) and a bare publishing handler (single events)" && \
+	$(GO) test -run '^$$' -bench 'IngestVsRaw' -benchtime $(BENCHROUNDS)x ./internal/ingest | tee -a $$out && \
 	step 2 "dispatcher vs raw durable consume" && \
-	$(GO) test -run '^$$' -bench 'DispatcherVsRaw' -benchtime $(BENCHROUNDS)x ./internal/dispatcher && \
+	$(GO) test -run '^$$' -bench 'DispatcherVsRaw' -benchtime $(BENCHROUNDS)x ./internal/dispatcher | tee -a $$out && \
 	step 3 "event-to-push latency" && \
-	$(GO) test -run '^$$' -bench 'EventToPushLatency' -benchtime 1x ./internal/dispatcher && \
+	$(GO) test -run '^$$' -bench 'EventToPushLatency' -benchtime 1x ./internal/dispatcher | tee -a $$out && \
 	step 4 "IMAP watcher memory per watched user" && \
 	$(GO) test -run '^$$' -bench 'WatcherMemory' -benchtime 1x ./internal/sources/imap && \
-	echo "== bench done: 4 of 4 in $$(( $$(date +%s) - start ))s"
+	step 5 "relay vs a bare HTTPS forwarder to the same push service" && \
+	$(GO) test -run '^$$' -bench 'RelayVsForward' -benchtime $(BENCHROUNDS)x ./internal/relay | tee -a $$out && \
+	step 6 "whole pipeline (pushctl standalone) at offered rates" && \
+	$(GO) run ./test/pipelinebench $(PIPELINEBENCH) && \
+	echo "== bench done: 6 of 6 in $$(( $$(date +%s) - start ))s; each stage against its anchor:" && \
+	$(GO) run ./test/benchtable < $$out
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/service"
 )
 
@@ -34,11 +32,25 @@ func TestDashboardAndAlertsUseExportedMetrics(t *testing.T) {
 	writeTestFile(t, ewsSubs, `{"subscriptions":[{"subscription_id":"sub-1","tenant":"example.com","user":"alice@example.com","inbox_folder_id":"inbox-1"}]}`)
 	doveadmKey := filepath.Join(dir, "doveadm-key")
 	writeTestFile(t, doveadmKey, "secret")
+	mailboxes := filepath.Join(dir, "mailboxes.json")
+	writeTestFile(t, mailboxes, `{"mailboxes":[{"tenant":"example.com","user":"alice@example.com"}]}`)
+	watched := filepath.Join(dir, "watched.json")
+	writeTestFile(t, watched, `{"users":[{"tenant":"example.com","user":"alice@example.com"}]}`)
 	reg := service.NewRegistry()
-	// The reconciler runs with a doveadm counter nobody answers at.
+	// The reconciler runs with counters nobody answers at (127.0.0.1:9);
+	// the Graph and EWS subscription managers and the IMAP watcher run too,
+	// failing to reach them, so that their metrics exist.
+	nobody := "http://127.0.0.1:9"
 	ingestAddr, natsAddr, _, _ := startStandaloneWith(t, filepath.Join(dir, "data"), reg,
 		"--graph-users", graphUsers, "--graph-client-state", "secret", "--ews-subscriptions", ewsSubs,
-		"--doveadm-url", "http://127.0.0.1:9", "--doveadm-api-key-file", doveadmKey)
+		"--doveadm-url", nobody, "--doveadm-api-key-file", doveadmKey,
+		"--graph-app-tenant-id", "8ee44408-0679-472c-bc2a-692812af3400", "--graph-client-id", "8ee44408-0679-472c-bc2a-692812af3401",
+		"--graph-client-secret-file", doveadmKey, "--graph-authority-url", nobody, "--graph-api-url", nobody+"/v1.0",
+		"--graph-notification-url", "https://push.example.com/v1/graph",
+		"--ews-url", nobody+"/EWS/Exchange.asmx", "--ews-username", "svc", "--ews-password-file", doveadmKey,
+		"--ews-notification-url", "https://push.example.com/v1/ews", "--ews-mailboxes-file", mailboxes,
+		"--imap-addr", "127.0.0.1:9", "--imap-tls", "none", "--imap-master-user", "master", "--imap-master-password-file", doveadmKey,
+		"--imap-watch-users-file", watched)
 
 	// A push makes the parts that register on first use do so.
 	base := "http://" + ingestAddr
@@ -48,15 +60,7 @@ func TestDashboardAndAlertsUseExportedMetrics(t *testing.T) {
 	if code := post(t, base+"/v1/events", `{"user":"alice@example.com","kind":"new","unread":1,"change_id":"m-1","occurred_at":"2026-01-01T00:00:00Z"}`); code != http.StatusOK {
 		t.Fatalf("event: %d", code)
 	}
-	conn, err := broker.Connect(context.Background(), broker.Options{URLs: []string{"nats://" + natsAddr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	keyer, err := broker.Keyer(context.Background(), conn.JS)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, keyer := connectStandalone(t, natsAddr)
 	waitForSent(t, conn.JS, keyer, "example.com", "alice@example.com")
 
 	names := map[string][]string{} // metric → where it is named

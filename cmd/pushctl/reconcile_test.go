@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,8 +19,10 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/ingest"
 	"github.com/pushproxy/pushproxy/internal/sources/ews"
 	"github.com/pushproxy/pushproxy/internal/sources/graph"
+	"github.com/pushproxy/pushproxy/internal/sourcestatus"
 )
 
 // doveadmServer speaks Dovecot's doveadm HTTP API for mailboxStatus, as
@@ -98,16 +102,7 @@ func TestStandaloneReconciles(t *testing.T) {
 			t.Fatalf("subscribe %s: %d", u, code)
 		}
 	}
-	ctx := context.Background()
-	conn, err := broker.Connect(ctx, broker.Options{URLs: []string{"nats://" + natsAddr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	keyer, err := broker.Keyer(ctx, conn.JS)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, keyer := connectStandalone(t, natsAddr)
 
 	// On demand: alice's mail server lost an event; her badge shows 1 of 3.
 	dove.set("alice@example.com", 3)
@@ -139,10 +134,26 @@ func TestStandaloneReconciles(t *testing.T) {
 	// What the reconciler did, per tenant, and the (here empty) managed
 	// subscriptions.
 	r = pushctl(t, "sources", "status", nats)
-	for _, want := range []string{"Managed subscriptions", "none (ingest keeps them", "Reconciler: reads [doveadm]", "example.com"} {
+	for _, want := range []string{"(1 ingests answered)", "native  example.com", "graph-subscriptions manager: not running",
+		"Managed subscriptions", "none (ingest keeps them", "Reconciler: reads [doveadm]", "example.com"} {
 		if r.code != 0 || !strings.Contains(r.stdout, want) {
 			t.Fatalf("pushctl sources status lacks %q: %d\n%s%s", want, r.code, r.stdout, r.stderr)
 		}
+	}
+	// The same on the sources page, on ingest's address in standalone.
+	resp, err := http.Get(base + "/status/sources")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), "<td>native</td><td>example.com</td>") || !strings.Contains(string(page), "Reads doveadm") {
+		t.Errorf("the sources page: %s\n%s", resp.Status, page)
+	}
+	// pushctl status names the ingest and its sources.
+	r = pushctl(t, "status", "--listen", "500ms", nats)
+	if !regexp.MustCompile(`(?m)^\S+/\d+ +native +1 +\d+ +\d{4}-`).MatchString(r.stdout) {
+		t.Errorf("pushctl status lacks the ingest's native events:\n%s%s", r.stdout, r.stderr)
 	}
 	for _, tt := range []struct {
 		args []string
@@ -195,12 +206,34 @@ func TestSourcesStatusSubscriptions(t *testing.T) {
 		ews.SubscriptionState{Tenant: "contoso.com", User: "carol@contoso.com", SubscriptionID: "e-1", InboxFolderID: "inbox-1", Subscribed: time.Now().Add(-time.Minute)}); err != nil {
 		t.Fatal(err)
 	}
-	r := pushctl(t, "sources", "status", nats, "--json")
-	var rep sourcesReport
+	// An ingest runs the Graph manager: it holds the lease.
+	lease, err := broker.OpenLease(ctx, conn.JS, ingest.LeaseGraphSubscriptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan struct{})
+	leaseCtx, release := context.WithCancel(ctx)
+	leaseDone := make(chan error, 1)
+	go func() {
+		leaseDone <- lease.Run(leaseCtx, func(ctx context.Context) error {
+			close(held)
+			<-ctx.Done()
+			return nil
+		})
+	}()
+	defer func() {
+		release()
+		if err := <-leaseDone; err != nil {
+			t.Error(err)
+		}
+	}()
+	<-held
+	r := pushctl(t, "sources", "status", nats, "--json", "--wait", "100ms")
+	var rep sourcestatus.Report
 	if err := json.Unmarshal([]byte(r.stdout), &rep); r.code != 0 || err != nil {
 		t.Fatalf("%d %v\n%s%s", r.code, err, r.stdout, r.stderr)
 	}
-	got := map[string]subscriptionSummary{}
+	got := map[string]sourcestatus.SubscriptionSummary{}
 	for _, s := range rep.Subscriptions {
 		got[s.Source+" "+s.Tenant] = s
 	}
@@ -210,7 +243,14 @@ func TestSourcesStatusSubscriptions(t *testing.T) {
 	if e := got["ews contoso.com"]; e.Count != 1 || e.OldestHeard.IsZero() {
 		t.Errorf("ews contoso.com: %+v", e)
 	}
-	if len(got) != 2 || rep.Reconciler != nil {
+	if len(got) != 2 || rep.Reconciler != nil || rep.Ingests != 0 {
 		t.Errorf("report %+v", rep)
+	}
+	managers := map[string]string{}
+	for _, m := range rep.Managers {
+		managers[m.Lease] = m.Holder
+	}
+	if managers[ingest.LeaseGraphSubscriptions] != lease.Holder() || managers[ingest.LeaseEWSSubscriptions] != "" || len(managers) != 2 {
+		t.Errorf("managers %+v, want graph run by %s, ews by nobody", rep.Managers, lease.Holder())
 	}
 }

@@ -24,6 +24,7 @@ func relayCommand() command {
 			command{name: "add", summary: "register an organization's signing certificate (New-MsolServicePrincipalCredential)", run: runPartnerAdd},
 			command{name: "list", summary: "list partner organizations and their certificates", run: runPartnerList},
 			command{name: "remove", summary: "remove a partner, or one of its certificates", run: runPartnerRemove},
+			command{name: "quota", summary: "set or clear an organization's own notification quota", run: runPartnerQuota},
 		),
 		subgroup("relay", "app", "register apps and the push service of each",
 			command{name: "add", summary: "register an app with its provider (apns, fcm, webpush or log)", run: runAppAdd},
@@ -162,6 +163,55 @@ rotation). Removing the last certificate removes the partner.`+relayNATSHelp)
 			return nil
 		}
 		fmt.Fprintf(c.stdout, "Removed certificate %s of %s; %d certificate(s) left.\n", strings.ToUpper(*thumbprint), left.Organization, len(left.Certificates))
+		return nil
+	})
+}
+
+func runPartnerQuota(ctx context.Context, c *cli, args []string) error {
+	fs := c.newFlags("relay partner quota", "pushctl relay partner quota --organization DOMAIN (--quota RATE[:BURST] | --clear) [flags]", `
+Sets how many notifications per second an organization may send through
+the relay on average (RATE) and at once (BURST, 4 seconds of the rate when
+left out), instead of the relay's --tenant-rate and --tenant-burst; --clear
+goes back to those. Every relay replica applies it at the organization's
+next request, without a restart; each replica counts on its own, so N
+replicas let through up to N times the quota. Above it the relay answers
+429 and the dispatchers wait and send again (alert
+PushproxyRelayTenantThrottled).`+relayNATSHelp)
+	org := fs.String("organization", "", "the organization's domain (required)")
+	quota := fs.String("quota", "", "the quota, RATE[:BURST], e.g. 20000 or 20000:80000")
+	clearQuota := fs.Bool("clear", false, "remove the organization's own quota: the relay's defaults apply")
+	asJSON := fs.Bool("json", false, "print JSON instead of text")
+	o := natsFlags(fs)
+	if err := c.parse(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case *org == "":
+		return fmt.Errorf("%w: --organization is required", errUsage)
+	case (*quota == "") == !*clearQuota:
+		return fmt.Errorf("%w: give --quota RATE[:BURST] or --clear", errUsage)
+	}
+	var q *registry.Quota
+	if *quota != "" {
+		parsed, err := registry.ParseQuota(*quota)
+		if err != nil {
+			return err
+		}
+		q = &parsed
+	}
+	return withRegistry(ctx, o, func(s *registry.Store) error {
+		p, err := s.SetQuota(ctx, *org, q)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(c.stdout, p)
+		}
+		if p.Quota == nil {
+			fmt.Fprintf(c.stdout, "Cleared the quota of %s: the relay's --tenant-rate and --tenant-burst apply.\n", p.Organization)
+			return nil
+		}
+		fmt.Fprintf(c.stdout, "Quota of %s: %g notifications/s, bursts of %d; every relay replica applies it at the next request.\n", p.Organization, p.Quota.Rate, p.Quota.Burst)
 		return nil
 	})
 }

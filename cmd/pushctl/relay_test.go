@@ -112,11 +112,38 @@ func TestRelayPartnerErrors(t *testing.T) {
 		{"unknown thumbprint", []string{"relay", "partner", "remove", "--organization", "fabrikam.com", "--thumbprint", strings.Repeat("A", 40), url}, 1, "not registered"},
 		{"unreachable NATS", []string{"relay", "partner", "list", "--nats-url", "nats://127.0.0.1:1"}, 1, "connecting to NATS"},
 		{"unknown subcommand", []string{"relay", "partner", "rotate"}, 2, `unknown command "rotate"`},
+		{"quota without a value", []string{"relay", "partner", "quota", "--organization", "fabrikam.com", url}, 2, "give --quota RATE[:BURST] or --clear"},
+		{"quota and clear", []string{"relay", "partner", "quota", "--organization", "fabrikam.com", "--quota", "10", "--clear", url}, 2, "give --quota RATE[:BURST] or --clear"},
+		{"quota not a number", []string{"relay", "partner", "quota", "--organization", "fabrikam.com", "--quota", "lots", url}, 1, "is not a number"},
+		{"quota of nothing", []string{"relay", "partner", "quota", "--organization", "fabrikam.com", "--quota", "0", url}, 1, "must be more than 0"},
+		{"quota of an unknown partner", []string{"relay", "partner", "quota", "--organization", "contoso.com", "--quota", "10", url}, 1, "not registered"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			oneLineError(t, pushctl(t, tt.args...), tt.code, tt.want)
 		})
+	}
+}
+
+func TestRelayPartnerQuota(t *testing.T) {
+	_, url := startNATS(t)
+	_, certFile := exportCert(t, "fabrikam.com")
+	if r := pushctl(t, "relay", "partner", "add", "--organization", "fabrikam.com", "--certificate", certFile, url); r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	r := pushctl(t, "relay", "partner", "quota", "--organization", "Fabrikam.com", "--quota", "20000", url)
+	if r.code != 0 || !strings.Contains(r.stdout, "Quota of fabrikam.com: 20000 notifications/s, bursts of 80000") {
+		t.Fatalf("quota: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := pushctl(t, "relay", "partner", "list", url); !strings.Contains(r.stdout, "20000/s, burst 80000") {
+		t.Fatalf("list after quota:\n%s", r.stdout)
+	}
+	r = pushctl(t, "relay", "partner", "quota", "--organization", "fabrikam.com", "--clear", url)
+	if r.code != 0 || !strings.Contains(r.stdout, "Cleared the quota of fabrikam.com") {
+		t.Fatalf("clear: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := pushctl(t, "relay", "partner", "list", url); strings.Contains(r.stdout, "burst 80000") {
+		t.Fatalf("list after clear:\n%s", r.stdout)
 	}
 }
 

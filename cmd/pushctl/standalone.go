@@ -25,6 +25,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/s2s"
 	"github.com/pushproxy/pushproxy/internal/service"
 	"github.com/pushproxy/pushproxy/internal/settings"
+	"github.com/pushproxy/pushproxy/internal/sourcestatus"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
 	"github.com/pushproxy/pushproxy/internal/tokens"
 )
@@ -74,6 +75,7 @@ type standalone struct {
 	org        string
 	logLevel   string
 	logFormat  string
+	debugAddr  string
 }
 
 func standaloneFlags(fs *flag.FlagSet) *standalone {
@@ -91,6 +93,7 @@ func standaloneFlags(fs *flag.FlagSet) *standalone {
 	fs.StringVar(&s.org, "organization", standaloneOrg, "organization (domain) the first start sets the proxy up for")
 	fs.StringVar(&s.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&s.logFormat, "log-format", "auto", "log format: json, console, or auto (console on a terminal)")
+	fs.StringVar(&s.debugAddr, "debug-addr", "", service.DebugAddrUsage)
 	setDefault(fs, "nats-listen", standaloneNATS)
 	setDefault(fs, "http-addr", standaloneIngest)
 	setDefault(fs, "relay-http-addr", standaloneRelay)
@@ -118,6 +121,17 @@ func runStandalone(ctx context.Context, c *cli, args []string) error {
 	log, err := service.NewLogger(c.stderr, s.logLevel, s.logFormat)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if s.debugAddr != "" {
+		debug, err := service.ListenDebug(s.debugAddr, log)
+		if err != nil {
+			return fmt.Errorf("--debug-addr: %w", err)
+		}
+		go func() {
+			if err := debug.Run(ctx); err != nil {
+				log.Warn().Err(err).Msg("serving profiles")
+			}
+		}()
 	}
 	if len(s.ingest.NativeTokens) == 0 && s.ingest.NativeTokenFile == "" {
 		s.ingest.NativeTokens = []string{standaloneToken}
@@ -303,6 +317,11 @@ func (s *standalone) run(ctx context.Context, conn *broker.Conn, st setup, log z
 	ingestURL := "http://" + s.ingest.Addr
 	exts = append(exts, func(srv *ingest.Server) error {
 		srv.AddReadyCheck(parts.ready)
+		// The monitor's sources page, on ingest's address: one process,
+		// one place to look (cmd/monitor serves it on its own address).
+		srv.Handle("GET "+monitor.SourcesPath, sourcestatus.Handler(func(ctx context.Context) (sourcestatus.Report, error) {
+			return sourcestatus.Collect(ctx, conn.NC, conn.JS, 500*time.Millisecond)
+		}))
 		return nil
 	})
 	steps := []part{

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pushproxy/pushproxy/internal/nettest"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,16 +42,6 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // startStandalone runs pushctl standalone on free loopback ports until the
 // test ends, and returns its ingest and NATS addresses.
 func startStandalone(t *testing.T, dataDir string) (ingestAddr, natsAddr, relayAddr string, stop func() int) {
@@ -62,7 +53,7 @@ func startStandalone(t *testing.T, dataDir string) (ingestAddr, natsAddr, relayA
 // own) and more flags.
 func startStandaloneWith(t *testing.T, dataDir string, reg *prometheus.Registry, flags ...string) (ingestAddr, natsAddr, relayAddr string, stop func() int) {
 	t.Helper()
-	ingestAddr, natsAddr, relayAddr = freeAddr(t), freeAddr(t), freeAddr(t)
+	ingestAddr, natsAddr, relayAddr = nettest.FreeAddr(t), nettest.FreeAddr(t), nettest.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
 	done := make(chan int, 1)
@@ -97,6 +88,22 @@ func startStandaloneWith(t *testing.T, dataDir string, reg *prometheus.Registry,
 	return ingestAddr, natsAddr, relayAddr, stop
 }
 
+// connectStandalone connects to a standalone's NATS at natsAddr, closed
+// when the test ends, and reads its keyer.
+func connectStandalone(t *testing.T, natsAddr string) (*broker.Conn, *events.Keyer) {
+	t.Helper()
+	conn, err := broker.Connect(context.Background(), broker.Options{URLs: []string{"nats://" + natsAddr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	keyer, err := broker.Keyer(context.Background(), conn.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn, keyer
+}
+
 func post(t *testing.T, url, body string) int {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
@@ -127,16 +134,7 @@ func TestStandaloneEndToEnd(t *testing.T) {
 		t.Fatalf("event: %d", code)
 	}
 
-	ctx := context.Background()
-	conn, err := broker.Connect(ctx, broker.Options{URLs: []string{"nats://" + natsAddr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	keyer, err := broker.Keyer(ctx, conn.JS)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, keyer := connectStandalone(t, natsAddr)
 	rec := waitForSent(t, conn.JS, keyer, "example.com", "alice@example.com")
 	if rec.Count != 3 || rec.Devices != 1 {
 		t.Fatalf("push record %+v, want count 3 to 1 device", rec)
@@ -247,8 +245,8 @@ func TestStandaloneReadyWhenBannerPrinted(t *testing.T) {
 
 	stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
 	start := time.Now()
-	code := run(context.Background(), []string{"standalone", "--data-dir", dataDir, "--nats-listen", freeAddr(t),
-		"--http-addr", freeAddr(t), "--relay-http-addr", freeAddr(t), "--log-format", "json"},
+	code := run(context.Background(), []string{"standalone", "--data-dir", dataDir, "--nats-listen", nettest.FreeAddr(t),
+		"--http-addr", nettest.FreeAddr(t), "--relay-http-addr", nettest.FreeAddr(t), "--log-format", "json"},
 		&cli{stdout: stdout, stderr: stderr, getenv: func(string) string { return "" }})
 	if code == 0 {
 		t.Fatal("a second standalone on the same data directory started")

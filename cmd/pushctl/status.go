@@ -18,7 +18,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pushproxy/pushproxy/internal/dispatcher"
+	"github.com/pushproxy/pushproxy/internal/ingest"
 	"github.com/pushproxy/pushproxy/internal/probe"
+	"github.com/pushproxy/pushproxy/internal/sourcestatus"
 )
 
 func statusCommand() command {
@@ -61,6 +63,45 @@ type statusReport struct {
 	Workers   []workerStatus   `json:"workers"`
 	Probe     *probe.Result    `json:"last_probe,omitempty"`
 	Canary    *probe.Result    `json:"last_canary,omitempty"`
+	// Ingests are the ingests that answered, each with its events per
+	// source; Managers who runs each subscription manager.
+	Ingests  []ingestStatus              `json:"ingests"`
+	Managers []sourcestatus.ManagerLease `json:"managers"`
+}
+
+// ingestStatus is one ingest and what it stored per source since it
+// started (pushctl sources status has it per tenant).
+type ingestStatus struct {
+	Instance string         `json:"instance"`
+	Started  time.Time      `json:"started"`
+	Sources  []sourceTotals `json:"sources"`
+}
+
+// sourceTotals is the events of one source that an ingest stored.
+type sourceTotals struct {
+	Source    string    `json:"source"`
+	Tenants   int       `json:"tenants"`
+	Events    uint64    `json:"events"`
+	LastEvent time.Time `json:"last_event"`
+}
+
+// ingestTotals sums an ingest's status per source.
+func ingestTotals(st ingest.Status) ingestStatus {
+	out := ingestStatus{Instance: st.Instance, Started: st.Started, Sources: []sourceTotals{}}
+	for _, a := range st.Sources {
+		i := slices.IndexFunc(out.Sources, func(t sourceTotals) bool { return t.Source == string(a.Source) })
+		if i < 0 {
+			out.Sources = append(out.Sources, sourceTotals{Source: string(a.Source)})
+			i = len(out.Sources) - 1
+		}
+		t := &out.Sources[i]
+		t.Tenants++
+		t.Events += a.Events
+		if a.LastEvent.After(t.LastEvent) {
+			t.LastEvent = a.LastEvent
+		}
+	}
+	return out
 }
 
 func runStatus(ctx context.Context, c *cli, args []string) error {
@@ -69,8 +110,11 @@ Prints the state of the deployment: every stream with its message count,
 every durable consumer with its pending, unacknowledged and redelivered
 messages and the client pinned to it (a dispatcher consumes each MAIL
 partition through a pinned consumer), the dispatcher workers heard on their
-membership subject with the partitions each consumes, and the last results
-of the connectivity probe and of the end-to-end canary.`)
+membership subject with the partitions each consumes, the ingests that
+answer with the events each stored per source and the last one's time, who
+runs the Graph and EWS subscription managers, and the last results of the
+connectivity probe and of the end-to-end canary. pushctl sources status
+has the sources per tenant.`)
 	listen := fs.Duration("listen", 2500*time.Millisecond, "how long to listen for dispatcher heartbeats (they come every second by default)")
 	subject := fs.String("membership-subject", dispatcher.DefaultMembershipSubject, "the subject dispatchers announce themselves on")
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -89,8 +133,13 @@ of the connectivity probe and of the end-to-end canary.`)
 		workerErr error
 		wg        sync.WaitGroup
 	)
+	var (
+		ingests   []ingest.Status
+		ingestErr error
+	)
 	wg.Go(func() { workers, workerErr = listenWorkers(ctx, conn.NC, *subject, *listen) })
-	rep := statusReport{}
+	wg.Go(func() { ingests, ingestErr = ingest.GatherStatus(ctx, conn.NC, *listen) })
+	rep := statusReport{Ingests: []ingestStatus{}}
 	if err := collectStreams(ctx, conn.JS, &rep); err != nil {
 		wg.Wait()
 		return err
@@ -108,11 +157,20 @@ of the connectivity probe and of the end-to-end canary.`)
 			return err
 		}
 	}
+	managers, err := sourcestatus.Managers(ctx, conn.JS)
+	if err != nil {
+		wg.Wait()
+		return err
+	}
+	rep.Managers = managers
 	wg.Wait()
-	if workerErr != nil {
-		return workerErr
+	if err := errors.Join(workerErr, ingestErr); err != nil {
+		return err
 	}
 	rep.Workers = workers
+	for _, st := range ingests {
+		rep.Ingests = append(rep.Ingests, ingestTotals(st))
+	}
 	if *asJSON {
 		return printJSON(c.stdout, rep)
 	}
@@ -279,8 +337,27 @@ func printStatus(w io.Writer, rep statusReport) error {
 			fmt.Fprintf(tw, "%s\t%s\n", wk.ID, strings.Join(parts, ","))
 		}
 	}
+	fmt.Fprintln(tw)
+	if len(rep.Ingests) == 0 {
+		fmt.Fprintln(tw, "No ingest answered.")
+	} else {
+		fmt.Fprintln(tw, "INGEST\tSOURCE\tTENANTS\tEVENTS\tLAST EVENT")
+		for _, in := range rep.Ingests {
+			if len(in.Sources) == 0 {
+				fmt.Fprintf(tw, "%s\t-\t0\t0\tnone since %s\n", in.Instance, formatTime(in.Started))
+			}
+			for _, src := range in.Sources {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", in.Instance, src.Source, src.Tenants, src.Events, formatTime(src.LastEvent))
+			}
+		}
+	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, l := range rep.Managers {
+		if l.Holder != "" {
+			fmt.Fprintf(w, "The %s manager runs in %s since %s.\n", l.Lease, l.Holder, formatTime(l.Since))
+		}
 	}
 	fmt.Fprintln(w)
 	printLastResult(w, "Last connectivity probe", rep.Probe, "none yet (pushctl probe runs one)")

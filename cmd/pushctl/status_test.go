@@ -18,7 +18,7 @@ func TestStatus(t *testing.T) {
 
 	r := pushctl(t, "status", "--listen", "10ms", url)
 	if r.code != 0 || !strings.Contains(r.stdout, "MAIL") || !strings.Contains(r.stdout, "No dispatcher workers heard") ||
-		!strings.Contains(r.stdout, "Last connectivity probe: none yet") {
+		!strings.Contains(r.stdout, "Last connectivity probe: none yet") || !strings.Contains(r.stdout, "No ingest answered.") {
 		t.Fatalf("status before anything runs: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 

@@ -35,6 +35,9 @@ const (
 	// BucketEWSSubscriptions keeps the EWS push subscriptions ingest
 	// manages (one per mailbox: id, last watermark).
 	BucketEWSSubscriptions = "ews_subscriptions"
+	// BucketLeases holds the leases (see Lease) of tasks one process of
+	// the deployment runs at a time, such as the subscription managers.
+	BucketLeases = "leases"
 )
 
 // Subject roots of the non-mail streams. A full subject adds tokens, for
@@ -79,6 +82,10 @@ type Layout struct {
 	// TombstoneTTL is how long a subscription removed on a device-gone
 	// verdict can still be restored.
 	TombstoneTTL time.Duration
+	// LeaseTTL is how long a lease outlives its holder's last renewal:
+	// the longest a task such as a subscription manager stops when the
+	// process running it dies.
+	LeaseTTL time.Duration
 }
 
 // DefaultLayout is the layout for a single embedded server.
@@ -93,6 +100,7 @@ func DefaultLayout() Layout {
 		SentMaxAge:      24 * time.Hour,
 		ProbeMaxAge:     7 * 24 * time.Hour,
 		TombstoneTTL:    7 * 24 * time.Hour,
+		LeaseTTL:        15 * time.Second,
 	}
 }
 
@@ -111,6 +119,8 @@ func (l Layout) Validate() error {
 		return errors.New("dead, sent and probe max ages must be positive")
 	case l.TombstoneTTL < time.Minute:
 		return fmt.Errorf("tombstone TTL %s is shorter than a minute", l.TombstoneTTL)
+	case l.LeaseTTL < time.Second || l.LeaseTTL > 10*time.Minute:
+		return fmt.Errorf("lease TTL %s is not between 1s and 10m", l.LeaseTTL)
 	}
 	return nil
 }
@@ -185,6 +195,7 @@ func (l Layout) buckets() []jetstream.KeyValueConfig {
 		{Bucket: BucketCredentials, Description: "ingest credentials: tenants, roles and hashed secrets", History: 5, Storage: jetstream.FileStorage, Replicas: l.Replicas},
 		{Bucket: BucketGraphSubscriptions, Description: "Graph subscriptions ingest creates and renews, one per user", History: 1, Storage: jetstream.FileStorage, Replicas: l.Replicas},
 		{Bucket: BucketEWSSubscriptions, Description: "EWS push subscriptions ingest keeps, one per mailbox, with their last watermark", History: 1, Storage: jetstream.FileStorage, Replicas: l.Replicas},
+		{Bucket: BucketLeases, Description: "tasks one process runs at a time: who holds each, renewed until it stops", History: 1, TTL: l.LeaseTTL, Storage: jetstream.FileStorage, Replicas: l.Replicas},
 		{Bucket: BucketTombstones, Description: "subscriptions removed on a device-gone verdict, restorable until they expire", History: 1, TTL: l.TombstoneTTL, Storage: jetstream.FileStorage, Replicas: l.Replicas},
 	}
 }

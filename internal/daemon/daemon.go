@@ -38,6 +38,7 @@ type Command struct {
 	layout    *broker.Layout
 	logLevel  *string
 	logFormat *string
+	debugAddr *string
 	version   *bool
 	out       io.Writer
 }
@@ -74,6 +75,7 @@ func New(name, synopsis, about string, stderr io.Writer, opts Options) *Command 
 	c.version = fs.Bool("version", false, "print the version, commit, Go and NATS server versions, and exit")
 	c.logLevel = fs.String("log-level", "info", "log level: debug, info, warn or error")
 	c.logFormat = fs.String("log-format", "auto", "log format: json, console, or auto (console on a terminal)")
+	c.debugAddr = fs.String("debug-addr", "", service.DebugAddrUsage)
 	return c
 }
 
@@ -112,6 +114,12 @@ func (c *Command) Main(ctx context.Context, args []string, getenv func(string) s
 		fmt.Fprintf(c.stderr, "%s: unexpected argument %q (run %s --help)\n", c.name, c.Flags.Arg(0), c.name)
 		return 2
 	}
+	if *c.debugAddr != "" {
+		if err := service.CheckDebugAddr(*c.debugAddr); err != nil {
+			fmt.Fprintf(c.stderr, "%s: --debug-addr: %v\n", c.name, err)
+			return 2
+		}
+	}
 	log, err := service.NewLogger(c.stderr, *c.logLevel, *c.logFormat)
 	if err != nil {
 		fmt.Fprintf(c.stderr, "%s: %v\n", c.name, err)
@@ -123,6 +131,18 @@ func (c *Command) Main(ctx context.Context, args []string, getenv func(string) s
 }
 
 func (c *Command) run(ctx context.Context, log zerolog.Logger, run func(context.Context, Env) error) int {
+	if *c.debugAddr != "" {
+		debug, err := service.ListenDebug(*c.debugAddr, log)
+		if err != nil {
+			log.Error().Err(err).Msg("serving profiles")
+			return 1
+		}
+		go func() {
+			if err := debug.Run(ctx); err != nil {
+				log.Warn().Err(err).Msg("serving profiles")
+			}
+		}()
+	}
 	conn, err := broker.Connect(ctx, *c.nats)
 	if err != nil {
 		log.Error().Err(err).Msg("connecting to NATS")

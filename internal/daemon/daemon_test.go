@@ -26,6 +26,7 @@ func TestMain_ExitCodes(t *testing.T) {
 		{name: "version", args: []string{"--version"}, code: 0, out: "demo dev (commit "},
 		{name: "extra argument", args: []string{"extra"}, code: 2, say: `unexpected argument "extra"`},
 		{name: "bad log level", args: []string{"--log-level", "loud"}, code: 2, say: "log level"},
+		{name: "profiles on a public address", args: []string{"--debug-addr", "0.0.0.0:6060"}, code: 2, say: "demo: --debug-addr: the debug address \"0.0.0.0:6060\" is not a loopback address"},
 		{name: "no NATS", args: nil, code: 1, say: "connecting to NATS"},
 		{name: "runs embedded and provisions", args: []string{"--nats-embedded", "--provision", "--log-format", "json"}, code: 0, say: "demo stopped"},
 		{name: "run fails", args: []string{"--nats-embedded", "--log-format", "json"}, run: boom, code: 1, say: "boom"},

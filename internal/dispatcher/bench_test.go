@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pushproxy/pushproxy/internal/benchtest"
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
 	"github.com/pushproxy/pushproxy/internal/coalesce"
@@ -107,11 +108,11 @@ func dispatcherTrial(b *testing.B) trial {
 		time.Sleep(time.Millisecond)
 	}
 	start := time.Now()
-	c0 := cpuTime()
+	c0 := benchtest.CPUTime()
 	for metricValue(b, r.reg, "pushproxy_dispatcher_events_acked_total") < benchEvents {
 		time.Sleep(5 * time.Millisecond)
 	}
-	took, cpu := time.Since(start), cpuTime()-c0
+	took, cpu := time.Since(start), benchtest.CPUTime()-c0
 	waitFor(b, "every event acknowledged", func() bool { return settled(b, e) })
 	return trial{took: took, cpu: cpu, pushes: int(metricValue(b, r.reg, "pushproxy_dispatcher_pushes_total", "result", "sent"))}
 }
@@ -145,11 +146,11 @@ func rawTrial(b *testing.B) trial {
 		}
 		defer cc.Stop()
 	}
-	c0 := cpuTime()
+	c0 := benchtest.CPUTime()
 	for acked.Load() < benchEvents {
 		time.Sleep(5 * time.Millisecond)
 	}
-	took, cpu := time.Since(start), cpuTime()-c0
+	took, cpu := time.Since(start), benchtest.CPUTime()-c0
 	waitFor(b, "every event acknowledged", func() bool {
 		for _, c := range cons {
 			info, err := c.Info(context.Background())

@@ -41,7 +41,7 @@ const (
 	KindUnread   Kind = "unread"   // messages were marked unseen
 	KindDeleted  Kind = "deleted"  // messages were expunged or moved to trash
 	KindMoved    Kind = "moved"    // messages moved from FromMailbox to Mailbox
-	KindFlags    Kind = "flags"    // other flags changed; no effect on the count
+	KindFlags    Kind = "flags"    // other flags changed; no effect on the count that the source knows of (Graph's "updated" does not say: the reconciler checks those)
 	KindSnapshot Kind = "snapshot" // only states the current unread count
 )
 

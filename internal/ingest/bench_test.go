@@ -2,9 +2,11 @@ package ingest_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -95,10 +97,14 @@ func benchmarkIngest(b *testing.B, perRequest int) {
 	b.ReportMetric(float64(b.N*perRequest)/b.Elapsed().Seconds(), "events/s")
 }
 
-// BenchmarkIngestVsRaw alternates rounds of raw async publishing and of
-// ingest requests (batches of 100, and single events) on one server, so
-// that all see the same machine load, and reports ingest's rates as a share
-// of raw. Each iteration is one round of every kind.
+// BenchmarkIngestVsRaw alternates rounds of raw async publishing, of
+// ingest requests (batches of 100, and single events) and of single events
+// to a bare handler on one server, so that all see the same machine load,
+// and reports ingest's rates as a share of their fair anchors: batches
+// against raw async publishing with Nats-Msg-Id (goal 90%), single events
+// against the bare net/http handler that does one synchronous publish per
+// request, same client and concurrency (goal 90%). Each iteration is one
+// round of every kind.
 func BenchmarkIngestVsRaw(b *testing.B) {
 	const roundEvents = 20_000
 	h := newHarness(b, unlimited)
@@ -108,19 +114,51 @@ func BenchmarkIngestVsRaw(b *testing.B) {
 	}
 	keyer := brokertest.Keyer(b, h.conn)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
-	var raw, batch, single time.Duration
+	bare := httptest.NewServer(bareHandler(b, h.conn.JS, keyer))
+	defer bare.Close()
+	var raw, batch, single, bareSingle time.Duration
 	b.ResetTimer()
 	for round := range b.N {
 		raw += timeRawRound(b, js, keyer, round, roundEvents)
 		batch += timeIngestRound(b, client, h.url, fmt.Sprintf("b%d", round), roundEvents, 100)
 		single += timeIngestRound(b, client, h.url, fmt.Sprintf("s%d", round), roundEvents/10, 1) * 10
+		bareSingle += timeIngestRound(b, client, bare.URL, fmt.Sprintf("a%d", round), roundEvents/10, 1) * 10
 	}
 	b.ReportMetric(float64(b.N*roundEvents)/raw.Seconds(), "raw-events/s")
 	b.ReportMetric(float64(b.N*roundEvents)/batch.Seconds(), "batch-events/s")
 	b.ReportMetric(float64(b.N*roundEvents)/single.Seconds(), "single-events/s")
 	b.ReportMetric(100*raw.Seconds()/batch.Seconds(), "batch-%-of-raw")
 	b.ReportMetric(100*raw.Seconds()/single.Seconds(), "single-%-of-raw")
+	b.ReportMetric(float64(b.N*roundEvents)/bareSingle.Seconds(), "bare-single-events/s")
+	b.ReportMetric(100*bareSingle.Seconds()/single.Seconds(), "single-%-of-bare")
 	b.ReportMetric(0, "ns/op")
+}
+
+// bareHandler is the fair anchor of single-event ingest: a net/http
+// handler that decodes the event's user and change id and does one
+// synchronous JetStream publish with Nats-Msg-Id, nothing else (no
+// credentials, validation or metrics).
+func bareHandler(b *testing.B, js jetstream.JetStream, keyer *events.Keyer) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		var e struct {
+			User     string `json:"user"`
+			ChangeID string `json:"change_id"`
+		}
+		if err == nil {
+			err = json.Unmarshal(body, &e)
+		}
+		if err == nil {
+			msg := &nats.Msg{Subject: keyer.Subject("fabrikam.com", e.User), Data: body, Header: nats.Header{jetstream.MsgIDHeader: []string{e.ChangeID}}}
+			_, err = js.PublishMsg(r.Context(), msg)
+		}
+		if err != nil {
+			b.Error(err)
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
 }
 
 func timeRawRound(b *testing.B, js jetstream.JetStream, keyer *events.Keyer, round, n int) time.Duration {

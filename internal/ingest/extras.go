@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net/http"
@@ -77,11 +76,15 @@ func (x *Extras) Extensions(ctx context.Context, conn *broker.Conn, reg promethe
 	}
 	// The manager goes first: lifecycle notifications sent to the
 	// notification URL reach it through the Graph source.
-	var manager *graph.Manager
+	var manager *graphManaged
 	if x.GraphManager != nil && x.GraphManager.ManagerEnabled() {
 		kv, err := conn.JS.KeyValue(ctx, broker.BucketGraphSubscriptions)
 		if err != nil {
 			return nil, fmt.Errorf("opening bucket %s (provision the layout again): %w", broker.BucketGraphSubscriptions, err)
+		}
+		graphLease, err := broker.OpenLease(ctx, conn.JS, LeaseGraphSubscriptions)
+		if err != nil {
+			return nil, err
 		}
 		exts = append(exts, func(s *Server) error {
 			log := s.Log().With().Str("component", "graph-subscriptions").Logger()
@@ -89,9 +92,13 @@ func (x *Extras) Extensions(ctx context.Context, conn *broker.Conn, reg promethe
 			if err != nil {
 				return fmt.Errorf("configuring the Graph subscription manager: %w", err)
 			}
-			manager = m
-			s.Handle("POST /v1/graph/lifecycle", m.LifecycleHandler())
-			s.Go(m.Run)
+			manager = &graphManaged{managed: managed{nc: conn.NC, log: log}, m: m}
+			s.Handle("POST /v1/graph/lifecycle", m.LifecycleHandlerFor(manager.Lifecycle))
+			run, err := leased(reg, graphLease.WithLog(log), LeaseGraphSubscriptions, manager.run())
+			if err != nil {
+				return err
+			}
+			s.Go(run)
 			return nil
 		})
 	}
@@ -127,6 +134,7 @@ func (x *Extras) Extensions(ctx context.Context, conn *broker.Conn, reg promethe
 				return fmt.Errorf("configuring the IMAP watcher: %w", err)
 			}
 			s.enabled = append(s.enabled, events.SourceIMAP)
+			s.AddStatus(func(st *Status) { st.IMAP = w.Status() })
 			s.Go(w.Run)
 			return nil
 		})
@@ -135,37 +143,44 @@ func (x *Extras) Extensions(ctx context.Context, conn *broker.Conn, reg promethe
 }
 
 // ewsExtension mounts the EWS source: with the subscriptions of a registry
-// file (--ews-subscriptions), or with those the manager keeps
-// (--ews-notification-url). It returns nil when neither is configured.
+// file (--ews-subscriptions), those the manager keeps
+// (--ews-notification-url), or both (the file is asked first). It returns
+// nil when neither is configured.
 func (x *Extras) ewsExtension(ctx context.Context, conn *broker.Conn, reg prometheus.Registerer) (Extension, error) {
-	managed := x.EWSManager != nil && x.EWSManager.ManagerEnabled()
-	if x.EWS == nil || (!x.EWS.Enabled() && !managed) {
+	keep := x.EWSManager != nil && x.EWSManager.ManagerEnabled()
+	if x.EWS == nil || (!x.EWS.Enabled() && !keep) {
 		return nil, nil
 	}
-	if x.EWS.Enabled() && managed {
-		return nil, errors.New("EWS: give --ews-subscriptions or --ews-notification-url (subscriptions kept by ingest), not both")
-	}
 	var kv jetstream.KeyValue
-	if managed {
+	var lease *broker.Lease
+	if keep {
 		var err error
 		if kv, err = conn.JS.KeyValue(ctx, broker.BucketEWSSubscriptions); err != nil {
 			return nil, fmt.Errorf("opening bucket %s (provision the layout again): %w", broker.BucketEWSSubscriptions, err)
+		}
+		if lease, err = broker.OpenLease(ctx, conn.JS, LeaseEWSSubscriptions); err != nil {
+			return nil, err
 		}
 	}
 	return func(s *Server) error {
 		var cfg ews.Config
 		var err error
-		if managed {
+		if keep {
 			log := s.Log().With().Str("component", "ews-subscriptions").Logger()
 			m, err := x.EWSManager.Manager(ews.NewKVSubscriptionStore(kv), askReconcile(conn.NC, log), log, reg)
 			if err != nil {
 				return fmt.Errorf("configuring the EWS subscription manager: %w", err)
 			}
-			if cfg, err = x.EWS.ConfigWith(m); err != nil {
+			em := &ewsManaged{managed: managed{nc: conn.NC, log: log}, m: m}
+			if cfg, err = x.EWS.ConfigWith(em); err != nil {
 				return fmt.Errorf("configuring the EWS source: %w", err)
 			}
-			cfg.Observe, cfg.OnSubscriptionError = m.Observe, m.OnSubscriptionError
-			s.Go(m.Run)
+			cfg.Observe, cfg.OnSubscriptionError = em.Observe, em.OnSubscriptionError
+			run, err := leased(reg, lease.WithLog(log), LeaseEWSSubscriptions, em.run())
+			if err != nil {
+				return err
+			}
+			s.Go(run)
 		} else if cfg, err = x.EWS.Config(); err != nil {
 			return fmt.Errorf("configuring the EWS source: %w", err)
 		}

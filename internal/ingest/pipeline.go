@@ -194,6 +194,7 @@ func (s *Server) publish(ctx context.Context, src *Source, evs []events.Event) (
 	s.metrics.events.WithLabelValues(string(src.Name), OutcomeStored).Add(float64(res.Stored))
 	s.metrics.events.WithLabelValues(string(src.Name), OutcomeDuplicate).Add(float64(res.Duplicates))
 	s.metrics.tenants.stored(evs, acks)
+	s.activity.stored(src.Name, evs, acks, s.now().UTC())
 	return res, nil
 }
 

@@ -66,6 +66,7 @@ func Run(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger,
 			return fmt.Errorf("adding ingest routes: %w", err)
 		}
 	}
+	srv.Go(func(ctx context.Context) error { return srv.serveStatus(ctx, conn.NC) })
 	ln, err := service.Listen(cfg.Addr)
 	if err != nil {
 		return err

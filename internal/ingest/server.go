@@ -93,6 +93,11 @@ type Server struct {
 	// background are the tasks extensions run beside the HTTP server
 	// (Go): source watchers and subscription managers.
 	background []func(context.Context) error
+	// instance, started, activity and statusParts make Status.
+	instance    string
+	started     time.Time
+	activity    *activity
+	statusParts []func(*Status)
 }
 
 // Go runs task beside the server from the start of serving until the
@@ -121,9 +126,14 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registering ingest metrics: %w", err)
 	}
-	s := &Server{cfg: cfg, set: set, pub: deps.Publisher, log: deps.Log, metrics: m, mux: http.NewServeMux(), now: deps.Now, creds: deps.Credentials}
+	s := &Server{cfg: cfg, set: set, pub: deps.Publisher, log: deps.Log, metrics: m, mux: http.NewServeMux(), now: deps.Now, creds: deps.Credentials,
+		instance: instanceName(), activity: newActivity(MaxTenantLabels)}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	s.started = s.now().UTC()
+	if err := service.Register(reg, "ingest", s.activity.last); err != nil {
+		return nil, err
 	}
 	s.limits = NewRateLimits(cfg.CredentialRate, cfg.CredentialBurst)
 	s.loaded = set
@@ -136,6 +146,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	return s, nil
 }
+
+// AddStatus adds to what Status reports, for example an extension's own
+// counts. Call it before serving.
+func (s *Server) AddStatus(part func(*Status)) { s.statusParts = append(s.statusParts, part) }
 
 // AddReadyCheck adds a check to /readyz, for example that the other parts
 // of a process that runs ingest beside them are ready. Call it before

@@ -21,11 +21,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/pushproxy/pushproxy/internal/alerting"
 	"github.com/pushproxy/pushproxy/internal/broker"
@@ -33,6 +33,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/probe"
 	"github.com/pushproxy/pushproxy/internal/service"
 	"github.com/pushproxy/pushproxy/internal/settings"
+	"github.com/pushproxy/pushproxy/internal/sourcestatus"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
 )
 
@@ -117,6 +118,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	return m, nil
 }
+
+// SourcesPath is where the monitor's HTTP address serves the sources'
+// status page (sourcestatus.Handler): what pushctl sources status prints.
+const SourcesPath = "/status/sources"
 
 // Run monitors the deployment on conn until ctx ends. It needs the layout
 // provisioned. Metrics are registered on reg.
@@ -230,22 +235,21 @@ func Run(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger,
 		}
 		mux := http.NewServeMux()
 		service.Handle(mux, reg, ingest.Connected(conn.NC), func(ctx context.Context) error { return broker.Ready(ctx, conn.JS) })
+		mux.Handle("GET "+SourcesPath, sourcestatus.Handler(func(ctx context.Context) (sourcestatus.Report, error) {
+			return sourcestatus.Collect(ctx, conn.NC, conn.JS, time.Second)
+		}))
 		serve = func(ctx context.Context) error { return service.Serve(ctx, log, ln, mux, 5*time.Second) }
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg       sync.WaitGroup
-		errOnce  sync.Once
-		firstErr error
-	)
+	// Every part runs until ctx ends; the first that fails stops the
+	// others, and its error is Run's.
+	g, ctx := errgroup.WithContext(ctx)
 	start := func(f func() error) {
-		wg.Go(func() {
-			if err := f(); err != nil && !errors.Is(err, context.Canceled) {
-				errOnce.Do(func() { firstErr = err })
-				cancel()
+		g.Go(func() error {
+			if err := f(); !errors.Is(err, context.Canceled) {
+				return err
 			}
+			return nil
 		})
 	}
 	start(func() error { return alerts.Run(ctx) })
@@ -262,8 +266,7 @@ func Run(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger,
 	log.Info().Dur("probe_interval", orDefault(cfg.ProbeInterval, DefaultProbeInterval)).
 		Bool("canary", canaryOn).Bool("alertmanager", cfg.AlertmanagerURL != "").Msg("monitor started")
 	<-ctx.Done()
-	wg.Wait()
-	return firstErr
+	return g.Wait()
 }
 
 // scheduled is a check and how often it runs.

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushproxy/pushproxy/internal/nettest"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -418,7 +420,7 @@ func TestRunProbeAndCertificates(t *testing.T) {
 	d := newDeployment(t)
 	am := alertingtest.New(t)
 	d.addCertificate(t, 20*24*time.Hour) // expires within 30 days
-	addr := freeAddr(t)
+	addr := nettest.FreeAddr(t)
 	reg := runMonitor(t, d, monitor.Config{
 		ProbeInterval: 100 * time.Millisecond, CertCheckInterval: 100 * time.Millisecond,
 		AlertmanagerURL: am.URL, AlertResend: -1,
@@ -449,6 +451,8 @@ func TestRunProbeAndCertificates(t *testing.T) {
 		"/healthz": `"ok"`,
 		"/readyz":  `"ready"`,
 		"/metrics": "pushproxy_probe_consecutive_failures 0",
+		// The sources page: no ingest runs in this test.
+		monitor.SourcesPath: "0 ingests answered",
 	} {
 		resp, err := http.Get("http://" + addr + path)
 		if err != nil {
@@ -468,17 +472,6 @@ func TestRunProbeAndCertificates(t *testing.T) {
 	// Rotating to a certificate valid for a year resolves it.
 	d.addCertificate(t, 365*24*time.Hour)
 	am.WaitFor(t, alerting.RuleCertificateExpiring, 60*time.Second, func(p []alertingtest.Posted) bool { return len(p) >= 2 && p[len(p)-1].Resolved() })
-}
-
-// freeAddr is a loopback address with a port that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // gaugeValue is the value of an unlabelled gauge gathered from reg; -1

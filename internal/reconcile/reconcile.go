@@ -40,6 +40,11 @@ const (
 // reads: Dovecot's OX driver.
 var DefaultOneWaySources = []events.Source{events.SourceDovecotOX}
 
+// DefaultOpaqueSources are the sources whose flag changes do not say what
+// changed: a Graph "updated" notification may be a read or an unread, so
+// the count it leaves is checked like an estimate.
+var DefaultOpaqueSources = []events.Source{events.SourceGraph}
+
 // User names one user of a tenant.
 type User struct {
 	Tenant string `json:"tenant"`
@@ -126,6 +131,10 @@ type Config struct {
 	// EstimatedDelay, while unread mail is left, for FollowUp.
 	// DefaultOneWaySources when nil.
 	OneWaySources []events.Source
+	// OpaqueSources report changes without saying what changed (Graph's
+	// "updated"): their flag events on Mailbox are checked like events
+	// without a count. DefaultOpaqueSources when nil.
+	OpaqueSources []events.Source
 	// FollowUp is how long after an event of a one-way source its user is
 	// followed up (DefaultFollowUp when 0; negative: never).
 	FollowUp time.Duration
@@ -175,6 +184,9 @@ func New(ctx context.Context, cfg Config) (*Reconciler, error) {
 	}
 	if cfg.OneWaySources == nil {
 		cfg.OneWaySources = DefaultOneWaySources
+	}
+	if cfg.OpaqueSources == nil {
+		cfg.OpaqueSources = DefaultOpaqueSources
 	}
 	if cfg.FollowUp == 0 {
 		cfg.FollowUp = DefaultFollowUp

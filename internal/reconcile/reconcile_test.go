@@ -424,3 +424,38 @@ func TestOneWaySourcesAreFollowedUp(t *testing.T) {
 		t.Fatalf("%d users still queued with nothing unread left", queued)
 	}
 }
+
+// TestWhichEventsAreChecked lists which events queue their user for a
+// check: those that leave the Inbox count an estimate.
+func TestWhichEventsAreChecked(t *testing.T) {
+	h := newHarness(t, brokertest.Start(t), Config{Counters: []sources.Counter{&mailSystem{name: "test"}}, SweepPeriod: -1, FollowUp: -1})
+	tests := []struct {
+		name   string
+		source events.Source
+		kind   events.Kind
+		box    string
+		from   string
+		count  *int
+		queued bool
+	}{
+		{"new mail without a count", events.SourceNative, events.KindNew, events.Inbox, "", nil, true},
+		{"new mail with the count", events.SourceNative, events.KindNew, events.Inbox, "", events.IntPtr(3), false},
+		{"new mail in another folder", events.SourceNative, events.KindNew, "Sent", "", nil, false},
+		{"a move into the Inbox", events.SourceNative, events.KindMoved, events.Inbox, "Archive", nil, true},
+		{"other flags, as Dovecot reports them", events.SourceDovecotLua, events.KindFlags, events.Inbox, "", nil, false},
+		{"a Graph update: maybe a read", events.SourceGraph, events.KindFlags, events.Inbox, "", nil, true},
+		{"a Graph update in another folder", events.SourceGraph, events.KindFlags, "Archive", "", nil, false},
+		{"a Graph deletion", events.SourceGraph, events.KindDeleted, events.Inbox, "", nil, true},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			user := fmt.Sprintf("user%d@fabrikam.com", i)
+			e := events.Event{Tenant: tenant, User: user, Kind: tt.kind, Mailbox: tt.box, FromMailbox: tt.from, Unread: tt.count, Count: 1, Source: tt.source}
+			before := h.r.queue.len()
+			h.r.note(&e, time.Now())
+			if got := h.r.queue.len() > before; got != tt.queued {
+				t.Fatalf("queued %v, want %v", got, tt.queued)
+			}
+		})
+	}
+}

@@ -49,7 +49,8 @@ func (r *Reconciler) noteEvent(msg jetstream.Msg) {
 }
 
 // note queues the user of an event for a check EstimatedDelay after
-// stored when the event leaves the count an estimate (no count) or comes
+// stored when the event leaves the count an estimate (no count, and a
+// change of it or a change an opaque source does not describe) or comes
 // from a source that does not report reads (followed up for FollowUp),
 // and drops the queued check of a user whose event carried the count.
 func (r *Reconciler) note(e *events.Event, stored time.Time) {
@@ -64,7 +65,7 @@ func (r *Reconciler) note(e *events.Event, stored time.Time) {
 		r.queue.remove(key)
 		r.m.queued.Set(float64(r.queue.len()))
 		return
-	case e.DeltaFor(r.cfg.Mailbox) == 0:
+	case e.DeltaFor(r.cfg.Mailbox) == 0 && !r.opaqueChange(e):
 		return
 	}
 	if !r.queue.add(in) {
@@ -73,6 +74,12 @@ func (r *Reconciler) note(e *events.Event, stored time.Time) {
 	}
 	r.poke()
 	r.m.queued.Set(float64(r.queue.len()))
+}
+
+// opaqueChange reports whether e is a flag change on Mailbox from a source
+// that does not say which flags changed (it may be a read).
+func (r *Reconciler) opaqueChange(e *events.Event) bool {
+	return e.Kind == events.KindFlags && e.Unread == nil && e.Mailbox == r.cfg.Mailbox && slices.Contains(r.cfg.OpaqueSources, e.Source)
 }
 
 // oneWay reports whether source never reports reads.

@@ -92,7 +92,7 @@ type apnsService struct {
 // warmUp is the device token an apnsService answers at once.
 var warmUp = strings.Repeat("a", 64)
 
-func newAPNsService(t *testing.T, delay time.Duration) *apnsService {
+func newAPNsService(t testing.TB, delay time.Duration) *apnsService {
 	t.Helper()
 	s := &apnsService{delay: delay, arrived: make(chan struct{}, 1024), stopDelaying: make(chan struct{})}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
@@ -152,7 +152,7 @@ func caFile(t *testing.T, srv *httptest.Server) string {
 
 // writeAPNsKey writes a new APNs token signing key (.p8) and returns its
 // path.
-func writeAPNsKey(t *testing.T) string {
+func writeAPNsKey(t testing.TB) string {
 	t.Helper()
 	path, _, err := apnstest.WriteKey(t.TempDir(), "ABC123DEFG")
 	if err != nil {
@@ -163,18 +163,30 @@ func writeAPNsKey(t *testing.T) string {
 
 // addPartner registers a new signing certificate for org (realm org) and
 // returns a token of it.
-func (r *running) addPartner(t *testing.T, org string) string {
+func (r *running) addPartner(t testing.TB, org string) string {
 	t.Helper()
 	k := newPartnerKey(t, org)
-	if _, _, err := r.store.AddCertificate(context.Background(), registry.CertificateRegistration{Organization: org, Realm: org, Certificate: k.cert.X509.Raw}); err != nil {
+	r.registerPartner(t, k)
+	return k.token(t, realmOf(k))
+}
+
+// registerPartner registers k's certificate for its organization, with
+// the organization as realm.
+func (r *running) registerPartner(t testing.TB, k partnerKey) {
+	t.Helper()
+	if _, _, err := r.store.AddCertificate(context.Background(), registry.CertificateRegistration{Organization: k.org, Realm: k.org, Certificate: k.cert.X509.Raw}); err != nil {
 		t.Fatal(err)
 	}
-	return k.token(t, func(o *tokens.IssuerOptions) { o.Realm = org })
+}
+
+// realmOf is the issuer option of registerPartner's realm.
+func realmOf(k partnerKey) func(*tokens.IssuerOptions) {
+	return func(o *tokens.IssuerOptions) { o.Realm = k.org }
 }
 
 // addAPNsApp registers appID for org, sending to the APNs at host, and
 // returns the answer for the warm-up device once it is wanted.
-func (r *running) addAPNsApp(t *testing.T, token, org, appID, host string, wanted func(relayproto.DeviceResult) bool) relayproto.DeviceResult {
+func (r *running) addAPNsApp(t testing.TB, token, org, appID, host string, wanted func(relayproto.DeviceResult) bool) relayproto.DeviceResult {
 	t.Helper()
 	app := registry.App{AppID: appID, Provider: registry.KindAPNs, Organizations: []string{org}, APNs: &registry.APNs{
 		KeyFile: writeAPNsKey(t), KeyID: "ABC123DEFG", TeamID: "TEAM123456", Topic: appID, Environment: registry.APNsSandbox, Host: host,
@@ -186,7 +198,7 @@ func (r *running) addAPNsApp(t *testing.T, token, org, appID, host string, wante
 // the answer is wanted (the relay's watches apply a registration, the
 // partner's as well as the app's, moments later: until then the token is
 // refused or the app unknown), and returns that answer.
-func (r *running) addApp(t *testing.T, token string, app registry.App, device string, wanted func(relayproto.DeviceResult) bool) relayproto.DeviceResult {
+func (r *running) addApp(t testing.TB, token string, app registry.App, device string, wanted func(relayproto.DeviceResult) bool) relayproto.DeviceResult {
 	t.Helper()
 	if _, err := r.store.AddApp(context.Background(), app, false); err != nil {
 		t.Fatal(err)

@@ -40,8 +40,9 @@ func Flags(fs *flag.FlagSet, prefix string) *Config {
 	fs.StringVar(&c.Issuer, p("issuer"), c.Issuer, "issuer id the relay trusts, shown in the 401 challenge as trusted_issuers=\"<issuer>@<realm>\"")
 	fs.DurationVar(&c.ClockSkew, p("clock-skew"), c.ClockSkew, "clock difference tolerated on a token's nbf and exp")
 	fs.Int64Var(&c.MaxBodyBytes, p("max-body-bytes"), c.MaxBodyBytes, "largest publish request body accepted (413 above)")
-	fs.Float64Var(&c.TenantRate, p("tenant-rate"), c.TenantRate, "notifications per second each organization may send on average (token bucket; 429 with a back-off above); negative: no limit")
-	fs.IntVar(&c.TenantBurst, p("tenant-burst"), c.TenantBurst, "notifications each organization may send at once (the token bucket's size)")
+	fs.Float64Var(&c.TenantRate, p("tenant-rate"), c.TenantRate, "the default quota of an organization: notifications per second it may send on average (token bucket; 429 with a back-off above, counted in pushproxy_relay_tenant_notifications_total{result=\"held_back\"}). "+
+		"5,000/s serves a large organization (more than twice a peak of 2,000 events/s) and keeps one partner from taking a replica to itself; a partner's registration may carry its own quota, applied without a restart; each relay replica counts on its own; negative: no limit")
+	fs.IntVar(&c.TenantBurst, p("tenant-burst"), c.TenantBurst, "notifications an organization may send at once (the token bucket's size) unless its registration has its own quota; 20,000 is 4 seconds of the default rate, for the backlog of a short outage")
 	fs.IntVar(&c.ProviderLimit.Concurrency, p("provider-concurrency"), c.ProviderLimit.Concurrency, "sends in progress at once to each push service (apns, fcm, webpush, log), across all requests and organizations; each organization+app gets a share of them, see --"+p("provider-share"))
 	fs.DurationVar(&c.ProviderLimit.Timeout, p("provider-timeout"), c.ProviderLimit.Timeout, "how long a request waits for one push service; devices it has not answered by then get \"retry\" (keep it under the dispatcher's request timeout, 10s by default)")
 	fs.Var(LimitsFlag{Limits: &c.ProviderLimits}, p("provider-limit"),

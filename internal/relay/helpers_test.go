@@ -114,7 +114,7 @@ type partnerKey struct {
 
 // newPartnerKey generates a signing certificate for org, valid since a day
 // ago (so that tokens can be issued in the past).
-func newPartnerKey(t *testing.T, org string) partnerKey {
+func newPartnerKey(t testing.TB, org string) partnerKey {
 	t.Helper()
 	c, err := tokens.NewCertificate(tokens.CertificateOptions{Domain: org, Now: func() time.Time { return time.Now().Add(-24 * time.Hour) }})
 	if err != nil {
@@ -124,7 +124,18 @@ func newPartnerKey(t *testing.T, org string) partnerKey {
 }
 
 // token issues a token as the partner would, changed by opts.
-func (k partnerKey) token(t *testing.T, opts ...func(*tokens.IssuerOptions)) string {
+func (k partnerKey) token(t testing.TB, opts ...func(*tokens.IssuerOptions)) string {
+	t.Helper()
+	tok, err := k.issuer(t, opts...).Token(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// issuer is the partner's token issuer, as its dispatcher has it, changed
+// by opts.
+func (k partnerKey) issuer(t testing.TB, opts ...func(*tokens.IssuerOptions)) *tokens.Issuer {
 	t.Helper()
 	o := tokens.IssuerOptions{IssuerID: settings.DefaultServiceName, Realm: testRealm, PrincipalID: settings.DefaultRelayPrincipal, Host: testHost}
 	for _, f := range opts {
@@ -134,11 +145,7 @@ func (k partnerKey) token(t *testing.T, opts ...func(*tokens.IssuerOptions)) str
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := iss.Token(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return iss
 }
 
 // harness is a relay Server over an in-memory partner registry and fixed
@@ -195,7 +202,7 @@ type reply struct {
 }
 
 // fault decodes the body as a Fault.
-func (r reply) fault(t *testing.T) relayproto.Fault {
+func (r reply) fault(t testing.TB) relayproto.Fault {
 	t.Helper()
 	var f relayproto.Fault
 	if err := json.Unmarshal(r.body, &f); err != nil || f.Message == "" {
@@ -205,7 +212,7 @@ func (r reply) fault(t *testing.T) relayproto.Fault {
 }
 
 // response decodes the body as a Response.
-func (r reply) response(t *testing.T) relayproto.Response {
+func (r reply) response(t testing.TB) relayproto.Response {
 	t.Helper()
 	if r.status != http.StatusOK {
 		t.Fatalf("status %d: %s", r.status, r.body)
@@ -230,7 +237,7 @@ func (h *harness) publish(req relayproto.Request) reply {
 	return h.post("Bearer "+h.fab.token(h.t), "application/json", mustJSON(h.t, req))
 }
 
-func postTo(t *testing.T, client *http.Client, url, auth, contentType string, body []byte) reply {
+func postTo(t testing.TB, client *http.Client, url, auth, contentType string, body []byte) reply {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
@@ -256,7 +263,7 @@ func postTo(t *testing.T, client *http.Client, url, auth, contentType string, bo
 	return reply{status: resp.StatusCode, header: resp.Header, body: data}
 }
 
-func mustJSON(t *testing.T, v any) []byte {
+func mustJSON(t testing.TB, v any) []byte {
 	t.Helper()
 	data, err := json.Marshal(v)
 	if err != nil {
@@ -276,7 +283,7 @@ func notification(id string, count int, pairs ...string) relayproto.Notification
 }
 
 // waitFor polls cond until it holds, failing after a generous timeout.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -11,49 +12,102 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/pushproxy/pushproxy/internal/relay/registry"
 )
+
+// QuotaSource gives an organization's own quota, which overrides the
+// relay's TenantRate and TenantBurst for it. *registry.PartnerCache is one:
+// the quota lives in the partner's registration.
+type QuotaSource interface {
+	// Quota returns organization's own quota, already checked, and whether
+	// it has one.
+	Quota(organization string) (registry.Quota, bool)
+}
+
+var _ QuotaSource = (*registry.PartnerCache)(nil)
+
+// quota is the token bucket's setting for one tenant: notifications per
+// second and burst. A limit of 0 or less is no limit.
+type quota struct {
+	limit rate.Limit
+	burst int
+}
 
 // tenantLimiter is a token bucket per tenant: each notification of a
 // request takes a token, so one noisy organisation is slowed down without
-// touching the others.
+// touching the others. A tenant's bucket follows its own quota, when the
+// quota source has one, at its next request.
 type tenantLimiter struct {
-	limit rate.Limit
-	burst int
+	def    quota
+	quotas QuotaSource // nil: every tenant has the default
 
 	mu      sync.Mutex
 	buckets map[string]*rate.Limiter
 }
 
 // newTenantLimiter allows perSecond notifications per tenant with bursts of
-// burst. perSecond <= 0 turns the limit off.
-func newTenantLimiter(perSecond float64, burst int) *tenantLimiter {
-	return &tenantLimiter{limit: rate.Limit(perSecond), burst: max(burst, 1), buckets: map[string]*rate.Limiter{}}
+// burst, unless quotas gives the tenant a quota of its own. perSecond <= 0
+// turns the default limit off.
+func newTenantLimiter(perSecond float64, burst int, quotas QuotaSource) *tenantLimiter {
+	return &tenantLimiter{def: quota{limit: rate.Limit(perSecond), burst: max(burst, 1)}, quotas: quotas, buckets: map[string]*rate.Limiter{}}
+}
+
+// quotaOf is the quota that applies to tenant now.
+func (l *tenantLimiter) quotaOf(tenant string) quota {
+	if l.quotas != nil {
+		if q, ok := l.quotas.Quota(tenant); ok {
+			return quota{limit: rate.Limit(q.Rate), burst: q.Burst}
+		}
+	}
+	return l.def
 }
 
 // reserve takes n tokens from tenant's bucket at now. When there are not
 // enough it takes none and returns how long to wait before they would be
 // there. A request larger than the burst costs the whole burst, so that it
-// can pass once the bucket is full.
-func (l *tenantLimiter) reserve(tenant string, n int, now time.Time) (ok bool, wait time.Duration) {
-	if l.limit <= 0 || n <= 0 {
-		return true, 0
+// can pass once the bucket is full. It returns the quota it applied.
+func (l *tenantLimiter) reserve(tenant string, n int, now time.Time) (ok bool, wait time.Duration, q quota) {
+	q = l.quotaOf(tenant)
+	if q.limit <= 0 || n <= 0 {
+		return true, 0, q
 	}
-	l.mu.Lock()
-	b, found := l.buckets[tenant]
-	if !found {
-		b = rate.NewLimiter(l.limit, l.burst)
-		l.buckets[tenant] = b
-	}
-	l.mu.Unlock()
-	r := b.ReserveN(now, min(n, l.burst))
+	b := l.bucket(tenant, q, now)
+	r := b.ReserveN(now, min(n, q.burst))
 	if !r.OK() {
-		return false, time.Second
+		return false, time.Second, q
 	}
 	if d := r.DelayFrom(now); d > 0 {
 		r.CancelAt(now)
-		return false, d
+		return false, d, q
 	}
-	return true, 0
+	return true, 0, q
+}
+
+// bucket returns tenant's bucket set to q, creating it full.
+func (l *tenantLimiter) bucket(tenant string, q quota, now time.Time) *rate.Limiter {
+	l.mu.Lock()
+	b, found := l.buckets[tenant]
+	if !found {
+		b = rate.NewLimiter(q.limit, q.burst)
+		l.buckets[tenant] = b
+	}
+	l.mu.Unlock()
+	if b.Limit() != q.limit {
+		b.SetLimitAt(now, q.limit)
+	}
+	if b.Burst() != q.burst {
+		b.SetBurstAt(now, q.burst)
+	}
+	return b
+}
+
+// tenants returns the tenants that have a bucket: those that sent since
+// the relay started while a limit applied to them.
+func (l *tenantLimiter) tenants() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Collect(maps.Keys(l.buckets))
 }
 
 // Limit bounds the sends to one provider kind: at most Concurrency at once

@@ -24,6 +24,13 @@ const (
 	outcomeUnavailable          = "unavailable"
 )
 
+// Results of a tenant's notifications at its quota, the result label of
+// pushproxy_relay_tenant_notifications_total.
+const (
+	quotaAccepted = "accepted"
+	quotaHeldBack = "held_back"
+)
+
 // metrics are the relay's Prometheus metrics.
 type metrics struct {
 	requests        *prometheus.CounterVec
@@ -36,10 +43,12 @@ type metrics struct {
 	rateLimited     *prometheus.CounterVec
 	appFaults       *prometheus.CounterVec
 	shareWaits      *prometheus.CounterVec
+	atQuota         *prometheus.CounterVec
 }
 
-// newMetrics registers the relay's metrics on reg.
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// newMetrics registers the relay's metrics on reg, the quotas of tenants
+// among them.
+func newMetrics(reg prometheus.Registerer, tenants *tenantLimiter) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushproxy_relay_requests_total",
@@ -83,8 +92,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "pushproxy_relay_share_waits_total",
 			Help: "Sends that queued because their organization+app had its whole share of the push service's slots in flight (--provider-share), by organization, app and provider.",
 		}, []string{"organization", "app_id", "provider"}),
+		atQuota: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushproxy_relay_tenant_notifications_total",
+			Help: "Notifications (monitoring ones aside) of each organization at its quota, by result: accepted, or held_back (refused with 429; the dispatcher sends them again after the back-off, and counts them again).",
+		}, []string{"tenant", "result"}),
 	}
-	if err := service.Register(reg, "relay", m.requests, m.requestDuration, m.notifications, m.deliveries, m.providerLatency, m.inFlight, m.authFailures, m.rateLimited, m.appFaults, m.shareWaits); err != nil {
+	if err := service.Register(reg, "relay", m.requests, m.requestDuration, m.notifications, m.deliveries, m.providerLatency, m.inFlight, m.authFailures, m.rateLimited, m.appFaults, m.shareWaits, m.atQuota, newQuotaCollector(tenants)); err != nil {
 		return nil, err
 	}
 	for _, o := range []string{outcomeOK, outcomeUnauthorized, outcomeBadRequest, outcomeTooLarge, outcomeUnsupportedMediaType, outcomeInvalid, outcomeRateLimited, outcomeUnavailable} {
@@ -96,6 +109,54 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 // delivery counts one device outcome.
 func (m *metrics) delivery(provider string, status relayproto.DeviceStatus) {
 	m.deliveries.WithLabelValues(provider, string(status)).Inc()
+}
+
+// quota counts n notifications of tenant at its quota, held back or
+// accepted. Both results of a tenant exist from its first request, so that
+// a rate sees its first notifications held back.
+func (m *metrics) quota(tenant string, n int, heldBack bool) {
+	accepted, held := m.atQuota.WithLabelValues(tenant, quotaAccepted), m.atQuota.WithLabelValues(tenant, quotaHeldBack)
+	if heldBack {
+		held.Add(float64(n))
+	} else {
+		accepted.Add(float64(n))
+	}
+}
+
+// quotaCollector exports the quota that applies now to each tenant that
+// has a token bucket (none while no limit applies to it): the partner's
+// own quota, or the relay's default.
+type quotaCollector struct {
+	tenants     *tenantLimiter
+	rate, burst *prometheus.Desc
+}
+
+func newQuotaCollector(tenants *tenantLimiter) *quotaCollector {
+	return &quotaCollector{
+		tenants: tenants,
+		rate: prometheus.NewDesc("pushproxy_relay_tenant_quota_per_second",
+			"Notifications per second each organization may send on average: its partner registration's quota, else --tenant-rate.", []string{"tenant"}, nil),
+		burst: prometheus.NewDesc("pushproxy_relay_tenant_quota_burst",
+			"Notifications each organization may send at once: its partner registration's quota burst, else --tenant-burst.", []string{"tenant"}, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *quotaCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.rate
+	ch <- c.burst
+}
+
+// Collect implements prometheus.Collector.
+func (c *quotaCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, tenant := range c.tenants.tenants() {
+		q := c.tenants.quotaOf(tenant)
+		if q.limit <= 0 {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(c.rate, prometheus.GaugeValue, float64(q.limit), tenant)
+		ch <- prometheus.MustNewConstMetric(c.burst, prometheus.GaugeValue, float64(q.burst), tenant)
+	}
 }
 
 // appFault counts an app fault of organization's app.

@@ -55,13 +55,27 @@ const (
 	DefaultAddr         = ":8027"
 	DefaultBasePath     = "/PushNotifications"
 	DefaultMaxBodyBytes = 4 << 20
-	// DefaultTenantRate is a deliberate per-organization quota that serves
-	// a large organization (every changed count of hundreds of thousands
-	// of mailboxes at peak) and still stops one partner from taking the
-	// whole relay; it was 100/s, which capped a normal deployment.
-	DefaultTenantRate         = 5000
-	DefaultTenantBurst        = 20000
-	DefaultProviderConcurrent = 64
+	// DefaultTenantRate is a deliberate per-organization quota, in
+	// notifications per second. It serves a large organization: issue 14's
+	// deployment peaked at 2,000 events/s, which the dispatcher coalesces
+	// into fewer pushes, so 5,000/s leaves it more than twice its peak. It
+	// still stops one partner from taking a relay replica to itself (see
+	// BenchmarkRelayVsForward for what a replica forwards). It was 100/s,
+	// which capped that deployment at about 130 pushes/s. A partner's
+	// registration may carry its own quota (registry.Quota).
+	DefaultTenantRate = 5000
+	// DefaultTenantBurst is what an organization may send at once: 4
+	// seconds of DefaultTenantRate (registry.QuotaBurstSeconds), so that
+	// the backlog of a short relay outage or a dispatcher takeover goes
+	// out at once.
+	DefaultTenantBurst = DefaultTenantRate * registry.QuotaBurstSeconds
+	// DefaultProviderConcurrent is the sends in flight to one push
+	// service, a quarter of them per organization+app: HTTP/2 carries
+	// them as streams of a few connections. One organization+app then
+	// sends about 64 / the push service's answer time: some 2,000 a
+	// second at 30 ms. At 64 (16 per organization+app) the whole-pipeline
+	// bench was capped at about 4,500 pushes a second by this alone.
+	DefaultProviderConcurrent = 256
 	DefaultProviderTimeout    = 5 * time.Second
 	DefaultRetryBackOff       = 30 * time.Second
 	DefaultDrainTimeout       = 30 * time.Second
@@ -114,10 +128,16 @@ type Config struct {
 	// 4 MiB.
 	MaxBodyBytes int64
 	// TenantRate is how many notifications per second each tenant may send
-	// on average, and TenantBurst how many at once. Default 100 and 1000.
-	// A negative TenantRate turns the limit off.
+	// on average, and TenantBurst how many at once: the default quota of an
+	// organization. Default 5,000 and 20,000. A negative TenantRate turns
+	// the default limit off. Each relay replica counts on its own.
 	TenantRate  float64
 	TenantBurst int
+	// TenantQuotas, when set, gives organizations quotas of their own,
+	// overriding TenantRate and TenantBurst; a change applies at the
+	// organization's next request. Run sets it to the partner registry,
+	// where a partner's registration may carry a quota.
+	TenantQuotas QuotaSource
 	// ProviderLimit bounds each provider kind's sends: concurrency across
 	// all requests, and how long a request waits for them. Default 64 and
 	// 5s, well inside the dispatcher's default 10s request timeout. ProviderLimits overrides it per kind ("apns", "fcm", "webpush",
@@ -363,6 +383,9 @@ func Run(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger,
 	})
 	if err != nil {
 		return err
+	}
+	if cfg.TenantQuotas == nil {
+		cfg.TenantQuotas = partners
 	}
 	srv, err := NewServer(cfg, verifier, apps, reg, log)
 	if err != nil {

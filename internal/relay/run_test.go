@@ -42,7 +42,7 @@ type running struct {
 // startRelay runs the relay on a loopback port with cfg (Host and Listener
 // set here) over a real embedded NATS server. With tlsOn it serves HTTPS
 // with a generated certificate that the returned client trusts.
-func startRelay(t *testing.T, cfg Config, tlsOn bool) *running {
+func startRelay(t testing.TB, cfg Config, tlsOn bool) *running {
 	t.Helper()
 	conn := brokertest.Start(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -90,7 +90,7 @@ func startRelay(t *testing.T, cfg Config, tlsOn bool) *running {
 }
 
 // publish posts req with token to the relay.
-func (r *running) publish(t *testing.T, token string, req relayproto.Request) reply {
+func (r *running) publish(t testing.TB, token string, req relayproto.Request) reply {
 	t.Helper()
 	return postTo(t, r.client, r.base+DefaultBasePath+relayproto.PublishPath, "Bearer "+token, "application/json", mustJSON(t, req))
 }

@@ -57,7 +57,8 @@ func NewServer(cfg Config, verifier *tokens.Verifier, router Router, reg prometh
 	if verifier == nil || router == nil {
 		return nil, errors.New("relay server: a token verifier and a router are required")
 	}
-	m, err := newMetrics(reg)
+	tenants := newTenantLimiter(cfg.TenantRate, cfg.TenantBurst, cfg.TenantQuotas)
+	m, err := newMetrics(reg, tenants)
 	if err != nil {
 		return nil, fmt.Errorf("registering relay metrics: %w", err)
 	}
@@ -65,7 +66,7 @@ func NewServer(cfg Config, verifier *tokens.Verifier, router Router, reg prometh
 		cfg:      cfg,
 		verifier: verifier,
 		router:   router,
-		tenants:  newTenantLimiter(cfg.TenantRate, cfg.TenantBurst),
+		tenants:  tenants,
 		lanes:    newLanes(cfg.ProviderLimits, cfg.ProviderLimit, cfg.ProviderShare),
 		metrics:  m,
 		log:      log,
@@ -111,11 +112,15 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 			cost++
 		}
 	}
-	if ok, wait := s.tenants.reserve(claims.Organization, cost, start); !ok {
+	ok, wait, quota := s.tenants.reserve(claims.Organization, cost, start)
+	if cost > 0 {
+		s.metrics.quota(claims.Organization, cost, !ok)
+	}
+	if !ok {
 		s.metrics.rateLimited.WithLabelValues(claims.Organization).Inc()
-		log.Warn().Int("notifications", cost).Dur("back_off", wait).Msg("tenant over its rate limit")
+		log.Warn().Int("notifications", cost).Dur("back_off", wait).Float64("quota", float64(quota.limit)).Int("burst", quota.burst).Msg("tenant over its quota")
 		s.fault(w, http.StatusTooManyRequests, outcomeRateLimited, relayproto.Fault{
-			Message:                   fmt.Sprintf("Too many notifications for %s: the relay accepts %g per second with bursts of %d. Try again later.", claims.Organization, s.cfg.TenantRate, s.cfg.TenantBurst),
+			Message:                   fmt.Sprintf("Too many notifications for %s: its quota at the relay is %g per second with bursts of %d. Try again later.", claims.Organization, float64(quota.limit), quota.burst),
 			CanRetry:                  true,
 			BackOffTimeInMilliseconds: backOffMillis(wait),
 		})

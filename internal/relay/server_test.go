@@ -335,6 +335,9 @@ func TestTenantRateLimit(t *testing.T) {
 	if !f.CanRetry || f.BackOffTimeInMilliseconds <= 0 || f.BackOff() > relayproto.MaxBackOff || r.header.Get("Retry-After") == "" {
 		t.Fatalf("429 fault %+v Retry-After %q: want CanRetry and a back-off", f, r.header.Get("Retry-After"))
 	}
+	if !strings.Contains(f.Message, "fabrikam.com: its quota at the relay is 0.01 per second with bursts of 3") {
+		t.Fatalf("429 message %q does not name the quota", f.Message)
+	}
 	if len(rec.sent()) != 2 {
 		t.Fatalf("the refused request was forwarded: %d badges", len(rec.sent()))
 	}
@@ -345,6 +348,24 @@ func TestTenantRateLimit(t *testing.T) {
 	h.post("Bearer "+tok, "application/json", mustJSON(t, two)).response(t)
 	if got := testutil.ToFloat64(h.srv.metrics.rateLimited.WithLabelValues("fabrikam.com")); got != 1 {
 		t.Fatalf("rate limited{fabrikam.com} = %v", got)
+	}
+	// Notifications at the quota, per organization; the probe's are not.
+	counts := []struct {
+		tenant, result string
+		want           float64
+	}{
+		{"fabrikam.com", quotaAccepted, 2},
+		{"fabrikam.com", quotaHeldBack, 2},
+		{"contoso.com", quotaAccepted, 2},
+		{"contoso.com", quotaHeldBack, 0},
+	}
+	for _, c := range counts {
+		if got := testutil.ToFloat64(h.srv.metrics.atQuota.WithLabelValues(c.tenant, c.result)); got != c.want {
+			t.Errorf("tenant notifications{%s,%s} = %v, want %v", c.tenant, c.result, got, c.want)
+		}
+	}
+	if got := testutil.CollectAndCount(h.srv.metrics.atQuota); got != len(counts) {
+		t.Errorf("%d tenant notification series, want %d", got, len(counts))
 	}
 }
 

@@ -3,12 +3,9 @@ package chaos
 import (
 	"crypto/ecdsa"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,13 +56,8 @@ func newProvider(dir string) (*provider, error) {
 		return nil, err
 	}
 	p := &provider{key: pub, keyP8: keyP8, tokens: map[string]bool{}, badges: map[string][]badge{}}
-	p.srv = httptest.NewUnstartedServer(http.HandlerFunc(p.serve))
-	p.srv.EnableHTTP2 = true
-	p.srv.StartTLS()
-	p.caFile = filepath.Join(dir, "provider-ca.pem")
-	if err := os.WriteFile(p.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.srv.Certificate().Raw}), 0o644); err != nil {
-		p.srv.Close()
-		return nil, fmt.Errorf("provider CA: %w", err)
+	if p.srv, p.caFile, err = apnstest.StartServer(dir, http.HandlerFunc(p.serve)); err != nil {
+		return nil, err
 	}
 	return p, nil
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushproxy/pushproxy/internal/nettest"
+
 	"github.com/pushproxy/pushproxy/internal/sources"
 	dovecotsource "github.com/pushproxy/pushproxy/internal/sources/dovecot"
 	"github.com/pushproxy/pushproxy/internal/sources/imap"
@@ -39,7 +41,7 @@ func TestDovecotCounters(t *testing.T) {
 	if _, err := exec.LookPath("dovecot"); err != nil {
 		t.Skip("Dovecot integration test skipped: dovecot is not installed (test/dovecot/run.sh installs it)")
 	}
-	doveadmAddr := freeAddr(t)
+	doveadmAddr := nettest.FreeAddr(t)
 	masterFile := writeMasterUsers(t)
 	d := startDovecot(t, "", func(string) string { return countersConfig(doveadmAddr, masterFile) })
 	waitFor(t, "doveadm HTTP API", func() bool {

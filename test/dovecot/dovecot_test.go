@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushproxy/pushproxy/internal/nettest"
+
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
@@ -124,7 +126,7 @@ func dropLine(t *testing.T, s, prefix string) string {
 // startIngest runs ingest.Run on a loopback port with Dovecot credentials
 // and returns its address once it answers.
 func startIngest(t *testing.T, conn *broker.Conn) string {
-	addr := freeAddr(t)
+	addr := nettest.FreeAddr(t)
 	cfg := ingest.DefaultConfig()
 	cfg.Addr = addr
 	cfg.DovecotUser, cfg.DovecotPassword = "dovecot", "ingest-secret"
@@ -167,7 +169,7 @@ func startDovecot(t *testing.T, ingestAddr string, edit func(snippet string) str
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	d := &dovecot{dir: dir, conf: filepath.Join(dir, "dovecot.conf"), lmtp: freeAddr(t), imap: freeAddr(t)}
+	d := &dovecot{dir: dir, conf: filepath.Join(dir, "dovecot.conf"), lmtp: nettest.FreeAddr(t), imap: nettest.FreeAddr(t)}
 	deploy := filepath.Join("..", "..", "deploy", "dovecot")
 	script := filepath.Join(dir, "pushproxy.lua")
 	copyFile(t, filepath.Join(deploy, "pushproxy.lua"), script)
@@ -352,15 +354,6 @@ func bySource(t *testing.T, conn *broker.Conn) map[events.Source][]string {
 		out[e.Source] = append(out[e.Source], fmt.Sprintf("%s %s %s", e.Kind, e.Mailbox, unread))
 	}
 	return out
-}
-
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func waitFor(t *testing.T, what string, ok func() bool) {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushproxy/pushproxy/internal/nettest"
+
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
@@ -37,7 +39,7 @@ func TestDovecotIMAPWatcher(t *testing.T) {
 	}
 	masterFile := writeMasterUsers(t)
 	// No push-notification driver: only the watcher reports.
-	d := startDovecot(t, "", func(string) string { return countersConfig(freeAddr(t), masterFile) })
+	d := startDovecot(t, "", func(string) string { return countersConfig(nettest.FreeAddr(t), masterFile) })
 
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "master-password"), masterPassword+"\n")
@@ -95,7 +97,7 @@ func waitForSnapshot(t *testing.T, conn *broker.Conn, want int) {
 func startIngestWith(t *testing.T, conn *broker.Conn, x *ingest.Extras) {
 	t.Helper()
 	cfg := ingest.DefaultConfig()
-	cfg.Addr = freeAddr(t)
+	cfg.Addr = nettest.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	reg := service.NewRegistry()
 	exts, err := x.Extensions(ctx, conn, reg)

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushproxy/pushproxy/internal/nettest"
+
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -65,7 +67,7 @@ func TestDovecotReconciles(t *testing.T) {
 	ingestAddr := startIngest(t, conn)
 	pushes := startPipeline(t, conn)
 
-	doveadmAddr := freeAddr(t)
+	doveadmAddr := nettest.FreeAddr(t)
 	oxAlone := func(s string) string {
 		s = dropLine(t, s, "push_notification_driver = lua:")
 		s = strings.Replace(s, "push_notification_driver2 = ox:", "push_notification_driver = ox:", 1)
@@ -170,7 +172,7 @@ func (p *pushLog) waitFor(t *testing.T, who string, count int, within time.Durat
 func startPipeline(t *testing.T, conn *broker.Conn) *pushLog {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	relayAddr := freeAddr(t)
+	relayAddr := nettest.FreeAddr(t)
 	p := partner.New(t, ctx, conn.JS, tenant, relayAddr)
 	if _, err := p.Registry.AddApp(ctx, registry.App{AppID: "demo", Provider: registry.KindLog, Organizations: []string{tenant}}, false); err != nil {
 		t.Fatal(err)

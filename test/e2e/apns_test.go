@@ -8,13 +8,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pushproxy/pushproxy/internal/nettest"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/rs/zerolog"
@@ -113,16 +114,6 @@ func (f *fakeAPNs) last(token string) (int, bool) {
 	return b[len(b)-1], true
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func writeP8(t *testing.T) (string, *ecdsa.PublicKey) {
 	t.Helper()
 	path, pub, err := apnstest.WriteKey(t.TempDir(), apnsKeyID)
@@ -143,7 +134,7 @@ func TestEventBecomesAPNsBadge(t *testing.T) {
 	reg := service.NewRegistry()
 	keyPath, apnsKey := writeP8(t)
 	apns := newFakeAPNs(t, apnsKey)
-	relayAddr, ingestAddr := freeAddr(t), freeAddr(t)
+	relayAddr, ingestAddr := nettest.FreeAddr(t), nettest.FreeAddr(t)
 
 	// The organization set up at both ends, as with pushctl.
 	p := partner.New(t, ctx, conn.JS, org, relayAddr)

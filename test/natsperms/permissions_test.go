@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pushproxy/pushproxy/internal/nettest"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -38,6 +39,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/sources"
 	"github.com/pushproxy/pushproxy/internal/sources/ews"
 	"github.com/pushproxy/pushproxy/internal/sources/graph"
+	"github.com/pushproxy/pushproxy/internal/sourcestatus"
 	"github.com/pushproxy/pushproxy/internal/tlstest"
 	"github.com/pushproxy/pushproxy/test/partner"
 )
@@ -111,16 +113,6 @@ func (n natsServer) connect(t *testing.T, ctx context.Context, user string) *bro
 	return c
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestComponentsWorkWithTheirOwnUsers runs the whole pipeline with one
 // NATS user per component: a subscription and an event become a push, the
 // probe runs; then every forbidden action of each user is refused.
@@ -134,7 +126,7 @@ func TestComponentsWorkWithTheirOwnUsers(t *testing.T) {
 	}
 
 	// What an operator sets up with pushctl (as admin).
-	relayAddr, ingestAddr := freeAddr(t), freeAddr(t)
+	relayAddr, ingestAddr := nettest.FreeAddr(t), nettest.FreeAddr(t)
 	p := partner.New(t, ctx, admin.JS, org, relayAddr)
 	apps := p.Registry
 	for _, app := range []string{"demo", monitor.DefaultCanaryAppID} {
@@ -269,6 +261,32 @@ func TestComponentsWorkWithTheirOwnUsers(t *testing.T) {
 	if _, err := reconcile.Ask(ctx, ic.NC, []reconcile.User{{Tenant: org, User: "alice@" + org}}); err != nil {
 		t.Fatalf("ingest asking the reconciler: %v", err)
 	}
+	// The monitor's sources page reads the same as pushctl sources status.
+	if rep, err := sourcestatus.Collect(ctx, mc.NC, mc.JS, 2*time.Second); err != nil || rep.Ingests != 1 || rep.Reconciler == nil {
+		t.Fatalf("the sources page as user monitor: %+v, %v", rep, err)
+	}
+	// pushctl sources status (admin) gathers the ingest's status.
+	if sts, err := ingest.GatherStatus(ctx, admin.NC, 2*time.Second); err != nil || len(sts) != 1 || len(sts[0].Sources) == 0 {
+		t.Fatalf("the ingest's status as admin: %+v, %v", sts, err)
+	}
+	// One ingest at a time manages them: it takes, reads and releases the
+	// managers' lease.
+	lease, err := broker.OpenLease(ctx, ic.JS, ingest.LeaseGraphSubscriptions)
+	if err != nil {
+		t.Fatalf("ingest opening its lease: %v", err)
+	}
+	if err := lease.Run(ctx, func(ctx context.Context) error {
+		h, ok, err := broker.ReadLease(ctx, ic.JS, ingest.LeaseGraphSubscriptions)
+		if err != nil || !ok || h.ID != lease.Holder() {
+			return fmt.Errorf("reading the lease it holds: %+v %v %w", h, ok, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("ingest holding a lease: %v", err)
+	}
+	if _, ok, err := broker.ReadLease(ctx, ic.JS, ingest.LeaseGraphSubscriptions); err != nil || ok {
+		t.Fatalf("ingest releasing a lease: %v %v", ok, err)
+	}
 
 	// The monitor's dead-letter check reads PUSH_DEAD's latest letter.
 	dead, err := mc.JS.Stream(ctx, broker.StreamDead)
@@ -297,11 +315,16 @@ func TestComponentsWorkWithTheirOwnUsers(t *testing.T) {
 		{"dispatcher", "publish", "$JS.API.STREAM.DELETE.MAIL"},
 		{"dispatcher", "publish", "$JS.API.STREAM.PURGE.PUSH_DEAD"},
 		{"dispatcher", "subscribe", "mail.>"},
+		{"dispatcher", "publish", "pushproxy.ingest.ews.observe"},
+		{"relay", "subscribe", "pushproxy.ingest.ews.lookup"},
+		{"reconciler", "publish", "pushproxy.ingest.graph.lifecycle"},
 		{"monitor", "publish", "mail.fabrikam_com.x"},
 		{"monitor", "publish", "$KV.unread.fabrikam_com.x"},
 		{"monitor", "publish", "$KV.credentials.x"},
 		{"monitor", "publish", "$JS.API.STREAM.DELETE.PUSH_DEAD"},
 		{"monitor", "publish", "$JS.API.CONSUMER.CREATE.MAIL.x"},
+		{"monitor", "publish", "$KV.leases.graph-subscriptions"},
+		{"monitor", "publish", "pushproxy.reconcile.check"},
 		{"relay", "publish", "mail.fabrikam_com.x"},
 		{"relay", "publish", "$KV.relay_apps.demo"},
 		{"relay", "publish", "$JS.API.DIRECT.GET.KV_config.$KV.config.auth"},

@@ -34,6 +34,7 @@ func CertificateFields(p Partner, c Certificate, now time.Time) [][2]string {
 		{"Organization", p.Organization},
 		{"Realm", p.Realm},
 		{"IssuerId", p.IssuerID},
+		{"Quota", quotaField(p.Quota)},
 		{"Thumbprint", c.Thumbprint},
 		{"Subject", c.Subject},
 		{"Type", "Asymmetric"},
@@ -43,6 +44,14 @@ func CertificateFields(p Partner, c Certificate, now time.Time) [][2]string {
 		{"Status", c.Status(now)},
 		{"WhenAdded", formatDate(c.WhenAdded)},
 	}
+}
+
+// quotaField describes a partner's quota for CertificateFields.
+func quotaField(q *Quota) string {
+	if q == nil {
+		return "(the relay's --tenant-rate and --tenant-burst)"
+	}
+	return q.String()
 }
 
 // AppFields describes an app as name and value pairs, in the order pushctl

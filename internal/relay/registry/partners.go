@@ -30,6 +30,10 @@ type Partner struct {
 	// Certificates are the registered signing certificates, typically the
 	// current one and, during a rotation, the next.
 	Certificates []Certificate `json:"certificates"`
+	// Quota, when set, is the organization's own notification quota,
+	// instead of the relay's --tenant-rate and --tenant-burst (see
+	// Store.SetQuota).
+	Quota *Quota `json:"quota,omitempty"`
 	// WhenCreated and WhenChanged are when the partner was registered and
 	// last changed.
 	WhenCreated time.Time `json:"whenCreated"`

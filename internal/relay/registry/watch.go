@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -45,6 +46,9 @@ type PartnerCache struct {
 	*Watch
 	reg   *tokens.Registry
 	count atomic.Int64
+
+	mu     sync.RWMutex
+	quotas map[string]Quota // organizations with a quota of their own
 }
 
 var _ tokens.PartnerSource = (*PartnerCache)(nil)
@@ -54,28 +58,34 @@ var _ tokens.PartnerSource = (*PartnerCache)(nil)
 // that does not parse, or one already registered for another organisation)
 // is logged and left out.
 func (s *Store) WatchPartners(ctx context.Context, log zerolog.Logger) (*PartnerCache, error) {
-	c := &PartnerCache{reg: tokens.NewRegistry()}
+	c := &PartnerCache{reg: tokens.NewRegistry(), quotas: map[string]Quota{}}
 	known := map[string]bool{}
 	apply := func(key string, value []byte) {
 		defer func() { c.count.Store(int64(len(known))) }()
 		if value == nil {
 			c.reg.Remove(key)
+			c.setQuota(key, nil)
 			delete(known, key)
 			log.Info().Str("organization", key).Msg("partner removed")
 			return
 		}
-		tp, err := decodePartner(value)
+		p, tp, err := decodePartner(value)
 		if err == nil {
 			err = c.reg.Put(tp)
 		}
 		if err != nil {
 			c.reg.Remove(key)
+			c.setQuota(key, nil)
 			delete(known, key)
 			log.Error().Err(err).Str("organization", key).Msg("partner registration is not usable; its tokens are rejected")
 			return
 		}
 		known[key] = true
-		log.Info().Str("organization", key).Int("certificates", len(tp.Certificates)).Msg("partner loaded")
+		quota, err := c.applyQuota(key, p.Quota)
+		if err != nil {
+			log.Error().Err(err).Str("organization", key).Str("quota", quota).Msg("partner quota is not usable; the previous one stays")
+		}
+		log.Info().Str("organization", key).Int("certificates", len(tp.Certificates)).Str("quota", quota).Msg("partner loaded")
 	}
 	w, err := startWatch(ctx, s.partners, apply, log)
 	if err != nil {
@@ -85,13 +95,59 @@ func (s *Store) WatchPartners(ctx context.Context, log zerolog.Logger) (*Partner
 	return c, nil
 }
 
-// decodePartner decodes a stored partner into the verifier's form.
-func decodePartner(value []byte) (tokens.Partner, error) {
+// decodePartner decodes a stored partner, and into the verifier's form.
+func decodePartner(value []byte) (Partner, tokens.Partner, error) {
 	var p Partner
 	if err := json.Unmarshal(value, &p); err != nil {
-		return tokens.Partner{}, fmt.Errorf("decoding partner: %w", err)
+		return Partner{}, tokens.Partner{}, fmt.Errorf("decoding partner: %w", err)
 	}
-	return p.TokensPartner()
+	tp, err := p.TokensPartner()
+	return p, tp, err
+}
+
+// applyQuota makes q, when valid, organization's quota (nil: none of its
+// own) and returns the quota in force, for the log. A quota that is not
+// valid (a registration edited by hand) changes nothing: the error says
+// why.
+func (c *PartnerCache) applyQuota(organization string, q *Quota) (string, error) {
+	if q != nil {
+		n, err := q.normalize()
+		if err != nil {
+			return c.quotaText(organization), err
+		}
+		q = &n
+	}
+	c.setQuota(organization, q)
+	return c.quotaText(organization), nil
+}
+
+// setQuota sets or, with nil, removes organization's own quota.
+func (c *PartnerCache) setQuota(organization string, q *Quota) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if q == nil {
+		delete(c.quotas, organization)
+		return
+	}
+	c.quotas[organization] = *q
+}
+
+// quotaText describes organization's quota in force, for the log.
+func (c *PartnerCache) quotaText(organization string) string {
+	if q, ok := c.Quota(organization); ok {
+		return q.String()
+	}
+	return "default"
+}
+
+// Quota returns organization's own quota, valid and with its burst, and
+// whether it has one; without one the relay's defaults apply. It reads
+// memory only.
+func (c *PartnerCache) Quota(organization string) (Quota, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	q, ok := c.quotas[organization]
+	return q, ok
 }
 
 // PartnerByThumbprint implements tokens.PartnerSource from memory.

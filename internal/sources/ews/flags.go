@@ -23,7 +23,7 @@ type Settings struct {
 // they fill.
 func Flags(fs *flag.FlagSet) *Settings {
 	s := &Settings{}
-	fs.StringVar(&s.SubscriptionsFile, "ews-subscriptions", "", `JSON file mapping EWS push subscription ids to users: {"subscriptions":[{"subscription_id","tenant","user","inbox_folder_id"}]}; without it the EWS endpoint is disabled`)
+	fs.StringVar(&s.SubscriptionsFile, "ews-subscriptions", "", `JSON file mapping EWS push subscription ids to users: {"subscriptions":[{"subscription_id","tenant","user","inbox_folder_id"}]}; without it (and without --ews-notification-url, the subscriptions ingest keeps itself) the EWS endpoint is disabled; with both, a subscription is looked up in this file first`)
 	fs.StringVar(&s.Key, "ews-key", "", "secret that EWS push subscription URLs carry as ?key=...; empty accepts any caller (unless --ews-require-key), and only notifications for subscriptions in --ews-subscriptions are used; prefer pushctl credentials create --kind ews")
 	fs.StringVar(&s.KeyFile, "ews-key-file", "", "file holding the EWS URL key (instead of --ews-key)")
 	fs.BoolVar(&s.RequireKey, "ews-require-key", false, "refuse EWS requests without a known key even when --ews-key is empty: only keys from pushctl credentials create --kind ews (scoped to tenants, rotated and revoked without a restart) are accepted")
@@ -40,15 +40,27 @@ func (s *Settings) Config() (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
-	return s.ConfigWith(reg)
+	return s.withKey(reg)
 }
 
 // ConfigWith loads the key into a Config whose registry is reg: the
-// Manager, when it keeps the subscriptions (--ews-notification-url)
-// instead of a registry file. The caller adds the log, the metrics
+// Manager, when it keeps the subscriptions (--ews-notification-url),
+// after the registry file's subscriptions when one is given too. The caller adds the log, the metrics
 // registry and callbacks (with the Manager: Observe and
 // OnSubscriptionError).
 func (s *Settings) ConfigWith(reg SubscriptionRegistry) (Config, error) {
+	if s.SubscriptionsFile != "" {
+		file, err := LoadRegistryFile(s.SubscriptionsFile)
+		if err != nil {
+			return Config{}, err
+		}
+		reg = Registries{file, reg}
+	}
+	return s.withKey(reg)
+}
+
+// withKey loads the key into a Config whose registry is reg.
+func (s *Settings) withKey(reg SubscriptionRegistry) (Config, error) {
 	key := s.Key
 	if s.KeyFile != "" {
 		data, err := os.ReadFile(s.KeyFile)

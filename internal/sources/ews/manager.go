@@ -200,6 +200,7 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 		bySub:       map[string]string{},
 		subscribing: map[string]chan struct{}{},
 	}
+	met.frequency.Set(cfg.StatusFrequency.Seconds())
 	m.soap = &soapClient{url: cfg.URL, tokens: cfg.Tokens, username: cfg.Username, password: cfg.Password,
 		impersonate: cfg.Impersonate || cfg.Tokens != nil, client: cfg.Client, maxAttempts: cfg.MaxAttempts,
 		retryWait: cfg.RetryWait, maxRetryWait: cfg.MaxRetryWait, sleep: cfg.Sleep, now: cfg.Now, log: cfg.Log,
@@ -274,7 +275,11 @@ func positive[T int | time.Duration](v, def T) T {
 // returns nil when ctx ends, or the error that kept it from loading the
 // store or the list. The subscriptions outlive it: Exchange keeps
 // delivering, and the next Run subscribes again.
+//
+// Run may be called again after it returned (the lease of a standby
+// ingest, see broker.Lease): each Run starts from the store.
 func (m *Manager) Run(ctx context.Context) error {
+	defer m.unload()
 	if err := m.load(ctx); err != nil {
 		return err
 	}
@@ -316,6 +321,8 @@ func (m *Manager) load(ctx context.Context) error {
 		return fmt.Errorf("listing the mailboxes to subscribe to: %w", err)
 	}
 	m.mu.Lock()
+	clear(m.entries)
+	clear(m.bySub)
 	for key, st := range stored {
 		m.entries[key] = &entry{key: key, state: &st, stored: true, inbox: st.InboxFolderID,
 			mailbox: ManagedMailbox{Tenant: st.Tenant, User: st.User}}
@@ -352,6 +359,18 @@ func (m *Manager) relist(ctx context.Context) {
 	m.applyMailboxes(boxes)
 	m.mu.Unlock()
 	m.signal()
+}
+
+// unload forgets what Run loaded when it returns: until the next Run
+// loads the store again, notifications about subscriptions are answered
+// as before the first (retry later).
+// Its gauges go to zero: another process may keep the subscriptions now.
+func (m *Manager) unload() {
+	m.mu.Lock()
+	m.loaded = false
+	m.mu.Unlock()
+	m.metrics.subscriptions.Set(0)
+	m.metrics.age.Set(0)
 }
 
 // signal wakes Run.

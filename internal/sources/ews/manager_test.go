@@ -465,6 +465,27 @@ func TestManagerRun(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+	before := h.stored()
+	if _, err := m.Lookup(context.Background(), before[aliceAddr].SubscriptionID); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("Lookup after Run returned (a lost lease): %v, want retry later", err)
+	}
+	// Run again, as when the lease comes back: it starts from the store and
+	// subscribes every mailbox again from its watermark.
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() { done <- m.Run(ctx) }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		after := h.stored()
+		if after[aliceAddr].SubscriptionID != before[aliceAddr].SubscriptionID && after[bobAddr].SubscriptionID != before[bobAddr].SubscriptionID {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second Run subscribed nothing again in 10 s")
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 	h.list.mu.Lock()
 	h.list.err = errors.New("the file is gone")
 	h.list.mu.Unlock()

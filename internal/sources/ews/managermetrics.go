@@ -26,6 +26,7 @@ type managerMetrics struct {
 	operations    *prometheus.CounterVec
 	gaps          *prometheus.CounterVec
 	age           prometheus.Gauge
+	frequency     prometheus.Gauge
 }
 
 // newManagerMetrics makes the manager's metrics and registers them on reg
@@ -48,6 +49,10 @@ func newManagerMetrics(reg prometheus.Registerer) (*managerMetrics, error) {
 			Name: "pushproxy_ews_subscription_last_notification_age_seconds",
 			Help: "Seconds since the EWS subscription heard from longest ago sent its last notification (or was made, when it sent none); past twice the status frequency it is made again.",
 		}),
+		frequency: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pushproxy_ews_subscription_status_frequency_seconds",
+			Help: "The StatusFrequency the manager asks of each EWS subscription: Exchange sends at least one notification that often.",
+		}),
 	}
 	for _, op := range []string{opSubscribe, opResubscribe} {
 		for _, result := range []string{resultOK, resultError, resultInvalidWatermark} {
@@ -60,7 +65,7 @@ func newManagerMetrics(reg prometheus.Registerer) (*managerMetrics, error) {
 	for _, reason := range []gapReason{gapSilence, gapError, gapRestart, gapWatermark} {
 		m.gaps.WithLabelValues(string(reason))
 	}
-	if err := service.Register(reg, "EWS subscription manager", m.subscriptions, m.operations, m.gaps, m.age); err != nil {
+	if err := service.Register(reg, "EWS subscription manager", m.subscriptions, m.operations, m.gaps, m.age, m.frequency); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -44,6 +44,33 @@ type SubscriptionRegistry interface {
 	Lookup(ctx context.Context, subscriptionID string) (Subscription, error)
 }
 
+// Registries is a SubscriptionRegistry that asks each of its registries in
+// turn: the first that knows a subscription answers. An id none knows is
+// ErrUnknownSubscription only when every one says so; when one cannot
+// tell (the manager of a standby ingest, ErrNotReady), its error is the
+// answer, so that Exchange retries rather than ends the subscription.
+// Ingest chains the registry file (subscriptions made by others) before
+// the manager's (the subscriptions it keeps).
+type Registries []SubscriptionRegistry
+
+// Lookup asks each registry in turn.
+func (rs Registries) Lookup(ctx context.Context, subscriptionID string) (Subscription, error) {
+	var undecided error
+	for _, r := range rs {
+		sub, err := r.Lookup(ctx, subscriptionID)
+		switch {
+		case err == nil:
+			return sub, nil
+		case !errors.Is(err, ErrUnknownSubscription) && undecided == nil:
+			undecided = err
+		}
+	}
+	if undecided != nil {
+		return Subscription{}, undecided
+	}
+	return Subscription{}, fmt.Errorf("looking up EWS subscription %s: %w", subscriptionID, ErrUnknownSubscription)
+}
+
 // RegistryEntry is one subscription in a registry file.
 type RegistryEntry struct {
 	SubscriptionID string `json:"subscription_id"`

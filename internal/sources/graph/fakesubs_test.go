@@ -102,12 +102,14 @@ type fakeSubscriptions struct {
 	throttle   int
 	retryAfter string
 	fail       int
+	// pageSize is how many subscriptions a GET /subscriptions page has.
+	pageSize int
 }
 
 var resourcePattern = regexp.MustCompile(`^users/[^/]+/mailFolders\('inbox'\)/messages$`)
 
 func newFakeSubscriptions(t *testing.T, clock *fakeClock) *fakeSubscriptions {
-	g := &fakeSubscriptions{t: t, clock: clock, subs: map[string]*fakeSub{}, owners: map[string]string{}, retryAfter: "7"}
+	g := &fakeSubscriptions{t: t, clock: clock, subs: map[string]*fakeSub{}, owners: map[string]string{}, retryAfter: "7", pageSize: 2}
 	g.srv = httptest.NewServer(http.HandlerFunc(g.serve))
 	t.Cleanup(g.srv.Close)
 	return g
@@ -150,6 +152,8 @@ func (g *fakeSubscriptions) serve(w http.ResponseWriter, r *http.Request) {
 	switch id, hasID := strings.CutPrefix(r.URL.Path, "/v1.0/subscriptions/"); {
 	case r.Method == http.MethodPost && r.URL.Path == "/v1.0/subscriptions":
 		g.create(w, r)
+	case r.Method == http.MethodGet && r.URL.Path == "/v1.0/subscriptions":
+		g.list(w, r)
 	case r.Method == http.MethodPatch && hasID:
 		g.renew(w, r, id)
 	case r.Method == http.MethodDelete && hasID:
@@ -327,6 +331,48 @@ func (g *fakeSubscriptions) answer(w http.ResponseWriter, status int, id string,
 		"creatorId":                 clientID,
 		"latestSupportedTlsVersion": "v1_2",
 	})
+}
+
+// list answers a page of GET /subscriptions: pageSize subscriptions in
+// id order from $skiptoken, with the next page's link.
+func (g *fakeSubscriptions) list(w http.ResponseWriter, r *http.Request) {
+	g.mu.Lock()
+	ids := make([]string, 0, len(g.subs))
+	for id := range g.subs {
+		if _, ok := g.live(id); ok {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	from := 0
+	if skip := r.URL.Query().Get("$skiptoken"); skip != "" {
+		from, _ = slices.BinarySearch(ids, skip)
+	}
+	to := min(from+g.pageSize, len(ids))
+	page := map[string]any{"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#subscriptions"}
+	value := []map[string]any{}
+	for _, id := range ids[from:to] {
+		s := g.subs[id]
+		value = append(value, map[string]any{"id": id, "resource": s.req.Resource, "notificationUrl": s.req.NotificationURL,
+			"expirationDateTime": s.expires.UTC().Format(graphTime), "applicationId": clientID})
+	}
+	page["value"] = value
+	if to < len(ids) {
+		page["@odata.nextLink"] = g.apiURL() + "/subscriptions?$skiptoken=" + url.QueryEscape(ids[to])
+	}
+	g.ops = append(g.ops, "GET subscriptions")
+	g.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(page)
+}
+
+// plant adds a subscription the manager did not create, as another
+// process or a crash left it.
+func (g *fakeSubscriptions) plant(id, owner, notificationURL string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.subs[id] = &fakeSub{req: subscriptionRequest{Resource: InboxResource(owner), NotificationURL: notificationURL}, expires: g.clock.Now().Add(time.Hour)}
+	g.owners[id] = owner
 }
 
 // live returns subscription id unless it expired: Graph deletes expired

@@ -110,7 +110,9 @@ type ManagerConfig struct {
 	ResyncInterval time.Duration
 	// DeleteOnStop deletes every subscription when Run ends, within
 	// StopTimeout (DefaultStopTimeout when 0). Off, the subscriptions
-	// outlive a restart and notifications keep flowing meanwhile.
+	// outlive a restart and notifications keep flowing meanwhile. Run's
+	// context ending with a cause other than context.Canceled (a lost
+	// lease: another process manages them now) deletes nothing.
 	DeleteOnStop bool
 	StopTimeout  time.Duration
 	// RequestTimeout bounds one request (DefaultRequestTimeout when 0). A
@@ -305,10 +307,15 @@ func checkHTTPURL(what, u string, query bool) error {
 // reconciles it with the directory (keeping the valid subscriptions,
 // creating the missing and the expired ones, deleting those of users no
 // longer listed), then renews, recreates and deletes as needed, reading
-// the directory again every ResyncInterval. It returns nil when ctx ends
+// the directory again every ResyncInterval and then deleting the
+// subscriptions to its endpoint that it does not keep (orphans). It returns nil when ctx ends
 // (after DeleteOnStop's deletions), or the error that kept it from
 // loading the store or the directory.
+//
+// Run may be called again after it returned (the lease of a standby
+// ingest, see broker.Lease): each Run starts from the store.
 func (m *Manager) Run(ctx context.Context) error {
+	defer m.unload()
 	if err := m.load(ctx); err != nil {
 		return err
 	}
@@ -319,13 +326,14 @@ func (m *Manager) Run(ctx context.Context) error {
 		now := m.cfg.Now()
 		if !now.Before(resyncAt) {
 			m.resync(ctx)
+			m.sweep(ctx)
 			resyncAt = now.Add(m.cfg.ResyncInterval)
 		}
 		wait = min(wait, resyncAt.Sub(now))
 		select {
 		case <-ctx.Done():
 			m.workers.Wait()
-			if m.cfg.DeleteOnStop {
+			if m.cfg.DeleteOnStop && errors.Is(context.Cause(ctx), context.Canceled) {
 				m.deleteAll(ctx)
 			}
 			m.tend()
@@ -352,6 +360,8 @@ func (m *Manager) load(ctx context.Context) error {
 		return fmt.Errorf("listing the users to subscribe for: %w", err)
 	}
 	m.mu.Lock()
+	clear(m.entries)
+	clear(m.bySub)
 	for key, st := range stored {
 		m.entries[key] = &entry{key: key, state: &st, stored: true,
 			user: ManagedUser{Tenant: st.Tenant, Address: st.User, UserRef: UserRef{ID: st.UserID}}}
@@ -379,6 +389,27 @@ func (m *Manager) resync(ctx context.Context) {
 	m.applyUsers(users)
 	m.mu.Unlock()
 	m.signal()
+}
+
+// unload forgets what Run loaded when it returns: until the next Run
+// loads the store again, notifications about subscriptions are answered
+// as before the first (retry later).
+// Its gauges go to zero: another process may keep the subscriptions now.
+func (m *Manager) unload() {
+	m.mu.Lock()
+	m.loaded = false
+	m.mu.Unlock()
+	m.metrics.subscriptions.WithLabelValues("managed").Set(0)
+	m.metrics.subscriptions.WithLabelValues("active").Set(0)
+	m.metrics.nextExpiry.Set(0)
+}
+
+// sweep deletes the orphan subscriptions (sweepOrphans); what fails is
+// logged and tried again at the next resync.
+func (m *Manager) sweep(ctx context.Context) {
+	if _, err := m.sweepOrphans(ctx); err != nil && ctx.Err() == nil {
+		m.cfg.Log.Warn().Err(err).Msg("could not look for orphan Graph subscriptions; trying again at the next resync")
+	}
 }
 
 // signal wakes Run.

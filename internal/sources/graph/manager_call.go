@@ -12,8 +12,14 @@ import (
 // most Rate a second. A throttling answer (429, 503, 504) holds every
 // request of the Manager for the wait Graph names in Retry-After (or
 // RetryWait, doubling), up to MaxAttempts; a 401 gets a new token once.
-// Any other answer is returned as it is. what names the request.
+// Any other answer (at most MaxSubscriptionAnswer long) is returned as it
+// is. what names the request.
 func (m *Manager) call(ctx context.Context, method, url string, body any, what string) (httpAnswer, error) {
+	return m.callLimit(ctx, method, url, body, MaxSubscriptionAnswer, what)
+}
+
+// callLimit is call with answers up to limit bytes long.
+func (m *Manager) callLimit(ctx context.Context, method, url string, body any, limit int, what string) (httpAnswer, error) {
 	var data []byte
 	if body != nil {
 		var err error
@@ -29,7 +35,7 @@ func (m *Manager) call(ctx context.Context, method, url string, body any, what s
 		// A request that was sent is finished even when ctx ends: Graph
 		// may act on it, and its answer must be kept.
 		reqCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.RequestTimeout)
-		ans, err := m.http.do(reqCtx, method, url, data, MaxSubscriptionAnswer, what)
+		ans, err := m.http.do(reqCtx, method, url, data, limit, what)
 		cancel()
 		if err != nil {
 			return httpAnswer{}, err

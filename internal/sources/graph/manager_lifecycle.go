@@ -125,7 +125,12 @@ func (m *Manager) handle(ctx context.Context, l Lifecycle, tenants []string) {
 // text/plain with the token, as Source.Handshake does), and lifecycle
 // notification deliveries, handled by Lifecycle and answered 202. A wrong
 // key (ManagerConfig.Key) is answered 401, another method than POST 405.
-func (m *Manager) LifecycleHandler() http.Handler {
+func (m *Manager) LifecycleHandler() http.Handler { return m.LifecycleHandlerFor(m.Lifecycle) }
+
+// LifecycleHandlerFor is LifecycleHandler handing each body to handle
+// instead of Lifecycle: an ingest that does not run the manager hands it
+// to the one that does. handle's *service.Error is the answer.
+func (m *Manager) LifecycleHandlerFor(handle func(ctx context.Context, body []byte) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
@@ -157,7 +162,7 @@ func (m *Manager) LifecycleHandler() http.Handler {
 			service.WriteError(w, sources.TooLarge("the body is longer than %d bytes", MaxLifecycleBody))
 			return
 		}
-		if err := m.Lifecycle(r.Context(), body); err != nil {
+		if err := handle(r.Context(), body); err != nil {
 			var se *service.Error
 			if !errors.As(err, &se) {
 				se = &service.Error{Status: http.StatusInternalServerError, Code: "internal", Message: "handling the lifecycle notifications failed"}

@@ -165,8 +165,7 @@ func (m *Manager) remove(ctx context.Context, u ManagedUser, id string) error {
 	if err != nil {
 		return fmt.Errorf("deleting the Graph subscription of %s: %w", u.Address, err)
 	}
-	switch ans.status {
-	case http.StatusNoContent, http.StatusOK, http.StatusAccepted, http.StatusNotFound:
+	if deletedStatus(ans.status) {
 		return nil
 	}
 	return fmt.Errorf("deleting the Graph subscription of %s: %w", u.Address, apiError(ans.status, ans.body))

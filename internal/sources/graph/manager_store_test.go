@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
 )
 
@@ -176,4 +178,73 @@ func TestManagerWritesWhatTheStoreMissed(t *testing.T) {
 		t.Fatalf("%d stored after the retry, want 3", n)
 	}
 	checkCounter(t, "subscriptions{active}", testutil.ToFloat64(m.metrics.subscriptions.WithLabelValues("active")), 3)
+}
+
+// TestManagersTakeTurnsUnderALease runs two Managers as two ingests do,
+// each under the same lease: the standby creates nothing and answers
+// lifecycle notifications "retry later"; when the holder stops, the
+// standby takes over from the store and creates nothing twice.
+func TestManagersTakeTurnsUnderALease(t *testing.T) {
+	h := newManagerHarness(t)
+	h.clock.useRealTime()
+	layout := broker.DefaultLayout()
+	layout.LeaseTTL = time.Second
+	conn := brokertest.Start(t, brokertest.WithLayout(layout))
+	kv, err := conn.JS.KeyValue(context.Background(), SubscriptionBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.store = NewKVSubscriptionStore(kv)
+	run := func(m *Manager) (stop func()) {
+		lease, err := broker.OpenLease(context.Background(), conn.JS, "graph-subscriptions")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- lease.Run(ctx, m.Run) }()
+		return func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run under the lease: %v", err)
+			}
+		}
+	}
+	loaded := func(m *Manager) bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.loaded
+	}
+	first := h.manager(func(c *ManagerConfig) { c.After = time.After })
+	stopFirst := run(first)
+	defer func() {
+		if stopFirst != nil {
+			stopFirst()
+		}
+	}()
+	waitFor(t, "the first manager's subscriptions", func() bool { return len(h.stored()) == 3 })
+	checkOps(t, h.graph.received(), sorted(ops("POST", userIDs...)))
+
+	standby := h.manager(func(c *ManagerConfig) { c.After = time.After })
+	stopStandby := run(standby)
+	defer stopStandby()
+	time.Sleep(2 * layout.LeaseTTL) // several renewals: the standby must stay out
+	if loaded(standby) {
+		t.Fatal("the standby manager runs while the first holds the lease")
+	}
+	if err := standby.Lifecycle(context.Background(), []byte(`{"value":[]}`)); err == nil || !strings.Contains(err.Error(), "not loaded") {
+		t.Fatalf("standby's lifecycle answer: %v, want retry later", err)
+	}
+	checkOps(t, h.graph.received(), nil)
+
+	stopFirst()
+	stopFirst = nil
+	waitFor(t, "the standby to take over", func() bool { return loaded(standby) })
+	if loaded(first) {
+		t.Fatal("the stopped manager still answers as loaded")
+	}
+	checkOps(t, h.graph.received(), nil)
+	if len(h.stored()) != 3 {
+		t.Fatalf("%d stored after the takeover", len(h.stored()))
+	}
 }

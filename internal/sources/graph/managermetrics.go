@@ -13,6 +13,9 @@ const (
 	opRenew    = "renew"
 	opRecreate = "recreate"
 	opDelete   = "delete"
+	// opDeleteOrphan deletes a subscription to our endpoint the manager
+	// does not keep (see Manager.sweepOrphans).
+	opDeleteOrphan = "delete_orphan"
 )
 
 // managerMetrics are the metrics of the subscription manager.
@@ -33,7 +36,7 @@ func newManagerMetrics(reg prometheus.Registerer) (*managerMetrics, error) {
 		}, []string{"state"}),
 		operations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushproxy_graph_subscription_operations_total",
-			Help: "Graph subscription operations of the subscription manager by op (create, renew, recreate, delete) and result (ok, error).",
+			Help: "Graph subscription operations of the subscription manager by op (create, renew, recreate, delete, delete_orphan: one to our endpoint it does not keep) and result (ok, error).",
 		}, []string{"op", "result"}),
 		nextExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pushproxy_graph_subscription_next_expiry_timestamp_seconds",
@@ -43,7 +46,7 @@ func newManagerMetrics(reg prometheus.Registerer) (*managerMetrics, error) {
 	for _, state := range []string{"managed", "active"} {
 		m.subscriptions.WithLabelValues(state)
 	}
-	for _, op := range []string{opCreate, opRenew, opRecreate, opDelete} {
+	for _, op := range []string{opCreate, opRenew, opRecreate, opDelete, opDeleteOrphan} {
 		for _, result := range []string{"ok", "error"} {
 			m.operations.WithLabelValues(op, result)
 		}

@@ -350,7 +350,8 @@ func (s *Source) event(ctx context.Context, n *Notification) (events.Event, stri
 	case ChangeUpdated:
 		// A message update does not say what changed: it may be the read
 		// flag or anything else. Without fetching the message the count
-		// cannot be adjusted, so it is reported as a flag change.
+		// cannot be adjusted, so it is reported as a flag change, which
+		// the reconciler checks for Graph (reconcile.DefaultOpaqueSources).
 		kind = events.KindFlags
 	case ChangeDeleted:
 		kind = events.KindDeleted

@@ -61,8 +61,12 @@
 // command) is opened again after a randomised exponential back-off
 // (WatchConfig.RetryMin to RetryMax); a refused login waits longer
 // (LoginRetryMin to LoginRetryMax, 30 s to 10 minutes). Logins are spread
-// at WatchConfig.LoginsPerSecond (50), at start and when reconnecting, so
-// that a restart does not storm the server. More users than
+// at WatchConfig.LoginsPerSecond (50), at most WatchConfig.LoginsInFlight
+// (20) at once, at start and when reconnecting, so that a restart does not
+// storm the server and a slow server is not sent logins faster than it
+// answers them. A login answered NO with [UNAVAILABLE], [SERVERBUG] or
+// [INUSE] (RFC 5530: the server's trouble, not a refusal) gets the short
+// back-off. More users than
 // WatchConfig.MaxConns (10,000) is an error at start. Run logs every
 // session out within WatchConfig.ShutdownTimeout once its context ends.
 //
@@ -81,9 +85,15 @@
 // about 24 KB per user over plain text (14 KB heap, 10 KB goroutine
 // stacks) and 29 KB per user over TLS (18 KB heap), 2 goroutines per
 // user (the in-process server's side, told apart by allocating stack,
-// adds about as much again). 10,000 users are then expected to take
-// about 240 MB (plain) to 290 MB (TLS) and 20,000 goroutines: well within
-// one process. Measure with
+// adds about as much again). Measure with
 //
 //	go test -run '^$' -bench BenchmarkWatcherMemory -benchtime=1x ./internal/sources/imap/
+//
+// Against a real Dovecot 2.3 (test/dovecot's TestDovecotIdleUsers, run by
+// hand as root with PUSHPROXY_IDLE_USERS=10000) a watched user costs more:
+// 15 KB of live heap (20–22 KB of heap in use), 12 KB of goroutine stacks
+// and 36–40 KB of the process's RSS, so 10,000 users take about 380–420
+// MB and 20,000 goroutines, connected in about 20 s at 500 logins a
+// second: well within one process. Dovecot's own side was about 290 KB
+// per user with imap processes serving 500 clients each.
 package imap

@@ -46,6 +46,8 @@ type Settings struct {
 	WatchSettle time.Duration
 	// WatchLoginsPerSecond is WatchConfig.LoginsPerSecond.
 	WatchLoginsPerSecond float64
+	// WatchLoginsInFlight is WatchConfig.LoginsInFlight.
+	WatchLoginsInFlight int
 }
 
 // Flags registers the IMAP counter's and watcher's flags on fs and
@@ -65,6 +67,7 @@ func Flags(fs *flag.FlagSet) *Settings {
 	fs.IntVar(&s.WatchMaxConns, "imap-watch-max-conns", DefaultWatchMaxConns, "most IMAP connections the watcher opens to the server, one per watched user: more watched users than this is a start-up error")
 	fs.DurationVar(&s.WatchSettle, "imap-watch-settle", DefaultSettle, "how long the IMAP watcher gathers a burst of changes of a mailbox, from its first change, before it reads the unread count")
 	fs.Float64Var(&s.WatchLoginsPerSecond, "imap-watch-logins-per-second", DefaultLoginsPerSecond, "most IMAP logins per second the watcher makes, at start and when reconnecting, so that a restart does not storm the server")
+	fs.IntVar(&s.WatchLoginsInFlight, "imap-watch-logins-in-flight", DefaultLoginsInFlight, "most IMAP connections the watcher opens at once (connecting, TLS, logging in): a slow server slows the watcher down instead of timing logins out")
 	return s
 }
 
@@ -105,7 +108,7 @@ func (s *Settings) Watcher(publish PublishFunc, reg prometheus.Registerer, log z
 	}
 	return NewWatcher(WatchConfig{
 		Server: cfg, Users: users, MaxConns: s.WatchMaxConns, Settle: s.WatchSettle,
-		LoginsPerSecond: s.WatchLoginsPerSecond, Publish: publish, Registerer: reg, Log: log,
+		LoginsPerSecond: s.WatchLoginsPerSecond, LoginsInFlight: s.WatchLoginsInFlight, Publish: publish, Registerer: reg, Log: log,
 	})
 }
 

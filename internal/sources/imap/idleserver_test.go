@@ -30,6 +30,12 @@ type idleBackend struct {
 	sessions int
 	logouts  int
 	searches map[string]int
+	// gate, when set, holds every login until it is closed; inLogin and
+	// mostInLogin count the logins held at once.
+	gate                 chan struct{}
+	inLogin, mostInLogin int
+	// unavailable refuses a user's next logins with [UNAVAILABLE].
+	unavailable map[string]int
 }
 
 // idleUser is a user and its INBOX.
@@ -43,7 +49,7 @@ type idleUser struct {
 }
 
 func newIdleBackend() *idleBackend {
-	b := &idleBackend{master: "master", masterPassword: "master-secret", users: map[string]*idleUser{}, searches: map[string]int{}}
+	b := &idleBackend{master: "master", masterPassword: "master-secret", users: map[string]*idleUser{}, searches: map[string]int{}, unavailable: map[string]int{}}
 	b.cond = sync.NewCond(&b.mu)
 	return b
 }
@@ -63,7 +69,21 @@ func (b *idleBackend) addUser(user, password string, messages, seen int) {
 
 func (b *idleBackend) Login(_ *goimap.ConnInfo, username, password string) (backend.User, error) {
 	b.mu.Lock()
+	gate := b.gate
+	b.inLogin++
+	b.mostInLogin = max(b.mostInLogin, b.inLogin)
+	b.cond.Broadcast()
+	b.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.inLogin--
+	if n := b.unavailable[username]; n > 0 {
+		b.unavailable[username] = n - 1
+		return nil, refusal("UNAVAILABLE", "Temporary authentication failure.")
+	}
 	name := username
 	if user, master, ok := strings.Cut(username, DefaultMasterSeparator); ok {
 		if master != b.master || password != b.masterPassword {
@@ -78,6 +98,15 @@ func (b *idleBackend) Login(_ *goimap.ConnInfo, username, password string) (back
 	}
 	b.sessions++
 	return &idleSession{b: b, name: name}, nil
+}
+
+// waitInLogin waits until n logins are held at the gate.
+func (b *idleBackend) waitInLogin(n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.inLogin < n {
+		b.cond.Wait()
+	}
 }
 
 // waitIdle waits until user's session IDLEs, and returns it.

@@ -83,7 +83,23 @@ func (l login) run(cl *client.Client) error {
 	if l.master && st.Code == codeAuthorizationFailed {
 		return &loginError{err: sources.ErrNotServed}
 	}
+	if temporary(st.Code) {
+		// The server cannot log anyone in just now: not a refusal of
+		// this user, so the short back-off applies.
+		return statusError(st)
+	}
 	return &loginError{err: statusError(st)}
+}
+
+// temporary reports whether a response code (RFC 5530) says the failure
+// is the server's and passes: UNAVAILABLE (a subsystem is down, Dovecot's
+// "temporary authentication failure"), SERVERBUG, INUSE.
+func temporary(code goimap.StatusRespCode) bool {
+	switch code {
+	case "UNAVAILABLE", "SERVERBUG", "INUSE":
+		return true
+	}
+	return false
 }
 
 // loginError is the server's refusal of a login. It unwraps to

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/pushproxy/pushproxy/internal/events"
@@ -35,6 +36,8 @@ type watched struct {
 	gen  uint64
 	// queued is the change id of the last snapshot handed to publishing.
 	queued string
+	// connected is true while a session is logged in with the Inbox open.
+	connected atomic.Bool
 }
 
 // snapshot is the event stating st, read at now. Its change id is

@@ -23,7 +23,10 @@ type PublishFunc func(ctx context.Context, evs []events.Event) error
 const (
 	DefaultWatchMaxConns   = 10000
 	DefaultLoginsPerSecond = 50
-	DefaultSettle          = 200 * time.Millisecond
+	// DefaultLoginsInFlight is WatchConfig.LoginsInFlight's default: at 50
+	// logins a second, room for logins of up to 0.4 s each.
+	DefaultLoginsInFlight = 20
+	DefaultSettle         = 200 * time.Millisecond
 	// DefaultIdleRefresh re-issues IDLE well within RFC 2177's 29 minutes.
 	DefaultIdleRefresh     = 25 * time.Minute
 	DefaultPollInterval    = time.Minute
@@ -59,6 +62,12 @@ type WatchConfig struct {
 	// LoginsPerSecond bounds how fast connections are opened, at start and
 	// when reconnecting; zero is DefaultLoginsPerSecond.
 	LoginsPerSecond float64
+	// LoginsInFlight bounds the connections being opened at once
+	// (connecting, TLS, logging in): a server slower than LoginsPerSecond
+	// then slows the watcher down instead of letting logins pile up past
+	// the server's timeout and be tried again. Zero is
+	// DefaultLoginsInFlight.
+	LoginsInFlight int
 	// Settle is how long a burst of changes is gathered, from its first
 	// change, before the count is read; zero is DefaultSettle.
 	Settle time.Duration
@@ -105,6 +114,9 @@ func (c WatchConfig) withDefaults() (WatchConfig, error) {
 	}
 	if c.LoginsPerSecond <= 0 {
 		c.LoginsPerSecond = DefaultLoginsPerSecond
+	}
+	if c.LoginsInFlight <= 0 {
+		c.LoginsInFlight = DefaultLoginsInFlight
 	}
 	if c.Settle <= 0 {
 		c.Settle = DefaultSettle

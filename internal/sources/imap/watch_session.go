@@ -47,9 +47,15 @@ type session struct {
 // read the count at least once, so that the back-off starts over.
 func (s *session) run(ctx context.Context) (healthy bool, err error) {
 	cfg := &s.w.cfg
+	select {
+	case s.w.logins <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
 	setup, cancel := context.WithTimeout(ctx, cfg.Server.Timeout)
 	s.cl, s.conn, err = s.w.conn.open(setup, s.u.login)
 	cancel()
+	<-s.w.logins
 	if err != nil {
 		return false, err
 	}
@@ -66,7 +72,11 @@ func (s *session) run(ctx context.Context) (healthy bool, err error) {
 		return false, fmt.Errorf("opening %s read-only: %w", s.u.box.Name, err)
 	}
 	s.w.metrics.connected.Inc()
-	defer s.w.metrics.connected.Dec()
+	s.u.connected.Store(true)
+	defer func() {
+		s.u.connected.Store(false)
+		s.w.metrics.connected.Dec()
+	}()
 	for first := true; ctx.Err() == nil; first = false {
 		st, moved, err := s.count()
 		if err != nil {

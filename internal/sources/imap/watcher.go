@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,8 +24,39 @@ type Watcher struct {
 	users   []*watched
 	metrics *watchMetrics
 	limiter *rate.Limiter
+	// logins holds a token per connection being opened.
+	logins  chan struct{}
 	pub     *publisher
 	running atomic.Bool
+}
+
+// TenantStatus is how many users of a tenant the watcher watches, and how
+// many of them are connected (logged in with the Inbox open) right now.
+type TenantStatus struct {
+	Tenant    string `json:"tenant"`
+	Watched   int    `json:"watched"`
+	Connected int    `json:"connected"`
+}
+
+// Status counts the watched and connected users per tenant, sorted by
+// tenant.
+func (w *Watcher) Status() []TenantStatus {
+	var out []TenantStatus
+	index := map[string]int{}
+	for _, u := range w.users {
+		i, ok := index[u.box.Tenant]
+		if !ok {
+			i = len(out)
+			index[u.box.Tenant] = i
+			out = append(out, TenantStatus{Tenant: u.box.Tenant})
+		}
+		out[i].Watched++
+		if u.connected.Load() {
+			out[i].Connected++
+		}
+	}
+	slices.SortFunc(out, func(a, b TenantStatus) int { return strings.Compare(a.Tenant, b.Tenant) })
+	return out
 }
 
 // NewWatcher checks cfg, resolves each user's login and registers the
@@ -63,6 +95,7 @@ func NewWatcher(cfg WatchConfig) (*Watcher, error) {
 		return nil, err
 	}
 	w.limiter = rate.NewLimiter(rate.Limit(cfg.LoginsPerSecond), 1)
+	w.logins = make(chan struct{}, cfg.LoginsInFlight)
 	w.pub = newPublisher(cfg, w.metrics)
 	return w, nil
 }

@@ -3,6 +3,8 @@ package imap
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -226,6 +228,9 @@ func TestWatcherFollowsTheMailbox(t *testing.T) {
 			if got := testutil.ToFloat64(h.w.metrics.watched); got != 2 {
 				t.Errorf("%v watched users, want 2", got)
 			}
+			if got := h.w.Status(); !slices.Equal(got, []TenantStatus{{Tenant: "example.com", Watched: 2, Connected: 2}}) {
+				t.Errorf("status %+v, want 2 watched and connected of example.com", got)
+			}
 		})
 	}
 }
@@ -445,5 +450,55 @@ func TestWatcherServerTimeoutsDefault(t *testing.T) {
 	}
 	if w.cfg.Server.Timeout != DefaultTimeout || w.cfg.Server.DialTimeout != DefaultDialTimeout {
 		t.Fatalf("server timeouts %s, %s; want %s, %s", w.cfg.Server.Timeout, w.cfg.Server.DialTimeout, DefaultTimeout, DefaultDialTimeout)
+	}
+}
+
+// TestWatcherBoundsLoginsInFlight holds every login at the server: the
+// watcher opens at most LoginsInFlight connections at once, and every
+// user connects once the server answers.
+func TestWatcherBoundsLoginsInFlight(t *testing.T) {
+	be := newIdleBackend()
+	var users []sources.Mailbox
+	for i := range 12 {
+		u := fmt.Sprintf("user%d@example.com", i)
+		be.addUser(u, "pw", 1, 0)
+		users = append(users, mailboxOf(u))
+	}
+	be.gate = make(chan struct{})
+	server := startIdleServer(t, be, TLSNone, true)
+	h := watch(t, WatchConfig{Server: server, Users: users, LoginsInFlight: 3}, 0)
+	be.waitInLogin(3)
+	// The others wait for a token: give them the chance to (wrongly) go on.
+	time.Sleep(100 * time.Millisecond)
+	close(be.gate)
+	for _, u := range users {
+		h.sink.expect(t, u.User, 1)
+	}
+	be.mu.Lock()
+	most := be.mostInLogin
+	be.mu.Unlock()
+	if most != 3 {
+		t.Fatalf("%d logins at once, want at most (and here exactly) 3", most)
+	}
+}
+
+// TestWatcherRetriesTemporaryLoginFailures: a login answered NO
+// [UNAVAILABLE] (the server's trouble, not a refusal of the user) is
+// tried again after the short back-off, not the long one of a refusal.
+func TestWatcherRetriesTemporaryLoginFailures(t *testing.T) {
+	be := newIdleBackend()
+	be.addUser("alice@example.com", "pw", 2, 0)
+	be.unavailable["alice@example.com*master"] = 2
+	server := startIdleServer(t, be, TLSNone, true)
+	h := watch(t, WatchConfig{Server: server, Users: []sources.Mailbox{mailboxOf("alice@example.com")}, LoginRetryMin: 4 * time.Minute}, 0)
+	h.sink.expect(t, "alice@example.com", 2)
+	if got := testutil.ToFloat64(h.w.metrics.reconnects.WithLabelValues(reasonLogin)); got != 0 {
+		t.Errorf("%v refused logins counted, want 0", got)
+	}
+	if got := testutil.ToFloat64(h.w.metrics.reconnects.WithLabelValues(reasonError)); got != 2 {
+		t.Errorf("%v temporary failures counted, want 2", got)
+	}
+	if waits := h.sleeps.atLeast(time.Minute); len(waits) != 0 {
+		t.Errorf("long waits %v after temporary failures", waits)
 	}
 }

@@ -1,14 +1,15 @@
 //go:build unix
 
-package dispatcher_test
+package benchtest
 
 import (
 	"syscall"
 	"time"
 )
 
-// cpuTime is the CPU time this process used so far.
-func cpuTime() time.Duration {
+// CPUTime is the CPU time (user and system) this process used so far; 0
+// when it cannot be read.
+func CPUTime() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0

@@ -1,0 +1,4 @@
+// Package benchtest holds what the benchmarks of several packages share:
+// the process's CPU time, so that each reports CPU per event beside its
+// rate, measured the same way.
+package benchtest
