@@ -31,7 +31,8 @@ Shows what keeps the sources reporting and the badges right:
   - the running reconciler: the mail systems it reads, users waiting for a
     check, the last sweep, and per tenant the users checked, the badges
     found wrong (drift) and the failed checks since it started.
-The same figures are metrics: pushproxy_ingest_source_last_event_timestamp_seconds,
+The monitor serves the same as a page at /status/sources on its address
+(pushctl standalone: on ingest's). The figures are metrics too: pushproxy_ingest_source_last_event_timestamp_seconds,
 pushproxy_imap_watched_users and _connected_users, pushproxy_lease_held,
 pushproxy_graph_subscription_next_expiry_timestamp_seconds,
 pushproxy_ews_subscription_last_notification_age_seconds and
