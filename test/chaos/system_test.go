@@ -17,6 +17,8 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/pushproxy/pushproxy/internal/nettest"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -155,7 +157,7 @@ func (s *system) startCluster(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("nats-server configuration template: %w", err)
 	}
-	ports, err := freePorts(3 * nodeCount)
+	ports, err := nettest.FreePorts(3 * nodeCount)
 	if err != nil {
 		return err
 	}
@@ -268,7 +270,7 @@ func (s *system) daemonArgs(httpAddr string, more ...string) []string {
 // configure provisions the layout with 3 replicas, sets up S2S auth, the
 // relay's partner and app, the proxy, and starts the daemons.
 func (s *system) configure(ctx context.Context, opts systemOptions) error {
-	ports, err := freePorts(3 + dispatcherN)
+	ports, err := nettest.FreePorts(3 + dispatcherN)
 	if err != nil {
 		return err
 	}

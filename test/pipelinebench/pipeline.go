@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/pushproxy/pushproxy/internal/nettest"
 )
 
 // benchOrg is the organization pushctl standalone sets itself up for, and
@@ -78,28 +80,18 @@ type pipeline struct {
 	stopErr    error
 }
 
-// freeAddr returns a loopback address nobody listens on now.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("finding a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
 // startPipeline starts pushctl standalone, waits for its banner, and
 // registers the bench's APNs app with its relay. The rate limits of
 // ingest (per credential) and of the relay (per organization) are off:
 // the bench measures the pipeline, not the limits.
 func startPipeline(ctx context.Context, o pipelineOptions) (*pipeline, error) {
+	ports, err := nettest.FreePorts(4)
+	if err != nil {
+		return nil, err
+	}
 	var addrs [4]string
-	for i := range addrs {
-		a, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		addrs[i] = a
+	for i, p := range ports {
+		addrs[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
 	}
 	ingestAddr, natsAddr, relayAddr, pprofAddr := addrs[0], addrs[1], addrs[2], addrs[3]
 	args := []string{"standalone", "--data-dir", o.dataDir, "--nats-listen", natsAddr,

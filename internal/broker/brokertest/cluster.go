@@ -3,10 +3,11 @@ package brokertest
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/url"
 	"testing"
 	"time"
+
+	"github.com/pushproxy/pushproxy/internal/nettest"
 
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -16,9 +17,15 @@ import (
 // StartCluster starts an n-node JetStream cluster on loopback, each node
 // with its own name, store folder and cluster port, all routed to each
 // other, and returns the client URLs of the nodes once a meta leader exists.
+// The cluster ports are chosen below the system's ephemeral port range
+// (nettest.FreePorts), so that no outgoing connection of this or another
+// test takes one before its node binds it.
 func StartCluster(t testing.TB, n int) []string {
 	t.Helper()
-	ports := freePorts(t, n)
+	ports, err := nettest.FreePorts(n)
+	if err != nil {
+		t.Fatal(err)
+	}
 	routes := make([]*url.URL, n)
 	for i, p := range ports {
 		routes[i] = &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", p)}
@@ -68,22 +75,4 @@ func waitForMetaLeader(t testing.TB, urls []string) {
 		time.Sleep(250 * time.Millisecond)
 	}
 	t.Fatal("the cluster elected no JetStream meta leader within 60s")
-}
-
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	ports := make([]int, n)
-	listeners := make([]net.Listener, n)
-	for i := range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		listeners[i] = ln
-		ports[i] = ln.Addr().(*net.TCPAddr).Port
-	}
-	for _, ln := range listeners {
-		ln.Close()
-	}
-	return ports
 }
