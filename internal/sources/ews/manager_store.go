@@ -2,15 +2,11 @@ package ews
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
-	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/sources/records"
 )
 
@@ -61,13 +57,8 @@ var ErrSubscriptionNotFound = errors.New("no EWS subscription stored")
 // cannot be read.
 var ErrBadSubscriptionRecord = errors.New("unreadable EWS subscription record")
 
-// SubscriptionKey is the store key of a mailbox: <tenant token>.<hash>,
-// the tenant as events.TenantToken writes it and 128 bits of SHA-256 of
-// the address in lower case, in hex. It is a valid NATS KV key.
-func SubscriptionKey(tenant, user string) string {
-	h := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(user))))
-	return events.TenantToken(normalTenant(tenant)) + "." + hex.EncodeToString(h[:16])
-}
+// SubscriptionKey is the store key of a mailbox (records.UserKey).
+func SubscriptionKey(tenant, user string) string { return records.UserKey(tenant, user) }
 
 // encodeState writes a state as JSON.
 func encodeState(s SubscriptionState) ([]byte, error) {

@@ -2,15 +2,11 @@ package graph
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
-	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/sources/records"
 )
 
@@ -61,14 +57,8 @@ var ErrSubscriptionNotFound = errors.New("no Graph subscription stored")
 // cannot be read.
 var ErrBadSubscriptionRecord = errors.New("unreadable Graph subscription record")
 
-// SubscriptionKey is the store key of a user: <tenant token>.<hash>, the
-// tenant as events.TenantToken writes it and 128 bits of SHA-256 of the
-// address in lower case, in hex. It is a valid NATS KV key.
-func SubscriptionKey(tenant, address string) string {
-	tenant = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(tenant)), ".")
-	h := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(address))))
-	return events.TenantToken(tenant) + "." + hex.EncodeToString(h[:16])
-}
+// SubscriptionKey is the store key of a user (records.UserKey).
+func SubscriptionKey(tenant, address string) string { return records.UserKey(tenant, address) }
 
 // encodeState writes a state as JSON.
 func encodeState(s SubscriptionState) ([]byte, error) {
