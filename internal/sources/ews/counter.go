@@ -69,9 +69,11 @@ type CounterConfig struct {
 	// Tokens gives OAuth tokens (app-only: full_access_as_app); with it
 	// every request impersonates the mailbox's user.
 	Tokens TokenSource
-	// Username and Password authenticate with Basic instead.
+	// Username and Password authenticate with Basic instead, or with
+	// NTLM when NTLM is set (Username as DOMAIN\user or user@domain).
 	Username string
 	Password string
+	NTLM     bool
 	// Impersonate adds ExchangeImpersonation (the mailbox's address) to
 	// Basic requests, for a service account with the
 	// ApplicationImpersonation role; without it the account needs
@@ -116,7 +118,7 @@ var _ sources.Counter = (*Counter)(nil)
 
 // NewCounter checks cfg and registers the metrics.
 func NewCounter(cfg CounterConfig) (*Counter, error) {
-	if err := checkAccess(cfg.URL, cfg.Tokens, cfg.Username, cfg.Password); err != nil {
+	if err := checkAccess(cfg.URL, cfg.Tokens, cfg.Username, cfg.Password, cfg.NTLM); err != nil {
 		return nil, fmt.Errorf("ews counter: %w", err)
 	}
 	tenants, err := checkTenants(cfg.Tenants)
@@ -138,6 +140,9 @@ func NewCounter(cfg CounterConfig) (*Counter, error) {
 	}
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Timeout: counterTimeout}
+	}
+	if cfg.Client, err = authClient(cfg.Client, cfg.NTLM, cfg.Concurrency); err != nil {
+		return nil, fmt.Errorf("ews counter: %w", err)
 	}
 	if cfg.Sleep == nil {
 		cfg.Sleep = service.Sleep

@@ -313,6 +313,34 @@ func TestCounterBasicImpersonation(t *testing.T) {
 	}
 }
 
+// TestCounterNTLM reads counts from an Exchange that allows only NTLM,
+// several requests at once, each handshake on its own connection.
+func TestCounterNTLM(t *testing.T) {
+	f, srv := newFakeEWSBehindNTLM(t)
+	var boxes []sources.Mailbox
+	var want []countResult
+	for i, u := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
+		f.unread[u+"@fabrikam.com"] = i
+		boxes = append(boxes, mailbox(u+"@fabrikam.com", events.Inbox))
+		want = append(want, countResult{unread: i})
+	}
+	ntlmCounter := func(user, password string) *Counter {
+		c, _ := newTestCounter(t, f, func(cfg *CounterConfig) {
+			cfg.Username, cfg.Password, cfg.NTLM, cfg.Concurrency = user, password, true, 4
+		})
+		return c
+	}
+	c := ntlmCounter(`FABRIKAM\svc-push`, "pa55word")
+	checkCounts(t, c.Counts(context.Background(), boxes), want)
+	checkCounts(t, c.Counts(context.Background(), boxes), want)
+	got := srv.Counts()
+	if got.Basic != 0 || got.Unchallenged != 0 || got.Refused != 0 || got.Handshakes == 0 || got.Handshakes > 4 {
+		t.Fatalf("the server saw %+v: want at most one handshake per session, no password in the clear", got)
+	}
+	c = ntlmCounter(`FABRIKAM\svc-push`, "wrong")
+	checkCounts(t, c.Counts(context.Background(), boxes[:1]), []countResult{{text: "HTTP 401"}})
+}
+
 func TestNewCounterChecksConfig(t *testing.T) {
 	good := CounterConfig{URL: "https://mail.fabrikam.com/EWS/Exchange.asmx", Username: "svc", Password: "p"}
 	tests := []struct {
@@ -324,6 +352,10 @@ func TestNewCounterChecksConfig(t *testing.T) {
 		{"no credentials", func(c *CounterConfig) { c.Username, c.Password = "", "" }},
 		{"no password", func(c *CounterConfig) { c.Password = "" }},
 		{"tokens and username", func(c *CounterConfig) { c.Tokens = tokenFunc(nil) }},
+		{"tokens with NTLM", func(c *CounterConfig) { c.Tokens, c.Username, c.Password, c.NTLM = tokenFunc(nil), "", "", true }},
+		{"NTLM over a foreign transport", func(c *CounterConfig) {
+			c.NTLM, c.Client = true, &http.Client{Transport: http.NewFileTransport(http.Dir("."))}
+		}},
 		{"bad tenant", func(c *CounterConfig) { c.Tenants = []string{"not a domain"} }},
 	}
 	if c, err := NewCounter(good); err != nil || c.Name() != "ews" || c.soap.impersonate {

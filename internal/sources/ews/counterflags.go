@@ -1,7 +1,6 @@
 package ews
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -14,6 +13,7 @@ import (
 // Authentication schemes of the EWS counter.
 const (
 	AuthBasic = "basic"
+	AuthNTLM  = "ntlm"
 	AuthOAuth = "oauth"
 )
 
@@ -22,9 +22,9 @@ const (
 type CounterSettings struct {
 	// URL is CounterConfig.URL; without it the counter is disabled.
 	URL string
-	// Auth is AuthBasic or AuthOAuth.
+	// Auth is AuthBasic, AuthNTLM or AuthOAuth.
 	Auth string
-	// Username and PasswordFile are the Basic credentials.
+	// Username and PasswordFile are the Basic or NTLM credentials.
 	Username     string
 	PasswordFile string
 	// Impersonate is CounterConfig.Impersonate.
@@ -46,8 +46,8 @@ type CounterSettings struct {
 func CounterFlags(fs *flag.FlagSet) *CounterSettings {
 	s := &CounterSettings{}
 	fs.StringVar(&s.URL, "ews-url", "", "EWS endpoint to read exact unread counts from with GetFolder, e.g. https://outlook.office365.com/EWS/Exchange.asmx or https://mail.fabrikam.com/EWS/Exchange.asmx; without it the EWS counter is disabled")
-	fs.StringVar(&s.Auth, "ews-auth", AuthBasic, "how the EWS counter authenticates: basic (--ews-username, --ews-password-file) or oauth (an app-only token from Entra: --ews-app-tenant-id, --ews-client-id and a certificate or secret; always impersonates)")
-	fs.StringVar(&s.Username, "ews-username", "", "account of the EWS counter with --ews-auth basic (a service account with delegate access or, with --ews-impersonate, the ApplicationImpersonation role)")
+	fs.StringVar(&s.Auth, "ews-auth", AuthBasic, "how the EWS counter and subscription manager authenticate: basic (--ews-username, --ews-password-file), ntlm (the same account, answering the server's NTLMv2 challenges; the password never crosses the wire; for Exchange on premises that allows only Windows authentication) or oauth (an app-only token from Entra: --ews-app-tenant-id, --ews-client-id and a certificate or secret; always impersonates)")
+	fs.StringVar(&s.Username, "ews-username", "", "account of the EWS counter with --ews-auth basic or ntlm, as user@domain or, for ntlm, DOMAIN\\user (a service account with delegate access or, with --ews-impersonate, the ApplicationImpersonation role)")
 	fs.StringVar(&s.PasswordFile, "ews-password-file", "", "file holding the password of --ews-username")
 	fs.BoolVar(&s.Impersonate, "ews-impersonate", false, "send ExchangeImpersonation with each mailbox's address (needs the ApplicationImpersonation role; always on with --ews-auth oauth)")
 	fs.StringVar(&s.AppTenantID, "ews-app-tenant-id", "", "Entra tenant id of the app whose tokens the EWS counter uses with --ews-auth oauth (application permission full_access_as_app)")
@@ -67,11 +67,12 @@ func (s *CounterSettings) CounterEnabled() bool { return s.URL != "" }
 // CounterConfig; the caller adds the log and the metrics registry.
 func (s *CounterSettings) CounterConfig() (CounterConfig, error) {
 	cfg := CounterConfig{URL: s.URL, Tenants: s.CountTenants, Impersonate: s.Impersonate}
-	switch strings.ToLower(s.Auth) {
-	case AuthBasic:
+	switch auth := strings.ToLower(s.Auth); auth {
+	case AuthBasic, AuthNTLM:
 		if s.Username == "" || s.PasswordFile == "" {
-			return CounterConfig{}, errors.New("configuring the EWS counter: --ews-username and --ews-password-file are required with --ews-auth basic")
+			return CounterConfig{}, fmt.Errorf("configuring the EWS counter: --ews-username and --ews-password-file are required with --ews-auth %s", auth)
 		}
+		cfg.NTLM = auth == AuthNTLM
 		data, err := os.ReadFile(s.PasswordFile)
 		if err != nil {
 			return CounterConfig{}, fmt.Errorf("configuring the EWS counter: reading the password: %w", err)
@@ -91,7 +92,7 @@ func (s *CounterSettings) CounterConfig() (CounterConfig, error) {
 		}
 		cfg.Tokens = src
 	default:
-		return CounterConfig{}, fmt.Errorf("configuring the EWS counter: --ews-auth %q is neither %s nor %s", s.Auth, AuthBasic, AuthOAuth)
+		return CounterConfig{}, fmt.Errorf("configuring the EWS counter: --ews-auth %q is none of %s, %s and %s", s.Auth, AuthBasic, AuthNTLM, AuthOAuth)
 	}
 	return cfg, nil
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pushproxy/pushproxy/internal/ntlm"
 	"github.com/pushproxy/pushproxy/internal/tokens"
 )
 
@@ -43,7 +44,9 @@ func TestCounterFlags(t *testing.T) {
 		{"empty password", append(url, "--ews-username", "svc", "--ews-password-file", empty), "is empty", false, ""},
 		{"oauth without credential", oauth, "a certificate or a client secret", false, ""},
 		{"oauth without client id", append(url, "--ews-auth", "oauth", "--ews-app-tenant-id", "t", "--ews-client-secret-file", password), "client id is required", false, ""},
-		{"unknown scheme", append(url, "--ews-auth", "ntlm"), "neither basic nor oauth", false, ""},
+		{"ntlm", append(url, "--ews-auth", "NTLM", "--ews-username", `FABRIKAM\svc`, "--ews-password-file", password), "", false, ""},
+		{"ntlm without password", append(url, "--ews-auth", "ntlm", "--ews-username", "svc"), "required with --ews-auth ntlm", false, ""},
+		{"unknown scheme", append(url, "--ews-auth", "kerberos"), "none of basic, ntlm and oauth", false, ""},
 		{"bad tenant", append(url, "--ews-username", "svc", "--ews-password-file", password, "--ews-count-tenants", "not a domain"), "tenant", false, ""},
 	}
 	for _, tt := range tests {
@@ -71,6 +74,9 @@ func TestCounterFlags(t *testing.T) {
 			}
 			if c.Name() != "ews" || c.soap.impersonate != tt.impersonate || strings.Join(c.tenants, " ") != tt.tenants {
 				t.Fatalf("counter %+v", c)
+			}
+			if _, isNTLM := c.soap.client.Transport.(*ntlm.Transport); isNTLM != strings.EqualFold(cs.Auth, AuthNTLM) {
+				t.Fatalf("--ews-auth %s: transport %T", cs.Auth, c.soap.client.Transport)
 			}
 		})
 	}

@@ -27,6 +27,11 @@
 // notification; a refused watermark makes it subscribe afresh and ask for
 // the count to be read again (ManagerConfig.Resync).
 //
+// The Counter and the Manager sign in with Basic, with NTLM (NTLM set:
+// the Basic credentials answer the server's NTLMv2 challenge through
+// package ntlm, for Exchange on premises with Windows authentication
+// only) or with app-only OAuth tokens (Tokens, always impersonating).
+//
 // Facts checked against the published schema (MS-OXWSNTIF 2.2.4):
 // t:BaseNotificationEventType has an optional Watermark; every event but
 // StatusEvent extends it with TimeStamp, a choice of FolderId or ItemId,

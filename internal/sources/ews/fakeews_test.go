@@ -9,10 +9,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pushproxy/pushproxy/internal/ntlm/ntlmtest"
 )
 
 // getFolderCall is what the fake server reads from a GetFolder request.
@@ -107,15 +110,43 @@ type fakeEWS struct {
 	gate                  func(inflight int)
 }
 
+// newFakeEWS starts a fakeEWS that takes the Basic credentials of
+// svc-push@fabrikam.com.
 func newFakeEWS(t *testing.T) *fakeEWS {
-	f := &fakeEWS{t: t, unread: map[string]int{}, denied: map[string]bool{}, busy: map[string]int{}, busyAs: "fault", backOff: 1000,
-		authorized: func(r *http.Request) bool {
-			user, pass, ok := r.BasicAuth()
-			return ok && user == "svc-push@fabrikam.com" && pass == "pa55word"
-		}}
-	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
-	t.Cleanup(f.srv.Close)
+	f := newFakeEWSState(t)
+	f.srv, f.authorized = startWithBasic(t, http.HandlerFunc(f.serve))
 	return f
+}
+
+// startWithBasic starts h and returns the check of a request's Basic
+// credentials: those of svc-push@fabrikam.com.
+func startWithBasic(t *testing.T, h http.Handler) (*httptest.Server, func(*http.Request) bool) {
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv, func(r *http.Request) bool {
+		user, pass, ok := r.BasicAuth()
+		return ok && user == "svc-push@fabrikam.com" && pass == "pa55word"
+	}
+}
+
+// newFakeEWSBehindNTLM starts a fakeEWS behind startBehindNTLM.
+func newFakeEWSBehindNTLM(t *testing.T) (*fakeEWS, *ntlmtest.Server) {
+	f := newFakeEWSState(t)
+	srv, authorized := startBehindNTLM(t, http.HandlerFunc(f.serve))
+	f.srv, f.authorized = srv.Server, authorized
+	return f, srv
+}
+
+// startBehindNTLM starts h behind a server that demands NTLM of
+// FABRIKAM\svc-push, like IIS with only Windows authentication. It
+// returns the server and the check that a request came through it.
+func startBehindNTLM(t *testing.T, h http.Handler) (*ntlmtest.Server, func(*http.Request) bool) {
+	srv := ntlmtest.NewServer(t, map[string]string{`FABRIKAM\svc-push`: "pa55word"}, h)
+	return srv, func(r *http.Request) bool { return r.Header.Get("X-Authenticated-User") != "" }
+}
+
+func newFakeEWSState(t *testing.T) *fakeEWS {
+	return &fakeEWS{t: t, unread: map[string]int{}, denied: map[string]bool{}, busy: map[string]int{}, busyAs: "fault", backOff: 1000}
 }
 
 func (f *fakeEWS) url() string { return f.srv.URL + "/EWS/Exchange.asmx" }

@@ -8,10 +8,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/pushproxy/pushproxy/internal/ntlm/ntlmtest"
 )
 
 // subscribeCall is what the fake Exchange reads from a Subscribe request.
@@ -93,6 +96,8 @@ func readSubscribeRequest(body []byte) (subscribeCall, error) {
 type fakeExchange struct {
 	t   *testing.T
 	srv *httptest.Server
+	// authorized checks the request's credentials.
+	authorized func(r *http.Request) bool
 
 	mu sync.Mutex
 	// mailboxes are the mailboxes it has.
@@ -114,13 +119,28 @@ type fakeExchange struct {
 	held chan string
 }
 
+// newFakeExchange starts a fakeExchange with mailboxes that takes the
+// Basic credentials of svc-push@fabrikam.com.
 func newFakeExchange(t *testing.T, mailboxes ...string) *fakeExchange {
+	f := newFakeExchangeState(t, mailboxes)
+	f.srv, f.authorized = startWithBasic(t, http.HandlerFunc(f.serve))
+	return f
+}
+
+// newFakeExchangeBehindNTLM starts a fakeExchange with mailboxes behind
+// startBehindNTLM.
+func newFakeExchangeBehindNTLM(t *testing.T, mailboxes ...string) (*fakeExchange, *ntlmtest.Server) {
+	f := newFakeExchangeState(t, mailboxes)
+	srv, authorized := startBehindNTLM(t, http.HandlerFunc(f.serve))
+	f.srv, f.authorized = srv.Server, authorized
+	return f, srv
+}
+
+func newFakeExchangeState(t *testing.T, mailboxes []string) *fakeExchange {
 	f := &fakeExchange{t: t, mailboxes: map[string]bool{}, watermarks: map[string]bool{}, busy: map[string]int{}}
 	for _, m := range mailboxes {
 		f.mailboxes[m] = true
 	}
-	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
-	t.Cleanup(f.srv.Close)
 	return f
 }
 
@@ -157,8 +177,7 @@ func (f *fakeExchange) forget(wm string) {
 
 func (f *fakeExchange) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", ContentType)
-	user, pass, ok := r.BasicAuth()
-	if !ok || user != "svc-push@fabrikam.com" || pass != "pa55word" {
+	if !f.authorized(r) {
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}

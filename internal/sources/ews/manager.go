@@ -52,14 +52,15 @@ const (
 type ManagerConfig struct {
 	// Mailboxes lists the mailboxes to subscribe to (a *MailboxListFile).
 	Mailboxes MailboxLister
-	// URL, Tenants, Tokens, Username, Password and Impersonate are how
-	// the EWS server is reached, as for the Counter (CounterConfig); a
+	// URL, Tenants, Tokens, Username, Password, NTLM and Impersonate are
+	// how the EWS server is reached, as for the Counter (CounterConfig); a
 	// mailbox of a tenant outside Tenants (when set) is skipped.
 	URL         string
 	Tenants     []string
 	Tokens      TokenSource
 	Username    string
 	Password    string
+	NTLM        bool
 	Impersonate bool
 	// Client sends the requests; a client with a one-minute timeout when
 	// nil.
@@ -216,7 +217,7 @@ func (cfg *ManagerConfig) defaults() error {
 	case cfg.Store == nil:
 		return errors.New("a subscription store is required")
 	}
-	if err := checkAccess(cfg.URL, cfg.Tokens, cfg.Username, cfg.Password); err != nil {
+	if err := checkAccess(cfg.URL, cfg.Tokens, cfg.Username, cfg.Password, cfg.NTLM); err != nil {
 		return err
 	}
 	if u, err := url.Parse(cfg.NotificationURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Fragment != "" {
@@ -246,6 +247,10 @@ func (cfg *ManagerConfig) defaults() error {
 	cfg.MaxErrorBackoff = positive(cfg.MaxErrorBackoff, DefaultMaxErrorBackoff)
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Timeout: counterTimeout}
+	}
+	var err error
+	if cfg.Client, err = authClient(cfg.Client, cfg.NTLM, cfg.Concurrency); err != nil {
+		return err
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

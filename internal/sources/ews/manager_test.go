@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/ntlm/ntlmtest"
 )
 
 func checkCalls(t *testing.T, got []string, want ...string) {
@@ -103,6 +104,25 @@ func TestManagerSubscribesOnePerMailbox(t *testing.T) {
 	checkGaps(t, m, nil)
 	if got := h.resyncs.got(); len(got) != 0 {
 		t.Errorf("resyncs %q for first subscriptions", got)
+	}
+}
+
+func TestManagerSubscribesOverNTLM(t *testing.T) {
+	h := newManagerHarness(t)
+	var srv *ntlmtest.Server
+	h.exchange, srv = newFakeExchangeBehindNTLM(t, aliceAddr, bobAddr)
+	m := h.newManager(func(c *ManagerConfig) {
+		c.URL, c.Client, c.Username, c.NTLM, c.Concurrency = h.exchange.url(), h.exchange.srv.Client(), `FABRIKAM\svc-push`, true, 2
+	})
+	if err := m.load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m.drain(t)
+	if stored := h.stored(); len(stored) != 2 {
+		t.Fatalf("%d subscriptions stored, want 2 (calls %q)", len(stored), h.exchange.received())
+	}
+	if got := srv.Counts(); got.Basic != 0 || got.Unchallenged != 0 || got.Handshakes == 0 || got.Handshakes > 2 {
+		t.Fatalf("the server saw %+v", got)
 	}
 }
 

@@ -69,6 +69,7 @@ func (s *ManagerSettings) ManagerConfig() (ManagerConfig, error) {
 		Tokens:          access.Tokens,
 		Username:        access.Username,
 		Password:        access.Password,
+		NTLM:            access.NTLM,
 		Impersonate:     access.Impersonate,
 		NotificationURL: s.NotificationURL,
 		StatusFrequency: s.StatusFrequency,

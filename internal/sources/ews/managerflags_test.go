@@ -4,12 +4,15 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+
+	"github.com/pushproxy/pushproxy/internal/ntlm"
 )
 
 func TestManagerFlags(t *testing.T) {
@@ -31,6 +34,7 @@ func TestManagerFlags(t *testing.T) {
 	}{
 		{"defaults", append(counter, manager...), true, "", DefaultStatusFrequency, DefaultManageRate},
 		{"set", append(append(counter, manager...), "--ews-status-frequency", "5m", "--ews-manage-rate", "2.5", "--ews-impersonate"), true, "", 5 * time.Minute, 2.5},
+		{"ntlm", append(append(counter, manager...), "--ews-auth", "ntlm"), true, "", DefaultStatusFrequency, DefaultManageRate},
 		{"disabled", counter, false, "", 0, 0},
 		{"no EWS server", manager, true, "--ews-url", 0, 0},
 		{"no mailboxes", append(counter, "--ews-notification-url", "https://push.fabrikam.com/v1/ews"), true, "--ews-mailboxes-file is required", 0, 0},
@@ -65,6 +69,9 @@ func TestManagerFlags(t *testing.T) {
 			if m.cfg.StatusFrequency != tt.frequency || m.cfg.Rate != tt.rate || m.cfg.Username != "svc@fabrikam.com" || m.cfg.Password != "pa55word" ||
 				m.cfg.URL != "https://mail.fabrikam.com/EWS/Exchange.asmx" || m.cfg.NotificationURL != "https://push.fabrikam.com/v1/ews?key=k" {
 				t.Fatalf("config %+v", m.cfg)
+			}
+			if _, isNTLM := m.soap.client.Transport.(*ntlm.Transport); m.cfg.NTLM != slices.Contains(tt.args, "ntlm") || isNTLM != m.cfg.NTLM {
+				t.Fatalf("NTLM %v, transport %T", m.cfg.NTLM, m.soap.client.Transport)
 			}
 		})
 	}

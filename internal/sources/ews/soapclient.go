@@ -18,10 +18,12 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/ntlm"
 )
 
 // soapClient posts EWS SOAP requests for the Counter and the Manager:
-// Basic or OAuth app-only credentials, ExchangeImpersonation of the
+// Basic (or NTLM, by its client's transport) or OAuth app-only
+// credentials, ExchangeImpersonation of the
 // mailbox, and the server's back-off. A busy answer (ErrorServerBusy, a
 // bare 429 or 503) holds every request of the client for the wait the
 // server asks for: the server throttles the account, not one mailbox.
@@ -59,8 +61,9 @@ type soapClient struct {
 }
 
 // checkAccess checks how a client reaches EWS: an http(s) endpoint, and
-// OAuth tokens or a username and password.
-func checkAccess(endpoint string, tokens TokenSource, username, password string) error {
+// OAuth tokens or a username and password (sent with Basic, or answering
+// NTLM challenges when useNTLM is set).
+func checkAccess(endpoint string, tokens TokenSource, username, password string, useNTLM bool) error {
 	u, err := url.Parse(endpoint)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return fmt.Errorf("URL %q is not an http(s) URL", endpoint)
@@ -70,8 +73,20 @@ func checkAccess(endpoint string, tokens TokenSource, username, password string)
 		return errors.New("give OAuth tokens or a username, not both")
 	case tokens == nil && (username == "" || password == ""):
 		return errors.New("OAuth tokens or a username and password are required")
+	case tokens != nil && useNTLM:
+		return errors.New("NTLM authenticates a username and password, not OAuth tokens")
 	}
 	return nil
+}
+
+// authClient returns client as it must be for the credentials: with
+// NTLM, a copy that answers the server's NTLM challenges over sessions
+// connections at once.
+func authClient(client *http.Client, useNTLM bool, sessions int) (*http.Client, error) {
+	if !useNTLM {
+		return client, nil
+	}
+	return ntlm.Client(client, sessions)
 }
 
 // checkTenants normalises and checks a list of tenant domains.
