@@ -12,18 +12,26 @@ import (
 	"github.com/pushproxy/pushproxy/internal/events"
 )
 
-// watch reads the MAIL stream from EstimatedDelay ago (so a restart misses
-// no check) and queues the user of every event that leaves the count an
-// estimate; an event with the count drops the user's queued check.
+// watch reads the MAIL stream from as far back as a check could still be
+// owed, so a restart loses none: EstimatedDelay ago for events without a
+// count, FollowUp ago for events of one-way sources, whose users are
+// followed up that long. It queues the user of every event that leaves
+// the count an estimate; an event with the count drops the user's queued
+// check.
 func (r *Reconciler) watch(ctx context.Context) error {
-	start := r.cfg.Now().Add(-r.cfg.EstimatedDelay)
+	now := r.cfg.Now()
+	estimatedFrom := now.Add(-r.cfg.EstimatedDelay)
+	start := estimatedFrom
+	if r.cfg.FollowUp > r.cfg.EstimatedDelay && len(r.cfg.OneWaySources) > 0 {
+		start = now.Add(-r.cfg.FollowUp)
+	}
 	cons, err := r.cfg.JS.OrderedConsumer(ctx, broker.StreamMail, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &start,
 	})
 	if err != nil {
 		return fmt.Errorf("reading stream %s for estimated counts: %w", broker.StreamMail, err)
 	}
-	cc, err := cons.Consume(r.noteEvent)
+	cc, err := cons.Consume(func(msg jetstream.Msg) { r.noteEvent(msg, estimatedFrom) })
 	if err != nil {
 		return fmt.Errorf("reading stream %s for estimated counts: %w", broker.StreamMail, err)
 	}
@@ -32,8 +40,10 @@ func (r *Reconciler) watch(ctx context.Context) error {
 	return nil
 }
 
-// noteEvent queues or unqueues the event's user.
-func (r *Reconciler) noteEvent(msg jetstream.Msg) {
+// noteEvent queues or unqueues the event's user. An event stored before
+// estimatedFrom was checked before a restart, unless its user is followed
+// up.
+func (r *Reconciler) noteEvent(msg jetstream.Msg, estimatedFrom time.Time) {
 	e, err := events.Decode(msg.Data())
 	if err != nil {
 		return
@@ -44,6 +54,9 @@ func (r *Reconciler) noteEvent(msg jetstream.Msg) {
 	stored := r.cfg.Now()
 	if md, err := msg.Metadata(); err == nil {
 		stored = md.Timestamp
+	}
+	if stored.Before(estimatedFrom) && !r.oneWay(e.Source) && e.Unread == nil {
+		return
 	}
 	r.note(&e, stored)
 }

@@ -20,6 +20,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -47,6 +48,8 @@ func objectFor(apiVersion, kind string) any {
 		return &batchv1.Job{}
 	case "policy/v1 PodDisruptionBudget":
 		return &policyv1.PodDisruptionBudget{}
+	case "networking.k8s.io/v1 NetworkPolicy":
+		return &networkingv1.NetworkPolicy{}
 	}
 	return nil
 }
@@ -116,6 +119,126 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 			t.Errorf("no %s decoded; the manifests or this test changed", want)
 		}
 	}
+}
+
+// decodedObjects decodes every document of the manifests into its typed
+// object.
+func decodedObjects(t *testing.T) []any {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(manifests, "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []any
+	for _, file := range files {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, doc := range documents(data) {
+			var head struct {
+				APIVersion string `json:"apiVersion"`
+				Kind       string `json:"kind"`
+			}
+			if yaml.Unmarshal(doc, &head) != nil {
+				continue
+			}
+			if obj := objectFor(head.APIVersion, head.Kind); obj != nil && decodeStrict(doc, obj) == nil {
+				out = append(out, obj)
+			}
+		}
+	}
+	return out
+}
+
+// TestEveryNATSIsClosed checks each NATS server of the manifests: its
+// configuration names users (no anonymous client), and a NetworkPolicy
+// of its namespace selects its pods and limits who reaches the clients
+// port. The relay's NATS holds the partners whose certificates the relay
+// trusts; the organizations' NATS holds every badge and device.
+func TestEveryNATSIsClosed(t *testing.T) {
+	objects := decodedObjects(t)
+	configs := map[string]string{} // namespace/name of a ConfigMap -> its nats.conf
+	var policies []*networkingv1.NetworkPolicy
+	for _, o := range objects {
+		switch o := o.(type) {
+		case *corev1.ConfigMap:
+			if conf, ok := o.Data["nats.conf"]; ok {
+				configs[o.Namespace+"/"+o.Name] = conf
+			}
+		case *networkingv1.NetworkPolicy:
+			policies = append(policies, o)
+		}
+	}
+	servers := 0
+	for _, o := range objects {
+		set, ok := o.(*appsv1.StatefulSet)
+		if !ok || len(set.Spec.Template.Spec.Containers) == 0 || !strings.Contains(strings.Join(set.Spec.Template.Spec.Containers[0].Command, " "), "nats-server") {
+			continue
+		}
+		servers++
+		name := set.Namespace + "/" + set.Name
+		closed := false
+		for _, v := range set.Spec.Template.Spec.Volumes {
+			var names []string
+			if v.ConfigMap != nil {
+				names = append(names, v.ConfigMap.Name)
+			}
+			if v.Projected != nil {
+				for _, src := range v.Projected.Sources {
+					if src.ConfigMap != nil {
+						names = append(names, src.ConfigMap.Name)
+					}
+				}
+			}
+			for _, n := range names {
+				conf := configs[set.Namespace+"/"+n]
+				closed = closed || strings.Contains(conf, "authorization") || strings.Contains(conf, "include ./permissions.conf")
+			}
+		}
+		if !closed {
+			t.Errorf("NATS %s: its configuration names no users; any pod could connect", name)
+		}
+		if !coveredByPolicy(set, policies) {
+			t.Errorf("NATS %s: no NetworkPolicy of its namespace selects its pods and limits its clients port 4222", name)
+		}
+	}
+	if servers < 2 {
+		t.Fatalf("%d NATS servers found, want the organizations' and the relay's", servers)
+	}
+}
+
+// coveredByPolicy reports whether a NetworkPolicy in set's namespace
+// selects its pods and allows port 4222 only from selected pods.
+func coveredByPolicy(set *appsv1.StatefulSet, policies []*networkingv1.NetworkPolicy) bool {
+	labels := set.Spec.Template.Labels
+	for _, p := range policies {
+		if p.Namespace != set.Namespace || len(p.Spec.PodSelector.MatchLabels) == 0 {
+			continue
+		}
+		selects := true
+		for k, v := range p.Spec.PodSelector.MatchLabels {
+			selects = selects && labels[k] == v
+		}
+		if !selects {
+			continue
+		}
+		limited := false
+		for _, rule := range p.Spec.Ingress {
+			for _, port := range rule.Ports {
+				if port.Port != nil && port.Port.IntValue() == 4222 {
+					limited = len(rule.From) > 0
+					for _, peer := range rule.From {
+						limited = limited && peer.IPBlock == nil && peer.NamespaceSelector == nil
+					}
+				}
+			}
+		}
+		if limited {
+			return true
+		}
+	}
+	return false
 }
 
 // TestKustomizationNamesFilesThatExist checks the resources and generated

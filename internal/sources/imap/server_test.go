@@ -211,10 +211,12 @@ func testTLS(t testing.TB) (serverTLS, clientTLS *tls.Config) {
 // when given, adds to the server (extensions) before it serves.
 func startServer(t testing.TB, be backend.Backend, mode TLSMode, offerStartTLS bool, configure ...func(*server.Server)) (string, *tls.Config) {
 	serverTLS, clientTLS := testTLS(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	tracked := &trackingListener{Listener: tcp, conns: map[*trackedConn]struct{}{}}
+	var ln net.Listener = tracked
 	s := server.New(be)
 	s.ErrorLog = log.New(io.Discard, "", 0)
 	if tb, ok := be.(*testBackend); ok {
@@ -241,14 +243,87 @@ func startServer(t testing.TB, be backend.Backend, mode TLSMode, offerStartTLS b
 		_ = s.Serve(ln)
 	}()
 	t.Cleanup(func() {
-		// Serve may not have registered the listener yet: close it too.
-		_ = ln.Close()
-		_ = s.Close()
+		// Not s.Close: it reads each session's user while the session's
+		// own goroutine may be writing it in a LOGIN (a data race in
+		// go-imap v1). Closing the sockets ends every session on its own
+		// goroutine instead.
+		sessions := tracked.stop()
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
 			t.Error("the IMAP server did not stop")
 		}
+		select {
+		case <-sessions:
+		case <-time.After(5 * time.Second):
+			t.Error("IMAP sessions did not end")
+		}
 	})
 	return ln.Addr().String(), clientTLS
+}
+
+// trackingListener records the connections it accepts, so that a test
+// server can close their sockets when it stops.
+type trackingListener struct {
+	net.Listener
+	mu      sync.Mutex
+	conns   map[*trackedConn]struct{}
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+// Accept accepts and records a connection.
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, l: l}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped {
+		_ = c.Close()
+		return nil, net.ErrClosed
+	}
+	l.conns[tc] = struct{}{}
+	l.wg.Add(1)
+	return tc, nil
+}
+
+// stop closes the listener and the sockets of the connections still open,
+// and returns a channel closed once the server has closed every one.
+func (l *trackingListener) stop() <-chan struct{} {
+	_ = l.Listener.Close()
+	l.mu.Lock()
+	l.stopped = true
+	for c := range l.conns {
+		_ = c.Conn.Close()
+	}
+	l.mu.Unlock()
+	ended := make(chan struct{})
+	go func() {
+		l.wg.Wait()
+		close(ended)
+	}()
+	return ended
+}
+
+// trackedConn is a connection of a trackingListener; the server's Close
+// of it counts as its end.
+type trackedConn struct {
+	net.Conn
+	l    *trackingListener
+	once sync.Once
+}
+
+// Close closes the socket and marks the connection ended.
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.conns, c)
+		c.l.mu.Unlock()
+		c.l.wg.Done()
+	})
+	return err
 }
