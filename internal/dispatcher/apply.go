@@ -1,16 +1,13 @@
 package dispatcher
 
 // Applying events: decode, check against the subject, load user states and
-// feed the unread state and the coalescer.
+// hand the events to the partition's ledger (package badges).
 
 import (
 	"context"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/pushproxy/pushproxy/internal/coalesce"
-	"github.com/pushproxy/pushproxy/internal/unread"
 )
 
 // receive records delivered messages; while syncing they wait, otherwise
@@ -67,7 +64,7 @@ func (w *worker) receive(ctx context.Context, msgs []jetstream.Msg) {
 }
 
 // apply decodes the ready events, loads the states of users not cached,
-// and applies the events in order, feeding the coalescer.
+// and applies the events in order to the ledger.
 func (w *worker) apply(ctx context.Context, now time.Time) {
 	if len(w.ready) == 0 {
 		return
@@ -80,17 +77,18 @@ func (w *worker) apply(ctx context.Context, now time.Time) {
 		clear(evs) // drop the strings until the next batch
 		w.evs = evs[:0]
 	}()
-	var load []*userRec
+	var load []*user
+	var loading map[*user]bool // users already in load, when any
 	for _, h := range ready {
 		key, ok := userKeyOf(h.msg.Subject())
 		if !ok {
 			w.terminate(h, "subject is not mail.<partition>.<tenant>.<user>")
 			continue
 		}
-		rec := w.users[key]
+		u := w.ledger.User(key)
 		var known knownStrings
-		if rec != nil {
-			known = knownStrings{tenant: rec.tenant, user: rec.user}
+		if u != nil {
+			known = knownStrings{tenant: u.Tenant, user: u.Name}
 		}
 		e, err := decodeEventKnown(h.msg.Data(), known, &w.validator)
 		if err != nil {
@@ -98,7 +96,7 @@ func (w *worker) apply(ctx context.Context, now time.Time) {
 			continue
 		}
 		// The keyed hash is checked once per user and spelling.
-		if (rec == nil || rec.tenant != e.Tenant || rec.user != e.User) && w.d.keyer.UserKey(e.Tenant, e.User) != key {
+		if (u == nil || u.Tenant != e.Tenant || u.Name != e.User) && w.d.keyer.UserKey(e.Tenant, e.User) != key {
 			w.terminate(h, "the event's tenant and user do not match its subject")
 			continue
 		}
@@ -107,22 +105,20 @@ func (w *worker) apply(ctx context.Context, now time.Time) {
 		if h.at.IsZero() {
 			h.at = e.OccurredAt
 		}
-		if rec == nil {
-			rec = &userRec{key: key, tenant: e.Tenant, user: e.User}
-			w.users[key] = rec
+		if u == nil {
+			u = w.ledger.Add(key, e.Tenant, e.User)
 		}
-		if !rec.loaded && !rec.toLoad {
-			rec.toLoad = true
-			load = append(load, rec)
+		if !u.Loaded() && !loading[u] {
+			if loading == nil {
+				loading = map[*user]bool{}
+			}
+			loading[u] = true
+			load = append(load, u)
 		}
-		h.user = rec
+		h.user = u
 		keep = append(keep, h)
 	}
-	loaded := w.load(ctx, load)
-	for _, rec := range load {
-		rec.toLoad = false
-	}
-	if !loaded {
+	if !w.load(ctx, load) {
 		// Shutting down: leave the events unacknowledged for redelivery.
 		for _, h := range keep {
 			w.forget(h)
@@ -131,29 +127,22 @@ func (w *worker) apply(ctx context.Context, now time.Time) {
 	}
 	nApplied := 0
 	for i, h := range keep {
-		rec := h.user
-		prev := rec.state.Count
-		st, applied := unread.Apply(rec.state, &evs[i], h.seq, w.d.cfg.Unread)
-		if applied {
-			rec.state, rec.dirty = st, true
+		if w.ledger.Apply(now, h.user, &evs[i], h) {
 			nApplied++
 		}
-		rec.pending = append(rec.pending, h)
-		rec.lastActive = now
-		w.co.Observe(now, rec.key, coalesce.Update{Count: rec.state.Count, Seq: h.seq, Change: coalesce.ChangeOf(prev, rec.state.Count), Pushed: rec.state.LastPushedCount})
 	}
 	w.d.metrics.applied.Add(float64(nApplied))
 	w.d.metrics.alreadyApplied.Add(float64(len(keep) - nApplied))
 }
 
-// load reads the states of recs (distinct users), retrying until it works,
+// load reads the states of users (distinct), retrying until it works,
 // ctx ends, the worker is asked to stop or the connection is closed.
-func (w *worker) load(ctx context.Context, recs []*userRec) bool {
+func (w *worker) load(ctx context.Context, users []*user) bool {
 	for attempt := 0; ; attempt++ {
-		var unloaded []*userRec
-		for _, r := range recs {
-			if !r.loaded {
-				unloaded = append(unloaded, r)
+		var unloaded []*user
+		for _, u := range users {
+			if !u.Loaded() {
+				unloaded = append(unloaded, u)
 			}
 		}
 		if len(unloaded) == 0 {
@@ -161,13 +150,13 @@ func (w *worker) load(ctx context.Context, recs []*userRec) bool {
 		}
 		// One batched read for all of them, rather than a request each.
 		keys := make([]string, len(unloaded))
-		for i, r := range unloaded {
-			keys[i] = r.key
+		for i, u := range unloaded {
+			keys[i] = u.Key
 		}
 		got, err := w.d.unread.GetMany(ctx, keys)
 		if err == nil {
-			for i, r := range unloaded {
-				r.state, r.rev, r.loaded = got[i].State, got[i].Rev, true
+			for i, u := range unloaded {
+				w.ledger.Load(u, got[i].State, got[i].Rev)
 			}
 			return true
 		}

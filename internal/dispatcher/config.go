@@ -10,6 +10,7 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/coalesce"
 	"github.com/pushproxy/pushproxy/internal/delivery"
+	"github.com/pushproxy/pushproxy/internal/dispatcher/badges"
 	"github.com/pushproxy/pushproxy/internal/relayclient"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
 	"github.com/pushproxy/pushproxy/internal/unread"
@@ -206,4 +207,11 @@ func (c Config) Validate() error {
 		return bad("no S2S token source: the relay would refuse every push")
 	}
 	return nil
+}
+
+// ledgerPolicy is what a partition's ledger of users (package badges)
+// takes from the configuration.
+func (c Config) ledgerPolicy() badges.Policy {
+	return badges.Policy{Unread: c.Unread, Coalesce: c.Coalesce, RetryDelay: c.RetryDelay, MaxRetryDelay: c.MaxRetryDelay,
+		RelayCooldown: c.Relay.BreakerMaxCooldown, MaxPushRetries: c.MaxPushRetries}
 }

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/pushproxy/pushproxy/internal/delivery"
+	"github.com/pushproxy/pushproxy/internal/dispatcher/badges"
 	"github.com/pushproxy/pushproxy/internal/pushlog"
+	"github.com/pushproxy/pushproxy/internal/relayproto"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
 )
 
@@ -66,13 +68,14 @@ func allowed(b *delivery.Breakers, tenant string, subs []subscriptions.Subscript
 	return out, until
 }
 
-// pushOf is the delivery path's view of a user's push.
-func pushOf(rec *userRec, push *pushInfo, msgs []*held) delivery.Push {
-	p := delivery.Push{Tenant: rec.tenant, User: rec.user, UserKey: rec.key, Notifications: push.notes,
-		Count: push.count, Exact: push.exact, Previous: push.previous}
-	for _, h := range msgs {
+// pushOf is the delivery path's view of a user's push: its notes and the
+// events it covers.
+func pushOf(u *user, push badges.Push, notes []relayproto.Notification, evs []*held) delivery.Push {
+	p := delivery.Push{Tenant: u.Tenant, User: u.Name, UserKey: u.Key, Notifications: notes,
+		Count: push.Count, Exact: push.Exact, Previous: push.Previous}
+	for _, h := range evs {
 		p.Sequences = append(p.Sequences, h.seq)
 	}
-	_, _, p.FirstEventAt = span(msgs)
+	_, _, p.FirstEventAt = span(evs)
 	return p
 }

@@ -56,3 +56,31 @@ func (q *queue[T]) Len() int {
 	defer q.mu.Unlock()
 	return len(q.items)
 }
+
+// Total sums size over the items waiting.
+func (q *queue[T]) Total(size func(T) int) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := 0
+	for _, v := range q.items {
+		n += size(v)
+	}
+	return n
+}
+
+// TakeUpTo removes and returns the first items whose sizes add up to at
+// most limit, and at least one item when any waits.
+func (q *queue[T]) TakeUpTo(limit int, size func(T) int) []T {
+	q.mu.Lock()
+	n, total := 0, 0
+	for n < len(q.items) {
+		k := size(q.items[n])
+		if n > 0 && total+k > limit {
+			break
+		}
+		total += k
+		n++
+	}
+	q.mu.Unlock()
+	return q.Take(n)
+}

@@ -35,9 +35,10 @@ type breakerStater interface {
 
 // job is one user's push handed to the sender.
 type job struct {
-	w     *worker
 	key   string
 	notes []relayproto.Notification
+	// answer is where the result goes: its worker's results queue.
+	answer *queue[result]
 	// abandoned is set when the worker gave its partition up before the
 	// push was sent: sending it then could overtake the next owner's push.
 	abandoned atomic.Bool
@@ -108,7 +109,7 @@ func (s *sender) run(ctx context.Context) {
 	defer func() {
 		s.wg.Wait()
 		for _, j := range s.jobs.Take(0) {
-			j.w.results.Push(result{key: j.key, outcome: outcomeRetry, reason: "shutdown", err: ctx.Err()})
+			j.answer.Push(result{key: j.key, outcome: outcomeRetry, reason: "shutdown", err: ctx.Err()})
 		}
 	}()
 	for {
@@ -147,32 +148,15 @@ func (s *sender) run(ctx context.Context) {
 	}
 }
 
-func (s *sender) countNotifications() int {
-	s.jobs.mu.Lock()
-	defer s.jobs.mu.Unlock()
-	n := 0
-	for _, j := range s.jobs.items {
-		n += len(j.notes)
-	}
-	return n
-}
+// countNotifications is how many notifications the queued jobs carry.
+func (s *sender) countNotifications() int { return s.jobs.Total(jobSize) }
 
 // takeBatch takes jobs while their notifications fit in BatchSize (at
 // least one job).
-func (s *sender) takeBatch() []*job {
-	s.jobs.mu.Lock()
-	n, count := 0, 0
-	for n < len(s.jobs.items) {
-		k := len(s.jobs.items[n].notes)
-		if n > 0 && count+k > s.cfg.BatchSize {
-			break
-		}
-		count += k
-		n++
-	}
-	s.jobs.mu.Unlock()
-	return s.jobs.Take(n)
-}
+func (s *sender) takeBatch() []*job { return s.jobs.TakeUpTo(s.cfg.BatchSize, jobSize) }
+
+// jobSize is a job's share of a batch: its notifications.
+func jobSize(j *job) int { return len(j.notes) }
 
 func (s *sender) send(ctx context.Context, batch []*job) {
 	live := batch[:0]
@@ -188,7 +172,7 @@ func (s *sender) send(ctx context.Context, batch []*job) {
 	proxy := s.proxy()
 	if !proxy.enabled {
 		for _, j := range batch {
-			j.w.results.Push(result{key: j.key, outcome: outcomeDisabled, reason: proxy.reason})
+			j.answer.Push(result{key: j.key, outcome: outcomeDisabled, reason: proxy.reason})
 		}
 		return
 	}
@@ -224,7 +208,7 @@ func (s *sender) send(ctx context.Context, batch []*job) {
 	took := time.Since(start)
 	if errors.Is(err, delivery.ErrProxyDisabled) {
 		for _, j := range batch {
-			j.w.results.Push(result{key: j.key, outcome: outcomeDisabled, reason: proxy.reason})
+			j.answer.Push(result{key: j.key, outcome: outcomeDisabled, reason: proxy.reason})
 		}
 		return
 	}
@@ -258,7 +242,7 @@ func (s *sender) send(ctx context.Context, batch []*job) {
 				}
 			}
 		}
-		j.w.results.Push(r)
+		j.answer.Push(r)
 	}
 }
 

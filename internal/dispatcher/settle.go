@@ -1,74 +1,84 @@
 package dispatcher
 
-// Pushing and settling: due pushes become notifications, the relay's
-// answers become acks, requeues, dead letters and pruned subscriptions, and
-// the user's state is written before its events are acknowledged.
+// Pushing and settling: the I/O around the partition's ledger (package
+// badges). Due users become notifications for the sender or settle at
+// once; the relay's answers are classified, gone devices removed, and the
+// ledger told; what it settles is written (dead letters, then the state,
+// then the sent record) before its events are acknowledged.
 
 import (
 	"context"
 	"errors"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/google/uuid"
 
-	"github.com/pushproxy/pushproxy/internal/coalesce"
 	"github.com/pushproxy/pushproxy/internal/delivery"
+	"github.com/pushproxy/pushproxy/internal/dispatcher/badges"
+	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
 	"github.com/pushproxy/pushproxy/internal/unread"
 )
 
-// dispatch acts on pushes that are due: skips settle at once, the others
-// go to the sender.
-func (w *worker) dispatch(ctx context.Context, pushes []coalesce.Push, now time.Time) {
-	if len(pushes) == 0 || w.d.nc.IsClosed() {
+// pushDue acts on the users whose count is due (all that wait, with
+// flush): skips settle at once, the others go to the sender. Nothing
+// is taken once the connection is closed: the events stay for the next
+// owner.
+func (w *worker) pushDue(ctx context.Context, flush bool) {
+	if w.d.nc.IsClosed() {
+		return
+	}
+	now := time.Now()
+	var due []badges.Due[*held]
+	if flush {
+		due = w.ledger.Flush(now)
+	} else {
+		due = w.ledger.Due(now)
+	}
+	if len(due) == 0 {
 		return
 	}
 	proxy := w.d.proxy()
 	var tasks []*settleTask
-	for _, p := range pushes {
-		rec := w.users[p.Key]
-		if rec == nil {
-			w.co.Forget(p.Key)
-			continue
-		}
-		msgs := rec.pending
-		rec.pending = nil
-		if p.Skip {
-			tasks = append(tasks, &settleTask{rec: rec, msgs: msgs, skip: "unchanged"})
+	for _, d := range due {
+		u := d.User
+		if d.Skip {
+			tasks = append(tasks, &settleTask{Settle: w.ledger.Unchanged(d)})
 			continue
 		}
 		if !proxy.enabled {
-			w.co.Failed(now, p.Key, time.Time{})
-			tasks = append(tasks, &settleTask{rec: rec, msgs: msgs, skip: "proxy_disabled"})
+			tasks = append(tasks, &settleTask{Settle: w.ledger.NotSent(now, d, badges.SkipProxyDisabled)})
 			continue
 		}
-		subs := w.d.devices(rec.key)
+		subs := w.d.devices(u.Key)
 		if len(subs) == 0 {
-			w.co.Failed(now, p.Key, time.Time{})
-			tasks = append(tasks, &settleTask{rec: rec, msgs: msgs, skip: "no_subscriptions"})
+			tasks = append(tasks, &settleTask{Settle: w.ledger.NotSent(now, d, badges.SkipNoSubscriptions)})
 			continue
 		}
-		subs, until := allowed(w.d.sender.path.get(w.d).Breakers(), rec.tenant, subs)
+		subs, until := allowed(w.d.sender.path.get(w.d).Breakers(), u.Tenant, subs)
 		if len(subs) == 0 {
 			// Every app of the user is paused after app faults: hold the
 			// push, without using the retry budget, until a trial may go.
-			var t *settleTask
-			if t, msgs = keepLatest(rec, msgs, "app_paused"); t != nil {
-				tasks = append(tasks, t)
+			if s := w.ledger.Paused(now, d, until); s != nil {
+				tasks = append(tasks, &settleTask{Settle: s})
 			}
-			w.hold(rec, msgs, now, until)
+			w.requeued(badges.RequeueAppPaused)
 			continue
 		}
-		rec.inflight = msgs
-		rec.push = &pushInfo{count: p.Count, seq: p.Seq, previous: rec.state.LastPushedCount, exact: rec.state.Exact,
-			subs: subs, notes: notifications(rec.tenant, p.Count, subs)}
-		rec.job = &job{w: w, key: rec.key, notes: rec.push.notes}
-		w.d.sender.submit(rec.job)
+		w.ledger.Send(d)
+		j := &job{key: u.Key, notes: notifications(u.Tenant, d.Push.Count, subs), answer: w.results}
+		w.jobs[u.Key] = j
+		w.d.sender.submit(j)
 	}
 	w.settle(ctx, tasks, now)
+}
+
+// requeued counts a push put back to go later.
+func (w *worker) requeued(reason string) {
+	w.d.metrics.requeued.WithLabelValues(reason).Inc()
+	w.d.metrics.pushes.WithLabelValues("requeued").Inc()
 }
 
 // notifications builds the notifications of one push: one per language and
@@ -115,148 +125,78 @@ func (w *worker) handleResults(ctx context.Context, rs []result) {
 	now := time.Now()
 	var tasks []*settleTask
 	for _, r := range rs {
-		rec := w.users[r.key]
-		if rec == nil || rec.push == nil {
+		u, j := w.ledger.User(r.key), w.jobs[r.key]
+		delete(w.jobs, r.key)
+		if u == nil || !u.InFlight() || j == nil {
 			continue
 		}
-		push, msgs := rec.push, rec.inflight
-		rec.push, rec.inflight, rec.job = nil, nil, nil
-		rec.attempts += r.attempts
+		var res badges.Result[*held]
+		var t *settleTask
 		switch r.outcome {
 		case outcomeDisabled:
-			w.co.Failed(now, rec.key, time.Time{})
-			tasks = append(tasks, &settleTask{rec: rec, msgs: msgs, skip: "proxy_disabled"})
+			res = w.ledger.Disabled(now, u, r.attempts)
 		case outcomeRetry:
-			hint := r.retryAfter
-			if r.reason == "relay_unavailable" {
-				// The relay client's own breaker: its next trial is no
-				// later than MaxRetryDelay away, so that a changed relay
-				// Uri (which resets it) reaches the push soon.
-				hint = min(hint, w.d.cfg.MaxRetryDelay)
-			}
-			if r.reason != "shutdown" {
-				var t *settleTask
-				if t, msgs = keepLatest(rec, msgs, "held"); t != nil {
-					tasks = append(tasks, t)
-				}
-			}
-			w.requeue(rec, msgs, now, r.reason, hint)
+			res = w.ledger.Retry(now, u, r.attempts, r.reason, r.retryAfter)
 		case outcomeDead:
-			w.co.Failed(now, rec.key, time.Time{})
-			w.d.metrics.pushes.WithLabelValues("failed").Inc()
-			tasks = append(tasks, &settleTask{rec: rec, msgs: msgs, dead: w.deadLetters(rec, push.notes, msgs, r.reason, errString(r.err), nil, now)})
-			rec.deviceRetries, rec.requeues, rec.attempts = 0, 0, 0
-		case outcomeAnswered:
-			if t := w.answered(ctx, rec, push, msgs, r, now); t != nil {
-				tasks = append(tasks, t)
+			res = w.ledger.Dead(now, u, r.attempts, r.reason)
+			if res.Settle != nil {
+				w.d.metrics.pushes.WithLabelValues("failed").Inc()
+				t = &settleTask{Settle: res.Settle, dead: w.deadLetters(res.Settle, j.notes, errString(r.err))}
 			}
+		case outcomeAnswered:
+			res, t = w.answered(ctx, u, j, r, now)
+		}
+		if res.Requeued != "" {
+			w.requeued(res.Requeued)
+		}
+		if t == nil && res.Settle != nil {
+			t = &settleTask{Settle: res.Settle}
+		}
+		if t != nil {
+			tasks = append(tasks, t)
 		}
 	}
 	w.settle(ctx, tasks, now)
 }
 
-// keepLatest splits a held-back push's events: all but the user's latest
-// are settled at once by the returned task (the state, written before
-// they are acknowledged, has them all), and the latest stays
-// unacknowledged, which is enough for a new owner to push the count after
-// a crash. So a relay outage or an app fault holds one event per user, not
-// a backlog that grows with the outage and stops the partition for
-// everyone, and when the relay is back each user's one push carries the
-// latest count. The task is nil when there is one event or none.
-func keepLatest(rec *userRec, msgs []*held, reason string) (*settleTask, []*held) {
-	n := len(msgs)
-	if n < 2 {
-		return nil, msgs
-	}
-	return &settleTask{rec: rec, msgs: msgs[:n-1], skip: reason}, msgs[n-1:]
-}
-
-// hold puts a push back until a paused tenant+app lets a trial through;
-// it does not count as a retry.
-func (w *worker) hold(rec *userRec, msgs []*held, now, until time.Time) {
-	if first := now.Add(w.d.cfg.RetryDelay); until.Before(first) {
-		until = first
-	}
-	w.co.Failed(now, rec.key, until)
-	rec.pending = append(msgs, rec.pending...)
-	w.d.metrics.requeued.WithLabelValues("app_paused").Inc()
-	w.d.metrics.pushes.WithLabelValues("requeued").Inc()
-}
-
-// requeue puts a push back to be tried after a back-off.
-func (w *worker) requeue(rec *userRec, msgs []*held, now time.Time, reason string, hint time.Duration) {
-	rec.requeues++
-	delay := w.d.cfg.RetryDelay << min(rec.requeues-1, 20)
-	delay = min(max(delay, w.d.cfg.RetryDelay), w.d.cfg.MaxRetryDelay)
-	if reason == "relay_unavailable" {
-		// The relay client's breaker tries the relay every cool-down; a
-		// push held for a down relay tries as often, so that it goes out
-		// within a cool-down of the relay's return, not a growing back-off.
-		delay = min(delay, w.d.cfg.Relay.BreakerMaxCooldown)
-	}
-	delay = max(delay, hint)
-	w.co.Failed(now, rec.key, now.Add(delay))
-	rec.pending = append(msgs, rec.pending...)
-	w.d.metrics.requeued.WithLabelValues(reason).Inc()
-	w.d.metrics.pushes.WithLabelValues("requeued").Inc()
-}
-
-// answered acts on the per-device results of a push the relay accepted,
-// through the delivery path: device gone (a verdict newer than the
-// subscription) removes the subscription with a tombstone; an app fault
-// touches no subscription and feeds the tenant+app breaker; transient
-// devices requeue the push (a back-off the relay asked for does not use the
-// retry budget). The removals are I/O on the worker's loop, but rare.
-func (w *worker) answered(ctx context.Context, rec *userRec, push *pushInfo, msgs []*held, r result, now time.Time) *settleTask {
+// answered applies the per-device results of a push the relay accepted
+// through the delivery path (a gone device's subscription is removed
+// with a tombstone when the verdict is newer than the subscription; an
+// app fault feeds the tenant+app breaker), then lets the ledger decide
+// (delivered, retried, held or dead) and says which records a settled push
+// leaves. The removals are I/O on the worker's loop, but rare.
+func (w *worker) answered(ctx context.Context, u *user, j *job, r result, now time.Time) (badges.Result[*held], *settleTask) {
 	dl := w.d.sender.path.get(w.d)
-	p := pushOf(rec, push, msgs)
+	push, evs, _ := u.Pushing()
+	p := pushOf(u, push, j.notes, evs)
 	a := delivery.Classify(p, r.results)
 	for _, key := range dl.Settle(ctx, p, a) {
 		w.d.index.Forget(key)
 		w.d.metrics.devicesRemoved.WithLabelValues("gone").Inc()
 	}
-	delivered := a.DeliveredTotal()
-
-	if a.Retry() {
-		if a.BackOff > 0 && len(a.Missing) == 0 {
-			// The relay asked to wait: not a retry of the budget.
-			w.requeue(rec, msgs, now, "device_backoff", a.BackOff)
-			return nil
-		}
-		rec.deviceRetries++
-		if rec.deviceRetries <= w.d.cfg.MaxPushRetries {
-			w.requeue(rec, msgs, now, "device_retry", 0)
-			return nil
-		}
-		reason, lastErr, notes := ReasonDeviceRetries, "devices kept asking for a retry", retried(push.notes, a)
-		if len(a.Missing) > 0 {
-			reason, lastErr = ReasonMissingResponse, "the relay's answers did not include the notification"
-		}
-		w.co.Failed(now, rec.key, time.Time{})
+	res := w.ledger.Answered(now, u, r.attempts, badges.Answer{Delivered: a.DeliveredTotal(), Transient: len(a.Transient) > 0,
+		Missing: len(a.Missing) > 0, BackOff: a.BackOff, AppFaults: len(a.AppFaults) > 0})
+	s := res.Settle
+	switch {
+	case s == nil:
+		return res, nil
+	case s.Dead != "":
 		w.d.metrics.pushes.WithLabelValues("failed").Inc()
-		t := &settleTask{rec: rec, msgs: msgs, dead: w.deadLetters(rec, notes, msgs, reason, lastErr, nil, now)}
-		rec.deviceRetries, rec.requeues, rec.attempts = 0, 0, 0
-		return t
+		lastErr := "devices kept asking for a retry"
+		if s.Dead == ReasonMissingResponse {
+			lastErr = "the relay's answers did not include the notification"
+		}
+		return res, &settleTask{Settle: s, dead: w.deadLetters(s, retried(j.notes, a), lastErr)}
 	}
-	if delivered == 0 && len(a.AppFaults) > 0 {
-		// No device got it because of app faults: keep the events and
-		// every subscription; the breaker paces the next try.
-		w.hold(rec, msgs, now, now.Add(w.d.cfg.RetryDelay))
-		return nil
-	}
-
-	first, last, _ := span(msgs)
-	rec.state, rec.dirty = rec.state.Pushed(push.count, push.seq, now), true
-	w.co.Delivered(now, rec.key, push.count)
 	w.d.metrics.pushes.WithLabelValues("sent").Inc()
 	w.d.metrics.pushLatency.Observe(r.took.Seconds())
-	sent := dl.SentRecord(p, a, r.batchID, rec.attempts, r.took)
-	sent.FirstSeq, sent.LastSeq = first, max(last, push.seq)
+	sent := dl.SentRecord(p, a, r.batchID, s.Attempts, r.took)
+	first, last, _ := span(s.Events)
+	sent.FirstSeq, sent.LastSeq = first, max(last, s.Push.Seq)
 	if !p.FirstEventAt.IsZero() {
 		w.d.metrics.eventToPush.Observe(sent.EventToPushMS / 1000)
 	}
-	rec.deviceRetries, rec.requeues, rec.attempts = 0, 0, 0
-	return &settleTask{rec: rec, msgs: msgs, sent: &sent}
+	return res, &settleTask{Settle: s, sent: &sent}
 }
 
 // retried returns the notes of the devices still asking for a retry.
@@ -275,9 +215,9 @@ func retried(notes []relayproto.Notification, a delivery.Answer) []relayproto.No
 	return append(out, a.Missing...)
 }
 
-// span returns the first and last sequence of msgs and the earliest event time.
-func span(msgs []*held) (first, last uint64, earliest time.Time) {
-	for _, h := range msgs {
+// span returns the first and last sequence of evs and the earliest event time.
+func span(evs []*held) (first, last uint64, earliest time.Time) {
+	for _, h := range evs {
 		if first == 0 || h.seq < first {
 			first = h.seq
 		}
@@ -289,10 +229,10 @@ func span(msgs []*held) (first, last uint64, earliest time.Time) {
 	return first, last, earliest
 }
 
-// deadLetters builds the dead letters of a push's notes.
-func (w *worker) deadLetters(rec *userRec, notes []relayproto.Notification, msgs []*held, reason, lastErr string, deviceReasons map[string]string, _ time.Time) []DeadLetter {
-	p := pushOf(rec, &pushInfo{notes: notes}, msgs)
-	return w.d.sender.path.get(w.d).DeadLetters(p, notes, reason, lastErr, rec.attempts, deviceReasons)
+// deadLetters builds the dead letters of a dead push's notes.
+func (w *worker) deadLetters(s *badges.Settle[*held], notes []relayproto.Notification, lastErr string) []DeadLetter {
+	p := pushOf(s.User, s.Push, notes, s.Events)
+	return w.d.sender.path.get(w.d).DeadLetters(p, notes, s.Dead, lastErr, s.Attempts, nil)
 }
 
 func errString(err error) string {
@@ -303,8 +243,8 @@ func errString(err error) string {
 }
 
 // settle runs the tasks' I/O in parallel, then acknowledges the events of
-// those that succeeded. A task that failed puts its events back and asks
-// the coalescer to come back to the user later.
+// those that succeeded and tells the ledger. A task that failed puts its
+// events back, and the ledger comes back to the user later.
 func (w *worker) settle(ctx context.Context, tasks []*settleTask, now time.Time) {
 	if len(tasks) == 0 {
 		return
@@ -315,32 +255,26 @@ func (w *worker) settle(ctx context.Context, tasks []*settleTask, now time.Time)
 		return nil
 	})
 	for _, t := range tasks {
-		rec := t.rec
 		if !t.ok {
 			w.d.metrics.settleFailures.Inc()
-			rec.pending = append(t.msgs, rec.pending...)
-			if len(rec.pending) > 0 || rec.state.NeedsPush() {
-				w.co.Observe(now, rec.key, coalesce.Update{Count: rec.state.Count, Change: coalesce.Decrease, Pushed: rec.state.LastPushedCount})
-			}
+			w.ledger.Settled(now, t.Settle, false)
 			continue
 		}
 		// Metrics first: whoever sees the acks sees the metrics too.
-		if len(t.msgs) > 0 {
-			w.d.metrics.eventsPerPush.Observe(float64(len(t.msgs)))
-			w.d.metrics.acked.Add(float64(len(t.msgs)))
+		if t.Skip != "" {
+			w.d.metrics.skipped.WithLabelValues(t.Skip).Inc()
 		}
-		if t.skip != "" {
-			w.d.metrics.skipped.WithLabelValues(t.skip).Inc()
+		if len(t.Events) > 0 {
+			w.d.metrics.eventsPerPush.Observe(float64(len(t.Events)))
+			w.d.metrics.acked.Add(float64(len(t.Events)))
 		}
-		for _, h := range t.msgs {
+		for _, h := range t.Events {
 			if err := h.msg.Ack(); err != nil {
 				w.log.Debug().Err(err).Uint64("seq", h.seq).Msg("acknowledging")
 			}
 			w.forget(h)
 		}
-		if t.merged && rec.push == nil && len(rec.pending) == 0 && rec.state.NeedsPush() {
-			w.co.Observe(now, rec.key, coalesce.Update{Count: rec.state.Count, Change: coalesce.Decrease, Pushed: rec.state.LastPushedCount})
-		}
+		w.ledger.Settled(now, t.Settle, true)
 	}
 }
 
@@ -357,8 +291,8 @@ func (w *worker) persist(ctx context.Context, t *settleTask) bool {
 		}
 		w.d.metrics.deadLetters.WithLabelValues(dead.Reason).Inc()
 	}
-	if t.rec.dirty {
-		if err := w.writeState(ctx, t); err != nil {
+	if t.User.Dirty() {
+		if err := w.writeState(ctx, t.Settle); err != nil {
 			w.log.Warn().Err(err).Msg("writing unread state")
 			return false
 		}
@@ -372,37 +306,26 @@ func (w *worker) persist(ctx context.Context, t *settleTask) bool {
 }
 
 // writeState writes the user's state with a revision check. On a conflict
-// (another writer: a dispatcher that lost the partition, an operator) it
-// reads the stored state, applies on top of it the events this worker holds
-// for the user, keeps the newer push record, and writes again.
-func (w *worker) writeState(ctx context.Context, t *settleTask) error {
-	rec := t.rec
-	rev, err := w.d.unread.Put(ctx, rec.key, rec.state, rec.rev)
+// (another writer: a dispatcher that lost the partition, an operator) the
+// ledger merges the stored state with the events this worker holds for
+// the user (Rebase), and the merged state is written.
+func (w *worker) writeState(ctx context.Context, s *badges.Settle[*held]) error {
+	u := s.User
+	rev, err := w.d.unread.Put(ctx, u.Key, u.State(), u.Rev())
 	if errors.Is(err, unread.ErrConflict) {
 		w.d.metrics.stateConflicts.Inc()
-		cur, curRev, gerr := w.d.unread.Get(ctx, rec.key)
+		cur, curRev, gerr := w.d.unread.Get(ctx, u.Key)
 		if gerr != nil {
 			return gerr
 		}
-		all := append(append(append([]*held(nil), t.msgs...), rec.inflight...), rec.pending...)
-		sort.Slice(all, func(i, j int) bool { return all[i].seq < all[j].seq })
-		merged := cur
-		for _, h := range all {
-			// Held events were valid when they were applied; decode again
-			// rather than keep every decoded event in memory.
-			if e, err := decodeEvent(h.msg.Data()); err == nil {
-				merged, _ = unread.Apply(merged, &e, h.seq, w.d.cfg.Unread)
-			}
-		}
-		if rec.state.LastPushedAt.After(merged.LastPushedAt) {
-			merged.LastPushedCount, merged.LastPushedAt, merged.LastPushedSeq = rec.state.LastPushedCount, rec.state.LastPushedAt, rec.state.LastPushedSeq
-		}
-		rec.state, rec.rev, t.merged = merged, curRev, true
-		rev, err = w.d.unread.Put(ctx, rec.key, rec.state, rec.rev)
+		// Held events were valid when they were applied; they are decoded
+		// again rather than kept decoded in memory.
+		w.ledger.Rebase(s, cur, curRev, func(h *held) (events.Event, error) { return decodeEvent(h.msg.Data()) })
+		rev, err = w.d.unread.Put(ctx, u.Key, u.State(), u.Rev())
 	}
 	if err != nil {
 		return err
 	}
-	rec.rev, rec.dirty = rev, false
+	w.ledger.Stored(u, rev)
 	return nil
 }

@@ -72,12 +72,11 @@ func (w *worker) findHeld(subject string, seq uint64) *held {
 		}
 	}
 	key, ok := userKeyOf(subject)
-	if !ok || w.users[key] == nil {
+	if !ok {
 		return nil
 	}
-	rec := w.users[key]
-	for _, list := range [][]*held{rec.pending, rec.inflight} {
-		for _, h := range list {
+	if u := w.ledger.User(key); u != nil {
+		for _, h := range u.Held() {
 			if h.seq == seq {
 				return h
 			}
@@ -93,13 +92,7 @@ func (w *worker) eachHeld(f func(*held)) {
 			f(h)
 		}
 	}
-	for _, rec := range w.users {
-		for _, list := range [][]*held{rec.pending, rec.inflight} {
-			for _, h := range list {
-				f(h)
-			}
-		}
-	}
+	w.ledger.EachHeld(f)
 }
 
 // repinned handles a new pin id after an old one: the server unpinned this
@@ -115,16 +108,8 @@ func (w *worker) repinned() {
 		w.holdForSync(h)
 	}
 	w.ready = nil
-	for key, r := range w.users {
-		if r.push != nil {
-			continue
-		}
-		for _, h := range r.pending {
-			w.holdForSync(h)
-		}
-		r.pending = nil
-		w.co.Forget(key)
-		delete(w.users, key)
+	for _, h := range w.ledger.Release() {
+		w.holdForSync(h)
 	}
 	w.setSyncing(true)
 }

@@ -13,11 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/pushproxy/pushproxy/internal/coalesce"
+	"github.com/pushproxy/pushproxy/internal/dispatcher/badges"
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/relayproto"
-	"github.com/pushproxy/pushproxy/internal/subscriptions"
-	"github.com/pushproxy/pushproxy/internal/unread"
 )
 
 // pinHeader is the header the server sets on messages of a pinned
@@ -44,7 +41,7 @@ const maxTermReason = 200
 type held struct {
 	msg  jetstream.Msg
 	seq  uint64
-	user *userRec
+	user *user
 	// at is when ingest received the event (or when it occurred), for the
 	// event-to-push latency.
 	at time.Time
@@ -54,62 +51,29 @@ type held struct {
 	released bool
 }
 
-// userRec is what a partition worker knows of one user.
-type userRec struct {
-	key          string
-	tenant, user string
-	loaded       bool
-	state        unread.State
-	rev          uint64
-	dirty        bool
+// Seq is the event's stream sequence.
+func (h *held) Seq() uint64 { return h.seq }
 
-	// pending are applied events not yet covered by a push; inflight are
-	// those the push in flight covers.
-	pending  []*held
-	inflight []*held
-	push     *pushInfo
-	job      *job
-	// toLoad: queued for loading by the apply in progress.
-	toLoad bool
+// Time is when ingest received the event (or when it occurred).
+func (h *held) Time() time.Time { return h.at }
 
-	// requeues counts retries of the current push after device retries or
-	// missing results; attempts counts its relay requests.
-	deviceRetries int
-	requeues      int
-	attempts      int
-	lastActive    time.Time
-}
-
-func (r *userRec) idle() bool {
-	return len(r.pending) == 0 && len(r.inflight) == 0 && r.push == nil
-}
-
-// pushInfo is the push in flight of a user.
-type pushInfo struct {
-	count    int
-	seq      uint64
-	previous *int
-	exact    bool
-	subs     []subscriptions.Subscription
-	notes    []relayproto.Notification
-}
+// user is what a partition knows of one user (package badges).
+type user = badges.User[*held]
 
 // settleTask is the I/O that ends a push (or a skip): dead letters, the
-// state, the sent record, removed devices; then its events are acknowledged.
+// state, the sent record; then its events are acknowledged.
 type settleTask struct {
-	rec    *userRec
-	msgs   []*held
-	skip   string
-	sent   *SentRecord
-	dead   []DeadLetter
-	ok     bool
-	merged bool
+	*badges.Settle[*held]
+	sent *SentRecord
+	dead []DeadLetter
+	ok   bool
 }
 
-// worker consumes one partition: it applies the events in stream order,
-// coalesces them per user, hands pushes to the sender and settles their
-// results. Everything but the fetch loop runs on one goroutine, so a user's
-// events are applied one at a time, in order.
+// worker consumes one partition: it applies the events in stream order to
+// its ledger of users (package badges, which decides what is pushed and
+// when), hands pushes to the sender and settles their results. Everything
+// but the fetch loop runs on one goroutine, so a user's events are applied
+// one at a time, in order.
 type worker struct {
 	d         *Dispatcher
 	partition int
@@ -118,10 +82,11 @@ type worker struct {
 	cons      jetstream.Consumer
 	log       zerolog.Logger
 
-	co        *coalesce.Coalescer
+	ledger    *badges.Ledger[*held]
 	validator events.Validator
-	users     map[string]*userRec
 	ready     []*held
+	// jobs are the pushes at the sender, by user key.
+	jobs map[string]*job
 
 	// syncing: this worker just became the partition's consumer and holds
 	// its events until no other dispatcher's events are pending, so that a
@@ -163,8 +128,8 @@ func (d *Dispatcher) newWorker(partition int) *worker {
 		label:     strconv.Itoa(partition),
 		name:      name,
 		log:       d.log.With().Int("partition", partition).Logger(),
-		co:        coalesce.New(d.cfg.Coalesce),
-		users:     map[string]*userRec{},
+		ledger:    badges.New[*held](d.cfg.ledgerPolicy()),
+		jobs:      map[string]*job{},
 		inbox:     newQueue[jetstream.Msg](),
 		wake:      make(chan struct{}, 1),
 		quit:      make(chan struct{}),
@@ -253,7 +218,7 @@ loop:
 			w.catchUp(ctx)
 			w.apply(ctx, time.Now())
 		}
-		w.dispatch(ctx, w.co.Due(time.Now()), time.Now())
+		w.pushDue(ctx, false)
 	}
 	w.handOver(ctx, cc, fetchEnded, keepAlive)
 }
@@ -308,9 +273,9 @@ func (w *worker) handOver(ctx context.Context, cc jetstream.ConsumeContext, fetc
 	}
 	for {
 		if !w.syncing {
-			w.dispatch(ctx, w.co.Flush(time.Now()), time.Now())
+			w.pushDue(ctx, true)
 		}
-		if w.inFlight() == 0 {
+		if w.ledger.InFlight() == 0 {
 			break
 		}
 		select {
@@ -319,7 +284,7 @@ func (w *worker) handOver(ctx context.Context, cc jetstream.ConsumeContext, fetc
 		case <-keepAlive.C:
 			w.keepAlive()
 		case <-deadline.C:
-			w.log.Warn().Int("pushes_in_flight", w.inFlight()).Int64("events_held", w.heldN.Load()).
+			w.log.Warn().Int("pushes_in_flight", w.ledger.InFlight()).Int64("events_held", w.heldN.Load()).
 				Msg("hand-over timed out; unsettled events will be redelivered")
 			return
 		}
@@ -331,21 +296,9 @@ func (w *worker) handOver(ctx context.Context, cc jetstream.ConsumeContext, fetc
 // abandon marks the pushes not yet answered so the sender drops those it
 // has not sent.
 func (w *worker) abandon() {
-	for _, r := range w.users {
-		if r.job != nil {
-			r.job.abandoned.Store(true)
-		}
+	for _, j := range w.jobs {
+		j.abandoned.Store(true)
 	}
-}
-
-func (w *worker) inFlight() int {
-	n := 0
-	for _, r := range w.users {
-		if r.push != nil {
-			n++
-		}
-	}
-	return n
 }
 
 func (w *worker) mayFetch() bool {
@@ -368,7 +321,7 @@ func (w *worker) signalWake() {
 
 func (w *worker) armTimer(t *time.Timer) {
 	now := time.Now()
-	next, ok := w.co.NextDeadline()
+	next, ok := w.ledger.NextDeadline()
 	if w.syncing && len(w.syncBuf) > 0 {
 		check := w.lastSyncCheck.Add(syncCheckInterval)
 		if !ok || check.Before(next) {
@@ -407,17 +360,7 @@ func (w *worker) keepAlive() {
 // sweep forgets idle users: those with nothing held, nothing pending in the
 // coalescer, and no event for CacheIdle (or at once when the cache is full).
 func (w *worker) sweep(now time.Time) {
-	full := len(w.users) > w.d.cfg.MaxCachedUsers
-	cutoff := now.Add(-w.d.cfg.CacheIdle)
-	for key, r := range w.users {
-		if !r.idle() || (!full && r.lastActive.After(cutoff)) {
-			continue
-		}
-		if _, busy := w.co.Inspect(key); busy {
-			continue
-		}
-		delete(w.users, key)
-	}
+	w.ledger.Sweep(now.Add(-w.d.cfg.CacheIdle), w.ledger.Len() > w.d.cfg.MaxCachedUsers)
 }
 
 // unpin releases the pin if this worker still holds it.

@@ -61,14 +61,19 @@ func TestWriteStateMergesAConflict(t *testing.T) {
 
 	// This worker believed the user new (revision 0) and applied the event.
 	w := d.newWorker(0)
-	rec := &userRec{key: key, tenant: "fabrikam.com", user: user, loaded: true, dirty: true}
-	rec.state, _ = unread.Apply(unread.State{}, &ev, seq, unread.Options{})
-	h := &held{msg: msg, seq: seq, user: rec}
-	task := &settleTask{rec: rec, msgs: []*held{h}}
-	if err := w.writeState(ctx, task); err != nil {
+	u := w.ledger.Add(key, "fabrikam.com", user)
+	w.ledger.Load(u, unread.State{}, 0)
+	h := &held{msg: msg, seq: seq, user: u}
+	w.ledger.Apply(time.Now(), u, &ev, h)
+	due := w.ledger.Flush(time.Now().Add(time.Hour))
+	if len(due) != 1 || len(due[0].Events) != 1 {
+		t.Fatalf("due %+v, want the user's one event", due)
+	}
+	settle := w.ledger.Unchanged(due[0])
+	if err := w.writeState(ctx, settle); err != nil {
 		t.Fatalf("writeState: %v", err)
 	}
-	if !task.merged {
+	if !settle.Merged {
 		t.Fatal("the conflict was not noticed")
 	}
 	got, _, err := d.unread.Get(ctx, key)
@@ -78,7 +83,7 @@ func TestWriteStateMergesAConflict(t *testing.T) {
 	if got.Count != 11 || got.Exact || got.LastSeq != seq || got.LastPushedCount == nil || *got.LastPushedCount != 9 {
 		t.Fatalf("merged state %+v, want count 11 (10 + the held new mail), estimated, last seq %d, pushed 9", got, seq)
 	}
-	if rec.state.Count != 11 || rec.dirty {
-		t.Fatalf("worker's state %+v dirty=%v, want the merged one, written", rec.state, rec.dirty)
+	if u.State().Count != 11 || u.Dirty() {
+		t.Fatalf("worker's state %+v dirty=%v, want the merged one, written", u.State(), u.Dirty())
 	}
 }
