@@ -37,7 +37,7 @@ func (w *worker) receive(ctx context.Context, msgs []jetstream.Msg) {
 		}
 		seq := md.Sequence.Stream
 		if md.NumDelivered > 1 {
-			w.d.metrics.redelivered.Inc()
+			w.env.metrics.redelivered.Inc()
 			if h := w.findHeld(m.Subject(), seq); h != nil {
 				// Redelivered while held: keep the newest handle.
 				h.msg, h.touched = m, now
@@ -96,7 +96,7 @@ func (w *worker) apply(ctx context.Context, now time.Time) {
 			continue
 		}
 		// The keyed hash is checked once per user and spelling.
-		if (u == nil || u.Tenant != e.Tenant || u.Name != e.User) && w.d.keyer.UserKey(e.Tenant, e.User) != key {
+		if (u == nil || u.Tenant != e.Tenant || u.Name != e.User) && w.env.keyer.UserKey(e.Tenant, e.User) != key {
 			w.terminate(h, "the event's tenant and user do not match its subject")
 			continue
 		}
@@ -131,8 +131,8 @@ func (w *worker) apply(ctx context.Context, now time.Time) {
 			nApplied++
 		}
 	}
-	w.d.metrics.applied.Add(float64(nApplied))
-	w.d.metrics.alreadyApplied.Add(float64(len(keep) - nApplied))
+	w.env.metrics.applied.Add(float64(nApplied))
+	w.env.metrics.alreadyApplied.Add(float64(len(keep) - nApplied))
 }
 
 // load reads the states of users (distinct), retrying until it works,
@@ -153,14 +153,14 @@ func (w *worker) load(ctx context.Context, users []*user) bool {
 		for i, u := range unloaded {
 			keys[i] = u.Key
 		}
-		got, err := w.d.unread.GetMany(ctx, keys)
+		got, err := w.env.unread.GetMany(ctx, keys)
 		if err == nil {
 			for i, u := range unloaded {
 				w.ledger.Load(u, got[i].State, got[i].Rev)
 			}
 			return true
 		}
-		if w.d.nc.IsClosed() {
+		if w.env.nc.IsClosed() {
 			// Killed or cut off: the next owner reads these events again.
 			return false
 		}
@@ -186,7 +186,7 @@ func (w *worker) terminate(h *held, reason string) {
 		w.log.Warn().Err(err).Uint64("seq", h.seq).Msg("terminating an invalid event")
 	}
 	w.log.Warn().Uint64("seq", h.seq).Str("reason", reason).Msg("terminated an invalid event")
-	w.d.metrics.invalid.Inc()
+	w.env.metrics.invalid.Inc()
 	w.forget(h)
 }
 

@@ -27,7 +27,7 @@ import (
 // is taken once the connection is closed: the events stay for the next
 // owner.
 func (w *worker) pushDue(ctx context.Context, flush bool) {
-	if w.d.nc.IsClosed() {
+	if w.env.nc.IsClosed() {
 		return
 	}
 	now := time.Now()
@@ -40,7 +40,7 @@ func (w *worker) pushDue(ctx context.Context, flush bool) {
 	if len(due) == 0 {
 		return
 	}
-	proxy := w.d.proxy()
+	proxy := w.env.proxy()
 	var tasks []*settleTask
 	for _, d := range due {
 		u := d.User
@@ -52,12 +52,12 @@ func (w *worker) pushDue(ctx context.Context, flush bool) {
 			tasks = append(tasks, &settleTask{Settle: w.ledger.NotSent(now, d, badges.SkipProxyDisabled)})
 			continue
 		}
-		subs := w.d.devices(u.Key)
+		subs := w.env.devices(u.Key)
 		if len(subs) == 0 {
 			tasks = append(tasks, &settleTask{Settle: w.ledger.NotSent(now, d, badges.SkipNoSubscriptions)})
 			continue
 		}
-		subs, until := allowed(w.d.sender.path.get(w.d).Breakers(), u.Tenant, subs)
+		subs, until := allowed(w.env.deliverer().Breakers(), u.Tenant, subs)
 		if len(subs) == 0 {
 			// Every app of the user is paused after app faults: hold the
 			// push, without using the retry budget, until a trial may go.
@@ -70,15 +70,15 @@ func (w *worker) pushDue(ctx context.Context, flush bool) {
 		w.ledger.Send(d)
 		j := &job{key: u.Key, notes: notifications(u.Tenant, d.Push.Count, subs), answer: w.results}
 		w.jobs[u.Key] = j
-		w.d.sender.submit(j)
+		w.env.submit(j)
 	}
 	w.settle(ctx, tasks, now)
 }
 
 // requeued counts a push put back to go later.
 func (w *worker) requeued(reason string) {
-	w.d.metrics.requeued.WithLabelValues(reason).Inc()
-	w.d.metrics.pushes.WithLabelValues("requeued").Inc()
+	w.env.metrics.requeued.WithLabelValues(reason).Inc()
+	w.env.metrics.pushes.WithLabelValues("requeued").Inc()
 }
 
 // notifications builds the notifications of one push: one per language and
@@ -140,7 +140,7 @@ func (w *worker) handleResults(ctx context.Context, rs []result) {
 		case outcomeDead:
 			res = w.ledger.Dead(now, u, r.attempts, r.reason)
 			if res.Settle != nil {
-				w.d.metrics.pushes.WithLabelValues("failed").Inc()
+				w.env.metrics.pushes.WithLabelValues("failed").Inc()
 				t = &settleTask{Settle: res.Settle, dead: w.deadLetters(res.Settle, j.notes, errString(r.err))}
 			}
 		case outcomeAnswered:
@@ -166,13 +166,13 @@ func (w *worker) handleResults(ctx context.Context, rs []result) {
 // (delivered, retried, held or dead) and says which records a settled push
 // leaves. The removals are I/O on the worker's loop, but rare.
 func (w *worker) answered(ctx context.Context, u *user, j *job, r result, now time.Time) (badges.Result[*held], *settleTask) {
-	dl := w.d.sender.path.get(w.d)
+	dl := w.env.deliverer()
 	push, evs, _ := u.Pushing()
 	p := pushOf(u, push, j.notes, evs)
 	a := delivery.Classify(p, r.results)
 	for _, key := range dl.Settle(ctx, p, a) {
-		w.d.index.Forget(key)
-		w.d.metrics.devicesRemoved.WithLabelValues("gone").Inc()
+		w.env.index.Forget(key)
+		w.env.metrics.devicesRemoved.WithLabelValues("gone").Inc()
 	}
 	res := w.ledger.Answered(now, u, r.attempts, badges.Answer{Delivered: a.DeliveredTotal(), Transient: len(a.Transient) > 0,
 		Missing: len(a.Missing) > 0, BackOff: a.BackOff, AppFaults: len(a.AppFaults) > 0})
@@ -181,20 +181,20 @@ func (w *worker) answered(ctx context.Context, u *user, j *job, r result, now ti
 	case s == nil:
 		return res, nil
 	case s.Dead != "":
-		w.d.metrics.pushes.WithLabelValues("failed").Inc()
+		w.env.metrics.pushes.WithLabelValues("failed").Inc()
 		lastErr := "devices kept asking for a retry"
 		if s.Dead == ReasonMissingResponse {
 			lastErr = "the relay's answers did not include the notification"
 		}
 		return res, &settleTask{Settle: s, dead: w.deadLetters(s, retried(j.notes, a), lastErr)}
 	}
-	w.d.metrics.pushes.WithLabelValues("sent").Inc()
-	w.d.metrics.pushLatency.Observe(r.took.Seconds())
+	w.env.metrics.pushes.WithLabelValues("sent").Inc()
+	w.env.metrics.pushLatency.Observe(r.took.Seconds())
 	sent := dl.SentRecord(p, a, r.batchID, s.Attempts, r.took)
 	first, last, _ := span(s.Events)
 	sent.FirstSeq, sent.LastSeq = first, max(last, s.Push.Seq)
 	if !p.FirstEventAt.IsZero() {
-		w.d.metrics.eventToPush.Observe(sent.EventToPushMS / 1000)
+		w.env.metrics.eventToPush.Observe(sent.EventToPushMS / 1000)
 	}
 	return res, &settleTask{Settle: s, sent: &sent}
 }
@@ -232,7 +232,7 @@ func span(evs []*held) (first, last uint64, earliest time.Time) {
 // deadLetters builds the dead letters of a dead push's notes.
 func (w *worker) deadLetters(s *badges.Settle[*held], notes []relayproto.Notification, lastErr string) []DeadLetter {
 	p := pushOf(s.User, s.Push, notes, s.Events)
-	return w.d.sender.path.get(w.d).DeadLetters(p, notes, s.Dead, lastErr, s.Attempts, nil)
+	return w.env.deliverer().DeadLetters(p, notes, s.Dead, lastErr, s.Attempts, nil)
 }
 
 func errString(err error) string {
@@ -249,24 +249,24 @@ func (w *worker) settle(ctx context.Context, tasks []*settleTask, now time.Time)
 	if len(tasks) == 0 {
 		return
 	}
-	_ = parallel(w.d.cfg.IOConcurrency, len(tasks), func(i int) error {
+	_ = parallel(w.env.cfg.IOConcurrency, len(tasks), func(i int) error {
 		t := tasks[i]
 		t.ok = w.persist(ctx, t)
 		return nil
 	})
 	for _, t := range tasks {
 		if !t.ok {
-			w.d.metrics.settleFailures.Inc()
+			w.env.metrics.settleFailures.Inc()
 			w.ledger.Settled(now, t.Settle, false)
 			continue
 		}
 		// Metrics first: whoever sees the acks sees the metrics too.
 		if t.Skip != "" {
-			w.d.metrics.skipped.WithLabelValues(t.Skip).Inc()
+			w.env.metrics.skipped.WithLabelValues(t.Skip).Inc()
 		}
 		if len(t.Events) > 0 {
-			w.d.metrics.eventsPerPush.Observe(float64(len(t.Events)))
-			w.d.metrics.acked.Add(float64(len(t.Events)))
+			w.env.metrics.eventsPerPush.Observe(float64(len(t.Events)))
+			w.env.metrics.acked.Add(float64(len(t.Events)))
 		}
 		for _, h := range t.Events {
 			if err := h.msg.Ack(); err != nil {
@@ -283,13 +283,13 @@ func (w *worker) settle(ctx context.Context, tasks []*settleTask, now time.Time)
 // state, then the sent record, which is best effort. (Removals of gone
 // devices happen when the answer is read, see answered.)
 func (w *worker) persist(ctx context.Context, t *settleTask) bool {
-	dl := w.d.sender.path.get(w.d)
+	dl := w.env.deliverer()
 	for _, dead := range t.dead {
 		if err := dl.DeadLetter(ctx, dead); err != nil {
 			w.log.Warn().Err(err).Msg("publishing a dead letter")
 			return false
 		}
-		w.d.metrics.deadLetters.WithLabelValues(dead.Reason).Inc()
+		w.env.metrics.deadLetters.WithLabelValues(dead.Reason).Inc()
 	}
 	if t.User.Dirty() {
 		if err := w.writeState(ctx, t.Settle); err != nil {
@@ -311,17 +311,17 @@ func (w *worker) persist(ctx context.Context, t *settleTask) bool {
 // the user (Rebase), and the merged state is written.
 func (w *worker) writeState(ctx context.Context, s *badges.Settle[*held]) error {
 	u := s.User
-	rev, err := w.d.unread.Put(ctx, u.Key, u.State(), u.Rev())
+	rev, err := w.env.unread.Put(ctx, u.Key, u.State(), u.Rev())
 	if errors.Is(err, unread.ErrConflict) {
-		w.d.metrics.stateConflicts.Inc()
-		cur, curRev, gerr := w.d.unread.Get(ctx, u.Key)
+		w.env.metrics.stateConflicts.Inc()
+		cur, curRev, gerr := w.env.unread.Get(ctx, u.Key)
 		if gerr != nil {
 			return gerr
 		}
 		// Held events were valid when they were applied; they are decoded
 		// again rather than kept decoded in memory.
 		w.ledger.Rebase(s, cur, curRev, func(h *held) (events.Event, error) { return decodeEvent(h.msg.Data()) })
-		rev, err = w.d.unread.Put(ctx, u.Key, u.State(), u.Rev())
+		rev, err = w.env.unread.Put(ctx, u.Key, u.State(), u.Rev())
 	}
 	if err != nil {
 		return err

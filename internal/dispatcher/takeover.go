@@ -102,7 +102,7 @@ func (w *worker) eachHeld(f func(*held)) {
 // their events again, and catches up before applying more.
 func (w *worker) repinned() {
 	w.log.Info().Msg("pinned anew; catching up before applying more events")
-	w.d.metrics.takeovers.Inc()
+	w.env.metrics.takeovers.Inc()
 	w.syncStarted = time.Now()
 	for _, h := range w.ready {
 		w.holdForSync(h)
@@ -140,7 +140,7 @@ func (w *worker) resync() {
 		return
 	}
 	w.log.Warn().Uint64("after_delivery", w.lastDelivery).Msg("a delivery did not arrive; catching up before applying more events")
-	w.d.metrics.missedDeliveries.Inc()
+	w.env.metrics.missedDeliveries.Inc()
 	w.syncStarted = time.Now()
 	w.lastSyncCheck = time.Time{}
 	for _, h := range w.ready {
@@ -191,8 +191,8 @@ func (w *worker) catchUp(ctx context.Context) {
 	w.ready = append(w.syncBuf, w.ready...)
 	w.syncBuf, w.syncSeqs = nil, nil
 	w.setSyncing(false)
-	w.d.metrics.takeoverRead.Add(float64(added))
-	w.d.metrics.takeoverTime.Observe(time.Since(w.syncStarted).Seconds())
+	w.env.metrics.takeoverRead.Add(float64(added))
+	w.env.metrics.takeoverTime.Observe(time.Since(w.syncStarted).Seconds())
 	w.log.Info().Uint64("ack_floor", floor).Uint64("last_delivered", last).Int("read_from_stream", added).
 		Int("events", len(w.ready)).Dur("took", time.Since(w.syncStarted)).Msg("caught up; applying the partition")
 }
@@ -210,7 +210,7 @@ func (w *worker) readRange(ctx context.Context, from, to uint64) ([]*held, error
 	}
 	rctx, cancel := context.WithTimeout(ctx, catchUpRequestTimeout)
 	defer cancel()
-	cons, err := w.d.js.CreateConsumer(rctx, w.d.stream, jetstream.ConsumerConfig{
+	cons, err := w.env.js.CreateConsumer(rctx, w.env.stream, jetstream.ConsumerConfig{
 		Description:       fmt.Sprintf("pushproxy dispatcher catch-up, partition %d", w.partition),
 		FilterSubject:     broker.PartitionFilter(w.partition),
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
@@ -226,7 +226,7 @@ func (w *worker) readRange(ctx context.Context, from, to uint64) ([]*held, error
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if err := w.d.js.DeleteConsumer(dctx, w.d.stream, cons.CachedInfo().Name); err != nil {
+		if err := w.env.js.DeleteConsumer(dctx, w.env.stream, cons.CachedInfo().Name); err != nil {
 			w.log.Debug().Err(err).Msg("deleting the catch-up consumer (it expires by itself)")
 		}
 	}()
@@ -306,7 +306,7 @@ func (replayedMsg) TermWithReason(string) error { return nil }
 // over still announces it until its worker has stopped, and then unpins
 // itself.
 func (w *worker) claimPin(ctx context.Context) {
-	if w.pin != "" || w.d.claimedByOther(w.partition) {
+	if w.pin != "" || w.env.claimedByOther(w.partition) {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -321,10 +321,10 @@ func (w *worker) claimPin(ctx context.Context) {
 	}
 	for _, g := range info.PriorityGroups {
 		// A pin newer than this worker is probably its own, not yet seen.
-		if g.Group != w.d.cfg.PriorityGroup || g.PinnedClientID == "" || !g.PinnedTS.Before(w.started) {
+		if g.Group != w.env.cfg.PriorityGroup || g.PinnedClientID == "" || !g.PinnedTS.Before(w.started) {
 			continue
 		}
-		if err := w.d.streamHandle.UnpinConsumer(cctx, w.name, g.Group); err != nil {
+		if err := w.env.streamHandle.UnpinConsumer(cctx, w.name, g.Group); err != nil {
 			w.log.Debug().Err(err).Msg("releasing the pin of a dispatcher that is gone")
 			return
 		}

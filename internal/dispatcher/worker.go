@@ -10,11 +10,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/pushproxy/pushproxy/internal/delivery"
 	"github.com/pushproxy/pushproxy/internal/dispatcher/badges"
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/subscriptions"
+	"github.com/pushproxy/pushproxy/internal/unread"
 )
 
 // pinHeader is the header the server sets on messages of a pinned
@@ -69,13 +73,50 @@ type settleTask struct {
 	ok   bool
 }
 
+// partitionEnv is what a partition's worker uses of its dispatcher: the
+// connection and stores, the sender, the metrics, and what it asks of the
+// dispatcher (proxy settings, a user's devices, the relay's health,
+// whether another dispatcher claims a partition). Workers hold this, not
+// the Dispatcher.
+type partitionEnv struct {
+	cfg          Config
+	nc           *nats.Conn
+	js           jetstream.JetStream
+	stream       string
+	streamHandle jetstream.Stream
+	keyer        *events.Keyer
+	unread       *unread.Store
+	index        *subscriptions.Index
+	metrics      *metrics
+	// submit hands a push to the sender; deliverer is the delivery path
+	// that applies the relay's answers.
+	submit    func(*job)
+	deliverer func() *delivery.Deliverer
+
+	proxy          func() proxyState
+	devices        func(userKey string) []subscriptions.Subscription
+	relayUp        func() bool
+	claimedByOther func(partition int) bool
+}
+
+// partitionEnv gives a worker what it needs of d.
+func (d *Dispatcher) partitionEnv() *partitionEnv {
+	return &partitionEnv{
+		cfg: d.cfg, nc: d.nc, js: d.js, stream: d.stream, streamHandle: d.streamHandle,
+		keyer: d.keyer, unread: d.unread, index: d.index, metrics: d.metrics,
+		submit:    d.sender.submit,
+		deliverer: func() *delivery.Deliverer { return d.sender.path.get(d) },
+		proxy:     d.proxy, devices: d.devices, relayUp: d.relayUp, claimedByOther: d.claimedByOther,
+	}
+}
+
 // worker consumes one partition: it applies the events in stream order to
 // its ledger of users (package badges, which decides what is pushed and
 // when), hands pushes to the sender and settles their results. Everything
 // but the fetch loop runs on one goroutine, so a user's events are applied
 // one at a time, in order.
 type worker struct {
-	d         *Dispatcher
+	env       *partitionEnv
 	partition int
 	label     string
 	name      string
@@ -123,7 +164,7 @@ type worker struct {
 func (d *Dispatcher) newWorker(partition int) *worker {
 	name := consumerName(d.cfg.ConsumerPrefix, partition)
 	return &worker{
-		d:         d,
+		env:       d.partitionEnv(),
 		partition: partition,
 		label:     strconv.Itoa(partition),
 		name:      name,
@@ -148,20 +189,20 @@ func (w *worker) run(ctx context.Context) {
 	defer close(w.done)
 	defer close(w.quit)
 	defer w.abandon()
-	defer w.d.metrics.held.DeleteLabelValues(w.label)
-	defer w.d.metrics.pending.DeleteLabelValues(w.label)
-	defer w.d.metrics.ackPending.DeleteLabelValues(w.label)
+	defer w.env.metrics.held.DeleteLabelValues(w.label)
+	defer w.env.metrics.pending.DeleteLabelValues(w.label)
+	defer w.env.metrics.ackPending.DeleteLabelValues(w.label)
 
-	cons, err := w.d.js.Consumer(ctx, w.d.stream, w.name)
+	cons, err := w.env.js.Consumer(ctx, w.env.stream, w.name)
 	if err != nil {
 		w.log.Warn().Err(err).Str("consumer", w.name).Msg("cannot open the partition's consumer")
 		return
 	}
 	w.cons = cons
-	expiry := max(time.Second, w.d.cfg.PinnedTTL/2)
+	expiry := max(time.Second, w.env.cfg.PinnedTTL/2)
 	cc, err := cons.Consume(w.deliver,
-		jetstream.PullPriorityGroup(w.d.cfg.PriorityGroup),
-		jetstream.PullMaxMessages(w.d.cfg.FetchBatch),
+		jetstream.PullPriorityGroup(w.env.cfg.PriorityGroup),
+		jetstream.PullMaxMessages(w.env.cfg.FetchBatch),
 		jetstream.PullExpiry(expiry),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			w.log.Debug().Err(err).Msg("consuming")
@@ -175,16 +216,16 @@ func (w *worker) run(ctx context.Context) {
 	w.setSyncing(true)
 	w.started = time.Now()
 	w.syncStarted = w.started
-	w.d.metrics.takeovers.Inc()
+	w.env.metrics.takeovers.Inc()
 	w.log.Info().Msg("consuming partition")
 	w.claimPin(ctx)
 
-	keepAlive := time.NewTicker(max(w.d.cfg.AckWait/4, 50*time.Millisecond))
+	keepAlive := time.NewTicker(max(w.env.cfg.AckWait/4, 50*time.Millisecond))
 	defer keepAlive.Stop()
 	sweep := time.NewTicker(sweepInterval)
 	defer sweep.Stop()
 	// Until the first pinned delivery, look for a dead owner's pin.
-	claim := time.NewTicker(w.d.cfg.Heartbeat)
+	claim := time.NewTicker(w.env.cfg.Heartbeat)
 	defer claim.Stop()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -200,7 +241,7 @@ loop:
 			fetchEnded = true
 			break loop
 		case <-w.inbox.C():
-			w.receive(ctx, w.inbox.Take(w.d.cfg.FetchBatch))
+			w.receive(ctx, w.inbox.Take(w.env.cfg.FetchBatch))
 		case <-w.results.C():
 			w.handleResults(ctx, w.results.Take(0))
 		case <-timer.C:
@@ -246,13 +287,13 @@ func (w *worker) deliver(m jetstream.Msg) {
 // flight, then unpins the consumer so the next owner starts at once. What
 // is not settled by then stays unacknowledged, for redelivery.
 func (w *worker) handOver(ctx context.Context, cc jetstream.ConsumeContext, fetchEnded bool, keepAlive *time.Ticker) {
-	if w.d.nc.IsClosed() {
+	if w.env.nc.IsClosed() {
 		// The connection is gone: nothing can be acknowledged or recorded,
 		// and pushing now could overtake the partition's next owner.
 		w.log.Warn().Int64("events_held", w.heldN.Load()).Msg("connection closed; held events will be redelivered")
 		return
 	}
-	deadline := time.NewTimer(w.d.cfg.ShutdownTimeout)
+	deadline := time.NewTimer(w.env.cfg.ShutdownTimeout)
 	defer deadline.Stop()
 	w.draining.Store(true)
 	w.signalWake()
@@ -262,14 +303,14 @@ func (w *worker) handOver(ctx context.Context, cc jetstream.ConsumeContext, fetc
 		case <-cc.Closed():
 			fetchEnded = true
 		case <-w.inbox.C():
-			w.receive(ctx, w.inbox.Take(w.d.cfg.FetchBatch))
+			w.receive(ctx, w.inbox.Take(w.env.cfg.FetchBatch))
 		case <-deadline.C:
 			cc.Stop()
 			fetchEnded = true
 		}
 	}
 	for w.inbox.Len() > 0 {
-		w.receive(ctx, w.inbox.Take(w.d.cfg.FetchBatch))
+		w.receive(ctx, w.inbox.Take(w.env.cfg.FetchBatch))
 	}
 	for {
 		if !w.syncing {
@@ -306,10 +347,10 @@ func (w *worker) mayFetch() bool {
 		return true
 	}
 	n := w.heldN.Load()
-	if n >= int64(w.d.cfg.MaxAckPending) {
+	if n >= int64(w.env.cfg.MaxAckPending) {
 		return false
 	}
-	return n < int64(w.d.cfg.BreakerHold) || w.d.relayUp()
+	return n < int64(w.env.cfg.BreakerHold) || w.env.relayUp()
 }
 
 func (w *worker) signalWake() {
@@ -345,7 +386,7 @@ func (w *worker) armTimer(t *time.Timer) {
 // server might redeliver them.
 func (w *worker) keepAlive() {
 	now := time.Now()
-	cutoff := now.Add(-w.d.cfg.AckWait / 3)
+	cutoff := now.Add(-w.env.cfg.AckWait / 3)
 	w.eachHeld(func(h *held) {
 		if h.touched.Before(cutoff) {
 			if err := h.msg.InProgress(); err != nil {
@@ -354,13 +395,13 @@ func (w *worker) keepAlive() {
 			h.touched = now
 		}
 	})
-	w.d.metrics.held.WithLabelValues(w.label).Set(float64(w.heldN.Load()))
+	w.env.metrics.held.WithLabelValues(w.label).Set(float64(w.heldN.Load()))
 }
 
 // sweep forgets idle users: those with nothing held, nothing pending in the
 // coalescer, and no event for CacheIdle (or at once when the cache is full).
 func (w *worker) sweep(now time.Time) {
-	w.ledger.Sweep(now.Add(-w.d.cfg.CacheIdle), w.ledger.Len() > w.d.cfg.MaxCachedUsers)
+	w.ledger.Sweep(now.Add(-w.env.cfg.CacheIdle), w.ledger.Len() > w.env.cfg.MaxCachedUsers)
 }
 
 // unpin releases the pin if this worker still holds it.
@@ -375,8 +416,8 @@ func (w *worker) unpin(ctx context.Context) {
 		return
 	}
 	for _, g := range info.PriorityGroups {
-		if g.Group == w.d.cfg.PriorityGroup && g.PinnedClientID == w.pin {
-			if err := w.d.streamHandle.UnpinConsumer(cctx, w.name, w.d.cfg.PriorityGroup); err != nil {
+		if g.Group == w.env.cfg.PriorityGroup && g.PinnedClientID == w.pin {
+			if err := w.env.streamHandle.UnpinConsumer(cctx, w.name, w.env.cfg.PriorityGroup); err != nil {
 				w.log.Debug().Err(err).Msg("unpinning")
 			}
 		}
