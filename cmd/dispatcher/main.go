@@ -58,8 +58,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			return fmt.Errorf("%w (is the layout provisioned? start with --provision)", err)
 		}
 		cfg.Tokens = s2s.NewSource(store, *certDir)
-		cfg.Registry, cfg.Log = env.Registry, env.Log
-		d, err := dispatcher.New(ctx, *cfg, env.Conn)
+		d, err := dispatcher.New(ctx, *cfg, env.Conn, env.Log, env.Registry)
 		if err != nil {
 			return err
 		}

@@ -304,10 +304,9 @@ func (s *standalone) run(ctx context.Context, conn *broker.Conn, st setup, log z
 	// each device with its user and label.
 	s.relay.DeviceNames = subs.Namer().Name
 	s.dispatcher.Tokens = s2s.NewSource(st.store, st.certDir)
-	s.dispatcher.Registry, s.dispatcher.Log = reg, log
 	s.monitor.CertDir = st.certDir
 	s.monitor.Canary.Publisher = canary
-	d, err := dispatcher.New(ctx, *s.dispatcher, conn)
+	d, err := dispatcher.New(ctx, *s.dispatcher, conn, log, reg)
 	if err != nil {
 		return fmt.Errorf("dispatcher: %w", err)
 	}

@@ -25,7 +25,7 @@ func TestStatus(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- dispatcher.Run(ctx, dispatcher.Config{Tokens: staticTokens{}, InstanceID: "worker-a", Log: zerolog.Nop()}, conn)
+		done <- dispatcher.Run(ctx, dispatcher.Config{Tokens: staticTokens{}, InstanceID: "worker-a"}, conn, zerolog.Nop(), nil)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	if r := pushctl(t, "probe", url); r.code != 1 {

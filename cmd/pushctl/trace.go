@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
+	"github.com/pushproxy/pushproxy/internal/broker/scan"
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/monitor/scan"
 	"github.com/pushproxy/pushproxy/internal/pushlog"
 	"github.com/pushproxy/pushproxy/internal/replay"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"

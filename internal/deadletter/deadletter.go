@@ -19,8 +19,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
+	"github.com/pushproxy/pushproxy/internal/broker/scan"
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/monitor/scan"
 	"github.com/pushproxy/pushproxy/internal/pushlog"
 )
 

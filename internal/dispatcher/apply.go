@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pushproxy/pushproxy/internal/events"
 )
 
 // receive records delivered messages; while syncing they wait, otherwise
@@ -90,7 +92,13 @@ func (w *worker) apply(ctx context.Context, now time.Time) {
 		if u != nil {
 			known = knownStrings{tenant: u.Tenant, user: u.Name}
 		}
-		e, err := decodeEventKnown(h.msg.Data(), known, &w.validator)
+		var e events.Event
+		var err error
+		if w.env.cfg.LibraryDecode {
+			e, err = events.Decode(h.msg.Data())
+		} else {
+			e, err = decodeEventKnown(h.msg.Data(), known, &w.validator)
+		}
 		if err != nil {
 			w.terminate(h, err.Error())
 			continue

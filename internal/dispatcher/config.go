@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
-
 	"github.com/pushproxy/pushproxy/internal/coalesce"
 	"github.com/pushproxy/pushproxy/internal/delivery"
 	"github.com/pushproxy/pushproxy/internal/dispatcher/badges"
@@ -124,11 +121,10 @@ type Config struct {
 	// event; MaxCachedUsers bounds the cache of a partition.
 	CacheIdle      time.Duration
 	MaxCachedUsers int
-
-	// Registry receives the metrics; a private one when nil.
-	Registry *prometheus.Registry
-	// Log receives the logs.
-	Log zerolog.Logger
+	// LibraryDecode decodes every event with events.Decode
+	// (encoding/json), without the fast path of decode.go (no flag: the
+	// benchmark that weighs the fast path sets it).
+	LibraryDecode bool
 }
 
 // ErrInvalidConfig is wrapped by the errors of Config.Validate.

@@ -25,7 +25,7 @@ type deliveryPath struct {
 // get returns the dispatcher's Deliverer, making it on first use.
 func (p *deliveryPath) get(d *Dispatcher) *delivery.Deliverer {
 	p.once.Do(func() {
-		m, err := delivery.NewMetrics(d.cfg.Registry, "delivery")
+		m, err := delivery.NewMetrics(d.reg, "delivery")
 		if err != nil {
 			d.log.Warn().Err(err).Msg("delivery metrics not registered")
 			m, _ = delivery.NewMetrics(nil, "delivery")

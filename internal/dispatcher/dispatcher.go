@@ -61,6 +61,7 @@ type Dispatcher struct {
 	pub     Publisher
 	sender  *sender
 	metrics *metrics
+	reg     *prometheus.Registry
 	log     zerolog.Logger
 
 	stream       string
@@ -82,9 +83,10 @@ type Dispatcher struct {
 }
 
 // Run creates a dispatcher and runs it until ctx ends; see New and
-// (*Dispatcher).Run.
-func Run(ctx context.Context, cfg Config, conn *broker.Conn) error {
-	d, err := New(ctx, cfg, conn)
+// (*Dispatcher).Run. Like every daemon's Run, it takes its configuration,
+// the NATS connection, the log and the metrics registry.
+func Run(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger, reg *prometheus.Registry) error {
+	d, err := New(ctx, cfg, conn, log, reg)
 	if err != nil {
 		return err
 	}
@@ -93,8 +95,9 @@ func Run(ctx context.Context, cfg Config, conn *broker.Conn) error {
 
 // New checks cfg, opens the stores, creates (or updates) the partition
 // consumers and loads the device subscriptions. The connection must reach a
-// provisioned JetStream (see broker.Provision).
-func New(ctx context.Context, cfg Config, conn *broker.Conn) (*Dispatcher, error) {
+// provisioned JetStream (see broker.Provision). reg receives the metrics
+// (a private registry when nil).
+func New(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger, reg *prometheus.Registry) (*Dispatcher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -103,8 +106,8 @@ func New(ctx context.Context, cfg Config, conn *broker.Conn) (*Dispatcher, error
 		host, _ := os.Hostname()
 		cfg.InstanceID = strings.Trim(host+"-"+uuid.NewString()[:8], "-")
 	}
-	if cfg.Registry == nil {
-		cfg.Registry = prometheus.NewRegistry()
+	if reg == nil {
+		reg = prometheus.NewRegistry()
 	}
 	pub := cfg.Publisher
 	if pub == nil {
@@ -114,14 +117,14 @@ func New(ctx context.Context, cfg Config, conn *broker.Conn) (*Dispatcher, error
 		}
 		pub = relayclient.New(rc)
 	}
-	m, err := newMetrics(cfg.Registry)
+	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, err
 	}
 	d := &Dispatcher{
 		cfg: cfg, nc: conn.NC, js: conn.JS, pub: pub, stream: broker.StreamMail,
-		metrics: m,
-		log:     cfg.Log.With().Str("component", "dispatcher").Str("instance", cfg.InstanceID).Logger(),
+		metrics: m, reg: reg,
+		log: log.With().Str("component", "dispatcher").Str("instance", cfg.InstanceID).Logger(),
 	}
 	if d.keyer, err = broker.Keyer(ctx, conn.JS); err != nil {
 		return nil, err

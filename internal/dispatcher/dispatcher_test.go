@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
@@ -20,7 +21,7 @@ func TestBurstBecomesOneOrTwoPushes(t *testing.T) {
 	e.enableProxy()
 	alice := userName(1)
 	e.subscribe(alice)
-	cfg := testConfig(prometheus.NewRegistry())
+	cfg := testConfig()
 	cfg.Coalesce.Window = 200 * time.Millisecond
 	r := e.start(e.conn, cfg)
 
@@ -64,7 +65,7 @@ func TestSameEventTwiceCountsOnce(t *testing.T) {
 	e.enableProxy()
 	bob := userName(2)
 	e.subscribe(bob)
-	e.start(e.conn, testConfig(nil))
+	e.start(e.conn, testConfig())
 
 	ev := newEvent(bob, events.KindNew, 1, nil)
 	e.publish(ev)
@@ -83,7 +84,7 @@ func TestProxyDisabledCountsButPushesNothing(t *testing.T) {
 	carol := userName(3)
 	e.subscribe(carol)
 	reg := prometheus.NewRegistry()
-	e.start(e.conn, testConfig(reg))
+	e.start(e.conn, testConfig(), reg)
 
 	e.publish(newEvent(carol, events.KindNew, 1, events.IntPtr(4)), newEvent(carol, events.KindRead, 1, nil))
 	key := e.keyer.UserKey(tenant, carol)
@@ -112,7 +113,7 @@ func TestNoSubscriptionsStillAcknowledges(t *testing.T) {
 	e := newEnv(t)
 	e.enableProxy()
 	reg := prometheus.NewRegistry()
-	e.start(e.conn, testConfig(reg))
+	e.start(e.conn, testConfig(), reg)
 	e.publish(newEvent(userName(4), events.KindNew, 1, nil))
 	waitFor(t, "every event acknowledged", func() bool { return settled(t, e) })
 	if v := metricValue(t, reg, "pushproxy_dispatcher_pushes_skipped_total", "reason", "no_subscriptions"); v != 1 {
@@ -126,7 +127,7 @@ func TestNoSubscriptionsStillAcknowledges(t *testing.T) {
 func TestPropertyFinalCountIsPushed(t *testing.T) {
 	e := newEnv(t, brokertest.WithPartitions(4))
 	e.enableProxy()
-	e.start(e.conn, testConfig(nil))
+	e.start(e.conn, testConfig())
 	for seed := uint64(1); seed <= 3; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 99))
 		users := map[string][]events.Event{}
@@ -178,7 +179,7 @@ func TestPropertyFinalCountIsPushed(t *testing.T) {
 func TestConsumersAreBoundedAndPinned(t *testing.T) {
 	e := newEnv(t, brokertest.WithPartitions(3))
 	e.enableProxy()
-	d, err := dispatcher.New(context.Background(), testConfig(nil), e.conn)
+	d, err := dispatcher.New(context.Background(), testConfig(), e.conn, zerolog.Nop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -134,7 +134,7 @@ func TestRelayDownThenBack(t *testing.T) {
 	}
 	e.subscribe(names...)
 	reg := prometheus.NewRegistry()
-	e.start(e.conn, testConfig(reg))
+	e.start(e.conn, testConfig(), reg)
 
 	var evs []events.Event
 	want := map[string]int{}
@@ -193,7 +193,7 @@ func TestBackOffHonoured(t *testing.T) {
 		}
 		return answer{status: http.StatusOK}
 	})
-	cfg := testConfig(nil)
+	cfg := testConfig()
 	cfg.Retry.MaxElapsedTime = 20 * time.Second
 	e.start(e.conn, cfg)
 	e.publish(newEvent(dave, events.KindNew, 1, events.IntPtr(7)))
@@ -228,7 +228,7 @@ func TestGoneDeviceLosesItsSubscription(t *testing.T) {
 		}}
 	})
 	reg := prometheus.NewRegistry()
-	e.start(e.conn, testConfig(reg))
+	e.start(e.conn, testConfig(), reg)
 	e.publish(newEvent(erin, events.KindNew, 1, events.IntPtr(2)))
 	waitFor(t, "the push to the live device", func() bool { return e.lastPushed(erin) == 2 })
 	waitFor(t, "the gone device's subscription removed", func() bool {
@@ -246,7 +246,7 @@ func TestPoisonEventIsTerminatedAndAdvised(t *testing.T) {
 	frank := userName(7)
 	e.subscribe(frank)
 	reg := prometheus.NewRegistry()
-	e.start(e.conn, testConfig(reg))
+	e.start(e.conn, testConfig(), reg)
 
 	bad := &nats.Msg{Subject: e.keyer.Subject(tenant, frank), Data: []byte(`{"v":1,"tenant":"fabrikam.com","kind":"exploded"}`), Header: nats.Header{}}
 	bad.Header.Set(jetstream.MsgIDHeader, "poison-1")
@@ -290,7 +290,7 @@ func TestUndeliverableGoesToDeadLetters(t *testing.T) {
 			gina := userName(8)
 			e.subscribe(gina)
 			e.relay.setAnswer(func(int) answer { return tt.answer })
-			cfg := testConfig(prometheus.NewRegistry())
+			cfg := testConfig()
 			if tt.tune != nil {
 				tt.tune(&cfg)
 			}
@@ -323,7 +323,7 @@ func TestUndeliverableGoesToDeadLetters(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
-	base := testConfig(nil)
+	base := testConfig()
 	tests := []struct {
 		name   string
 		change func(*dispatcher.Config)
@@ -364,9 +364,9 @@ func TestBreakerBoundsHeldEvents(t *testing.T) {
 	}
 	e.subscribe(names...)
 	reg := prometheus.NewRegistry()
-	cfg := testConfig(reg)
+	cfg := testConfig()
 	cfg.BreakerHold, cfg.FetchBatch = 20, 10
-	e.start(e.conn, cfg)
+	e.start(e.conn, cfg, reg)
 
 	waitFor(t, "the partition taken", func() bool { return metricValue(t, reg, "pushproxy_dispatcher_partitions_owned") == 1 })
 	e.publish(newEvent(names[0], events.KindNew, 1, nil))
@@ -435,7 +435,7 @@ func TestAppFaultKeepsSubscriptions(t *testing.T) {
 		}}
 	})
 	reg := prometheus.NewRegistry()
-	e.start(e.conn, testConfig(reg))
+	e.start(e.conn, testConfig(), reg)
 	for i := 1; i <= 4; i++ {
 		e.publish(newEvent(ivan, events.KindNew, 1, events.IntPtr(i)), newEvent(judy, events.KindNew, 1, events.IntPtr(10+i)))
 		time.Sleep(100 * time.Millisecond)
@@ -488,10 +488,10 @@ func TestRelayBackPressureProducesNoDeadLetter(t *testing.T) {
 		return answer{status: http.StatusOK}
 	})
 	reg := prometheus.NewRegistry()
-	cfg := testConfig(reg)
+	cfg := testConfig()
 	cfg.Retry.MaxElapsedTime = 300 * time.Millisecond
 	cfg.MaxPushRetries = 1
-	e.start(e.conn, cfg)
+	e.start(e.conn, cfg, reg)
 	e.publish(newEvent(kim, events.KindNew, 1, events.IntPtr(1)))
 	time.Sleep(500 * time.Millisecond)
 	e.publish(newEvent(kim, events.KindNew, 1, events.IntPtr(2)))
@@ -516,9 +516,9 @@ func TestChangedRelayURIReachesPushesInFlight(t *testing.T) {
 	leo := userName(12)
 	e.subscribe(leo)
 	reg := prometheus.NewRegistry()
-	cfg := testConfig(reg)
+	cfg := testConfig()
 	cfg.Relay.BreakerCooldown, cfg.Relay.BreakerMaxCooldown = time.Minute, time.Minute
-	e.start(e.conn, cfg)
+	e.start(e.conn, cfg, reg)
 	e.publish(newEvent(leo, events.KindNew, 1, events.IntPtr(6)))
 	waitFor(t, "the breaker to open", func() bool { return metricValue(t, reg, "pushproxy_dispatcher_relay_healthy") == 0 })
 

@@ -258,7 +258,7 @@ func (e *env) publish(evs ...events.Event) {
 }
 
 // testConfig has short timers; failures in tests show quickly.
-func testConfig(reg *prometheus.Registry) dispatcher.Config {
+func testConfig() dispatcher.Config {
 	return dispatcher.Config{
 		Coalesce:         coalesce.Config{Window: 30 * time.Millisecond, Debounce: 50 * time.Millisecond, MaxDelay: 500 * time.Millisecond},
 		Tokens:           staticTokens{},
@@ -272,8 +272,6 @@ func testConfig(reg *prometheus.Registry) dispatcher.Config {
 		SettingsInterval: 100 * time.Millisecond,
 		MetricsInterval:  200 * time.Millisecond,
 		ShutdownTimeout:  3 * time.Second,
-		Registry:         reg,
-		Log:              testLogger(),
 	}
 }
 
@@ -293,18 +291,21 @@ type running struct {
 	reg    *prometheus.Registry
 }
 
-func (e *env) start(conn *broker.Conn, cfg dispatcher.Config) *running {
+// start runs a dispatcher with cfg on conn until the test ends; its
+// metrics go to reg when given, to a registry of its own otherwise.
+func (e *env) start(conn *broker.Conn, cfg dispatcher.Config, reg ...*prometheus.Registry) *running {
 	e.t.Helper()
-	if cfg.Registry == nil {
-		cfg.Registry = prometheus.NewRegistry()
+	r := &running{done: make(chan error, 1), reg: prometheus.NewRegistry()}
+	if len(reg) > 0 {
+		r.reg = reg[0]
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := dispatcher.New(ctx, cfg, conn)
+	r.cancel = cancel
+	d, err := dispatcher.New(ctx, cfg, conn, testLogger(), r.reg)
 	if err != nil {
 		cancel()
 		e.t.Fatalf("dispatcher.New: %v", err)
 	}
-	r := &running{cancel: cancel, done: make(chan error, 1), reg: cfg.Registry}
 	go func() { r.done <- d.Run(ctx) }()
 	e.t.Cleanup(func() { r.stop(e.t) })
 	return r

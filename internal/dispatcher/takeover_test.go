@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
 	"github.com/pushproxy/pushproxy/internal/dispatcher"
@@ -40,7 +38,7 @@ func (e *env) startOwnerAt(t *testing.T, id, url string, edit func(*dispatcher.C
 			conn.NC.Close()
 		}
 	})
-	cfg := testConfig(prometheus.NewRegistry())
+	cfg := testConfig()
 	cfg.InstanceID = id
 	if edit != nil {
 		edit(&cfg)

@@ -26,7 +26,7 @@ func (tokens) Token(context.Context) (string, error) { return "t", nil }
 func TestWriteStateMergesAConflict(t *testing.T) {
 	conn := brokertest.Start(t, brokertest.WithPartitions(1))
 	ctx := context.Background()
-	d, err := New(ctx, Config{Tokens: tokens{}, Registry: prometheus.NewRegistry(), Log: zerolog.Nop()}, conn)
+	d, err := New(ctx, Config{Tokens: tokens{}}, conn, zerolog.Nop(), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

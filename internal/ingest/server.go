@@ -288,7 +288,7 @@ func (s *Server) builtinSources() []Source {
 			Auth:       s.NativeAuth(),
 			MediaTypes: []string{native.MediaJSON, native.MediaNDJSON},
 			Parse: func(r *http.Request, body []byte) ([]sources.Item, error) {
-				return native.Parse(body, MediaType(r), native.Options{MaxEvents: s.cfg.MaxEvents})
+				return native.Parse(body, MediaType(r), native.Options{MaxEvents: s.cfg.MaxEvents, Library: s.cfg.LibraryParsers})
 			},
 		},
 		{

@@ -121,9 +121,9 @@ func startDispatcher(t *testing.T, conn *broker.Conn) {
 	done := make(chan error, 1)
 	go func() {
 		done <- dispatcher.Run(ctx, dispatcher.Config{
-			Tokens: staticToken("token"), Log: zerolog.Nop(),
-			Relay: relayclient.Config{Timeout: 5 * time.Second},
-		}, conn)
+			Tokens: staticToken("token"),
+			Relay:  relayclient.Config{Timeout: 5 * time.Second},
+		}, conn, zerolog.Nop(), nil)
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -212,7 +212,7 @@ func frontClient(roots *x509.CertPool) *http.Client {
 }
 
 // providerClient is an HTTP/2-only client to the push service srv, tuned
-// like the providers' own (internal/providers/internal/httpx); the relay
+// like the providers' own (internal/httpx); the relay
 // and the anchor each get one.
 func providerClient(srv *httptest.Server) *http.Client {
 	roots := x509.NewCertPool()

@@ -3,13 +3,11 @@ package relayclient
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/pushproxy/pushproxy/internal/httpx"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
 	"github.com/pushproxy/pushproxy/internal/version"
 )
@@ -114,7 +113,7 @@ func New(cfg Config) *Client {
 		cfg.BreakerFailures = math.MaxInt
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = defaultHTTPClient()
+		cfg.HTTPClient = defaultHTTPClient(cfg.Timeout)
 	}
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = version.UserAgent()
@@ -137,30 +136,10 @@ func New(cfg Config) *Client {
 	}
 }
 
-// defaultHTTPClient is a client for one long-lived relay connection pool.
-func defaultHTTPClient() *http.Client {
-	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	t := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dialer.DialContext,
-		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
-		TLSHandshakeTimeout:   10 * time.Second,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          100,
-		MaxIdleConnsPerHost:   32,
-		IdleConnTimeout:       90 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		HTTP2: &http.HTTP2Config{
-			SendPingTimeout: 15 * time.Second,
-			PingTimeout:     15 * time.Second,
-		},
-	}
-	return &http.Client{
-		Transport: t,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
+// defaultHTTPClient is a client for one long-lived relay connection pool,
+// each request bounded by timeout, redirects not followed.
+func defaultHTTPClient(timeout time.Duration) *http.Client {
+	return httpx.NewClient(httpx.ClientConfig{Timeout: timeout, MaxIdleConnsPerHost: 32, NoRedirects: true})
 }
 
 // State is the circuit breaker's state, for metrics.

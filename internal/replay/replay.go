@@ -20,9 +20,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
+	"github.com/pushproxy/pushproxy/internal/broker/scan"
 	"github.com/pushproxy/pushproxy/internal/coalesce"
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/monitor/scan"
 	"github.com/pushproxy/pushproxy/internal/unread"
 )
 

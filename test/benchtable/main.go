@@ -77,6 +77,19 @@ func share(ratio, figure, anchor, unit string) func(map[string]float64) (string,
 	}
 }
 
+// rateShare compares two rates the benchmark reports: the figure's as a
+// percent of the anchor's.
+func rateShare(figure, anchor, unit string) func(map[string]float64) (string, string, float64, bool) {
+	return func(m map[string]float64) (string, string, float64, bool) {
+		f, okF := m[figure]
+		a, okA := m[anchor]
+		if !okF || !okA || a == 0 {
+			return "", "", 0, false
+		}
+		return fmt.Sprintf("%.0f %s", f, unit), fmt.Sprintf("%.0f %s", a, unit), 100 * f / a, true
+	}
+}
+
 // cpuShare compares CPU per event: the anchor's as a percent of the
 // figure's (lower CPU is better, so 100 % means as cheap as the anchor).
 func cpuShare(figure, anchor, unit string) func(map[string]float64) (string, string, float64, bool) {
@@ -114,6 +127,11 @@ var stages = []stage{
 	{"event-to-push, 20 ms window", "BenchmarkEventToPushLatency/window=20ms", latency(20), 100},
 	{"relay, rate", "BenchmarkRelayVsForward", share("%-of-anchor", "relay-notifications/s", "anchor-notifications/s", "n/s"), 80},
 	{"relay, CPU per notification", "BenchmarkRelayVsForward", cpuShare("relay-cpu-µs/notification", "anchor-cpu-µs/notification", "µs"), 80},
+	// The hand-written fast paths against encoding/json, end to end: each
+	// stays only while it is worth at least 10 % (issue: fast paths).
+	{"native fast path, ingest batches (vs encoding/json)", "BenchmarkIngestVsRaw", rateShare("batch-events/s", "library-batch-events/s", "ev/s"), 110},
+	{"event fast path, dispatcher rate (vs encoding/json)", "BenchmarkDispatcherVsRaw", rateShare("dispatcher-events/s", "library-events/s", "ev/s"), 110},
+	{"event fast path, dispatcher CPU (vs encoding/json)", "BenchmarkDispatcherVsRaw", cpuShare("dispatcher-cpu-µs/event", "library-cpu-µs/event", "µs"), 110},
 }
 
 // table reads every stage from res.

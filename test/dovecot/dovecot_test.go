@@ -10,10 +10,8 @@
 package dovecot_test
 
 import (
-	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"net/textproto"
 	"os"
 	"os/exec"
@@ -22,15 +20,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushproxy/pushproxy/internal/ingest/ingesttest"
 	"github.com/pushproxy/pushproxy/internal/nettest"
-
-	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/ingest"
-	"github.com/pushproxy/pushproxy/internal/service"
 )
 
 const (
@@ -123,32 +119,12 @@ func dropLine(t *testing.T, s, prefix string) string {
 	return s
 }
 
-// startIngest runs ingest.Run on a loopback port with Dovecot credentials
-// and returns its address once it answers.
+// startIngest runs ingest on a loopback port with Dovecot credentials
+// and returns its address once it is ready.
 func startIngest(t *testing.T, conn *broker.Conn) string {
-	addr := nettest.FreeAddr(t)
 	cfg := ingest.DefaultConfig()
-	cfg.Addr = addr
 	cfg.DovecotUser, cfg.DovecotPassword = "dovecot", "ingest-secret"
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ingest.Run(ctx, cfg, conn, log, service.NewRegistry()) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("ingest: %v", err)
-		}
-	})
-	waitFor(t, "ingest", func() bool {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	return addr
+	return ingesttest.Start(t, conn, cfg, nil)
 }
 
 type dovecot struct {

@@ -1,9 +1,7 @@
 package dovecot_test
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,9 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushproxy/pushproxy/internal/ingest/ingesttest"
 	"github.com/pushproxy/pushproxy/internal/nettest"
-
-	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
@@ -96,28 +93,10 @@ func waitForSnapshot(t *testing.T, conn *broker.Conn, want int) {
 // startIngestWith runs ingest with the extras x on a loopback port.
 func startIngestWith(t *testing.T, conn *broker.Conn, x *ingest.Extras) {
 	t.Helper()
-	cfg := ingest.DefaultConfig()
-	cfg.Addr = nettest.FreeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
 	reg := service.NewRegistry()
-	exts, err := x.Extensions(ctx, conn, reg)
+	exts, err := x.Extensions(t.Context(), conn, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
-	done := make(chan error, 1)
-	go func() { done <- ingest.Run(ctx, cfg, conn, log, reg, exts...) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("ingest: %v", err)
-		}
-	})
-	waitFor(t, "ingest", func() bool {
-		c, err := net.Dial("tcp", cfg.Addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	ingesttest.Start(t, conn, ingest.DefaultConfig(), reg, exts...)
 }

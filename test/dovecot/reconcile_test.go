@@ -195,8 +195,8 @@ func startPipeline(t *testing.T, conn *broker.Conn) *pushLog {
 		}
 	})
 	wg.Go(func() {
-		cfg := dispatcher.Config{Tokens: p.Tokens, Coalesce: coalesce.Config{Window: 20 * time.Millisecond, Debounce: 50 * time.Millisecond}, Log: log, Registry: service.NewRegistry()}
-		if err := dispatcher.Run(ctx, cfg, conn); err != nil && ctx.Err() == nil {
+		cfg := dispatcher.Config{Tokens: p.Tokens, Coalesce: coalesce.Config{Window: 20 * time.Millisecond, Debounce: 50 * time.Millisecond}}
+		if err := dispatcher.Run(ctx, cfg, conn, log, service.NewRegistry()); err != nil && ctx.Err() == nil {
 			t.Errorf("dispatcher: %v", err)
 		}
 	})

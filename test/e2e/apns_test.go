@@ -158,7 +158,7 @@ func TestEventBecomesAPNsBadge(t *testing.T) {
 		},
 		"ingest": func() error { return ingest.Run(ctx, icfg, conn, log, reg, ingest.SubscriptionsAPI(subs)) },
 		"dispatcher": func() error {
-			return dispatcher.Run(ctx, dispatcher.Config{Tokens: p.Tokens, Coalesce: coalesce.Config{Window: 20 * time.Millisecond}, Log: log, Registry: reg}, conn)
+			return dispatcher.Run(ctx, dispatcher.Config{Tokens: p.Tokens, Coalesce: coalesce.Config{Window: 20 * time.Millisecond}}, conn, log, reg)
 		},
 	}
 	var wg sync.WaitGroup

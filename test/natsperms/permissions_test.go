@@ -159,8 +159,8 @@ func TestComponentsWorkWithTheirOwnUsers(t *testing.T) {
 		},
 		"ingest": func() error { return ingest.Run(ctx, icfg, ic, log, service.NewRegistry(), exts...) },
 		"dispatcher": func() error {
-			return dispatcher.Run(ctx, dispatcher.Config{Tokens: p.Tokens, Coalesce: coalesce.Config{Window: 20 * time.Millisecond},
-				Log: log, Registry: service.NewRegistry()}, dc)
+			return dispatcher.Run(ctx, dispatcher.Config{Tokens: p.Tokens, Coalesce: coalesce.Config{Window: 20 * time.Millisecond}},
+				dc, log, service.NewRegistry())
 		},
 		"monitor": func() error {
 			mcfg := monitor.Config{ProbeInterval: 200 * time.Millisecond, CertDir: p.CertDir,

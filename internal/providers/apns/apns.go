@@ -43,8 +43,8 @@ import (
 	"github.com/sideshow/apns2"
 	"github.com/sideshow/apns2/token"
 
+	"github.com/pushproxy/pushproxy/internal/httpx"
 	"github.com/pushproxy/pushproxy/internal/providers"
-	"github.com/pushproxy/pushproxy/internal/providers/internal/httpx"
 )
 
 // Name is the provider's name.

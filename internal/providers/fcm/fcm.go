@@ -42,8 +42,8 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/jwt"
 
+	"github.com/pushproxy/pushproxy/internal/httpx"
 	"github.com/pushproxy/pushproxy/internal/providers"
-	"github.com/pushproxy/pushproxy/internal/providers/internal/httpx"
 )
 
 // Name is the provider's name.

@@ -63,8 +63,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/pushproxy/pushproxy/internal/httpx"
 	"github.com/pushproxy/pushproxy/internal/providers"
-	"github.com/pushproxy/pushproxy/internal/providers/internal/httpx"
 )
 
 // Name is the provider's name.

@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/jsonfile"
+	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
 // ManagedMailbox is a mailbox whose Inbox the Manager keeps a push
@@ -82,7 +82,7 @@ func NewMailboxListFile(path string) *MailboxListFile { return &MailboxListFile{
 
 // ListMailboxes reads the file and checks it with NewMailboxList.
 func (f *MailboxListFile) ListMailboxes(context.Context) ([]ManagedMailbox, error) {
-	return jsonfile.Load(f.path, "EWS mailbox list", func(file MailboxFile) ([]ManagedMailbox, error) {
+	return sources.LoadFile(f.path, "EWS mailbox list", func(file MailboxFile) ([]ManagedMailbox, error) {
 		return NewMailboxList(file.Mailboxes)
 	})
 }

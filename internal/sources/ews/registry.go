@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/jsonfile"
+	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
 // Subscription is what pushproxy knows about an EWS push subscription: whose
@@ -133,7 +133,7 @@ func NewStaticRegistry(entries []RegistryEntry) (*StaticRegistry, error) {
 // LoadRegistryFile reads a RegistryFile from path and builds a registry.
 // Unknown fields are an error, so a typo does not silently drop a setting.
 func LoadRegistryFile(path string) (*StaticRegistry, error) {
-	return jsonfile.Load(path, "EWS subscription registry", func(f RegistryFile) (*StaticRegistry, error) {
+	return sources.LoadFile(path, "EWS subscription registry", func(f RegistryFile) (*StaticRegistry, error) {
 		return NewStaticRegistry(f.Subscriptions)
 	})
 }

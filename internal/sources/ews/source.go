@@ -3,8 +3,6 @@ package ews
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -110,7 +108,7 @@ type Config struct {
 // subscription's StatusFrequency has passed; then the subscription ends.
 type Source struct {
 	cfg     Config
-	key     [sha256.Size]byte
+	key     sources.URLKey
 	metrics *metrics
 }
 
@@ -126,7 +124,7 @@ func NewSource(cfg Config) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Source{cfg: cfg, key: sha256.Sum256([]byte(cfg.Key)), metrics: m}, nil
+	return &Source{cfg: cfg, key: sources.NewURLKey(cfg.Key), metrics: m}, nil
 }
 
 // Authenticate checks the key of the request's URL, in constant time; it
@@ -138,11 +136,8 @@ func NewSource(cfg Config) (*Source, error) {
 // one is accepted for any tenant, as before credentials existed.
 func (s *Source) Authenticate(r *http.Request) bool {
 	key := r.URL.Query().Get(KeyParam)
-	if s.cfg.Key != "" {
-		got := sha256.Sum256([]byte(key))
-		if subtle.ConstantTimeCompare(got[:], s.key[:]) == 1 {
-			return true
-		}
+	if s.key.Matches(key) {
+		return true
 	}
 	if s.cfg.VerifyKey != nil && key != "" {
 		if tenants, ok := s.cfg.VerifyKey(key); ok {
@@ -152,7 +147,7 @@ func (s *Source) Authenticate(r *http.Request) bool {
 			return true
 		}
 	}
-	return s.cfg.Key == "" && !s.cfg.RequireKey
+	return !s.key.Set() && !s.cfg.RequireKey
 }
 
 // Challenge is the WWW-Authenticate value of a 401 answer: the key goes in

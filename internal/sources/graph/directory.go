@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/jsonfile"
+	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
 // User is the pushproxy identity of a Graph user: the tenant domain and
@@ -93,7 +93,7 @@ func NewStaticDirectory(entries []DirectoryEntry) (*StaticDirectory, error) {
 // LoadDirectoryFile reads a DirectoryFile from path and builds a directory.
 // Unknown fields are an error, so a typo does not silently drop a setting.
 func LoadDirectoryFile(path string) (*StaticDirectory, error) {
-	return jsonfile.Load(path, "Graph user directory", func(f DirectoryFile) (*StaticDirectory, error) {
+	return sources.LoadFile(path, "Graph user directory", func(f DirectoryFile) (*StaticDirectory, error) {
 		return NewStaticDirectory(f.Users)
 	})
 }

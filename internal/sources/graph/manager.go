@@ -2,7 +2,6 @@ package graph
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
 // Manager defaults.
@@ -156,7 +156,7 @@ type Manager struct {
 	subscriptionsURL string
 	states           *clientStates
 	urlVersion       string
-	key              [sha256.Size]byte
+	key              sources.URLKey
 	limiter          *rate.Limiter
 	metrics          *managerMetrics
 	// wake tells Run that there may be work: a lifecycle notification,
@@ -199,7 +199,7 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 		subscriptionsURL: strings.TrimRight(cfg.APIURL, "/") + "/subscriptions",
 		states:           states,
 		urlVersion:       shortHash("pushproxy graph urls", cfg.NotificationURL+"\x00"+cfg.LifecycleURL+"\x00"+SubscriptionChangeTypes),
-		key:              sha256.Sum256([]byte(cfg.Key)),
+		key:              sources.NewURLKey(cfg.Key),
 		limiter:          rate.NewLimiter(rate.Limit(cfg.Rate), 1),
 		metrics:          m,
 		wake:             make(chan struct{}, 1),

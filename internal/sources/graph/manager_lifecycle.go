@@ -137,7 +137,7 @@ func (m *Manager) LifecycleHandlerFor(handle func(ctx context.Context, body []by
 			service.WriteError(w, &service.Error{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "only POST is allowed"})
 			return
 		}
-		if !keyMatches(r, m.cfg.Key != "", m.key) {
+		if !keyMatches(r, m.key) {
 			w.Header().Set("WWW-Authenticate", `Key realm="pushproxy", param="`+KeyParam+`"`)
 			service.WriteError(w, &service.Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "missing or wrong credentials"})
 			return

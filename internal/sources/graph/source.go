@@ -115,7 +115,7 @@ type Source struct {
 	states [][sha256.Size]byte
 	// tenants[i] are the tenants states[i] may report for; nil: any.
 	tenants [][]string
-	key     [sha256.Size]byte
+	key     sources.URLKey
 	metrics *metrics
 }
 
@@ -124,7 +124,7 @@ func NewSource(cfg Config) (*Source, error) {
 	if cfg.Users == nil {
 		return nil, errors.New("graph source: a user directory is required")
 	}
-	s := &Source{cfg: cfg, key: sha256.Sum256([]byte(cfg.Key))}
+	s := &Source{cfg: cfg, key: sources.NewURLKey(cfg.Key)}
 	for _, cs := range cfg.ClientStates {
 		tenants, secret := splitClientState(cs)
 		if secret != "" {
@@ -150,17 +150,13 @@ func NewSource(cfg Config) (*Source, error) {
 // accepts every request when no key is configured. Graph sends no
 // credentials: the clientState in the body is what Parse checks.
 func (s *Source) Authenticate(r *http.Request) bool {
-	return keyMatches(r, s.cfg.Key != "", s.key)
+	return keyMatches(r, s.key)
 }
 
-// keyMatches reports whether the request's key parameter hashes to key,
-// in constant time; any request matches when no key is configured.
-func keyMatches(r *http.Request, configured bool, key [sha256.Size]byte) bool {
-	if !configured {
-		return true
-	}
-	got := sha256.Sum256([]byte(r.URL.Query().Get(KeyParam)))
-	return subtle.ConstantTimeCompare(got[:], key[:]) == 1
+// keyMatches reports whether the request carries the key as its key
+// parameter; any request does when no key is configured.
+func keyMatches(r *http.Request, key sources.URLKey) bool {
+	return !key.Set() || key.Matches(r.URL.Query().Get(KeyParam))
 }
 
 // Challenge is the WWW-Authenticate value of a 401 answer: the key goes in

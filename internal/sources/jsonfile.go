@@ -1,7 +1,8 @@
-// Package jsonfile loads the JSON files operators write by hand, such as
-// the static registries of the mail sources. Unknown fields are an error,
-// so a typo does not silently drop a setting.
-package jsonfile
+package sources
+
+// The JSON files operators write by hand (the static registries and lists
+// of the mail sources): unknown fields are an error, so a typo does not
+// silently drop a setting.
 
 import (
 	"bytes"
@@ -10,10 +11,10 @@ import (
 	"os"
 )
 
-// Load reads the JSON document at path into an F, refusing unknown fields,
+// LoadFile reads the JSON document at path into an F, refusing unknown fields,
 // and builds the result from it with build. what names the file in errors,
 // e.g. "EWS subscription registry".
-func Load[F, T any](path, what string, build func(F) (T, error)) (T, error) {
+func LoadFile[F, T any](path, what string, build func(F) (T, error)) (T, error) {
 	var zero T
 	data, err := os.ReadFile(path)
 	if err != nil {

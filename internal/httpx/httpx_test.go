@@ -124,3 +124,27 @@ func TestReadBody(t *testing.T) {
 		t.Errorf("%d bytes left unread", r.Len())
 	}
 }
+
+func TestNoRedirects(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/elsewhere" {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		http.Redirect(w, r, "/elsewhere", http.StatusTemporaryRedirect)
+	}))
+	defer srv.Close()
+	for _, tt := range []struct {
+		noRedirects bool
+		want        int
+	}{{false, http.StatusOK}, {true, http.StatusTemporaryRedirect}} {
+		resp, err := NewClient(ClientConfig{NoRedirects: tt.noRedirects}).Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("NoRedirects %v: status %d, want %d", tt.noRedirects, resp.StatusCode, tt.want)
+		}
+	}
+}

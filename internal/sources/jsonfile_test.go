@@ -1,4 +1,4 @@
-package jsonfile
+package sources
 
 import (
 	"errors"
@@ -8,11 +8,11 @@ import (
 	"testing"
 )
 
-type file struct {
+type namesFile struct {
 	Names []string `json:"names"`
 }
 
-func TestLoad(t *testing.T) {
+func TestLoadFile(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, content string) string {
 		path := filepath.Join(dir, name)
@@ -22,7 +22,7 @@ func TestLoad(t *testing.T) {
 		return path
 	}
 	errEmpty := errors.New("no names")
-	count := func(f file) (int, error) {
+	count := func(f namesFile) (int, error) {
 		if len(f.Names) == 0 {
 			return 0, errEmpty
 		}
@@ -42,7 +42,7 @@ func TestLoad(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := Load(tt.path, "test list", count)
+			got, err := LoadFile(tt.path, "test list", count)
 			if tt.wantErr == "" {
 				if err != nil || got != tt.want {
 					t.Fatalf("Load = %d, %v; want %d", got, err, tt.want)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
-	"github.com/pushproxy/pushproxy/internal/monitor/scan"
+	"github.com/pushproxy/pushproxy/internal/broker/scan"
 )
 
 func TestStream(t *testing.T) {

@@ -1,6 +1,7 @@
-// Package httpx holds the HTTP plumbing shared by the push providers: a
-// client tuned for long-lived connections to a push service and bounded
-// reading of response bodies.
+// Package httpx is the HTTP client plumbing for long-lived connections to
+// one peer: the push providers' clients to APNs, FCM and Web Push, and
+// the dispatchers' and monitor's client to the relay (relayclient). One
+// transport builder, and bounded reading of response bodies.
 package httpx
 
 import (
@@ -33,14 +34,24 @@ type ClientConfig struct {
 	// the system roots plus its --provider-ca-file). Nil means the system
 	// roots.
 	RootCAs *x509.CertPool
+	// MaxIdleConnsPerHost bounds the idle connections kept to the peer; 0
+	// means 100.
+	MaxIdleConnsPerHost int
+	// NoRedirects returns a redirect as the answer instead of following
+	// it (a relay that redirects is misconfigured, and the request's
+	// credentials must not follow it elsewhere).
+	NoRedirects bool
 }
 
-// NewClient returns an HTTP client for one push service: TLS 1.2 or later,
+// NewClient returns an HTTP client for one peer: TLS 1.2 or later,
 // HTTP/2 when the server offers it (with ping health checks on idle
 // connections), and enough idle connections for concurrent sends.
 func NewClient(cfg ClientConfig) *http.Client {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.MaxIdleConnsPerHost <= 0 {
+		cfg.MaxIdleConnsPerHost = 100
 	}
 	dialer := &net.Dialer{
 		Timeout:   10 * time.Second,
@@ -53,7 +64,7 @@ func NewClient(cfg ClientConfig) *http.Client {
 		TLSHandshakeTimeout:   10 * time.Second,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          100,
-		MaxIdleConnsPerHost:   100,
+		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerHost,
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		HTTP2: &http.HTTP2Config{
@@ -71,7 +82,11 @@ func NewClient(cfg ClientConfig) *http.Client {
 		p.SetHTTP2(true)
 		t.Protocols = &p
 	}
-	return &http.Client{Transport: t, Timeout: cfg.Timeout}
+	c := &http.Client{Transport: t, Timeout: cfg.Timeout}
+	if cfg.NoRedirects {
+		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	}
+	return c
 }
 
 // ReadBody reads at most MaxBody bytes of r and discards the rest, so the
