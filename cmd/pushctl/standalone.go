@@ -344,7 +344,7 @@ func (s *standalone) run(ctx context.Context, conn *broker.Conn, st setup, log z
 		cfg := *s.reconcile
 		cfg.Counters, cfg.Mailbox = list, s.dispatcher.Unread.Mailbox
 		steps = append(steps, part{name: "reconciler", run: func(ctx context.Context) error {
-			return reconcile.Serve(ctx, cfg, conn, "", rlog, reg)
+			return reconcile.Run(ctx, cfg, conn, rlog, reg)
 		}})
 	} else {
 		log.Info().Msg("reconciler off: give a mail system to read true counts from (--doveadm-url, --imap-addr, --graph-app-tenant-id or --ews-url)")

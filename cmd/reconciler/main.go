@@ -51,7 +51,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	cmd := daemon.New("reconciler", "reconciler [flags]", description, stderr, daemon.Options{})
 	cfg := reconcile.Flags(cmd.Flags)
 	cmd.Flags.StringVar(&cfg.Mailbox, "mailbox", "INBOX", "mailbox whose unread messages the badge counts (the dispatchers' --mailbox)")
-	httpAddr := cmd.Flags.String("http-addr", reconcile.DefaultHTTPAddr, "host:port of the HTTP server for /healthz, /readyz and /metrics")
+	cmd.Flags.StringVar(&cfg.HTTPAddr, "http-addr", reconcile.DefaultHTTPAddr, "host:port of the HTTP server for /healthz, /readyz and /metrics")
 	cs := counters.Flags(cmd.Flags, counters.Shared{})
 	return cmd.Main(context.Background(), args, getenv, func(ctx context.Context, env daemon.Env) error {
 		list, err := cs.Build(env.Log, env.Registry)
@@ -59,6 +59,6 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 			return err
 		}
 		cfg.Counters = list
-		return reconcile.Serve(ctx, *cfg, env.Conn, *httpAddr, env.Log, env.Registry)
+		return reconcile.Run(ctx, *cfg, env.Conn, env.Log, env.Registry)
 	})
 }

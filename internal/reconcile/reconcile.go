@@ -142,8 +142,11 @@ type Config struct {
 	RetryDelay time.Duration
 	// MaxQueued bounds the users waiting for an estimated check.
 	MaxQueued int
-	Log       zerolog.Logger
-	Metrics   prometheus.Registerer
+	// HTTPAddr is where Run serves /healthz, /readyz and /metrics (none
+	// when empty).
+	HTTPAddr string
+	Log      zerolog.Logger
+	Metrics  prometheus.Registerer
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 }

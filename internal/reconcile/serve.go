@@ -17,10 +17,12 @@ import (
 // /metrics.
 const DefaultHTTPAddr = ":8028"
 
-// Serve runs a reconciler on conn with cfg's schedule and counters (the
+// Run runs a reconciler on conn with cfg's schedule and counters (the
 // connection, keyer, log and metrics are filled in here), and serves
-// health and metrics on httpAddr (none when empty), until ctx ends.
-func Serve(ctx context.Context, cfg Config, conn *broker.Conn, httpAddr string, log zerolog.Logger, reg *prometheus.Registry) error {
+// health and metrics on cfg.HTTPAddr (none when empty), until ctx ends.
+// Like every daemon's Run, it takes its configuration, the NATS
+// connection, the log and the metrics registry.
+func Run(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger, reg *prometheus.Registry) error {
 	if err := broker.Ready(ctx, conn.JS); err != nil {
 		return err
 	}
@@ -33,10 +35,10 @@ func Serve(ctx context.Context, cfg Config, conn *broker.Conn, httpAddr string, 
 	if err != nil {
 		return err
 	}
-	if httpAddr == "" {
+	if cfg.HTTPAddr == "" {
 		return r.Run(ctx)
 	}
-	ln, err := service.Listen(httpAddr)
+	ln, err := service.Listen(cfg.HTTPAddr)
 	if err != nil {
 		return err
 	}
