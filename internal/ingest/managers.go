@@ -14,7 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
-	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 	"github.com/pushproxy/pushproxy/internal/sources/ews"
 	"github.com/pushproxy/pushproxy/internal/sources/graph"
 )
@@ -221,7 +221,7 @@ type graphManaged struct {
 }
 
 // Lifecycle handles a body of lifecycle notifications with the manager,
-// wherever it runs; the holder's *service.Error comes back as it is.
+// wherever it runs; the holder's *httpjson.Error comes back as it is.
 func (g *graphManaged) Lifecycle(ctx context.Context, body []byte) error {
 	if g.held.Load() {
 		return g.m.Lifecycle(ctx, body)
@@ -231,14 +231,14 @@ func (g *graphManaged) Lifecycle(ctx context.Context, body []byte) error {
 	msg, err := g.nc.RequestWithContext(ctx, subjectGraphLifecycle, body)
 	if err != nil {
 		g.log.Warn().Err(err).Msg("no ingest that runs the Graph manager answered; the lifecycle notification is answered 503")
-		return &service.Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the Graph subscription manager cannot be reached; retry later"}
+		return &httpjson.Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the Graph subscription manager cannot be reached; retry later"}
 	}
 	if len(msg.Data) == 0 {
 		return nil
 	}
-	var se service.Error
+	var se httpjson.Error
 	if err := json.Unmarshal(msg.Data, &se); err != nil || se.Status == 0 {
-		return &service.Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the Graph subscription manager answered what cannot be read; retry later"}
+		return &httpjson.Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the Graph subscription manager answered what cannot be read; retry later"}
 	}
 	return &se
 }
@@ -264,9 +264,9 @@ func (g *graphManaged) run() func(context.Context) error {
 				_ = msg.Respond(nil)
 				return
 			}
-			var se *service.Error
+			var se *httpjson.Error
 			if !errors.As(err, &se) {
-				se = &service.Error{Status: http.StatusInternalServerError, Code: "internal", Message: "handling the lifecycle notifications failed"}
+				se = &httpjson.Error{Status: http.StatusInternalServerError, Code: "internal", Message: "handling the lifecycle notifications failed"}
 			}
 			g.respond(msg, se)
 		},

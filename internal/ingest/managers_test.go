@@ -13,7 +13,7 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
-	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 	"github.com/pushproxy/pushproxy/internal/sources/ews"
 	"github.com/pushproxy/pushproxy/internal/sources/graph"
 )
@@ -55,7 +55,7 @@ func (r *recordingManager) OnSubscriptionError(_ context.Context, se ews.Subscri
 
 func (r *recordingManager) Lifecycle(_ context.Context, body []byte) error {
 	if string(body) == "refuse" {
-		return &service.Error{Status: http.StatusUnauthorized, Code: "unauthorized", Field: "clientState", Message: "no lifecycle notification carries a known clientState"}
+		return &httpjson.Error{Status: http.StatusUnauthorized, Code: "unauthorized", Field: "clientState", Message: "no lifecycle notification carries a known clientState"}
 	}
 	r.record("lifecycle " + string(body))
 	return nil
@@ -97,7 +97,7 @@ func TestStandbyHandsNotificationsToTheHolder(t *testing.T) {
 	if _, err := ewsStandby.Lookup(ctx, "known"); !errors.Is(err, ews.ErrNotReady) || errors.Is(err, ews.ErrUnknownSubscription) {
 		t.Fatalf("lookup without a holder: %v", err)
 	}
-	var se *service.Error
+	var se *httpjson.Error
 	if err := graphStandby.Lifecycle(ctx, []byte("body")); !errors.As(err, &se) || se.Status != http.StatusServiceUnavailable {
 		t.Fatalf("lifecycle without a holder: %v", err)
 	}

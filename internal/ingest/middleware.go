@@ -10,11 +10,11 @@ import (
 	"strings"
 
 	"github.com/pushproxy/pushproxy/internal/credentials"
-	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
-// Error codes of ingest's JSON errors (service.Error.Code), also the reason
+// Error codes of ingest's JSON errors (httpjson.Error.Code), also the reason
 // label of pushproxy_ingest_rejected_total.
 const (
 	CodeMalformed        = sources.CodeMalformed
@@ -40,16 +40,16 @@ func Chain(h http.Handler, mw ...Middleware) http.Handler {
 }
 
 // Reject answers with the JSON error e ({"error":{...}}, as
-// service.WriteError writes it) and notes it for the metrics and logs of a
+// httpjson.WriteError writes it) and notes it for the metrics and logs of a
 // source route.
-func Reject(w http.ResponseWriter, e *service.Error) { rejectEvents(w, e, nil) }
+func Reject(w http.ResponseWriter, e *httpjson.Error) { rejectEvents(w, e, nil) }
 
 // rejectEvents answers e with the outcomes of the rejected events.
-func rejectEvents(w http.ResponseWriter, e *service.Error, bad []Outcome) {
+func rejectEvents(w http.ResponseWriter, e *httpjson.Error, bad []Outcome) {
 	if rec, ok := w.(*recorder); ok {
 		rec.err = e
 	}
-	service.WriteJSON(w, e.Status, Rejection{Error: e, Events: bad})
+	httpjson.Write(w, e.Status, Rejection{Error: e, Events: bad})
 }
 
 // RequireAuth answers 401 with a WWW-Authenticate challenge unless a
@@ -71,7 +71,7 @@ func RequireAuth(a Authenticator) Middleware {
 			}
 			if !ok {
 				w.Header().Set("WWW-Authenticate", a.Challenge())
-				Reject(w, &service.Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: "missing or wrong credentials"})
+				Reject(w, &httpjson.Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: "missing or wrong credentials"})
 				return
 			}
 			if rec, isRec := w.(*recorder); isRec {
@@ -85,7 +85,7 @@ func RequireAuth(a Authenticator) Middleware {
 // Forbidden answers 403: the credentials are valid but do not reach what
 // the request asks for. Nothing is stored or returned.
 func Forbidden(w http.ResponseWriter, message string) {
-	Reject(w, &service.Error{Status: http.StatusForbidden, Code: CodeForbidden, Message: message})
+	Reject(w, &httpjson.Error{Status: http.StatusForbidden, Code: CodeForbidden, Message: message})
 }
 
 // RequireMediaType answers 415 unless the request's Content-Type, without
@@ -94,7 +94,7 @@ func RequireMediaType(types ...string) Middleware {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if mt := MediaType(r); !slices.Contains(types, mt) {
-				Reject(w, &service.Error{
+				Reject(w, &httpjson.Error{
 					Status:  http.StatusUnsupportedMediaType,
 					Code:    CodeUnsupportedMedia,
 					Message: fmt.Sprintf("Content-Type %q is not accepted here; send %s", sources.Clip(r.Header.Get("Content-Type")), strings.Join(types, " or ")),
@@ -133,7 +133,7 @@ func LimitBody(n int64) Middleware {
 
 // ReadBody reads the whole request body; past the LimitBody bound it
 // returns a 413 error, and a broken upload is a 400.
-func ReadBody(r *http.Request) ([]byte, *service.Error) {
+func ReadBody(r *http.Request) ([]byte, *httpjson.Error) {
 	body, err := readAll(r.Body, r.ContentLength)
 	var tooBig *http.MaxBytesError
 	switch {
@@ -171,7 +171,7 @@ func readAll(rd io.Reader, n int64) ([]byte, error) {
 	}
 }
 
-func tooLarge(limit int64) *service.Error {
+func tooLarge(limit int64) *httpjson.Error {
 	return sources.TooLarge("the request body is larger than %d bytes", limit)
 }
 
@@ -179,7 +179,7 @@ func tooLarge(limit int64) *service.Error {
 type recorder struct {
 	http.ResponseWriter
 	status int
-	err    *service.Error
+	err    *httpjson.Error
 	// credential is the id of the request's credential, for the log.
 	credential string
 }

@@ -14,7 +14,7 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/credentials"
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
@@ -42,8 +42,8 @@ type Result struct {
 // Rejection is the 422 answer: the error and each rejected event. Nothing
 // of the request was published.
 type Rejection struct {
-	Error  *service.Error `json:"error"`
-	Events []Outcome      `json:"events,omitempty"`
+	Error  *httpjson.Error `json:"error"`
+	Events []Outcome       `json:"events,omitempty"`
 }
 
 // serveSource runs one request of src through parse, validation and
@@ -61,7 +61,7 @@ func (s *Server) serveSource(src *Source, w http.ResponseWriter, r *http.Request
 	}
 	evs, bad := s.prepare(src.Name, items)
 	if len(bad) > 0 {
-		rejectEvents(w, &service.Error{
+		rejectEvents(w, &httpjson.Error{
 			Status:  http.StatusUnprocessableEntity,
 			Code:    CodeInvalid,
 			Field:   bad[0].Field,
@@ -78,10 +78,10 @@ func (s *Server) serveSource(src *Source, w http.ResponseWriter, r *http.Request
 		s.metrics.events.WithLabelValues(string(src.Name), OutcomeFailed).Add(float64(len(evs)))
 		if errors.Is(err, ErrUnavailable) {
 			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(s.cfg.RetryAfter.Seconds()))))
-			Reject(w, &service.Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable, Message: "the events were not stored (" + err.Error() + "); retry later"})
+			Reject(w, &httpjson.Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable, Message: "the events were not stored (" + err.Error() + "); retry later"})
 			return
 		}
-		Reject(w, &service.Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: err.Error()})
+		Reject(w, &httpjson.Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: err.Error()})
 		return
 	}
 	if src.Respond != nil {
@@ -107,11 +107,11 @@ func outOfScope(r *http.Request, evs []events.Event) string {
 	return ""
 }
 
-// writeResult answers 200 with res as service.WriteJSON writes it,
+// writeResult answers 200 with res as httpjson.Write writes it,
 // without reflection for the usual result of stored and duplicate events.
 func writeResult(w http.ResponseWriter, res *Result) {
 	if res.Events == nil {
-		service.WriteJSON(w, http.StatusOK, res)
+		httpjson.Write(w, http.StatusOK, res)
 		return
 	}
 	b := make([]byte, 0, 48+len(res.Events)*48)
@@ -122,7 +122,7 @@ func writeResult(w http.ResponseWriter, res *Result) {
 	b = append(b, `,"events":[`...)
 	for i, o := range res.Events {
 		if o.Field != "" || o.Reason != "" || (o.Outcome != OutcomeStored && o.Outcome != OutcomeDuplicate) {
-			service.WriteJSON(w, http.StatusOK, res)
+			httpjson.Write(w, http.StatusOK, res)
 			return
 		}
 		if i > 0 {
@@ -275,14 +275,14 @@ func tenantOfDomain(domain string) string {
 }
 
 // requestError turns a parser's request-level error into an answer.
-func requestError(err error) *service.Error {
-	var se *service.Error
+func requestError(err error) *httpjson.Error {
+	var se *httpjson.Error
 	if errors.As(err, &se) {
 		return se
 	}
 	var ve *events.ValidationError
 	if errors.As(err, &ve) {
-		return &service.Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalid, Field: ve.Field, Message: ve.Error()}
+		return &httpjson.Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalid, Field: ve.Field, Message: ve.Error()}
 	}
 	return sources.Malformed("%v", err)
 }

@@ -10,7 +10,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/pushproxy/pushproxy/internal/credentials"
-	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 )
 
 // CodeRateLimited is the error code of a 429 answer.
@@ -45,7 +45,7 @@ func (l *RateLimits) Middleware() Middleware {
 				if delay := res.Delay(); delay > 0 {
 					res.Cancel()
 					w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(delay, time.Second).Seconds()))))
-					Reject(w, &service.Error{Status: http.StatusTooManyRequests, Code: CodeRateLimited,
+					Reject(w, &httpjson.Error{Status: http.StatusTooManyRequests, Code: CodeRateLimited,
 						Message: "credential " + scope.ID + " is over its request rate; retry after the Retry-After seconds"})
 					return
 				}

@@ -8,11 +8,11 @@ import (
 	"testing"
 	"testing/iotest"
 
-	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 )
 
 // TestWriteResultMatchesWriteJSON checks that the hand-written answer is
-// byte for byte what service.WriteJSON writes.
+// byte for byte what httpjson.Write writes.
 func TestWriteResultMatchesWriteJSON(t *testing.T) {
 	tests := []struct {
 		name string
@@ -31,7 +31,7 @@ func TestWriteResultMatchesWriteJSON(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			want := httptest.NewRecorder()
-			service.WriteJSON(want, http.StatusOK, &tt.res)
+			httpjson.Write(want, http.StatusOK, &tt.res)
 			got := httptest.NewRecorder()
 			writeResult(got, &tt.res)
 			if got.Code != want.Code || got.Body.String() != want.Body.String() ||

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/credentials"
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 	"github.com/pushproxy/pushproxy/internal/service"
 	"github.com/pushproxy/pushproxy/internal/sources"
 	"github.com/pushproxy/pushproxy/internal/sources/dovecot"
@@ -196,7 +197,7 @@ func (s *Server) SourceHandler(src Source) http.Handler {
 	var h http.Handler
 	if src.Auth == nil {
 		h = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			Reject(w, &service.Error{Status: http.StatusNotFound, Code: CodeDisabled,
+			Reject(w, &httpjson.Error{Status: http.StatusNotFound, Code: CodeDisabled,
 				Message: fmt.Sprintf("the %s source is not enabled on this server: configure its credentials", src.Name)})
 		})
 	} else {

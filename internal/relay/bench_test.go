@@ -18,9 +18,9 @@ import (
 	"time"
 
 	"github.com/pushproxy/pushproxy/internal/benchtest"
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 	"github.com/pushproxy/pushproxy/internal/relayclient"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
-	"github.com/pushproxy/pushproxy/internal/service"
 	"github.com/pushproxy/pushproxy/internal/tlstest"
 	"github.com/pushproxy/pushproxy/internal/tokens"
 )
@@ -299,7 +299,7 @@ func (f *forwarder) publish(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	wg.Wait()
-	service.WriteJSON(w, http.StatusOK, resp)
+	httpjson.Write(w, http.StatusOK, resp)
 }
 
 // send posts one badge the way APNs takes it.

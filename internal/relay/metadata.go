@@ -3,8 +3,8 @@ package relay
 import (
 	"net/http"
 
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
-	"github.com/pushproxy/pushproxy/internal/service"
 	"github.com/pushproxy/pushproxy/internal/tokens"
 )
 
@@ -31,9 +31,9 @@ func (s *Server) metadata(w http.ResponseWriter, _ *http.Request) {
 	})
 	if err != nil {
 		s.log.Error().Err(err).Msg("building auth metadata")
-		service.WriteError(w, &service.Error{Status: http.StatusInternalServerError, Code: "internal", Message: "the auth metadata document cannot be built"})
+		httpjson.WriteError(w, &httpjson.Error{Status: http.StatusInternalServerError, Code: "internal", Message: "the auth metadata document cannot be built"})
 		return
 	}
 	w.Header().Set("Cache-Control", "public, max-age=3600")
-	service.WriteJSON(w, http.StatusOK, m)
+	httpjson.Write(w, http.StatusOK, m)
 }

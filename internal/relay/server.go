@@ -15,8 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
-	"github.com/pushproxy/pushproxy/internal/service"
 	"github.com/pushproxy/pushproxy/internal/tokens"
 )
 
@@ -138,7 +138,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		Int("rejected", tally[relayproto.DeviceRejected]).
 		Dur("duration", s.now().Sub(start)).
 		Msg("publish answered")
-	service.WriteJSON(w, http.StatusOK, resp)
+	httpjson.Write(w, http.StatusOK, resp)
 }
 
 // authenticate verifies the bearer token. On failure it answers 401 with
@@ -269,7 +269,7 @@ func (s *Server) fault(w http.ResponseWriter, status int, outcome string, f rela
 	if f.BackOffTimeInMilliseconds > 0 && w.Header().Get("Retry-After") == "" {
 		w.Header().Set("Retry-After", strconv.FormatInt((f.BackOffTimeInMilliseconds+999)/1000, 10))
 	}
-	service.WriteJSON(w, status, f)
+	httpjson.Write(w, status, f)
 }
 
 // backOffMillis is d in whole milliseconds, rounded up, capped at

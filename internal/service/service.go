@@ -1,11 +1,11 @@
 // Package service holds what every pushproxy daemon shares: logging, the
-// /healthz, /readyz and /metrics endpoints, JSON answers and errors, and an
-// HTTP server that shuts down gracefully.
+// /healthz, /readyz and /metrics endpoints, an HTTP server that shuts down
+// gracefully, and the timers of its loops. The JSON answers and errors of
+// the HTTP APIs are package httpjson.
 package service
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 )
 
 // NewLogger returns a zerolog logger writing to w at level ("debug", "info",
@@ -61,7 +63,7 @@ type ReadyFunc func(ctx context.Context) error
 // reasons if one fails.
 func Handle(mux *http.ServeMux, reg *prometheus.Registry, checks ...ReadyFunc) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
@@ -73,39 +75,14 @@ func Handle(mux *http.ServeMux, reg *prometheus.Registry, checks ...ReadyFunc) {
 			}
 		}
 		if len(problems) > 0 {
-			WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "problems": problems})
+			httpjson.Write(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "problems": problems})
 			return
 		}
-		WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 	// OpenMetrics, when the scraper asks for it, carries the exemplars
 	// (a histogram observation's device reference).
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
-}
-
-// WriteJSON answers with status and v as JSON.
-func WriteJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
-}
-
-// Error is the JSON error answer of every pushproxy HTTP API:
-// {"error":{"status":422,"code":"invalid_field","field":"user","message":"..."}}.
-type Error struct {
-	Status  int    `json:"status"`
-	Code    string `json:"code"`
-	Field   string `json:"field,omitempty"`
-	Message string `json:"message"`
-}
-
-func (e *Error) Error() string { return e.Message }
-
-// WriteError answers with e as the JSON error body.
-func WriteError(w http.ResponseWriter, e *Error) {
-	WriteJSON(w, e.Status, map[string]*Error{"error": e})
 }
 
 // MaxHeaderBytes bounds the request headers every service accepts (431

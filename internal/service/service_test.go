@@ -3,7 +3,6 @@ package service
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -51,18 +50,6 @@ func TestHealthReadyMetrics(t *testing.T) {
 		if resp.StatusCode != tt.status || !strings.Contains(string(body), tt.body) {
 			t.Errorf("%s (ready=%v) = %d %s, want %d containing %s", tt.path, tt.ready, resp.StatusCode, body, tt.status, tt.body)
 		}
-	}
-}
-
-func TestWriteError(t *testing.T) {
-	rec := httptest.NewRecorder()
-	WriteError(rec, &Error{Status: 422, Code: "invalid_field", Field: "user", Message: "required"})
-	var got struct{ Error Error }
-	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
-		t.Fatal(err)
-	}
-	if rec.Code != 422 || got.Error.Field != "user" || rec.Header().Get("Content-Type") != "application/json" {
-		t.Fatalf("got %d %+v", rec.Code, got)
 	}
 }
 

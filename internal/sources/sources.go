@@ -5,7 +5,7 @@
 // and events, never ingest; ingest wires them in.
 //
 // A parser returns a request-level error for a body that cannot be read at
-// all (a *service.Error, e.g. from Malformed or TooLarge, or an
+// all (a *httpjson.Error, e.g. from Malformed or TooLarge, or an
 // *events.ValidationError for a field that spoils the whole request), and an
 // Item per event otherwise, each with its event or with the
 // *events.ValidationError that makes it unusable.
@@ -24,7 +24,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 )
 
 // Item is one event read from a request, or the reason it is unusable.
@@ -36,20 +36,20 @@ type Item struct {
 	Err error
 }
 
-// Error codes of request-level errors, as they appear in service.Error.Code.
+// Error codes of request-level errors, as they appear in httpjson.Error.Code.
 const (
 	CodeMalformed = "malformed"
 	CodeTooLarge  = "too_large"
 )
 
 // Malformed is the 400 answer for a body that is not what the source sends.
-func Malformed(format string, args ...any) *service.Error {
-	return &service.Error{Status: http.StatusBadRequest, Code: CodeMalformed, Message: fmt.Sprintf(format, args...)}
+func Malformed(format string, args ...any) *httpjson.Error {
+	return &httpjson.Error{Status: http.StatusBadRequest, Code: CodeMalformed, Message: fmt.Sprintf(format, args...)}
 }
 
 // TooLarge is the 413 answer for a request over a size or count limit.
-func TooLarge(format string, args ...any) *service.Error {
-	return &service.Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge, Message: fmt.Sprintf(format, args...)}
+func TooLarge(format string, args ...any) *httpjson.Error {
+	return &httpjson.Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge, Message: fmt.Sprintf(format, args...)}
 }
 
 // Invalid returns an *events.ValidationError for field.

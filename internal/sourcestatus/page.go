@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 )
 
 //go:embed page.html
@@ -35,11 +35,11 @@ func Handler(collect func(ctx context.Context) (Report, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rep, err := collect(r.Context())
 		if err != nil {
-			service.WriteError(w, &service.Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "reading the sources' status: " + err.Error()})
+			httpjson.WriteError(w, &httpjson.Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "reading the sources' status: " + err.Error()})
 			return
 		}
 		if r.URL.Query().Get("format") == "json" || strings.Contains(r.Header.Get("Accept"), "application/json") {
-			service.WriteJSON(w, http.StatusOK, rep)
+			httpjson.Write(w, http.StatusOK, rep)
 			return
 		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")

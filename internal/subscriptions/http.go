@@ -12,7 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 )
 
 // Route patterns of the subscribe API, for http.ServeMux.
@@ -25,7 +25,7 @@ const (
 // MaxBodySize bounds a request body of the subscribe API.
 const MaxBodySize = 64 << 10
 
-// Error codes of the API's JSON errors (service.Error.Code).
+// Error codes of the API's JSON errors (httpjson.Error.Code).
 const (
 	CodeMalformed        = "malformed"
 	CodeTooLarge         = "too_large"
@@ -53,7 +53,7 @@ type ListResponse struct {
 //	GET    /v1/subscriptions?tenant=&user=
 //	                           a user's subscriptions: {"subscriptions":[...]}
 //
-// Errors are JSON (service.Error): 400 malformed, 413 too large, 415 not
+// Errors are JSON (httpjson.Error): 400 malformed, 413 too large, 415 not
 // JSON, 422 with the name of the invalid field, 503 when the store fails.
 //
 // o.Access decides what each request may reach (nil: everything); a
@@ -115,7 +115,7 @@ func (h *handlers) allowed(w http.ResponseWriter, r *http.Request, write bool, t
 	if write {
 		what = "change"
 	}
-	service.WriteError(w, &service.Error{Status: http.StatusForbidden, Code: CodeForbidden,
+	httpjson.WriteError(w, &httpjson.Error{Status: http.StatusForbidden, Code: CodeForbidden,
 		Message: "these credentials may not " + what + " the subscriptions of tenant " + tenant})
 	return false
 }
@@ -127,7 +127,7 @@ func (h *handlers) subscribe(w http.ResponseWriter, r *http.Request) {
 	}
 	for field, set := range map[string]bool{"key": sub.Key != "", "expiresAt": !sub.ExpiresAt.IsZero()} {
 		if set {
-			service.WriteError(w, &service.Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalid, Field: field,
+			httpjson.WriteError(w, &httpjson.Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalid, Field: field,
 				Message: "invalid subscription: " + field + ": set by the server, not by the client"})
 			return
 		}
@@ -152,7 +152,7 @@ func (h *handlers) subscribe(w http.ResponseWriter, r *http.Request) {
 	if created {
 		status = http.StatusCreated
 	}
-	service.WriteJSON(w, status, stored)
+	httpjson.Write(w, status, stored)
 }
 
 // deviceRef identifies one subscription in a DELETE.
@@ -201,7 +201,7 @@ func (h *handlers) list(w http.ResponseWriter, r *http.Request) {
 			subs[i].DeviceID = MaskDevice(subs[i].DeviceID)
 		}
 	}
-	service.WriteJSON(w, http.StatusOK, ListResponse{Subscriptions: subs})
+	httpjson.Write(w, http.StatusOK, ListResponse{Subscriptions: subs})
 }
 
 // fail answers err: 422 for an invalid field, 404 for an unknown
@@ -211,16 +211,16 @@ func (h *handlers) fail(w http.ResponseWriter, err error) {
 	var eve *events.ValidationError
 	switch {
 	case errors.As(err, &sve):
-		service.WriteError(w, &service.Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalid, Field: sve.Field, Message: sve.Error()})
+		httpjson.WriteError(w, &httpjson.Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalid, Field: sve.Field, Message: sve.Error()})
 	case errors.As(err, &eve):
-		service.WriteError(w, &service.Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalid, Field: eve.Field, Message: "invalid subscription: " + eve.Field + ": " + eve.Reason})
+		httpjson.WriteError(w, &httpjson.Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalid, Field: eve.Field, Message: "invalid subscription: " + eve.Field + ": " + eve.Reason})
 	case errors.Is(err, ErrTooMany):
-		service.WriteError(w, &service.Error{Status: http.StatusConflict, Code: CodeTooMany, Message: err.Error()})
+		httpjson.WriteError(w, &httpjson.Error{Status: http.StatusConflict, Code: CodeTooMany, Message: err.Error()})
 	case errors.Is(err, ErrNotFound):
-		service.WriteError(w, &service.Error{Status: http.StatusNotFound, Code: CodeNotFound, Message: "no such subscription"})
+		httpjson.WriteError(w, &httpjson.Error{Status: http.StatusNotFound, Code: CodeNotFound, Message: "no such subscription"})
 	default:
 		h.log.Warn().Err(err).Msg("subscription store failed")
-		service.WriteError(w, &service.Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable, Message: "the subscription store is not available; retry later"})
+		httpjson.WriteError(w, &httpjson.Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable, Message: "the subscription store is not available; retry later"})
 	}
 }
 
@@ -229,17 +229,17 @@ func (h *handlers) fail(w http.ResponseWriter, err error) {
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-		service.WriteError(w, &service.Error{Status: http.StatusUnsupportedMediaType, Code: CodeUnsupportedMedia, Message: "the body must be application/json"})
+		httpjson.WriteError(w, &httpjson.Error{Status: http.StatusUnsupportedMediaType, Code: CodeUnsupportedMedia, Message: "the body must be application/json"})
 		return false
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodySize))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			service.WriteError(w, &service.Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge, Message: "the body is larger than 64 KiB"})
+			httpjson.WriteError(w, &httpjson.Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge, Message: "the body is larger than 64 KiB"})
 			return false
 		}
-		service.WriteError(w, &service.Error{Status: http.StatusBadRequest, Code: CodeMalformed, Message: "reading the body: " + err.Error()})
+		httpjson.WriteError(w, &httpjson.Error{Status: http.StatusBadRequest, Code: CodeMalformed, Message: "reading the body: " + err.Error()})
 		return false
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -251,21 +251,21 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	if err != nil {
 		if field, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
 			field = strings.Trim(field, `"`)
-			service.WriteError(w, &service.Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalid, Field: field,
+			httpjson.WriteError(w, &httpjson.Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalid, Field: field,
 				Message: "invalid subscription: " + field + ": unknown field"})
 			return false
 		}
 		var ve *ValidationError
 		if errors.As(err, &ve) {
-			service.WriteError(w, &service.Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalid, Field: ve.Field, Message: ve.Error()})
+			httpjson.WriteError(w, &httpjson.Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalid, Field: ve.Field, Message: ve.Error()})
 			return false
 		}
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) && typeErr.Field != "" {
-			service.WriteError(w, &service.Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalid, Field: typeErr.Field, Message: "invalid subscription: " + typeErr.Field + ": wrong type"})
+			httpjson.WriteError(w, &httpjson.Error{Status: http.StatusUnprocessableEntity, Code: CodeInvalid, Field: typeErr.Field, Message: "invalid subscription: " + typeErr.Field + ": wrong type"})
 			return false
 		}
-		service.WriteError(w, &service.Error{Status: http.StatusBadRequest, Code: CodeMalformed, Message: "the body is not valid JSON: " + err.Error()})
+		httpjson.WriteError(w, &httpjson.Error{Status: http.StatusBadRequest, Code: CodeMalformed, Message: "the body is not valid JSON: " + err.Error()})
 		return false
 	}
 	return true

@@ -28,8 +28,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 	"github.com/pushproxy/pushproxy/internal/providers/logpush"
-	"github.com/pushproxy/pushproxy/internal/service"
 )
 
 // heartbeat is how often an idle event stream sends a comment, so proxies
@@ -138,7 +138,7 @@ func (p *Page) page(path string) http.HandlerFunc {
 // json answers the current devices.
 func (p *Page) json(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	service.WriteJSON(w, http.StatusOK, map[string][]Device{"devices": rows(r.Context(), p.src.Devices(), p.names)})
+	httpjson.Write(w, http.StatusOK, map[string][]Device{"devices": rows(r.Context(), p.src.Devices(), p.names)})
 }
 
 // events streams a snapshot and then every update until the client goes

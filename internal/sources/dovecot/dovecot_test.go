@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
@@ -192,7 +192,7 @@ func TestParseRequestErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := tt.parse([]byte(tt.body))
-			var se *service.Error
+			var se *httpjson.Error
 			var ve *events.ValidationError
 			switch {
 			case errors.As(err, &se):

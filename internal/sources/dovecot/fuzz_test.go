@@ -5,16 +5,16 @@ import (
 	"testing"
 
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
 // checkItems fails unless err is a request-level error (a 4xx
-// service.Error or a validation error) or every item is an event of source
+// httpjson.Error or a validation error) or every item is an event of source
 // or a validation error, with distinct change ids, that survives Normalize
 // and Validate.
 func checkItems(t *testing.T, items []sources.Item, err error, source events.Source) {
-	var se *service.Error
+	var se *httpjson.Error
 	var ve *events.ValidationError
 	switch {
 	case errors.As(err, &se):

@@ -17,7 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 )
 
 // managerKey is the key of the test endpoint's URL.
@@ -153,17 +153,17 @@ func newManagerHarness(t *testing.T) *managerHarness {
 	}
 	h.notify = httptest.NewServer(src.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !src.Authenticate(r) {
-			service.WriteError(w, &service.Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "wrong key"})
+			httpjson.WriteError(w, &httpjson.Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "wrong key"})
 			return
 		}
 		body, _ := io.ReadAll(r.Body)
 		items, err := src.Parse(r, body)
 		if err != nil {
-			var se *service.Error
+			var se *httpjson.Error
 			if !errors.As(err, &se) {
-				se = &service.Error{Status: http.StatusInternalServerError, Code: "internal", Message: err.Error()}
+				se = &httpjson.Error{Status: http.StatusInternalServerError, Code: "internal", Message: err.Error()}
 			}
-			service.WriteError(w, se)
+			httpjson.WriteError(w, se)
 			return
 		}
 		h.mu.Lock()

@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
@@ -162,7 +162,7 @@ func (s *Source) Challenge() string { return `Key realm="pushproxy", param="` + 
 func (s *Source) Parse(r *http.Request, body []byte) ([]sources.Item, error) {
 	st := exchangeOf(r)
 	if st == nil {
-		return nil, &service.Error{Status: http.StatusInternalServerError, Code: "internal",
+		return nil, &httpjson.Error{Status: http.StatusInternalServerError, Code: "internal",
 			Message: "the EWS route is not wrapped with ews.Source.Wrap"}
 	}
 	if err := checkCharset(r.Header.Get("Content-Type")); err != nil {
@@ -190,7 +190,7 @@ func (s *Source) Parse(r *http.Request, body []byte) ([]sources.Item, error) {
 			s.metrics.unknown.Inc()
 			s.cfg.Log.Debug().Str("subscription", m.SubscriptionID).Msg("EWS notification for an unknown subscription: answering Unsubscribe")
 		case err != nil:
-			return nil, &service.Error{Status: http.StatusServiceUnavailable, Code: "unavailable",
+			return nil, &httpjson.Error{Status: http.StatusServiceUnavailable, Code: "unavailable",
 				Message: "the EWS subscription registry is unavailable (" + err.Error() + "); retry later"}
 		default:
 			known++
@@ -207,7 +207,7 @@ func (s *Source) Parse(r *http.Request, body []byte) ([]sources.Item, error) {
 			// A key belongs to its tenants' subscriptions: a notification
 			// of another's is a forgery or a misconfiguration, and nothing
 			// of the request is stored.
-			return nil, &service.Error{Status: http.StatusForbidden, Code: "forbidden", Field: KeyParam,
+			return nil, &httpjson.Error{Status: http.StatusForbidden, Code: "forbidden", Field: KeyParam,
 				Message: "this key may not report for tenant " + sub.Tenant + "; nothing was stored"}
 		}
 		for _, e := range Map(m.Notification, sub) {
@@ -348,7 +348,7 @@ func (f *faultWriter) finish() {
 	}
 	reason := http.StatusText(f.status)
 	var body struct {
-		Error *service.Error `json:"error"`
+		Error *httpjson.Error `json:"error"`
 	}
 	if json.Unmarshal(f.held.Bytes(), &body) == nil && body.Error != nil && body.Error.Message != "" {
 		reason = body.Error.Message
@@ -373,7 +373,7 @@ func checkCharset(header string) error {
 		return nil
 	}
 	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "us-ascii") {
-		return &service.Error{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
+		return &httpjson.Error{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
 			Message: fmt.Sprintf("charset %q is not accepted; Exchange sends utf-8", sources.Clip(cs))}
 	}
 	return nil

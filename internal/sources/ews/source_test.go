@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
@@ -80,9 +80,9 @@ func TestSourceParse(t *testing.T) {
 			}
 			items, w, err := exchangeRequest(t, newTestSource(t, nil), ct, []byte(tt.body))
 			if tt.errStatus != 0 {
-				var se *service.Error
+				var se *httpjson.Error
 				if !errors.As(err, &se) || se.Status != tt.errStatus {
-					t.Fatalf("error %v, want a %d service.Error", err, tt.errStatus)
+					t.Fatalf("error %v, want a %d httpjson.Error", err, tt.errStatus)
 				}
 				return
 			}
@@ -112,7 +112,7 @@ func TestSourceParseNeedsWrap(t *testing.T) {
 	src := newTestSource(t, nil)
 	r := httptest.NewRequest(http.MethodPost, "/v1/ews", nil)
 	_, err := src.Parse(r, readFile(t, "sendnotification_status.xml"))
-	var se *service.Error
+	var se *httpjson.Error
 	if !errors.As(err, &se) || se.Status != http.StatusInternalServerError || !strings.Contains(se.Message, "Wrap") {
 		t.Fatalf("Parse without Wrap: %v", err)
 	}
@@ -177,14 +177,14 @@ func TestWrapWritesFaults(t *testing.T) {
 		retryAfter string
 	}{
 		{"json error", func(w http.ResponseWriter, _ *http.Request) {
-			service.WriteError(w, &service.Error{Status: 422, Code: "invalid_event", Message: "1 of 2 events are invalid"})
+			httpjson.WriteError(w, &httpjson.Error{Status: 422, Code: "invalid_event", Message: "1 of 2 events are invalid"})
 		}, 422, FaultClient, "1 of 2 events are invalid", ""},
 		{"unavailable", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Retry-After", "5")
-			service.WriteError(w, &service.Error{Status: 503, Code: "unavailable", Message: "retry later"})
+			httpjson.WriteError(w, &httpjson.Error{Status: 503, Code: "unavailable", Message: "retry later"})
 		}, 503, FaultServer, "retry later", "5"},
 		{"unavailable without Retry-After", func(w http.ResponseWriter, _ *http.Request) {
-			service.WriteError(w, &service.Error{Status: 503, Code: "unavailable", Message: "registry down"})
+			httpjson.WriteError(w, &httpjson.Error{Status: 503, Code: "unavailable", Message: "registry down"})
 		}, 503, FaultServer, "registry down", "30"},
 		{"plain text error", func(w http.ResponseWriter, _ *http.Request) {
 			http.Error(w, "nope", http.StatusNotFound)

@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
@@ -106,7 +106,7 @@ func TestDecodeErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Decode([]byte(tt.body), 2)
-			var se *service.Error
+			var se *httpjson.Error
 			if !errors.As(err, &se) || se.Status != tt.status || !strings.Contains(se.Message, tt.want) {
 				t.Fatalf("error %v, want %d saying %q", err, tt.status, tt.want)
 			}
@@ -328,7 +328,7 @@ func TestSourceParseRefuses(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := parseBody(t, newTestSource(t, tt.config), []byte(tt.body))
-			var se *service.Error
+			var se *httpjson.Error
 			if !errors.As(err, &se) || se.Status != tt.status {
 				t.Fatalf("error %v, want status %d", err, tt.status)
 			}

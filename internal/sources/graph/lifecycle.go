@@ -21,7 +21,7 @@ type LifecycleNotification struct {
 //	  "tenantId":"<guid>","clientState":"<secret>","lifecycleEvent":"reauthorizationRequired"}]}
 //
 // A body that is not such a collection is a request-level error, as for
-// Decode (*service.Error, 400 or 413). Notifications without a
+// Decode (*httpjson.Error, 400 or 413). Notifications without a
 // lifecycleEvent (changes sent to the wrong URL) and those without a
 // usable subscription id are left out; the event is returned as given
 // (LifecycleReauthorizationRequired, LifecycleSubscriptionRemoved,

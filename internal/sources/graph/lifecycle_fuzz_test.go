@@ -10,7 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 )
 
 // fuzzSubscriptionID is the subscription the fuzzed manager knows, the
@@ -50,14 +50,14 @@ func FuzzLifecycle(f *testing.F) {
 		}
 		before := missed.Load()
 		err := m.Lifecycle(context.Background(), body)
-		var se *service.Error
+		var se *httpjson.Error
 		switch {
 		case err == nil:
 			if perr != nil {
 				t.Fatalf("Lifecycle took what ParseLifecycle refused: %v", perr)
 			}
 		case !errors.As(err, &se):
-			t.Fatalf("error %v is not a *service.Error", err)
+			t.Fatalf("error %v is not a *httpjson.Error", err)
 		case se.Status != http.StatusBadRequest && se.Status != http.StatusRequestEntityTooLarge && se.Status != http.StatusUnauthorized:
 			t.Fatalf("status %d", se.Status)
 		}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
@@ -19,7 +19,7 @@ import (
 // (both by Run, ahead of other work), missed calls ManagerConfig.Missed
 // with the subscription's user. A notification whose clientState is none
 // of the configured ones is dropped, as is one about a subscription the
-// Manager does not know (logged). The error is a *service.Error: 400 or
+// Manager does not know (logged). The error is a *httpjson.Error: 400 or
 // 413 for a body that is not a collection, 401 when no notification
 // carries a known clientState, 503 until Run has loaded the store.
 func (m *Manager) Lifecycle(ctx context.Context, body []byte) error {
@@ -27,7 +27,7 @@ func (m *Manager) Lifecycle(ctx context.Context, body []byte) error {
 	loaded := m.loaded
 	m.mu.Unlock()
 	if !loaded {
-		return &service.Error{Status: http.StatusServiceUnavailable, Code: "unavailable",
+		return &httpjson.Error{Status: http.StatusServiceUnavailable, Code: "unavailable",
 			Message: "the Graph subscriptions are not loaded yet; retry later"}
 	}
 	notes, err := ParseLifecycle(body)
@@ -47,7 +47,7 @@ func (m *Manager) Lifecycle(ctx context.Context, body []byte) error {
 		m.handle(ctx, n.Lifecycle, tenants)
 	}
 	if matched == 0 && len(notes) > 0 {
-		return &service.Error{Status: http.StatusUnauthorized, Code: "unauthorized", Field: "clientState",
+		return &httpjson.Error{Status: http.StatusUnauthorized, Code: "unauthorized", Field: "clientState",
 			Message: "no lifecycle notification carries a known clientState"}
 	}
 	return nil
@@ -129,24 +129,24 @@ func (m *Manager) LifecycleHandler() http.Handler { return m.LifecycleHandlerFor
 
 // LifecycleHandlerFor is LifecycleHandler handing each body to handle
 // instead of Lifecycle: an ingest that does not run the manager hands it
-// to the one that does. handle's *service.Error is the answer.
+// to the one that does. handle's *httpjson.Error is the answer.
 func (m *Manager) LifecycleHandlerFor(handle func(ctx context.Context, body []byte) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
-			service.WriteError(w, &service.Error{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "only POST is allowed"})
+			httpjson.WriteError(w, &httpjson.Error{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "only POST is allowed"})
 			return
 		}
 		if !keyMatches(r, m.key) {
 			w.Header().Set("WWW-Authenticate", `Key realm="pushproxy", param="`+KeyParam+`"`)
-			service.WriteError(w, &service.Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "missing or wrong credentials"})
+			httpjson.WriteError(w, &httpjson.Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "missing or wrong credentials"})
 			return
 		}
 		if q := r.URL.Query(); q.Has(ValidationParam) {
 			_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 64<<10))
 			token := q.Get(ValidationParam)
 			if reason := checkValidationToken(token); reason != "" {
-				service.WriteError(w, &service.Error{Status: http.StatusBadRequest, Code: sources.CodeMalformed, Field: ValidationParam, Message: reason})
+				httpjson.WriteError(w, &httpjson.Error{Status: http.StatusBadRequest, Code: sources.CodeMalformed, Field: ValidationParam, Message: reason})
 				return
 			}
 			m.cfg.Log.Info().Msg("answered a Graph lifecycle endpoint validation")
@@ -155,19 +155,19 @@ func (m *Manager) LifecycleHandlerFor(handle func(ctx context.Context, body []by
 		}
 		body, err := io.ReadAll(io.LimitReader(r.Body, MaxLifecycleBody+1))
 		if err != nil {
-			service.WriteError(w, sources.Malformed("reading the body: %v", err))
+			httpjson.WriteError(w, sources.Malformed("reading the body: %v", err))
 			return
 		}
 		if len(body) > MaxLifecycleBody {
-			service.WriteError(w, sources.TooLarge("the body is longer than %d bytes", MaxLifecycleBody))
+			httpjson.WriteError(w, sources.TooLarge("the body is longer than %d bytes", MaxLifecycleBody))
 			return
 		}
 		if err := handle(r.Context(), body); err != nil {
-			var se *service.Error
+			var se *httpjson.Error
 			if !errors.As(err, &se) {
-				se = &service.Error{Status: http.StatusInternalServerError, Code: "internal", Message: "handling the lifecycle notifications failed"}
+				se = &httpjson.Error{Status: http.StatusInternalServerError, Code: "internal", Message: "handling the lifecycle notifications failed"}
 			}
-			service.WriteError(w, se)
+			httpjson.WriteError(w, se)
 			return
 		}
 		w.WriteHeader(http.StatusAccepted)

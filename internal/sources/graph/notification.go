@@ -79,7 +79,7 @@ const DefaultMaxNotifications = 1000
 // Decode reads a changeNotificationCollection. A body that is not a JSON
 // object with a "value" array, or that has more than max notifications
 // (DefaultMaxNotifications when max is 0), is a request-level error
-// (*service.Error, 400 or 413). Fields Graph may add later are ignored.
+// (*httpjson.Error, 400 or 413). Fields Graph may add later are ignored.
 func Decode(body []byte, max int) (*Collection, error) {
 	if max <= 0 {
 		max = DefaultMaxNotifications

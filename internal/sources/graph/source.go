@@ -18,7 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
@@ -181,13 +181,13 @@ func (s *Source) Handshake(next http.Handler) http.Handler {
 		if !s.Authenticate(r) {
 			s.metrics.validations.WithLabelValues("unauthorized").Inc()
 			w.Header().Set("WWW-Authenticate", s.Challenge())
-			service.WriteError(w, &service.Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "missing or wrong credentials"})
+			httpjson.WriteError(w, &httpjson.Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "missing or wrong credentials"})
 			return
 		}
 		token := q.Get(ValidationParam)
 		if reason := checkValidationToken(token); reason != "" {
 			s.metrics.validations.WithLabelValues("invalid").Inc()
-			service.WriteError(w, &service.Error{Status: http.StatusBadRequest, Code: sources.CodeMalformed, Field: ValidationParam, Message: reason})
+			httpjson.WriteError(w, &httpjson.Error{Status: http.StatusBadRequest, Code: sources.CodeMalformed, Field: ValidationParam, Message: reason})
 			return
 		}
 		s.metrics.validations.WithLabelValues("ok").Inc()
@@ -266,7 +266,7 @@ func (s *Source) Parse(r *http.Request, body []byte) ([]sources.Item, error) {
 		}
 		e, result, err := s.event(ctx, n)
 		if err != nil {
-			return nil, &service.Error{Status: http.StatusServiceUnavailable, Code: "unavailable",
+			return nil, &httpjson.Error{Status: http.StatusServiceUnavailable, Code: "unavailable",
 				Message: "the Graph user directory is unavailable (" + err.Error() + "); retry later"}
 		}
 		if result != resultAccepted {
@@ -276,14 +276,14 @@ func (s *Source) Parse(r *http.Request, body []byte) ([]sources.Item, error) {
 			// A clientState belongs to its tenants' subscriptions: a
 			// notification for another tenant is a forgery or a
 			// misconfiguration, and nothing of the request is stored.
-			return nil, &service.Error{Status: http.StatusForbidden, Code: "forbidden", Field: "clientState",
+			return nil, &httpjson.Error{Status: http.StatusForbidden, Code: "forbidden", Field: "clientState",
 				Message: "a notification's clientState may not report for tenant " + e.Tenant + "; nothing was stored"}
 		}
 		s.metrics.notifications.WithLabelValues(resultAccepted).Inc()
 		items = append(items, sources.Item{Event: e})
 	}
 	if matched == 0 && len(c.Value) > 0 {
-		return nil, &service.Error{Status: http.StatusUnauthorized, Code: "unauthorized", Field: "clientState",
+		return nil, &httpjson.Error{Status: http.StatusUnauthorized, Code: "unauthorized", Field: "clientState",
 			Message: "no notification carries a known clientState"}
 	}
 	return items, nil

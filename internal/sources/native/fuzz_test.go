@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 )
 
 // FuzzNative checks that any body either fails as a request with a 4xx
@@ -23,9 +23,9 @@ func FuzzNative(f *testing.F) {
 		checkFastAgrees(t, body, media, 5)
 		items, err := Parse(body, media, Options{MaxEvents: 5})
 		if err != nil {
-			var se *service.Error
+			var se *httpjson.Error
 			if !errors.As(err, &se) || se.Status < 400 || se.Status > 499 {
-				t.Fatalf("request error %v is not a 4xx service.Error", err)
+				t.Fatalf("request error %v is not a 4xx httpjson.Error", err)
 			}
 			return
 		}

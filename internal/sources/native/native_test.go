@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/httpjson"
 )
 
 const good = `{"v":1,"tenant":"fabrikam.com","user":"alice@fabrikam.com","kind":"new","unread":3,"change_id":"c1","occurred_at":"2025-01-31T09:30:00+01:00"}`
@@ -68,9 +68,9 @@ func TestParseRequestErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Parse([]byte(tt.body), tt.media, Options{MaxEvents: 3})
-			var se *service.Error
+			var se *httpjson.Error
 			if !errors.As(err, &se) {
-				t.Fatalf("err = %v, want a *service.Error", err)
+				t.Fatalf("err = %v, want a *httpjson.Error", err)
 			}
 			if se.Status != tt.status || !strings.Contains(se.Message, tt.message) {
 				t.Fatalf("got %d %q, want %d containing %q", se.Status, se.Message, tt.status, tt.message)
