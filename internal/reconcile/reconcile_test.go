@@ -465,7 +465,7 @@ func TestWhichEventsAreChecked(t *testing.T) {
 			user := fmt.Sprintf("user%d@fabrikam.com", i)
 			e := events.Event{Tenant: tenant, User: user, Kind: tt.kind, Mailbox: tt.box, FromMailbox: tt.from, Unread: tt.count, Count: 1, Source: tt.source}
 			before := h.r.queue.len()
-			h.r.note(&e, time.Now())
+			h.r.note(&e, time.Now(), false)
 			if got := h.r.queue.len() > before; got != tt.queued {
 				t.Fatalf("queued %v, want %v", got, tt.queued)
 			}

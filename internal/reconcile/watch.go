@@ -40,9 +40,9 @@ func (r *Reconciler) watch(ctx context.Context) error {
 	return nil
 }
 
-// noteEvent queues or unqueues the event's user. An event stored before
-// estimatedFrom was checked before a restart, unless its user is followed
-// up.
+// noteEvent queues or unqueues the event's user. The estimated check of
+// an event stored before estimatedFrom was due before this reader
+// started.
 func (r *Reconciler) noteEvent(msg jetstream.Msg, estimatedFrom time.Time) {
 	e, err := events.Decode(msg.Data())
 	if err != nil {
@@ -55,10 +55,7 @@ func (r *Reconciler) noteEvent(msg jetstream.Msg, estimatedFrom time.Time) {
 	if md, err := msg.Metadata(); err == nil {
 		stored = md.Timestamp
 	}
-	if stored.Before(estimatedFrom) && !r.oneWay(e.Source) && e.Unread == nil {
-		return
-	}
-	r.note(&e, stored)
+	r.note(&e, stored, stored.Before(estimatedFrom))
 }
 
 // note queues the user of an event for a check EstimatedDelay after
@@ -66,7 +63,10 @@ func (r *Reconciler) noteEvent(msg jetstream.Msg, estimatedFrom time.Time) {
 // change of it or a change an opaque source does not describe) or comes
 // from a source that does not report reads (followed up for FollowUp),
 // and drops the queued check of a user whose event carried the count.
-func (r *Reconciler) note(e *events.Event, stored time.Time) {
+// With past set, the event's estimated check was due before the reader
+// started (the reconciler made it before a restart): only a follow-up or
+// a count still changes the queue.
+func (r *Reconciler) note(e *events.Event, stored time.Time, past bool) {
 	key := r.cfg.Keyer.UserKey(e.Tenant, e.User)
 	in := entry{key: key, user: User{Tenant: e.Tenant, User: e.User}, due: stored.Add(r.cfg.EstimatedDelay)}
 	r.mu.Lock()
@@ -78,7 +78,7 @@ func (r *Reconciler) note(e *events.Event, stored time.Time) {
 		r.queue.remove(key)
 		r.m.queued.Set(float64(r.queue.len()))
 		return
-	case e.DeltaFor(r.cfg.Mailbox) == 0 && !r.opaqueChange(e):
+	case past, e.DeltaFor(r.cfg.Mailbox) == 0 && !r.opaqueChange(e):
 		return
 	}
 	if !r.queue.add(in) {

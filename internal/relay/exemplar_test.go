@@ -25,9 +25,12 @@ func TestProviderLatencyExemplar(t *testing.T) {
 		t.Fatal(err)
 	}
 	token := fab.token(t)
+	// A 200 alone is not enough: until the relay's registry watch has the
+	// app, the device is answered as an app fault, without a provider
+	// latency to carry the exemplar.
 	waitFor(t, "the relay to deliver", func() bool {
 		got := r.publish(t, token, relayproto.Request{Notifications: []relayproto.Notification{notification("n1", 3, "com.example.mail", "phone-A")}})
-		return got.status == http.StatusOK
+		return got.status == http.StatusOK && got.response(t).Results[0].Devices[0].Status == relayproto.DeviceDelivered
 	})
 	req, err := http.NewRequest(http.MethodGet, r.base+"/metrics", nil)
 	if err != nil {
