@@ -6,9 +6,10 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/pushproxy/pushproxy/internal/logtest"
 )
 
 func TestHelp(t *testing.T) {
@@ -50,7 +51,7 @@ func TestRunsEmbeddedAndStops(t *testing.T) {
 	ln.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var out lockedBuffer
+	var out logtest.Buffer
 	go func() {
 		done <- run(ctx, []string{"--nats-embedded", "--data-dir", t.TempDir(), "--provision", "--http-addr", addr,
 			"--heartbeat", "100ms", "--log-format", "json"}, func(string) string { return "" }, &out)
@@ -90,23 +91,4 @@ func TestRunsEmbeddedAndStops(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("did not stop within 30s")
 	}
-}
-
-// lockedBuffer is a buffer that goroutines may write at once, as the
-// loggers of the dispatcher and its HTTP server do.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -89,11 +89,11 @@ func TestDLQ(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "redriven: count 3, 1 delivered") {
 		t.Fatalf("redrive 1: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	got := relay.notifications()
+	got := relay.Notifications()
 	if len(got) != 1 || got[0].Payload.UnseenEmailCount != 3 || got[0].Recipients[0].DeviceID != "secret-token-alice@fabrikam.com" {
 		t.Fatalf("the relay got %+v, want alice's notification once", got)
 	}
-	if r := pushctl(t, "dlq", "redrive", "--all", url); r.code != 0 || len(relay.notifications()) != 2 {
+	if r := pushctl(t, "dlq", "redrive", "--all", url); r.code != 0 || len(relay.Notifications()) != 2 {
 		t.Fatalf("redrive --all: %d %s %s", r.code, r.stdout, r.stderr)
 	}
 	if n := deadLetters(t, conn); n != 0 {

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/pushproxy/pushproxy/internal/sources/graph"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 // graphInbox is a Graph tenant for the Graph counter: the Entra token
@@ -78,9 +79,8 @@ func TestStandaloneGraphCountsAreExact(t *testing.T) {
 	g := &graphInbox{unread: map[string]int{aliceID: 0}}
 	srv := httptest.NewServer(g)
 	defer srv.Close()
-	users, secret := filepath.Join(dir, "graph-users.json"), filepath.Join(dir, "app-secret")
-	writeTestFile(t, users, `{"users":[{"user_id":"`+aliceID+`","tenant_id":"bb8775a4-4d8c-42cf-a1d4-4d58c2bb668f","tenant":"example.com","address":"alice@example.com"}]}`)
-	writeTestFile(t, secret, "app-secret\n")
+	users := testfs.Write(t, dir, "graph-users.json", `{"users":[{"user_id":"`+aliceID+`","tenant_id":"bb8775a4-4d8c-42cf-a1d4-4d58c2bb668f","tenant":"example.com","address":"alice@example.com"}]}`)
+	secret := testfs.Write(t, dir, "app-secret", "app-secret\n")
 	ingestAddr, natsAddr, _, _ := startStandaloneWith(t, filepath.Join(dir, "data"), nil,
 		"--graph-users", users, "--graph-client-state", "graph-client-state",
 		"--graph-app-tenant-id", "bb8775a4-4d8c-42cf-a1d4-4d58c2bb668f", "--graph-client-id", "2f6c1e4a-9b7d-4c3e-8a1f-5d6e7f8a9b0c",

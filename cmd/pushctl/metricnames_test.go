@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"net/http"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -13,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 // metricName finds the pushproxy metric names a query or a rule names.
@@ -26,16 +26,11 @@ var metricName = regexp.MustCompile(`\bpushproxy_[a-z0-9_]+\b`)
 // only once it has a child, so the check asks the registry itself.
 func TestDashboardAndAlertsUseExportedMetrics(t *testing.T) {
 	dir := t.TempDir()
-	graphUsers := filepath.Join(dir, "graph-users.json")
-	ewsSubs := filepath.Join(dir, "ews.json")
-	writeTestFile(t, graphUsers, `{"users":[{"user_id":"8ee44408-0679-472c-bc2a-692812af3437","tenant":"example.com","address":"alice@example.com"}]}`)
-	writeTestFile(t, ewsSubs, `{"subscriptions":[{"subscription_id":"sub-1","tenant":"example.com","user":"alice@example.com","inbox_folder_id":"inbox-1"}]}`)
-	doveadmKey := filepath.Join(dir, "doveadm-key")
-	writeTestFile(t, doveadmKey, "secret")
-	mailboxes := filepath.Join(dir, "mailboxes.json")
-	writeTestFile(t, mailboxes, `{"mailboxes":[{"tenant":"example.com","user":"alice@example.com"}]}`)
-	watched := filepath.Join(dir, "watched.json")
-	writeTestFile(t, watched, `{"users":[{"tenant":"example.com","user":"alice@example.com"}]}`)
+	graphUsers := testfs.Write(t, dir, "graph-users.json", `{"users":[{"user_id":"8ee44408-0679-472c-bc2a-692812af3437","tenant":"example.com","address":"alice@example.com"}]}`)
+	ewsSubs := testfs.Write(t, dir, "ews.json", `{"subscriptions":[{"subscription_id":"sub-1","tenant":"example.com","user":"alice@example.com","inbox_folder_id":"inbox-1"}]}`)
+	doveadmKey := testfs.Write(t, dir, "doveadm-key", "secret")
+	mailboxes := testfs.Write(t, dir, "mailboxes.json", `{"mailboxes":[{"tenant":"example.com","user":"alice@example.com"}]}`)
+	watched := testfs.Write(t, dir, "watched.json", `{"users":[{"tenant":"example.com","user":"alice@example.com"}]}`)
 	reg := service.NewRegistry()
 	// The reconciler runs with counters nobody answers at (127.0.0.1:9);
 	// the Graph and EWS subscription managers and the IMAP watcher run too,
@@ -121,16 +116,5 @@ func registered(reg *prometheus.Registry, name string) bool {
 
 func readRepoFile(t *testing.T, parts ...string) []byte {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(append([]string{"..", ".."}, parts...)...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
-}
-
-func writeTestFile(t *testing.T, path, data string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	return testfs.Read(t, filepath.Join(append([]string{"..", ".."}, parts...)...))
 }

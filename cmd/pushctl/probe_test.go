@@ -5,14 +5,13 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/pushproxy/pushproxy/internal/probe"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
+	"github.com/pushproxy/pushproxy/internal/relayproto/relayprototest"
 	"github.com/pushproxy/pushproxy/internal/s2s"
 	"github.com/pushproxy/pushproxy/internal/settings"
 	"github.com/pushproxy/pushproxy/internal/tokens"
@@ -21,11 +20,8 @@ import (
 // testRelay is a local relay that verifies real S2S tokens against the
 // partners registered in it and records the notifications it accepted.
 type testRelay struct {
-	*httptest.Server
+	*relayprototest.Relay
 	partners *tokens.Registry
-
-	mu  sync.Mutex
-	got []relayproto.Notification
 }
 
 func newTestRelay(t *testing.T) *testRelay {
@@ -37,11 +33,7 @@ func newTestRelay(t *testing.T) *testRelay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.Method != http.MethodPost || req.URL.Path != "/PushNotifications"+relayproto.PublishPath {
-			http.NotFound(w, req)
-			return
-		}
+	r.Relay = relayprototest.NewRelay(t, func(w http.ResponseWriter, req *http.Request) bool {
 		raw, err := tokens.BearerToken(req.Header.Get("Authorization"))
 		if err == nil {
 			_, err = verifier.Verify(req.Context(), raw)
@@ -50,38 +42,11 @@ func newTestRelay(t *testing.T) *testRelay {
 			w.Header().Set("WWW-Authenticate", tokens.Challenge(settings.DefaultRelayPrincipal, settings.DefaultServiceName+"@*", err))
 			w.WriteHeader(http.StatusUnauthorized)
 			_ = json.NewEncoder(w).Encode(relayproto.Fault{Message: err.Error()})
-			return
+			return false
 		}
-		var body relayproto.Request
-		if err := json.NewDecoder(req.Body).Decode(&body); err != nil {
-			w.WriteHeader(http.StatusBadRequest)
-			return
-		}
-		resp := relayproto.Response{}
-		for _, n := range body.Notifications {
-			res := relayproto.NotificationResult{ID: n.ID}
-			for _, rc := range n.Recipients {
-				res.Devices = append(res.Devices, relayproto.DeviceResult{AppID: rc.AppID, DeviceID: rc.DeviceID, Status: relayproto.DeviceDelivered})
-			}
-			resp.Results = append(resp.Results, res)
-		}
-		r.mu.Lock()
-		r.got = append(r.got, body.Notifications...)
-		r.mu.Unlock()
-		_ = json.NewEncoder(w).Encode(resp)
-	}))
-	t.Cleanup(r.Close)
+		return true
+	})
 	return r
-}
-
-// URI is the proxy Uri of the relay.
-func (r *testRelay) URI() string { return r.URL + "/PushNotifications" }
-
-// notifications returns what the relay accepted.
-func (r *testRelay) notifications() []relayproto.Notification {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]relayproto.Notification(nil), r.got...)
 }
 
 // register makes the relay accept the tokens of the certificate in dir.
@@ -148,7 +113,7 @@ func TestProbeCommand(t *testing.T) {
 	if r.code != 0 || r.stdout != "ResultType : Succeeded\nError      :\nException  :\n" || r.stderr != "" {
 		t.Fatalf("registered certificate: code %d\n%q\n%q", r.code, r.stdout, r.stderr)
 	}
-	got := relay.notifications()
+	got := relay.Notifications()
 	if len(got) != 1 || !got[0].IsMonitoring() {
 		t.Fatalf("relay got %+v, want the monitoring notification", got)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/sources/ews"
 	"github.com/pushproxy/pushproxy/internal/sources/graph"
 	"github.com/pushproxy/pushproxy/internal/sourcestatus"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 // doveadmServer speaks Dovecot's doveadm HTTP API for mailboxStatus, as
@@ -91,8 +92,7 @@ func TestStandaloneReconciles(t *testing.T) {
 	dove := &doveadmServer{key: "doveadm-secret", unseen: map[string]int{}}
 	srv := httptest.NewServer(dove)
 	defer srv.Close()
-	keyFile := filepath.Join(dir, "doveadm-key")
-	writeTestFile(t, keyFile, dove.key+"\n")
+	keyFile := testfs.Write(t, dir, "doveadm-key", dove.key+"\n")
 	ingestAddr, natsAddr, _, _ := startStandaloneWith(t, filepath.Join(dir, "data"), nil,
 		"--doveadm-url", srv.URL, "--doveadm-api-key-file", keyFile, "--reconcile-estimated-delay", "300ms")
 	nats := "--nats-url=nats://" + natsAddr

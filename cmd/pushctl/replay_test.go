@@ -67,7 +67,7 @@ func TestReplay(t *testing.T) {
 			t.Errorf("replay output lacks %q:\n%s", want, r.stdout)
 		}
 	}
-	if strings.Contains(r.stdout, "Unread state set") || len(relay.notifications()) != 0 {
+	if strings.Contains(r.stdout, "Unread state set") || len(relay.Notifications()) != 0 {
 		t.Fatalf("--dry-run pushed:\n%s", r.stdout)
 	}
 
@@ -90,7 +90,7 @@ func TestReplay(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "Unread state set to 4 (was 0). Pushed 4 to 1 device(s): 1 delivered") {
 		t.Fatalf("replay: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	got := relay.notifications()
+	got := relay.Notifications()
 	if len(got) != 1 || got[0].Payload.UnseenEmailCount != 4 || got[0].Payload.Language != "es-ES" || got[0].Payload.BackgroundSyncType != "Email" || got[0].Recipients[0].DeviceID != "token-1" {
 		t.Fatalf("relay got %+v", got)
 	}

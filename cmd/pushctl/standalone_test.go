@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushproxy/pushproxy/internal/ingest/ingesttest"
+	"github.com/pushproxy/pushproxy/internal/logtest"
 	"github.com/pushproxy/pushproxy/internal/nettest"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -23,24 +24,6 @@ import (
 	"github.com/pushproxy/pushproxy/internal/pushlog"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
 )
-
-// lockedBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // startStandalone runs pushctl standalone on free loopback ports until the
 // test ends, and returns its ingest and NATS addresses.
@@ -55,7 +38,7 @@ func startStandaloneWith(t *testing.T, dataDir string, reg *prometheus.Registry,
 	t.Helper()
 	ingestAddr, natsAddr, relayAddr = nettest.FreeAddr(t), nettest.FreeAddr(t), nettest.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
+	stdout, stderr := &logtest.Buffer{}, &logtest.Buffer{}
 	done := make(chan int, 1)
 	args := append([]string{"standalone", "--data-dir", dataDir, "--nats-listen", natsAddr,
 		"--http-addr", ingestAddr, "--relay-http-addr", relayAddr, "--log-format", "json",
@@ -104,20 +87,10 @@ func connectStandalone(t *testing.T, natsAddr string) (*broker.Conn, *events.Key
 	return conn, keyer
 }
 
+// post sends body to ingest's url as the native client of the test.
 func post(t *testing.T, url, body string) int {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+standaloneToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
+	return ingesttest.Post(t, url, standaloneToken, body)
 }
 
 // TestStandaloneEndToEnd runs the README's example against pushctl
@@ -243,7 +216,7 @@ func TestStandaloneReadyWhenBannerPrinted(t *testing.T) {
 		t.Fatalf("/readyz right after the banner: %s", resp.Status)
 	}
 
-	stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
+	stdout, stderr := &logtest.Buffer{}, &logtest.Buffer{}
 	start := time.Now()
 	code := run(context.Background(), []string{"standalone", "--data-dir", dataDir, "--nats-listen", nettest.FreeAddr(t),
 		"--http-addr", nettest.FreeAddr(t), "--relay-http-addr", nettest.FreeAddr(t), "--log-format", "json"},

@@ -1,7 +1,6 @@
 package alerting
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/alerting/alertingtest"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
+	"github.com/pushproxy/pushproxy/internal/logtest"
 )
 
 // syncClock is a manual clock safe for concurrent use.
@@ -39,24 +39,6 @@ func (c *syncClock) advance(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
 	c.mu.Unlock()
-}
-
-// safeBuffer is a bytes.Buffer safe for concurrent writes.
-type safeBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *safeBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *safeBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func runManager(t *testing.T, m *Manager) {
@@ -98,7 +80,7 @@ func TestManagerBurstIsOneAlertThenOneResolved(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var logs safeBuffer
+	var logs logtest.Buffer
 	clock := &syncClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	reg := prometheus.NewRegistry()
 	m, err := NewManager(ManagerConfig{

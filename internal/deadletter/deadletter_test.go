@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/pushlog"
 	"github.com/pushproxy/pushproxy/internal/relayclient"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
+	"github.com/pushproxy/pushproxy/internal/relayproto/relayprototest"
 	"github.com/pushproxy/pushproxy/internal/settings"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
 	"github.com/pushproxy/pushproxy/internal/unread"
@@ -26,47 +25,15 @@ type staticToken string
 
 func (s staticToken) Token(context.Context) (string, error) { return string(s), nil }
 
-// relay answers each device with status(appId/deviceId) and records requests.
-type relay struct {
-	*httptest.Server
-	mu     sync.Mutex
-	got    []relayproto.Notification
-	status func(relayproto.Recipient) relayproto.DeviceStatus
-}
-
-func newRelay(t *testing.T) *relay {
-	r := &relay{status: func(relayproto.Recipient) relayproto.DeviceStatus { return relayproto.DeviceDelivered }}
-	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+// newRelay is a relay that takes the token "good" only.
+func newRelay(t *testing.T) *relayprototest.Relay {
+	return relayprototest.NewRelay(t, func(w http.ResponseWriter, req *http.Request) bool {
 		if req.Header.Get("Authorization") != "Bearer good" {
 			w.WriteHeader(http.StatusUnauthorized)
-			return
+			return false
 		}
-		var body relayproto.Request
-		if err := json.NewDecoder(req.Body).Decode(&body); err != nil {
-			w.WriteHeader(http.StatusBadRequest)
-			return
-		}
-		var resp relayproto.Response
-		r.mu.Lock()
-		for _, n := range body.Notifications {
-			r.got = append(r.got, n)
-			res := relayproto.NotificationResult{ID: n.ID}
-			for _, rc := range n.Recipients {
-				res.Devices = append(res.Devices, relayproto.DeviceResult{AppID: rc.AppID, DeviceID: rc.DeviceID, Status: r.status(rc)})
-			}
-			resp.Results = append(resp.Results, res)
-		}
-		r.mu.Unlock()
-		_ = json.NewEncoder(w).Encode(resp)
-	}))
-	t.Cleanup(r.Close)
-	return r
-}
-
-func (r *relay) notifications() []relayproto.Notification {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]relayproto.Notification(nil), r.got...)
+		return true
+	})
 }
 
 type fixture struct {
@@ -197,7 +164,7 @@ func TestRedrive(t *testing.T) {
 	if _, err := r.Redrive(f.ctx, letters); !errors.Is(err, deadletter.ErrProxyDisabled) {
 		t.Fatalf("redrive with the proxy disabled: %v", err)
 	}
-	if _, _, err := store.EnableProxy(f.ctx, "fabrikam.com", rl.URL+"/PushNotifications"); err != nil {
+	if _, _, err := store.EnableProxy(f.ctx, "fabrikam.com", rl.URI()); err != nil {
 		t.Fatal(err)
 	}
 	// The user's state moved on since: the redrive sends the current count.
@@ -214,7 +181,7 @@ func TestRedrive(t *testing.T) {
 	if o.Err != nil || !o.Deleted || o.Delivered != 1 || o.Count != 5 || !o.Refreshed {
 		t.Fatalf("outcome %+v", o)
 	}
-	got := rl.notifications()
+	got := rl.Notifications()
 	if len(got) != 1 || got[0].Payload.UnseenEmailCount != 5 || got[0].Recipients[0].DeviceID != "dev-alice@fabrikam.com" {
 		t.Fatalf("the relay got %+v, want the notification once with the current count", got)
 	}
@@ -235,14 +202,12 @@ func TestRedrive(t *testing.T) {
 
 	// A device the relay rejects keeps its letter; a gone one loses its
 	// subscription and the letter.
-	rl.mu.Lock()
-	rl.status = func(rc relayproto.Recipient) relayproto.DeviceStatus {
+	rl.SetStatus(func(rc relayproto.Recipient) relayproto.DeviceStatus {
 		if rc.DeviceID == "dev-bob@fabrikam.com" {
 			return relayproto.DeviceRejected
 		}
 		return relayproto.DeviceGone
-	}
-	rl.mu.Unlock()
+	})
 	if _, _, err := subs.Put(f.ctx, subscriptions.Subscription{Tenant: "fabrikam.com", User: "carol@fabrikam.com",
 		AppID: "com.example.mail", DeviceID: "dev-carol@fabrikam.com", Platform: "APNS"}); err != nil {
 		t.Fatal(err)
@@ -276,9 +241,7 @@ func TestRedrive(t *testing.T) {
 	if ts, err := tombs.List(f.ctx, pushlog.TombstoneFilter{Tenant: "fabrikam.com"}); err != nil || len(ts) != 1 || ts[0].Subscription.DeviceID != "dev-carol@fabrikam.com" {
 		t.Fatalf("tombstones %+v %v, want carol's", ts, err)
 	}
-	rl.mu.Lock()
-	rl.status = func(relayproto.Recipient) relayproto.DeviceStatus { return relayproto.DeviceDelivered }
-	rl.mu.Unlock()
+	rl.SetStatus(relayprototest.Delivered)
 	f.deadLetter(t, "fabrikam.com", "carol@fabrikam.com", pushlog.ReasonExhausted, 2, 12)
 	letters, _ = deadletter.List(f.ctx, f.conn.JS, f.keyer, deadletter.Filter{User: "carol@fabrikam.com", Tenant: "fabrikam.com"})
 	out, err = r.Redrive(f.ctx, letters)

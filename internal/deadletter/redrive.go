@@ -18,21 +18,15 @@ import (
 	"github.com/pushproxy/pushproxy/internal/unread"
 )
 
-// Publisher sends a batch once; *relayclient.Client implements it.
-type Publisher = delivery.Publisher
-
-// ProxySource gives the proxy settings; *settings.Store implements it.
-type ProxySource = delivery.ProxySource
-
 // Redriver sends dead letters to the relay again, through the delivery
 // path (internal/delivery).
 type Redriver struct {
 	// JS is the JetStream of the deployment. Required.
 	JS jetstream.JetStream
 	// Relay sends the notifications. Required.
-	Relay Publisher
+	Relay delivery.Publisher
 	// Settings gives the relay's URI; the proxy must be enabled. Required.
-	Settings ProxySource
+	Settings delivery.ProxySource
 	// Unread, when set, refreshes each letter's count from the user's
 	// current state, so a redrive never sets a badge back to an old
 	// count, and records the push in that state.

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/golden from the current output")
@@ -18,7 +20,7 @@ var update = flag.Bool("update", false, "rewrite testdata/golden from the curren
 // it (the file's final newline is not part of it).
 func readRequest(t *testing.T, path, baseURL string) *http.Request {
 	t.Helper()
-	head, body, ok := bytes.Cut(readFile(t, path), []byte("\n\n"))
+	head, body, ok := bytes.Cut(testfs.Read(t, path), []byte("\n\n"))
 	if !ok {
 		t.Fatalf("%s: no blank line after the headers", path)
 	}
@@ -71,7 +73,7 @@ func TestGoldenRequests(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if want := readFile(t, path); !bytes.Equal(got, want) {
+			if want := testfs.Read(t, path); !bytes.Equal(got, want) {
 				t.Fatalf("%s differs from %s (go test -update rewrites it):\n%s", file, path, got)
 			}
 		})

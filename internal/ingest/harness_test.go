@@ -2,23 +2,20 @@ package ingest_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/ingest"
+	"github.com/pushproxy/pushproxy/internal/ingest/ingesttest"
 )
 
 // Credentials of the test server. The golden request files carry them as
@@ -54,22 +51,9 @@ func serveOn(t testing.TB, conn *broker.Conn, mods ...func(*ingest.Config)) *har
 	for _, m := range mods {
 		m(&cfg)
 	}
-	keyer, err := broker.Keyer(context.Background(), conn.JS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := ingest.NewPublisher(conn.NC, keyer, cfg.PublishTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
 	reg := prometheus.NewRegistry()
-	srv, err := ingest.New(cfg, ingest.Deps{Publisher: pub, Log: zerolog.Nop(), Registry: reg, Now: func() time.Time { return now }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv)
-	t.Cleanup(hs.Close)
-	return &harness{conn: conn, url: hs.URL, reg: reg}
+	url := ingesttest.Serve(t, conn, cfg, ingest.Deps{Registry: reg, Now: func() time.Time { return now }}, nil)
+	return &harness{conn: conn, url: url, reg: reg}
 }
 
 // answer is a response with its JSON body decoded loosely.
@@ -130,23 +114,6 @@ func (h *harness) do(t testing.TB, req *http.Request) *answer {
 		}
 	}
 	return a
-}
-
-// readFile reads a test data file.
-func readFile(t testing.TB, path string) []byte {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
-}
-
-func writeFile(t testing.TB, path, text string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // stored returns every event in the MAIL stream, in order.

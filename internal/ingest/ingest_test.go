@@ -11,6 +11,7 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/ingest"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 const (
@@ -229,8 +230,8 @@ func TestConfigErrors(t *testing.T) {
 func TestCredentialFiles(t *testing.T) {
 	dir := t.TempDir()
 	tokenFile, passFile := dir+"/tokens", dir+"/password"
-	writeFile(t, tokenFile, "\nfile-token-1\n  file-token-2  \n")
-	writeFile(t, passFile, "file-password\n")
+	testfs.WriteFile(t, tokenFile, "\nfile-token-1\n  file-token-2  \n", 0o600)
+	testfs.WriteFile(t, passFile, "file-password\n", 0o600)
 	h := newHarness(t, func(c *ingest.Config) {
 		c.NativeTokens, c.NativeTokenFile = nil, tokenFile
 		c.DovecotPassword, c.DovecotPasswordFile = "", passFile

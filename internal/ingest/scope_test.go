@@ -27,6 +27,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/sources/ews"
 	"github.com/pushproxy/pushproxy/internal/sources/graph"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 // scoped is an ingest server with scoped credentials only.
@@ -298,8 +299,7 @@ func TestWebPushSubscriptionsThatCanWork(t *testing.T) {
 // credentials create --kind graph: it reports for its tenant, gets 403 for
 // another (nothing stored) and 401 once revoked.
 func TestGraphClientStateCredential(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "graph-users.json")
-	writeFile(t, dir, `{"users":[
+	dir := testfs.Write(t, t.TempDir(), "graph-users.json", `{"users":[
 		{"user_id":"8ee44408-0679-472c-bc2a-692812af3437","tenant":"fabrikam.com","address":"alice@fabrikam.com"},
 		{"user_id":"5d1c7e8a-3b2f-4c6d-9e0a-1f2b3c4d5e6f","tenant":"contoso.com","address":"bob@contoso.com"}]}`)
 	s := newScoped(t, &ingest.Extras{Graph: &graph.Settings{UsersFile: dir}})
@@ -380,8 +380,8 @@ func TestDeviceLimits(t *testing.T) {
 // a request without a known key gets 401.
 func TestEWSKeyCredential(t *testing.T) {
 	registry := filepath.Join(t.TempDir(), "ews.json")
-	writeFile(t, registry, `{"subscriptions":[{"subscription_id":"FwBleGNoMDEuZmFicmlrYW0uY29tEAAAAL9T5gfVLkJMqeS2ZbJhFyPX4JtH5NPaCA==","tenant":"fabrikam.com","user":"alice@fabrikam.com","inbox_folder_id":"AAMkADk1ZGY0ZjNmLTJmZjMtNDg4Zi1hYzQ1LTBmMmRiOTQ2ZGE5NAAuAAAAAACJhUi+Ncr4QbV9dCaXEVhHAQCdQw6nHzAxRpkuT1MdYAp0AAAAAAEMAAA="}]}`)
-	body := readFile(t, "../sources/ews/testdata/sendnotification_newmail.xml")
+	testfs.WriteFile(t, registry, `{"subscriptions":[{"subscription_id":"FwBleGNoMDEuZmFicmlrYW0uY29tEAAAAL9T5gfVLkJMqeS2ZbJhFyPX4JtH5NPaCA==","tenant":"fabrikam.com","user":"alice@fabrikam.com","inbox_folder_id":"AAMkADk1ZGY0ZjNmLTJmZjMtNDg4Zi1hYzQ1LTBmMmRiOTQ2ZGE5NAAuAAAAAACJhUi+Ncr4QbV9dCaXEVhHAQCdQw6nHzAxRpkuT1MdYAp0AAAAAAEMAAA="}]}`, 0o600)
+	body := testfs.Read(t, "../sources/ews/testdata/sendnotification_newmail.xml")
 	s := newScoped(t, &ingest.Extras{EWS: &ews.Settings{SubscriptionsFile: registry, RequireKey: true}})
 	own, ownKey := s.credential(t, credentials.Spec{Kind: credentials.KindEWS, Tenants: []string{"fabrikam.com"}})
 	_, otherKey := s.credential(t, credentials.Spec{Kind: credentials.KindEWS, Tenants: []string{"contoso.com"}})
@@ -435,8 +435,8 @@ func TestEWSKeyCredential(t *testing.T) {
 func TestTokenFilesReload(t *testing.T) {
 	dir := t.TempDir()
 	tokens, password := filepath.Join(dir, "tokens"), filepath.Join(dir, "dovecot-password")
-	writeFile(t, tokens, "old-token\n")
-	writeFile(t, password, "old-password\n")
+	testfs.WriteFile(t, tokens, "old-token\n", 0o600)
+	testfs.WriteFile(t, password, "old-password\n", 0o600)
 	cfg := ingest.DefaultConfig()
 	cfg.NativeTokenFile, cfg.DovecotUser, cfg.DovecotPasswordFile = tokens, "dovecot", password
 	s := newScopedConfig(t, cfg)
@@ -463,8 +463,8 @@ func TestTokenFilesReload(t *testing.T) {
 		t.Fatal("old Dovecot password refused before the reload")
 	}
 
-	writeFile(t, tokens, "new-token\n")
-	writeFile(t, password, "new-password\n")
+	testfs.WriteFile(t, tokens, "new-token\n", 0o600)
+	testfs.WriteFile(t, password, "new-password\n", 0o600)
 	if err := srv.ReloadSecrets(); err != nil {
 		t.Fatal(err)
 	}

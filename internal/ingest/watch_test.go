@@ -2,19 +2,16 @@ package ingest
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 // TestWatchFilesSeesAChange rewrites a watched file: the callback runs
 // once for the change, not before.
 func TestWatchFilesSeesAChange(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "tokens")
-	if err := os.WriteFile(path, []byte("a\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := testfs.Write(t, t.TempDir(), "tokens", "a\n")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	changed := make(chan struct{}, 4)
@@ -24,9 +21,7 @@ func TestWatchFilesSeesAChange(t *testing.T) {
 		t.Fatal("called before any change")
 	case <-time.After(100 * time.Millisecond):
 	}
-	if err := os.WriteFile(path, []byte("a longer token\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testfs.WriteFile(t, path, "a longer token\n", 0o600)
 	select {
 	case <-changed:
 	case <-time.After(5 * time.Second):

@@ -7,13 +7,14 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/pushproxy/pushproxy/internal/ingest/ingesttest"
 	"github.com/pushproxy/pushproxy/internal/nettest"
+	"github.com/pushproxy/pushproxy/internal/relayproto/relayprototest"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -46,49 +47,14 @@ func (s staticToken) Token(context.Context) (string, error) { return string(s), 
 
 // testRelay accepts any bearer token, answers every device delivered
 // (monitoring ones included) and records what it got.
-type testRelay struct {
-	*httptest.Server
-	mu  sync.Mutex
-	got []relayproto.Notification
-}
+type testRelay struct{ *relayprototest.Relay }
 
-func newRelay(t *testing.T) *testRelay {
-	r := &testRelay{}
-	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if !strings.HasPrefix(req.Header.Get("Authorization"), "Bearer ") || req.URL.Path != "/PushNotifications"+relayproto.PublishPath {
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		var body relayproto.Request
-		if err := json.NewDecoder(req.Body).Decode(&body); err != nil {
-			w.WriteHeader(http.StatusBadRequest)
-			return
-		}
-		var resp relayproto.Response
-		r.mu.Lock()
-		for _, n := range body.Notifications {
-			r.got = append(r.got, n)
-			res := relayproto.NotificationResult{ID: n.ID}
-			for _, rc := range n.Recipients {
-				res.Devices = append(res.Devices, relayproto.DeviceResult{AppID: rc.AppID, DeviceID: rc.DeviceID, Status: relayproto.DeviceDelivered})
-			}
-			resp.Results = append(resp.Results, res)
-		}
-		r.mu.Unlock()
-		_ = json.NewEncoder(w).Encode(resp)
-	}))
-	t.Cleanup(r.Close)
-	return r
-}
-
-func (r *testRelay) URI() string { return r.URL + "/PushNotifications" }
+func newRelay(t *testing.T) *testRelay { return &testRelay{relayprototest.NewRelay(t, nil)} }
 
 // counts returns the unread counts pushed to appID, in order.
 func (r *testRelay) counts(appID string) []int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	var out []int
-	for _, n := range r.got {
+	for _, n := range r.Notifications() {
 		if len(n.Recipients) > 0 && n.Recipients[0].AppID == appID {
 			out = append(out, n.Payload.UnseenEmailCount)
 		}
@@ -99,19 +65,9 @@ func (r *testRelay) counts(appID string) []int {
 // startIngest serves ingest's native API on a local server.
 func startIngest(t *testing.T, conn *broker.Conn) string {
 	t.Helper()
-	pub, err := ingest.NewPublisher(conn.NC, brokertest.Keyer(t, conn), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := ingest.DefaultConfig()
 	cfg.NativeTokens = []string{ingestToken}
-	srv, err := ingest.New(cfg, ingest.Deps{Publisher: pub, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv)
-	t.Cleanup(hs.Close)
-	return hs.URL
+	return ingesttest.Serve(t, conn, cfg, ingest.Deps{}, nil)
 }
 
 // startDispatcher runs a real dispatcher pushing to uri until the test ends.

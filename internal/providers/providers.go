@@ -3,8 +3,8 @@
 // logging provider).
 //
 // Each push service is one small package under this one, with a Config
-// struct and a New constructor, in the style of Alertmanager's notify
-// integrations. The relay only needs the Provider interface and the Error
+// struct and a New constructor taking the shared Options (client, trusted
+// CAs, logger), in the style of Alertmanager's notify integrations. The relay only needs the Provider interface and the Error
 // type: a failed Send tells it whether the device is gone (remove the
 // subscription), whether trying again later may work (and after how long),
 // or neither (a permanent failure, usually configuration).

@@ -67,36 +67,28 @@ func NewProvider(app registry.App, opts ProviderOptions) (providers.Provider, er
 		return nil, err
 	}
 	log := opts.Logger.With().Str("app_id", app.AppID).Logger()
+	o := []providers.Option{providers.WithLogger(log), providers.WithRootCAs(opts.RootCAs)}
+	if opts.AllowInsecureEndpoints {
+		o = append(o, providers.WithInsecureEndpoints())
+	}
+	if opts.HTTPClient != nil {
+		o = append(o, providers.WithHTTPClient(opts.HTTPClient))
+	}
 	switch app.Provider {
 	case registry.KindAPNs:
 		c := app.APNs
-		o := []apns.Option{apns.WithLogger(log), apns.WithRootCAs(opts.RootCAs)}
-		if opts.HTTPClient != nil {
-			o = append(o, apns.WithHTTPClient(opts.HTTPClient))
-		}
 		return built(apns.New(apns.Config{KeyFile: c.KeyFile, KeyID: c.KeyID, TeamID: c.TeamID, Topic: c.Topic, Environment: c.Environment, Host: c.Host}, o...))
 	case registry.KindFCM:
 		c := app.FCM
-		o := []fcm.Option{fcm.WithLogger(log), fcm.WithRootCAs(opts.RootCAs)}
-		if opts.HTTPClient != nil {
-			o = append(o, fcm.WithHTTPClient(opts.HTTPClient))
-		}
 		return built(fcm.New(fcm.Config{CredentialsFile: c.CredentialsFile, ProjectID: c.ProjectID, BaseURL: c.BaseURL, TokenURL: c.TokenURL}, o...))
 	case registry.KindWebPush:
 		c := app.WebPush
-		o := []webpush.Option{webpush.WithRootCAs(opts.RootCAs)}
-		if opts.AllowInsecureEndpoints {
-			o = append(o, webpush.WithInsecureEndpoints())
-		}
-		if opts.HTTPClient != nil {
-			o = append(o, webpush.WithHTTPClient(opts.HTTPClient))
-		}
 		return built(webpush.New(webpush.Config{PrivateKeyFile: c.PrivateKeyFile, PublicKeyFile: c.PublicKeyFile, Subject: c.Subject}, o...))
 	case registry.KindLog:
 		if opts.Log != nil {
 			return opts.Log, nil
 		}
-		return logpush.New(logpush.Config{}, logpush.WithLogger(log)), nil
+		return logpush.New(logpush.Config{}, o...), nil
 	}
 	return nil, fmt.Errorf("app %s: unknown provider %q", app.AppID, app.Provider)
 }

@@ -8,8 +8,6 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,6 +15,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/providers/webpush"
 	"github.com/pushproxy/pushproxy/internal/relay/registry"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 func TestProviderCAFile(t *testing.T) {
@@ -64,10 +63,7 @@ func writeVAPIDKey(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "vapid.key")
-	if err := os.WriteFile(path, []byte(priv), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := testfs.Write(t, t.TempDir(), "vapid.key", priv)
 	return path
 }
 

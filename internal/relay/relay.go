@@ -42,6 +42,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
+	"github.com/pushproxy/pushproxy/internal/providers"
 	"github.com/pushproxy/pushproxy/internal/providers/logpush"
 	"github.com/pushproxy/pushproxy/internal/relay/registry"
 	"github.com/pushproxy/pushproxy/internal/relay/webui"
@@ -360,7 +361,7 @@ func Run(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger,
 	if cfg.AllowInsecureEndpoints {
 		log.Warn().Msg("--allow-insecure-endpoints: Web Push may post to http:// and to loopback and private addresses; for tests only")
 	}
-	logProvider := logpush.New(logpush.Config{MaxDevices: cfg.LogMaxDevices}, logpush.WithLogger(log))
+	logProvider := logpush.New(logpush.Config{MaxDevices: cfg.LogMaxDevices}, providers.WithLogger(log))
 	apps := newProviderSet(ProviderOptions{
 		Log:                    logProvider,
 		HTTPClient:             cfg.ProviderHTTPClient,

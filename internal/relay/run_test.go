@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +25,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/relay/registry"
 	"github.com/pushproxy/pushproxy/internal/relay/webui"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 	"github.com/pushproxy/pushproxy/internal/tlstest"
 )
 
@@ -108,16 +108,6 @@ func (r *running) get(t *testing.T, path string) (int, string) {
 		t.Fatal(err)
 	}
 	return resp.StatusCode, string(body)
-}
-
-// writeFile writes data to a new file and returns its path.
-func writeFile(t *testing.T, data string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "file")
-	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 func TestRunOverTLSWithLiveRegistries(t *testing.T) {
@@ -228,7 +218,7 @@ func TestRunRefusesBadConfig(t *testing.T) {
 		{"public without public URL", Config{Host: "h", Addr: ":0"}, "--public-url"},
 		{"public URL with a query", Config{Host: "h", Addr: ":0", PublicURL: "https://h/PushNotifications?x=1"}, "public URL"},
 		{"missing provider CA file", Config{Host: "h", Addr: "127.0.0.1:0", ProviderCAFile: "/nonexistent/ca.pem"}, "provider CA file"},
-		{"provider CA file without certificates", Config{Host: "h", Addr: "127.0.0.1:0", ProviderCAFile: writeFile(t, "not a certificate")}, "no PEM certificate"},
+		{"provider CA file without certificates", Config{Host: "h", Addr: "127.0.0.1:0", ProviderCAFile: testfs.Write(t, t.TempDir(), "ca.pem", "not a certificate")}, "no PEM certificate"},
 		{"negative provider share", Config{Host: "h", Addr: "127.0.0.1:0", ProviderShare: -1}, "provider share"},
 	}
 	for _, tt := range tests {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pushproxy/pushproxy/internal/relayproto"
+	"github.com/pushproxy/pushproxy/internal/relayproto/relayprototest"
 )
 
 // This file holds a small test relay: an httptest server that speaks the
@@ -118,15 +119,7 @@ func writeFault(w http.ResponseWriter, status int, f relayproto.Fault) {
 
 // deliverAll is the relay's success answer: every device delivered.
 func deliverAll(w http.ResponseWriter, req relayproto.Request) {
-	var resp relayproto.Response
-	for _, n := range req.Notifications {
-		res := relayproto.NotificationResult{ID: n.ID}
-		for _, r := range n.Recipients {
-			res.Devices = append(res.Devices, relayproto.DeviceResult{AppID: r.AppID, DeviceID: r.DeviceID, Status: relayproto.DeviceDelivered})
-		}
-		resp.Results = append(resp.Results, res)
-	}
-	writeJSON(w, http.StatusOK, resp)
+	writeJSON(w, http.StatusOK, relayprototest.Answer(req, relayprototest.Delivered))
 }
 
 // succeed answers every request with success.

@@ -18,20 +18,14 @@ import (
 	"github.com/pushproxy/pushproxy/internal/unread"
 )
 
-// Publisher sends a batch once; *relayclient.Client implements it.
-type Publisher = delivery.Publisher
-
-// ProxySource gives the proxy settings; *settings.Store implements it.
-type ProxySource = delivery.ProxySource
-
 // PushDeps is what Repush needs.
 type PushDeps struct {
 	JS            jetstream.JetStream
 	Keyer         *events.Keyer
 	Unread        *unread.Store
 	Subscriptions *subscriptions.Store
-	Settings      ProxySource
-	Relay         Publisher
+	Settings      delivery.ProxySource
+	Relay         delivery.Publisher
 	// Policy is the retry policy; by default one attempt (waiting out the
 	// relay's back-pressure all the same).
 	Policy delivery.Policy

@@ -2,10 +2,11 @@ package sources
 
 import (
 	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 type namesFile struct {
@@ -14,13 +15,6 @@ type namesFile struct {
 
 func TestLoadFile(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, content string) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
 	errEmpty := errors.New("no names")
 	count := func(f namesFile) (int, error) {
 		if len(f.Names) == 0 {
@@ -34,11 +28,11 @@ func TestLoadFile(t *testing.T) {
 		want    int
 		wantErr string
 	}{
-		{"ok", write("ok.json", `{"names":["a","b"]}`), 2, ""},
+		{"ok", testfs.Write(t, dir, "ok.json", `{"names":["a","b"]}`), 2, ""},
 		{"missing", filepath.Join(dir, "missing.json"), 0, "reading test list: "},
-		{"unknown field", write("typo.json", `{"nmaes":["a"]}`), 0, "parsing test list " + filepath.Join(dir, "typo.json") + `: json: unknown field "nmaes"`},
-		{"not json", write("bad.json", `{`), 0, "parsing test list "},
-		{"build fails", write("empty.json", `{"names":[]}`), 0, "test list " + filepath.Join(dir, "empty.json") + ": no names"},
+		{"unknown field", testfs.Write(t, dir, "typo.json", `{"nmaes":["a"]}`), 0, "parsing test list " + filepath.Join(dir, "typo.json") + `: json: unknown field "nmaes"`},
+		{"not json", testfs.Write(t, dir, "bad.json", `{`), 0, "parsing test list "},
+		{"build fails", testfs.Write(t, dir, "empty.json", `{"names":[]}`), 0, "test list " + filepath.Join(dir, "empty.json") + ": no names"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

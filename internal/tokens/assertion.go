@@ -14,11 +14,11 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+
+	"github.com/pushproxy/pushproxy/internal/httpx"
 )
 
 // App-only tokens of the Microsoft identity platform: the OAuth 2.0 client
@@ -307,9 +307,6 @@ func (e *TokenError) Error() string {
 	return b.String()
 }
 
-// maxErrorText bounds the text of a TokenError taken from an answer.
-const maxErrorText = 512
-
 // tokenAnswer is a token endpoint's JSON answer, success or error.
 type tokenAnswer struct {
 	AccessToken   string          `json:"access_token"`
@@ -330,9 +327,9 @@ func ParseTokenResponse(status int, body []byte) (string, time.Duration, error) 
 	if status != http.StatusOK {
 		te := &TokenError{Status: status}
 		if jsonErr == nil {
-			te.Code, te.Description, te.CorrelationID = clipText(a.Error), clipText(a.Description), clipText(a.CorrelationID)
+			te.Code, te.Description, te.CorrelationID = httpx.ClipText(a.Error), httpx.ClipText(a.Description), httpx.ClipText(a.CorrelationID)
 		} else {
-			te.Description = clipText(string(body))
+			te.Description = httpx.ClipText(string(body))
 		}
 		return "", 0, te
 	}
@@ -346,7 +343,7 @@ func ParseTokenResponse(status int, body []byte) (string, time.Duration, error) 
 		return "", 0, errors.New("the token answer's access_token holds characters a header cannot carry")
 	}
 	if a.TokenType != "" && !strings.EqualFold(a.TokenType, "Bearer") {
-		return "", 0, fmt.Errorf("the token answer's token_type is %q, not Bearer", clipText(a.TokenType))
+		return "", 0, fmt.Errorf("the token answer's token_type is %q, not Bearer", httpx.ClipText(a.TokenType))
 	}
 	lifetime, err := parseExpiresIn(a.ExpiresIn)
 	if err != nil {
@@ -370,7 +367,7 @@ func parseExpiresIn(raw json.RawMessage) (time.Duration, error) {
 	}
 	secs, err := strconv.ParseInt(text, 10, 64)
 	if err != nil || secs < 0 || secs > int64(MaxLifetime/time.Second)*7 {
-		return 0, fmt.Errorf("the token answer's expires_in %q is not a number of seconds", clipText(text))
+		return 0, fmt.Errorf("the token answer's expires_in %q is not a number of seconds", httpx.ClipText(text))
 	}
 	return time.Duration(secs) * time.Second, nil
 }
@@ -384,22 +381,4 @@ func isToken68(s string) bool {
 		}
 	}
 	return true
-}
-
-// clipText keeps text from an answer short, valid UTF-8 and on one line.
-func clipText(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, strings.ToValidUTF8(strings.TrimSpace(s), "\uFFFD"))
-	if len(s) <= maxErrorText {
-		return s
-	}
-	cut := maxErrorText
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
 }

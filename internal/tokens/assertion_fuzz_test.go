@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/pushproxy/pushproxy/internal/httpx"
 )
 
 // FuzzTokenResponse feeds arbitrary answers to ParseTokenResponse. Seeds:
@@ -19,7 +21,7 @@ func FuzzTokenResponse(f *testing.F) {
 				t.Fatalf("accepted %d: token %q lifetime %v", status, token, lifetime)
 			}
 		case errors.As(err, &te):
-			if status == 200 || te.Status != status || strings.ContainsAny(err.Error(), "\r\n") || len(te.Description) > maxErrorText+len("…") {
+			if status == 200 || te.Status != status || strings.ContainsAny(err.Error(), "\r\n") || len(te.Description) > httpx.MaxText+len("…") {
 				t.Fatalf("token error %q for status %d", err, status)
 			}
 		case token != "" || lifetime != 0:

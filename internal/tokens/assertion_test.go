@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 const (
@@ -356,12 +357,7 @@ func TestParseTokenResponse(t *testing.T) {
 
 func TestLoadCredential(t *testing.T) {
 	dir := t.TempDir()
-	secret, empty := filepath.Join(dir, "secret"), filepath.Join(dir, "empty")
-	for name, data := range map[string]string{secret: "s3cret~value\r\n", empty: "\n"} {
-		if err := os.WriteFile(name, []byte(data), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	secret, empty := testfs.Write(t, dir, "secret", "s3cret~value\r\n"), testfs.Write(t, dir, "empty", "\n")
 	pem, key := filepath.Join("testdata", "s2s.pem"), filepath.Join("testdata", "s2s.key")
 	tests := []struct {
 		name                  string

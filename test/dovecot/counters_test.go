@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -32,15 +31,7 @@ const (
 // both counters (doveadm with an API key and with a password; IMAP with a
 // master login name and with SASL PLAIN) read one unseen message.
 func TestDovecotCounters(t *testing.T) {
-	if os.Getenv("PUSHPROXY_DOVECOT_IT") != "1" {
-		t.Skip("Dovecot integration test skipped: run test/dovecot/run.sh as root (or set PUSHPROXY_DOVECOT_IT=1 with Dovecot 2.3 installed)")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("Dovecot integration test skipped: it must run as root")
-	}
-	if _, err := exec.LookPath("dovecot"); err != nil {
-		t.Skip("Dovecot integration test skipped: dovecot is not installed (test/dovecot/run.sh installs it)")
-	}
+	needDovecot(t, "Dovecot 2.3")
 	doveadmAddr := nettest.FreeAddr(t)
 	masterFile := writeMasterUsers(t)
 	d := startDovecot(t, "", func(string) string { return countersConfig(doveadmAddr, masterFile) })

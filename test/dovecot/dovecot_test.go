@@ -22,6 +22,7 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/ingest/ingesttest"
 	"github.com/pushproxy/pushproxy/internal/nettest"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
@@ -40,15 +41,7 @@ const (
 // shipped, Lua alone, OX alone), delivers two messages, reads one and
 // deletes the other over IMAP, and checks what reached the stream.
 func TestDovecotIntegration(t *testing.T) {
-	if os.Getenv("PUSHPROXY_DOVECOT_IT") != "1" {
-		t.Skip("Dovecot integration test skipped: run test/dovecot/run.sh as root (or set PUSHPROXY_DOVECOT_IT=1 with Dovecot 2.3 and lua-socket installed)")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("Dovecot integration test skipped: it must run as root")
-	}
-	if _, err := exec.LookPath("dovecot"); err != nil {
-		t.Skip("Dovecot integration test skipped: dovecot is not installed (test/dovecot/run.sh installs it)")
-	}
+	needDovecot(t, "Dovecot 2.3 and lua-socket")
 	lua := []string{"new INBOX 1", "new INBOX 2", "read INBOX 1", "deleted INBOX 1", "deleted INBOX 0"}
 	ox := []string{"new INBOX 1", "new INBOX 2"}
 	variants := []struct {
@@ -153,7 +146,7 @@ func startDovecot(t *testing.T, ingestAddr string, edit func(snippet string) str
 		"CHANGE-ME", "ingest-secret",
 		"127.0.0.1:8025", ingestAddr,
 		"/etc/dovecot/pushproxy.lua", script,
-	).Replace(string(readFile(t, filepath.Join(deploy, "95-pushproxy.conf"))))
+	).Replace(string(testfs.Read(t, filepath.Join(deploy, "95-pushproxy.conf"))))
 	writeFile(t, filepath.Join(dir, "95-pushproxy.conf"), edit(snippet))
 	for _, sub := range []string{"run", "state", "home"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
@@ -342,18 +335,34 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 	}
 }
 
-func readFile(t *testing.T, path string) []byte {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
-}
-
+// writeFile writes text to path, readable by Dovecot's processes that
+// drop root (0644).
 func writeFile(t *testing.T, path, text string) {
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	t.Helper()
+	testfs.WriteFile(t, path, text, 0o644)
 }
 
-func copyFile(t *testing.T, from, to string) { writeFile(t, to, string(readFile(t, from))) }
+func copyFile(t *testing.T, from, to string) { writeFile(t, to, string(testfs.Read(t, from))) }
+
+// needDovecot skips the test unless test/dovecot/run.sh set the machine up
+// (PUSHPROXY_DOVECOT_IT=1, root, dovecot installed); installed names what
+// the test needs installed, for the message.
+func needDovecot(t *testing.T, installed string) {
+	t.Helper()
+	if os.Getenv("PUSHPROXY_DOVECOT_IT") != "1" {
+		t.Skipf("Dovecot integration test skipped: run test/dovecot/run.sh as root (or set PUSHPROXY_DOVECOT_IT=1 with %s installed)", installed)
+	}
+	needRootAndDovecot(t, "Dovecot integration test")
+}
+
+// needRootAndDovecot skips the test, what in the message, unless it runs
+// as root with dovecot installed.
+func needRootAndDovecot(t *testing.T, what string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip(what + " skipped: it must run as root")
+	}
+	if _, err := exec.LookPath("dovecot"); err != nil {
+		t.Skip(what + " skipped: dovecot is not installed (test/dovecot/run.sh installs it)")
+	}
+}

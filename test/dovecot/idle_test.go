@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pushproxy/pushproxy/internal/nettest"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -66,14 +66,10 @@ func TestDovecotIdleUsers(t *testing.T) {
 	masterFile := writeMasterUsers(t)
 	d := startDovecot(t, "", func(string) string { return countersConfig(nettest.FreeAddr(t), masterFile) + idleConfig(n) })
 
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "master-password"), masterPassword+"\n")
-	writeFile(t, filepath.Join(dir, "watch.json"), watchList(t, n))
+	watcher := watcherSettings(t, d, watchList(t, n))
+	watcher.WatchMaxConns, watcher.WatchLoginsPerSecond = n, rate
 	conn := brokertest.Start(t)
-	x := &ingest.Extras{IMAP: &imap.Settings{Addr: d.imap, TLS: "none", Login: "separator", MasterUser: masterUser,
-		MasterPasswordFile: filepath.Join(dir, "master-password"), MasterSeparator: "*",
-		WatchUsersFile: filepath.Join(dir, "watch.json"), WatchMaxConns: n, WatchSettle: 100 * time.Millisecond,
-		WatchLoginsPerSecond: rate}}
+	x := &ingest.Extras{IMAP: watcher}
 
 	before := readProcessMemory(t)
 	// Cleanups run last first: the second marks when ingest starts
@@ -134,12 +130,7 @@ func idleSettings(t *testing.T) (users int, loginsPerSecond float64) {
 			t.Fatalf("PUSHPROXY_IDLE_LOGINS_PER_SECOND=%q: want a positive rate", v)
 		}
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("Dovecot idle users measurement skipped: it must run as root")
-	}
-	if _, err := exec.LookPath("dovecot"); err != nil {
-		t.Skip("Dovecot idle users measurement skipped: dovecot is not installed (test/dovecot/run.sh installs it)")
-	}
+	needRootAndDovecot(t, "Dovecot idle users measurement")
 	return n, rate
 }
 
@@ -345,7 +336,7 @@ type dovecotMemory struct {
 // readDovecotMemory sums the memory of Dovecot's master (its pid in
 // base_dir) and of its children.
 func readDovecotMemory(t *testing.T, d *dovecot) dovecotMemory {
-	master := strings.TrimSpace(string(readFile(t, filepath.Join(d.dir, "run", "master.pid"))))
+	master := strings.TrimSpace(string(testfs.Read(t, filepath.Join(d.dir, "run", "master.pid"))))
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		t.Fatalf("listing processes: %v", err)
@@ -376,7 +367,7 @@ func readDovecotMemory(t *testing.T, d *dovecot) dovecotMemory {
 
 // procKB reads a field in kB of a /proc file.
 func procKB(t *testing.T, path, field string) uint64 {
-	return kilobytes(t, procField(string(readFile(t, path)), field))
+	return kilobytes(t, procField(string(testfs.Read(t, path)), field))
 }
 
 // procField is the value of a "Field:  value" line of a /proc file.

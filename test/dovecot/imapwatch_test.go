@@ -2,8 +2,6 @@ package dovecot_test
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,26 +23,15 @@ import (
 // mail, a read and an expunge made over another IMAP session must reach the
 // MAIL stream as snapshots with the exact unseen count.
 func TestDovecotIMAPWatcher(t *testing.T) {
-	if os.Getenv("PUSHPROXY_DOVECOT_IT") != "1" {
-		t.Skip("Dovecot integration test skipped: run test/dovecot/run.sh as root (or set PUSHPROXY_DOVECOT_IT=1 with Dovecot 2.3 installed)")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("Dovecot integration test skipped: it must run as root")
-	}
-	if _, err := exec.LookPath("dovecot"); err != nil {
-		t.Skip("Dovecot integration test skipped: dovecot is not installed (test/dovecot/run.sh installs it)")
-	}
+	needDovecot(t, "Dovecot 2.3")
 	masterFile := writeMasterUsers(t)
 	// No push-notification driver: only the watcher reports.
 	d := startDovecot(t, "", func(string) string { return countersConfig(nettest.FreeAddr(t), masterFile) })
 
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "master-password"), masterPassword+"\n")
-	writeFile(t, filepath.Join(dir, "watch.json"), fmt.Sprintf(`{"users":[{"tenant":%q,"user":%q}]}`, tenant, user))
+	watcher := watcherSettings(t, d, fmt.Sprintf(`{"users":[{"tenant":%q,"user":%q}]}`, tenant, user))
+	watcher.WatchLoginsPerSecond = 50
 	conn := brokertest.Start(t)
-	x := &ingest.Extras{IMAP: &imap.Settings{Addr: d.imap, TLS: "none", Login: "separator", MasterUser: masterUser,
-		MasterPasswordFile: filepath.Join(dir, "master-password"), MasterSeparator: "*",
-		WatchUsersFile: filepath.Join(dir, "watch.json"), WatchSettle: 100 * time.Millisecond, WatchLoginsPerSecond: 50}}
+	x := &ingest.Extras{IMAP: watcher}
 	startIngestWith(t, conn, x)
 
 	// The first snapshot states the empty mailbox. Changes close together
@@ -99,4 +86,17 @@ func startIngestWith(t *testing.T, conn *broker.Conn, x *ingest.Extras) {
 		t.Fatal(err)
 	}
 	ingesttest.Start(t, conn, ingest.DefaultConfig(), reg, exts...)
+}
+
+// watcherSettings are the settings of ingest's IMAP watcher against d: a
+// master user's login (its password in a file) and the watch list
+// watchList in a file, changes settled for 100 ms.
+func watcherSettings(t *testing.T, d *dovecot, watchList string) *imap.Settings {
+	t.Helper()
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "master-password"), masterPassword+"\n")
+	writeFile(t, filepath.Join(dir, "watch.json"), watchList)
+	return &imap.Settings{Addr: d.imap, TLS: "none", Login: "separator", MasterUser: masterUser,
+		MasterPasswordFile: filepath.Join(dir, "master-password"), MasterSeparator: "*",
+		WatchUsersFile: filepath.Join(dir, "watch.json"), WatchSettle: 100 * time.Millisecond}
 }

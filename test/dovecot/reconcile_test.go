@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -54,15 +52,7 @@ const (
 //     is not enabled for bob: every event lost) reaches his badge within
 //     the sweep period.
 func TestDovecotReconciles(t *testing.T) {
-	if os.Getenv("PUSHPROXY_DOVECOT_IT") != "1" {
-		t.Skip("Dovecot integration test skipped: run test/dovecot/run.sh as root (or set PUSHPROXY_DOVECOT_IT=1 with Dovecot 2.3 installed)")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("Dovecot integration test skipped: it must run as root")
-	}
-	if _, err := exec.LookPath("dovecot"); err != nil {
-		t.Skip("Dovecot integration test skipped: dovecot is not installed (test/dovecot/run.sh installs it)")
-	}
+	needDovecot(t, "Dovecot 2.3")
 	conn := brokertest.Start(t)
 	ingestAddr := startIngest(t, conn)
 	pushes := startPipeline(t, conn)

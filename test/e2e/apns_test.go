@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushproxy/pushproxy/internal/ingest/ingesttest"
 	"github.com/pushproxy/pushproxy/internal/nettest"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -213,18 +214,8 @@ func get(url string) int {
 	return resp.StatusCode
 }
 
+// post sends body to ingest's url as the native client of the test.
 func post(t *testing.T, url, body string) int {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+nativeToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
+	return ingesttest.Post(t, url, nativeToken, body)
 }

@@ -28,7 +28,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/elliptic"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -97,30 +96,6 @@ type Config struct {
 	CollapseID string
 }
 
-// Option changes how a Provider works, without changing what it sends.
-type Option func(*options)
-
-type options struct {
-	client *http.Client
-	roots  *x509.CertPool
-	log    zerolog.Logger
-	now    func() time.Time
-}
-
-// WithHTTPClient sets the HTTP client (e.g. one that trusts a test CA). The
-// client must speak HTTP/2 to the host. The default is an HTTP/2-only client
-// with a 30-second timeout.
-func WithHTTPClient(c *http.Client) Option { return func(o *options) { o.client = c } }
-
-// WithRootCAs sets the certificate authorities the default client trusts
-// for the push service (the relay passes the system roots plus its
-// --provider-ca-file); nil keeps the system roots. A client given with
-// WithHTTPClient is used as it is.
-func WithRootCAs(roots *x509.CertPool) Option { return func(o *options) { o.roots = roots } }
-
-// WithLogger sets the logger (default: none). Only token renewals are logged.
-func WithLogger(l zerolog.Logger) Option { return func(o *options) { o.log = l } }
-
 // Provider sends badges to APNs. It is safe for concurrent use and should be
 // kept for the life of the process: APNs expects long-lived connections.
 type Provider struct {
@@ -136,11 +111,8 @@ var _ providers.Provider = (*Provider)(nil)
 
 // New loads the signing key, checks cfg and returns a Provider. It does not
 // connect to APNs.
-func New(cfg Config, opts ...Option) (*Provider, error) {
-	o := options{log: zerolog.Nop(), now: time.Now}
-	for _, opt := range opts {
-		opt(&o)
-	}
+func New(cfg Config, opts ...providers.Option) (*Provider, error) {
+	o := providers.Apply(opts)
 	host, err := cfg.check()
 	if err != nil {
 		return nil, err
@@ -156,10 +128,10 @@ func New(cfg Config, opts ...Option) (*Provider, error) {
 	if _, err := tok.Generate(); err != nil {
 		return nil, fmt.Errorf("signing APNs provider token: %w", err)
 	}
-	if o.client == nil {
-		o.client = httpx.NewClient(httpx.ClientConfig{HTTP2Only: true, RootCAs: o.roots})
+	if o.Client == nil {
+		o.Client = httpx.NewClient(httpx.ClientConfig{HTTP2Only: true, RootCAs: o.RootCAs})
 	}
-	return &Provider{cfg: cfg, host: host, token: tok, http: o.client, log: o.log, now: o.now}, nil
+	return &Provider{cfg: cfg, host: host, token: tok, http: o.Client, log: o.Log, now: time.Now}, nil
 }
 
 // check validates c, fills in defaults and returns the base URL.

@@ -25,6 +25,8 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/providers"
 	"github.com/pushproxy/pushproxy/internal/providers/apns/apnstest"
+	"github.com/pushproxy/pushproxy/internal/providers/providerstest"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 const (
@@ -187,7 +189,7 @@ func newProvider(t *testing.T, f *fakeAPNs, keyFile string) *Provider {
 	p, err := New(Config{
 		KeyFile: keyFile, KeyID: testKeyID, TeamID: testTeamID, Topic: testTopic,
 		Host: f.srv.URL,
-	}, WithHTTPClient(f.srv.Client()))
+	}, providers.WithHTTPClient(f.srv.Client()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,10 +408,7 @@ func TestNetworkErrorIsRetryable(t *testing.T) {
 
 func TestConfig(t *testing.T) {
 	keyFile, _ := writeKey(t)
-	notKey := filepath.Join(t.TempDir(), "bad.p8")
-	if err := os.WriteFile(notKey, []byte("not a key"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	notKey := testfs.Write(t, t.TempDir(), "bad.p8", "not a key")
 	p384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -455,39 +454,21 @@ func TestConfig(t *testing.T) {
 }
 
 func TestAnswers(t *testing.T) {
-	tests := []struct {
-		status int
-		reason string
-		want   providers.Class
-	}{
-		{410, "Unregistered", providers.DeviceGone},
-		{410, "ExpiredToken", providers.DeviceGone},
-		{400, "BadDeviceToken", providers.DeviceGone},
-		{400, "DeviceTokenNotForTopic", providers.AppFault},
-		{403, "InvalidProviderToken", providers.AppFault},
-		{403, "ExpiredProviderToken", providers.AppFault},
-		{403, "BadCertificateEnvironment", providers.AppFault},
-		{429, "TooManyProviderTokenUpdates", providers.Transient},
-		{429, "TooManyRequests", providers.Transient},
-		{500, "InternalServerError", providers.Transient},
-		{503, "Shutdown", providers.Transient},
-		{400, "BadTopic", providers.AppFault},
-		{404, "BadPath", providers.AppFault},
-		{413, "PayloadTooLarge", providers.AppFault},
-		{302, "Strange", providers.AppFault}, // no row: an app fault
-	}
-	covered := map[int]bool{}
-	for _, tt := range tests {
-		t.Run(fmt.Sprintf("%d %s", tt.status, tt.reason), func(t *testing.T) {
-			covered[providers.RuleIndex(answers, tt.status, tt.reason)] = true
-			if got := providers.Classify(answers, tt.status, tt.reason).Class; got != tt.want {
-				t.Errorf("Classify(%d, %q) = %s, want %s", tt.status, tt.reason, got, tt.want)
-			}
-		})
-	}
-	for i := range answers {
-		if !covered[i] {
-			t.Errorf("row %d of the answer table (%+v) has no test case", i, answers[i])
-		}
-	}
+	providerstest.CheckAnswers(t, answers, []providerstest.Answer{
+		{Status: 410, Reason: "Unregistered", Want: providers.DeviceGone},
+		{Status: 410, Reason: "ExpiredToken", Want: providers.DeviceGone},
+		{Status: 400, Reason: "BadDeviceToken", Want: providers.DeviceGone},
+		{Status: 400, Reason: "DeviceTokenNotForTopic", Want: providers.AppFault},
+		{Status: 403, Reason: "InvalidProviderToken", Want: providers.AppFault},
+		{Status: 403, Reason: "ExpiredProviderToken", Want: providers.AppFault},
+		{Status: 403, Reason: "BadCertificateEnvironment", Want: providers.AppFault},
+		{Status: 429, Reason: "TooManyProviderTokenUpdates", Want: providers.Transient},
+		{Status: 429, Reason: "TooManyRequests", Want: providers.Transient},
+		{Status: 500, Reason: "InternalServerError", Want: providers.Transient},
+		{Status: 503, Reason: "Shutdown", Want: providers.Transient},
+		{Status: 400, Reason: "BadTopic", Want: providers.AppFault},
+		{Status: 404, Reason: "BadPath", Want: providers.AppFault},
+		{Status: 413, Reason: "PayloadTooLarge", Want: providers.AppFault},
+		{Status: 302, Reason: "Strange", Want: providers.AppFault}, // no row: an app fault
+	})
 }

@@ -105,30 +105,6 @@ type Config struct {
 	CollapseKey string
 }
 
-// Option changes how a Provider works, without changing what it sends.
-type Option func(*options)
-
-type options struct {
-	client *http.Client
-	roots  *x509.CertPool
-	log    zerolog.Logger
-	now    func() time.Time
-}
-
-// WithHTTPClient sets the HTTP client used for FCM and for the token
-// endpoint (e.g. one that trusts a test CA). The default has a 30-second
-// timeout.
-func WithHTTPClient(c *http.Client) Option { return func(o *options) { o.client = c } }
-
-// WithRootCAs sets the certificate authorities the default client trusts
-// for FCM and its token endpoint (the relay passes the system roots plus its
-// --provider-ca-file); nil keeps the system roots. A client given with
-// WithHTTPClient is used as it is.
-func WithRootCAs(roots *x509.CertPool) Option { return func(o *options) { o.roots = roots } }
-
-// WithLogger sets the logger (default: none). Only token renewals are logged.
-func WithLogger(l zerolog.Logger) Option { return func(o *options) { o.log = l } }
-
 // Provider sends badges to FCM. It is safe for concurrent use.
 type Provider struct {
 	sendURL     string
@@ -155,11 +131,8 @@ type serviceAccount struct {
 
 // New loads the service account key, checks cfg and returns a Provider. It
 // does not fetch an access token until the first Send.
-func New(cfg Config, opts ...Option) (*Provider, error) {
-	o := options{log: zerolog.Nop(), now: time.Now}
-	for _, opt := range opts {
-		opt(&o)
-	}
+func New(cfg Config, opts ...providers.Option) (*Provider, error) {
+	o := providers.Apply(opts)
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
@@ -175,8 +148,8 @@ func New(cfg Config, opts ...Option) (*Provider, error) {
 	if u, err := url.Parse(tokenURL); err != nil || u.Scheme != "https" || u.Host == "" {
 		return nil, fmt.Errorf("fcm: token URL %q is not an https URL", tokenURL)
 	}
-	if o.client == nil {
-		o.client = httpx.NewClient(httpx.ClientConfig{RootCAs: o.roots})
+	if o.Client == nil {
+		o.Client = httpx.NewClient(httpx.ClientConfig{RootCAs: o.RootCAs})
 	}
 	conf := &jwt.Config{
 		Email:        sa.ClientEmail,
@@ -190,10 +163,10 @@ func New(cfg Config, opts ...Option) (*Provider, error) {
 		priority:    strings.ToUpper(cfg.Priority),
 		ttl:         strconv.FormatInt(int64(cfg.TTL/time.Second), 10) + "s",
 		collapseKey: cfg.CollapseKey,
-		http:        o.client,
-		tokens:      newTokenCache(conf, o.client),
-		log:         o.log,
-		now:         o.now,
+		http:        o.Client,
+		tokens:      newTokenCache(conf, o.Client),
+		log:         o.Log,
+		now:         time.Now,
 	}, nil
 }
 

@@ -23,6 +23,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/pushproxy/pushproxy/internal/providers"
+	"github.com/pushproxy/pushproxy/internal/providers/providerstest"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 const (
@@ -180,11 +182,7 @@ func writeCredentials(t *testing.T, tokenURI string) string {
 		"token_uri":      tokenURI,
 	}
 	data, _ := json.Marshal(sa)
-	path := filepath.Join(t.TempDir(), "service-account.json")
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return testfs.Write(t, t.TempDir(), "service-account.json", string(data))
 }
 
 func setup(t *testing.T) (*Provider, *fakeFCM) {
@@ -192,7 +190,7 @@ func setup(t *testing.T) (*Provider, *fakeFCM) {
 	p, err := New(Config{
 		CredentialsFile: writeCredentials(t, f.tokenURL()),
 		BaseURL:         f.srv.URL,
-	}, WithHTTPClient(f.srv.Client()))
+	}, providers.WithHTTPClient(f.srv.Client()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,17 +358,10 @@ func TestEmptyDeviceIsGone(t *testing.T) {
 func TestConfig(t *testing.T) {
 	dir := t.TempDir()
 	good := writeCredentials(t, "https://oauth2.example.test/token")
-	write := func(name, content string) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	notJSON := write("not.json", "secret-looking-content")
-	notSA := write("user.json", `{"type":"authorized_user","client_id":"x"}`)
-	badKey := write("badkey.json", `{"type":"service_account","client_email":"a@b","private_key":"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n","project_id":"p"}`)
-	noProject := write("noproject.json", strings.Replace(string(must(os.ReadFile(good))), `"project_id":"`+testProject, `"project_id":"`, 1))
+	notJSON := testfs.Write(t, dir, "not.json", "secret-looking-content")
+	notSA := testfs.Write(t, dir, "user.json", `{"type":"authorized_user","client_id":"x"}`)
+	badKey := testfs.Write(t, dir, "badkey.json", `{"type":"service_account","client_email":"a@b","private_key":"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n","project_id":"p"}`)
+	noProject := testfs.Write(t, dir, "noproject.json", strings.Replace(string(must(os.ReadFile(good))), `"project_id":"`+testProject, `"project_id":"`, 1))
 
 	tests := []struct {
 		name    string
@@ -412,64 +403,28 @@ func must[T any](v T, err error) T {
 }
 
 func TestAnswers(t *testing.T) {
-	tests := []struct {
-		status int
-		reason string
-		want   providers.Class
-		least  time.Duration
-	}{
-		{404, "UNREGISTERED", providers.DeviceGone, 0},
-		{404, "Not Found", providers.DeviceGone, 0},
-		{429, "QUOTA_EXCEEDED", providers.Transient, QuotaRetryAfter},
-		{429, "RESOURCE_EXHAUSTED", providers.Transient, QuotaRetryAfter},
-		{503, "UNAVAILABLE", providers.Transient, 0},
-		{500, "INTERNAL", providers.Transient, 0},
-		{502, "Bad Gateway", providers.Transient, 0},
-		{401, "THIRD_PARTY_AUTH_ERROR", providers.AppFault, 0},
-		{401, "UNAUTHENTICATED", providers.AppFault, 0},
-		{403, "PERMISSION_DENIED", providers.AppFault, 0},
-		{403, "SENDER_ID_MISMATCH", providers.AppFault, 0},
-		{400, "INVALID_ARGUMENT", providers.AppFault, 0},
-		{302, "Found", providers.AppFault, 0}, // no row: an app fault
-	}
-	covered := map[int]bool{}
-	for _, tt := range tests {
-		t.Run(fmt.Sprintf("%d %s", tt.status, tt.reason), func(t *testing.T) {
-			covered[providers.RuleIndex(answers, tt.status, tt.reason)] = true
-			r := providers.Classify(answers, tt.status, tt.reason)
-			if r.Class != tt.want || r.MinRetryAfter != tt.least {
-				t.Errorf("Classify(%d, %q) = %s (at least %s), want %s (at least %s)", tt.status, tt.reason, r.Class, r.MinRetryAfter, tt.want, tt.least)
-			}
-		})
-	}
-	for i := range answers {
-		if !covered[i] {
-			t.Errorf("row %d of the answer table (%+v) has no test case", i, answers[i])
-		}
-	}
+	providerstest.CheckAnswers(t, answers, []providerstest.Answer{
+		{Status: 404, Reason: "UNREGISTERED", Want: providers.DeviceGone},
+		{Status: 404, Reason: "Not Found", Want: providers.DeviceGone},
+		{Status: 429, Reason: "QUOTA_EXCEEDED", Want: providers.Transient, Least: QuotaRetryAfter},
+		{Status: 429, Reason: "RESOURCE_EXHAUSTED", Want: providers.Transient, Least: QuotaRetryAfter},
+		{Status: 503, Reason: "UNAVAILABLE", Want: providers.Transient},
+		{Status: 500, Reason: "INTERNAL", Want: providers.Transient},
+		{Status: 502, Reason: "Bad Gateway", Want: providers.Transient},
+		{Status: 401, Reason: "THIRD_PARTY_AUTH_ERROR", Want: providers.AppFault},
+		{Status: 401, Reason: "UNAUTHENTICATED", Want: providers.AppFault},
+		{Status: 403, Reason: "PERMISSION_DENIED", Want: providers.AppFault},
+		{Status: 403, Reason: "SENDER_ID_MISMATCH", Want: providers.AppFault},
+		{Status: 400, Reason: "INVALID_ARGUMENT", Want: providers.AppFault},
+		{Status: 302, Reason: "Found", Want: providers.AppFault}, // no row: an app fault
+	})
 }
 
 func TestTokenAnswers(t *testing.T) {
-	tests := []struct {
-		status int
-		reason string
-		want   providers.Class
-	}{
-		{429, "rate_limited", providers.Transient},
-		{503, "", providers.Transient},
-		{400, "invalid_grant", providers.AppFault},
-		{401, "unauthorized_client", providers.AppFault},
-	}
-	covered := map[int]bool{}
-	for _, tt := range tests {
-		covered[providers.RuleIndex(tokenAnswers, tt.status, tt.reason)] = true
-		if got := providers.Classify(tokenAnswers, tt.status, tt.reason).Class; got != tt.want {
-			t.Errorf("token endpoint %d %q = %s, want %s", tt.status, tt.reason, got, tt.want)
-		}
-	}
-	for i := range tokenAnswers {
-		if !covered[i] {
-			t.Errorf("row %d of the token answer table has no test case", i)
-		}
-	}
+	providerstest.CheckAnswers(t, tokenAnswers, []providerstest.Answer{
+		{Status: 429, Reason: "rate_limited", Want: providers.Transient},
+		{Status: 503, Want: providers.Transient},
+		{Status: 400, Reason: "invalid_grant", Want: providers.AppFault},
+		{Status: 401, Reason: "unauthorized_client", Want: providers.AppFault},
+	})
 }

@@ -46,17 +46,6 @@ type Entry struct {
 // key identifies a device.
 type key struct{ appID, device string }
 
-// Option changes how a Provider works.
-type Option func(*options)
-
-type options struct {
-	log zerolog.Logger
-	now func() time.Time
-}
-
-// WithLogger sets the logger badges are logged to (default: none).
-func WithLogger(l zerolog.Logger) Option { return func(o *options) { o.log = l } }
-
 // Provider logs badges and remembers the latest per device. It is safe for
 // concurrent use.
 type Provider struct {
@@ -74,18 +63,15 @@ type Provider struct {
 var _ providers.Provider = (*Provider)(nil)
 
 // New returns a Provider.
-func New(cfg Config, opts ...Option) *Provider {
-	o := options{log: zerolog.Nop(), now: time.Now}
-	for _, opt := range opts {
-		opt(&o)
-	}
+func New(cfg Config, opts ...providers.Option) *Provider {
+	o := providers.Apply(opts)
 	if cfg.MaxDevices <= 0 {
 		cfg.MaxDevices = DefaultMaxDevices
 	}
 	return &Provider{
 		max:     cfg.MaxDevices,
-		log:     o.log,
-		now:     o.now,
+		log:     o.Log,
+		now:     time.Now,
 		entries: make(map[key]*list.Element),
 		order:   list.New(),
 		subs:    make(map[*Subscription]struct{}),

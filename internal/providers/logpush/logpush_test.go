@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/providers"
+	"github.com/pushproxy/pushproxy/internal/providers/providerstest"
 )
 
 func send(t *testing.T, p *Provider, appID, device string, count int) {
@@ -165,7 +166,7 @@ func TestConcurrentSendersAndSubscribers(t *testing.T) {
 
 func TestLogsNoDeviceSecrets(t *testing.T) {
 	var buf bytes.Buffer
-	p := New(Config{}, WithLogger(zerolog.New(&buf)))
+	p := New(Config{}, providers.WithLogger(zerolog.New(&buf)))
 	device := `{"endpoint":"https://push.example/x","keys":{"p256dh":"SECRETKEY","auth":"SECRETAUTH"}}`
 	if err := p.Send(context.Background(), providers.Badge{Tenant: "fabrikam.com", AppID: "web", Device: device, Count: 4}); err != nil {
 		t.Fatal(err)
@@ -189,31 +190,15 @@ func TestSendAfterCancel(t *testing.T) {
 }
 
 func TestAnswers(t *testing.T) {
-	tests := []struct {
-		status int
-		reason string
-		want   providers.Class
-	}{
-		{0, "Canceled", providers.Transient},
-		{410, "Unregistered", providers.DeviceGone},
-		{403, "InvalidProviderToken", providers.AppFault},
-		{401, "Unauthorized", providers.AppFault},
-		{429, "TooManyRequests", providers.Transient},
-		{503, "ServiceUnavailable", providers.Transient},
-		{400, "Other", providers.AppFault}, // no row: an app fault
-	}
-	covered := map[int]bool{}
-	for _, tt := range tests {
-		covered[providers.RuleIndex(answers, tt.status, tt.reason)] = true
-		if got := providers.Classify(answers, tt.status, tt.reason).Class; got != tt.want {
-			t.Errorf("Classify(%d, %q) = %s, want %s", tt.status, tt.reason, got, tt.want)
-		}
-	}
-	for i := range answers {
-		if !covered[i] {
-			t.Errorf("row %d of the answer table (%+v) has no test case", i, answers[i])
-		}
-	}
+	providerstest.CheckAnswers(t, answers, []providerstest.Answer{
+		{Status: 0, Reason: "Canceled", Want: providers.Transient},
+		{Status: 410, Reason: "Unregistered", Want: providers.DeviceGone},
+		{Status: 403, Reason: "InvalidProviderToken", Want: providers.AppFault},
+		{Status: 401, Reason: "Unauthorized", Want: providers.AppFault},
+		{Status: 429, Reason: "TooManyRequests", Want: providers.Transient},
+		{Status: 503, Reason: "ServiceUnavailable", Want: providers.Transient},
+		{Status: 400, Reason: "Other", Want: providers.AppFault}, // no row: an app fault
+	})
 }
 
 func TestFailAndHeal(t *testing.T) {

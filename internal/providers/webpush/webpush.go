@@ -45,7 +45,6 @@ import (
 	"context"
 	"crypto/ecdh"
 	"crypto/ecdsa"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -131,33 +130,6 @@ type Config struct {
 	AllowedHosts []string
 }
 
-// Option changes how a Provider works, without changing what it sends.
-type Option func(*options)
-
-type options struct {
-	client   *http.Client
-	roots    *x509.CertPool
-	insecure bool
-	now      func() time.Time
-}
-
-// WithHTTPClient sets the HTTP client (e.g. one that trusts a test CA, or
-// one that goes through an egress proxy). The default client has a 30-second
-// timeout and refuses to connect to non-public addresses; a client given
-// here is used as it is.
-func WithHTTPClient(c *http.Client) Option { return func(o *options) { o.client = c } }
-
-// WithRootCAs sets the certificate authorities the default client trusts
-// for push services (the relay passes the system roots plus its
-// --provider-ca-file); nil keeps the system roots. A client given with
-// WithHTTPClient is used as it is.
-func WithRootCAs(roots *x509.CertPool) Option { return func(o *options) { o.roots = roots } }
-
-// WithInsecureEndpoints, for tests only, allows http:// endpoints and lets
-// the default client connect to loopback, private and other non-public
-// addresses (a local test push service).
-func WithInsecureEndpoints() Option { return func(o *options) { o.insecure = true } }
-
 // Provider sends badges with Web Push. It is safe for concurrent use.
 type Provider struct {
 	key       *ecdsa.PrivateKey
@@ -183,11 +155,8 @@ type vapidToken struct {
 var _ providers.Provider = (*Provider)(nil)
 
 // New loads the VAPID keys, checks cfg and returns a Provider.
-func New(cfg Config, opts ...Option) (*Provider, error) {
-	o := options{now: time.Now}
-	for _, opt := range opts {
-		opt(&o)
-	}
+func New(cfg Config, opts ...providers.Option) (*Provider, error) {
+	o := providers.Apply(opts)
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
@@ -195,12 +164,12 @@ func New(cfg Config, opts ...Option) (*Provider, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.client == nil {
-		cc := httpx.ClientConfig{DialControl: publicAddressesOnly, RootCAs: o.roots}
-		if o.insecure {
+	if o.Client == nil {
+		cc := httpx.ClientConfig{DialControl: publicAddressesOnly, RootCAs: o.RootCAs}
+		if o.InsecureEndpoints {
 			cc.DialControl = nil
 		}
-		o.client = httpx.NewClient(cc)
+		o.Client = httpx.NewClient(cc)
 	}
 	allowed := make([]string, 0, len(cfg.AllowedHosts))
 	for _, h := range cfg.AllowedHosts {
@@ -220,9 +189,9 @@ func New(cfg Config, opts ...Option) (*Provider, error) {
 		urgency:   cfg.Urgency,
 		topic:     cfg.Topic,
 		allowed:   allowed,
-		insecure:  o.insecure,
-		http:      o.client,
-		now:       o.now,
+		insecure:  o.InsecureEndpoints,
+		http:      o.Client,
+		now:       time.Now,
 		tokens:    make(map[string]vapidToken),
 	}, nil
 }

@@ -25,6 +25,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/pushproxy/pushproxy/internal/providers"
+	"github.com/pushproxy/pushproxy/internal/providers/providerstest"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 const testSubject = "mailto:ops@pushproxy.example"
@@ -219,13 +221,8 @@ func writeKeys(t *testing.T) (privFile, pubFile, pub string) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	privFile, pubFile = filepath.Join(dir, "vapid.key"), filepath.Join(dir, "vapid.pub")
-	if err := os.WriteFile(privFile, []byte(priv+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(pubFile, []byte(pub+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	privFile, pubFile = testfs.Write(t, dir, "vapid.key", priv+"\n"), filepath.Join(dir, "vapid.pub")
+	testfs.WriteFile(t, pubFile, pub+"\n", 0o644)
 	return privFile, pubFile, pub
 }
 
@@ -233,7 +230,7 @@ func setup(t *testing.T) (*Provider, *pushService) {
 	privFile, pubFile, pub := writeKeys(t)
 	ps := newPushService(t, pub)
 	p, err := New(Config{PrivateKeyFile: privFile, PublicKeyFile: pubFile, Subject: testSubject},
-		WithHTTPClient(ps.srv.Client()))
+		providers.WithHTTPClient(ps.srv.Client()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -426,9 +423,9 @@ func TestPrivateAddressesRefused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			opts := []Option{WithRootCAs(roots)}
+			opts := []providers.Option{providers.WithRootCAs(roots)}
 			if tt.insecure {
-				opts = append(opts, WithInsecureEndpoints())
+				opts = append(opts, providers.WithInsecureEndpoints())
 			}
 			p, err := New(Config{PrivateKeyFile: privFile, Subject: testSubject}, opts...)
 			if err != nil {
@@ -557,30 +554,15 @@ func FuzzParseSubscription(f *testing.F) {
 }
 
 func TestAnswers(t *testing.T) {
-	tests := []struct {
-		status int
-		want   providers.Class
-	}{
-		{404, providers.DeviceGone},
-		{410, providers.DeviceGone},
-		{429, providers.Transient},
-		{503, providers.Transient},
-		{401, providers.AppFault},
-		{403, providers.AppFault},
-		{413, providers.AppFault},
-		{400, providers.AppFault},
-		{302, providers.AppFault}, // no row: an app fault
-	}
-	covered := map[int]bool{}
-	for _, tt := range tests {
-		covered[providers.RuleIndex(answers, tt.status, "")] = true
-		if got := providers.Classify(answers, tt.status, "").Class; got != tt.want {
-			t.Errorf("Classify(%d) = %s, want %s", tt.status, got, tt.want)
-		}
-	}
-	for i := range answers {
-		if !covered[i] {
-			t.Errorf("row %d of the answer table (%+v) has no test case", i, answers[i])
-		}
-	}
+	providerstest.CheckAnswers(t, answers, []providerstest.Answer{
+		{Status: 404, Want: providers.DeviceGone},
+		{Status: 410, Want: providers.DeviceGone},
+		{Status: 429, Want: providers.Transient},
+		{Status: 503, Want: providers.Transient},
+		{Status: 401, Want: providers.AppFault},
+		{Status: 403, Want: providers.AppFault},
+		{Status: 413, Want: providers.AppFault},
+		{Status: 400, Want: providers.AppFault},
+		{Status: 302, Want: providers.AppFault}, // no row: an app fault
+	})
 }

@@ -3,19 +3,16 @@ package counters
 import (
 	"errors"
 	"flag"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/rs/zerolog"
+
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 func TestBuild(t *testing.T) {
-	key := filepath.Join(t.TempDir(), "key")
-	if err := os.WriteFile(key, []byte("secret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	key := testfs.Write(t, t.TempDir(), "key", "secret\n")
 	tests := []struct {
 		args    []string
 		names   string

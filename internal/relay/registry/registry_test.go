@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
+	"github.com/pushproxy/pushproxy/internal/logtest"
 	"github.com/pushproxy/pushproxy/internal/tokens"
 )
 
@@ -314,7 +315,7 @@ func TestWatchApps(t *testing.T) {
 		a, ok := seen[id]
 		return a, ok
 	}
-	logs := &lockedLog{}
+	logs := &logtest.Buffer{}
 	w, err := s.WatchApps(ctx, zerolog.New(logs), func(id string, a *App) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -341,24 +342,6 @@ func TestWatchApps(t *testing.T) {
 	for _, want := range []string{`"key":"second","change":"changed"`, `"key":"first","change":"removed"`} {
 		waitFor(t, "the log line "+want, func() bool { return strings.Contains(logs.String(), want) })
 	}
-}
-
-// lockedLog collects log lines from several goroutines.
-type lockedLog struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 func TestAppServes(t *testing.T) {

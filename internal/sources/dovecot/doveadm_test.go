@@ -9,13 +9,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/pushproxy/pushproxy/internal/sources"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 // fakeDoveadm speaks the doveadm HTTP API for the mailboxes in unseen
@@ -260,14 +260,8 @@ func TestNewDoveadm(t *testing.T) {
 
 func TestDoveadmFlags(t *testing.T) {
 	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "key")
-	if err := os.WriteFile(keyFile, []byte(testAPIKey+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	emptyFile := filepath.Join(dir, "empty")
-	if err := os.WriteFile(emptyFile, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := testfs.Write(t, dir, "key", testAPIKey+"\n")
+	emptyFile := testfs.Write(t, dir, "empty", "")
 	cases := []struct {
 		name        string
 		args        []string

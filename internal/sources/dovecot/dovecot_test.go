@@ -3,7 +3,6 @@ package dovecot
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/httpjson"
 	"github.com/pushproxy/pushproxy/internal/sources"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 // summary is one line per item: kind, mailbox, unread (or -), count and
@@ -40,11 +40,7 @@ func summary(items []sources.Item) []string {
 
 func readTestdata(t *testing.T, name string) []byte {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
+	return testfs.Read(t, filepath.Join("testdata", name))
 }
 
 func TestParseOXGolden(t *testing.T) {

@@ -44,22 +44,13 @@ const (
 var ErrServerBusy = errors.New("EWS server busy")
 
 // TokenSource gives the Counter and the Manager OAuth access tokens for
-// EWS;
-// *tokens.AppTokenSource with tokens.EWSScope is one. A source that also
-// has Forget(token) is told about a token EWS refused, and the request is
-// tried once more.
-type TokenSource interface {
-	Token(ctx context.Context) (string, error)
-}
+// EWS; *tokens.AppTokenSource with tokens.EWSScope is one.
+type TokenSource = sources.TokenSource
 
-// tokenForgetter is a TokenSource that can drop a refused token.
-type tokenForgetter interface {
-	Forget(token string)
-}
-
-// CounterConfig configures a Counter. URL and either Tokens or Username
-// and Password are required.
-type CounterConfig struct {
+// Access is how an EWS server is reached, by the Counter and the
+// Manager alike. URL and either Tokens or Username and Password are
+// required.
+type Access struct {
 	// URL is the EWS endpoint, e.g.
 	// https://outlook.office365.com/EWS/Exchange.asmx.
 	URL string
@@ -79,6 +70,19 @@ type CounterConfig struct {
 	// ApplicationImpersonation role; without it the account needs
 	// delegate access to the mailboxes.
 	Impersonate bool
+}
+
+// check checks a and returns its tenants, normalized.
+func (a Access) check() ([]string, error) {
+	if err := checkAccess(a.URL, a.Tokens, a.Username, a.Password, a.NTLM); err != nil {
+		return nil, err
+	}
+	return checkTenants(a.Tenants)
+}
+
+// CounterConfig configures a Counter. Access is required.
+type CounterConfig struct {
+	Access
 	// Concurrency bounds the requests in flight
 	// (DefaultCountConcurrency when 0).
 	Concurrency int
@@ -118,10 +122,7 @@ var _ sources.Counter = (*Counter)(nil)
 
 // NewCounter checks cfg and registers the metrics.
 func NewCounter(cfg CounterConfig) (*Counter, error) {
-	if err := checkAccess(cfg.URL, cfg.Tokens, cfg.Username, cfg.Password, cfg.NTLM); err != nil {
-		return nil, fmt.Errorf("ews counter: %w", err)
-	}
-	tenants, err := checkTenants(cfg.Tenants)
+	tenants, err := cfg.check()
 	if err != nil {
 		return nil, fmt.Errorf("ews counter: %w", err)
 	}

@@ -18,13 +18,14 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/sources"
+	"github.com/pushproxy/pushproxy/internal/sources/sourcestest"
 	"github.com/pushproxy/pushproxy/internal/tokens"
 )
 
 func newTestCounter(t *testing.T, f *fakeEWS, mutate func(*CounterConfig)) (*Counter, *sleeps) {
 	t.Helper()
 	s := newSleeps()
-	cfg := CounterConfig{URL: f.url(), Tenants: []string{"Fabrikam.com."}, Username: "svc-push@fabrikam.com", Password: "pa55word",
+	cfg := CounterConfig{Access: Access{URL: f.url(), Tenants: []string{"Fabrikam.com."}, Username: "svc-push@fabrikam.com", Password: "pa55word"},
 		Concurrency: 1, Client: f.srv.Client(), Sleep: s.Sleep, Now: s.Now, Metrics: prometheus.NewRegistry()}
 	if mutate != nil {
 		mutate(&cfg)
@@ -38,31 +39,6 @@ func newTestCounter(t *testing.T, f *fakeEWS, mutate func(*CounterConfig)) (*Cou
 
 func mailbox(user, name string) sources.Mailbox {
 	return sources.Mailbox{Tenant: "fabrikam.com", User: user, Name: name}
-}
-
-// countResult is a Count as the tests compare it.
-type countResult struct {
-	unread int
-	err    error  // matched with errors.Is when set
-	text   string // contained in the error when set
-}
-
-func checkCounts(t *testing.T, got []sources.Count, want []countResult) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%d counts, want %d", len(got), len(want))
-	}
-	for i, w := range want {
-		g := got[i]
-		switch {
-		case w.err == nil && w.text == "":
-			if g.Err != nil || g.Unread != w.unread {
-				t.Errorf("count %d: %d, %v; want %d", i, g.Unread, g.Err, w.unread)
-			}
-		case g.Err == nil || (w.err != nil && !errors.Is(g.Err, w.err)) || !strings.Contains(g.Err.Error(), w.text):
-			t.Errorf("count %d: error %v, want %v containing %q", i, g.Err, w.err, w.text)
-		}
-	}
 }
 
 func TestCounterCounts(t *testing.T) {
@@ -83,15 +59,15 @@ func TestCounterCounts(t *testing.T) {
 				mailbox("alice", events.Inbox),                // not an SMTP address
 				{Tenant: "contoso.com", User: "erin@contoso.com", Name: events.Inbox},
 			})
-			checkCounts(t, counts, []countResult{
-				{unread: 5},
-				{unread: 7},
-				{err: sources.ErrNotServed, text: "ErrorNonExistentMailbox"},
-				{text: "EWS answered ErrorAccessDenied: Access is denied."},
-				{unread: 5},
-				{err: sources.ErrNotServed},
-				{err: sources.ErrNotServed},
-				{err: sources.ErrNotServed},
+			sourcestest.CheckCounts(t, counts, []sourcestest.Count{
+				{Unread: 5},
+				{Unread: 7},
+				{Err: sources.ErrNotServed, Text: "ErrorNonExistentMailbox"},
+				{Text: "EWS answered ErrorAccessDenied: Access is denied."},
+				{Unread: 5},
+				{Err: sources.ErrNotServed},
+				{Err: sources.ErrNotServed},
+				{Err: sources.ErrNotServed},
 			})
 			var re *ResponseError
 			if !errors.As(counts[3].Err, &re) || re.Code != "ErrorAccessDenied" {
@@ -149,9 +125,9 @@ func TestCounterBusy(t *testing.T) {
 			}
 			counts := c.Counts(ctx, alice)
 			if tt.text == "" {
-				checkCounts(t, counts, []countResult{{unread: 5}})
+				sourcestest.CheckCounts(t, counts, []sourcestest.Count{{Unread: 5}})
 			} else {
-				checkCounts(t, counts, []countResult{{err: ErrServerBusy, text: tt.text}})
+				sourcestest.CheckCounts(t, counts, []sourcestest.Count{{Err: ErrServerBusy, Text: tt.text}})
 			}
 			if got := s.recorded(); !reflect.DeepEqual(got, tt.waits) {
 				t.Errorf("waits %v, want %v", got, tt.waits)
@@ -170,7 +146,7 @@ func TestCounterPausesEveryRequest(t *testing.T) {
 	stopped := time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)
 	c, s := newTestCounter(t, f, func(cfg *CounterConfig) { cfg.Now = func() time.Time { return stopped } })
 	counts := c.Counts(context.Background(), []sources.Mailbox{mailbox("alice@fabrikam.com", events.Inbox), mailbox("bob@fabrikam.com", events.Inbox)})
-	checkCounts(t, counts, []countResult{{unread: 5}, {unread: 7}})
+	sourcestest.CheckCounts(t, counts, []sourcestest.Count{{Unread: 5}, {Unread: 7}})
 	if got := s.recorded(); !reflect.DeepEqual(got, []time.Duration{time.Second, time.Second}) {
 		t.Errorf("waits %v, want [1s 1s]", got)
 	}
@@ -219,7 +195,7 @@ func TestCounterCanceled(t *testing.T) {
 		cfg.Sleep = func(ctx context.Context, _ time.Duration) error { cancel(); return ctx.Err() }
 	})
 	boxes := []sources.Mailbox{mailbox("alice@fabrikam.com", events.Inbox), mailbox("bob@fabrikam.com", events.Inbox), mailbox("alice@fabrikam.com", "Archive")}
-	checkCounts(t, c.Counts(ctx, boxes), []countResult{{err: context.Canceled}, {err: context.Canceled}, {err: sources.ErrNotServed}})
+	sourcestest.CheckCounts(t, c.Counts(ctx, boxes), []sourcestest.Count{{Err: context.Canceled}, {Err: context.Canceled}, {Err: sources.ErrNotServed}})
 	if got := len(f.received()); got != 1 {
 		t.Errorf("%d requests, want 1", got)
 	}
@@ -277,7 +253,7 @@ func TestCounterOAuth(t *testing.T) {
 	}
 	c, _ := newTestCounter(t, f, func(cfg *CounterConfig) { cfg.Tokens, cfg.Username, cfg.Password = src, "", "" })
 	alice := []sources.Mailbox{mailbox("alice@fabrikam.com", events.Inbox)}
-	checkCounts(t, c.Counts(context.Background(), alice), []countResult{{unread: 5}})
+	sourcestest.CheckCounts(t, c.Counts(context.Background(), alice), []sourcestest.Count{{Unread: 5}})
 	if got := f.received(); len(got) != 1 || got[0].impersonated != "alice@fabrikam.com" {
 		t.Fatalf("requests %+v: app-only tokens must impersonate", got)
 	}
@@ -287,7 +263,7 @@ func TestCounterOAuth(t *testing.T) {
 	f.mu.Lock()
 	f.authorized = func(*http.Request) bool { return false }
 	f.mu.Unlock()
-	checkCounts(t, c.Counts(context.Background(), alice), []countResult{{text: "HTTP 401"}})
+	sourcestest.CheckCounts(t, c.Counts(context.Background(), alice), []sourcestest.Count{{Text: "HTTP 401"}})
 
 	wrong, err := tokens.NewAppTokenSource(tokens.AppTokenOptions{Authority: entra.srv.URL, TenantID: tenant, ClientID: "app", Secret: "wrong",
 		Scope: tokens.EWSScope, Client: entra.srv.Client()})
@@ -305,9 +281,9 @@ func TestCounterBasicImpersonation(t *testing.T) {
 	f := newFakeEWS(t)
 	f.unread["alice@fabrikam.com"] = 5
 	c, _ := newTestCounter(t, f, func(cfg *CounterConfig) { cfg.Impersonate = true })
-	checkCounts(t, c.Counts(context.Background(), []sources.Mailbox{mailbox("alice@fabrikam.com", events.Inbox)}), []countResult{{unread: 5}})
+	sourcestest.CheckCounts(t, c.Counts(context.Background(), []sources.Mailbox{mailbox("alice@fabrikam.com", events.Inbox)}), []sourcestest.Count{{Unread: 5}})
 	c, _ = newTestCounter(t, f, func(cfg *CounterConfig) { cfg.Password = "wrong" })
-	checkCounts(t, c.Counts(context.Background(), []sources.Mailbox{mailbox("alice@fabrikam.com", events.Inbox)}), []countResult{{text: "HTTP 401"}})
+	sourcestest.CheckCounts(t, c.Counts(context.Background(), []sources.Mailbox{mailbox("alice@fabrikam.com", events.Inbox)}), []sourcestest.Count{{Text: "HTTP 401"}})
 	if got := f.received(); len(got) != 1 || got[0].impersonated != "alice@fabrikam.com" {
 		t.Fatalf("requests %+v", got)
 	}
@@ -318,11 +294,11 @@ func TestCounterBasicImpersonation(t *testing.T) {
 func TestCounterNTLM(t *testing.T) {
 	f, srv := newFakeEWSBehindNTLM(t)
 	var boxes []sources.Mailbox
-	var want []countResult
+	var want []sourcestest.Count
 	for i, u := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
 		f.unread[u+"@fabrikam.com"] = i
 		boxes = append(boxes, mailbox(u+"@fabrikam.com", events.Inbox))
-		want = append(want, countResult{unread: i})
+		want = append(want, sourcestest.Count{Unread: i})
 	}
 	ntlmCounter := func(user, password string) *Counter {
 		c, _ := newTestCounter(t, f, func(cfg *CounterConfig) {
@@ -331,18 +307,18 @@ func TestCounterNTLM(t *testing.T) {
 		return c
 	}
 	c := ntlmCounter(`FABRIKAM\svc-push`, "pa55word")
-	checkCounts(t, c.Counts(context.Background(), boxes), want)
-	checkCounts(t, c.Counts(context.Background(), boxes), want)
+	sourcestest.CheckCounts(t, c.Counts(context.Background(), boxes), want)
+	sourcestest.CheckCounts(t, c.Counts(context.Background(), boxes), want)
 	got := srv.Counts()
 	if got.Basic != 0 || got.Unchallenged != 0 || got.Refused != 0 || got.Handshakes == 0 || got.Handshakes > 4 {
 		t.Fatalf("the server saw %+v: want at most one handshake per session, no password in the clear", got)
 	}
 	c = ntlmCounter(`FABRIKAM\svc-push`, "wrong")
-	checkCounts(t, c.Counts(context.Background(), boxes[:1]), []countResult{{text: "HTTP 401"}})
+	sourcestest.CheckCounts(t, c.Counts(context.Background(), boxes[:1]), []sourcestest.Count{{Text: "HTTP 401"}})
 }
 
 func TestNewCounterChecksConfig(t *testing.T) {
-	good := CounterConfig{URL: "https://mail.fabrikam.com/EWS/Exchange.asmx", Username: "svc", Password: "p"}
+	good := CounterConfig{Access: Access{URL: "https://mail.fabrikam.com/EWS/Exchange.asmx", Username: "svc", Password: "p"}}
 	tests := []struct {
 		name   string
 		mutate func(*CounterConfig)

@@ -66,7 +66,7 @@ func (s *CounterSettings) CounterEnabled() bool { return s.URL != "" }
 // CounterConfig reads the password or makes the token source into a
 // CounterConfig; the caller adds the log and the metrics registry.
 func (s *CounterSettings) CounterConfig() (CounterConfig, error) {
-	cfg := CounterConfig{URL: s.URL, Tenants: s.CountTenants, Impersonate: s.Impersonate}
+	cfg := CounterConfig{Access: Access{URL: s.URL, Tenants: s.CountTenants, Impersonate: s.Impersonate}}
 	switch auth := strings.ToLower(s.Auth); auth {
 	case AuthBasic, AuthNTLM:
 		if s.Username == "" || s.PasswordFile == "" {

@@ -1,32 +1,18 @@
 package ews
 
 import (
-	"flag"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/pushproxy/pushproxy/internal/ntlm"
-	"github.com/pushproxy/pushproxy/internal/tokens"
+	"github.com/pushproxy/pushproxy/internal/sources/sourcestest"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 func TestCounterFlags(t *testing.T) {
 	dir := t.TempDir()
-	cert, err := tokens.NewCertificate(tokens.CertificateOptions{Domain: "pushproxy.test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile := filepath.Join(dir, "app.pem"), filepath.Join(dir, "app.key")
-	if err := cert.WritePEM(certFile, keyFile); err != nil {
-		t.Fatal(err)
-	}
-	password, empty := filepath.Join(dir, "password"), filepath.Join(dir, "empty")
-	for name, data := range map[string]string{password: "pa55word\n", empty: "\n"} {
-		if err := os.WriteFile(name, []byte(data), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	certFile, keyFile := sourcestest.WriteAppCertificate(t, dir)
+	password, empty := testfs.Write(t, dir, "password", "pa55word\n"), testfs.Write(t, dir, "empty", "\n")
 	url := []string{"--ews-url", "https://mail.fabrikam.com/EWS/Exchange.asmx"}
 	oauth := append(url[:2:2], "--ews-auth", "oauth", "--ews-app-tenant-id", "bb8775a4-4d8c-42cf-a1d4-4d58c2bb668f", "--ews-client-id", "app")
 	tests := []struct {
@@ -51,26 +37,9 @@ func TestCounterFlags(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fs := flag.NewFlagSet("ingest", flag.ContinueOnError)
-			cs := CounterFlags(fs)
-			if cs.CounterEnabled() {
-				t.Fatal("enabled without a URL")
-			}
-			if err := fs.Parse(tt.args); err != nil {
-				t.Fatal(err)
-			}
-			if !cs.CounterEnabled() {
-				t.Fatal("not enabled")
-			}
-			c, err := cs.Counter()
-			if tt.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.err) {
-					t.Fatalf("error %v, want %q", err, tt.err)
-				}
+			cs, c, ok := sourcestest.ParseCounterFlags(t, CounterFlags, tt.args, tt.err)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if c.Name() != "ews" || c.soap.impersonate != tt.impersonate || strings.Join(c.tenants, " ") != tt.tenants {
 				t.Fatalf("counter %+v", c)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden answer files in testdata/")
@@ -29,11 +30,7 @@ var alice = Subscription{Tenant: "fabrikam.com", User: "alice@fabrikam.com", Inb
 
 func readFile(t testing.TB, name string) []byte {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
+	return testfs.Read(t, filepath.Join("testdata", name))
 }
 
 func parseFile(t *testing.T, name string) *Request {
@@ -361,10 +358,7 @@ func TestStaticRegistry(t *testing.T) {
 		t.Fatalf("duplicate accepted: %v", err)
 	}
 	dir := t.TempDir()
-	typo := filepath.Join(dir, "typo.json")
-	if err := os.WriteFile(typo, []byte(`{"subscriptions":[{"subscription_id":"S","tenant":"fabrikam.com","user":"a@fabrikam.com","inbox_folder":"F"}]}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	typo := testfs.Write(t, dir, "typo.json", `{"subscriptions":[{"subscription_id":"S","tenant":"fabrikam.com","user":"a@fabrikam.com","inbox_folder":"F"}]}`)
 	if _, err := LoadRegistryFile(typo); err == nil || !strings.Contains(err.Error(), "inbox_folder") {
 		t.Fatalf("unknown field accepted: %v", err)
 	}

@@ -6,23 +6,21 @@ import (
 	"encoding/xml"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/ingest"
+	"github.com/pushproxy/pushproxy/internal/ingest/ingesttest"
 	"github.com/pushproxy/pushproxy/internal/sources/ews"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 const (
@@ -42,17 +40,7 @@ type server struct {
 func newServer(t *testing.T, registry ews.SubscriptionRegistry) *server {
 	t.Helper()
 	conn := brokertest.Start(t)
-	keyer := brokertest.Keyer(t, conn)
-	cfg := ingest.DefaultConfig()
-	pub, err := ingest.NewPublisher(conn.NC, keyer, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
 	reg := prometheus.NewRegistry()
-	srv, err := ingest.New(cfg, ingest.Deps{Publisher: pub, Log: zerolog.Nop(), Registry: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := &server{conn: conn}
 	src, err := ews.NewSource(ews.Config{
 		Subscriptions: registry,
@@ -67,18 +55,17 @@ func newServer(t *testing.T, registry ews.SubscriptionRegistry) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := srv.SourceHandler(ingest.Source{
-		Name:       events.SourceEWS,
-		Auth:       src,
-		MediaTypes: ews.MediaTypes,
-		MaxBody:    64 << 10,
-		Parse:      src.Parse,
-		Respond:    func(w http.ResponseWriter, r *http.Request, _ *ingest.Result) { src.Respond(w, r) },
+	s.url = ingesttest.Serve(t, conn, ingest.DefaultConfig(), ingest.Deps{Registry: reg}, func(srv *ingest.Server) {
+		h := srv.SourceHandler(ingest.Source{
+			Name:       events.SourceEWS,
+			Auth:       src,
+			MediaTypes: ews.MediaTypes,
+			MaxBody:    64 << 10,
+			Parse:      src.Parse,
+			Respond:    func(w http.ResponseWriter, r *http.Request, _ *ingest.Result) { src.Respond(w, r) },
+		})
+		srv.Handle("POST /v1/ews", src.Wrap(h))
 	})
-	srv.Handle("POST /v1/ews", src.Wrap(h))
-	hs := httptest.NewServer(srv)
-	t.Cleanup(hs.Close)
-	s.url = hs.URL
 	return s
 }
 
@@ -104,11 +91,7 @@ func (s *server) post(t *testing.T, query, contentType string, body []byte) (*ht
 
 func golden(t *testing.T, name string) []byte {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
+	return testfs.Read(t, filepath.Join("testdata", name))
 }
 
 func registry(t *testing.T) *ews.StaticRegistry {

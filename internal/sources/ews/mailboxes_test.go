@@ -2,11 +2,12 @@ package ews
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 func TestNewMailboxList(t *testing.T) {
@@ -42,21 +43,14 @@ func TestNewMailboxList(t *testing.T) {
 
 func TestMailboxListFile(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, content string) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
 	tests := []struct {
 		name, path string
 		want       int
 		err        string
 	}{
 		{"golden", filepath.Join("testdata", "mailboxes.json"), 2, ""},
-		{"unknown field", write("typo.json", `{"mailboxes":[{"tenant":"fabrikam.com","usr":"alice@fabrikam.com"}]}`), 0, "unknown field"},
-		{"bad entry", write("bad.json", `{"mailboxes":[{"tenant":"fabrikam.com","user":"alice"}]}`), 0, "not an SMTP address"},
+		{"unknown field", testfs.Write(t, dir, "typo.json", `{"mailboxes":[{"tenant":"fabrikam.com","usr":"alice@fabrikam.com"}]}`), 0, "unknown field"},
+		{"bad entry", testfs.Write(t, dir, "bad.json", `{"mailboxes":[{"tenant":"fabrikam.com","user":"alice"}]}`), 0, "not an SMTP address"},
 		{"missing", filepath.Join(dir, "missing.json"), 0, "reading EWS mailbox list"},
 	}
 	for _, tt := range tests {

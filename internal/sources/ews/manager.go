@@ -4,16 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/url"
-	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
-	"golang.org/x/time/rate"
-
-	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/sources/manage"
 )
 
 // Manager defaults.
@@ -27,23 +21,23 @@ const (
 	DefaultSilenceMargin = 2 * time.Minute
 	// DefaultManageRate is how many requests (Subscribe, GetFolder) the
 	// Manager sends EWS a second.
-	DefaultManageRate = 10
+	DefaultManageRate = manage.DefaultRate
 	// DefaultManageConcurrency bounds the requests in flight.
-	DefaultManageConcurrency = 8
+	DefaultManageConcurrency = manage.DefaultConcurrency
 	// DefaultListInterval is how often the mailbox list is read again.
 	DefaultListInterval = 10 * time.Minute
 	// DefaultRequestTimeout bounds one request.
-	DefaultRequestTimeout = time.Minute
+	DefaultRequestTimeout = manage.DefaultRequestTimeout
 	// DefaultLookupWait bounds how long Lookup waits, for an id it does
 	// not know, for the Subscribe requests in flight to be answered.
 	DefaultLookupWait = 5 * time.Second
 	// DefaultErrorBackoff is the wait after a failed operation; it
 	// doubles with each further failure up to DefaultMaxErrorBackoff.
-	DefaultErrorBackoff    = time.Minute
-	DefaultMaxErrorBackoff = time.Hour
+	DefaultErrorBackoff    = manage.DefaultErrorBackoff
+	DefaultMaxErrorBackoff = manage.DefaultMaxErrorBackoff
 	// ProgressInterval is how often a log line reports the progress of
 	// the subscriptions.
-	ProgressInterval = 10 * time.Second
+	ProgressInterval = manage.ProgressInterval
 )
 
 // ManagerConfig configures a Manager. Mailboxes, URL, credentials
@@ -52,19 +46,9 @@ const (
 type ManagerConfig struct {
 	// Mailboxes lists the mailboxes to subscribe to (a *MailboxListFile).
 	Mailboxes MailboxLister
-	// URL, Tenants, Tokens, Username, Password, NTLM and Impersonate are
-	// how the EWS server is reached, as for the Counter (CounterConfig); a
+	// Access is how the EWS server is reached, as for the Counter; a
 	// mailbox of a tenant outside Tenants (when set) is skipped.
-	URL         string
-	Tenants     []string
-	Tokens      TokenSource
-	Username    string
-	Password    string
-	NTLM        bool
-	Impersonate bool
-	// Client sends the requests; a client with a one-minute timeout when
-	// nil.
-	Client *http.Client
+	Access
 	// NotificationURL is where Exchange posts the notifications: ingest's
 	// EWS endpoint with its key, e.g. https://push.example.com/v1/ews?key=...
 	NotificationURL string
@@ -82,42 +66,18 @@ type ManagerConfig struct {
 	// made anew. Wire it to the reconciler so that the count is read
 	// exactly. It runs on an operation's goroutine.
 	Resync func(ctx context.Context, tenant, user string)
-	// Rate is the most requests a second (DefaultManageRate when 0);
-	// Concurrency the most operations in flight
-	// (DefaultManageConcurrency when 0).
-	Rate        float64
-	Concurrency int
 	// ListInterval is how often Mailboxes is listed again
 	// (DefaultListInterval when 0).
 	ListInterval time.Duration
-	// RequestTimeout bounds one request (DefaultRequestTimeout when 0). A
-	// request in flight is finished even when Run's context ends, so
-	// that a subscription made is not lost track of.
-	RequestTimeout time.Duration
 	// LookupWait bounds the wait of Lookup for the Subscribe requests in
 	// flight (DefaultLookupWait when 0).
 	LookupWait time.Duration
-	// MaxAttempts, RetryWait and MaxRetryWait bound the retries of a busy
-	// server, as for the Counter (DefaultCountAttempts, DefaultRetryWait,
-	// DefaultMaxRetryWait when 0). While EWS asks to wait, every request
-	// of the Manager waits.
-	MaxAttempts  int
-	RetryWait    time.Duration
-	MaxRetryWait time.Duration
-	// ErrorBackoff and MaxErrorBackoff space the attempts of an operation
-	// that failed (DefaultErrorBackoff, DefaultMaxErrorBackoff when 0).
-	ErrorBackoff    time.Duration
-	MaxErrorBackoff time.Duration
-	// Now, Sleep and After are the clock: time.Now, a timer and
-	// time.After when nil. Tests replace them so that they never wait.
-	Now   func() time.Time
-	Sleep func(ctx context.Context, d time.Duration) error
-	After func(d time.Duration) <-chan time.Time
-	// Log receives a line per operation that fails, per gap, and the
-	// progress of the subscriptions.
-	Log zerolog.Logger
-	// Metrics, when set, receives the manager's metrics.
-	Metrics prometheus.Registerer
+	// Options are the settings every subscription manager has: the
+	// client, the rate (requests: Subscribe, GetFolder), the retries of a
+	// busy server (ErrorServerBusy; DefaultCountAttempts,
+	// DefaultRetryWait, DefaultMaxRetryWait when 0), the clock, the log
+	// (also a line per gap) and the metrics.
+	manage.Options
 }
 
 // Manager keeps one EWS push subscription on the Inbox of each mailbox of
@@ -152,37 +112,30 @@ type Manager struct {
 	soap    *soapClient
 	tenants []string
 	freq    int
-	limiter *rate.Limiter
 	metrics *managerMetrics
-	// wake tells Run that there may be work: a notification, a finished
-	// operation.
-	wake chan struct{}
-	// workers are the operations in flight.
-	workers sync.WaitGroup
+	core    *core
 
-	mu      sync.Mutex
-	loaded  bool
-	entries map[string]*entry
-	// bySub finds the key of a subscription id.
-	bySub map[string]string
+	// Guarded by the core's lock:
 	// subscribing holds, by key, a channel closed when the Subscribe
 	// operation of that key in flight ends.
 	subscribing map[string]chan struct{}
 	// lookupWaiters counts the Lookups waiting for subscribing.
 	lookupWaiters int
-	inflight      int
-	// subscribed counts subscriptions made since the last progress
-	// line, at lastProgress.
-	subscribed   int
-	lastProgress time.Time
 }
+
+// The Manager's instances of the manage types.
+type (
+	core  = manage.Core[ManagedMailbox, SubscriptionState, inboxNotes, jobNotes]
+	entry = manage.Entry[ManagedMailbox, SubscriptionState, inboxNotes]
+	job   = manage.Job[ManagedMailbox, SubscriptionState, jobNotes]
+)
 
 // NewManager checks cfg and registers the metrics.
 func NewManager(cfg ManagerConfig) (*Manager, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, fmt.Errorf("configuring the EWS subscription manager: %w", err)
 	}
-	tenants, err := checkTenants(cfg.Tenants)
+	tenants, err := cfg.check()
 	if err != nil {
 		return nil, fmt.Errorf("configuring the EWS subscription manager: %w", err)
 	}
@@ -194,18 +147,20 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 		cfg:         cfg,
 		tenants:     tenants,
 		freq:        int(cfg.StatusFrequency / time.Minute),
-		limiter:     rate.NewLimiter(rate.Limit(cfg.Rate), 1),
 		metrics:     met,
-		wake:        make(chan struct{}, 1),
-		entries:     map[string]*entry{},
-		bySub:       map[string]string{},
 		subscribing: map[string]chan struct{}{},
 	}
+	m.core = manage.New(manage.Config[ManagedMailbox, SubscriptionState, inboxNotes, jobNotes]{
+		Options: cfg.Options, Store: cfg.Store, BadRecord: ErrBadSubscriptionRecord, ListInterval: cfg.ListInterval, Policy: policy{m},
+		Words: manage.Words{Subscriptions: "EWS subscriptions", Users: "the mailboxes to subscribe to", Operation: "an EWS subscription operation",
+			Unreadable: "some stored EWS subscriptions are unreadable: their mailboxes are subscribed afresh",
+			Made:       "subscribed", ToMake: "to_subscribe", Making: "subscribing EWS mailboxes"},
+	})
 	met.frequency.Set(cfg.StatusFrequency.Seconds())
 	m.soap = &soapClient{url: cfg.URL, tokens: cfg.Tokens, username: cfg.Username, password: cfg.Password,
 		impersonate: cfg.Impersonate || cfg.Tokens != nil, client: cfg.Client, maxAttempts: cfg.MaxAttempts,
 		retryWait: cfg.RetryWait, maxRetryWait: cfg.MaxRetryWait, sleep: cfg.Sleep, now: cfg.Now, log: cfg.Log,
-		who: "the subscription manager", gate: m.limiter.Wait, finish: cfg.RequestTimeout}
+		who: "the subscription manager", gate: m.core.Wait, finish: cfg.RequestTimeout}
 	return m, nil
 }
 
@@ -217,9 +172,6 @@ func (cfg *ManagerConfig) defaults() error {
 	case cfg.Store == nil:
 		return errors.New("a subscription store is required")
 	}
-	if err := checkAccess(cfg.URL, cfg.Tokens, cfg.Username, cfg.Password, cfg.NTLM); err != nil {
-		return err
-	}
 	if u, err := url.Parse(cfg.NotificationURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Fragment != "" {
 		return fmt.Errorf("the notification URL %q is not an http(s) URL", cfg.NotificationURL)
 	}
@@ -229,47 +181,15 @@ func (cfg *ManagerConfig) defaults() error {
 	if cfg.StatusFrequency%time.Minute != 0 || cfg.StatusFrequency < MinStatusFrequency*time.Minute || cfg.StatusFrequency > MaxStatusFrequency*time.Minute {
 		return fmt.Errorf("the status frequency %s is not a whole number of minutes from 1m to 24h", cfg.StatusFrequency)
 	}
-	if cfg.Rate == 0 {
-		cfg.Rate = DefaultManageRate
-	}
-	if cfg.Rate < 0 {
-		return fmt.Errorf("the rate %v is negative", cfg.Rate)
-	}
-	cfg.SilenceMargin = positive(cfg.SilenceMargin, DefaultSilenceMargin)
-	cfg.Concurrency = positive(cfg.Concurrency, DefaultManageConcurrency)
-	cfg.ListInterval = positive(cfg.ListInterval, DefaultListInterval)
-	cfg.RequestTimeout = positive(cfg.RequestTimeout, DefaultRequestTimeout)
-	cfg.LookupWait = positive(cfg.LookupWait, DefaultLookupWait)
-	cfg.MaxAttempts = positive(cfg.MaxAttempts, DefaultCountAttempts)
-	cfg.RetryWait = positive(cfg.RetryWait, DefaultRetryWait)
-	cfg.MaxRetryWait = positive(cfg.MaxRetryWait, DefaultMaxRetryWait)
-	cfg.ErrorBackoff = positive(cfg.ErrorBackoff, DefaultErrorBackoff)
-	cfg.MaxErrorBackoff = positive(cfg.MaxErrorBackoff, DefaultMaxErrorBackoff)
-	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: counterTimeout}
-	}
-	var err error
-	if cfg.Client, err = authClient(cfg.Client, cfg.NTLM, cfg.Concurrency); err != nil {
+	if err := cfg.Options.Defaults(manage.Retries{MaxAttempts: DefaultCountAttempts, RetryWait: DefaultRetryWait, MaxRetryWait: DefaultMaxRetryWait}); err != nil {
 		return err
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.Sleep == nil {
-		cfg.Sleep = service.Sleep
-	}
-	if cfg.After == nil {
-		cfg.After = time.After
-	}
-	return nil
-}
-
-// positive is v, or def when v is not positive.
-func positive[T int | time.Duration](v, def T) T {
-	if v <= 0 {
-		return def
-	}
-	return v
+	cfg.SilenceMargin = manage.Positive(cfg.SilenceMargin, DefaultSilenceMargin)
+	cfg.ListInterval = manage.Positive(cfg.ListInterval, DefaultListInterval)
+	cfg.LookupWait = manage.Positive(cfg.LookupWait, DefaultLookupWait)
+	var err error
+	cfg.Client, err = authClient(cfg.Client, cfg.NTLM, cfg.Concurrency)
+	return err
 }
 
 // Run keeps the subscriptions until ctx ends: it loads the store and the
@@ -283,105 +203,4 @@ func positive[T int | time.Duration](v, def T) T {
 //
 // Run may be called again after it returned (the lease of a standby
 // ingest, see broker.Lease): each Run starts from the store.
-func (m *Manager) Run(ctx context.Context) error {
-	defer m.unload()
-	if err := m.load(ctx); err != nil {
-		return err
-	}
-	listAt := m.cfg.Now().Add(m.cfg.ListInterval)
-	for {
-		m.dispatch(ctx)
-		wait := m.tend()
-		now := m.cfg.Now()
-		if !now.Before(listAt) {
-			m.relist(ctx)
-			listAt = now.Add(m.cfg.ListInterval)
-		}
-		wait = min(wait, listAt.Sub(now))
-		select {
-		case <-ctx.Done():
-			m.workers.Wait()
-			m.tend()
-			m.cfg.Log.Info().Msg("stopped managing EWS subscriptions")
-			return nil
-		case <-m.wake:
-		case <-m.cfg.After(wait):
-		}
-	}
-}
-
-// load reads the store and the mailbox list. Every stored subscription
-// of a listed mailbox is due to be made again (a restart gap); Lookup
-// answers with a retryable error until it is done.
-func (m *Manager) load(ctx context.Context) error {
-	stored, err := m.cfg.Store.List(ctx)
-	if err != nil && !errors.Is(err, ErrBadSubscriptionRecord) {
-		return fmt.Errorf("loading the EWS subscriptions: %w", err)
-	}
-	if err != nil {
-		m.cfg.Log.Error().Err(err).Msg("some stored EWS subscriptions are unreadable: their mailboxes are subscribed afresh")
-	}
-	boxes, err := m.cfg.Mailboxes.ListMailboxes(ctx)
-	if err != nil {
-		return fmt.Errorf("listing the mailboxes to subscribe to: %w", err)
-	}
-	m.mu.Lock()
-	clear(m.entries)
-	clear(m.bySub)
-	for key, st := range stored {
-		m.entries[key] = &entry{key: key, state: &st, stored: true, inbox: st.InboxFolderID,
-			mailbox: ManagedMailbox{Tenant: st.Tenant, User: st.User}}
-		m.bySub[st.SubscriptionID] = key
-	}
-	skipped := m.applyMailboxes(boxes)
-	restarts := 0
-	for _, e := range m.entries {
-		if e.managed && e.state != nil {
-			e.gap = gapRestart
-			restarts++
-		}
-	}
-	m.loaded = true
-	managed := m.count(func(e *entry) bool { return e.managed })
-	m.lastProgress = m.cfg.Now()
-	m.mu.Unlock()
-	m.metrics.gaps.WithLabelValues(string(gapRestart)).Add(float64(restarts))
-	m.cfg.Log.Info().Int("stored", len(stored)).Int("mailboxes", managed).Int("skipped_mailboxes", skipped).
-		Int("status_frequency_minutes", m.freq).Float64("rate", m.cfg.Rate).
-		Msg("managing EWS push subscriptions: subscribing every mailbox again, from its stored watermark")
-	return nil
-}
-
-// relist reads the mailbox list again; a list that cannot be read leaves
-// everything as it is.
-func (m *Manager) relist(ctx context.Context) {
-	boxes, err := m.cfg.Mailboxes.ListMailboxes(ctx)
-	if err != nil {
-		m.cfg.Log.Warn().Err(err).Msg("could not list the mailboxes to subscribe to; keeping the subscriptions as they are")
-		return
-	}
-	m.mu.Lock()
-	m.applyMailboxes(boxes)
-	m.mu.Unlock()
-	m.signal()
-}
-
-// unload forgets what Run loaded when it returns: until the next Run
-// loads the store again, notifications about subscriptions are answered
-// as before the first (retry later).
-// Its gauges go to zero: another process may keep the subscriptions now.
-func (m *Manager) unload() {
-	m.mu.Lock()
-	m.loaded = false
-	m.mu.Unlock()
-	m.metrics.subscriptions.Set(0)
-	m.metrics.age.Set(0)
-}
-
-// signal wakes Run.
-func (m *Manager) signal() {
-	select {
-	case m.wake <- struct{}{}:
-	default:
-	}
-}
+func (m *Manager) Run(ctx context.Context) error { return m.core.Run(ctx) }

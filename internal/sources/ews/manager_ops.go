@@ -4,117 +4,73 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
+
+	"github.com/pushproxy/pushproxy/internal/sources/manage"
 )
 
-// result is what an operation did.
-type result struct {
-	// changed: state is the entry's new subscription.
-	changed bool
-	state   *SubscriptionState
-	// inbox is the Inbox folder id read, if any.
-	inbox string
-	// resumed: the subscription started at the watermark of the one it
-	// replaces, so a newer watermark seen meanwhile is kept.
-	resumed bool
-	// resync: events may have been missed; Resync is called.
-	resync bool
-	err    error
-}
-
-// work runs one job, writes its outcome to the store and hands it to the
-// entry.
-func (m *Manager) work(ctx context.Context, j job) {
-	res := m.perform(ctx, j)
-	var (
-		written *SubscriptionState
-		write   bool
-	)
-	switch {
-	case j.act == actStore:
-		written, write = j.old, true
-	case j.act == actDrop:
-		write = true
-	case res.changed:
-		copied := *res.state
-		written, write = &copied, true
+// Perform does the EWS side of a job: a subscription, or the drop of a
+// mailbox's record.
+func (p policy) Perform(ctx context.Context, j *job) manage.Result[SubscriptionState] {
+	if j.Act == actDrop {
+		return manage.Result[SubscriptionState]{Changed: true}
 	}
-	stored := true
-	if write {
-		if err := m.persist(ctx, j.key, written); err != nil {
-			stored = false
-			res.err = errors.Join(res.err, err)
-		}
-	}
-	m.finish(j, res, written, stored)
-	if res.resync && m.cfg.Resync != nil {
-		m.cfg.Resync(context.WithoutCancel(ctx), j.mailbox.Tenant, j.mailbox.User)
-	}
-	m.signal()
-}
-
-// perform does the EWS side of a job.
-func (m *Manager) perform(ctx context.Context, j job) result {
-	switch j.act {
-	case actSubscribe, actResubscribe:
-		return m.subscribeJob(ctx, j)
-	}
-	return result{}
+	return p.subscribeJob(ctx, j)
 }
 
 // subscribeJob reads the Inbox folder id when it is not known, then
 // subscribes: from the old subscription's watermark for a
 // resubscription, without one (and with a Resync) when there is none or
 // Exchange refuses it.
-func (m *Manager) subscribeJob(ctx context.Context, j job) result {
+func (p policy) subscribeJob(ctx context.Context, j *job) manage.Result[SubscriptionState] {
 	op := opSubscribe
-	if j.act == actResubscribe {
+	if j.Act == actResubscribe {
 		op = opResubscribe
 	}
-	inbox := j.inbox
-	if inbox == "" {
-		id, err := m.readInbox(ctx, j.mailbox.User)
+	if j.Extra.inbox == "" {
+		id, err := p.readInbox(ctx, j.User.User)
 		if err != nil {
-			m.metrics.operation(op, resultError)
-			return result{err: err}
+			p.metrics.operation(op, resultError)
+			return manage.Result[SubscriptionState]{Err: err}
 		}
-		inbox = id
+		j.Extra.inbox = id
 	}
 	var watermark string
-	if j.old != nil {
-		watermark = j.old.Watermark
+	if j.Old != nil {
+		watermark = j.Old.Watermark
 	}
-	lost := j.act == actResubscribe && watermark == ""
-	now := m.cfg.Now()
-	ans, err := m.subscribe(ctx, j.mailbox.User, watermark)
+	lost := j.Act == actResubscribe && watermark == ""
+	now := p.cfg.Now()
+	ans, err := p.subscribe(ctx, j.User.User, watermark)
 	if watermark != "" && refusedWatermark(err) {
-		m.metrics.operation(op, resultInvalidWatermark)
-		m.cfg.Log.Warn().Err(err).Str("tenant", j.mailbox.Tenant).Str("user", j.mailbox.User).
+		p.metrics.operation(op, resultInvalidWatermark)
+		p.cfg.Log.Warn().Err(err).Str("tenant", j.User.Tenant).Str("user", j.User.User).
 			Msg("Exchange refused the watermark of an EWS subscription: subscribing afresh and asking for the count to be read again")
 		lost, op, watermark = true, opSubscribe, ""
-		ans, err = m.subscribe(ctx, j.mailbox.User, "")
+		ans, err = p.subscribe(ctx, j.User.User, "")
 	}
-	m.metrics.operation(op, errorResult(err))
+	p.metrics.operation(op, errorResult(err))
 	if err != nil {
-		return result{inbox: inbox, err: err}
+		return manage.Result[SubscriptionState]{Err: err}
 	}
 	if lost {
-		m.metrics.gaps.WithLabelValues(string(gapWatermark)).Inc()
+		p.metrics.gaps.WithLabelValues(string(gapWatermark)).Inc()
 	}
-	st := &SubscriptionState{Tenant: j.mailbox.Tenant, User: j.mailbox.User, SubscriptionID: ans.SubscriptionID,
-		Watermark: ans.Watermark, InboxFolderID: inbox, Subscribed: now}
+	st := &SubscriptionState{Tenant: j.User.Tenant, User: j.User.User, SubscriptionID: ans.SubscriptionID,
+		Watermark: ans.Watermark, InboxFolderID: j.Extra.inbox, Subscribed: now}
 	if watermark != "" {
 		// The events after it are still to come: keep it until a
 		// notification brings a newer one.
 		st.Watermark = watermark
 	}
-	if j.old != nil {
-		st.LastNotification = j.old.LastNotification
+	if j.Old != nil {
+		st.LastNotification = j.Old.LastNotification
 	}
-	m.mu.Lock()
-	m.subscribed++
-	m.mu.Unlock()
-	return result{changed: true, state: st, inbox: inbox, resumed: watermark != "", resync: lost}
+	p.core.Made()
+	j.Extra.resumed = watermark != ""
+	if lost && p.cfg.Resync != nil {
+		p.cfg.Resync(context.WithoutCancel(ctx), j.User.Tenant, j.User.User)
+	}
+	return manage.Result[SubscriptionState]{Changed: true, State: st}
 }
 
 // subscribe makes a push subscription on the Inbox of user, from
@@ -154,84 +110,49 @@ func (m *Manager) readInbox(ctx context.Context, user string) (string, error) {
 	return a.FolderID, nil
 }
 
-// persist writes st as the state of key (deletes it when nil). The write
-// outlives ctx by up to RequestTimeout: a subscription made must not be
-// forgotten because the Manager is stopping.
-func (m *Manager) persist(ctx context.Context, key string, st *SubscriptionState) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.RequestTimeout)
-	defer cancel()
-	if st == nil {
-		return m.cfg.Store.Delete(ctx, key)
-	}
-	return m.cfg.Store.Put(ctx, key, *st)
-}
-
-// finish hands a job's outcome to its entry: written is what the store
-// got when stored is true.
-func (m *Manager) finish(j job, res result, written *SubscriptionState, stored bool) {
-	m.mu.Lock()
-	m.inflight--
-	if done, ok := m.subscribing[j.key]; ok && (j.act == actSubscribe || j.act == actResubscribe) {
-		// Lookups waiting for this Subscribe look again once the new id
-		// is known: done is closed on return, after the entry changed.
+// Settle hands a job's outcome to its entry, and lets the Lookups that
+// wait for its Subscribe look again (once the new id is known).
+func (p policy) Settle(e *entry, j *job, res manage.Result[SubscriptionState], written *SubscriptionState, stored bool) {
+	if done, ok := p.subscribing[j.Key]; ok && (j.Act == actSubscribe || j.Act == actResubscribe) {
 		defer close(done)
-		delete(m.subscribing, j.key)
+		delete(p.subscribing, j.Key)
 	}
-	e := m.entries[j.key]
 	if e == nil {
-		m.mu.Unlock()
 		return
 	}
-	e.busy = false
-	if res.inbox != "" {
-		e.inbox = res.inbox
+	if j.Extra.inbox != "" {
+		e.Extra.inbox = j.Extra.inbox
 	}
 	switch {
-	case j.act == actDrop:
+	case j.Act == actDrop:
 		switch {
 		case !stored:
-		case e.managed:
+		case e.Managed:
 			// Listed again meanwhile: write the state back.
-			e.stored = false
+			e.Stored = false
 		default:
-			if e.state != nil && m.bySub[e.state.SubscriptionID] == j.key {
-				delete(m.bySub, e.state.SubscriptionID)
-			}
-			delete(m.entries, j.key)
+			// Forgotten by the Core.
+			p.core.Replace(e, nil)
+			e.Stored = true
 		}
-	case j.act == actStore:
-		e.stored = stored && e.state != nil && written != nil && *e.state == *written
-	case res.changed:
-		st := res.state
-		if res.resumed && e.state != nil && j.old != nil && e.state.SubscriptionID == j.old.SubscriptionID {
+	case res.Changed:
+		st := res.State
+		if j.Extra.resumed && e.State != nil && j.Old != nil && e.State.SubscriptionID == j.Old.SubscriptionID {
 			// The old subscription delivered meanwhile: keep the newer
 			// watermark it brought.
-			if e.state.Watermark != j.old.Watermark {
-				st.Watermark = e.state.Watermark
+			if e.State.Watermark != j.Old.Watermark {
+				st.Watermark = e.State.Watermark
 			}
-			st.LastNotification = later(st.LastNotification, e.state.LastNotification)
+			st.LastNotification = later(st.LastNotification, e.State.LastNotification)
 		}
-		if e.state != nil && m.bySub[e.state.SubscriptionID] == j.key {
-			delete(m.bySub, e.state.SubscriptionID)
-		}
-		e.state, e.gap = st, gapNone
-		m.bySub[st.SubscriptionID] = j.key
-		e.stored = stored && *st == *written
+		p.core.Replace(e, st)
+		e.Extra.gap = gapNone
+		e.Stored = stored && *st == *written
 	}
-	if res.err != nil {
-		e.failures++
-		e.retryAt = m.cfg.Now().Add(m.backoff(e.failures))
-	} else {
-		e.failures, e.retryAt = 0, time.Time{}
-	}
-	failures, retryAt := e.failures, e.retryAt
-	m.mu.Unlock()
-	switch {
-	case res.err == nil:
-	case errors.Is(res.err, context.Canceled):
-		m.cfg.Log.Debug().Err(res.err).Str("user", j.mailbox.User).Msg("an EWS subscription operation was cut short by stopping")
-	default:
-		m.cfg.Log.Warn().Err(res.err).Str("tenant", j.mailbox.Tenant).Str("user", j.mailbox.User).Int("failures", failures).
-			Time("retry_at", retryAt).Msg("an EWS subscription operation failed")
-	}
+}
+
+// Failed logs an operation that failed.
+func (p policy) Failed(j *job, f manage.Failure) {
+	p.cfg.Log.Warn().Err(f.Err).Str("tenant", j.User.Tenant).Str("user", j.User.User).Int("failures", f.Failures).
+		Time("retry_at", f.RetryAt).Msg("an EWS subscription operation failed")
 }

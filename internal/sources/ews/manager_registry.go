@@ -27,13 +27,13 @@ var _ SubscriptionRegistry = (*Manager)(nil)
 // (at most LookupWait) before it is called unknown, and is ErrNotReady if
 // they are still not answered.
 func (m *Manager) Lookup(ctx context.Context, subscriptionID string) (Subscription, error) {
-	m.mu.Lock()
-	if !m.loaded {
-		m.mu.Unlock()
+	m.core.Lock()
+	if !m.core.Loaded() {
+		m.core.Unlock()
 		return Subscription{}, fmt.Errorf("looking up EWS subscription %s: %w: the subscriptions are not loaded", subscriptionID, ErrNotReady)
 	}
 	if sub, ok := m.current(subscriptionID); ok {
-		m.mu.Unlock()
+		m.core.Unlock()
 		return sub, nil
 	}
 	pending := make([]chan struct{}, 0, len(m.subscribing))
@@ -43,13 +43,13 @@ func (m *Manager) Lookup(ctx context.Context, subscriptionID string) (Subscripti
 	if len(pending) > 0 {
 		m.lookupWaiters++
 	}
-	m.mu.Unlock()
+	m.core.Unlock()
 	if len(pending) == 0 {
 		return Subscription{}, fmt.Errorf("looking up EWS subscription %s: %w", subscriptionID, ErrUnknownSubscription)
 	}
 	answered := m.awaitAll(ctx, pending)
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.core.Lock()
+	defer m.core.Unlock()
 	m.lookupWaiters--
 	if sub, ok := m.current(subscriptionID); ok {
 		return sub, nil
@@ -78,23 +78,22 @@ func (m *Manager) awaitAll(ctx context.Context, pending []chan struct{}) bool {
 }
 
 // current is the subscription id when it is the current one of a listed
-// mailbox. Called with mu held.
+// mailbox. Called with the core's lock held.
 func (m *Manager) current(id string) (Subscription, bool) {
 	e := m.currentEntry(id)
 	if e == nil {
 		return Subscription{}, false
 	}
-	return Subscription{Tenant: e.mailbox.Tenant, User: e.mailbox.User, InboxFolderID: e.state.InboxFolderID}, true
+	return Subscription{Tenant: e.User.Tenant, User: e.User.User, InboxFolderID: e.State.InboxFolderID}, true
 }
 
 // currentEntry is the entry whose current subscription is id, nil when
-// none is (or its mailbox is no longer listed). Called with mu held.
+// none is (or its mailbox is no longer listed). Called with the core's lock held.
 func (m *Manager) currentEntry(id string) *entry {
-	e := m.entries[m.bySub[id]]
-	if e == nil || !e.managed || e.state == nil || e.state.SubscriptionID != id {
-		return nil
+	if e := m.core.Find(id); e != nil && e.Managed {
+		return e
 	}
-	return e
+	return nil
 }
 
 // Observe records a notification the source stored (set it as
@@ -103,22 +102,22 @@ func (m *Manager) currentEntry(id string) *entry {
 // store by Run. Notifications of subscriptions that are not current are
 // ignored.
 func (m *Manager) Observe(_ context.Context, subscriptionID, watermark string, at time.Time) {
-	m.mu.Lock()
+	m.core.Lock()
 	e := m.currentEntry(subscriptionID)
 	if e == nil {
-		m.mu.Unlock()
+		m.core.Unlock()
 		return
 	}
-	st := *e.state
+	st := *e.State
 	if watermark != "" && checkToken("", watermark, MaxWatermarkLen) == nil {
 		st.Watermark = watermark
 	}
 	st.LastNotification = later(st.LastNotification, at)
-	if st != *e.state {
-		e.state, e.stored = &st, false
+	if st != *e.State {
+		e.State, e.Stored = &st, false
 	}
-	m.mu.Unlock()
-	m.signal()
+	m.core.Unlock()
+	m.core.Signal()
 }
 
 // OnSubscriptionError handles a notification that reports an error for a
@@ -126,17 +125,17 @@ func (m *Manager) Observe(_ context.Context, subscriptionID, watermark string, a
 // subscription of a mailbox is made again at once, from its last
 // watermark. Errors about other subscriptions are ignored.
 func (m *Manager) OnSubscriptionError(_ context.Context, se SubscriptionError) {
-	m.mu.Lock()
+	m.core.Lock()
 	e := m.currentEntry(se.SubscriptionID)
-	if e == nil || e.gap != gapNone {
-		m.mu.Unlock()
+	if e == nil || e.Extra.gap != gapNone {
+		m.core.Unlock()
 		return
 	}
-	e.gap = gapError
-	tenant, user := e.mailbox.Tenant, e.mailbox.User
-	m.mu.Unlock()
+	e.Extra.gap = gapError
+	tenant, user := e.User.Tenant, e.User.User
+	m.core.Unlock()
 	m.metrics.gaps.WithLabelValues(string(gapError)).Inc()
 	m.cfg.Log.Warn().Str("tenant", tenant).Str("user", user).Str("subscription", se.SubscriptionID).Str("code", se.ResponseCode).
 		Msg("Exchange reports an error for an EWS subscription: subscribing again from its last watermark")
-	m.signal()
+	m.core.Signal()
 }

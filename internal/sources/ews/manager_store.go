@@ -1,10 +1,7 @@
 package ews
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/pushproxy/pushproxy/internal/sources/records"
@@ -60,40 +57,26 @@ var ErrBadSubscriptionRecord = errors.New("unreadable EWS subscription record")
 // SubscriptionKey is the store key of a mailbox (records.UserKey).
 func SubscriptionKey(tenant, user string) string { return records.UserKey(tenant, user) }
 
-// encodeState writes a state as JSON.
-func encodeState(s SubscriptionState) ([]byte, error) {
-	data, err := json.Marshal(s)
-	if err != nil {
-		return nil, fmt.Errorf("encoding an EWS subscription record: %w", err)
-	}
-	return data, nil
+// stateCodec names, encodes and checks the records of a store (JSON,
+// checkState).
+func stateCodec() records.Codec[SubscriptionState] {
+	return records.JSON("EWS subscription", ErrSubscriptionNotFound, ErrBadSubscriptionRecord, checkState)
 }
 
-// decodeState reads a stored state: JSON with a tenant, a user, and a
-// subscription id, watermark and Inbox folder id as notifications carry
-// them. Unknown fields are ignored, so an older version reads what a
-// newer one wrote.
-func decodeState(data []byte) (SubscriptionState, error) {
-	var s SubscriptionState
-	if err := json.NewDecoder(bytes.NewReader(data)).Decode(&s); err != nil {
-		return SubscriptionState{}, fmt.Errorf("%w: %v", ErrBadSubscriptionRecord, err)
-	}
+// checkState checks a stored state: a tenant, a user, and a subscription
+// id, watermark and Inbox folder id as notifications carry them.
+func checkState(s SubscriptionState) error {
 	switch {
 	case s.Tenant == "" || s.User == "":
-		return SubscriptionState{}, fmt.Errorf("%w: no tenant or user", ErrBadSubscriptionRecord)
+		return errors.New("no tenant or user")
 	case s.SubscriptionID == "" || checkToken("", s.SubscriptionID, MaxIDLen) != nil:
-		return SubscriptionState{}, fmt.Errorf("%w: no usable subscription id", ErrBadSubscriptionRecord)
+		return errors.New("no usable subscription id")
 	case s.InboxFolderID == "" || checkToken("", s.InboxFolderID, MaxIDLen) != nil:
-		return SubscriptionState{}, fmt.Errorf("%w: no usable Inbox folder id", ErrBadSubscriptionRecord)
+		return errors.New("no usable Inbox folder id")
 	case checkToken("", s.Watermark, MaxWatermarkLen) != nil:
-		return SubscriptionState{}, fmt.Errorf("%w: an unusable watermark", ErrBadSubscriptionRecord)
+		return errors.New("an unusable watermark")
 	}
-	return s, nil
-}
-
-// stateCodec names, encodes and checks the records of a store.
-func stateCodec() records.Codec[SubscriptionState] {
-	return records.Codec[SubscriptionState]{What: "EWS subscription", NotFound: ErrSubscriptionNotFound, Encode: encodeState, Decode: decodeState}
+	return nil
 }
 
 // MemorySubscriptionStore is a SubscriptionStore in memory, for tests and

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/ntlm/ntlmtest"
+	"github.com/pushproxy/pushproxy/internal/sources/manage/managetest"
 )
 
 func checkCalls(t *testing.T, got []string, want ...string) {
@@ -57,15 +58,15 @@ func (h *managerHarness) checkAnswer(what, body string, want Status) {
 
 func TestManagerSubscribesOnePerMailbox(t *testing.T) {
 	h := newManagerHarness(t)
-	h.list.set(ManagedMailbox{Tenant: "fabrikam.com", User: aliceAddr}, ManagedMailbox{Tenant: "fabrikam.com", User: bobAddr},
+	h.list.Set(ManagedMailbox{Tenant: "fabrikam.com", User: aliceAddr}, ManagedMailbox{Tenant: "fabrikam.com", User: bobAddr},
 		ManagedMailbox{Tenant: "contoso.com", User: "carol@contoso.com"})
 	m := h.newManager(func(c *ManagerConfig) { c.Tenants = []string{"Fabrikam.com."} })
-	if err := m.load(context.Background()); err != nil {
+	if err := m.core.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	// Ten seconds in, the progress line tells what is left to do.
 	h.clock.Advance(ProgressInterval)
-	m.tend()
+	m.core.Tend()
 	if log := h.log.String(); !strings.Contains(log, `"to_subscribe":2`) || !strings.Contains(log, `"skipped_mailboxes":1`) {
 		t.Errorf("no progress line in %s", log)
 	}
@@ -102,7 +103,7 @@ func TestManagerSubscribesOnePerMailbox(t *testing.T) {
 	checkValue(t, "operations{subscribe,ok}", operations(m, opSubscribe, resultOK), 2)
 	checkValue(t, "last notification age", testutil.ToFloat64(m.metrics.age), 0)
 	checkGaps(t, m, nil)
-	if got := h.resyncs.got(); len(got) != 0 {
+	if got := h.resyncs.Got(); len(got) != 0 {
 		t.Errorf("resyncs %q for first subscriptions", got)
 	}
 }
@@ -114,7 +115,7 @@ func TestManagerSubscribesOverNTLM(t *testing.T) {
 	m := h.newManager(func(c *ManagerConfig) {
 		c.URL, c.Client, c.Username, c.NTLM, c.Concurrency = h.exchange.url(), h.exchange.srv.Client(), `FABRIKAM\svc-push`, true, 2
 	})
-	if err := m.load(context.Background()); err != nil {
+	if err := m.core.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	m.drain(t)
@@ -128,13 +129,13 @@ func TestManagerSubscribesOverNTLM(t *testing.T) {
 
 func TestManagerWaitsWhileBusy(t *testing.T) {
 	h := newManagerHarness(t)
-	h.list.set(ManagedMailbox{Tenant: "fabrikam.com", User: aliceAddr})
+	h.list.Set(ManagedMailbox{Tenant: "fabrikam.com", User: aliceAddr})
 	h.exchange.mu.Lock()
 	h.exchange.busy["GetFolder"], h.exchange.busy["Subscribe"] = 1, 1
 	h.exchange.mu.Unlock()
 	m := h.start(nil)
 	checkCalls(t, h.exchange.received(), "GetFolder "+aliceAddr, "GetFolder "+aliceAddr, "Subscribe "+aliceAddr+" afresh", "Subscribe "+aliceAddr+" afresh")
-	if got := h.clock.slept(); !slices.Equal(got, []time.Duration{time.Second, time.Second}) {
+	if got := h.clock.Slept(); !slices.Equal(got, []time.Duration{time.Second, time.Second}) {
 		t.Errorf("waits %v, want the server's back-off twice", got)
 	}
 	if len(h.stored()) != 1 {
@@ -167,7 +168,7 @@ func TestManagerFollowsNotifications(t *testing.T) {
 		}
 	}
 	h.clock.Advance(3 * time.Minute)
-	m.tend()
+	m.core.Tend()
 	checkValue(t, "last notification age", testutil.ToFloat64(m.metrics.age), 180)
 }
 
@@ -222,7 +223,7 @@ func TestManagerGaps(t *testing.T) {
 			name: "restart",
 			gap: func(h *managerHarness, _ *Manager, _, _ SubscriptionState) *Manager {
 				m := h.newManager(nil)
-				if err := m.load(context.Background()); err != nil {
+				if err := m.core.Load(context.Background()); err != nil {
 					h.t.Fatal(err)
 				}
 				return m
@@ -262,7 +263,7 @@ func TestManagerGaps(t *testing.T) {
 			m.drain(t)
 			checkCalls(t, h.exchange.received(), tt.calls(before[aliceAddr].Watermark, before[bobAddr].Watermark)...)
 			checkGaps(t, m, tt.gaps)
-			if got := h.resyncs.got(); !slices.Equal(got, tt.resyncs) {
+			if got := h.resyncs.Got(); !slices.Equal(got, tt.resyncs) {
 				t.Errorf("resyncs %q, want %q", got, tt.resyncs)
 			}
 			after := h.stored()
@@ -308,17 +309,17 @@ func TestManagerGaps(t *testing.T) {
 // newer watermark, which the store gets.
 func TestManagerKeepsTheWatermarkSeenWhileResubscribing(t *testing.T) {
 	h := newManagerHarness(t)
-	h.list.set(ManagedMailbox{Tenant: "fabrikam.com", User: aliceAddr})
+	h.list.Set(ManagedMailbox{Tenant: "fabrikam.com", User: aliceAddr})
 	h.start(nil)
 	old := h.stored()[aliceAddr]
 	m := h.newManager(nil)
-	if err := m.load(context.Background()); err != nil {
+	if err := m.core.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	h.exchange.mu.Lock()
 	h.exchange.hold, h.exchange.held = make(chan struct{}), make(chan string, 1)
 	h.exchange.mu.Unlock()
-	m.dispatch(context.Background())
+	m.core.Dispatch(context.Background())
 	<-h.exchange.held
 	newer := h.exchange.watermark()
 	h.checkAnswer("old subscription while resubscribing", newMailNote(old.SubscriptionID, aliceAddr, newer), StatusOK)
@@ -345,15 +346,15 @@ func TestManagerLookupWaitsForSubscribe(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newManagerHarness(t)
-			h.list.set(ManagedMailbox{Tenant: "fabrikam.com", User: aliceAddr})
+			h.list.Set(ManagedMailbox{Tenant: "fabrikam.com", User: aliceAddr})
 			m := h.newManager(func(c *ManagerConfig) { c.LookupWait = tt.lookupWait })
-			if err := m.load(context.Background()); err != nil {
+			if err := m.core.Load(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			h.exchange.mu.Lock()
 			h.exchange.hold, h.exchange.held = make(chan struct{}), make(chan string, 1)
 			h.exchange.mu.Unlock()
-			m.dispatch(context.Background())
+			m.core.Dispatch(context.Background())
 			id := <-h.exchange.held
 			var (
 				wg     sync.WaitGroup
@@ -364,9 +365,9 @@ func TestManagerLookupWaitsForSubscribe(t *testing.T) {
 			if tt.want == StatusOK {
 				// Release the answer once the notification waits for it.
 				for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-					m.mu.Lock()
+					m.core.Lock()
 					waiting := m.lookupWaiters
-					m.mu.Unlock()
+					m.core.Unlock()
 					if waiting == 1 {
 						break
 					}
@@ -394,8 +395,8 @@ func TestManagerDropsUnlistedMailboxes(t *testing.T) {
 	m := h.start(nil)
 	h.exchange.received()
 	bob := h.stored()[bobAddr]
-	h.list.set(ManagedMailbox{Tenant: "fabrikam.com", User: aliceAddr})
-	m.relist(context.Background())
+	h.list.Set(ManagedMailbox{Tenant: "fabrikam.com", User: aliceAddr})
+	m.core.Relist(context.Background())
 	m.drain(t)
 	checkCalls(t, h.exchange.received())
 	stored := h.stored()
@@ -407,16 +408,14 @@ func TestManagerDropsUnlistedMailboxes(t *testing.T) {
 	checkValue(t, "subscriptions", testutil.ToFloat64(m.metrics.subscriptions), 1)
 
 	// Listed again, bob is subscribed afresh.
-	h.list.set(ManagedMailbox{Tenant: "fabrikam.com", User: aliceAddr}, ManagedMailbox{Tenant: "fabrikam.com", User: bobAddr})
-	m.relist(context.Background())
+	h.list.Set(ManagedMailbox{Tenant: "fabrikam.com", User: aliceAddr}, ManagedMailbox{Tenant: "fabrikam.com", User: bobAddr})
+	m.core.Relist(context.Background())
 	m.drain(t)
 	checkCalls(t, h.exchange.received(), "GetFolder "+bobAddr, "Subscribe "+bobAddr+" afresh")
 
 	// A list that cannot be read changes nothing.
-	h.list.mu.Lock()
-	h.list.err = errors.New("the file is gone")
-	h.list.mu.Unlock()
-	m.relist(context.Background())
+	h.list.Fail(errors.New("the file is gone"))
+	m.core.Relist(context.Background())
 	m.drain(t)
 	if len(h.stored()) != 2 || !strings.Contains(h.log.String(), "keeping the subscriptions as they are") {
 		t.Errorf("after a failed listing: stored %v", h.stored())
@@ -425,9 +424,8 @@ func TestManagerDropsUnlistedMailboxes(t *testing.T) {
 
 func TestManagerRetriesFailures(t *testing.T) {
 	h := newManagerHarness(t)
-	h.list.set(ManagedMailbox{Tenant: "fabrikam.com", User: aliceAddr}, ManagedMailbox{Tenant: "fabrikam.com", User: "nobody@fabrikam.com"})
-	flaky := &flakyStore{SubscriptionStore: h.store, failPuts: 1}
-	h.store = flaky
+	h.list.Set(ManagedMailbox{Tenant: "fabrikam.com", User: aliceAddr}, ManagedMailbox{Tenant: "fabrikam.com", User: "nobody@fabrikam.com"})
+	h.store = managetest.NewFlakyStore(h.store, 1)
 	m := h.start(nil)
 	checkCalls(t, h.exchange.received(), "GetFolder "+aliceAddr, "GetFolder nobody@fabrikam.com", "Subscribe "+aliceAddr+" afresh")
 	checkValue(t, "operations{subscribe,error}", operations(m, opSubscribe, resultError), 1)
@@ -445,26 +443,6 @@ func TestManagerRetriesFailures(t *testing.T) {
 	if !strings.Contains(h.log.String(), "ErrorNonExistentMailbox") {
 		t.Errorf("the failure is not logged: %s", h.log.String())
 	}
-}
-
-// flakyStore fails the next puts.
-type flakyStore struct {
-	SubscriptionStore
-	mu       sync.Mutex
-	failPuts int
-}
-
-func (s *flakyStore) Put(ctx context.Context, key string, st SubscriptionState) error {
-	s.mu.Lock()
-	fail := s.failPuts > 0
-	if fail {
-		s.failPuts--
-	}
-	s.mu.Unlock()
-	if fail {
-		return errors.New("the bucket is unavailable")
-	}
-	return s.SubscriptionStore.Put(ctx, key, st)
 }
 
 func TestManagerRun(t *testing.T) {
@@ -506,16 +484,14 @@ func TestManagerRun(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	h.list.mu.Lock()
-	h.list.err = errors.New("the file is gone")
-	h.list.mu.Unlock()
+	h.list.Fail(errors.New("the file is gone"))
 	if err := h.newManager(nil).Run(context.Background()); err == nil || !strings.Contains(err.Error(), "the file is gone") {
 		t.Fatalf("Run without a list: %v", err)
 	}
 }
 
 func TestNewManagerChecksConfig(t *testing.T) {
-	good := ManagerConfig{Mailboxes: &listedMailboxes{}, URL: "https://mail.fabrikam.com/EWS/Exchange.asmx", Username: "svc", Password: "p",
+	good := ManagerConfig{Mailboxes: listedMailboxes{managetest.NewList[ManagedMailbox]()}, Access: Access{URL: "https://mail.fabrikam.com/EWS/Exchange.asmx", Username: "svc", Password: "p"},
 		NotificationURL: "https://push.fabrikam.com/v1/ews?key=k", Store: NewMemorySubscriptionStore()}
 	tests := []struct {
 		name   string

@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+
+	"github.com/pushproxy/pushproxy/internal/sources/manage"
 )
 
 // ManagerSettings are the operator's settings of the EWS subscription
@@ -64,16 +66,10 @@ func (s *ManagerSettings) ManagerConfig() (ManagerConfig, error) {
 	}
 	return ManagerConfig{
 		Mailboxes:       list,
-		URL:             access.URL,
-		Tenants:         access.Tenants,
-		Tokens:          access.Tokens,
-		Username:        access.Username,
-		Password:        access.Password,
-		NTLM:            access.NTLM,
-		Impersonate:     access.Impersonate,
+		Access:          access.Access,
 		NotificationURL: s.NotificationURL,
 		StatusFrequency: s.StatusFrequency,
-		Rate:            s.Rate,
+		Options:         manage.Options{Rate: s.Rate},
 	}, nil
 }
 

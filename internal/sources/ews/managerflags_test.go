@@ -2,7 +2,6 @@ package ews
 
 import (
 	"flag"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -13,14 +12,12 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/ntlm"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 func TestManagerFlags(t *testing.T) {
 	dir := t.TempDir()
-	password := filepath.Join(dir, "password")
-	if err := os.WriteFile(password, []byte("pa55word\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	password := testfs.Write(t, dir, "password", "pa55word\n")
 	mailboxes := filepath.Join("testdata", "mailboxes.json")
 	counter := []string{"--ews-url", "https://mail.fabrikam.com/EWS/Exchange.asmx", "--ews-username", "svc@fabrikam.com", "--ews-password-file", password}
 	manager := []string{"--ews-notification-url", "https://push.fabrikam.com/v1/ews?key=k", "--ews-mailboxes-file", mailboxes}

@@ -1,7 +1,6 @@
 package ews
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -14,10 +13,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/httpjson"
+	"github.com/pushproxy/pushproxy/internal/sources/manage/managetest"
 )
 
 // managerKey is the key of the test endpoint's URL.
@@ -32,95 +31,13 @@ const (
 	bobAddr   = "bob@fabrikam.com"
 )
 
-// testClock is the clock of the manager tests: Sleep records the wait
-// and moves the clock on; Advance moves it on.
-type testClock struct {
-	mu    sync.Mutex
-	now   time.Time
-	waits []time.Duration
-}
-
-func newTestClock() *testClock { return &testClock{now: time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Sleep(ctx context.Context, d time.Duration) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.waits = append(c.waits, d)
-	c.now = c.now.Add(d)
-	return ctx.Err()
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-func (c *testClock) slept() []time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.waits)
-}
-
 // listedMailboxes is a MailboxLister whose mailboxes a test changes.
 type listedMailboxes struct {
-	mu    sync.Mutex
-	boxes []ManagedMailbox
-	err   error
+	*managetest.List[ManagedMailbox]
 }
 
-func (l *listedMailboxes) ListMailboxes(context.Context) ([]ManagedMailbox, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.boxes), l.err
-}
-
-func (l *listedMailboxes) set(boxes ...ManagedMailbox) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.boxes = boxes
-}
-
-// resyncCalls records the calls of ManagerConfig.Resync.
-type resyncCalls struct {
-	mu    sync.Mutex
-	calls []string
-}
-
-func (c *resyncCalls) record(_ context.Context, tenant, user string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.calls = append(c.calls, tenant+" "+user)
-}
-
-func (c *resyncCalls) got() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.calls)
-}
-
-// syncBuffer is a log destination several goroutines write to.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+func (l listedMailboxes) ListMailboxes(ctx context.Context) ([]ManagedMailbox, error) {
+	return l.Users(ctx)
 }
 
 // managerHarness runs Managers against a fake Exchange, with the EWS
@@ -129,23 +46,24 @@ func (b *syncBuffer) String() string {
 // OnSubscriptionError are the current Manager's.
 type managerHarness struct {
 	t        *testing.T
-	clock    *testClock
+	clock    *managetest.Clock
 	exchange *fakeExchange
 	store    SubscriptionStore
-	list     *listedMailboxes
-	resyncs  *resyncCalls
-	log      *syncBuffer
+	list     listedMailboxes
+	resyncs  *managetest.Calls
+	log      *managetest.Log
 	notify   *httptest.Server
+	managers *managetest.Managers[ManagerConfig, *Manager]
 
-	mu      sync.Mutex
-	current *Manager
-	events  []events.Event
+	mu     sync.Mutex
+	events []events.Event
 }
 
 func newManagerHarness(t *testing.T) *managerHarness {
-	h := &managerHarness{t: t, clock: newTestClock(), exchange: newFakeExchange(t, aliceAddr, bobAddr), store: NewMemorySubscriptionStore(),
-		list: &listedMailboxes{}, resyncs: &resyncCalls{}, log: &syncBuffer{}}
-	h.list.set(ManagedMailbox{Tenant: "fabrikam.com", User: aliceAddr}, ManagedMailbox{Tenant: "fabrikam.com", User: bobAddr})
+	h := &managerHarness{t: t, clock: managetest.NewClock(), exchange: newFakeExchange(t, aliceAddr, bobAddr), store: NewMemorySubscriptionStore(),
+		list: listedMailboxes{managetest.NewList[ManagedMailbox]()}, resyncs: &managetest.Calls{}, log: &managetest.Log{}}
+	h.list.Set(ManagedMailbox{Tenant: "fabrikam.com", User: aliceAddr}, ManagedMailbox{Tenant: "fabrikam.com", User: bobAddr})
+	h.managers = managetest.NewManagers(t, h.config, NewManager)
 	src, err := NewSource(Config{Subscriptions: h, Key: managerKey, Observe: h.observe, OnSubscriptionError: h.subscriptionError,
 		Now: h.clock.Now, Metrics: prometheus.NewRegistry()})
 	if err != nil {
@@ -177,11 +95,8 @@ func newManagerHarness(t *testing.T) *managerHarness {
 	return h
 }
 
-func (h *managerHarness) manager() *Manager {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.current
-}
+// manager is the Manager made last.
+func (h *managerHarness) manager() *Manager { return h.managers.Current() }
 
 // Lookup makes the harness the source's registry: the current Manager.
 func (h *managerHarness) Lookup(ctx context.Context, id string) (Subscription, error) {
@@ -210,10 +125,9 @@ func (h *managerHarness) notificationURL() string { return h.notify.URL + "/v1/e
 // a time, Basic credentials, the test's clock, no rate limit to speak of.
 func (h *managerHarness) config() ManagerConfig {
 	return ManagerConfig{
-		Mailboxes: h.list, URL: h.exchange.url(), Username: "svc-push@fabrikam.com", Password: "pa55word", Client: h.exchange.srv.Client(),
-		NotificationURL: h.notificationURL(), StatusFrequency: testFrequency, Store: h.store, Resync: h.resyncs.record,
-		Rate: 1e6, Concurrency: 1, Now: h.clock.Now, Sleep: h.clock.Sleep, After: func(time.Duration) <-chan time.Time { return nil },
-		Log: zerolog.New(h.log), Metrics: prometheus.NewRegistry(),
+		Mailboxes: h.list, Access: Access{URL: h.exchange.url(), Username: "svc-push@fabrikam.com", Password: "pa55word"},
+		NotificationURL: h.notificationURL(), StatusFrequency: testFrequency, Store: h.store, Resync: h.resyncs.Record,
+		Options: managetest.Options(h.exchange.srv.Client(), h.clock, h.log),
 	}
 }
 
@@ -221,50 +135,21 @@ func (h *managerHarness) config() ManagerConfig {
 // it.
 func (h *managerHarness) newManager(mutate func(*ManagerConfig)) *Manager {
 	h.t.Helper()
-	cfg := h.config()
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	m, err := NewManager(cfg)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.mu.Lock()
-	h.current = m
-	h.mu.Unlock()
-	return m
+	return h.managers.New(mutate)
 }
 
 // start makes a Manager, loads it and does what is due.
 func (h *managerHarness) start(mutate func(*ManagerConfig)) *Manager {
 	h.t.Helper()
-	m := h.newManager(mutate)
-	if err := m.load(context.Background()); err != nil {
-		h.t.Fatal(err)
-	}
-	m.drain(h.t)
+	m := h.managers.New(mutate)
+	managetest.Load(h.t, m.core)
 	return m
 }
 
 // drain does what is due now, as Run would, until nothing is left.
 func (m *Manager) drain(t testing.TB) {
 	t.Helper()
-	ctx := context.Background()
-	for {
-		started := m.dispatch(ctx)
-		m.mu.Lock()
-		inflight := m.inflight
-		m.mu.Unlock()
-		if started == 0 && inflight == 0 {
-			m.tend()
-			return
-		}
-		select {
-		case <-m.wake:
-		case <-time.After(10 * time.Second):
-			t.Fatal("the manager made no progress in 10 s")
-		}
-	}
+	managetest.Drain(t, m.core)
 }
 
 // post sends a SendNotification request to the source as Exchange does
@@ -296,18 +181,7 @@ func (h *managerHarness) post(body string) (int, Status) {
 // keys.
 func (h *managerHarness) stored() map[string]SubscriptionState {
 	h.t.Helper()
-	states, err := h.store.List(context.Background())
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	out := map[string]SubscriptionState{}
-	for key, st := range states {
-		if key != SubscriptionKey(st.Tenant, st.User) {
-			h.t.Errorf("state of %s under key %s", st.User, key)
-		}
-		out[st.User] = st
-	}
-	return out
+	return managetest.ByUser(h.t, h.store, func(st SubscriptionState) (string, string) { return st.Tenant, st.User })
 }
 
 // storedEvents returns the events the source stored so far.

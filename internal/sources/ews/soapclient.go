@@ -19,6 +19,7 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/ntlm"
+	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
 // soapClient posts EWS SOAP requests for the Counter and the Manager:
@@ -168,7 +169,7 @@ func roundTrip[A soapAnswer](ctx context.Context, c *soapClient, action, mailbox
 		case ans.status == http.StatusUnauthorized && !reauthorized && c.canForget():
 			// The token may have been revoked before it expired: ask for
 			// a new one, once.
-			c.tokens.(tokenForgetter).Forget(ans.token)
+			sources.Forget(c.tokens, ans.token)
 			reauthorized = true
 			attempt--
 		case ans.status == http.StatusOK:
@@ -292,10 +293,7 @@ func (c *soapClient) send(ctx context.Context, action, mailbox string, body []by
 }
 
 // canForget reports whether the token source can drop a refused token.
-func (c *soapClient) canForget() bool {
-	_, ok := c.tokens.(tokenForgetter)
-	return ok
-}
+func (c *soapClient) canForget() bool { return sources.CanForget(c.tokens) }
 
 // writeEnvelopeStart writes the XML declaration, the envelope's start and
 // its header up to the start of the body: RequestServerVersion and, when

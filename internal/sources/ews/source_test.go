@@ -6,7 +6,6 @@ import (
 	"flag"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 
@@ -15,6 +14,7 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/httpjson"
 	"github.com/pushproxy/pushproxy/internal/sources"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 func newTestSource(t testing.TB, mutate func(*Config)) *Source {
@@ -234,10 +234,7 @@ func TestNewSourceNeedsRegistry(t *testing.T) {
 }
 
 func TestFlags(t *testing.T) {
-	keyFile := t.TempDir() + "/key"
-	if err := os.WriteFile(keyFile, []byte("from-file\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := testfs.Write(t, t.TempDir(), "key", "from-file\n")
 	fs := flag.NewFlagSet("ingest", flag.ContinueOnError)
 	s := Flags(fs)
 	if s.Enabled() {

@@ -11,6 +11,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/pushproxy/pushproxy/internal/httpx"
 )
 
 // JSON batching (POST {api}/$batch): up to MaxBatchRequests requests in one
@@ -23,8 +25,6 @@ const (
 	MaxBatchResponse = 4 << 20
 	// maxBatchID bounds a response's id.
 	maxBatchID = 64
-	// maxErrorText bounds text taken from an answer into an error.
-	maxErrorText = 512
 )
 
 // BatchRequest is the body of a $batch request.
@@ -149,7 +149,7 @@ func apiError(status int, body []byte) *APIError {
 	}
 	e := &APIError{Status: status}
 	if json.Unmarshal(body, &b) == nil {
-		e.Code, e.Message = clipText(b.Error.Code), clipText(b.Error.Message)
+		e.Code, e.Message = httpx.ClipText(b.Error.Code), httpx.ClipText(b.Error.Message)
 	}
 	return e
 }
@@ -173,22 +173,4 @@ func retryAfter(value string, now time.Time) (time.Duration, bool) {
 // printable reports whether s is valid UTF-8 without control characters.
 func printable(s string) bool {
 	return utf8.ValidString(s) && !strings.ContainsFunc(s, unicode.IsControl)
-}
-
-// clipText keeps text from an answer short, valid UTF-8 and on one line.
-func clipText(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, strings.ToValidUTF8(strings.TrimSpace(s), "\uFFFD"))
-	if len(s) <= maxErrorText {
-		return s
-	}
-	cut := maxErrorText
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
 }

@@ -42,16 +42,8 @@ const (
 var ErrThrottled = errors.New("throttled by Graph")
 
 // TokenSource gives the counter its app-only access tokens;
-// *tokens.AppTokenSource is one. A source that also has Forget(token) is
-// told about a token Graph refused, and the request is tried once more.
-type TokenSource interface {
-	Token(ctx context.Context) (string, error)
-}
-
-// tokenForgetter is a TokenSource that can drop a refused token.
-type tokenForgetter interface {
-	Forget(token string)
-}
+// *tokens.AppTokenSource is one.
+type TokenSource = sources.TokenSource
 
 // CounterConfig configures a Counter. Users and Tokens are required.
 type CounterConfig struct {

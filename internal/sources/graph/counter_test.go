@@ -15,6 +15,7 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/sources"
+	"github.com/pushproxy/pushproxy/internal/sources/sourcestest"
 	"github.com/pushproxy/pushproxy/internal/tokens"
 )
 
@@ -64,31 +65,6 @@ func box(user, name string) sources.Mailbox {
 	return sources.Mailbox{Tenant: "fabrikam.com", User: user, Name: name}
 }
 
-// countResult is a Count as the tests compare it.
-type countResult struct {
-	unread int
-	err    error  // matched with errors.Is when set
-	text   string // contained in the error when set
-}
-
-func checkCounts(t *testing.T, got []sources.Count, want []countResult) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%d counts, want %d", len(got), len(want))
-	}
-	for i, w := range want {
-		g := got[i]
-		switch {
-		case w.err == nil && w.text == "":
-			if g.Err != nil || g.Unread != w.unread {
-				t.Errorf("count %d: %d, %v; want %d", i, g.Unread, g.Err, w.unread)
-			}
-		case g.Err == nil || (w.err != nil && !errors.Is(g.Err, w.err)) || !strings.Contains(g.Err.Error(), w.text):
-			t.Errorf("count %d: error %v, want %v containing %q", i, g.Err, w.err, w.text)
-		}
-	}
-}
-
 func TestCounterCountsMixedAnswers(t *testing.T) {
 	g := newFakeGraph(t)
 	g.unread = map[string]int{aliceID: 3, bobID: 7, "carol@fabrikam.com": 0, frankID: 1}
@@ -107,17 +83,17 @@ func TestCounterCountsMixedAnswers(t *testing.T) {
 		box("alice@fabrikam.com", "SentItems"),
 		{Tenant: "contoso.com", User: "alice@fabrikam.com", Name: events.Inbox},
 	})
-	checkCounts(t, counts, []countResult{
-		{unread: 3},
-		{unread: 7},
-		{unread: 0},
-		{err: sources.ErrNotServed},
-		{err: sources.ErrNotServed, text: "MailboxNotEnabledForRESTAPI"},
-		{text: "Graph answered 403 ErrorAccessDenied"},
-		{err: sources.ErrNotServed},
-		{err: sources.ErrNotServed},
-		{unread: 3},
-		{err: sources.ErrNotServed},
+	sourcestest.CheckCounts(t, counts, []sourcestest.Count{
+		{Unread: 3},
+		{Unread: 7},
+		{Unread: 0},
+		{Err: sources.ErrNotServed},
+		{Err: sources.ErrNotServed, Text: "MailboxNotEnabledForRESTAPI"},
+		{Text: "Graph answered 403 ErrorAccessDenied"},
+		{Err: sources.ErrNotServed},
+		{Err: sources.ErrNotServed},
+		{Unread: 3},
+		{Err: sources.ErrNotServed},
 	})
 	// The second batch asks only for bob, after the Retry-After of his
 	// throttled request.
@@ -151,7 +127,7 @@ func TestCounterRetriesWholeRequests(t *testing.T) {
 			g.whole, g.retryAfter = tt.whole, tt.retryAfter
 			c, s, _ := newTestCounter(t, g, nil)
 			counts := c.Counts(context.Background(), []sources.Mailbox{box("alice@fabrikam.com", events.Inbox), box("bob@fabrikam.com", events.Inbox)})
-			checkCounts(t, counts, []countResult{{unread: 3}, {unread: 4}})
+			sourcestest.CheckCounts(t, counts, []sourcestest.Count{{Unread: 3}, {Unread: 4}})
 			if got := s.recorded(); !reflect.DeepEqual(got, tt.waits) {
 				t.Errorf("waits %v, want %v", got, tt.waits)
 			}
@@ -219,7 +195,7 @@ func TestCounterGivesUpOnThrottling(t *testing.T) {
 				defer cancel()
 			}
 			counts := c.Counts(ctx, alice)
-			checkCounts(t, counts, []countResult{{err: ErrThrottled, text: tt.text}})
+			sourcestest.CheckCounts(t, counts, []sourcestest.Count{{Err: ErrThrottled, Text: tt.text}})
 			if !strings.Contains(counts[0].Err.Error(), "ApplicationThrottled") {
 				t.Errorf("error %v does not name Graph's last answer", counts[0].Err)
 			}
@@ -242,9 +218,9 @@ func TestCounterCanceled(t *testing.T) {
 		cfg.Sleep = func(ctx context.Context, _ time.Duration) error { cancel(); return ctx.Err() }
 	})
 	counts := c.Counts(ctx, []sources.Mailbox{box("alice@fabrikam.com", events.Inbox), box("mallory@fabrikam.com", events.Inbox)})
-	checkCounts(t, counts, []countResult{{err: context.Canceled}, {err: sources.ErrNotServed}})
+	sourcestest.CheckCounts(t, counts, []sourcestest.Count{{Err: context.Canceled}, {Err: sources.ErrNotServed}})
 	counts = c.Counts(ctx, []sources.Mailbox{box("alice@fabrikam.com", events.Inbox)})
-	checkCounts(t, counts, []countResult{{err: context.Canceled}})
+	sourcestest.CheckCounts(t, counts, []sourcestest.Count{{Err: context.Canceled}})
 	if got := len(g.received()); got != 1 {
 		t.Errorf("%d requests after the cancellation, want 1", got)
 	}
@@ -266,18 +242,18 @@ func TestCounterWithAppTokens(t *testing.T) {
 	g.unread[aliceID] = 3
 	c, _, _ := newTestCounter(t, g, func(cfg *CounterConfig) { cfg.Tokens = src })
 	alice := []sources.Mailbox{box("alice@fabrikam.com", events.Inbox)}
-	checkCounts(t, c.Counts(context.Background(), alice), []countResult{{unread: 3}})
+	sourcestest.CheckCounts(t, c.Counts(context.Background(), alice), []sourcestest.Count{{Unread: 3}})
 
 	// Graph refuses token-1 (revoked): the counter asks Entra for a new
 	// one and tries again, once.
 	g.mu.Lock()
 	g.valid = func(tok string) bool { return tok != "token-1" && entra.valid(tok) }
 	g.mu.Unlock()
-	checkCounts(t, c.Counts(context.Background(), alice), []countResult{{unread: 3}})
+	sourcestest.CheckCounts(t, c.Counts(context.Background(), alice), []sourcestest.Count{{Unread: 3}})
 	g.mu.Lock()
 	g.valid = func(string) bool { return false }
 	g.mu.Unlock()
-	checkCounts(t, c.Counts(context.Background(), alice), []countResult{{text: "401 InvalidAuthenticationToken"}})
+	sourcestest.CheckCounts(t, c.Counts(context.Background(), alice), []sourcestest.Count{{Text: "401 InvalidAuthenticationToken"}})
 }
 
 func TestCounterErrors(t *testing.T) {
@@ -311,7 +287,7 @@ func TestCounterErrors(t *testing.T) {
 			g := newFakeGraph(t)
 			g.unread[aliceID], g.whole = 3, tt.whole
 			c, _, _ := newTestCounter(t, g, tt.mutate)
-			checkCounts(t, c.Counts(context.Background(), alice), []countResult{{err: tt.err, text: tt.text}})
+			sourcestest.CheckCounts(t, c.Counts(context.Background(), alice), []sourcestest.Count{{Err: tt.err, Text: tt.text}})
 		})
 	}
 	var te *tokens.TokenError

@@ -2,33 +2,17 @@ package graph
 
 import (
 	"flag"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 
-	"github.com/pushproxy/pushproxy/internal/tokens"
+	"github.com/pushproxy/pushproxy/internal/sources/sourcestest"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 func TestCounterFlags(t *testing.T) {
 	dir := t.TempDir()
-	cert, err := tokens.NewCertificate(tokens.CertificateOptions{Domain: "pushproxy.test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile := filepath.Join(dir, "app.pem"), filepath.Join(dir, "app.key")
-	if err := cert.WritePEM(certFile, keyFile); err != nil {
-		t.Fatal(err)
-	}
-	both := filepath.Join(dir, "both.pem")
-	certPEM, _ := os.ReadFile(certFile)
-	keyPEM, _ := os.ReadFile(keyFile)
-	secretFile, emptyFile := filepath.Join(dir, "secret"), filepath.Join(dir, "empty")
-	for name, data := range map[string][]byte{both: append(certPEM, keyPEM...), secretFile: []byte("s3cret~value\n"), emptyFile: []byte("\n")} {
-		if err := os.WriteFile(name, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	certFile, keyFile := sourcestest.WriteAppCertificate(t, dir)
+	both := testfs.Write(t, dir, "both.pem", string(testfs.Read(t, certFile))+string(testfs.Read(t, keyFile)))
+	secretFile, emptyFile := testfs.Write(t, dir, "secret", "s3cret~value\n"), testfs.Write(t, dir, "empty", "\n")
 	app := []string{"--graph-users", "testdata/directory.json", "--graph-app-tenant-id", tenantID, "--graph-client-id", clientID}
 	tests := []struct {
 		name string
@@ -47,28 +31,12 @@ func TestCounterFlags(t *testing.T) {
 		{"no client id", []string{"--graph-users", "testdata/directory.json", "--graph-app-tenant-id", tenantID, "--graph-client-secret-file", secretFile}, "client id is required"},
 		{"bad API URL", append(app, "--graph-client-secret-file", secretFile, "--graph-api-url", "graph"), "not an http(s) URL"},
 	}
+	counterFlags := func(fs *flag.FlagSet) *CounterSettings { return CounterFlags(fs, Flags(fs)) }
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fs := flag.NewFlagSet("ingest", flag.ContinueOnError)
-			cs := CounterFlags(fs, Flags(fs))
-			if cs.CounterEnabled() {
-				t.Fatal("enabled without an app")
-			}
-			if err := fs.Parse(tt.args); err != nil {
-				t.Fatal(err)
-			}
-			if !cs.CounterEnabled() {
-				t.Fatal("not enabled")
-			}
-			c, err := cs.Counter()
-			if tt.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.err) {
-					t.Fatalf("error %v, want %q", err, tt.err)
-				}
+			_, c, ok := sourcestest.ParseCounterFlags(t, counterFlags, tt.args, tt.err)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if c.Name() != "graph" || c.cfg.TenantID != tenantID {
 				t.Fatalf("counter %+v", c.cfg)

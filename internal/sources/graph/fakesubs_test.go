@@ -16,57 +16,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pushproxy/pushproxy/internal/sources/manage/managetest"
 )
-
-// fakeClock is a clock that moves only when told, or when a sleep asks;
-// or the real clock once told so.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	real   bool
-	sleeps []time.Duration
-}
-
-// useRealTime makes Now the real time.
-func (c *fakeClock) useRealTime() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.real = true
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.real {
-		return time.Now()
-	}
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-// Sleep records d and moves the clock by it, at once.
-func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.sleeps = append(c.sleeps, d)
-	c.now = c.now.Add(d)
-	return ctx.Err()
-}
-
-func (c *fakeClock) slept() []time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.sleeps)
-}
 
 // fakeSub is a subscription of fakeSubscriptions.
 type fakeSub struct {
@@ -84,7 +36,7 @@ type fakeSub struct {
 type fakeSubscriptions struct {
 	t     *testing.T
 	srv   *httptest.Server
-	clock *fakeClock
+	clock *managetest.Clock
 
 	mu   sync.Mutex
 	subs map[string]*fakeSub
@@ -108,7 +60,7 @@ type fakeSubscriptions struct {
 
 var resourcePattern = regexp.MustCompile(`^users/[^/]+/mailFolders\('inbox'\)/messages$`)
 
-func newFakeSubscriptions(t *testing.T, clock *fakeClock) *fakeSubscriptions {
+func newFakeSubscriptions(t *testing.T, clock *managetest.Clock) *fakeSubscriptions {
 	g := &fakeSubscriptions{t: t, clock: clock, subs: map[string]*fakeSub{}, owners: map[string]string{}, retryAfter: "7", pageSize: 2}
 	g.srv = httptest.NewServer(http.HandlerFunc(g.serve))
 	t.Cleanup(g.srv.Close)

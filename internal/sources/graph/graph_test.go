@@ -8,7 +8,6 @@ import (
 	"flag"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,6 +19,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/httpjson"
 	"github.com/pushproxy/pushproxy/internal/sources"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 const (
@@ -30,11 +30,7 @@ const (
 
 func readFile(t testing.TB, name string) []byte {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
+	return testfs.Read(t, filepath.Join("testdata", name))
 }
 
 func directory(t testing.TB) *StaticDirectory {
@@ -201,10 +197,7 @@ func TestStaticDirectory(t *testing.T) {
 	if _, err := NewStaticDirectory([]DirectoryEntry{good, good}); err == nil {
 		t.Error("duplicate accepted")
 	}
-	typo := filepath.Join(t.TempDir(), "typo.json")
-	if err := os.WriteFile(typo, []byte(`{"users":[{"user":"u1","tenant":"fabrikam.com","address":"c@fabrikam.com"}]}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	typo := testfs.Write(t, t.TempDir(), "typo.json", `{"users":[{"user":"u1","tenant":"fabrikam.com","address":"c@fabrikam.com"}]}`)
 	if _, err := LoadDirectoryFile(typo); err == nil {
 		t.Error("unknown field accepted")
 	}
@@ -487,10 +480,7 @@ func TestRespond(t *testing.T) {
 }
 
 func TestFlags(t *testing.T) {
-	stateFile := filepath.Join(t.TempDir(), "states")
-	if err := os.WriteFile(stateFile, []byte("next-secret\n\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	stateFile := testfs.Write(t, t.TempDir(), "states", "next-secret\n\n")
 	fs := flag.NewFlagSet("ingest", flag.ContinueOnError)
 	s := Flags(fs)
 	if s.Enabled() {

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/pushproxy/pushproxy/internal/sources"
 )
 
 // graphClient sends requests to the Graph API with app-only tokens and
@@ -98,17 +100,10 @@ func (g *graphClient) wait(ctx context.Context, d time.Duration) error {
 }
 
 // canForget reports whether the token source can drop a refused token.
-func (g *graphClient) canForget() bool {
-	_, ok := g.tokens.(tokenForgetter)
-	return ok
-}
+func (g *graphClient) canForget() bool { return sources.CanForget(g.tokens) }
 
 // forget drops a token Graph refused, when the source can.
-func (g *graphClient) forget(token string) {
-	if f, ok := g.tokens.(tokenForgetter); ok {
-		f.Forget(token)
-	}
-}
+func (g *graphClient) forget(token string) { sources.Forget(g.tokens, token) }
 
 // isThrottle reports whether an answer with status asks to come back
 // later.

@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,13 +14,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/ingest"
+	"github.com/pushproxy/pushproxy/internal/ingest/ingesttest"
 	"github.com/pushproxy/pushproxy/internal/sources/graph"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 // server is ingest with the Graph source mounted as the lead wires it,
@@ -37,15 +36,7 @@ type server struct {
 func newServer(t *testing.T) *server {
 	t.Helper()
 	conn := brokertest.Start(t)
-	pub, err := ingest.NewPublisher(conn.NC, brokertest.Keyer(t, conn), 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
 	reg := prometheus.NewRegistry()
-	srv, err := ingest.New(ingest.DefaultConfig(), ingest.Deps{Publisher: pub, Log: zerolog.Nop(), Registry: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir, err := graph.LoadDirectoryFile(filepath.Join("testdata", "directory.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -64,18 +55,17 @@ func newServer(t *testing.T) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := srv.SourceHandler(ingest.Source{
-		Name:       events.SourceGraph,
-		Auth:       src,
-		MediaTypes: graph.MediaTypes,
-		Timeout:    graph.PublishTimeout,
-		Parse:      src.Parse,
-		Respond:    func(w http.ResponseWriter, r *http.Request, _ *ingest.Result) { src.Respond(w, r) },
+	s.url = ingesttest.Serve(t, conn, ingest.DefaultConfig(), ingest.Deps{Registry: reg}, func(srv *ingest.Server) {
+		h := srv.SourceHandler(ingest.Source{
+			Name:       events.SourceGraph,
+			Auth:       src,
+			MediaTypes: graph.MediaTypes,
+			Timeout:    graph.PublishTimeout,
+			Parse:      src.Parse,
+			Respond:    func(w http.ResponseWriter, r *http.Request, _ *ingest.Result) { src.Respond(w, r) },
+		})
+		srv.Handle("POST /v1/graph", src.Handshake(h))
 	})
-	srv.Handle("POST /v1/graph", src.Handshake(h))
-	hs := httptest.NewServer(srv)
-	t.Cleanup(hs.Close)
-	s.url = hs.URL
 	return s
 }
 
@@ -120,11 +110,7 @@ func (s *server) storedCount(t *testing.T) uint64 {
 
 func golden(t *testing.T, name string) []byte {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
+	return testfs.Read(t, filepath.Join("testdata", name))
 }
 
 func TestThroughIngest(t *testing.T) {

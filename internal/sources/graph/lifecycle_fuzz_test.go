@@ -11,6 +11,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/httpjson"
+	"github.com/pushproxy/pushproxy/internal/sources/manage"
+	"github.com/pushproxy/pushproxy/internal/sources/manage/managetest"
 )
 
 // fuzzSubscriptionID is the subscription the fuzzed manager knows, the
@@ -30,15 +32,15 @@ func FuzzLifecycle(f *testing.F) {
 	if err := store.Put(context.Background(), SubscriptionKey(st.Tenant, st.User), st); err != nil {
 		f.Fatal(err)
 	}
-	users := &listedUsers{users: []ManagedUser{{Tenant: "fabrikam.com", Address: "alice@fabrikam.com", UserRef: UserRef{ID: aliceID}}}}
+	users := listedUsers{managetest.NewList(ManagedUser{Tenant: "fabrikam.com", Address: "alice@fabrikam.com", UserRef: UserRef{ID: aliceID}})}
 	var missed atomic.Int64
 	m, err := NewManager(ManagerConfig{Users: users, Tokens: staticTokens("t"), NotificationURL: "https://push.example.com/v1/graph",
 		ClientStates: []string{secret}, Store: store, Missed: func(context.Context, string, string) { missed.Add(1) },
-		Now: func() time.Time { return st.Created }, Log: zerolog.Nop()})
+		Options: manage.Options{Now: func() time.Time { return st.Created }, Log: zerolog.Nop()}})
 	if err != nil {
 		f.Fatal(err)
 	}
-	if err := m.load(context.Background()); err != nil {
+	if err := m.core.Load(context.Background()); err != nil {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -70,11 +72,11 @@ func FuzzLifecycle(f *testing.F) {
 		if got := missed.Load() - before; got != calls {
 			t.Fatalf("missed called %d times, want %d", got, calls)
 		}
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		for _, e := range m.entries {
-			if e.urgent != actNone && e.urgentSub != fuzzSubscriptionID {
-				t.Fatalf("urgent %v for %s", e.urgent, e.urgentSub)
+		m.core.Lock()
+		defer m.core.Unlock()
+		for e := range m.core.All() {
+			if e.Extra.act != manage.None && e.Extra.sub != fuzzSubscriptionID {
+				t.Fatalf("urgent %v for %s", e.Extra.act, e.Extra.sub)
 			}
 		}
 	})
@@ -96,7 +98,7 @@ func FuzzSubscriptionRecords(f *testing.F) {
 		case err == nil && checkSubscriptionID(id) != nil:
 			t.Fatalf("took id %q", id)
 		}
-		st, err := decodeState(body)
+		st, err := stateCodec().Decode(body)
 		if err != nil {
 			if !errors.Is(err, ErrBadSubscriptionRecord) {
 				t.Fatalf("error %v", err)
@@ -106,15 +108,15 @@ func FuzzSubscriptionRecords(f *testing.F) {
 		if checkSubscriptionID(st.SubscriptionID) != nil || st.Tenant == "" || st.User == "" || st.Expires.IsZero() {
 			t.Fatalf("took %+v", st)
 		}
-		data, err := encodeState(st)
+		data, err := stateCodec().Encode(st)
 		if err != nil {
 			return // a year JSON cannot write
 		}
-		again, err := decodeState(data)
+		again, err := stateCodec().Decode(data)
 		if err != nil {
 			t.Fatalf("a record read back fails: %v", err)
 		}
-		if data2, _ := encodeState(again); string(data2) != string(data) {
+		if data2, _ := stateCodec().Encode(again); string(data2) != string(data) {
 			t.Fatalf("round trip %s != %s", data2, data)
 		}
 	})

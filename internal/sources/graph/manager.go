@@ -4,18 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/url"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
-	"golang.org/x/time/rate"
-
-	"github.com/pushproxy/pushproxy/internal/service"
 	"github.com/pushproxy/pushproxy/internal/sources"
+	"github.com/pushproxy/pushproxy/internal/sources/manage"
 )
 
 // Manager defaults.
@@ -23,23 +18,23 @@ const (
 	// DefaultManageRate is how many management requests (create, renew,
 	// delete) the Manager sends Graph a second: 10,000 users are
 	// subscribed in about 17 minutes.
-	DefaultManageRate = 10
+	DefaultManageRate = manage.DefaultRate
 	// DefaultManageConcurrency bounds the requests in flight: a create
 	// waits for Graph to validate both URLs, which takes a while.
-	DefaultManageConcurrency = 8
+	DefaultManageConcurrency = manage.DefaultConcurrency
 	// DefaultResyncInterval is how often the directory is read again.
 	DefaultResyncInterval = 10 * time.Minute
 	// DefaultStopTimeout bounds the deletions of DeleteOnStop.
 	DefaultStopTimeout = 30 * time.Second
 	// DefaultRequestTimeout bounds one management request.
-	DefaultRequestTimeout = time.Minute
+	DefaultRequestTimeout = manage.DefaultRequestTimeout
 	// DefaultErrorBackoff is the wait after a failed operation; it
 	// doubles with each further failure up to DefaultMaxErrorBackoff.
-	DefaultErrorBackoff    = time.Minute
-	DefaultMaxErrorBackoff = time.Hour
+	DefaultErrorBackoff    = manage.DefaultErrorBackoff
+	DefaultMaxErrorBackoff = manage.DefaultMaxErrorBackoff
 	// ProgressInterval is how often a log line reports the progress of
 	// the creations.
-	ProgressInterval = 10 * time.Second
+	ProgressInterval = manage.ProgressInterval
 )
 
 // ManagerConfig configures a Manager. Users, Tokens, NotificationURL,
@@ -57,9 +52,6 @@ type ManagerConfig struct {
 	Tokens TokenSource
 	// APIURL is the Graph API base URL; DefaultAPIURL when empty.
 	APIURL string
-	// Client sends the requests; a client with a one-minute timeout when
-	// nil. The Counter's may be shared.
-	Client *http.Client
 	// NotificationURL is where Graph posts change notifications: ingest's
 	// Graph endpoint, e.g. https://push.example.com/v1/graph?key=...
 	// (Graph requires https).
@@ -100,11 +92,6 @@ type ManagerConfig struct {
 	// of its lifetime is left.
 	RenewBefore time.Duration
 	RenewJitter time.Duration
-	// Rate is the most management requests a second (DefaultManageRate
-	// when 0); Concurrency the most in flight (DefaultManageConcurrency
-	// when 0).
-	Rate        float64
-	Concurrency int
 	// ResyncInterval is how often Users is listed again
 	// (DefaultResyncInterval when 0).
 	ResyncInterval time.Duration
@@ -115,31 +102,12 @@ type ManagerConfig struct {
 	// lease: another process manages them now) deletes nothing.
 	DeleteOnStop bool
 	StopTimeout  time.Duration
-	// RequestTimeout bounds one request (DefaultRequestTimeout when 0). A
-	// request in flight is finished even when Run's context ends, so
-	// that a created subscription is never lost track of.
-	RequestTimeout time.Duration
-	// MaxAttempts, RetryWait and MaxRetryWait bound the retries of a
-	// throttled request, as for the Counter (DefaultCountAttempts,
-	// DefaultRetryWait, DefaultMaxRetryWait when 0). While Graph asks to
-	// wait, every request of the Manager waits.
-	MaxAttempts  int
-	RetryWait    time.Duration
-	MaxRetryWait time.Duration
-	// ErrorBackoff and MaxErrorBackoff space the attempts of an operation
-	// that failed (DefaultErrorBackoff, DefaultMaxErrorBackoff when 0).
-	ErrorBackoff    time.Duration
-	MaxErrorBackoff time.Duration
-	// Now, Sleep and After are the clock: time.Now, a timer and
-	// time.After when nil. Tests replace them so that they never wait.
-	Now   func() time.Time
-	Sleep func(ctx context.Context, d time.Duration) error
-	After func(d time.Duration) <-chan time.Time
-	// Log receives a line per operation that fails, per lifecycle
-	// notification, and the progress of the creations.
-	Log zerolog.Logger
-	// Metrics, when set, receives the manager's metrics.
-	Metrics prometheus.Registerer
+	// Options are the settings every subscription manager has: the
+	// client (the Counter's may be shared), the rate (management
+	// requests), the retries of a throttled request (DefaultCountAttempts,
+	// DefaultRetryWait, DefaultMaxRetryWait when 0), the clock, the log
+	// (also a line per lifecycle notification) and the metrics.
+	manage.Options
 }
 
 // Manager keeps one Graph subscription on the inbox messages of each user
@@ -157,27 +125,20 @@ type Manager struct {
 	states           *clientStates
 	urlVersion       string
 	key              sources.URLKey
-	limiter          *rate.Limiter
 	metrics          *managerMetrics
-	// wake tells Run that there may be work: a lifecycle notification,
-	// a finished operation.
-	wake chan struct{}
-	// workers are the operations in flight.
-	workers sync.WaitGroup
+	core             *core
 
-	mu      sync.Mutex
-	loaded  bool
-	entries map[string]*entry
-	// bySub finds the key of a subscription id.
-	bySub    map[string]string
-	inflight int
+	pauseMu sync.Mutex
 	// pauseUntil holds every request while Graph asks to wait.
 	pauseUntil time.Time
-	// created counts creations since the last progress line, at
-	// lastProgress.
-	created      int
-	lastProgress time.Time
 }
+
+// The Manager's instances of the manage types.
+type (
+	core  = manage.Core[ManagedUser, SubscriptionState, urgency, jobNotes]
+	entry = manage.Entry[ManagedUser, SubscriptionState, urgency]
+	job   = manage.Job[ManagedUser, SubscriptionState, jobNotes]
+)
 
 // NewManager checks cfg and registers the metrics.
 func NewManager(cfg ManagerConfig) (*Manager, error) {
@@ -188,11 +149,11 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("configuring the Graph subscription manager: %w", err)
 	}
-	m, err := newManagerMetrics(cfg.Metrics)
+	met, err := newManagerMetrics(cfg.Metrics)
 	if err != nil {
 		return nil, err
 	}
-	return &Manager{
+	m := &Manager{
 		cfg: cfg,
 		http: &graphClient{tokens: cfg.Tokens, client: cfg.Client, retryWait: cfg.RetryWait,
 			maxRetryWait: cfg.MaxRetryWait, sleep: cfg.Sleep, now: cfg.Now},
@@ -200,12 +161,16 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 		states:           states,
 		urlVersion:       shortHash("pushproxy graph urls", cfg.NotificationURL+"\x00"+cfg.LifecycleURL+"\x00"+SubscriptionChangeTypes),
 		key:              sources.NewURLKey(cfg.Key),
-		limiter:          rate.NewLimiter(rate.Limit(cfg.Rate), 1),
-		metrics:          m,
-		wake:             make(chan struct{}, 1),
-		entries:          map[string]*entry{},
-		bySub:            map[string]string{},
-	}, nil
+		metrics:          met,
+	}
+	m.core = manage.New(manage.Config[ManagedUser, SubscriptionState, urgency, jobNotes]{
+		Options: cfg.Options, Store: cfg.Store, BadRecord: ErrBadSubscriptionRecord, ListInterval: cfg.ResyncInterval, Policy: policy{m},
+		Words: manage.Words{Subscriptions: "Graph subscriptions", Users: "the users to subscribe for", Operation: "a Graph subscription operation",
+			Unreadable: "some stored Graph subscriptions are unreadable: their users get new ones",
+			Made:       "created", ToMake: "to_create", Making: "creating Graph subscriptions"},
+		Relisted: m.sweep, Stopping: m.stopping,
+	})
+	return m, nil
 }
 
 // defaults checks the required settings and fills in the others.
@@ -255,42 +220,12 @@ func (cfg *ManagerConfig) defaults() error {
 	case cfg.RenewJitter >= cfg.RenewBefore:
 		return fmt.Errorf("the renewal jitter %s must be shorter than the %s before the expiry", cfg.RenewJitter, cfg.RenewBefore)
 	}
-	if cfg.Rate == 0 {
-		cfg.Rate = DefaultManageRate
+	if err := cfg.Options.Defaults(manage.Retries{MaxAttempts: DefaultCountAttempts, RetryWait: DefaultRetryWait, MaxRetryWait: DefaultMaxRetryWait}); err != nil {
+		return err
 	}
-	if cfg.Rate < 0 {
-		return fmt.Errorf("the rate %v is negative", cfg.Rate)
-	}
-	cfg.Concurrency = positive(cfg.Concurrency, DefaultManageConcurrency)
-	cfg.ResyncInterval = positive(cfg.ResyncInterval, DefaultResyncInterval)
-	cfg.StopTimeout = positive(cfg.StopTimeout, DefaultStopTimeout)
-	cfg.RequestTimeout = positive(cfg.RequestTimeout, DefaultRequestTimeout)
-	cfg.MaxAttempts = positive(cfg.MaxAttempts, DefaultCountAttempts)
-	cfg.RetryWait = positive(cfg.RetryWait, DefaultRetryWait)
-	cfg.MaxRetryWait = positive(cfg.MaxRetryWait, DefaultMaxRetryWait)
-	cfg.ErrorBackoff = positive(cfg.ErrorBackoff, DefaultErrorBackoff)
-	cfg.MaxErrorBackoff = positive(cfg.MaxErrorBackoff, DefaultMaxErrorBackoff)
-	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: counterTimeout}
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.Sleep == nil {
-		cfg.Sleep = service.Sleep
-	}
-	if cfg.After == nil {
-		cfg.After = time.After
-	}
+	cfg.ResyncInterval = manage.Positive(cfg.ResyncInterval, DefaultResyncInterval)
+	cfg.StopTimeout = manage.Positive(cfg.StopTimeout, DefaultStopTimeout)
 	return nil
-}
-
-// positive is v, or def when v is not positive.
-func positive[T int | time.Duration](v, def T) T {
-	if v <= 0 {
-		return def
-	}
-	return v
 }
 
 // checkHTTPURL checks that u is an absolute http(s) URL; a query is
@@ -314,95 +249,7 @@ func checkHTTPURL(what, u string, query bool) error {
 //
 // Run may be called again after it returned (the lease of a standby
 // ingest, see broker.Lease): each Run starts from the store.
-func (m *Manager) Run(ctx context.Context) error {
-	defer m.unload()
-	if err := m.load(ctx); err != nil {
-		return err
-	}
-	resyncAt := m.cfg.Now().Add(m.cfg.ResyncInterval)
-	for {
-		m.dispatch(ctx)
-		wait := m.tend()
-		now := m.cfg.Now()
-		if !now.Before(resyncAt) {
-			m.resync(ctx)
-			m.sweep(ctx)
-			resyncAt = now.Add(m.cfg.ResyncInterval)
-		}
-		wait = min(wait, resyncAt.Sub(now))
-		select {
-		case <-ctx.Done():
-			m.workers.Wait()
-			if m.cfg.DeleteOnStop && errors.Is(context.Cause(ctx), context.Canceled) {
-				m.deleteAll(ctx)
-			}
-			m.tend()
-			m.cfg.Log.Info().Msg("stopped managing Graph subscriptions")
-			return nil
-		case <-m.wake:
-		case <-m.cfg.After(wait):
-		}
-	}
-}
-
-// load reads the store and the directory; lifecycle notifications are
-// answered 503 until it is done.
-func (m *Manager) load(ctx context.Context) error {
-	stored, err := m.cfg.Store.List(ctx)
-	if err != nil && !errors.Is(err, ErrBadSubscriptionRecord) {
-		return fmt.Errorf("loading the Graph subscriptions: %w", err)
-	}
-	if err != nil {
-		m.cfg.Log.Error().Err(err).Msg("some stored Graph subscriptions are unreadable: their users get new ones")
-	}
-	users, err := m.cfg.Users.ListUsers(ctx)
-	if err != nil {
-		return fmt.Errorf("listing the users to subscribe for: %w", err)
-	}
-	m.mu.Lock()
-	clear(m.entries)
-	clear(m.bySub)
-	for key, st := range stored {
-		m.entries[key] = &entry{key: key, state: &st, stored: true,
-			user: ManagedUser{Tenant: st.Tenant, Address: st.User, UserRef: UserRef{ID: st.UserID}}}
-		m.bySub[st.SubscriptionID] = key
-	}
-	skipped := m.applyUsers(users)
-	m.loaded = true
-	managed := m.count(func(e *entry) bool { return e.managed })
-	m.lastProgress = m.cfg.Now()
-	m.mu.Unlock()
-	m.cfg.Log.Info().Int("stored", len(stored)).Int("users", managed).Int("skipped_users", skipped).
-		Dur("lifetime", m.cfg.Lifetime).Float64("rate", m.cfg.Rate).Msg("managing Graph subscriptions")
-	return nil
-}
-
-// resync reads the directory again; a directory that cannot be read
-// leaves everything as it is.
-func (m *Manager) resync(ctx context.Context) {
-	users, err := m.cfg.Users.ListUsers(ctx)
-	if err != nil {
-		m.cfg.Log.Warn().Err(err).Msg("could not list the users to subscribe for; keeping the subscriptions as they are")
-		return
-	}
-	m.mu.Lock()
-	m.applyUsers(users)
-	m.mu.Unlock()
-	m.signal()
-}
-
-// unload forgets what Run loaded when it returns: until the next Run
-// loads the store again, notifications about subscriptions are answered
-// as before the first (retry later).
-// Its gauges go to zero: another process may keep the subscriptions now.
-func (m *Manager) unload() {
-	m.mu.Lock()
-	m.loaded = false
-	m.mu.Unlock()
-	m.metrics.subscriptions.WithLabelValues("managed").Set(0)
-	m.metrics.subscriptions.WithLabelValues("active").Set(0)
-	m.metrics.nextExpiry.Set(0)
-}
+func (m *Manager) Run(ctx context.Context) error { return m.core.Run(ctx) }
 
 // sweep deletes the orphan subscriptions (sweepOrphans); what fails is
 // logged and tried again at the next resync.
@@ -412,37 +259,15 @@ func (m *Manager) sweep(ctx context.Context) {
 	}
 }
 
-// signal wakes Run.
-func (m *Manager) signal() {
-	select {
-	case m.wake <- struct{}{}:
-	default:
+// stopping deletes every subscription, for DeleteOnStop, within
+// StopTimeout of ctx's end; unless ctx ended with a cause other than
+// context.Canceled (a lost lease: another process manages them now).
+func (m *Manager) stopping(ctx context.Context) {
+	if !m.cfg.DeleteOnStop || !errors.Is(context.Cause(ctx), context.Canceled) {
+		return
 	}
-}
-
-// deleteAll deletes every subscription, for DeleteOnStop, within
-// StopTimeout of ctx's end.
-func (m *Manager) deleteAll(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.StopTimeout)
 	defer cancel()
-	m.mu.Lock()
-	var jobs []job
-	for _, e := range m.entries {
-		if e.state != nil && !e.busy {
-			e.busy = true
-			m.inflight++
-			jobs = append(jobs, job{key: e.key, act: actDelete, user: e.user, old: e.state})
-		}
-	}
-	m.mu.Unlock()
-	sem := make(chan struct{}, m.cfg.Concurrency)
-	for _, j := range jobs {
-		sem <- struct{}{}
-		m.workers.Go(func() {
-			defer func() { <-sem }()
-			m.work(ctx, j)
-		})
-	}
-	m.workers.Wait()
-	m.cfg.Log.Info().Int("subscriptions", len(jobs)).Msg("deleted the Graph subscriptions on stopping")
+	n := m.core.Each(ctx, actDelete, func(e *entry) bool { return e.State != nil })
+	m.cfg.Log.Info().Int("subscriptions", n).Msg("deleted the Graph subscriptions on stopping")
 }

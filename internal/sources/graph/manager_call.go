@@ -68,21 +68,21 @@ func (m *Manager) callLimit(ctx context.Context, method, url string, body any, l
 
 // gate waits while Graph asked to, then for the rate limit.
 func (m *Manager) gate(ctx context.Context) error {
-	m.mu.Lock()
+	m.pauseMu.Lock()
 	d := m.pauseUntil.Sub(m.cfg.Now())
-	m.mu.Unlock()
+	m.pauseMu.Unlock()
 	if d > 0 {
 		if err := m.http.wait(ctx, d); err != nil {
 			return err
 		}
 	}
-	return m.limiter.Wait(ctx)
+	return m.core.Wait(ctx)
 }
 
 // pause holds every request for d from now.
 func (m *Manager) pause(d time.Duration) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.pauseMu.Lock()
+	defer m.pauseMu.Unlock()
 	if until := m.cfg.Now().Add(d); until.After(m.pauseUntil) {
 		m.pauseUntil = until
 	}

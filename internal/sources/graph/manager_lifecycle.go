@@ -23,9 +23,9 @@ import (
 // 413 for a body that is not a collection, 401 when no notification
 // carries a known clientState, 503 until Run has loaded the store.
 func (m *Manager) Lifecycle(ctx context.Context, body []byte) error {
-	m.mu.Lock()
-	loaded := m.loaded
-	m.mu.Unlock()
+	m.core.Lock()
+	loaded := m.core.Loaded()
+	m.core.Unlock()
 	if !loaded {
 		return &httpjson.Error{Status: http.StatusServiceUnavailable, Code: "unavailable",
 			Message: "the Graph subscriptions are not loaded yet; retry later"}
@@ -57,9 +57,9 @@ func (m *Manager) Lifecycle(ctx context.Context, body []byte) error {
 // clientState checked), when the lifecycle URL is the notification URL:
 // set it as Config.OnLifecycle. It does as Lifecycle does.
 func (m *Manager) OnLifecycle(ctx context.Context, l Lifecycle) {
-	m.mu.Lock()
-	loaded := m.loaded
-	m.mu.Unlock()
+	m.core.Lock()
+	loaded := m.core.Loaded()
+	m.core.Unlock()
 	if !loaded {
 		m.cfg.Log.Warn().Str("event", sources.Clip(l.Event)).Str("subscription", sources.Clip(l.SubscriptionID)).
 			Msg("dropped a Graph lifecycle notification that came before the subscriptions were loaded")
@@ -72,33 +72,33 @@ func (m *Manager) OnLifecycle(ctx context.Context, l Lifecycle) {
 // for tenants (nil: any).
 func (m *Manager) handle(ctx context.Context, l Lifecycle, tenants []string) {
 	log := m.cfg.Log.With().Str("event", sources.Clip(l.Event)).Str("subscription", sources.Clip(l.SubscriptionID)).Logger()
-	m.mu.Lock()
-	e := m.entries[m.bySub[l.SubscriptionID]]
-	if e == nil || e.state == nil || e.state.SubscriptionID != l.SubscriptionID {
-		m.mu.Unlock()
+	m.core.Lock()
+	e := m.core.Find(l.SubscriptionID)
+	if e == nil {
+		m.core.Unlock()
 		log.Warn().Msg("ignored a Graph lifecycle notification about a subscription the manager does not know")
 		return
 	}
-	tenant, user, managed := e.user.Tenant, e.user.Address, e.managed
+	tenant, user, managed := e.User.Tenant, e.User.Address, e.Managed
 	if tenants != nil && !slices.Contains(tenants, tenant) {
-		m.mu.Unlock()
+		m.core.Unlock()
 		log.Warn().Str("tenant", tenant).Msg("ignored a Graph lifecycle notification whose clientState may not report for the subscription's tenant")
 		return
 	}
 	if !managed {
-		m.mu.Unlock()
+		m.core.Unlock()
 		log.Info().Str("user", user).Msg("ignored a Graph lifecycle notification about a subscription being deleted")
 		return
 	}
 	switch l.Event {
 	case LifecycleReauthorizationRequired:
-		if e.urgent != actRecreate {
-			e.urgent, e.urgentSub = actRenew, l.SubscriptionID
+		if e.Extra.act != actRecreate {
+			e.Extra = urgency{act: actRenew, sub: l.SubscriptionID}
 		}
 	case LifecycleSubscriptionRemoved:
-		e.urgent, e.urgentSub = actRecreate, l.SubscriptionID
+		e.Extra = urgency{act: actRecreate, sub: l.SubscriptionID}
 	}
-	m.mu.Unlock()
+	m.core.Unlock()
 	level, msg := zerolog.InfoLevel, "Graph asks to reauthorize a subscription: renewing it"
 	switch l.Event {
 	case LifecycleReauthorizationRequired:
@@ -112,7 +112,7 @@ func (m *Manager) handle(ctx context.Context, l Lifecycle, tenants []string) {
 	log.WithLevel(level).Str("user", user).Msg(msg)
 	switch l.Event {
 	case LifecycleReauthorizationRequired, LifecycleSubscriptionRemoved:
-		m.signal()
+		m.core.Signal()
 	case LifecycleMissed:
 		if m.cfg.Missed != nil {
 			m.cfg.Missed(ctx, tenant, user)

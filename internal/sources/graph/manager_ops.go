@@ -7,91 +7,65 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/pushproxy/pushproxy/internal/sources/manage"
 )
 
 // errGone is the error of a renewal of a subscription Graph does not
 // have (404): it expired, or Graph removed it.
 var errGone = errors.New("the subscription is gone from Graph")
 
-// result is what an operation did.
-type result struct {
-	// changed: state replaces the entry's subscription (nil: it has none
-	// any more).
-	changed bool
-	state   *SubscriptionState
-	err     error
-}
-
-// work runs one job, writes its outcome to the store and hands it to
-// the entry.
-func (m *Manager) work(ctx context.Context, j job) {
-	res := m.perform(ctx, j)
-	toStore, write := res.state, res.changed
-	if j.act == actStore {
-		toStore, write = j.old, true
-	}
-	stored := true
-	if write {
-		if err := m.persist(ctx, j.key, toStore); err != nil {
-			stored = false
-			res.err = errors.Join(res.err, err)
-		}
-	}
-	m.finish(j, res, write, stored)
-	m.signal()
-}
-
-// perform does the Graph side of a job.
-func (m *Manager) perform(ctx context.Context, j job) result {
-	switch j.act {
+// Perform does the Graph side of a job.
+func (p policy) Perform(ctx context.Context, j *job) manage.Result[SubscriptionState] {
+	switch j.Act {
 	case actCreate:
-		st, err := m.create(ctx, j.user)
-		m.metrics.operation(opCreate, err)
+		st, err := p.create(ctx, j.User)
+		p.metrics.operation(opCreate, err)
 		if err != nil {
-			return result{err: err}
+			return manage.Result[SubscriptionState]{Err: err}
 		}
-		return result{changed: true, state: st}
+		return manage.Result[SubscriptionState]{Changed: true, State: st}
 	case actRenew:
-		st, err := m.renew(ctx, j.old)
+		st, err := p.renew(ctx, j.Old)
 		if errors.Is(err, errGone) {
-			m.cfg.Log.Info().Str("user", j.user.Address).Str("subscription", j.old.SubscriptionID).
+			p.cfg.Log.Info().Str("user", j.User.Address).Str("subscription", j.Old.SubscriptionID).
 				Msg("Graph no longer has the subscription: creating it anew")
-			return m.recreate(ctx, j, false)
+			return p.recreate(ctx, j, false)
 		}
-		m.metrics.operation(opRenew, err)
+		p.metrics.operation(opRenew, err)
 		if err != nil {
-			return result{err: err}
+			return manage.Result[SubscriptionState]{Err: err}
 		}
-		return result{changed: true, state: st}
+		return manage.Result[SubscriptionState]{Changed: true, State: st}
 	case actRecreate:
-		return m.recreate(ctx, j, j.deleteOld)
+		return p.recreate(ctx, j, j.Extra.deleteOld)
 	case actDelete:
-		err := m.remove(ctx, j.user, j.old.SubscriptionID)
-		m.metrics.operation(opDelete, err)
+		err := p.remove(ctx, j.User, j.Old.SubscriptionID)
+		p.metrics.operation(opDelete, err)
 		if err != nil {
-			return result{err: err}
+			return manage.Result[SubscriptionState]{Err: err}
 		}
-		return result{changed: true}
+		return manage.Result[SubscriptionState]{Changed: true}
 	}
-	return result{}
+	return manage.Result[SubscriptionState]{}
 }
 
 // recreate creates the subscription of j's user anew, deleting the old
 // one first when deleteOld.
-func (m *Manager) recreate(ctx context.Context, j job, deleteOld bool) result {
+func (m *Manager) recreate(ctx context.Context, j *job, deleteOld bool) manage.Result[SubscriptionState] {
 	if deleteOld {
-		if err := m.remove(ctx, j.user, j.old.SubscriptionID); err != nil {
+		if err := m.remove(ctx, j.User, j.Old.SubscriptionID); err != nil {
 			m.metrics.operation(opRecreate, err)
-			return result{err: err}
+			return manage.Result[SubscriptionState]{Err: err}
 		}
 	}
-	st, err := m.create(ctx, j.user)
+	st, err := m.create(ctx, j.User)
 	m.metrics.operation(opRecreate, err)
 	if err != nil {
 		// The old subscription is gone either way.
-		return result{changed: true, err: err}
+		return manage.Result[SubscriptionState]{Changed: true, Err: err}
 	}
-	return result{changed: true, state: st}
+	return manage.Result[SubscriptionState]{Changed: true, State: st}
 }
 
 // create creates the subscription of u. Graph validates both URLs before
@@ -125,9 +99,7 @@ func (m *Manager) create(ctx context.Context, u ManagedUser) (*SubscriptionState
 	if granted.IsZero() {
 		granted = expires
 	}
-	m.mu.Lock()
-	m.created++
-	m.mu.Unlock()
+	m.core.Made()
 	return &SubscriptionState{Tenant: u.Tenant, User: u.Address, UserID: u.ID, SubscriptionID: id, Resource: req.Resource,
 		Expires: granted, ClientStateVersion: version, URLVersion: m.urlVersion, Created: now}, nil
 }
@@ -178,59 +150,19 @@ func (m *Manager) expiry(now time.Time) time.Time {
 	return now.Add(lifetime).UTC().Truncate(time.Second)
 }
 
-// persist writes st as the state of key (deletes it when nil). The
-// write outlives ctx by up to RequestTimeout: what Graph did must not be
-// forgotten because the Manager is stopping.
-func (m *Manager) persist(ctx context.Context, key string, st *SubscriptionState) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.RequestTimeout)
-	defer cancel()
-	if st == nil {
-		return m.cfg.Store.Delete(ctx, key)
-	}
-	return m.cfg.Store.Put(ctx, key, *st)
-}
-
-// finish hands a job's outcome to its entry.
-func (m *Manager) finish(j job, res result, write, stored bool) {
-	m.mu.Lock()
-	m.inflight--
-	e := m.entries[j.key]
+// Settle hands a job's outcome to its entry.
+func (p policy) Settle(e *entry, _ *job, res manage.Result[SubscriptionState], _ *SubscriptionState, stored bool) {
 	if e == nil {
-		m.mu.Unlock()
 		return
 	}
-	e.busy = false
-	if res.changed {
-		if j.old != nil && m.bySub[j.old.SubscriptionID] == j.key {
-			delete(m.bySub, j.old.SubscriptionID)
-		}
-		e.state = res.state
-		if res.state != nil {
-			m.bySub[res.state.SubscriptionID] = j.key
-		}
+	if res.Changed {
+		p.core.Replace(e, res.State)
+		e.Stored = stored
 	}
-	if write {
-		e.stored = stored
-	}
-	var retryIn time.Duration
-	if res.err != nil {
-		e.failures++
-		retryIn = m.backoff(e.failures)
-		e.retryAt = m.cfg.Now().Add(retryIn)
-	} else {
-		e.failures, e.retryAt = 0, time.Time{}
-	}
-	if !e.managed && e.state == nil && e.stored {
-		delete(m.entries, j.key)
-	}
-	failures := e.failures
-	m.mu.Unlock()
-	switch {
-	case res.err == nil:
-	case errors.Is(res.err, context.Canceled):
-		m.cfg.Log.Debug().Err(res.err).Str("user", j.user.Address).Msg("a Graph subscription operation was cut short by stopping")
-	default:
-		m.cfg.Log.Warn().Err(res.err).Str("user", j.user.Address).Int("failures", failures).Dur("retry_in", retryIn).
-			Msg("a Graph subscription operation failed")
-	}
+}
+
+// Failed logs an operation that failed.
+func (p policy) Failed(j *job, f manage.Failure) {
+	p.cfg.Log.Warn().Err(f.Err).Str("user", j.User.Address).Int("failures", f.Failures).Dur("retry_in", f.RetryIn).
+		Msg("a Graph subscription operation failed")
 }

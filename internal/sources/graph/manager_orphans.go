@@ -42,9 +42,9 @@ func (m *Manager) sweepOrphans(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	ours := endpointOf(m.cfg.NotificationURL)
-	m.mu.Lock()
-	if m.inflight > 0 {
-		m.mu.Unlock()
+	m.core.Lock()
+	if m.core.InFlight() > 0 {
+		m.core.Unlock()
 		return 0, nil
 	}
 	var orphans []listedSubscription
@@ -52,12 +52,12 @@ func (m *Manager) sweepOrphans(ctx context.Context) (int, error) {
 		if endpointOf(s.NotificationURL) != ours {
 			continue
 		}
-		if e := m.entries[m.bySub[s.ID]]; e != nil && e.state != nil && e.state.SubscriptionID == s.ID {
+		if m.core.Find(s.ID) != nil {
 			continue
 		}
 		orphans = append(orphans, s)
 	}
-	m.mu.Unlock()
+	m.core.Unlock()
 	deleted := 0
 	for _, s := range orphans {
 		ans, err := m.call(ctx, http.MethodDelete, m.subscriptionsURL+"/"+url.PathEscape(s.ID), nil, "DELETE /subscriptions of an orphan")

@@ -1,22 +1,20 @@
 package graph
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"slices"
 	"strings"
 	"time"
+
+	"github.com/pushproxy/pushproxy/internal/sources/manage"
 )
 
-// action is what an entry needs next.
-type action int
-
+// The Manager's actions (manage.Store writes to the store what a failed
+// write left out).
 const (
-	actNone action = iota
 	// actCreate creates the missing subscription of a user.
-	actCreate
+	actCreate manage.Action = iota + 1
 	// actRenew extends the expiration (PATCH); one Graph no longer has is
 	// created anew.
 	actRenew
@@ -26,82 +24,95 @@ const (
 	actRecreate
 	// actDelete deletes the subscription of a user who left the directory.
 	actDelete
-	// actStore writes to the store what a failed write left out.
-	actStore
 )
 
-// entry is the Manager's view of one user's subscription, by store key.
-// Its fields are guarded by Manager.mu.
-type entry struct {
-	key  string
-	user ManagedUser
-	// managed: the user is in the directory and gets a subscription.
-	managed bool
-	// state is the current subscription, nil when there is none.
-	state *SubscriptionState
-	// stored: the store holds state (nothing when state is nil).
-	stored bool
-	// urgent is actRenew or actRecreate when a lifecycle notification
-	// about subscription urgentSub asked for it.
-	urgent    action
-	urgentSub string
-	// failures counts the operations that failed in a row; the next is
-	// not tried before retryAt.
-	failures int
-	retryAt  time.Time
-	// busy: an operation is in flight.
-	busy bool
+// urgency is what an entry keeps besides its subscription: actRenew or
+// actRecreate when a lifecycle notification about subscription sub asked
+// for it.
+type urgency struct {
+	act manage.Action
+	sub string
 }
 
-// job is one operation, with what it needs from its entry.
-type job struct {
-	key  string
-	act  action
-	user ManagedUser
-	// old is the subscription the operation replaces or removes.
-	old *SubscriptionState
+// jobNotes is what an operation needs besides its entry's.
+type jobNotes struct {
 	// deleteOld: a recreate deletes old first (it may still exist).
 	deleteOld bool
 }
 
-// next is the entry's next action and when it is due (the zero time:
+// policy is the Manager's half of its manage.Core.
+type policy struct{ *Manager }
+
+// List reads the directory.
+func (p policy) List(ctx context.Context) ([]ManagedUser, error) { return p.cfg.Users.ListUsers(ctx) }
+
+// Serves reports whether the Manager subscribes for u: its Entra tenant
+// is the app's (when both are known), and a clientState may report for
+// its tenant.
+func (p policy) Serves(u ManagedUser) bool {
+	if u.TenantID != "" && isGUID(p.cfg.TenantID) && !strings.EqualFold(u.TenantID, p.cfg.TenantID) {
+		return false
+	}
+	_, _, ok := p.states.current(u.Tenant)
+	return ok
+}
+
+// Who is u's tenant and address.
+func (policy) Who(u ManagedUser) (tenant, address string) { return u.Tenant, u.Address }
+
+// ID is st's subscription id.
+func (policy) ID(st *SubscriptionState) string { return st.SubscriptionID }
+
+// Restore is the user of a stored subscription.
+func (policy) Restore(st *SubscriptionState) (ManagedUser, urgency) {
+	return ManagedUser{Tenant: st.Tenant, Address: st.User, UserRef: UserRef{ID: st.UserID}}, urgency{}
+}
+
+// Loaded logs what Run starts with; lifecycle notifications were
+// answered 503 until then.
+func (p policy) Loaded(stored, managed, skipped int) {
+	p.cfg.Log.Info().Int("stored", stored).Int("users", managed).Int("skipped_users", skipped).
+		Dur("lifetime", p.cfg.Lifetime).Float64("rate", p.cfg.Rate).Msg("managing Graph subscriptions")
+}
+
+// Next is the entry's next action and when it is due (the zero time:
 // now). An urgent action about a subscription the entry no longer has is
 // dropped.
-func (m *Manager) next(e *entry, now time.Time) (action, time.Time) {
-	if e.busy {
-		return actNone, time.Time{}
+func (p policy) Next(e *entry, now time.Time) (manage.Action, time.Time) {
+	if e.Busy {
+		return manage.None, time.Time{}
 	}
-	if e.urgent != actNone && (e.state == nil || e.state.SubscriptionID != e.urgentSub) {
-		e.urgent = actNone
+	if e.Extra.act != manage.None && (e.State == nil || e.State.SubscriptionID != e.Extra.sub) {
+		e.Extra.act = manage.None
 	}
 	switch {
-	case !e.stored:
-		return actStore, e.retryAt
-	case !e.managed && e.state == nil:
-		return actNone, time.Time{}
-	case !e.managed:
-		return actDelete, e.retryAt
-	case e.state == nil:
-		return actCreate, e.retryAt
-	case e.urgent == actRecreate:
+	case !e.Stored:
+		return manage.Store, e.RetryAt
+	case !e.Managed && e.State == nil:
+		return manage.None, time.Time{}
+	case !e.Managed:
+		return actDelete, e.RetryAt
+	case e.State == nil:
+		return actCreate, e.RetryAt
+	case e.Extra.act == actRecreate:
 		return actRecreate, time.Time{}
-	case !now.Before(e.state.Expires) || m.stale(e):
-		return actRecreate, e.retryAt
-	case e.urgent == actRenew:
+	case !now.Before(e.State.Expires) || p.stale(e):
+		return actRecreate, e.RetryAt
+	case e.Extra.act == actRenew:
 		return actRenew, time.Time{}
 	}
-	due := m.renewAt(e.key, e.state)
-	if e.retryAt.After(due) {
-		due = e.retryAt
+	due := p.renewAt(e.Key, e.State)
+	if e.RetryAt.After(due) {
+		due = e.RetryAt
 	}
 	return actRenew, due
 }
 
 // stale reports whether the entry's subscription is not the one its user
 // would get now: another resource, clientState or URLs.
-func (m *Manager) stale(e *entry) bool {
-	_, version, _ := m.states.current(e.user.Tenant)
-	return e.state.Resource != InboxResource(e.user.ID) || e.state.ClientStateVersion != version || e.state.URLVersion != m.urlVersion
+func (p policy) stale(e *entry) bool {
+	_, version, _ := p.states.current(e.User.Tenant)
+	return e.State.Resource != InboxResource(e.User.ID) || e.State.ClientStateVersion != version || e.State.URLVersion != p.urlVersion
 }
 
 // renewAt is when a subscription is renewed: once less than RenewBefore
@@ -123,175 +134,47 @@ func jitterFraction(key string) float64 {
 	return float64(binary.BigEndian.Uint64(h[:8])>>11) / (1 << 53)
 }
 
-// backoff is the wait after the n-th failure in a row.
-func (m *Manager) backoff(n int) time.Duration {
-	d := m.cfg.ErrorBackoff
-	for i := 1; i < n && d < m.cfg.MaxErrorBackoff; i++ {
-		d *= 2
+// Urgent reports whether a lifecycle notification asked for the entry's
+// action: it goes first.
+func (policy) Urgent(e *entry) bool { return e.Extra.act != manage.None }
+
+// Start decides whether a recreate deletes the old subscription first: a
+// subscription Graph removed or that expired is gone; one replaced for
+// its settings may still exist. An urgent action started is done.
+func (policy) Start(e *entry, act manage.Action, now time.Time) jobNotes {
+	j := jobNotes{deleteOld: act == actRecreate && e.Extra.act != actRecreate && now.Before(e.State.Expires)}
+	if act == e.Extra.act {
+		e.Extra.act = manage.None
 	}
-	return min(d, m.cfg.MaxErrorBackoff)
+	return j
 }
 
-// eligible reports whether the Manager subscribes for u: its Entra
-// tenant is the app's (when both are known), and a clientState may
-// report for its tenant.
-func (m *Manager) eligible(u ManagedUser) bool {
-	if u.TenantID != "" && isGUID(m.cfg.TenantID) && !strings.EqualFold(u.TenantID, m.cfg.TenantID) {
-		return false
+// Count counts the users of the directory, those with an unexpired
+// subscription, and the creations to do; it notes the expiry of every
+// unexpired subscription.
+func (policy) Count(t *manage.Tally, e *entry, act manage.Action, _, now time.Time) {
+	if e.Managed {
+		t.Managed++
 	}
-	_, _, ok := m.states.current(u.Tenant)
-	return ok
+	if e.State != nil && now.Before(e.State.Expires) {
+		if e.Managed {
+			t.Active++
+		}
+		t.Note(e.State.Expires)
+	}
+	if act == actCreate || act == actRecreate {
+		t.Pending++
+	}
 }
 
-// applyUsers makes users the managed ones and returns how many it
-// skipped (not eligible). Called with mu held.
-func (m *Manager) applyUsers(users []ManagedUser) (skipped int) {
-	for _, e := range m.entries {
-		e.managed = false
-	}
-	for _, u := range users {
-		if !m.eligible(u) {
-			skipped++
-			continue
-		}
-		key := SubscriptionKey(u.Tenant, u.Address)
-		e := m.entries[key]
-		if e == nil {
-			e = &entry{key: key, stored: true}
-			m.entries[key] = e
-		}
-		e.user, e.managed = u, true
-	}
-	for key, e := range m.entries {
-		if !e.managed && e.state == nil && e.stored && !e.busy {
-			delete(m.entries, key)
-		}
-	}
-	return skipped
-}
-
-// dispatch starts the operations that are due, as many as Concurrency
-// allows (lifecycle requests first, then the longest due), and returns
-// how many it started.
-func (m *Manager) dispatch(ctx context.Context) int {
-	type candidate struct {
-		e      *entry
-		act    action
-		due    time.Time
-		urgent bool
-	}
-	m.mu.Lock()
-	free := m.cfg.Concurrency - m.inflight
-	if free <= 0 {
-		m.mu.Unlock()
-		return 0
-	}
-	now := m.cfg.Now()
-	var cands []candidate
-	for _, e := range m.entries {
-		act, due := m.next(e, now)
-		if act != actNone && !due.After(now) {
-			cands = append(cands, candidate{e: e, act: act, due: due, urgent: e.urgent != actNone})
-		}
-	}
-	slices.SortFunc(cands, func(a, b candidate) int {
-		if a.urgent != b.urgent {
-			if a.urgent {
-				return -1
-			}
-			return 1
-		}
-		return cmp.Or(a.due.Compare(b.due), cmp.Compare(a.e.key, b.e.key))
-	})
-	jobs := make([]job, 0, min(free, len(cands)))
-	for _, c := range cands[:min(free, len(cands))] {
-		e := c.e
-		j := job{key: e.key, act: c.act, user: e.user}
-		if e.state != nil {
-			old := *e.state
-			j.old = &old
-		}
-		// A subscription Graph removed or that expired is gone; one
-		// replaced for its settings may still exist.
-		j.deleteOld = c.act == actRecreate && e.urgent != actRecreate && now.Before(e.state.Expires)
-		if c.act == e.urgent {
-			e.urgent = actNone
-		}
-		e.busy = true
-		m.inflight++
-		jobs = append(jobs, j)
-	}
-	m.mu.Unlock()
-	for _, j := range jobs {
-		m.workers.Go(func() { m.work(ctx, j) })
-	}
-	return len(jobs)
-}
-
-// count is the number of entries for which f is true. Called with mu
-// held.
-func (m *Manager) count(f func(*entry) bool) int {
-	n := 0
-	for _, e := range m.entries {
-		if f(e) {
-			n++
-		}
-	}
-	return n
-}
-
-// tend sets the gauges, writes the progress line when it is time, and
-// returns how long Run may wait for the next due operation.
-func (m *Manager) tend() time.Duration {
-	m.mu.Lock()
-	now := m.cfg.Now()
-	var (
-		managed, active, creating int
-		earliest, nextDue         time.Time
-		haveDue                   bool
-	)
-	for _, e := range m.entries {
-		if e.managed {
-			managed++
-		}
-		if e.state != nil && now.Before(e.state.Expires) {
-			if e.managed {
-				active++
-			}
-			if earliest.IsZero() || e.state.Expires.Before(earliest) {
-				earliest = e.state.Expires
-			}
-		}
-		act, due := m.next(e, now)
-		if act == actCreate || act == actRecreate {
-			creating++
-		}
-		if act != actNone && (!haveDue || due.Before(nextDue)) {
-			nextDue, haveDue = due, true
-		}
-	}
-	created := m.created
-	report := now.Sub(m.lastProgress) >= ProgressInterval && (creating > 0 || created > 0)
-	if report {
-		m.created, m.lastProgress = 0, now
-	}
-	m.mu.Unlock()
-
-	m.metrics.subscriptions.WithLabelValues("managed").Set(float64(managed))
-	m.metrics.subscriptions.WithLabelValues("active").Set(float64(active))
-	if earliest.IsZero() {
-		m.metrics.nextExpiry.Set(0)
+// Gauge sets the managed and active subscriptions and the earliest
+// expiry.
+func (p policy) Gauge(t manage.Tally, _ time.Time) {
+	p.metrics.subscriptions.WithLabelValues("managed").Set(float64(t.Managed))
+	p.metrics.subscriptions.WithLabelValues("active").Set(float64(t.Active))
+	if t.Earliest.IsZero() {
+		p.metrics.nextExpiry.Set(0)
 	} else {
-		m.metrics.nextExpiry.Set(float64(earliest.UnixNano()) / 1e9)
+		p.metrics.nextExpiry.Set(float64(t.Earliest.UnixNano()) / 1e9)
 	}
-	if report {
-		m.cfg.Log.Info().Int("created", created).Int("to_create", creating).Int("active", active).Int("managed", managed).
-			Msg("creating Graph subscriptions")
-	}
-	wait := ProgressInterval
-	if haveDue && nextDue.After(now) {
-		wait = min(wait, nextDue.Sub(now))
-	}
-	// Work due now waits for a free slot: a finished operation wakes Run.
-	return wait
 }

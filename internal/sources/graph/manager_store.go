@@ -1,10 +1,7 @@
 package graph
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/pushproxy/pushproxy/internal/sources/records"
@@ -60,35 +57,22 @@ var ErrBadSubscriptionRecord = errors.New("unreadable Graph subscription record"
 // SubscriptionKey is the store key of a user (records.UserKey).
 func SubscriptionKey(tenant, address string) string { return records.UserKey(tenant, address) }
 
-// encodeState writes a state as JSON.
-func encodeState(s SubscriptionState) ([]byte, error) {
-	data, err := json.Marshal(s)
-	if err != nil {
-		return nil, fmt.Errorf("encoding a Graph subscription record: %w", err)
-	}
-	return data, nil
+// stateCodec names, encodes and checks the records of a store (JSON,
+// checkState).
+func stateCodec() records.Codec[SubscriptionState] {
+	return records.JSON("Graph subscription", ErrSubscriptionNotFound, ErrBadSubscriptionRecord, checkState)
 }
 
-// decodeState reads a stored state: JSON with a usable subscription id,
-// a tenant, a user and an expiration. Unknown fields are ignored, so an
-// older version reads what a newer one wrote.
-func decodeState(data []byte) (SubscriptionState, error) {
-	var s SubscriptionState
-	if err := json.NewDecoder(bytes.NewReader(data)).Decode(&s); err != nil {
-		return SubscriptionState{}, fmt.Errorf("%w: %v", ErrBadSubscriptionRecord, err)
-	}
+// checkState checks a stored state: a usable subscription id, a tenant,
+// a user and an expiration.
+func checkState(s SubscriptionState) error {
 	if err := checkSubscriptionID(s.SubscriptionID); err != nil {
-		return SubscriptionState{}, fmt.Errorf("%w: %v", ErrBadSubscriptionRecord, err)
+		return err
 	}
 	if s.Tenant == "" || s.User == "" || s.Expires.IsZero() {
-		return SubscriptionState{}, fmt.Errorf("%w: no tenant, user or expiration", ErrBadSubscriptionRecord)
+		return errors.New("no tenant, user or expiration")
 	}
-	return s, nil
-}
-
-// stateCodec names, encodes and checks the records of a store.
-func stateCodec() records.Codec[SubscriptionState] {
-	return records.Codec[SubscriptionState]{What: "Graph subscription", NotFound: ErrSubscriptionNotFound, Encode: encodeState, Decode: decodeState}
+	return nil
 }
 
 // MemorySubscriptionStore is a SubscriptionStore in memory, for tests and

@@ -2,32 +2,16 @@ package graph
 
 import (
 	"context"
-	"errors"
-	"maps"
-	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
+	"github.com/pushproxy/pushproxy/internal/sources/manage/managetest"
 )
-
-// kvBucket opens the Manager's bucket on an embedded JetStream with the
-// provisioned layout, which creates it (so the two names agree).
-func kvBucket(t *testing.T) jetstream.KeyValue {
-	t.Helper()
-	conn := brokertest.Start(t)
-	kv, err := conn.JS.KeyValue(context.Background(), SubscriptionBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kv
-}
 
 func testState(user, id string) SubscriptionState {
 	created := time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)
@@ -36,101 +20,22 @@ func testState(user, id string) SubscriptionState {
 }
 
 func TestSubscriptionStores(t *testing.T) {
-	stores := []struct {
-		name string
-		make func(t *testing.T) (SubscriptionStore, func(key string, data []byte))
-	}{
-		{"memory", func(*testing.T) (SubscriptionStore, func(string, []byte)) {
-			s := NewMemorySubscriptionStore()
-			return s, s.PutRaw
-		}},
-		{"NATS KV", func(t *testing.T) (SubscriptionStore, func(string, []byte)) {
-			kv := kvBucket(t)
-			return NewKVSubscriptionStore(kv), func(key string, data []byte) {
-				if _, err := kv.Put(context.Background(), key, data); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}},
-	}
-	for _, st := range stores {
-		t.Run(st.name, func(t *testing.T) {
-			ctx := context.Background()
-			s, putRaw := st.make(t)
-			if got, err := s.List(ctx); err != nil || len(got) != 0 {
-				t.Fatalf("empty store lists %v, %v", got, err)
-			}
-			alice, bob := SubscriptionKey("fabrikam.com", "alice@fabrikam.com"), SubscriptionKey("fabrikam.com", "bob@fabrikam.com")
-			want := map[string]SubscriptionState{alice: testState("alice@fabrikam.com", "sub-a"), bob: testState("bob@fabrikam.com", "sub-b")}
-			renewed := want[alice]
-			renewed.LastRenewal = renewed.Created.Add(time.Hour)
-			for key, state := range want {
-				if err := s.Put(ctx, key, state); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := s.Put(ctx, alice, renewed); err != nil {
-				t.Fatal(err)
-			}
-			want[alice] = renewed
-			if got, err := s.Get(ctx, alice); err != nil || got != renewed {
-				t.Fatalf("Get: %+v, %v", got, err)
-			}
-			if _, err := s.Get(ctx, SubscriptionKey("fabrikam.com", "nobody@fabrikam.com")); !errors.Is(err, ErrSubscriptionNotFound) {
-				t.Fatalf("Get of a missing key: %v", err)
-			}
-			if got, err := s.List(ctx); err != nil || !maps.Equal(got, want) {
-				t.Fatalf("List: %v, %v", got, err)
-			}
-			// An unreadable record is left out and reported.
-			carol := SubscriptionKey("fabrikam.com", "carol@fabrikam.com")
-			putRaw(carol, []byte(`{"subscription_id":""}`))
-			if got, err := s.List(ctx); !errors.Is(err, ErrBadSubscriptionRecord) || !maps.Equal(got, want) {
-				t.Fatalf("List with a bad record: %v, %v", got, err)
-			}
-			if _, err := s.Get(ctx, carol); !errors.Is(err, ErrBadSubscriptionRecord) {
-				t.Fatalf("Get of a bad record: %v", err)
-			}
-			for _, key := range []string{carol, bob, bob} {
-				if err := s.Delete(ctx, key); err != nil {
-					t.Fatalf("Delete %s: %v", key, err)
-				}
-			}
-			delete(want, bob)
-			if got, err := s.List(ctx); err != nil || !maps.Equal(got, want) {
-				t.Fatalf("List after deleting: %v, %v", got, err)
-			}
-		})
-	}
-}
-
-func TestSubscriptionKey(t *testing.T) {
-	valid := regexp.MustCompile(`^[-/_=.a-zA-Z0-9]+$`) // NATS KV keys
-	tests := []struct{ tenant, address, same string }{
-		{"fabrikam.com", "alice@fabrikam.com", ""},
-		{"Fabrikam.COM.", "ALICE@fabrikam.com", "fabrikam_com."},
-		{"xn--bcher-kva.example", "jörg@xn--bcher-kva.example", "xn--bcher-kva_example."},
-	}
-	first := SubscriptionKey(tests[0].tenant, tests[0].address)
-	for i, tt := range tests {
-		key := SubscriptionKey(tt.tenant, tt.address)
-		if !valid.MatchString(key) || len(key) > 255 {
-			t.Errorf("%s %s: key %q is not a KV key", tt.tenant, tt.address, key)
-		}
-		if i == 1 && key != first {
-			t.Errorf("case changes the key: %q, %q", key, first)
-		}
-		if i == 2 && key[:len(tt.same)] != tt.same {
-			t.Errorf("key %q does not start with %q", key, tt.same)
-		}
-	}
+	renewed := testState("alice@fabrikam.com", "sub-a")
+	renewed.LastRenewal = renewed.Created.Add(time.Hour)
+	managetest.CheckStores(t, NewMemorySubscriptionStore, NewKVSubscriptionStore, SubscriptionBucket, managetest.StoreSteps[SubscriptionState]{
+		NotFound: ErrSubscriptionNotFound, Bad: ErrBadSubscriptionRecord,
+		First: testState("alice@fabrikam.com", "sub-a"), Second: testState("bob@fabrikam.com", "sub-b"), Changed: renewed,
+		Key:     func(st SubscriptionState) string { return SubscriptionKey(st.Tenant, st.User) },
+		Missing: SubscriptionKey("fabrikam.com", "nobody@fabrikam.com"), BadKey: SubscriptionKey("fabrikam.com", "carol@fabrikam.com"),
+		Unreadable: map[string]string{"no subscription id": `{"subscription_id":""}`},
+	})
 }
 
 // TestManagerWithKVStore restarts a Manager on the KV store: it creates
 // nothing new.
 func TestManagerWithKVStore(t *testing.T) {
 	h := newManagerHarness(t)
-	h.store = NewKVSubscriptionStore(kvBucket(t))
+	h.store = NewKVSubscriptionStore(managetest.KVBucket(t, SubscriptionBucket))
 	h.start(nil)
 	checkOps(t, h.graph.received(), sorted(ops("POST", userIDs...)))
 	if len(h.stored()) != 3 {
@@ -140,32 +45,11 @@ func TestManagerWithKVStore(t *testing.T) {
 	checkOps(t, h.graph.received(), nil)
 }
 
-// flakyStore fails the next puts.
-type flakyStore struct {
-	SubscriptionStore
-	mu       sync.Mutex
-	failPuts int
-}
-
-func (s *flakyStore) Put(ctx context.Context, key string, st SubscriptionState) error {
-	s.mu.Lock()
-	fail := s.failPuts > 0
-	if fail {
-		s.failPuts--
-	}
-	s.mu.Unlock()
-	if fail {
-		return errors.New("the bucket is unavailable")
-	}
-	return s.SubscriptionStore.Put(ctx, key, st)
-}
-
 // TestManagerWritesWhatTheStoreMissed: a subscription created while the
 // store failed is written later, without asking Graph again.
 func TestManagerWritesWhatTheStoreMissed(t *testing.T) {
 	h := newManagerHarness(t)
-	flaky := &flakyStore{SubscriptionStore: h.store, failPuts: 1}
-	h.store = flaky
+	h.store = managetest.NewFlakyStore(h.store, 1)
 	m := h.start(nil)
 	checkOps(t, h.graph.received(), sorted(ops("POST", userIDs...)))
 	if n := len(h.stored()); n != 2 {
@@ -186,7 +70,7 @@ func TestManagerWritesWhatTheStoreMissed(t *testing.T) {
 // standby takes over from the store and creates nothing twice.
 func TestManagersTakeTurnsUnderALease(t *testing.T) {
 	h := newManagerHarness(t)
-	h.clock.useRealTime()
+	h.clock.UseRealTime()
 	layout := broker.DefaultLayout()
 	layout.LeaseTTL = time.Second
 	conn := brokertest.Start(t, brokertest.WithLayout(layout))
@@ -211,9 +95,9 @@ func TestManagersTakeTurnsUnderALease(t *testing.T) {
 		}
 	}
 	loaded := func(m *Manager) bool {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		return m.loaded
+		m.core.Lock()
+		defer m.core.Unlock()
+		return m.core.Loaded()
 	}
 	first := h.manager(func(c *ManagerConfig) { c.After = time.After })
 	stopFirst := run(first)

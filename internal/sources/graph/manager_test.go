@@ -32,12 +32,12 @@ func checkCounter(t *testing.T, what string, got, want float64) {
 func TestManagerCreatesOnePerUser(t *testing.T) {
 	h := newManagerHarness(t)
 	m := h.manager(nil)
-	if err := m.load(context.Background()); err != nil {
+	if err := m.core.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	// Ten seconds in, the progress line tells what is left to create.
 	h.clock.Advance(ProgressInterval)
-	m.tend()
+	m.core.Tend()
 	if log := h.log.String(); !strings.Contains(log, `"to_create":3`) || !strings.Contains(log, "creating Graph subscriptions") {
 		t.Errorf("no progress line in %s", log)
 	}
@@ -137,7 +137,7 @@ func TestManagerRestart(t *testing.T) {
 		{name: "valid subscriptions are kept", want: nil, managed: 3, secretOf: secret},
 		{name: "expired subscriptions are created anew", before: func(h *managerHarness) { h.clock.Advance(testLifetime + time.Second) },
 			want: ops("POST", userIDs...), op: opRecreate, managed: 3, secretOf: secret},
-		{name: "a user left the directory", before: func(h *managerHarness) { h.users.set(managerUsers(t)[:2]) },
+		{name: "a user left the directory", before: func(h *managerHarness) { h.users.Set(managerUsers(t)[:2]...) },
 			want: ops("DELETE", "carol@fabrikam.com"), op: opDelete, managed: 2, secretOf: secret},
 		{name: "the clientState was rotated", mutate: func(c *ManagerConfig) { c.ClientStates = append(c.ClientStates, "rotated-secret") },
 			want: sorted(ops("DELETE", userIDs...), ops("POST", userIDs...)), op: opRecreate, managed: 3, secretOf: "rotated-secret"},
@@ -295,9 +295,9 @@ func TestManagerRecreates(t *testing.T) {
 			checkCounter(t, "operations{renew,error}", testutil.ToFloat64(m.metrics.operations.WithLabelValues(opRenew, "error")), 0)
 			// The new subscription is known to lifecycle notifications, the
 			// old one no more.
-			m.mu.Lock()
-			_, knowsOld := m.bySub[old]
-			m.mu.Unlock()
+			m.core.Lock()
+			knowsOld := m.core.Find(old) != nil
+			m.core.Unlock()
 			if knowsOld {
 				t.Error("the removed subscription is still known")
 			}
@@ -375,7 +375,7 @@ func TestManagerLifecycle(t *testing.T) {
 			}
 			m.drain(t)
 			checkOps(t, h.graph.received(), tt.want)
-			if got := h.missed.got(); !slices.Equal(got, tt.missed) {
+			if got := h.missed.Got(); !slices.Equal(got, tt.missed) {
 				t.Errorf("missed called with %q, want %q", got, tt.missed)
 			}
 			for _, e := range []string{LifecycleReauthorizationRequired, LifecycleSubscriptionRemoved, LifecycleMissed, "other"} {
@@ -403,7 +403,7 @@ func TestManagerLifecycleBeforeLoading(t *testing.T) {
 		t.Errorf("answered %d, want 503 so that Graph retries", code)
 	}
 	m.OnLifecycle(context.Background(), Lifecycle{Event: LifecycleMissed, SubscriptionID: "x"})
-	if len(h.missed.got()) != 0 {
+	if len(h.missed.Got()) != 0 {
 		t.Error("missed called")
 	}
 }
@@ -423,7 +423,7 @@ func TestManagerOnLifecycle(t *testing.T) {
 	}
 	m.drain(t)
 	checkOps(t, h.graph.received(), ops("PATCH", bobID))
-	if got := h.missed.got(); !slices.Equal(got, []string{"fabrikam.com bob@fabrikam.com"}) {
+	if got := h.missed.Got(); !slices.Equal(got, []string{"fabrikam.com bob@fabrikam.com"}) {
 		t.Errorf("missed called with %q", got)
 	}
 	// The source counted them; the manager does not count them again.
@@ -438,8 +438,8 @@ func TestManagerLifecycleTenantScope(t *testing.T) {
 	if err := m.Lifecycle(context.Background(), []byte(lifecycleBody(LifecycleMissed, h.graph.idOf(InboxResource(aliceID)), "contoso-secret"))); err != nil {
 		t.Fatal(err)
 	}
-	if len(h.missed.got()) != 0 || !strings.Contains(h.log.String(), "may not report") {
-		t.Errorf("missed called with %q", h.missed.got())
+	if len(h.missed.Got()) != 0 || !strings.Contains(h.log.String(), "may not report") {
+		t.Errorf("missed called with %q", h.missed.Got())
 	}
 }
 
@@ -448,8 +448,8 @@ func TestManagerDeletesUsersWhoLeft(t *testing.T) {
 	m := h.start(nil)
 	h.graph.received()
 	carol := h.graph.idOf(InboxResource("carol@fabrikam.com"))
-	h.users.set(managerUsers(t)[:2])
-	m.resync(context.Background())
+	h.users.Set(managerUsers(t)[:2]...)
+	m.core.Relist(context.Background())
 	m.drain(t)
 	checkOps(t, h.graph.received(), ops("DELETE", "carol@fabrikam.com"))
 	if _, ok := h.stored()["carol@fabrikam.com"]; ok {
@@ -458,14 +458,12 @@ func TestManagerDeletesUsersWhoLeft(t *testing.T) {
 	checkCounter(t, "operations{delete,ok}", testutil.ToFloat64(m.metrics.operations.WithLabelValues(opDelete, "ok")), 1)
 	checkCounter(t, "subscriptions{managed}", testutil.ToFloat64(m.metrics.subscriptions.WithLabelValues("managed")), 2)
 	// A lifecycle notification about the deleted subscription is ignored.
-	if err := m.Lifecycle(context.Background(), []byte(lifecycleBody(LifecycleMissed, carol, secret))); err != nil || len(h.missed.got()) != 0 {
-		t.Errorf("lifecycle: %v, missed %q", err, h.missed.got())
+	if err := m.Lifecycle(context.Background(), []byte(lifecycleBody(LifecycleMissed, carol, secret))); err != nil || len(h.missed.Got()) != 0 {
+		t.Errorf("lifecycle: %v, missed %q", err, h.missed.Got())
 	}
 	// A directory that cannot be read changes nothing.
-	h.users.mu.Lock()
-	h.users.err = errors.New("directory unavailable")
-	h.users.mu.Unlock()
-	m.resync(context.Background())
+	h.users.Fail(errors.New("directory unavailable"))
+	m.core.Relist(context.Background())
 	m.drain(t)
 	checkOps(t, h.graph.received(), nil)
 }
@@ -494,13 +492,13 @@ func TestManagerThrottlingAndErrors(t *testing.T) {
 			h := newManagerHarness(t)
 			h.graph.throttle, h.graph.fail = tt.throttle, tt.fail
 			// Bob's key comes first: his create is the one answered first.
-			h.users.set(slices.DeleteFunc(managerUsers(t), func(u ManagedUser) bool { return u.ID == aliceID || u.ID == "carol@fabrikam.com" }))
+			h.users.Set(slices.DeleteFunc(managerUsers(t), func(u ManagedUser) bool { return u.ID == aliceID || u.ID == "carol@fabrikam.com" })...)
 			m := h.start(nil)
-			h.users.set(managerUsers(t))
-			m.resync(context.Background())
+			h.users.Set(managerUsers(t)...)
+			m.core.Relist(context.Background())
 			m.drain(t)
 			checkOps(t, h.graph.received(), tt.want)
-			if got := h.clock.slept(); !slices.Equal(got, tt.slept) {
+			if got := h.clock.Slept(); !slices.Equal(got, tt.slept) {
 				t.Errorf("slept %v, want %v", got, tt.slept)
 			}
 			checkCounter(t, "operations{create,error}", testutil.ToFloat64(m.metrics.operations.WithLabelValues(opCreate, "error")), tt.errors)
@@ -525,7 +523,7 @@ func TestManagerRun(t *testing.T) {
 				c.Now, c.Sleep, c.After, c.Concurrency, c.DeleteOnStop = nil, nil, nil, 4, deleteOnStop
 			})
 			// Graph checks expirations on the real clock too.
-			h.clock.useRealTime()
+			h.clock.UseRealTime()
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- m.Run(ctx) }()

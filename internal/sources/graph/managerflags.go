@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+
+	"github.com/pushproxy/pushproxy/internal/sources/manage"
 )
 
 // ManagerSettings are the operator's settings of the Graph subscription
@@ -87,8 +89,8 @@ func (s *ManagerSettings) ManagerConfig() (ManagerConfig, error) {
 		ClientStates:    src.ClientStates,
 		Key:             src.Key,
 		Lifetime:        s.Lifetime,
-		Rate:            s.Rate,
 		DeleteOnStop:    s.DeleteOnStop,
+		Options:         manage.Options{Rate: s.Rate},
 	}, nil
 }
 

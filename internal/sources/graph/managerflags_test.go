@@ -2,22 +2,19 @@ package graph
 
 import (
 	"flag"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 func TestManagerFlags(t *testing.T) {
 	dir := t.TempDir()
-	secretFile := filepath.Join(dir, "secret")
-	if err := os.WriteFile(secretFile, []byte("s3cret~value\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	secretFile := testfs.Write(t, dir, "secret", "s3cret~value\n")
 	app := []string{"--graph-users", "testdata/directory.json", "--graph-app-tenant-id", tenantID, "--graph-client-id", clientID,
 		"--graph-client-secret-file", secretFile, "--graph-client-state", "old-secret," + secret, "--graph-key", managerKey}
 	url := "--graph-notification-url=https://push.example.com/v1/graph?key=" + managerKey

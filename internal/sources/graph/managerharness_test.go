@@ -8,12 +8,12 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
+
+	"github.com/pushproxy/pushproxy/internal/sources/manage/managetest"
 )
 
 // managerKey is the key of the test endpoints' URLs.
@@ -24,76 +24,26 @@ const testLifetime = 3 * time.Hour
 
 // listedUsers is a UserLister whose users a test changes.
 type listedUsers struct {
-	mu    sync.Mutex
-	users []ManagedUser
-	err   error
+	*managetest.List[ManagedUser]
 }
 
-func (l *listedUsers) ListUsers(context.Context) ([]ManagedUser, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.users), l.err
-}
-
-func (l *listedUsers) set(users []ManagedUser) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.users = users
-}
-
-// missedCalls records the calls of ManagerConfig.Missed.
-type missedCalls struct {
-	mu    sync.Mutex
-	calls []string
-}
-
-func (c *missedCalls) record(_ context.Context, tenant, user string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.calls = append(c.calls, tenant+" "+user)
-}
-
-func (c *missedCalls) got() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.calls)
-}
-
-// syncBuffer is a log destination several goroutines write to.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+func (l listedUsers) ListUsers(ctx context.Context) ([]ManagedUser, error) { return l.Users(ctx) }
 
 // managerHarness runs Managers against fakeSubscriptions, with a
 // notification endpoint (the source's Handshake) and a lifecycle endpoint
 // (the current Manager's LifecycleHandler) that Graph validates.
 type managerHarness struct {
 	t         *testing.T
-	clock     *fakeClock
+	clock     *managetest.Clock
 	graph     *fakeSubscriptions
 	store     SubscriptionStore
-	users     *listedUsers
-	missed    *missedCalls
-	log       *syncBuffer
+	users     listedUsers
+	missed    *managetest.Calls
+	log       *managetest.Log
 	notify    *httptest.Server
 	lifecycle *httptest.Server
 	notifyReg *prometheus.Registry
-
-	mu      sync.Mutex
-	current *Manager
+	managers  *managetest.Managers[ManagerConfig, *Manager]
 }
 
 // managerUsers are the users of the manager tests: alice, bob, carol (by
@@ -118,18 +68,17 @@ func managerUsers(t testing.TB) []ManagedUser {
 }
 
 func newManagerHarness(t *testing.T) *managerHarness {
-	h := &managerHarness{t: t, clock: newFakeClock(), store: NewMemorySubscriptionStore(), users: &listedUsers{users: managerUsers(t)},
-		missed: &missedCalls{}, log: &syncBuffer{}, notifyReg: prometheus.NewRegistry()}
+	h := &managerHarness{t: t, clock: managetest.NewClock(), store: NewMemorySubscriptionStore(), users: listedUsers{managetest.NewList(managerUsers(t)...)},
+		missed: &managetest.Calls{}, log: &managetest.Log{}, notifyReg: prometheus.NewRegistry()}
 	h.graph = newFakeSubscriptions(t, h.clock)
+	h.managers = managetest.NewManagers(t, h.config, NewManager)
 	src := newTestSource(t, func(c *Config) { c.Key, c.Metrics = managerKey, h.notifyReg })
 	h.notify = httptest.NewServer(src.Handshake(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
 	})))
 	t.Cleanup(h.notify.Close)
 	h.lifecycle = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.mu.Lock()
-		m := h.current
-		h.mu.Unlock()
+		m := h.managers.Current()
 		if m == nil {
 			http.Error(w, "no manager", http.StatusServiceUnavailable)
 			return
@@ -151,11 +100,10 @@ func (h *managerHarness) lifecycleURL() string {
 // a time, the test's clock, no rate limit to speak of.
 func (h *managerHarness) config() ManagerConfig {
 	return ManagerConfig{
-		Users: h.users, TenantID: tenantID, Tokens: staticTokens("static-token"), APIURL: h.graph.apiURL(), Client: h.graph.srv.Client(),
+		Users: h.users, TenantID: tenantID, Tokens: staticTokens("static-token"), APIURL: h.graph.apiURL(),
 		NotificationURL: h.notificationURL(), LifecycleURL: h.lifecycleURL(), ClientStates: []string{"previous-secret", secret},
-		Key: managerKey, Store: h.store, Missed: h.missed.record, Lifetime: testLifetime, Rate: 1e6, Concurrency: 1,
-		Now: h.clock.Now, Sleep: h.clock.Sleep, After: func(time.Duration) <-chan time.Time { return nil },
-		Log: zerolog.New(h.log), Metrics: prometheus.NewRegistry(),
+		Key: managerKey, Store: h.store, Missed: h.missed.Record, Lifetime: testLifetime,
+		Options: managetest.Options(h.graph.srv.Client(), h.clock, h.log),
 	}
 }
 
@@ -163,50 +111,21 @@ func (h *managerHarness) config() ManagerConfig {
 // starting it.
 func (h *managerHarness) manager(mutate func(*ManagerConfig)) *Manager {
 	h.t.Helper()
-	cfg := h.config()
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	m, err := NewManager(cfg)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.mu.Lock()
-	h.current = m
-	h.mu.Unlock()
-	return m
+	return h.managers.New(mutate)
 }
 
 // start makes a Manager, loads it and does what is due.
 func (h *managerHarness) start(mutate func(*ManagerConfig)) *Manager {
 	h.t.Helper()
-	m := h.manager(mutate)
-	if err := m.load(context.Background()); err != nil {
-		h.t.Fatal(err)
-	}
-	m.drain(h.t)
+	m := h.managers.New(mutate)
+	managetest.Load(h.t, m.core)
 	return m
 }
 
 // drain does what is due now, as Run would, until nothing is left.
 func (m *Manager) drain(t testing.TB) {
 	t.Helper()
-	ctx := context.Background()
-	for {
-		started := m.dispatch(ctx)
-		m.mu.Lock()
-		inflight := m.inflight
-		m.mu.Unlock()
-		if started == 0 && inflight == 0 {
-			m.tend()
-			return
-		}
-		select {
-		case <-m.wake:
-		case <-time.After(10 * time.Second):
-			t.Fatal("the manager made no progress in 10 s")
-		}
-	}
+	managetest.Drain(t, m.core)
 }
 
 // lifecycleBody is a lifecycle notification delivery of one event.
@@ -229,21 +148,11 @@ func (h *managerHarness) postLifecycle(query, body string) (int, string) {
 	return resp.StatusCode, b.String()
 }
 
-// stored returns the store's states by user address.
+// stored returns the store's states by user address, checking their
+// keys.
 func (h *managerHarness) stored() map[string]SubscriptionState {
 	h.t.Helper()
-	states, err := h.store.List(context.Background())
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	out := map[string]SubscriptionState{}
-	for key, st := range states {
-		if key != SubscriptionKey(st.Tenant, st.User) {
-			h.t.Errorf("state of %s under key %s", st.User, key)
-		}
-		out[st.User] = st
-	}
-	return out
+	return managetest.ByUser(h.t, h.store, func(st SubscriptionState) (string, string) { return st.Tenant, st.User })
 }
 
 // userIDs are the Graph user ids of the managed test users.

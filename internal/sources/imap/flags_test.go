@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,20 +14,14 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/flagenv"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 func TestFlags(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, content string) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	passwordFile := write("master", "master-secret\n")
-	emptyFile := write("empty", "")
-	usersFile := write("users.json", `{"users":[{"tenant":"example.com","user":"alice@example.com","password":"p"}]}`)
+	passwordFile := testfs.Write(t, dir, "master", "master-secret\n")
+	emptyFile := testfs.Write(t, dir, "empty", "")
+	usersFile := testfs.Write(t, dir, "users.json", `{"users":[{"tenant":"example.com","user":"alice@example.com","password":"p"}]}`)
 	cases := []struct {
 		name    string
 		args    []string
@@ -119,17 +112,10 @@ func TestFlagsHelp(t *testing.T) {
 
 func TestWatchFlags(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, content string) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	passwordFile := write("master", "master-secret\n")
-	watchFile := write("watch.json", `{"users":[{"tenant":"example.com","user":"alice@example.com"},{"tenant":"example.com","user":"bob@example.com"}]}`)
-	usersFile := write("users.json", `{"users":[{"tenant":"example.com","user":"alice@example.com","password":"p"}]}`)
-	badWatchFile := write("bad.json", `{"users":[{"user":"alice"}]}`)
+	passwordFile := testfs.Write(t, dir, "master", "master-secret\n")
+	watchFile := testfs.Write(t, dir, "watch.json", `{"users":[{"tenant":"example.com","user":"alice@example.com"},{"tenant":"example.com","user":"bob@example.com"}]}`)
+	usersFile := testfs.Write(t, dir, "users.json", `{"users":[{"tenant":"example.com","user":"alice@example.com","password":"p"}]}`)
+	badWatchFile := testfs.Write(t, dir, "bad.json", `{"users":[{"user":"alice"}]}`)
 	publish := func(context.Context, []events.Event) error { return nil }
 	master := []string{"--imap-addr=mail.example.com:993", "--imap-master-user=master", "--imap-master-password-file=" + passwordFile}
 	cases := []struct {

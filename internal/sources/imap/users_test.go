@@ -2,10 +2,11 @@ package imap
 
 import (
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 func TestParseUsers(t *testing.T) {
@@ -57,10 +58,7 @@ func TestParseUsers(t *testing.T) {
 
 func TestLoadUsersFile(t *testing.T) {
 	dir := t.TempDir()
-	path := filepath.Join(dir, "users.json")
-	if err := os.WriteFile(path, []byte(`{"users":[{"user":"a","password":"p"}]}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := testfs.Write(t, dir, "users.json", `{"users":[{"user":"a","password":"p"}]}`)
 	u, err := LoadUsersFile(path)
 	if err != nil || u.Len() != 1 {
 		t.Fatalf("users %v, %v", u, err)

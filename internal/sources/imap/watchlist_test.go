@@ -2,12 +2,12 @@ package imap
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/testfs"
 )
 
 func TestParseWatchList(t *testing.T) {
@@ -60,10 +60,7 @@ func TestParseWatchList(t *testing.T) {
 
 func TestLoadWatchList(t *testing.T) {
 	dir := t.TempDir()
-	path := filepath.Join(dir, "watch.json")
-	if err := os.WriteFile(path, []byte(`{"users":[{"tenant":"example.com","user":"a"}]}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := testfs.Write(t, dir, "watch.json", `{"users":[{"tenant":"example.com","user":"a"}]}`)
 	if boxes, err := LoadWatchList(path); err != nil || len(boxes) != 1 {
 		t.Fatalf("watch list %v, %v", boxes, err)
 	}

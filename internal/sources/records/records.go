@@ -5,7 +5,9 @@
 package records
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -184,4 +186,32 @@ func (c Codec[T]) decode(key string, data []byte) (T, error) {
 		return zero, fmt.Errorf("reading %s %s: %w", c.What, key, err)
 	}
 	return v, nil
+}
+
+// JSON is the Codec of records of T written as JSON, named what: a record
+// that is not JSON, or that check refuses, is an error matching bad with
+// the reason; NotFound is notFound. Unknown fields are ignored, so an
+// older version reads what a newer one wrote.
+func JSON[T any](what string, notFound, bad error, check func(T) error) Codec[T] {
+	return Codec[T]{
+		What:     what,
+		NotFound: notFound,
+		Encode: func(v T) ([]byte, error) {
+			data, err := json.Marshal(v)
+			if err != nil {
+				return nil, fmt.Errorf("encoding the %s record: %w", what, err)
+			}
+			return data, nil
+		},
+		Decode: func(data []byte) (T, error) {
+			var v, zero T
+			if err := json.NewDecoder(bytes.NewReader(data)).Decode(&v); err != nil {
+				return zero, fmt.Errorf("%w: %v", bad, err)
+			}
+			if err := check(v); err != nil {
+				return zero, fmt.Errorf("%w: %v", bad, err)
+			}
+			return v, nil
+		},
+	}
 }

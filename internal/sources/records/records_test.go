@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -87,6 +88,43 @@ func TestStores(t *testing.T) {
 			}
 			if got, err := s.List(ctx); err != nil || len(got) != 0 {
 				t.Fatalf("List after deletes = %v, %v", got, err)
+			}
+		})
+	}
+}
+
+// TestJSON: the JSON codec round-trips a record, ignores unknown fields,
+// and refuses what is not JSON or what check refuses, with the reason.
+func TestJSON(t *testing.T) {
+	c := records.JSON("note", errNotFound, errBad, func(n note) error {
+		if n.Text == "" {
+			return errors.New("no text")
+		}
+		return nil
+	})
+	data, err := c.Encode(note{Text: "alpha"})
+	if err != nil || string(data) != `{"text":"alpha"}` {
+		t.Fatalf("Encode = %s, %v", data, err)
+	}
+	tests := []struct {
+		name string
+		data string
+		want note
+		err  string // contained in the error, which matches errBad; "" when none
+	}{
+		{"round trip", string(data), note{Text: "alpha"}, ""},
+		{"unknown field", `{"text":"beta","colour":"red"}`, note{Text: "beta"}, ""},
+		{"not JSON", `{"text":`, note{}, "unexpected EOF"},
+		{"refused", `{"text":""}`, note{}, "no text"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := c.Decode([]byte(tt.data))
+			switch {
+			case tt.err == "" && (err != nil || got != tt.want):
+				t.Fatalf("Decode = %+v, %v", got, err)
+			case tt.err != "" && (!errors.Is(err, errBad) || !strings.Contains(err.Error(), tt.err) || got != note{}):
+				t.Fatalf("Decode = %+v, %v; want an error with %q", got, err, tt.err)
 			}
 		})
 	}
