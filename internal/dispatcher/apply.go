@@ -161,6 +161,8 @@ func (w *worker) load(ctx context.Context, users []*user) bool {
 		for i, u := range unloaded {
 			keys[i] = u.Key
 		}
+		// Their devices are read meanwhile, for the pushes to come.
+		w.env.devs.Prefetch(keys)
 		got, err := w.env.unread.GetMany(ctx, keys)
 		if err == nil {
 			for i, u := range unloaded {

@@ -10,6 +10,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/dispatcher/badges"
 	"github.com/pushproxy/pushproxy/internal/relayclient"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
+	"github.com/pushproxy/pushproxy/internal/subscriptions"
 	"github.com/pushproxy/pushproxy/internal/unread"
 )
 
@@ -73,6 +74,10 @@ type Config struct {
 	// MaxAckPending bounds the unacknowledged events of a partition; it is
 	// also the most events a partition holds while coalescing.
 	MaxAckPending int
+	// DeviceCacheUsers bounds the users whose subscriptions the dispatcher
+	// holds in memory (subscriptions.DefaultCacheUsers when 0); others are
+	// read from the bucket when they get mail.
+	DeviceCacheUsers int
 	// PinnedTTL is how long a partition stays pinned to a dispatcher that
 	// stopped pulling before another may take it.
 	PinnedTTL time.Duration
@@ -156,6 +161,7 @@ func (c Config) WithDefaults() Config {
 	dur(&c.AckWait, DefaultAckWait)
 	num(&c.MaxDeliver, DefaultMaxDeliver)
 	num(&c.MaxAckPending, DefaultMaxAckPending)
+	num(&c.DeviceCacheUsers, subscriptions.DefaultCacheUsers)
 	dur(&c.PinnedTTL, DefaultPinnedTTL)
 	dur(&c.Heartbeat, DefaultHeartbeat)
 	num(&c.FetchBatch, DefaultFetchBatch)

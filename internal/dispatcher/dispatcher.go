@@ -56,7 +56,7 @@ type Dispatcher struct {
 	keyer   *events.Keyer
 	unread  *unread.Store
 	subs    *subscriptions.Store
-	index   *subscriptions.Index
+	devs    *subscriptions.Cache
 	config  *settings.Store
 	pub     Publisher
 	sender  *sender
@@ -76,10 +76,10 @@ type Dispatcher struct {
 	relayCheckedAt atomic.Int64
 	relayWasUp     atomic.Bool
 
-	// indexCtx keeps the subscription index's watch alive until Run ends
+	// cacheCtx keeps the device cache's watch alive until Run ends
 	// (or New's context does).
-	indexCtx    context.Context
-	indexCancel context.CancelFunc
+	cacheCtx    context.Context
+	cacheCancel context.CancelFunc
 }
 
 // Run creates a dispatcher and runs it until ctx ends; see New and
@@ -152,9 +152,9 @@ func New(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger,
 		return nil, err
 	}
 	d.readSettings(ctx)
-	d.indexCtx, d.indexCancel = context.WithCancel(ctx)
-	if d.index, err = d.subs.Index(d.indexCtx); err != nil {
-		d.indexCancel()
+	d.cacheCtx, d.cacheCancel = context.WithCancel(ctx)
+	if d.devs, err = d.subs.Cache(d.cacheCtx, cfg.DeviceCacheUsers); err != nil {
+		d.cacheCancel()
 		return nil, err
 	}
 	d.sender = newSender(pub, cfg, d.proxy, d.metrics, d.log)
@@ -322,15 +322,18 @@ func (d *Dispatcher) relayUp() bool {
 }
 
 // devices returns the subscriptions of a user that want mail badges.
-func (d *Dispatcher) devices(userKey string) []subscriptions.Subscription {
-	all := d.index.ForUser(userKey)
+func (d *Dispatcher) devices(ctx context.Context, userKey string) ([]subscriptions.Subscription, error) {
+	all, err := d.devs.ForUser(ctx, userKey)
+	if err != nil {
+		return nil, err
+	}
 	out := all[:0]
 	for _, s := range all {
 		if s.Options == 0 || s.Options.Has(subscriptions.OptionEmail) || s.Options.Has(subscriptions.OptionBackgroundSync) {
 			out = append(out, s)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // Run consumes until ctx ends, then hands its partitions over: it stops
@@ -342,7 +345,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		return errors.New("dispatcher already running")
 	}
 	defer d.running.Store(false)
-	defer d.indexCancel()
+	defer d.cacheCancel()
 
 	ioCtx, cancelIO := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelIO()
@@ -521,7 +524,9 @@ func (d *Dispatcher) observe(ctx context.Context, partitions []int) {
 		cancel()
 	}
 	d.observeRelay()
-	d.metrics.subscriptionsIx.Set(float64(d.index.Len()))
+	subs, users := d.devs.Len()
+	d.metrics.subscriptionsIx.Set(float64(subs))
+	d.metrics.cachedUsers.Set(float64(users))
 }
 
 // observeRelay feeds the relay client's gauges.

@@ -3,6 +3,7 @@ package dispatcher_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
 	"github.com/pushproxy/pushproxy/internal/dispatcher"
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/subscriptions"
 )
 
 func TestBurstBecomesOneOrTwoPushes(t *testing.T) {
@@ -198,4 +200,47 @@ func TestConsumersAreBoundedAndPinned(t *testing.T) {
 			t.Fatalf("consumer %d config %+v", p, cfg)
 		}
 	}
+}
+
+// TestDevicesBeyondTheCache: with room for two users' devices, ten users
+// still get every push, and a device registered after its user's devices
+// were read gets the next push.
+func TestDevicesBeyondTheCache(t *testing.T) {
+	e := newEnv(t, brokertest.WithPartitions(2))
+	e.enableProxy()
+	const users = 10
+	var names []string
+	for i := range users {
+		names = append(names, userName(i))
+	}
+	e.subscribe(names...)
+	cfg := testConfig()
+	cfg.DeviceCacheUsers = 2
+	e.start(e.conn, cfg)
+
+	for round := 1; round <= 3; round++ {
+		var evs []events.Event
+		for _, u := range names {
+			evs = append(evs, newEvent(u, events.KindNew, 1, events.IntPtr(round)))
+		}
+		e.publish(evs...)
+		for _, u := range names {
+			waitFor(t, fmt.Sprintf("round %d pushed to %s", round, u), func() bool { return e.lastPushed(u) == round })
+		}
+	}
+
+	alice := names[0]
+	second := "second-" + deviceOf(alice)
+	if _, _, err := e.subs.Put(context.Background(), subscriptions.Subscription{
+		Tenant: tenant, User: alice, AppID: "com.example.mail", DeviceID: second, Platform: subscriptions.PlatformAPNS,
+		Options: subscriptions.OptionEmail, Language: "en-GB",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(newEvent(alice, events.KindNew, 1, events.IntPtr(4)))
+	waitFor(t, "the push to the new device", func() bool {
+		p := e.relay.pushes(second)
+		return len(p) > 0 && p[len(p)-1] == 4
+	})
+	waitFor(t, "every event acknowledged", func() bool { return settled(t, e) })
 }

@@ -30,6 +30,7 @@ func Flags(fs *flag.FlagSet) *Config {
 	fs.StringVar(&c.ConsumerPrefix, "consumer-prefix", c.ConsumerPrefix, "durable consumer names: <prefix>-p<partition>")
 	fs.DurationVar(&c.AckWait, "ack-wait", c.AckWait, "how long an event may stay unacknowledged before the server redelivers it (held events are kept alive)")
 	fs.IntVar(&c.MaxDeliver, "max-deliver", c.MaxDeliver, "deliveries of an event before the server gives up and raises a MAX_DELIVERIES advisory")
+	fs.IntVar(&c.DeviceCacheUsers, "device-cache-users", c.DeviceCacheUsers, "most users whose devices are held in memory (about 1 KB each with one device); others are read from the subscriptions bucket when they get mail")
 	fs.IntVar(&c.MaxAckPending, "max-ack-pending", c.MaxAckPending, "most unacknowledged events per partition (and most held while coalescing)")
 	fs.DurationVar(&c.PinnedTTL, "pinned-ttl", c.PinnedTTL, "how long a partition stays with a dispatcher that stopped pulling before another may take it")
 	fs.IntVar(&c.FetchBatch, "fetch-batch", c.FetchBatch, "events pulled at once per partition")

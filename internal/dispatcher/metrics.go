@@ -39,6 +39,7 @@ type metrics struct {
 	missedDeliveries prometheus.Counter
 	settleFailures   prometheus.Counter
 	subscriptionsIx  prometheus.Gauge
+	cachedUsers      prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -101,7 +102,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		settleFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "settle_failures_total",
 			Help: "Times the state, the sent record or a dead letter could not be written; the push is tried again."}),
 		subscriptionsIx: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "subscriptions",
-			Help: "Device subscriptions known to this dispatcher."}),
+			Help: "Device subscriptions held in this dispatcher's cache."}),
+		cachedUsers: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "cached_users",
+			Help: "Users whose devices this dispatcher holds in memory (at most --device-cache-users, beyond it while reads are in flight)."}),
 	}
 	m.applied = m.events.WithLabelValues("applied")
 	m.alreadyApplied = m.events.WithLabelValues("already_applied")
@@ -109,6 +112,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	err := service.Register(reg, "dispatcher", m.events, m.redelivered, m.acked, m.pushes, m.skipped, m.eventsPerPush, m.pushLatency, m.eventToPush, m.retries,
 		m.requeued, m.deadLetters, m.devicesRemoved, m.requests, m.pending, m.ackPending, m.held, m.partitions,
 		m.members, m.breakerState, m.relayHealthy, m.proxyDisabled, m.takeovers, m.takeoverRead, m.takeoverTime, m.stateConflicts, m.missedDeliveries, m.settleFailures,
-		m.subscriptionsIx)
+		m.subscriptionsIx, m.cachedUsers)
 	return m, err
 }

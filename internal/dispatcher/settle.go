@@ -22,6 +22,16 @@ import (
 	"github.com/pushproxy/pushproxy/internal/unread"
 )
 
+// pushDue waits at most devicesWait for the devices of the users it
+// pushes to that are not in the cache. When they cannot be read by then
+// (the bucket does not answer), the push waits devicesRetryDelay and is
+// counted as requeued for requeueDevicesUnread.
+const (
+	devicesWait          = 2 * time.Second
+	devicesRetryDelay    = time.Second
+	requeueDevicesUnread = "devices_unread"
+)
+
 // pushDue acts on the users whose count is due (all that wait, with
 // flush): skips settle at once, the others go to the sender. Nothing
 // is taken once the connection is closed: the events stay for the next
@@ -41,7 +51,21 @@ func (w *worker) pushDue(ctx context.Context, flush bool) {
 		return
 	}
 	proxy := w.env.proxy()
+	// The devices of users not in the cache are read all at once; the
+	// loop waits for them at most devicesWait in all, so that a NATS that
+	// does not answer holds these pushes, not the partition.
+	keys := make([]string, 0, len(due))
+	for _, d := range due {
+		if !d.Skip {
+			keys = append(keys, d.User.Key)
+		}
+	}
+	w.env.devs.Prefetch(keys)
+	devCtx, cancel := context.WithTimeout(ctx, devicesWait)
+	defer cancel()
 	var tasks []*settleTask
+	var devErr error
+	devWaits := 0
 	for _, d := range due {
 		u := d.User
 		if d.Skip {
@@ -52,7 +76,20 @@ func (w *worker) pushDue(ctx context.Context, flush bool) {
 			tasks = append(tasks, &settleTask{Settle: w.ledger.NotSent(now, d, badges.SkipProxyDisabled)})
 			continue
 		}
-		subs := w.env.devices(u.Key)
+		subs, err := w.env.devices(devCtx, u.Key)
+		if err != nil {
+			// The devices could not be read: hold the push, without using
+			// the retry budget, and try again shortly.
+			if devErr == nil {
+				devErr = err
+			}
+			devWaits++
+			if s := w.ledger.Held(now, d, now.Add(devicesRetryDelay)); s != nil {
+				tasks = append(tasks, &settleTask{Settle: s})
+			}
+			w.requeued(requeueDevicesUnread)
+			continue
+		}
 		if len(subs) == 0 {
 			tasks = append(tasks, &settleTask{Settle: w.ledger.NotSent(now, d, badges.SkipNoSubscriptions)})
 			continue
@@ -71,6 +108,9 @@ func (w *worker) pushDue(ctx context.Context, flush bool) {
 		j := &job{key: u.Key, notes: notifications(u.Tenant, d.Push.Count, subs), answer: w.results}
 		w.jobs[u.Key] = j
 		w.env.submit(j)
+	}
+	if devErr != nil {
+		w.log.Warn().Err(devErr).Int("users", devWaits).Msg("reading the devices of users to push to; their pushes wait")
 	}
 	w.settle(ctx, tasks, now)
 }
@@ -171,7 +211,7 @@ func (w *worker) answered(ctx context.Context, u *user, j *job, r result, now ti
 	p := pushOf(u, push, j.notes, evs)
 	a := delivery.Classify(p, r.results)
 	for _, key := range dl.Settle(ctx, p, a) {
-		w.env.index.Forget(key)
+		w.env.devs.Forget(key)
 		w.env.metrics.devicesRemoved.WithLabelValues("gone").Inc()
 	}
 	res := w.ledger.Answered(now, u, r.attempts, badges.Answer{Delivered: a.DeliveredTotal(), Transient: len(a.Transient) > 0,

@@ -86,7 +86,7 @@ type partitionEnv struct {
 	streamHandle jetstream.Stream
 	keyer        *events.Keyer
 	unread       *unread.Store
-	index        *subscriptions.Index
+	devs         *subscriptions.Cache
 	metrics      *metrics
 	// submit hands a push to the sender; deliverer is the delivery path
 	// that applies the relay's answers.
@@ -94,7 +94,7 @@ type partitionEnv struct {
 	deliverer func() *delivery.Deliverer
 
 	proxy          func() proxyState
-	devices        func(userKey string) []subscriptions.Subscription
+	devices        func(ctx context.Context, userKey string) ([]subscriptions.Subscription, error)
 	relayUp        func() bool
 	claimedByOther func(partition int) bool
 }
@@ -103,7 +103,7 @@ type partitionEnv struct {
 func (d *Dispatcher) partitionEnv() *partitionEnv {
 	return &partitionEnv{
 		cfg: d.cfg, nc: d.nc, js: d.js, stream: d.stream, streamHandle: d.streamHandle,
-		keyer: d.keyer, unread: d.unread, index: d.index, metrics: d.metrics,
+		keyer: d.keyer, unread: d.unread, devs: d.devs, metrics: d.metrics,
 		submit:    d.sender.submit,
 		deliverer: func() *delivery.Deliverer { return d.sender.path.get(d) },
 		proxy:     d.proxy, devices: d.devices, relayUp: d.relayUp, claimedByOther: d.claimedByOther,

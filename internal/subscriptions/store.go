@@ -21,6 +21,7 @@ var ErrNotFound = errors.New("subscription not found")
 // Store keeps subscriptions in the KV bucket "subscriptions". It is safe
 // for concurrent use.
 type Store struct {
+	js    jetstream.JetStream
 	kv    jetstream.KeyValue
 	keyer *events.Keyer
 	ttl   time.Duration
@@ -41,7 +42,7 @@ func Open(ctx context.Context, js jetstream.JetStream, keyer *events.Keyer) (*St
 	if err != nil {
 		return nil, fmt.Errorf("reading bucket %s status: %w", broker.BucketSubscriptions, err)
 	}
-	return &Store{kv: kv, keyer: keyer, ttl: status.TTL(), now: time.Now, limits: DefaultLimits,
+	return &Store{js: js, kv: kv, keyer: keyer, ttl: status.TTL(), now: time.Now, limits: DefaultLimits,
 		tenants: &tenantCounts{m: map[string]tenantCount{}}}, nil
 }
 
@@ -184,12 +185,18 @@ func (s *Store) list(ctx context.Context, filter string) ([]Subscription, error)
 }
 
 func (s *Store) decode(entry jetstream.KeyValueEntry) (Subscription, error) {
+	return s.decodeValue(entry.Key(), entry.Value(), entry.Created())
+}
+
+// decodeValue reads the subscription stored under key, last written at
+// refreshed.
+func (s *Store) decodeValue(key string, value []byte, refreshed time.Time) (Subscription, error) {
 	var sub Subscription
-	if err := json.Unmarshal(entry.Value(), &sub); err != nil {
-		return Subscription{}, fmt.Errorf("decoding subscription %s: %w", entry.Key(), err)
+	if err := json.Unmarshal(value, &sub); err != nil {
+		return Subscription{}, fmt.Errorf("decoding subscription %s: %w", key, err)
 	}
-	sub.Key = entry.Key()
-	sub.ExpiresAt = s.expiry(entry.Created())
+	sub.Key = key
+	sub.ExpiresAt = s.expiry(refreshed)
 	return sub, nil
 }
 

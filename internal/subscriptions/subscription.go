@@ -9,8 +9,9 @@
 // app id and the device notification id, so a user's subscriptions are the
 // keys matching <user key>.*.
 //
-// The package has the Store (Put, Delete, List, ListAll), an Index that the
-// dispatcher keeps in memory from a watch of the bucket, and the HTTP
+// The package has the Store (Put, Delete, List, ListAll), a Cache of the
+// devices of the users a dispatcher works on (bounded, read on demand,
+// kept current by a watch of the bucket's changes), and the HTTP
 // handlers that ingest mounts for the subscribe API (see Routes).
 package subscriptions
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -161,56 +162,173 @@ func TestOptions(t *testing.T) {
 	}
 }
 
-func TestIndexFollowsTheBucket(t *testing.T) {
+func TestCacheFollowsTheBucket(t *testing.T) {
 	store := openStore(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if _, _, err := store.Put(ctx, alice()); err != nil {
 		t.Fatal(err)
 	}
-	ix, err := store.Index(ctx)
+	cache, err := store.Cache(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	user := store.UserKey("fabrikam.com", "alice@fabrikam.com")
-	if got := ix.ForUser(user); len(got) != 1 || got[0].DeviceID != "a1b2c3" {
-		t.Fatalf("ForUser after load = %+v", got)
+	forUser := func() []subscriptions.Subscription {
+		t.Helper()
+		subs, err := cache.ForUser(ctx, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return subs
+	}
+	if got := forUser(); len(got) != 1 || got[0].DeviceID != "a1b2c3" {
+		t.Fatalf("ForUser after a read = %+v", got)
 	}
 	other := alice()
 	other.DeviceID = "second"
 	if _, _, err := store.Put(ctx, other); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return len(ix.ForUser(user)) == 2 })
+	waitFor(t, func() bool { return len(forUser()) == 2 })
 	if err := store.Delete(ctx, "fabrikam.com", "alice@fabrikam.com", "com.example.mail", "second"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return len(ix.ForUser(user)) == 1 })
-	ix.Forget(ix.ForUser(user)[0].Key)
-	if n := len(ix.ForUser(user)); n != 0 || ix.Len() != 0 {
-		t.Fatalf("after Forget: %d subscriptions, Len %d", n, ix.Len())
+	waitFor(t, func() bool { return len(forUser()) == 1 })
+	gone := forUser()[0]
+	cache.Forget(gone.Key)
+	if n := len(forUser()); n != 0 {
+		t.Fatalf("after Forget: %d subscriptions", n)
 	}
+	if subs, users := cache.Len(); subs != 0 || users != 1 {
+		t.Fatalf("Len after Forget = %d subscriptions, %d users; want 0, 1", subs, users)
+	}
+	// The device registers again: a newer revision brings it back.
+	if _, _, err := store.Put(ctx, alice()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(forUser()) == 1 })
 }
 
-func TestIndexLeavesOutExpired(t *testing.T) {
+func TestCacheLeavesOutExpired(t *testing.T) {
 	store := openStore(t)
-	ctx := context.Background()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	clock := time.Now()
 	store = store.WithClock(func() time.Time { return clock })
 	if _, _, err := store.Put(ctx, alice()); err != nil {
 		t.Fatal(err)
 	}
-	ix, err := store.Index(ctx)
+	cache, err := store.Cache(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	user := store.UserKey("fabrikam.com", "alice@fabrikam.com")
-	if len(ix.ForUser(user)) != 1 {
-		t.Fatal("subscription missing")
+	if got, err := cache.ForUser(ctx, user); err != nil || len(got) != 1 {
+		t.Fatalf("ForUser = %+v, %v; want the subscription", got, err)
 	}
 	clock = clock.Add(store.TTL() + time.Minute)
-	if got := ix.ForUser(user); len(got) != 0 {
-		t.Fatalf("expired subscription still listed: %+v", got)
+	if got, err := cache.ForUser(ctx, user); err != nil || len(got) != 0 {
+		t.Fatalf("expired subscription still listed: %+v, %v", got, err)
+	}
+}
+
+// TestCacheIsBounded: the cache holds at most its limit of users, drops
+// the least recently used, and reads a dropped user afresh, changes made
+// while it was not held included.
+func TestCacheIsBounded(t *testing.T) {
+	store := openStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const users, limit = 150, 40
+	sub := func(i int) subscriptions.Subscription {
+		s := alice()
+		s.User = fmt.Sprintf("user%d@fabrikam.com", i)
+		return s
+	}
+	keys := make([]string, users)
+	for i := range users {
+		if _, _, err := store.Put(ctx, sub(i)); err != nil {
+			t.Fatal(err)
+		}
+		keys[i] = store.UserKey("fabrikam.com", sub(i).User)
+	}
+	cache, err := store.Cache(ctx, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// More users than one read asks for, and than the cache holds.
+	cache.Prefetch(keys)
+	for i, k := range keys {
+		got, err := cache.ForUser(ctx, k)
+		if err != nil || len(got) != 1 || got[0].User != sub(i).User {
+			t.Fatalf("ForUser(user%d) = %+v, %v", i, got, err)
+		}
+	}
+	// Users whose read is in flight are kept beyond the limit; once the
+	// reads end, the limit holds.
+	if s, u := cache.Len(); u > limit || s != u {
+		t.Fatalf("the cache holds %d subscriptions of %d users; limit %d", s, u, limit)
+	}
+	// user0 was dropped long ago; a device it gains meanwhile is read.
+	second := sub(0)
+	second.DeviceID = "second"
+	if _, _, err := store.Put(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := cache.ForUser(ctx, keys[0]); err != nil || len(got) != 2 {
+		t.Fatalf("ForUser(user0) after it was dropped = %+v, %v; want 2 devices", got, err)
+	}
+}
+
+// TestCacheReadsWhatTheBucketHolds: a user read afresh has the devices
+// the bucket holds now (a deleted one left out), also when a batch of
+// users has more entries than the server answers at once.
+func TestCacheReadsWhatTheBucketHolds(t *testing.T) {
+	store := openStore(t).WithLimits(subscriptions.Limits{PerUser: 40})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const users, devices = 40, 40 // 32 users a read: 1,280 entries, over 1,024
+	keys := make([]string, users)
+	for i := range users {
+		for d := range devices {
+			s := alice()
+			s.User, s.DeviceID = fmt.Sprintf("user%d@fabrikam.com", i), fmt.Sprintf("device%d", d)
+			if _, _, err := store.Put(ctx, s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		keys[i] = store.UserKey("fabrikam.com", fmt.Sprintf("user%d@fabrikam.com", i))
+	}
+	if err := store.Delete(ctx, "fabrikam.com", "user0@fabrikam.com", alice().AppID, "device0"); err != nil {
+		t.Fatal(err)
+	}
+	cache, err := store.Cache(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache.Prefetch(keys)
+	for i, k := range keys {
+		want := devices
+		if i == 0 {
+			want--
+		}
+		if got, err := cache.ForUser(ctx, k); err != nil || len(got) != want {
+			t.Fatalf("ForUser(user%d) = %d subscriptions, %v; want %d", i, len(got), err, want)
+		}
+	}
+}
+
+func TestCacheEndsWithItsContext(t *testing.T) {
+	store := openStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cache, err := store.Cache(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if _, err := cache.ForUser(context.Background(), store.UserKey("fabrikam.com", "alice@fabrikam.com")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ForUser after the cache's context ended = %v; want context.Canceled", err)
 	}
 }
 

@@ -375,7 +375,7 @@ func runTool(ctx context.Context, logPath, bin string, args ...string) (string, 
 // showLogsOnFailure registers a cleanup that prints the tail of every
 // process's log when t failed. Register it before the processes' own
 // cleanups so that it runs after they were stopped.
-func showLogsOnFailure(t *testing.T, procs func() []*proc, extra ...string) {
+func showLogsOnFailure(t testing.TB, procs func() []*proc, extra ...string) {
 	t.Helper()
 	t.Cleanup(func() {
 		if !t.Failed() {

@@ -39,6 +39,18 @@ const (
 type systemOptions struct {
 	// monitor starts cmd/monitor with a probe and a canary.
 	monitor bool
+	// dispatchers is how many dispatchers run (dispatcherN when 0);
+	// partitions how many partitions MAIL has (provisioning's default
+	// when 0).
+	dispatchers, partitions int
+}
+
+// dispatcherCount is how many dispatchers opts asks for.
+func (opts systemOptions) dispatcherCount() int {
+	if opts.dispatchers > 0 {
+		return opts.dispatchers
+	}
+	return dispatcherN
 }
 
 // system is a running pushproxy deployment: a 3-node JetStream cluster,
@@ -98,7 +110,7 @@ func (s *system) procs() []*proc {
 // startSystem starts and configures the whole deployment the way an
 // operator would (pushctl provision, auth, relay partner and app, proxy),
 // and stops every process when t ends.
-func startSystem(ctx context.Context, t *testing.T, bin string, opts systemOptions) (*system, error) {
+func startSystem(ctx context.Context, t testing.TB, bin string, opts systemOptions) (*system, error) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "chaos-"+strings.ReplaceAll(t.Name(), "/", "-")+"-")
 	if err != nil {
@@ -270,15 +282,20 @@ func (s *system) daemonArgs(httpAddr string, more ...string) []string {
 // configure provisions the layout with 3 replicas, sets up S2S auth, the
 // relay's partner and app, the proxy, and starts the daemons.
 func (s *system) configure(ctx context.Context, opts systemOptions) error {
-	ports, err := nettest.FreePorts(3 + dispatcherN)
+	dispatchers := opts.dispatcherCount()
+	ports, err := nettest.FreePorts(3 + dispatchers)
 	if err != nil {
 		return err
 	}
 	addr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(ports[i]) }
 	s.relayAddr, s.ingestAddr = addr(0), addr(1)
 	certDir, cer := filepath.Join(s.dir, "auth"), filepath.Join(s.dir, "OAuthCert.cer")
+	provision := []string{"provision", "--replicas", "3"}
+	if opts.partitions > 0 {
+		provision = append(provision, "--partitions", strconv.Itoa(opts.partitions))
+	}
 	steps := [][]string{
-		{"provision", "--replicas", "3"},
+		provision,
 		{"auth", "new-certificate", "--domain", org, "--out", certDir},
 		{"auth", "export", "--out", cer},
 	}
@@ -319,7 +336,7 @@ func (s *system) configure(ctx context.Context, opts systemOptions) error {
 	if err := s.startIngest(ctx); err != nil {
 		return err
 	}
-	for i := range dispatcherN {
+	for i := range dispatchers {
 		a := addr(2 + i)
 		s.dispatcherAddrs = append(s.dispatcherAddrs, a)
 		s.dispatchers = append(s.dispatchers, newProc(dispatcherID(i), filepath.Join(s.bin, "dispatcher"), s.dir,
@@ -328,19 +345,19 @@ func (s *system) configure(ctx context.Context, opts systemOptions) error {
 			return err
 		}
 	}
-	for i := range dispatcherN {
+	for i := range dispatchers {
 		if err := s.waitDispatcher(ctx, i); err != nil {
 			return err
 		}
 	}
 	if opts.monitor {
 		s.monitor = newProc("monitor", filepath.Join(s.bin, "monitor"), s.dir,
-			s.daemonArgs(addr(2+dispatcherN), "--ingest-url", "http://"+s.ingestAddr, "--ingest-token", ingestToken,
+			s.daemonArgs(addr(2+dispatchers), "--ingest-url", "http://"+s.ingestAddr, "--ingest-token", ingestToken,
 				"--probe-interval", "15s", "--canary-interval", "15s"), nil)
 		if err := s.monitor.start(); err != nil {
 			return err
 		}
-		if err := httpReady(ctx, s.monitor, "http://"+addr(2+dispatcherN)+"/readyz", time.Minute); err != nil {
+		if err := httpReady(ctx, s.monitor, "http://"+addr(2+dispatchers)+"/readyz", time.Minute); err != nil {
 			return err
 		}
 	}

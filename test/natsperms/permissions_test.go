@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/pushproxy/pushproxy/internal/nettest"
+	"github.com/pushproxy/pushproxy/internal/subscriptions"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -295,6 +296,29 @@ func TestComponentsWorkWithTheirOwnUsers(t *testing.T) {
 	}
 	if _, err := dead.GetLastMsgForSubject(ctx, broker.SubjectDead+".>"); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.Errorf("monitor reading the latest dead letter: %v", err)
+	}
+
+	// The dispatcher reads a user's devices with a batched direct get
+	// (its device cache), which only a cluster routes through the
+	// permissions' publish check; so it is checked here by name too.
+	dkeyer, err := broker.Keyer(ctx, dc.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subs, err := subscriptions.Open(ctx, dc.JS, dkeyer)
+	if err != nil {
+		t.Fatalf("dispatcher opening the subscriptions: %v", err)
+	}
+	cctx, ccancel := context.WithCancel(ctx)
+	defer ccancel()
+	cache, err := subs.Cache(cctx, 0)
+	if err != nil {
+		t.Fatalf("dispatcher watching the subscriptions: %v", err)
+	}
+	rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer rcancel()
+	if devs, err := cache.ForUser(rctx, dkeyer.UserKey(org, "alice@"+org)); err != nil || len(devs) != 1 {
+		t.Errorf("dispatcher reading alice's devices: %d, %v", len(devs), err)
 	}
 
 	refusals := []struct {

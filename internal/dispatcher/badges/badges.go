@@ -58,7 +58,7 @@ const (
 	SkipProxyDisabled   = "proxy_disabled"   // the push notification proxy is disabled
 	SkipNoSubscriptions = "no_subscriptions" // the user has no device
 	SkipAppPaused       = "app_paused"       // older events of a push held for paused apps
-	SkipHeld            = "held"             // older events of a push held for the relay
+	SkipHeld            = "held"             // older events of a push held for the relay or for its devices
 )
 
 // Requeue reasons besides those of Retry: what a push waits for.
@@ -287,7 +287,19 @@ func (l *Ledger[E]) NotSent(now time.Time, d Due[E], reason string) *Settle[E] {
 // the retry budget. The returned Settle (nil when there are fewer than
 // two events) ends all but the latest event; see keepLatest.
 func (l *Ledger[E]) Paused(now time.Time, d Due[E], until time.Time) *Settle[E] {
-	s, rest := keepLatest(d.User, d.Events, SkipAppPaused)
+	return l.wait(now, d, until, SkipAppPaused)
+}
+
+// Held holds a push the loop cannot send yet (the user's devices could
+// not be read), until, as Paused does; the events it ends are skipped as
+// SkipHeld.
+func (l *Ledger[E]) Held(now time.Time, d Due[E], until time.Time) *Settle[E] {
+	return l.wait(now, d, until, SkipHeld)
+}
+
+// wait holds d's push until, ending all but its latest event for reason.
+func (l *Ledger[E]) wait(now time.Time, d Due[E], until time.Time, reason string) *Settle[E] {
+	s, rest := keepLatest(d.User, d.Events, reason)
 	l.hold(now, d.User, rest, until)
 	return s
 }

@@ -291,6 +291,14 @@ func TestScenarios(t *testing.T) {
 			due(4999, false, ""),
 			due(5000, false, "alice=2 [2]"),
 		}},
+		{"devices not read: all but the latest event settle and the push waits", []step{
+			apply(0, "alice", 1, ""), apply(10, "alice", 2, ""),
+			due(300, false, "alice=2 [1 2]"),
+			act(300, "alice", func(l *Ledger[*ev], now time.Time, d Due[*ev]) *Settle[*ev] { return l.Held(now, d, at(1300)) },
+				"settle alice skip held [1]"),
+			due(1299, false, ""),
+			due(1300, false, "alice=2 [2]"),
+		}},
 		{"no devices: the push is dropped and its events settled", []step{
 			apply(0, "alice", 1, ""), due(300, false, "alice=1 [1]"),
 			act(300, "alice", func(l *Ledger[*ev], now time.Time, d Due[*ev]) *Settle[*ev] {

@@ -1,0 +1,578 @@
+package chaos
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pushproxy/pushproxy/internal/broker"
+	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/subscriptions"
+)
+
+// The scale bench's settings, from the environment.
+const (
+	envScaleUsers  = "PUSHPROXY_SCALE_USERS"  // users, one device each (1,000,000)
+	envScaleActive = "PUSHPROXY_SCALE_ACTIVE" // per cent of them that get mail (10)
+	envScaleRate   = "PUSHPROXY_SCALE_RATE"   // events per second offered (2,000)
+)
+
+// Goals of make bench-scale (issue: a million devices in bounded memory).
+const (
+	goalDispatcherRSS = 256 << 20
+	goalStateBytes    = 200
+	goalDeviceBytes   = 300
+	scaleBatch        = 100 // events per ingest request
+)
+
+// BenchmarkScale is make bench-scale: the deployment of the chaos tests
+// (3 NATS nodes, ingest, 3 dispatchers, the relay, an APNs provider; each
+// an OS process) with a million users, one device each, written straight
+// into the subscriptions bucket the way ingest's API stores them. Mail
+// then reaches a random tenth of the users, one event each through
+// ingest's native API, until every one of them has its badge. It reports
+// each dispatcher's and ingest's resident memory (now and at its peak)
+// before and after the traffic, and the bytes per user state and per
+// subscription the buckets hold. It never asserts on time or memory.
+func BenchmarkScale(b *testing.B) {
+	users, err := envInt(envScaleUsers, 1_000_000)
+	if err != nil {
+		b.Fatal(err)
+	}
+	activePct, err := envInt(envScaleActive, 10)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rate, err := envInt(envScaleRate, 2000)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, bin := benchBinaries(b)
+	s, err := startSystem(ctx, b, bin, systemOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("scale: %d users with one device each, mail to %d%% of them at %d events/s", users, activePct, rate)
+
+	start := time.Now()
+	if err := writeSubscriptions(ctx, b, s, users); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("scale: %d subscriptions written in %s (%.0f/s)", users, time.Since(start).Round(time.Millisecond),
+		float64(users)/time.Since(start).Seconds())
+	// The dispatchers have seen every subscription go by on their watch;
+	// what they hold is what this measures.
+	time.Sleep(5 * time.Second)
+	idle := s.memory()
+
+	active := rand.Perm(users)[:users*activePct/100]
+	start = time.Now()
+	if err := sendMail(ctx, s, active, rate); err != nil {
+		b.Fatal(err)
+	}
+	sent := time.Since(start)
+	if err := waitBadges(ctx, s, active, 10*time.Minute); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("scale: %d events sent in %s; every badge pushed %s after the first", len(active), sent.Round(time.Millisecond),
+		time.Since(start).Round(time.Millisecond))
+	busy := s.memory()
+
+	state, err := bucketBytes(ctx, s.js, broker.BucketUnread)
+	if err != nil {
+		b.Fatal(err)
+	}
+	devices, err := bucketBytes(ctx, s.js, broker.BucketSubscriptions)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fmt.Fprint(os.Stdout, scaleReport(users, len(active), idle, busy, state, devices))
+	worst := int64(0)
+	for _, m := range busy {
+		if strings.HasPrefix(m.name, "dispatcher") {
+			worst = max(worst, m.hwm)
+		}
+	}
+	b.ReportMetric(float64(worst)/(1<<20), "dispatcher-peak-MiB")
+	b.ReportMetric(state.perEntry(), "B/user-state")
+	b.ReportMetric(devices.perEntry(), "B/subscription")
+}
+
+// benchBinaries returns a context that ends with b and the folder of the
+// binaries the deployment runs (built, or PUSHPROXY_CHAOS_BIN).
+func benchBinaries(b *testing.B) (context.Context, string) {
+	var bins buildOnce
+	bin, err := bins.get(b.Context(), b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return b.Context(), bin
+}
+
+// scaleUser is the name of user i; scaleDevice its device token.
+func scaleUser(i int) string { return "user" + strconv.Itoa(i) + "@" + org }
+
+func scaleDevice(i int) string {
+	sum := sha256.Sum256([]byte("scale-device-" + strconv.Itoa(i)))
+	return hex.EncodeToString(sum[:])
+}
+
+// writeSubscriptions stores one device for each of n users, as
+// subscriptions.Store.Put would, with asynchronous publishes.
+func writeSubscriptions(ctx context.Context, b testing.TB, s *system, n int) error {
+	keyer, err := broker.Keyer(ctx, s.js)
+	if err != nil {
+		return err
+	}
+	js, err := jetstream.New(s.nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return fmt.Errorf("opening JetStream: %w", err)
+	}
+	now := time.Now().UTC()
+	last := time.Now()
+	for i := range n {
+		sub := subscriptions.Subscription{Tenant: org, User: scaleUser(i), AppID: appTopic, DeviceID: scaleDevice(i),
+			Platform: subscriptions.PlatformAPNS, Options: subscriptions.OptionEmail, Language: "en-GB", LastSubscriptionUpdate: now}
+		sub.Normalize()
+		data, err := json.Marshal(sub)
+		if err != nil {
+			return fmt.Errorf("encoding a subscription: %w", err)
+		}
+		key := subscriptions.Key(keyer.UserKey(sub.Tenant, sub.User), sub.AppID, sub.DeviceID)
+		if _, err := js.PublishAsync("$KV."+broker.BucketSubscriptions+"."+key, data); err != nil {
+			return fmt.Errorf("writing subscription %d: %w", i, err)
+		}
+		if i%2048 == 2047 {
+			// A window of publishes at a time: the cluster sets the pace.
+			if err := stored(ctx, js); err != nil {
+				return err
+			}
+		}
+		if time.Since(last) > 10*time.Second {
+			b.Logf("scale: %d of %d subscriptions written", i, n)
+			last = time.Now()
+		}
+	}
+	return stored(ctx, js)
+}
+
+// stored waits until every asynchronous publish of js is acknowledged.
+func stored(ctx context.Context, js jetstream.JetStream) error {
+	select {
+	case <-js.PublishAsyncComplete():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(time.Minute):
+		return fmt.Errorf("subscriptions not stored within a minute")
+	}
+}
+
+// sendMail sends one event for each user of active through ingest's
+// native API, scaleBatch to a request, at rate events a second.
+func sendMail(ctx context.Context, s *system, active []int, rate int) error {
+	c := newIngestClient(s.ingestAddr)
+	tick := time.NewTicker(time.Duration(float64(time.Second) * scaleBatch / float64(rate)))
+	defer tick.Stop()
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	sem := make(chan struct{}, 16)
+	for from := 0; from < len(active); from += scaleBatch {
+		if err, _ := failed.Load().(error); err != nil {
+			break
+		}
+		<-tick.C
+		batch := active[from:min(from+scaleBatch, len(active))]
+		evs := make([]map[string]any, len(batch))
+		for j, i := range batch {
+			evs[j] = map[string]any{"user": scaleUser(i), "kind": "new", "unread": 1, "change_id": "scale-" + strconv.Itoa(i),
+				"occurred_at": time.Now().UTC().Format(time.RFC3339Nano)}
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			err := retryTransient(ctx, func() (bool, error) {
+				code, data, _, err := c.do(ctx, http.MethodPost, "/v1/events", evs)
+				if err != nil || code >= 500 || code == http.StatusTooManyRequests {
+					return false, answerError("sending mail", code, data, err)
+				}
+				if code != http.StatusOK {
+					return true, answerError("sending mail", code, data, nil)
+				}
+				return true, nil
+			})
+			if err != nil {
+				failed.CompareAndSwap(nil, err)
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		return err
+	}
+	return nil
+}
+
+// waitBadges waits until every active user's device got its badge.
+func waitBadges(ctx context.Context, s *system, active []int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		missing := 0
+		for _, i := range active {
+			if b, ok := s.provider.lastBadge(scaleDevice(i)); !ok || b.Count != 1 {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d badges not pushed within %s", missing, len(active), timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// procMemory is a process's resident memory, now and at its peak.
+type procMemory struct {
+	name     string
+	rss, hwm int64
+}
+
+// memory reads the resident memory of ingest and the dispatchers.
+func (s *system) memory() []procMemory {
+	var out []procMemory
+	for _, p := range append([]*proc{s.ingest}, s.dispatchers...) {
+		m := procMemory{name: p.name}
+		p.mu.Lock()
+		cmd := p.cmd
+		p.mu.Unlock()
+		if cmd != nil && cmd.Process != nil {
+			m.rss, m.hwm = readStatus(cmd.Process.Pid)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// readStatus reads VmRSS and VmHWM of a process, in bytes (0 when unknown).
+func readStatus(pid int) (rss, hwm int64) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		name, value, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(value), " kB"), 10, 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "VmRSS":
+			rss = kb << 10
+		case "VmHWM":
+			hwm = kb << 10
+		}
+	}
+	return rss, hwm
+}
+
+// bucketUsage is what a KV bucket's stream holds.
+type bucketUsage struct {
+	entries, bytes uint64
+}
+
+func (u bucketUsage) perEntry() float64 {
+	if u.entries == 0 {
+		return 0
+	}
+	return float64(u.bytes) / float64(u.entries)
+}
+
+// bucketBytes reads the entries and bytes of a bucket's stream.
+func bucketBytes(ctx context.Context, js jetstream.JetStream, bucket string) (bucketUsage, error) {
+	st, err := js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return bucketUsage{}, fmt.Errorf("opening bucket %s: %w", bucket, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return bucketUsage{}, fmt.Errorf("reading bucket %s: %w", bucket, err)
+	}
+	return bucketUsage{entries: info.State.Msgs, bytes: info.State.Bytes}, nil
+}
+
+// scaleReport is the bench's table.
+func scaleReport(users, active int, idle, busy []procMemory, state, devices bucketUsage) string {
+	var sb strings.Builder
+	mib := func(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
+	verdict := func(ok bool) string {
+		if ok {
+			return "PASS"
+		}
+		return "below"
+	}
+	fmt.Fprintf(&sb, "\nbench-scale: %d users, one device each; mail to %d of them\n\n", users, active)
+	w := tabwriter.NewWriter(&sb, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(w, "process\tRSS, subscriptions loaded\tRSS after the mail\tpeak RSS\tgoal\t")
+	for i := range busy {
+		goal, ok := "", ""
+		if strings.HasPrefix(busy[i].name, "dispatcher") {
+			goal = "≤ " + mib(goalDispatcherRSS) + " "
+			ok = verdict(busy[i].hwm <= goalDispatcherRSS)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s%s\t\n", busy[i].name, mib(idle[i].rss), mib(busy[i].rss), mib(busy[i].hwm), goal, ok)
+	}
+	fmt.Fprintln(w, "\t\t\t\t\t")
+	fmt.Fprintln(w, "bucket\tentries\tbytes\tper entry\tgoal\t")
+	fmt.Fprintf(w, "unread (user states)\t%d\t%d\t%.0f B\t≤ %d B %s\t\n", state.entries, state.bytes, state.perEntry(), goalStateBytes,
+		verdict(state.perEntry() <= goalStateBytes))
+	fmt.Fprintf(w, "subscriptions\t%d\t%d\t%.0f B\t≤ %d B %s\t\n", devices.entries, devices.bytes, devices.perEntry(), goalDeviceBytes,
+		verdict(devices.perEntry() <= goalDeviceBytes))
+	w.Flush()
+	return sb.String()
+}
+
+// scaleOutRun is one deployment of BenchmarkScaleOut.
+type scaleOutRun struct {
+	dispatchers, partitions int
+	// rate is events/s from the first event stored to the last one
+	// acknowledged; cpu the dispatchers' CPU time per event, in all, and
+	// busy the same less what they spend when idle (idle, CPU seconds a
+	// second, all dispatchers together).
+	rate, cpu, busy, idle float64
+}
+
+// scaleOutIdle is how long BenchmarkScaleOut measures the dispatchers'
+// idle CPU.
+const scaleOutIdle = 5 * time.Second
+
+// BenchmarkScaleOut is the second part of make bench-scale: the chaos
+// tests' deployment with 1, 2 and 3 dispatchers on 8 partitions, and with
+// one dispatcher on 2, 4, 8 and 16 partitions. Each run stores a backlog
+// of events (every one a new count for one of 10,000 users with a device)
+// straight into MAIL and measures the rate at which the dispatchers
+// acknowledge them and the CPU time they spend per event, read from
+// /proc, in all and less what the dispatchers spend when idle (measured
+// for 5 s before). It reports the latter of each run against one
+// dispatcher on 8 partitions (the goal: within 10 % up to 3
+// dispatchers). It never asserts on time.
+func BenchmarkScaleOut(b *testing.B) {
+	events, err := envInt("PUSHPROXY_SCALEOUT_EVENTS", 40_000)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const users = 10_000
+	ctx, bin := benchBinaries(b)
+	var runs []scaleOutRun
+	for _, shape := range [][2]int{{1, 8}, {2, 8}, {3, 8}, {1, 2}, {1, 4}, {1, 16}} {
+		b.Run(fmt.Sprintf("dispatchers=%d/partitions=%d", shape[0], shape[1]), func(b *testing.B) {
+			r, err := scaleOut(ctx, b, bin, shape[0], shape[1], users, events)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(r.rate, "events/s")
+			b.ReportMetric(r.cpu, "dispatcher-CPU-µs/event")
+			b.ReportMetric(r.busy, "less-idle-µs/event")
+			runs = append(runs, r)
+		})
+	}
+	fmt.Fprint(os.Stdout, scaleOutReport(runs, events))
+}
+
+// scaleOut runs one deployment of BenchmarkScaleOut.
+func scaleOut(ctx context.Context, b *testing.B, bin string, dispatchers, partitions, users, events int) (scaleOutRun, error) {
+	r := scaleOutRun{dispatchers: dispatchers, partitions: partitions}
+	s, err := startSystem(ctx, b, bin, systemOptions{dispatchers: dispatchers, partitions: partitions})
+	if err != nil {
+		return r, err
+	}
+	if err := writeSubscriptions(ctx, b, s, users); err != nil {
+		return r, err
+	}
+	if err := s.waitShared(ctx, partitions, time.Minute); err != nil {
+		return r, err
+	}
+	keyer, err := broker.Keyer(ctx, s.js)
+	if err != nil {
+		return r, err
+	}
+	// What the dispatchers spend when idle (heartbeats, gauges, timers),
+	// to tell it from what the events cost.
+	idleFrom, idleCPU := time.Now(), s.dispatcherCPU()
+	time.Sleep(scaleOutIdle)
+	r.idle = float64(s.dispatcherCPU()-idleCPU) / float64(time.Since(idleFrom))
+	cpu0 := s.dispatcherCPU()
+	start := time.Now()
+	if err := publishBacklog(ctx, s, keyer, users, events); err != nil {
+		return r, err
+	}
+	if err := s.waitAcknowledged(ctx, 5*time.Minute); err != nil {
+		return r, err
+	}
+	took := time.Since(start)
+	r.rate = float64(events) / took.Seconds()
+	spent := s.dispatcherCPU() - cpu0
+	r.cpu = float64(spent.Microseconds()) / float64(events)
+	r.busy = (float64(spent.Microseconds()) - r.idle*float64(took.Microseconds())) / float64(events)
+	return r, nil
+}
+
+// publishBacklog stores events for random users straight into MAIL, each
+// a new count, as ingest would (subject, message id).
+func publishBacklog(ctx context.Context, s *system, keyer *events.Keyer, users, n int) error {
+	js, err := jetstream.New(s.nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return fmt.Errorf("opening JetStream: %w", err)
+	}
+	counts := make([]int, users)
+	for i := range n {
+		u := rand.IntN(users)
+		counts[u]++
+		now := time.Now().UTC()
+		ev := events.Event{Tenant: org, User: scaleUser(u), Kind: events.KindNew, Count: 1, Unread: &counts[u],
+			ChangeID: "scaleout-" + strconv.Itoa(i), OccurredAt: now, ReceivedAt: now}
+		ev.Normalize()
+		data, err := ev.Encode()
+		if err != nil {
+			return fmt.Errorf("encoding an event: %w", err)
+		}
+		msg := &nats.Msg{Subject: keyer.Subject(ev.Tenant, ev.User), Data: data, Header: nats.Header{}}
+		msg.Header.Set(jetstream.MsgIDHeader, keyer.MsgID(&ev))
+		if _, err := js.PublishMsgAsync(msg); err != nil {
+			return fmt.Errorf("publishing event %d: %w", i, err)
+		}
+		if i%2048 == 2047 {
+			if err := stored(ctx, js); err != nil {
+				return err
+			}
+		}
+	}
+	return stored(ctx, js)
+}
+
+// waitShared waits until the dispatchers' heartbeats show every partition
+// owned by exactly one of them.
+func (s *system) waitShared(ctx context.Context, partitions int, timeout time.Duration) error {
+	return waitUntil(ctx, "the partitions shared out", timeout, 200*time.Millisecond, func(context.Context) (bool, error) {
+		owners := map[int]int{}
+		for i := range s.dispatchers {
+			for _, p := range s.owned(dispatcherID(i)) {
+				owners[p]++
+			}
+		}
+		for p := range partitions {
+			if owners[p] != 1 {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+// waitAcknowledged waits until no consumer of MAIL has events pending or
+// unacknowledged.
+func (s *system) waitAcknowledged(ctx context.Context, timeout time.Duration) error {
+	return waitUntil(ctx, "every event acknowledged", timeout, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
+		st, err := s.js.Stream(ctx, streamMail)
+		if err != nil {
+			return false, nil
+		}
+		infos := st.ListConsumers(ctx)
+		for info := range infos.Info() {
+			if info.NumPending > 0 || info.NumAckPending > 0 {
+				return false, nil
+			}
+		}
+		return infos.Err() == nil, nil
+	})
+}
+
+// dispatcherCPU is the CPU time the running dispatchers used so far.
+func (s *system) dispatcherCPU() time.Duration {
+	var total time.Duration
+	for _, p := range s.dispatchers {
+		p.mu.Lock()
+		cmd := p.cmd
+		p.mu.Unlock()
+		if cmd != nil && cmd.Process != nil {
+			total += processCPU(cmd.Process.Pid)
+		}
+	}
+	return total
+}
+
+// processCPU reads a process's user and system time from /proc (0 when
+// unknown).
+func processCPU(pid int) time.Duration {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses.
+	rest := string(data)
+	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	const ticksPerSecond = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticksPerSecond
+}
+
+// scaleOutReport is BenchmarkScaleOut's table.
+func scaleOutReport(runs []scaleOutRun, events int) string {
+	var base float64
+	for _, r := range runs {
+		if r.dispatchers == 1 && r.partitions == 8 {
+			base = r.busy
+		}
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\nbench-scale, scale-out: a backlog of %d events, 10,000 users\n\n", events)
+	w := tabwriter.NewWriter(&sb, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(w, "dispatchers\tpartitions\tevents/s\tdispatcher CPU per event\tless idle\tidle CPU\tagainst 1 dispatcher, 8 partitions\tgoal\t")
+	for _, r := range runs {
+		ratio, goal := "", ""
+		if base > 0 {
+			ratio = fmt.Sprintf("%.0f %%", 100*r.busy/base)
+			if r.partitions == 8 && r.dispatchers > 1 {
+				goal = "≤ 110 % "
+				if r.busy <= 1.1*base {
+					goal += "PASS"
+				} else {
+					goal += "below"
+				}
+			}
+		}
+		fmt.Fprintf(w, "%d\t%d\t%.0f\t%.1f µs\t%.1f µs\t%.1f %%\t%s\t%s\t\n", r.dispatchers, r.partitions, r.rate, r.cpu, r.busy, 100*r.idle, ratio, goal)
+	}
+	w.Flush()
+	return sb.String()
+}
