@@ -18,9 +18,9 @@ import (
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/daemon"
 	"github.com/pushproxy/pushproxy/internal/dispatcher"
-	"github.com/pushproxy/pushproxy/internal/s2s"
 	"github.com/pushproxy/pushproxy/internal/service"
 	"github.com/pushproxy/pushproxy/internal/settings"
+	"github.com/pushproxy/pushproxy/internal/tokens/onprem"
 )
 
 // DefaultHTTPAddr is where the dispatcher serves /healthz, /readyz and /metrics.
@@ -57,7 +57,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		if err != nil {
 			return fmt.Errorf("%w (is the layout provisioned? start with --provision)", err)
 		}
-		cfg.Tokens = s2s.NewSource(store, *certDir)
+		cfg.Tokens = onprem.NewSource(store, *certDir)
 		d, err := dispatcher.New(ctx, *cfg, env.Conn, env.Log, env.Registry)
 		if err != nil {
 			return err

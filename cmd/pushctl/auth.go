@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
-	"github.com/pushproxy/pushproxy/internal/s2s"
 	"github.com/pushproxy/pushproxy/internal/settings"
 	"github.com/pushproxy/pushproxy/internal/tokens"
+	"github.com/pushproxy/pushproxy/internal/tokens/onprem"
 )
 
 func authCommand() command {
@@ -36,7 +36,7 @@ The first certificate becomes the current one, which signs tokens. When a
 current one exists, the new one becomes the next certificate: register it
 with the relay (pushctl relay partner add), then run pushctl auth rotate.`)
 	domain := fs.String("domain", "", "the organization's domain, the certificate's subject (required)")
-	out := fs.String("out", "", "folder for the certificate and key files (default: the folder of the configured certificates, else "+s2s.DefaultCertDir+")")
+	out := fs.String("out", "", "folder for the certificate and key files (default: the folder of the configured certificates, else "+onprem.DefaultCertDir+")")
 	bits := fs.Int("bits", tokens.DefaultKeyBits, "RSA key size in bits (at least 2048)")
 	validity := fs.Duration("validity", tokens.DefaultValidity, "how long the certificate is valid")
 	o := natsFlags(fs)
@@ -63,7 +63,7 @@ otherwise. The key must be RSA of at least 2048 bits.`)
 	keyFile := fs.String("key", "", "PEM private key file (PKCS#1 or PKCS#8, unencrypted)")
 	pfx := fs.String("pfx", "", "PKCS#12 file holding the certificate and its key")
 	password := fs.String("password", "", "password of the PKCS#12 file")
-	out := fs.String("out", "", "folder for the certificate and key files (default: the folder of the configured certificates, else "+s2s.DefaultCertDir+")")
+	out := fs.String("out", "", "folder for the certificate and key files (default: the folder of the configured certificates, else "+onprem.DefaultCertDir+")")
 	o := natsFlags(fs)
 	if err := c.parse(fs, args); err != nil {
 		return err
@@ -104,14 +104,14 @@ func installCertificate(ctx context.Context, c *cli, o *broker.Options, dir stri
 	if err != nil {
 		return err
 	}
-	dir, err = filepath.Abs(s2s.CertDir(auth, dir))
+	dir, err = filepath.Abs(onprem.CertDir(auth, dir))
 	if err != nil {
 		return err
 	}
 	if err := sameCertificateDir(auth, dir); err != nil {
 		return err
 	}
-	if err := s2s.Save(dir, cert); err != nil {
+	if err := onprem.Save(dir, cert); err != nil {
 		return err
 	}
 	role := "current"
@@ -129,7 +129,7 @@ func installCertificate(ctx context.Context, c *cli, o *broker.Options, dir stri
 		return nil
 	})
 	if err != nil {
-		certPath, keyPath := s2s.Paths(dir, cert.Thumbprint())
+		certPath, keyPath := onprem.Paths(dir, cert.Thumbprint())
 		_ = os.Remove(certPath)
 		_ = os.Remove(keyPath)
 		return err
@@ -186,7 +186,7 @@ current certificate's expiry.`)
 			return printJSON(c.stdout, a)
 		}
 		expiry := ""
-		if cert, err := s2s.Load(a.CertificateDir, a.CurrentCertificateThumbprint); err == nil {
+		if cert, err := onprem.Load(a.CertificateDir, a.CurrentCertificateThumbprint); err == nil {
 			expiry = formatTime(cert.X509.NotAfter)
 		}
 		return printFields(c.stdout, [][2]string{
@@ -218,7 +218,7 @@ certificate as a DER .cer file, for the relay's operator to register.`)
 		if *next {
 			thumb = a.NextCertificateThumbprint
 		}
-		cert, err := s2s.Load(a.CertificateDir, thumb)
+		cert, err := onprem.Load(a.CertificateDir, thumb)
 		if err != nil {
 			return err
 		}
@@ -243,7 +243,7 @@ now on. Register it at the relay first, or the relay will reject them.`)
 			if a.NextCertificateThumbprint == "" {
 				return fmt.Errorf("no next certificate: create one with pushctl auth new-certificate")
 			}
-			if _, err := s2s.Load(a.CertificateDir, a.NextCertificateThumbprint); err != nil {
+			if _, err := onprem.Load(a.CertificateDir, a.NextCertificateThumbprint); err != nil {
 				return err
 			}
 			a.CurrentCertificateThumbprint, a.NextCertificateThumbprint = a.NextCertificateThumbprint, ""

@@ -9,9 +9,9 @@ import (
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/relayclient"
-	"github.com/pushproxy/pushproxy/internal/s2s"
 	"github.com/pushproxy/pushproxy/internal/settings"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
+	"github.com/pushproxy/pushproxy/internal/tokens/onprem"
 	"github.com/pushproxy/pushproxy/internal/unread"
 )
 
@@ -60,5 +60,5 @@ func openPushStores(ctx context.Context, js jetstream.JetStream, keyer *events.K
 // certificates in certDir (default: the auth configuration's), waits up to
 // timeout for each answer, and has no circuit breaker.
 func (s pushStores) relay(certDir string, timeout time.Duration) *relayclient.Client {
-	return relayclient.New(relayclient.Config{Tokens: s2s.NewSource(s.settings, certDir), Timeout: timeout, BreakerFailures: -1})
+	return relayclient.New(relayclient.Config{Tokens: onprem.NewSource(s.settings, certDir), Timeout: timeout, BreakerFailures: -1})
 }

@@ -12,9 +12,9 @@ import (
 	"github.com/pushproxy/pushproxy/internal/probe"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
 	"github.com/pushproxy/pushproxy/internal/relayproto/relayprototest"
-	"github.com/pushproxy/pushproxy/internal/s2s"
 	"github.com/pushproxy/pushproxy/internal/settings"
 	"github.com/pushproxy/pushproxy/internal/tokens"
+	"github.com/pushproxy/pushproxy/internal/tokens/onprem"
 )
 
 // testRelay is a local relay that verifies real S2S tokens against the
@@ -52,7 +52,7 @@ func newTestRelay(t *testing.T) *testRelay {
 // register makes the relay accept the tokens of the certificate in dir.
 func (r *testRelay) register(t *testing.T, dir, thumbprint string) {
 	t.Helper()
-	cert, err := s2s.Load(dir, thumbprint)
+	cert, err := onprem.Load(dir, thumbprint)
 	if err != nil {
 		t.Fatal(err)
 	}

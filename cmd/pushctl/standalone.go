@@ -22,12 +22,12 @@ import (
 	"github.com/pushproxy/pushproxy/internal/reconcile/counters"
 	"github.com/pushproxy/pushproxy/internal/relay"
 	"github.com/pushproxy/pushproxy/internal/relay/registry"
-	"github.com/pushproxy/pushproxy/internal/s2s"
 	"github.com/pushproxy/pushproxy/internal/service"
 	"github.com/pushproxy/pushproxy/internal/settings"
 	"github.com/pushproxy/pushproxy/internal/sourcestatus"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
 	"github.com/pushproxy/pushproxy/internal/tokens"
+	"github.com/pushproxy/pushproxy/internal/tokens/onprem"
 )
 
 // Defaults of pushctl standalone: everything on loopback.
@@ -184,7 +184,7 @@ func (s *standalone) bootstrap(ctx context.Context, conn *broker.Conn, log zerol
 		}
 		log.Info().Str("thumbprint", auth.CurrentCertificateThumbprint).Msg("created the S2S certificate")
 	}
-	certDir = s2s.CertDir(auth, "")
+	certDir = onprem.CertDir(auth, "")
 	proxy, err := store.Proxy(ctx)
 	if err != nil {
 		return setup{}, err
@@ -206,7 +206,7 @@ func newStandaloneCertificate(ctx context.Context, store *settings.Store, dir, o
 	if err != nil {
 		return settings.Auth{}, err
 	}
-	if err := s2s.Save(dir, cert); err != nil {
+	if err := onprem.Save(dir, cert); err != nil {
 		return settings.Auth{}, err
 	}
 	return store.UpdateAuth(ctx, func(a *settings.Auth) error {
@@ -247,7 +247,7 @@ func (s *standalone) registerWithRelay(ctx context.Context, conn *broker.Conn, a
 		if thumb == "" {
 			continue
 		}
-		cert, err := s2s.Load(certDir, thumb)
+		cert, err := onprem.Load(certDir, thumb)
 		if err != nil {
 			return err
 		}
@@ -303,7 +303,7 @@ func (s *standalone) run(ctx context.Context, conn *broker.Conn, st setup, log z
 	// The devices page runs beside the on-premises side here: it names
 	// each device with its user and label.
 	s.relay.DeviceNames = subs.Namer().Name
-	s.dispatcher.Tokens = s2s.NewSource(st.store, st.certDir)
+	s.dispatcher.Tokens = onprem.NewSource(st.store, st.certDir)
 	s.monitor.CertDir = st.certDir
 	s.monitor.Canary.Publisher = canary
 	d, err := dispatcher.New(ctx, *s.dispatcher, conn, log, reg)

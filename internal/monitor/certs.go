@@ -9,8 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pushproxy/pushproxy/internal/alerting"
-	"github.com/pushproxy/pushproxy/internal/s2s"
 	"github.com/pushproxy/pushproxy/internal/settings"
+	"github.com/pushproxy/pushproxy/internal/tokens/onprem"
 )
 
 // DefaultCertCheckInterval is how often the signing certificates' expiry
@@ -33,7 +33,7 @@ func certificateSignals(ctx context.Context, store *settings.Store, certDir stri
 	if err != nil {
 		return nil, err
 	}
-	dir := s2s.CertDir(auth, certDir)
+	dir := onprem.CertDir(auth, certDir)
 	var out []alerting.Signal
 	var errs []error
 	for _, c := range []certRole{{"current", auth.CurrentCertificateThumbprint}, {"next", auth.NextCertificateThumbprint}} {
@@ -43,7 +43,7 @@ func certificateSignals(ctx context.Context, store *settings.Store, certDir stri
 			out = append(out, sig)
 			continue
 		}
-		cert, err := s2s.Load(dir, c.thumbprint)
+		cert, err := onprem.Load(dir, c.thumbprint)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("checking the %s certificate: %w", c.role, err))
 			continue

@@ -33,10 +33,10 @@ import (
 	"github.com/pushproxy/pushproxy/internal/pushlog"
 	"github.com/pushproxy/pushproxy/internal/relayclient"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
-	"github.com/pushproxy/pushproxy/internal/s2s"
 	"github.com/pushproxy/pushproxy/internal/settings"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
 	"github.com/pushproxy/pushproxy/internal/tokens"
+	"github.com/pushproxy/pushproxy/internal/tokens/onprem"
 )
 
 const ingestToken = "ingest-secret"
@@ -129,7 +129,7 @@ func (d *deployment) addCertificate(t *testing.T, validity time.Duration) string
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	if err := s2s.Save(dir, cert); err != nil {
+	if err := onprem.Save(dir, cert); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := d.store.UpdateAuth(d.ctx, func(a *settings.Auth) error {

@@ -23,8 +23,8 @@ import (
 	"github.com/pushproxy/pushproxy/internal/delivery"
 	"github.com/pushproxy/pushproxy/internal/relayclient"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
-	"github.com/pushproxy/pushproxy/internal/s2s"
 	"github.com/pushproxy/pushproxy/internal/settings"
+	"github.com/pushproxy/pushproxy/internal/tokens/onprem"
 )
 
 // ResultType is the outcome of a probe, with Exchange's names.
@@ -248,7 +248,7 @@ func (r Result) failWith(err error) Result {
 // makes single attempts bounded by timeout, without a circuit breaker so
 // that every probe really reaches out.
 func NewDeps(store *settings.Store, certDir string, timeout time.Duration) Deps {
-	tokens := s2s.NewSource(store, certDir)
+	tokens := onprem.NewSource(store, certDir)
 	client := relayclient.New(relayclient.Config{Tokens: tokens, Timeout: timeout, BreakerFailures: -1})
 	return Deps{Settings: store, Tokens: tokens, Relay: client}
 }

@@ -13,9 +13,9 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/relay"
 	"github.com/pushproxy/pushproxy/internal/relay/registry"
-	"github.com/pushproxy/pushproxy/internal/s2s"
 	"github.com/pushproxy/pushproxy/internal/settings"
 	"github.com/pushproxy/pushproxy/internal/tokens"
+	"github.com/pushproxy/pushproxy/internal/tokens/onprem"
 )
 
 // Setup is what New made.
@@ -25,7 +25,7 @@ type Setup struct {
 	// CertDir holds the certificate and its key.
 	CertDir string
 	// Tokens is the token source a dispatcher signs with.
-	Tokens *s2s.Source
+	Tokens *onprem.Source
 	// Registry is the relay's registry, with the organization's
 	// certificate; tests add their apps to it.
 	Registry *registry.Store
@@ -44,7 +44,7 @@ func New(t testing.TB, ctx context.Context, js jetstream.JetStream, org, relayAd
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s2s.Save(certDir, cert); err != nil {
+	if err := onprem.Save(certDir, cert); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := store.UpdateAuth(ctx, func(a *settings.Auth) error { a.CurrentCertificateThumbprint = cert.Thumbprint(); return nil }); err != nil {
@@ -60,5 +60,5 @@ func New(t testing.TB, ctx context.Context, js jetstream.JetStream, org, relayAd
 	if _, _, err := reg.AddCertificate(ctx, registry.CertificateRegistration{Organization: org, Certificate: cert.X509.Raw}); err != nil {
 		t.Fatal(err)
 	}
-	return Setup{Settings: store, CertDir: certDir, Tokens: s2s.NewSource(store, certDir), Registry: reg}
+	return Setup{Settings: store, CertDir: certDir, Tokens: onprem.NewSource(store, certDir), Registry: reg}
 }

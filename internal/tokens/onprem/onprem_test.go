@@ -1,4 +1,4 @@
-package s2s
+package onprem
 
 import (
 	"context"

@@ -1,7 +1,7 @@
-// Package s2s is the on-premises side of server-to-server OAuth: it keeps
+// Package onprem is the on-premises side of server-to-server OAuth: it keeps
 // the signing certificates in a folder, named by thumbprint, and turns the
 // auth and proxy settings into S2S tokens for the relay.
-package s2s
+package onprem
 
 import (
 	"context"
