@@ -137,6 +137,7 @@ func runStandalone(ctx context.Context, c *cli, args []string) error {
 		s.ingest.NativeTokens = []string{standaloneToken}
 		log.Warn().Msg("ingest accepts the development token " + standaloneToken + ": set --native-token for anything but a trial")
 	}
+	s.nats.Log = log
 	conn, err := broker.Connect(ctx, *s.nats)
 	if err != nil {
 		return err

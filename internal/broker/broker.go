@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 )
 
 // Options says how to reach NATS.
@@ -40,6 +41,27 @@ type Options struct {
 	Embedded bool
 	StoreDir string
 	Listen   string
+
+	// Log receives the errors the server reports about the connection
+	// outside any request: a permission violation (a subscribe or a
+	// request the user may not make, which otherwise only times out), a
+	// slow consumer. At most a few lines a minute; none when zero.
+	Log zerolog.Logger
+}
+
+// asyncErrorsPerMinute bounds the lines Options.Log gets a minute.
+const asyncErrorsPerMinute = 5
+
+// errorHandler logs the connection's asynchronous errors to log.
+func errorHandler(log zerolog.Logger) nats.ErrHandler {
+	log = log.Sample(&zerolog.BurstSampler{Burst: asyncErrorsPerMinute, Period: time.Minute})
+	return func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		e := log.Error().Err(err)
+		if sub != nil {
+			e = e.Str("subject", sub.Subject)
+		}
+		e.Msg("NATS reported an error on the connection")
+	}
 }
 
 // Conn is a NATS connection with its JetStream context, and the embedded
@@ -68,6 +90,7 @@ func Connect(ctx context.Context, opts Options) (*Conn, error) {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500*time.Millisecond),
 		nats.RetryOnFailedConnect(false),
+		nats.ErrorHandler(errorHandler(opts.Log)),
 	)
 	switch {
 	case opts.Embedded:

@@ -143,6 +143,7 @@ func (c *Command) run(ctx context.Context, log zerolog.Logger, run func(context.
 			}
 		}()
 	}
+	c.nats.Log = log
 	conn, err := broker.Connect(ctx, *c.nats)
 	if err != nil {
 		log.Error().Err(err).Msg("connecting to NATS")

@@ -325,16 +325,28 @@ func (c *Cache) read(users []*cachedUser) {
 		c.mu.Lock()
 		for _, u := range users[:n] {
 			if err != nil {
-				u.err = err
-				if c.users[u.key] == u {
-					c.drop(u)
-				}
+				c.fail(u, err)
 			}
 			close(u.ready)
 		}
 		c.evict()
 		c.mu.Unlock()
 		users = users[n:]
+	}
+}
+
+// fail ends u's read with err: the user is dropped, to be read again when
+// next asked for, and what the watch told of it (all u holds, since a
+// failed read merged nothing) is kept apart again, as for any user not
+// held. c.mu is held; u's read has not ended.
+func (c *Cache) fail(u *cachedUser, err error) {
+	u.err = err
+	if c.users[u.key] != u {
+		return
+	}
+	c.drop(u)
+	for key, e := range u.keys {
+		c.remember(u.key, key, e)
 	}
 }
 

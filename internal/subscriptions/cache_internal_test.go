@@ -3,6 +3,7 @@ package subscriptions
 import (
 	"container/list"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"testing"
 	"time"
@@ -90,6 +91,19 @@ func TestCacheRemembersChangesOfUsersNotHeld(t *testing.T) {
 	}
 	if _, ok := c.recent["u1"]; ok {
 		t.Fatal("u1's changes still kept apart after it was read")
+	}
+	// A failed read keeps what the watch told of the user for the next.
+	u3, _ := c.claimOne("u3")
+	c.observe(entry{key: "u3.d1", rev: 9, op: jetstream.KeyValuePut, val: val})
+	c.fail(u3, errors.New("no answer"))
+	close(u3.ready)
+	if _, held := c.users["u3"]; held || c.recent["u3"] == nil || len(c.recent["u3"].keys) != 1 {
+		t.Fatalf("after a failed read: held %v, kept apart %+v", held, c.recent["u3"])
+	}
+	u3, _ = c.claimOne("u3")
+	close(u3.ready)
+	if got := len(c.live(u3)); got != 1 {
+		t.Fatalf("u3 read again has %d subscriptions, want the one the watch saw before the failed read", got)
 	}
 	for i := range maxRecent + 1 {
 		c.observe(entry{key: "v" + strconv.Itoa(i) + ".d1", rev: uint64(10 + i), op: jetstream.KeyValueDelete})
