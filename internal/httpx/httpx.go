@@ -1,8 +1,7 @@
 // Package httpx is the HTTP client plumbing for long-lived connections to
 // one peer: the push providers' clients to APNs, FCM and Web Push, and
 // the dispatchers' and monitor's client to the relay (relayclient). One
-// transport builder, bounded reading of response bodies, and the clipping
-// of text taken from an answer into an error (ClipText).
+// transport builder, and bounded reading of response bodies.
 package httpx
 
 import (
@@ -11,11 +10,8 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"syscall"
 	"time"
-	"unicode"
-	"unicode/utf8"
 )
 
 // MaxBody is the most of a push service's response body that is read; the
@@ -100,29 +96,4 @@ func ReadBody(r io.Reader) []byte {
 	b, _ := io.ReadAll(io.LimitReader(r, MaxBody))
 	_, _ = io.Copy(io.Discard, io.LimitReader(r, 4*MaxBody))
 	return b
-}
-
-// MaxText is the most of a text taken from an answer that ClipText keeps,
-// in bytes.
-const MaxText = 512
-
-// ClipText keeps text taken from an answer (an error code or message, a
-// field a peer got wrong) fit for an error or a log: trimmed, valid UTF-8,
-// control characters (line breaks too) made spaces, and cut to MaxText
-// bytes on a character boundary with "…" added.
-func ClipText(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, strings.ToValidUTF8(strings.TrimSpace(s), "\uFFFD"))
-	if len(s) <= MaxText {
-		return s
-	}
-	cut := MaxText
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
 }

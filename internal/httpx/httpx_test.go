@@ -125,21 +125,6 @@ func TestReadBody(t *testing.T) {
 	}
 }
 
-func TestClipText(t *testing.T) {
-	long := strings.Repeat("a", MaxText-1) + "é" + "tail"
-	tests := []struct{ in, want string }{
-		{"  InvalidAuthenticationToken \r\n", "InvalidAuthenticationToken"},
-		{"line one\nline two\ttab", "line one line two tab"},
-		{"bad \xff byte", "bad \uFFFD byte"},
-		{long, strings.Repeat("a", MaxText-1) + "…"},
-	}
-	for _, tt := range tests {
-		if got := ClipText(tt.in); got != tt.want {
-			t.Errorf("ClipText(%q) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-}
-
 func TestNoRedirects(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/elsewhere" {

@@ -21,8 +21,8 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
+	"github.com/pushproxy/pushproxy/internal/clip"
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/httpjson"
 )
@@ -179,14 +179,4 @@ func jsonNames(t reflect.Type) []string {
 
 // Clip shortens a client-supplied string for an error message: at most 64
 // bytes, on a rune boundary, with "…" when cut.
-func Clip(s string) string {
-	const max = 64
-	if len(s) <= max {
-		return s
-	}
-	cut := max
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
-}
+func Clip(s string) string { return clip.Cut(s, 64) }

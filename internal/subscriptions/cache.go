@@ -127,9 +127,7 @@ func (c *Cache) follow(w jetstream.KeyWatcher) {
 			return
 		case entry, ok := <-w.Updates():
 			if !ok {
-				// The watch ended (only with ctx); nothing is current any more.
-				c.Clear()
-				return
+				return // the watch ends only with ctx
 			}
 			if entry != nil {
 				c.observe(entry)
@@ -464,21 +462,6 @@ func (c *Cache) Forget(key string) {
 	if e, ok := u.keys[key]; ok && !e.gone {
 		c.subs--
 		u.keys[key] = cachedEntry{rev: e.rev, gone: true}
-	}
-}
-
-// Clear drops every user held.
-func (c *Cache) Clear() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for e := c.lru.Front(); e != nil; {
-		u := e.Value.(*cachedUser)
-		e = e.Next()
-		select {
-		case <-u.ready:
-			c.drop(u)
-		default:
-		}
 	}
 }
 

@@ -18,7 +18,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 
-	"github.com/pushproxy/pushproxy/internal/httpx"
+	"github.com/pushproxy/pushproxy/internal/clip"
 )
 
 // App-only tokens of the Microsoft identity platform: the OAuth 2.0 client
@@ -327,9 +327,9 @@ func ParseTokenResponse(status int, body []byte) (string, time.Duration, error) 
 	if status != http.StatusOK {
 		te := &TokenError{Status: status}
 		if jsonErr == nil {
-			te.Code, te.Description, te.CorrelationID = httpx.ClipText(a.Error), httpx.ClipText(a.Description), httpx.ClipText(a.CorrelationID)
+			te.Code, te.Description, te.CorrelationID = clip.Text(a.Error), clip.Text(a.Description), clip.Text(a.CorrelationID)
 		} else {
-			te.Description = httpx.ClipText(string(body))
+			te.Description = clip.Text(string(body))
 		}
 		return "", 0, te
 	}
@@ -343,7 +343,7 @@ func ParseTokenResponse(status int, body []byte) (string, time.Duration, error) 
 		return "", 0, errors.New("the token answer's access_token holds characters a header cannot carry")
 	}
 	if a.TokenType != "" && !strings.EqualFold(a.TokenType, "Bearer") {
-		return "", 0, fmt.Errorf("the token answer's token_type is %q, not Bearer", httpx.ClipText(a.TokenType))
+		return "", 0, fmt.Errorf("the token answer's token_type is %q, not Bearer", clip.Text(a.TokenType))
 	}
 	lifetime, err := parseExpiresIn(a.ExpiresIn)
 	if err != nil {
@@ -367,7 +367,7 @@ func parseExpiresIn(raw json.RawMessage) (time.Duration, error) {
 	}
 	secs, err := strconv.ParseInt(text, 10, 64)
 	if err != nil || secs < 0 || secs > int64(MaxLifetime/time.Second)*7 {
-		return 0, fmt.Errorf("the token answer's expires_in %q is not a number of seconds", httpx.ClipText(text))
+		return 0, fmt.Errorf("the token answer's expires_in %q is not a number of seconds", clip.Text(text))
 	}
 	return time.Duration(secs) * time.Second, nil
 }

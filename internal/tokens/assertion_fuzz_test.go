@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pushproxy/pushproxy/internal/httpx"
+	"github.com/pushproxy/pushproxy/internal/clip"
 )
 
 // FuzzTokenResponse feeds arbitrary answers to ParseTokenResponse. Seeds:
@@ -21,7 +21,7 @@ func FuzzTokenResponse(f *testing.F) {
 				t.Fatalf("accepted %d: token %q lifetime %v", status, token, lifetime)
 			}
 		case errors.As(err, &te):
-			if status == 200 || te.Status != status || strings.ContainsAny(err.Error(), "\r\n") || len(te.Description) > httpx.MaxText+len("…") {
+			if status == 200 || te.Status != status || strings.ContainsAny(err.Error(), "\r\n") || len(te.Description) > clip.MaxText+len("…") {
 				t.Fatalf("token error %q for status %d", err, status)
 			}
 		case token != "" || lifetime != 0:

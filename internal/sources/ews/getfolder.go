@@ -8,7 +8,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
-	"unicode/utf8"
+
+	"github.com/pushproxy/pushproxy/internal/clip"
 )
 
 // GetFolderAction is the SOAPAction of a GetFolder request (MS-OXWSFOLD
@@ -234,12 +235,5 @@ func clipAnswer(s string) string {
 	s = strings.Join(strings.FieldsFunc(strings.ToValidUTF8(s, "\uFFFD"), func(r rune) bool {
 		return unicode.IsSpace(r) || unicode.IsControl(r)
 	}), " ")
-	if len(s) <= maxAnswerText {
-		return s
-	}
-	cut := maxAnswerText
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
+	return clip.Cut(s, maxAnswerText)
 }

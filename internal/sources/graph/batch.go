@@ -12,7 +12,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/pushproxy/pushproxy/internal/httpx"
+	"github.com/pushproxy/pushproxy/internal/clip"
 )
 
 // JSON batching (POST {api}/$batch): up to MaxBatchRequests requests in one
@@ -149,7 +149,7 @@ func apiError(status int, body []byte) *APIError {
 	}
 	e := &APIError{Status: status}
 	if json.Unmarshal(body, &b) == nil {
-		e.Code, e.Message = httpx.ClipText(b.Error.Code), httpx.ClipText(b.Error.Message)
+		e.Code, e.Message = clip.Text(b.Error.Code), clip.Text(b.Error.Message)
 	}
 	return e
 }

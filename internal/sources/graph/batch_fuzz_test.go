@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pushproxy/pushproxy/internal/httpx"
+	"github.com/pushproxy/pushproxy/internal/clip"
 )
 
 // FuzzBatch feeds arbitrary answers to DecodeBatch and reads every
@@ -38,7 +38,7 @@ func FuzzBatch(f *testing.F) {
 			if d, ok := retryAfter(it.Header("Retry-After"), now); d < 0 || (!ok && d != 0) {
 				t.Fatalf("Retry-After %q: %v", it.Header("Retry-After"), d)
 			}
-			if e := apiError(it.Status, it.Body); len(e.Code) > httpx.MaxText+len("…") || len(e.Message) > httpx.MaxText+len("…") {
+			if e := apiError(it.Status, it.Body); len(e.Code) > clip.MaxText+len("…") || len(e.Message) > clip.MaxText+len("…") {
 				t.Fatalf("error text of %d and %d bytes", len(e.Code), len(e.Message))
 			}
 		}
