@@ -112,7 +112,7 @@ func (w *worker) pushDue(ctx context.Context, flush bool) {
 	if devErr != nil {
 		w.log.Warn().Err(devErr).Int("users", devWaits).Msg("reading the devices of users to push to; their pushes wait")
 	}
-	w.settle(ctx, tasks, now)
+	w.settle(tasks)
 }
 
 // requeued counts a push put back to go later.
@@ -196,7 +196,7 @@ func (w *worker) handleResults(ctx context.Context, rs []result) {
 			tasks = append(tasks, t)
 		}
 	}
-	w.settle(ctx, tasks, now)
+	w.settle(tasks)
 }
 
 // answered applies the per-device results of a push the relay accepted
@@ -282,90 +282,158 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// settle runs the tasks' I/O in parallel, then acknowledges the events of
-// those that succeeded and tells the ledger. A task that failed puts its
-// events back, and the ledger comes back to the user later.
-func (w *worker) settle(ctx context.Context, tasks []*settleTask, now time.Time) {
-	if len(tasks) == 0 {
-		return
-	}
-	_ = parallel(w.env.cfg.IOConcurrency, len(tasks), func(i int) error {
-		t := tasks[i]
-		t.ok = w.persist(ctx, t)
-		return nil
-	})
+// settle starts the tasks' I/O, which the partition's writers do
+// (startWriters) while the loop goes on applying and pushing; each task
+// comes back through w.settled (finish). A
+// user's tasks are written one after another, so that revisions follow
+// one another and a conflict is merged once.
+func (w *worker) settle(tasks []*settleTask) {
 	for _, t := range tasks {
-		if !t.ok {
-			w.env.metrics.settleFailures.Inc()
-			w.ledger.Settled(now, t.Settle, false)
+		key := t.User.Key
+		if w.writing[key] != nil {
+			w.waiting[key] = append(w.waiting[key], t)
 			continue
 		}
-		// Metrics first: whoever sees the acks sees the metrics too.
-		if t.Skip != "" {
-			w.env.metrics.skipped.WithLabelValues(t.Skip).Inc()
-		}
-		if len(t.Events) > 0 {
-			w.env.metrics.eventsPerPush.Observe(float64(len(t.Events)))
-			w.env.metrics.acked.Add(float64(len(t.Events)))
-		}
-		for _, h := range t.Events {
-			if err := h.msg.Ack(); err != nil {
-				w.log.Debug().Err(err).Uint64("seq", h.seq).Msg("acknowledging")
-			}
-			w.forget(h)
-		}
-		w.ledger.Settled(now, t.Settle, true)
+		w.start(t)
 	}
+}
+
+// start takes the snapshot of the user's state that t writes (none when
+// nothing changed since the last write) and hands t to the writers.
+func (w *worker) start(t *settleTask) {
+	w.writing[t.User.Key] = t
+	t.write = nil
+	if t.User.Dirty() {
+		snap := w.ledger.Snapshot(t.User)
+		t.write = &snap
+	}
+	w.toWrite.Push(t)
+}
+
+// startWriters starts the goroutines that do the settle tasks' I/O, at
+// most IOConcurrency at once, until the worker ends. They live as long
+// as the worker, so that their stacks, grown once, are kept.
+func (w *worker) startWriters(ctx context.Context) {
+	for range w.env.cfg.IOConcurrency {
+		go func() {
+			for {
+				select {
+				case <-w.quit:
+					return
+				case <-w.toWrite.C():
+					for _, t := range w.toWrite.Take(1) {
+						w.persist(ctx, t)
+						w.settled.Push(t)
+					}
+				}
+			}
+		}()
+	}
+}
+
+// finish ends tasks whose I/O is done: it acknowledges the events of
+// those that succeeded and tells the ledger; a task that failed puts its
+// events back, and the ledger comes back to the user later. A write that
+// met another writer's state is merged with it (Rebase) and written
+// again. Then the user's next task starts.
+func (w *worker) finish(tasks []*settleTask) {
+	now := time.Now()
+	for _, t := range tasks {
+		u := t.User
+		if c := t.conflict; c != nil {
+			w.env.metrics.stateConflicts.Inc()
+			t.conflict, t.rebased = nil, true
+			// Held events were valid when they were applied; they are
+			// decoded again rather than kept decoded in memory.
+			w.ledger.Rebase(t.Settle, c.state, c.rev, func(h *held) (events.Event, error) { return decodeEvent(h.msg.Data()) })
+			w.start(t)
+			continue
+		}
+		delete(w.writing, u.Key)
+		w.ended(now, t)
+		if next := w.waiting[u.Key]; len(next) > 0 {
+			if len(next) == 1 {
+				delete(w.waiting, u.Key)
+			} else {
+				w.waiting[u.Key] = next[1:]
+			}
+			w.start(next[0])
+		}
+	}
+}
+
+// ended tells the ledger how t's I/O went and, when it succeeded,
+// acknowledges t's events.
+func (w *worker) ended(now time.Time, t *settleTask) {
+	if !t.ok {
+		w.env.metrics.settleFailures.Inc()
+		w.ledger.Settled(now, t.Settle, false)
+		return
+	}
+	if t.write != nil {
+		w.ledger.Stored(t.User, *t.write, t.rev)
+	}
+	// Metrics first: whoever sees the acks sees the metrics too.
+	if t.Skip != "" {
+		w.env.metrics.skipped.WithLabelValues(t.Skip).Inc()
+	}
+	if len(t.Events) > 0 {
+		w.env.metrics.eventsPerPush.Observe(float64(len(t.Events)))
+		w.env.metrics.acked.Add(float64(len(t.Events)))
+	}
+	for _, h := range t.Events {
+		if err := h.msg.Ack(); err != nil {
+			w.log.Debug().Err(err).Uint64("seq", h.seq).Msg("acknowledging")
+		}
+		w.forget(h)
+	}
+	w.ledger.Settled(now, t.Settle, true)
 }
 
 // persist writes what a task records, through the delivery path: dead
 // letters first (they are the events' record once acknowledged), then the
-// state, then the sent record, which is best effort. (Removals of gone
+// state, then the sent record, which is best effort. It runs off the
+// loop: it reads only t and what the loop gave it. (Removals of gone
 // devices happen when the answer is read, see answered.)
-func (w *worker) persist(ctx context.Context, t *settleTask) bool {
+func (w *worker) persist(ctx context.Context, t *settleTask) {
 	dl := w.env.deliverer()
-	for _, dead := range t.dead {
+	for ; len(t.dead) > 0; t.dead = t.dead[1:] {
+		dead := t.dead[0]
 		if err := dl.DeadLetter(ctx, dead); err != nil {
 			w.log.Warn().Err(err).Msg("publishing a dead letter")
-			return false
+			return
 		}
 		w.env.metrics.deadLetters.WithLabelValues(dead.Reason).Inc()
 	}
-	if t.User.Dirty() {
-		if err := w.writeState(ctx, t.Settle); err != nil {
-			w.log.Warn().Err(err).Msg("writing unread state")
-			return false
+	if t.write != nil {
+		rev, err := w.env.unread.Put(ctx, t.User.Key, t.write.State, t.write.Rev)
+		if errors.Is(err, unread.ErrConflict) && !t.rebased {
+			// Another writer: a dispatcher that lost the partition, an
+			// operator. The loop merges its state with the held events.
+			cur, curRev, gerr := w.env.unread.Get(ctx, t.User.Key)
+			if gerr != nil {
+				w.log.Warn().Err(gerr).Msg("reading unread state after a conflict")
+				return
+			}
+			t.conflict = &storedState{state: cur, rev: curRev}
+			return
 		}
+		if err != nil {
+			w.log.Warn().Err(err).Msg("writing unread state")
+			return
+		}
+		t.rev = rev
 	}
 	if t.sent != nil {
 		if err := dl.RecordSent(ctx, *t.sent, true); err != nil {
 			w.log.Debug().Err(err).Msg("recording a sent push")
 		}
 	}
-	return true
+	t.ok = true
 }
 
-// writeState writes the user's state with a revision check. On a conflict
-// (another writer: a dispatcher that lost the partition, an operator) the
-// ledger merges the stored state with the events this worker holds for
-// the user (Rebase), and the merged state is written.
-func (w *worker) writeState(ctx context.Context, s *badges.Settle[*held]) error {
-	u := s.User
-	rev, err := w.env.unread.Put(ctx, u.Key, u.State(), u.Rev())
-	if errors.Is(err, unread.ErrConflict) {
-		w.env.metrics.stateConflicts.Inc()
-		cur, curRev, gerr := w.env.unread.Get(ctx, u.Key)
-		if gerr != nil {
-			return gerr
-		}
-		// Held events were valid when they were applied; they are decoded
-		// again rather than kept decoded in memory.
-		w.ledger.Rebase(s, cur, curRev, func(h *held) (events.Event, error) { return decodeEvent(h.msg.Data()) })
-		rev, err = w.env.unread.Put(ctx, u.Key, u.State(), u.Rev())
-	}
-	if err != nil {
-		return err
-	}
-	w.ledger.Stored(u, rev)
-	return nil
+// storedState is a user's state as another writer stored it.
+type storedState struct {
+	state unread.State
+	rev   uint64
 }

@@ -2,7 +2,6 @@ package dispatcher
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -65,12 +64,24 @@ func (h *held) Time() time.Time { return h.at }
 type user = badges.User[*held]
 
 // settleTask is the I/O that ends a push (or a skip): dead letters, the
-// state, the sent record; then its events are acknowledged.
+// state, the sent record; then its events are acknowledged. The loop sets
+// what to write and reads the outcome once the task is back (finish); the
+// task's goroutine does the I/O in between.
 type settleTask struct {
 	*badges.Settle[*held]
 	sent *SentRecord
+	// dead are the dead letters not yet published.
 	dead []DeadLetter
-	ok   bool
+	// write is the state to write (nil: unchanged); rebased says it was
+	// merged with another writer's once already.
+	write   *badges.Write
+	rebased bool
+
+	// The outcome: ok with the revision written, or the state of another
+	// writer met on the way (conflict), or neither (failed).
+	ok       bool
+	rev      uint64
+	conflict *storedState
 }
 
 // partitionEnv is what a partition's worker uses of its dispatcher: the
@@ -128,6 +139,13 @@ type worker struct {
 	ready     []*held
 	// jobs are the pushes at the sender, by user key.
 	jobs map[string]*job
+	// writing is each user's settle task whose I/O runs; waiting, the
+	// user's next ones, in order. toWrite takes tasks to the writers
+	// (startWriters), settled brings them back.
+	writing map[string]*settleTask
+	waiting map[string][]*settleTask
+	toWrite *queue[*settleTask]
+	settled *queue[*settleTask]
 
 	// syncing: this worker just became the partition's consumer and holds
 	// its events until no other dispatcher's events are pending, so that a
@@ -171,6 +189,10 @@ func (d *Dispatcher) newWorker(partition int) *worker {
 		log:       d.log.With().Int("partition", partition).Logger(),
 		ledger:    badges.New[*held](d.cfg.ledgerPolicy()),
 		jobs:      map[string]*job{},
+		writing:   map[string]*settleTask{},
+		waiting:   map[string][]*settleTask{},
+		toWrite:   newQueue[*settleTask](),
+		settled:   newQueue[*settleTask](),
 		inbox:     newQueue[jetstream.Msg](),
 		wake:      make(chan struct{}, 1),
 		quit:      make(chan struct{}),
@@ -213,6 +235,7 @@ func (w *worker) run(ctx context.Context) {
 		return
 	}
 	defer cc.Stop()
+	w.startWriters(ctx)
 	w.setSyncing(true)
 	w.started = time.Now()
 	w.syncStarted = w.started
@@ -244,6 +267,8 @@ loop:
 			w.receive(ctx, w.inbox.Take(w.env.cfg.FetchBatch))
 		case <-w.results.C():
 			w.handleResults(ctx, w.results.Take(0))
+		case <-w.settled.C():
+			w.finish(w.settled.Take(0))
 		case <-timer.C:
 		case <-keepAlive.C:
 			w.keepAlive()
@@ -316,16 +341,18 @@ func (w *worker) handOver(ctx context.Context, cc jetstream.ConsumeContext, fetc
 		if !w.syncing {
 			w.pushDue(ctx, true)
 		}
-		if w.ledger.InFlight() == 0 {
+		if w.ledger.InFlight() == 0 && len(w.writing) == 0 {
 			break
 		}
 		select {
 		case <-w.results.C():
 			w.handleResults(ctx, w.results.Take(0))
+		case <-w.settled.C():
+			w.finish(w.settled.Take(0))
 		case <-keepAlive.C:
 			w.keepAlive()
 		case <-deadline.C:
-			w.log.Warn().Int("pushes_in_flight", w.ledger.InFlight()).Int64("events_held", w.heldN.Load()).
+			w.log.Warn().Int("pushes_in_flight", w.ledger.InFlight()).Int("users_writing", len(w.writing)).Int64("events_held", w.heldN.Load()).
 				Msg("hand-over timed out; unsettled events will be redelivered")
 			return
 		}
@@ -446,45 +473,4 @@ func userKeyOf(subject string) (string, bool) {
 // consumerName is the durable consumer of a partition.
 func consumerName(prefix string, partition int) string {
 	return fmt.Sprintf("%s-p%d", prefix, partition)
-}
-
-// parallel runs f(0..n-1) on at most limit goroutines and joins the errors.
-func parallel(limit, n int, f func(i int) error) error {
-	if n == 0 {
-		return nil
-	}
-	if n == 1 || limit <= 1 {
-		var errs []error
-		for i := range n {
-			if err := f(i); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		return errors.Join(errs...)
-	}
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-		next atomic.Int64
-	)
-	for range min(limit, n) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				if err := f(i); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
 }

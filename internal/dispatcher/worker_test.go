@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -20,35 +21,63 @@ type tokens struct{}
 
 func (tokens) Token(context.Context) (string, error) { return "t", nil }
 
-// TestWriteStateMergesAConflict has another writer change a user's state
-// behind the worker's back: the worker's write merges the stored state with
-// the events it holds instead of overwriting it.
-func TestWriteStateMergesAConflict(t *testing.T) {
+// newMailFor stores n new-mail events of alice in a one-partition MAIL
+// stream and returns a dispatcher on it, alice's key and the events as
+// delivered.
+func newMailFor(t *testing.T, n int) (*Dispatcher, string, []jetstream.Msg) {
+	t.Helper()
 	conn := brokertest.Start(t, brokertest.WithPartitions(1))
 	ctx := context.Background()
 	d, err := New(ctx, Config{Tokens: tokens{}}, conn, zerolog.Nop(), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyer := d.keyer
-	const user = "alice@fabrikam.com"
-	key := keyer.UserKey("fabrikam.com", user)
-
-	// One held event: new mail, no authoritative count, stored at some seq.
-	ev := events.Event{Tenant: "fabrikam.com", User: user, Kind: events.KindNew, ChangeID: "c1", OccurredAt: time.Now()}
-	ev.Normalize()
-	data, _ := ev.Encode()
-	if _, err := conn.JS.PublishMsg(ctx, &nats.Msg{Subject: keyer.Subject("fabrikam.com", user), Data: data}); err != nil {
-		t.Fatal(err)
+	const tenant, user = "fabrikam.com", "alice@fabrikam.com"
+	for i := range n {
+		ev := events.Event{Tenant: tenant, User: user, Kind: events.KindNew, ChangeID: fmt.Sprintf("c%d", i), OccurredAt: time.Now()}
+		ev.Normalize()
+		data, _ := ev.Encode()
+		if _, err := conn.JS.PublishMsg(ctx, &nats.Msg{Subject: d.keyer.Subject(tenant, user), Data: data}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	cons, err := conn.JS.OrderedConsumer(ctx, broker.StreamMail, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+	var msgs []jetstream.Msg
+	for range n {
+		msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, msg)
+	}
+	return d, d.keyer.UserKey(tenant, user), msgs
+}
+
+// applyHeld applies a delivered event to the worker's ledger and returns
+// it held.
+func applyHeld(t *testing.T, w *worker, u *user, msg jetstream.Msg) *held {
+	t.Helper()
+	ev, err := decodeEvent(msg.Data())
 	if err != nil {
 		t.Fatal(err)
 	}
+	meta, _ := msg.Metadata()
+	h := &held{msg: msg, seq: meta.Sequence.Stream, user: u}
+	w.heldN.Add(1)
+	w.ledger.Apply(time.Now(), u, &ev, h)
+	return h
+}
+
+// TestWriteStateMergesAConflict has another writer change a user's state
+// behind the worker's back: the worker's write merges the stored state with
+// the events it holds instead of overwriting it.
+func TestWriteStateMergesAConflict(t *testing.T) {
+	ctx := context.Background()
+	d, key, msgs := newMailFor(t, 1)
+	msg := msgs[0]
 	meta, _ := msg.Metadata()
 	seq := meta.Sequence.Stream
 
@@ -61,17 +90,21 @@ func TestWriteStateMergesAConflict(t *testing.T) {
 
 	// This worker believed the user new (revision 0) and applied the event.
 	w := d.newWorker(0)
-	u := w.ledger.Add(key, "fabrikam.com", user)
+	u := w.ledger.Add(key, "fabrikam.com", "alice@fabrikam.com")
 	w.ledger.Load(u, unread.State{}, 0)
-	h := &held{msg: msg, seq: seq, user: u}
-	w.ledger.Apply(time.Now(), u, &ev, h)
+	applyHeld(t, w, u, msg)
 	due := w.ledger.Flush(time.Now().Add(time.Hour))
 	if len(due) != 1 || len(due[0].Events) != 1 {
 		t.Fatalf("due %+v, want the user's one event", due)
 	}
 	settle := w.ledger.Unchanged(due[0])
-	if err := w.writeState(ctx, settle); err != nil {
-		t.Fatalf("writeState: %v", err)
+	task := &settleTask{Settle: settle}
+	w.startWriters(ctx)
+	defer close(w.quit)
+	w.settle([]*settleTask{task})
+	settleAll(ctx, t, w)
+	if !task.ok {
+		t.Fatal("the settle failed")
 	}
 	if !settle.Merged {
 		t.Fatal("the conflict was not noticed")
@@ -85,5 +118,67 @@ func TestWriteStateMergesAConflict(t *testing.T) {
 	}
 	if u.State().Count != 11 || u.Dirty() {
 		t.Fatalf("worker's state %+v dirty=%v, want the merged one, written", u.State(), u.Dirty())
+	}
+}
+
+// TestWritesOfAUserFollowOneAnother settles a user's event while the
+// loop goes on: the next event's settle waits for the first write, and
+// then writes the state the first snapshot did not hold; both events are
+// acknowledged only once written.
+func TestWritesOfAUserFollowOneAnother(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d, key, msgs := newMailFor(t, 2)
+	w := d.newWorker(0)
+	w.startWriters(ctx)
+	defer close(w.quit)
+	u := w.ledger.Add(key, "fabrikam.com", "alice@fabrikam.com")
+	w.ledger.Load(u, unread.State{}, 0)
+
+	settleNext := func(msg jetstream.Msg) (*held, *settleTask) {
+		h := applyHeld(t, w, u, msg)
+		due := w.ledger.Flush(time.Now().Add(time.Hour))
+		if len(due) != 1 {
+			t.Fatalf("due %+v, want the user", due)
+		}
+		task := &settleTask{Settle: w.ledger.NotSent(time.Now(), due[0], "test")}
+		w.settle([]*settleTask{task})
+		return h, task
+	}
+	first, a := settleNext(msgs[0])
+	second, b := settleNext(msgs[1])
+	if w.writing[key] != a || len(w.waiting[key]) != 1 || w.waiting[key][0] != b {
+		t.Fatalf("writing %v, waiting %v: want the second settle to wait for the first", w.writing[key], w.waiting[key])
+	}
+	if a.write == nil || a.write.State.Count != 1 {
+		t.Fatalf("the first write %+v, want the count of the first event", a.write)
+	}
+	settleAll(ctx, t, w)
+	if !a.ok || !b.ok || b.write == nil || b.write.State.Count != 2 {
+		t.Fatalf("first ok %v, second ok %v writing %+v: want both written, the second with both events", a.ok, b.ok, b.write)
+	}
+	if !first.released || !second.released || w.heldN.Load() != 0 {
+		t.Fatalf("released %v %v, %d held: want both events acknowledged", first.released, second.released, w.heldN.Load())
+	}
+	got, rev, err := d.unread.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Count != 2 || rev != b.rev || u.Rev() != rev || u.Dirty() || u.Settling() {
+		t.Fatalf("stored %+v at %d (second write at %d), worker at %d dirty %v settling %v: want count 2, clean", got, rev, b.rev, u.Rev(), u.Dirty(), u.Settling())
+	}
+}
+
+// settleAll finishes the worker's settle tasks as its loop would, until
+// none is left.
+func settleAll(ctx context.Context, t *testing.T, w *worker) {
+	t.Helper()
+	for len(w.writing) > 0 {
+		select {
+		case <-w.settled.C():
+			w.finish(w.settled.Take(0))
+		case <-ctx.Done():
+			t.Fatalf("%d settle tasks did not finish: %v", len(w.writing), ctx.Err())
+		}
 	}
 }

@@ -22,14 +22,19 @@
 //     latest event are settled, so an outage holds one event per user),
 //     Dead (dead-lettered) or Answered (delivered, or retried per device
 //     within MaxPushRetries, or held for app faults).
-//  4. The loop writes what a Settle records (the state first), then
-//     acknowledges its events and reports back with Settled. A failed
-//     write puts the events back; the coalescer comes back to the user.
+//  4. The loop writes what a Settle records (the state first, from a
+//     Snapshot), then acknowledges its events and reports back with
+//     Settled. A failed write puts the events back; the coalescer comes
+//     back to the user. The writes go on while the loop applies and
+//     pushes more: a Settle's events stay held (Held, EachHeld) until
+//     Settled, and a write that lands records the revision without
+//     hiding changes made since its Snapshot (Stored).
 //
 // The state is written before its events are acknowledged, so a
 // dispatcher killed at any point leaves either the events (redelivered to
 // the next owner, which applies those the stored state does not hold) or
-// a state that holds them.
+// a state that holds them. The loop writes one state of a user at a time,
+// so revisions follow one another.
 package badges
 
 import (
@@ -119,11 +124,19 @@ type User[E Event] struct {
 	state  unread.State
 	rev    uint64
 	dirty  bool
+	// gen counts the changes of state, so that a write of an older
+	// Snapshot does not mark newer changes as stored.
+	gen uint64
 
 	// pending are applied events not yet covered by a push; inflight are
 	// those the push in flight covers.
 	pending, inflight []E
 	push              *Push
+	// settling are the events of the Settles given out and not yet
+	// reported with Settled (being written, not yet acknowledged);
+	// settles counts those Settles.
+	settling []E
+	settles  int
 	// requeues counts retries of the current push after device retries
 	// or relay trouble; deviceRetries those for devices; attempts its
 	// relay requests.
@@ -155,20 +168,24 @@ func (u *User[E]) Pushing() (Push, []E, bool) {
 	return *u.push, u.inflight, true
 }
 
-// Held returns the user's events not yet settled: those in flight, then
-// those pending.
+// Held returns the user's events not yet settled: those in flight, those
+// of Settles being written, then those pending.
 func (u *User[E]) Held() []E {
-	return append(slices.Clip(u.inflight), u.pending...)
+	return append(append(slices.Clip(u.inflight), u.settling...), u.pending...)
 }
 
-// idle: nothing held, nothing in flight.
+// Settling reports whether a Settle of the user is given out and not yet
+// reported with Settled.
+func (u *User[E]) Settling() bool { return u.settles > 0 }
+
+// idle: nothing held, nothing in flight, nothing being written.
 func (u *User[E]) idle() bool {
-	return len(u.pending) == 0 && len(u.inflight) == 0 && u.push == nil
+	return len(u.pending) == 0 && len(u.inflight) == 0 && u.push == nil && u.settles == 0
 }
 
 // Ledger is the state machine of one partition's users. It is not safe
-// for concurrent use, except that Stored and Rebase may run for distinct
-// users at once (the loop writes states in parallel while it waits).
+// for concurrent use: the loop calls it, and its writers work from
+// Snapshots.
 type Ledger[E Event] struct {
 	policy Policy
 	co     *coalesce.Coalescer
@@ -206,7 +223,7 @@ func (l *Ledger[E]) Apply(now time.Time, u *User[E], e *events.Event, ev E) bool
 	prev := u.state.Count
 	st, applied := unread.Apply(u.state, e, ev.Seq(), l.policy.Unread)
 	if applied {
-		u.state, u.dirty = st, true
+		u.changed(st)
 	}
 	u.pending = append(u.pending, ev)
 	u.lastActive = now
@@ -272,14 +289,14 @@ type Settle[E Event] struct {
 
 // Unchanged settles a skip: the devices show the count already.
 func (l *Ledger[E]) Unchanged(d Due[E]) *Settle[E] {
-	return &Settle[E]{User: d.User, Events: d.Events, Skip: SkipUnchanged}
+	return give(&Settle[E]{User: d.User, Events: d.Events, Skip: SkipUnchanged})
 }
 
 // NotSent settles a push that cannot go (SkipProxyDisabled,
 // SkipNoSubscriptions); the coalescer drops it.
 func (l *Ledger[E]) NotSent(now time.Time, d Due[E], reason string) *Settle[E] {
 	l.co.Failed(now, d.User.Key, time.Time{})
-	return &Settle[E]{User: d.User, Events: d.Events, Skip: reason}
+	return give(&Settle[E]{User: d.User, Events: d.Events, Skip: reason})
 }
 
 // Paused holds a push whose apps are all paused after app faults, until
@@ -337,7 +354,7 @@ func (l *Ledger[E]) Disabled(now time.Time, u *User[E], attempts int) Result[E] 
 		return Result[E]{}
 	}
 	l.co.Failed(now, u.Key, time.Time{})
-	return Result[E]{Settle: &Settle[E]{User: u, Events: evs, Skip: SkipProxyDisabled}}
+	return Result[E]{Settle: give(&Settle[E]{User: u, Events: evs, Skip: SkipProxyDisabled})}
 }
 
 // Retry puts a push back that did not reach the devices (reason: relay
@@ -375,7 +392,7 @@ func (l *Ledger[E]) Dead(now time.Time, u *User[E], attempts int, reason string)
 
 func (l *Ledger[E]) dead(now time.Time, u *User[E], p Push, evs []E, reason string) *Settle[E] {
 	l.co.Failed(now, u.Key, time.Time{})
-	s := &Settle[E]{User: u, Events: evs, Dead: reason, Push: p, Attempts: u.attempts}
+	s := give(&Settle[E]{User: u, Events: evs, Dead: reason, Push: p, Attempts: u.attempts})
 	u.deviceRetries, u.requeues, u.attempts = 0, 0, 0
 	return s
 }
@@ -426,9 +443,9 @@ func (l *Ledger[E]) Answered(now time.Time, u *User[E], attempts int, a Answer) 
 		l.hold(now, u, evs, now.Add(l.policy.RetryDelay))
 		return Result[E]{Requeued: RequeueAppPaused}
 	}
-	u.state, u.dirty = u.state.Pushed(p.Count, p.Seq, now), true
+	u.changed(u.state.Pushed(p.Count, p.Seq, now))
 	l.co.Delivered(now, u.Key, p.Count)
-	s := &Settle[E]{User: u, Events: evs, Sent: true, Push: p, Attempts: u.attempts}
+	s := give(&Settle[E]{User: u, Events: evs, Sent: true, Push: p, Attempts: u.attempts})
 	u.deviceRetries, u.requeues, u.attempts = 0, 0, 0
 	return Result[E]{Settle: s}
 }
@@ -448,7 +465,7 @@ func keepLatest[E Event](u *User[E], evs []E, reason string) (*Settle[E], []E) {
 	}
 	// Clipped, so that putting the settled events back never writes over
 	// the kept one.
-	return &Settle[E]{User: u, Events: evs[: n-1 : n-1], Skip: reason}, evs[n-1:]
+	return give(&Settle[E]{User: u, Events: evs[: n-1 : n-1], Skip: reason}), evs[n-1:]
 }
 
 // hold puts a push back until a paused tenant+app lets a trial through;
@@ -479,17 +496,52 @@ func (l *Ledger[E]) requeue(now time.Time, u *User[E], evs []E, reason string, h
 	u.pending = append(evs, u.pending...)
 }
 
-// Stored records that the user's state was written at rev.
-func (l *Ledger[E]) Stored(u *User[E], rev uint64) { u.rev, u.dirty = rev, false }
+// give hands s out: its events stay the user's, held, until Settled.
+func give[E Event](s *Settle[E]) *Settle[E] {
+	u := s.User
+	u.settling = append(u.settling, s.Events...)
+	u.settles++
+	return s
+}
+
+// changed sets the user's state to st, to be written.
+func (u *User[E]) changed(st unread.State) {
+	u.state, u.dirty = st, true
+	u.gen++
+}
+
+// Write is a user's state to write, copied on the loop: the state, and the
+// stored revision it replaces (0: none stored).
+type Write struct {
+	State unread.State
+	Rev   uint64
+	gen   uint64
+}
+
+// Snapshot returns the user's state to write, while the loop may go on
+// changing the user.
+func (l *Ledger[E]) Snapshot(u *User[E]) Write {
+	return Write{State: u.state, Rev: u.rev, gen: u.gen}
+}
+
+// Stored records that w, a Snapshot of the user, was written at rev. The
+// user stays dirty when its state changed after the Snapshot.
+func (l *Ledger[E]) Stored(u *User[E], w Write, rev uint64) {
+	u.rev = rev
+	if u.gen == w.gen {
+		u.dirty = false
+	}
+}
 
 // Rebase merges the user's state with cur, stored at rev by another
 // writer (a dispatcher that lost the partition, an operator): every
-// event the user holds (s's and those in flight or pending), decoded
-// again by decode, is applied on cur in stream order, and the newer push
-// record is kept. The loop then writes the merged state.
+// event the user holds (s's, those of other Settles not yet Settled, and
+// those in flight or pending), decoded again by decode, is applied on cur
+// in stream order, and the newer push record is kept. The loop then
+// writes the merged state, from a new Snapshot.
 func (l *Ledger[E]) Rebase(s *Settle[E], cur unread.State, rev uint64, decode func(E) (events.Event, error)) {
 	u := s.User
-	all := append(append(slices.Clip(s.Events), u.inflight...), u.pending...)
+	all := u.Held()
 	sort.Slice(all, func(i, j int) bool { return all[i].Seq() < all[j].Seq() })
 	merged := cur
 	for _, ev := range all {
@@ -501,7 +553,8 @@ func (l *Ledger[E]) Rebase(s *Settle[E], cur unread.State, rev uint64, decode fu
 	if u.state.LastPushedAt.After(merged.LastPushedAt) {
 		merged.LastPushedCount, merged.LastPushedAt, merged.LastPushedSeq = u.state.LastPushedCount, u.state.LastPushedAt, u.state.LastPushedSeq
 	}
-	u.state, u.rev, s.Merged = merged, rev, true
+	u.changed(merged)
+	u.rev, s.Merged = rev, true
 }
 
 // Settled reports that s was written (ok: its events are then
@@ -509,6 +562,8 @@ func (l *Ledger[E]) Rebase(s *Settle[E], cur unread.State, rev uint64, decode fu
 // comes due again). A merged state that still needs a push comes due too.
 func (l *Ledger[E]) Settled(now time.Time, s *Settle[E], ok bool) {
 	u := s.User
+	u.settles--
+	u.settling = slices.DeleteFunc(u.settling, func(ev E) bool { return slices.Contains(s.Events, ev) })
 	if !ok {
 		u.pending = append(s.Events, u.pending...)
 		if len(u.pending) > 0 || u.state.NeedsPush() {
@@ -529,7 +584,7 @@ func (l *Ledger[E]) observeAgain(now time.Time, u *User[E]) {
 // EachHeld calls f for every event the ledger holds.
 func (l *Ledger[E]) EachHeld(f func(ev E)) {
 	for _, u := range l.users {
-		for _, list := range [][]E{u.inflight, u.pending} {
+		for _, list := range [][]E{u.inflight, u.settling, u.pending} {
 			for _, ev := range list {
 				f(ev)
 			}
@@ -565,14 +620,14 @@ func (l *Ledger[E]) Sweep(cutoff time.Time, full bool) {
 	}
 }
 
-// Release forgets every user without a push in flight, and returns their
-// pending events, for a loop that lost the partition for a while (another
-// owner may have applied events of these users): their states are read
-// again before they are applied.
+// Release forgets every user without a push in flight or a Settle being
+// written, and returns their pending events, for a loop that lost the
+// partition for a while (another owner may have applied events of these
+// users): their states are read again before they are applied.
 func (l *Ledger[E]) Release() []E {
 	var out []E
 	for key, u := range l.users {
-		if u.push != nil {
+		if u.push != nil || u.settles > 0 {
 			continue
 		}
 		out = append(out, u.pending...)

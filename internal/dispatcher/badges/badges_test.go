@@ -311,7 +311,9 @@ func TestScenarios(t *testing.T) {
 			answer(400, "alice", func(l *Ledger[*ev], now time.Time, u *User[*ev]) Result[*ev] {
 				return l.Dead(now, u, 2, "permanent")
 			}, "settle alice dead permanent attempts=2 [1]"),
-			state(401, "alice", "count=1 pushed=never in_flight=none held=[]"),
+			state(401, "alice", "count=1 pushed=never in_flight=none held=[1]"),
+			settled(402, "alice", true),
+			state(403, "alice", "count=1 pushed=never in_flight=none held=[]"),
 		}},
 		{"disabled before sending", []step{
 			apply(0, "alice", 1, ""), due(300, false, "alice=1 [1]"), send(300, "alice"),
@@ -376,7 +378,7 @@ func TestRebase(t *testing.T) {
 	if !r.Settle.Merged || u.Rev() != 42 || got.Count != 11 || got.LastSeq != 7 || *got.LastPushedCount != 2 {
 		t.Fatalf("merged %+v rev %d: want 10 + the one event the other writer had not (seq 7), pushed 2 (newer than its 9)", got, u.Rev())
 	}
-	l.Stored(u, 43)
+	l.Stored(u, l.Snapshot(u), 43)
 	if u.Dirty() || u.Rev() != 43 {
 		t.Fatalf("after Stored: dirty %v rev %d", u.Dirty(), u.Rev())
 	}
@@ -420,5 +422,90 @@ func TestSweepAndRelease(t *testing.T) {
 	l.EachHeld(func(*ev) { n++ })
 	if n != 1 {
 		t.Fatalf("%d events held, want busy's one in flight", n)
+	}
+}
+
+// newMail applies a new message of u at seq and returns its held event
+// and the event.
+func newMail(l *Ledger[*ev], u *User[*ev], seq uint64, ms int) (*ev, events.Event) {
+	e := events.Event{Tenant: u.Tenant, User: u.Name, Kind: events.KindNew, Mailbox: events.Inbox}
+	e.Normalize()
+	h := &ev{seq: seq, at: at(ms)}
+	l.Apply(at(ms), u, &e, h)
+	return h, e
+}
+
+// TestSettlesWrittenWhileTheLoopGoesOn checks what the ledger keeps of a
+// user while its Settles are being written and the loop applies more
+// events: their events stay held, a write of an older Snapshot leaves the
+// newer changes to write, and a merge with another writer's state
+// includes the events of every Settle not yet Settled.
+func TestSettlesWrittenWhileTheLoopGoesOn(t *testing.T) {
+	l := New[*ev](policy)
+	u := l.Add("alice.key", "fabrikam.com", "alice@fabrikam.com")
+	l.Load(u, unread.State{}, 0)
+	decoded := map[*ev]events.Event{}
+	mail := func(seq uint64, ms int) *ev {
+		h, e := newMail(l, u, seq, ms)
+		decoded[h] = e
+		return h
+	}
+	// push takes the user's due count, sends it and has it delivered.
+	push := func(ms int) *Settle[*ev] {
+		ds := l.Flush(at(ms))
+		if len(ds) != 1 {
+			t.Fatalf("at %d ms: due %+v, want the user", ms, ds)
+		}
+		l.Send(ds[0])
+		return l.Answered(at(ms+1), u, 1, Answer{Delivered: 1}).Settle
+	}
+	mail(1, 0)
+	first := push(10)
+	snap := l.Snapshot(u)
+	if !u.Settling() || !slices.Equal(seqs(u.Held()), []uint64{1}) {
+		t.Fatalf("settling %v, held %v: want event 1 held while its Settle is written", u.Settling(), seqs(u.Held()))
+	}
+
+	// The loop goes on: event 2 arrives and is pushed, and its Settle
+	// waits for the first.
+	mail(2, 20)
+	second := push(30)
+	mail(3, 40)
+	if got := seqs(u.Held()); !slices.Equal(got, []uint64{1, 2, 3}) {
+		t.Fatalf("held %v, want 1 and 2 (being settled) and 3 (pending)", got)
+	}
+	l.Sweep(at(1_000_000), true)
+	if released := l.Release(); l.User(u.Key) == nil || len(released) != 0 {
+		t.Fatalf("a user with Settles being written was forgotten (released %v)", seqs(released))
+	}
+
+	// The first write lands: its snapshot had one event, so the user
+	// still has changes to write.
+	l.Stored(u, snap, 5)
+	l.Settled(at(50), first, true)
+	if !u.Dirty() || u.Rev() != 5 {
+		t.Fatalf("dirty %v rev %d after the older snapshot was stored: want dirty at revision 5", u.Dirty(), u.Rev())
+	}
+	if got := seqs(u.Held()); !slices.Equal(got, []uint64{2, 3}) {
+		t.Fatalf("held %v after the first Settle, want 2 and 3", got)
+	}
+
+	// The second write meets another writer's state (count 7 up to event
+	// 1): the merge applies every held event on it, event 2 included.
+	l.Rebase(second, unread.State{Count: 7, LastSeq: 1}, 9, func(h *ev) (events.Event, error) { return decoded[h], nil })
+	if got := u.State(); got.Count != 9 || got.LastSeq != 3 || *got.LastPushedCount != 2 || u.Rev() != 9 || !u.Dirty() {
+		t.Fatalf("merged %+v rev %d dirty %v: want 7 + events 2 and 3, pushed 2, revision 9, to be written", got, u.Rev(), u.Dirty())
+	}
+	l.Stored(u, l.Snapshot(u), 10)
+	l.Settled(at(60), second, true)
+	if u.Dirty() || u.Settling() {
+		t.Fatalf("dirty %v settling %v after the last write", u.Dirty(), u.Settling())
+	}
+
+	// Settled without success puts the events back, pending.
+	third := push(70)
+	l.Settled(at(80), third, false)
+	if got := seqs(u.Held()); u.Settling() || !slices.Equal(got, []uint64{3}) {
+		t.Fatalf("held %v settling %v after a failed Settle, want 3 pending", got, u.Settling())
 	}
 }
