@@ -46,7 +46,9 @@ FUZZ_TARGETS = \
 	./internal/tokens:FuzzVerify \
 	./internal/relayclient:FuzzParseFault \
 	./internal/providers:FuzzParseRetryAfter \
-	./internal/providers/webpush:FuzzParseSubscription
+	./internal/providers/webpush:FuzzParseSubscription \
+	./internal/unread:FuzzDecodeState \
+	./internal/subscriptions:FuzzDecodeSubscription
 
 .PHONY: run test unit alerts integration bench bench-scale fuzz build lint clean help chaos chaos-bin deploy-sync cluster
 

@@ -116,8 +116,9 @@ func narrowed(f deadletter.Filter) bool {
 // the environment, and returns the positional arguments.
 func (c *cli) parseWithArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
+	noEnv := func(string) string { return "" }
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := flagenv.Parse(fs, args, noEnv); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, err
 			}

@@ -47,6 +47,7 @@ func commands() []command {
 		provisionCommand(),
 		authCommand(),
 		proxyCommand(),
+		storageCommand(),
 		probeCommand(),
 		replayCommand(),
 		dlqCommand(),

@@ -21,6 +21,7 @@ import (
 	"github.com/pushproxy/pushproxy/internal/ingest"
 	"github.com/pushproxy/pushproxy/internal/probe"
 	"github.com/pushproxy/pushproxy/internal/sourcestatus"
+	"github.com/pushproxy/pushproxy/internal/storage"
 )
 
 func statusCommand() command {
@@ -53,6 +54,9 @@ type consumerStatus struct {
 type workerStatus struct {
 	ID         string `json:"id"`
 	Partitions []int  `json:"partitions"`
+	// Reads are the encodings of stored values the dispatcher reads
+	// (empty: a release that reads only JSON).
+	Reads []storage.Encoding `json:"reads,omitempty"`
 }
 
 // statusReport is everything pushctl status prints.
@@ -263,7 +267,7 @@ func splitNumber(s string) (string, int) {
 // subject within d.
 func listenWorkers(ctx context.Context, nc *nats.Conn, subject string, d time.Duration) ([]workerStatus, error) {
 	var mu sync.Mutex
-	seen := map[string][]int{}
+	seen := map[string]workerStatus{}
 	sub, err := nc.Subscribe(subject, func(msg *nats.Msg) {
 		var a dispatcher.Announcement
 		if json.Unmarshal(msg.Data, &a) != nil || a.ID == "" {
@@ -275,7 +279,7 @@ func listenWorkers(ctx context.Context, nc *nats.Conn, subject string, d time.Du
 			delete(seen, a.ID)
 			return
 		}
-		seen[a.ID] = slices.Sorted(slices.Values(a.Owns))
+		seen[a.ID] = workerStatus{ID: a.ID, Partitions: slices.Sorted(slices.Values(a.Owns)), Reads: a.Reads}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listening for dispatchers on %s: %w", subject, err)
@@ -291,8 +295,8 @@ func listenWorkers(ctx context.Context, nc *nats.Conn, subject string, d time.Du
 	mu.Lock()
 	defer mu.Unlock()
 	out := make([]workerStatus, 0, len(seen))
-	for id, owns := range seen {
-		out = append(out, workerStatus{ID: id, Partitions: owns})
+	for _, w := range seen {
+		out = append(out, w)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
+	"github.com/pushproxy/pushproxy/internal/storage"
 )
 
 func TestProvisionIsIdempotentAndReady(t *testing.T) {
@@ -144,5 +145,56 @@ func TestProvisionThreeReplicasOnOneServerFails(t *testing.T) {
 	defer cancel()
 	if err := broker.Provision(ctx, conn.JS, layout); err == nil {
 		t.Fatal("3 replicas on a single server were accepted")
+	}
+}
+
+// TestProvisionStorageEncoding: provisioning that creates the installation
+// records the compact encoding; provisioning a deployment of an earlier
+// release (any of its buckets exists, without storage settings) records
+// nothing, so that its writers go on writing JSON until an operator
+// switches.
+func TestProvisionStorageEncoding(t *testing.T) {
+	ctx := context.Background()
+	earlier := func(bucket string) func(jetstream.JetStream) error {
+		return func(js jetstream.JetStream) error {
+			_, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket})
+			return err
+		}
+	}
+	tests := []struct {
+		name   string
+		before func(jetstream.JetStream) error
+		want   storage.Encoding
+		stored bool
+	}{
+		{"a new installation", func(jetstream.JetStream) error { return nil }, storage.Compact, true},
+		{"an earlier release's config bucket", earlier(broker.BucketConfig), storage.JSON, false},
+		{"an earlier release's unread bucket", earlier(broker.BucketUnread), storage.JSON, false},
+		{"an earlier release's subscriptions bucket", earlier(broker.BucketSubscriptions), storage.JSON, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn, err := broker.Connect(ctx, broker.Options{Name: t.Name(), Embedded: true, StoreDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(conn.Close)
+			if err := tt.before(conn.JS); err != nil {
+				t.Fatal(err)
+			}
+			for range 2 { // provisioning again changes nothing
+				if err := broker.Provision(ctx, conn.JS, broker.DefaultLayout()); err != nil {
+					t.Fatal(err)
+				}
+				kv, err := conn.JS.KeyValue(ctx, broker.BucketConfig)
+				if err != nil {
+					t.Fatal(err)
+				}
+				st, stored, err := storage.Read(ctx, kv)
+				if err != nil || st.Encoding != tt.want || stored != tt.stored {
+					t.Fatalf("storage settings %+v, stored %v, %v; want %s, stored %v", st, stored, err, tt.want, tt.stored)
+				}
+			}
+		})
 	}
 }

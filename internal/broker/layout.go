@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/storage"
 )
 
 // Names of the streams and key-value buckets of the pushproxy layout.
@@ -202,10 +203,16 @@ func (l Layout) buckets() []jetstream.KeyValueConfig {
 
 // Provision creates the streams and buckets of the layout, or updates them
 // to it; running it again changes nothing. It also makes sure the subject
-// key exists.
+// key exists. When it creates the installation (none of the config,
+// unread and subscriptions buckets existed), it records the compact
+// encoding in the storage settings (storage.InitNew).
 func Provision(ctx context.Context, js jetstream.JetStream, l Layout) error {
 	if err := l.Validate(); err != nil {
 		return fmt.Errorf("checking layout: %w", err)
+	}
+	fresh, err := newInstallation(ctx, js)
+	if err != nil {
+		return err
 	}
 	for _, cfg := range l.streams() {
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
@@ -220,7 +227,31 @@ func Provision(ctx context.Context, js jetstream.JetStream, l Layout) error {
 	if _, err := SubjectKey(ctx, js); err != nil {
 		return err
 	}
+	if fresh {
+		kv, err := js.KeyValue(ctx, BucketConfig)
+		if err != nil {
+			return fmt.Errorf("opening bucket %s: %w", BucketConfig, err)
+		}
+		return storage.InitNew(ctx, kv, time.Now())
+	}
 	return nil
+}
+
+// newInstallation reports whether none of the buckets that every process
+// of any release reads (config, for the subject key) or that hold the
+// values storage encodes (unread, subscriptions) exists yet.
+func newInstallation(ctx context.Context, js jetstream.JetStream) (bool, error) {
+	for _, bucket := range []string{BucketConfig, BucketUnread, BucketSubscriptions} {
+		_, err := js.KeyValue(ctx, bucket)
+		switch {
+		case errors.Is(err, jetstream.ErrBucketNotFound):
+		case err != nil:
+			return false, fmt.Errorf("looking for bucket %s: %w", bucket, err)
+		default:
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // SubjectKey returns the deployment's subject key from the config bucket,

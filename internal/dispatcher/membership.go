@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/service"
+	"github.com/pushproxy/pushproxy/internal/storage"
 )
 
 // memberTimeoutBeats is how many heartbeats a member may miss before the
@@ -21,12 +22,18 @@ import (
 const memberTimeoutBeats = 3
 
 // Announcement is a dispatcher's heartbeat on the membership subject
-// (Config.MembershipSubject): its id, the partitions it consumes, and
-// whether it is leaving. pushctl status reads it to list the workers.
+// (Config.MembershipSubject): its id, the partitions it consumes, whether
+// it is leaving, and the encodings of stored values it reads. pushctl
+// status reads it to list the workers, pushctl storage encoding to check
+// that every dispatcher reads the encoding it switches to.
 type Announcement struct {
 	ID      string `json:"id"`
 	Leaving bool   `json:"leaving,omitempty"`
 	Owns    []int  `json:"owns,omitempty"`
+	// Reads are the encodings of the unread and subscriptions buckets the
+	// dispatcher reads (storage.Reads); empty for a release before the
+	// compact encoding, which reads only JSON.
+	Reads []storage.Encoding `json:"reads,omitempty"`
 }
 
 // membership tracks the live dispatchers from their heartbeats on a core
@@ -160,7 +167,7 @@ func (m *membership) tick() {
 
 func (m *membership) announce(leaving bool) {
 	m.mu.Lock()
-	a := Announcement{ID: m.id, Leaving: leaving, Owns: slices.Clone(m.owns)}
+	a := Announcement{ID: m.id, Leaving: leaving, Owns: slices.Clone(m.owns), Reads: storage.Reads()}
 	m.mu.Unlock()
 	data, _ := json.Marshal(a)
 	if err := m.nc.Publish(m.subject, data); err != nil {

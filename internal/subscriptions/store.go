@@ -2,7 +2,6 @@ package subscriptions
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -13,19 +12,22 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/storage"
 )
 
 // ErrNotFound is returned when deleting a subscription that does not exist.
 var ErrNotFound = errors.New("subscription not found")
 
-// Store keeps subscriptions in the KV bucket "subscriptions". It is safe
-// for concurrent use.
+// Store keeps subscriptions in the KV bucket "subscriptions". It reads
+// them in either encoding (Decode) and writes them in the one the storage
+// settings say (storage.Switch). It is safe for concurrent use.
 type Store struct {
 	js    jetstream.JetStream
 	kv    jetstream.KeyValue
 	keyer *events.Keyer
 	ttl   time.Duration
 	now   func() time.Time
+	enc   *storage.Switch
 	// limits bound the devices of a user and of a tenant.
 	limits  Limits
 	tenants *tenantCounts
@@ -42,8 +44,17 @@ func Open(ctx context.Context, js jetstream.JetStream, keyer *events.Keyer) (*St
 	if err != nil {
 		return nil, fmt.Errorf("reading bucket %s status: %w", broker.BucketSubscriptions, err)
 	}
-	return &Store{js: js, kv: kv, keyer: keyer, ttl: status.TTL(), now: time.Now, limits: DefaultLimits,
-		tenants: &tenantCounts{m: map[string]tenantCount{}}}, nil
+	return &Store{js: js, kv: kv, keyer: keyer, ttl: status.TTL(), now: time.Now, enc: storage.NewSwitch(js, broker.BucketConfig),
+		limits: DefaultLimits, tenants: &tenantCounts{m: map[string]tenantCount{}}}, nil
+}
+
+// WithEncoding returns a copy of the store that writes the encoding enc
+// says (storage.Fixed: always the same one) instead of following the
+// storage settings.
+func (s *Store) WithEncoding(enc *storage.Switch) *Store {
+	c := *s
+	c.enc = enc
+	return &c
 }
 
 // WithClock returns a copy of the store that takes time from now.
@@ -85,9 +96,7 @@ func (s *Store) Put(ctx context.Context, sub Subscription) (Subscription, bool, 
 	if err := s.checkRoom(ctx, sub, key); err != nil {
 		return Subscription{}, false, err
 	}
-	stored := sub
-	stored.Key, stored.ExpiresAt = "", time.Time{}
-	data, err := json.Marshal(stored)
+	data, err := Encode(sub, s.enc.Encoding(ctx))
 	if err != nil {
 		return Subscription{}, false, fmt.Errorf("encoding subscription: %w", err)
 	}
@@ -191,8 +200,8 @@ func (s *Store) decode(entry jetstream.KeyValueEntry) (Subscription, error) {
 // decodeValue reads the subscription stored under key, last written at
 // refreshed.
 func (s *Store) decodeValue(key string, value []byte, refreshed time.Time) (Subscription, error) {
-	var sub Subscription
-	if err := json.Unmarshal(value, &sub); err != nil {
+	sub, err := Decode(value)
+	if err != nil {
 		return Subscription{}, fmt.Errorf("decoding subscription %s: %w", key, err)
 	}
 	sub.Key = key

@@ -12,7 +12,10 @@
 // The package has the Store (Put, Delete, List, ListAll), a Cache of the
 // devices of the users a dispatcher works on (bounded, read on demand,
 // kept current by a watch of the bucket's changes), and the HTTP
-// handlers that ingest mounts for the subscribe API (see Routes).
+// handlers that ingest mounts for the subscribe API (see Routes). A value
+// in the bucket is JSON or the compact encoding (Encode); every reader
+// reads both (Decode), writers write what the storage settings say
+// (package storage).
 package subscriptions
 
 import (

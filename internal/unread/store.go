@@ -2,7 +2,6 @@ package unread
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -10,6 +9,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
+	"github.com/pushproxy/pushproxy/internal/storage"
 )
 
 // ErrConflict is returned by Store.Put when another writer changed the
@@ -21,17 +21,22 @@ var ErrConflict = errors.New("unread state changed by another writer")
 const maxUpdateAttempts = 10
 
 // Store keeps states in the KV bucket "unread", through the jetstream
-// KeyValue API and encoding/json. It is safe for concurrent use.
+// KeyValue API. It reads states in either encoding (Decode) and writes
+// them in the one the storage settings say (storage.Switch): JSON until an
+// operator switches to the compact one, or a new installation starts
+// with it. It is safe for concurrent use.
 //
 // A batched direct get, writes published to the key's subject and a
 // hand-written encoding were measured against these library calls in the
 // same run of make bench (BenchmarkDispatcherVsRaw, LibraryKV): +6 and
 // +9 % dispatcher rate, +4 % CPU per event, under the 10 % a fast path
-// must be worth to stay; they were removed. GetMany reads keys
-// concurrently instead, so a partition taken over with many users loads
-// them in a few round trips of time.
+// must be worth to stay; they were removed. (The compact encoding, Encode,
+// is there for the bytes a state takes in the bucket, not for speed.)
+// GetMany reads keys concurrently instead, so a partition taken over with
+// many users loads them in a few round trips of time.
 type Store struct {
-	kv jetstream.KeyValue
+	kv  jetstream.KeyValue
+	enc *storage.Switch
 }
 
 // getManyConcurrency bounds the reads GetMany has in flight.
@@ -43,7 +48,16 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening bucket %s: %w", broker.BucketUnread, err)
 	}
-	return &Store{kv: kv}, nil
+	return &Store{kv: kv, enc: storage.NewSwitch(js, broker.BucketConfig)}, nil
+}
+
+// WithEncoding returns a copy of the store that writes the encoding enc
+// says (storage.Fixed: always the same one) instead of following the
+// storage settings.
+func (s *Store) WithEncoding(enc *storage.Switch) *Store {
+	c := *s
+	c.enc = enc
+	return &c
 }
 
 // Get returns the state of the user key and its revision; a user never seen
@@ -56,8 +70,8 @@ func (s *Store) Get(ctx context.Context, key string) (State, uint64, error) {
 	if err != nil {
 		return State{}, 0, fmt.Errorf("reading unread state %s: %w", key, err)
 	}
-	var st State
-	if err := json.Unmarshal(entry.Value(), &st); err != nil {
+	st, err := Decode(entry.Value())
+	if err != nil {
 		return State{}, 0, fmt.Errorf("decoding unread state %s: %w", key, err)
 	}
 	return st, entry.Revision(), nil
@@ -95,7 +109,7 @@ type Loaded struct {
 // exist) and returns the new revision. A concurrent change gives an error
 // matching ErrConflict.
 func (s *Store) Put(ctx context.Context, key string, st State, rev uint64) (uint64, error) {
-	data, err := json.Marshal(st)
+	data, err := Encode(st, s.enc.Encoding(ctx))
 	if err != nil {
 		return 0, fmt.Errorf("encoding unread state %s: %w", key, err)
 	}

@@ -4,7 +4,8 @@
 //
 // [Apply] is pure: it folds one event into a state. [Store] keeps the states
 // in the KV bucket "unread" under events.Keyer.UserKey, written with revision
-// checks so that two writers never overwrite each other unknowingly.
+// checks so that two writers never overwrite each other unknowingly, as
+// JSON or in the compact encoding ([Encode]; [Decode] reads both).
 package unread
 
 import (

@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
+	"github.com/pushproxy/pushproxy/internal/compact"
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/storage"
 	"github.com/pushproxy/pushproxy/internal/unread"
 )
 
@@ -210,5 +214,96 @@ func TestGetMany(t *testing.T) {
 	}
 	if _, err := store.GetMany(ctx, []string{keys[0], "not a key"}); err == nil {
 		t.Fatal("GetMany with an invalid key succeeded; Get fails for it")
+	}
+}
+
+// TestStoreReadsBothEncodings: states in JSON (written by an earlier
+// release, or before the switch) and compact ones sit side by side; Get,
+// GetMany and Update read both, and a write leaves a state in the
+// encoding its writer writes.
+func TestStoreReadsBothEncodings(t *testing.T) {
+	conn := brokertest.Start(t)
+	ctx := context.Background()
+	store, err := unread.Open(ctx, conn.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := conn.JS.KeyValue(ctx, broker.BucketUnread)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyer := brokertest.Keyer(t, conn)
+	pushed := 2
+	writers := []struct {
+		store *unread.Store
+		first byte
+	}{
+		{store.WithEncoding(storage.Fixed(storage.JSON)), '{'},
+		{store.WithEncoding(storage.Fixed(storage.Compact)), compact.Version1},
+	}
+	var keys []string
+	for i, w := range writers {
+		key := keyer.UserKey("fabrikam.com", fmt.Sprintf("user%d@fabrikam.com", i))
+		keys = append(keys, key)
+		st := unread.State{Count: 2, Exact: true, LastSeq: 40, LastEventAt: when, LastPushedCount: &pushed, LastPushedAt: when, LastPushedSeq: 40}
+		if _, err := w.store.Put(ctx, key, st, 0); err != nil {
+			t.Fatal(err)
+		}
+		if got := brokertest.FirstByte(t, kv, key); got != w.first {
+			t.Fatalf("writer %d stored a value starting with %q, want %q", i, got, w.first)
+		}
+	}
+	loaded, err := store.GetMany(ctx, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(loaded[0].State, loaded[1].State) || loaded[0].State.Count != 2 || *loaded[1].State.LastPushedCount != 2 {
+		t.Fatalf("JSON gives back %+v, compact %+v", loaded[0].State, loaded[1].State)
+	}
+	// Each writer rewrites the other's state in its own encoding.
+	for i, w := range writers {
+		key := keys[1-i]
+		next, err := w.store.Update(ctx, key, func(s unread.State) (unread.State, error) { s.Count++; return s, nil })
+		if err != nil || next.Count != 3 || !next.LastEventAt.Equal(when) {
+			t.Fatalf("Update = %+v, %v", next, err)
+		}
+		if got := brokertest.FirstByte(t, kv, key); got != w.first {
+			t.Fatalf("after writer %d's update: a value starting with %q, want %q", i, got, w.first)
+		}
+	}
+}
+
+// TestStoreWritesWhatTheSettingsSay: a store reads the storage settings
+// before its first write: a new installation writes compact, and an
+// operator's switch to JSON reaches a store opened after it.
+func TestStoreWritesWhatTheSettingsSay(t *testing.T) {
+	conn := brokertest.Start(t)
+	ctx := context.Background()
+	kv, config := brokertest.KV(t, conn.JS, broker.BucketUnread), brokertest.KV(t, conn.JS, broker.BucketConfig)
+	keyer := brokertest.Keyer(t, conn)
+	steps := []struct {
+		set   storage.Encoding // "": as provisioned
+		first byte
+	}{
+		{"", compact.Version1},
+		{storage.JSON, '{'},
+	}
+	for i, s := range steps {
+		if s.set != "" {
+			if _, _, err := storage.SetEncoding(ctx, config, s.set, storage.ByOperator, when); err != nil {
+				t.Fatal(err)
+			}
+		}
+		store, err := unread.Open(ctx, conn.JS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := keyer.UserKey("fabrikam.com", fmt.Sprintf("user%d@fabrikam.com", i))
+		if _, err := store.Put(ctx, key, unread.State{Count: 1}, 0); err != nil {
+			t.Fatal(err)
+		}
+		if got := brokertest.FirstByte(t, kv, key); got != s.first {
+			t.Fatalf("step %d: a value starting with %q, want %q", i, got, s.first)
+		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -21,7 +20,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
+	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/storage"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
 )
 
@@ -43,7 +44,9 @@ const (
 // BenchmarkScale is make bench-scale: the deployment of the chaos tests
 // (3 NATS nodes, ingest, 3 dispatchers, the relay, an APNs provider; each
 // an OS process) with a million users, one device each, written straight
-// into the subscriptions bucket the way ingest's API stores them. Mail
+// into the subscriptions bucket the way ingest's API stores them, after
+// switching the writers to the compact encoding (as pushctl storage
+// encoding compact does; the dispatchers follow within seconds). Mail
 // then reaches a random tenth of the users, one event each through
 // ingest's native API, until every one of them has its badge. It reports
 // each dispatcher's and ingest's resident memory (now and at its peak)
@@ -93,11 +96,11 @@ func BenchmarkScale(b *testing.B) {
 		time.Since(start).Round(time.Millisecond))
 	busy := s.memory()
 
-	state, err := bucketBytes(ctx, s.js, broker.BucketUnread)
+	state, err := brokertest.ReadBucketUsage(ctx, s.js, broker.BucketUnread)
 	if err != nil {
 		b.Fatal(err)
 	}
-	devices, err := bucketBytes(ctx, s.js, broker.BucketSubscriptions)
+	devices, err := brokertest.ReadBucketUsage(ctx, s.js, broker.BucketSubscriptions)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -109,8 +112,8 @@ func BenchmarkScale(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(worst)/(1<<20), "dispatcher-peak-MiB")
-	b.ReportMetric(state.perEntry(), "B/user-state")
-	b.ReportMetric(devices.perEntry(), "B/subscription")
+	b.ReportMetric(state.PerEntry(), "B/user-state")
+	b.ReportMetric(devices.PerEntry(), "B/subscription")
 }
 
 // benchBinaries returns a context that ends with b and the folder of the
@@ -133,9 +136,14 @@ func scaleDevice(i int) string {
 }
 
 // writeSubscriptions stores one device for each of n users, as
-// subscriptions.Store.Put would, with asynchronous publishes.
+// subscriptions.Store.Put creates them (the encoding the storage settings
+// say, the create's revision check), with asynchronous publishes.
 func writeSubscriptions(ctx context.Context, b testing.TB, s *system, n int) error {
 	keyer, err := broker.Keyer(ctx, s.js)
+	if err != nil {
+		return err
+	}
+	enc, err := storageEncoding(ctx, s.js)
 	if err != nil {
 		return err
 	}
@@ -143,18 +151,20 @@ func writeSubscriptions(ctx context.Context, b testing.TB, s *system, n int) err
 	if err != nil {
 		return fmt.Errorf("opening JetStream: %w", err)
 	}
-	now := time.Now().UTC()
+	now := time.Now().UTC().Truncate(time.Millisecond)
 	last := time.Now()
 	for i := range n {
 		sub := subscriptions.Subscription{Tenant: org, User: scaleUser(i), AppID: appTopic, DeviceID: scaleDevice(i),
 			Platform: subscriptions.PlatformAPNS, Options: subscriptions.OptionEmail, Language: "en-GB", LastSubscriptionUpdate: now}
 		sub.Normalize()
-		data, err := json.Marshal(sub)
+		data, err := subscriptions.Encode(sub, enc)
 		if err != nil {
 			return fmt.Errorf("encoding a subscription: %w", err)
 		}
 		key := subscriptions.Key(keyer.UserKey(sub.Tenant, sub.User), sub.AppID, sub.DeviceID)
-		if _, err := js.PublishAsync("$KV."+broker.BucketSubscriptions+"."+key, data); err != nil {
+		msg := &nats.Msg{Subject: "$KV." + broker.BucketSubscriptions + "." + key, Data: data, Header: nats.Header{}}
+		msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0") // as KeyValue.Create
+		if _, err := js.PublishMsgAsync(msg); err != nil {
 			return fmt.Errorf("writing subscription %d: %w", i, err)
 		}
 		if i%2048 == 2047 {
@@ -169,6 +179,20 @@ func writeSubscriptions(ctx context.Context, b testing.TB, s *system, n int) err
 		}
 	}
 	return stored(ctx, js)
+}
+
+// storageEncoding switches the deployment's writers to the compact
+// encoding (pushctl storage encoding compact) and returns it.
+func storageEncoding(ctx context.Context, js jetstream.JetStream) (storage.Encoding, error) {
+	kv, err := js.KeyValue(ctx, broker.BucketConfig)
+	if err != nil {
+		return "", fmt.Errorf("opening bucket %s: %w", broker.BucketConfig, err)
+	}
+	st, _, err := storage.SetEncoding(ctx, kv, storage.Compact, storage.ByOperator, time.Now())
+	if err != nil {
+		return "", err
+	}
+	return st.Encoding, nil
 }
 
 // stored waits until every asynchronous publish of js is acknowledged.
@@ -299,33 +323,8 @@ func readStatus(pid int) (rss, hwm int64) {
 	return rss, hwm
 }
 
-// bucketUsage is what a KV bucket's stream holds.
-type bucketUsage struct {
-	entries, bytes uint64
-}
-
-func (u bucketUsage) perEntry() float64 {
-	if u.entries == 0 {
-		return 0
-	}
-	return float64(u.bytes) / float64(u.entries)
-}
-
-// bucketBytes reads the entries and bytes of a bucket's stream.
-func bucketBytes(ctx context.Context, js jetstream.JetStream, bucket string) (bucketUsage, error) {
-	st, err := js.Stream(ctx, "KV_"+bucket)
-	if err != nil {
-		return bucketUsage{}, fmt.Errorf("opening bucket %s: %w", bucket, err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return bucketUsage{}, fmt.Errorf("reading bucket %s: %w", bucket, err)
-	}
-	return bucketUsage{entries: info.State.Msgs, bytes: info.State.Bytes}, nil
-}
-
 // scaleReport is the bench's table.
-func scaleReport(users, active int, idle, busy []procMemory, state, devices bucketUsage) string {
+func scaleReport(users, active int, idle, busy []procMemory, state, devices brokertest.BucketUsage) string {
 	var sb strings.Builder
 	mib := func(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
 	verdict := func(ok bool) string {
@@ -347,10 +346,10 @@ func scaleReport(users, active int, idle, busy []procMemory, state, devices buck
 	}
 	fmt.Fprintln(w, "\t\t\t\t\t")
 	fmt.Fprintln(w, "bucket\tentries\tbytes\tper entry\tgoal\t")
-	fmt.Fprintf(w, "unread (user states)\t%d\t%d\t%.0f B\t≤ %d B %s\t\n", state.entries, state.bytes, state.perEntry(), goalStateBytes,
-		verdict(state.perEntry() <= goalStateBytes))
-	fmt.Fprintf(w, "subscriptions\t%d\t%d\t%.0f B\t≤ %d B %s\t\n", devices.entries, devices.bytes, devices.perEntry(), goalDeviceBytes,
-		verdict(devices.perEntry() <= goalDeviceBytes))
+	fmt.Fprintf(w, "unread (user states)\t%d\t%d\t%.0f B\t≤ %d B %s\t\n", state.Entries, state.Bytes, state.PerEntry(), goalStateBytes,
+		verdict(state.PerEntry() <= goalStateBytes))
+	fmt.Fprintf(w, "subscriptions\t%d\t%d\t%.0f B\t≤ %d B %s\t\n", devices.Entries, devices.Bytes, devices.PerEntry(), goalDeviceBytes,
+		verdict(devices.PerEntry() <= goalDeviceBytes))
 	w.Flush()
 	return sb.String()
 }
@@ -361,8 +360,9 @@ type scaleOutRun struct {
 	// rate is events/s from the first event stored to the last one
 	// acknowledged; cpu the dispatchers' CPU time per event, in all, and
 	// busy the same less what they spend when idle (idle, CPU seconds a
-	// second, all dispatchers together).
-	rate, cpu, busy, idle float64
+	// second, all dispatchers together); perRequest the pushes per relay
+	// request, all dispatchers together.
+	rate, cpu, busy, idle, perRequest float64
 }
 
 // scaleOutIdle is how long BenchmarkScaleOut measures the dispatchers'
@@ -396,6 +396,7 @@ func BenchmarkScaleOut(b *testing.B) {
 			b.ReportMetric(r.rate, "events/s")
 			b.ReportMetric(r.cpu, "dispatcher-CPU-µs/event")
 			b.ReportMetric(r.busy, "less-idle-µs/event")
+			b.ReportMetric(r.perRequest, "pushes/relay-request")
 			runs = append(runs, r)
 		})
 	}
@@ -437,6 +438,9 @@ func scaleOut(ctx context.Context, b *testing.B, bin string, dispatchers, partit
 	spent := s.dispatcherCPU() - cpu0
 	r.cpu = float64(spent.Microseconds()) / float64(events)
 	r.busy = (float64(spent.Microseconds()) - r.idle*float64(took.Microseconds())) / float64(events)
+	if m := s.scrapeDispatchers(ctx); m["relay_requests_total"] > 0 {
+		r.perRequest = m["pushes_total"] / m["relay_requests_total"]
+	}
 	return r, nil
 }
 
@@ -557,7 +561,7 @@ func scaleOutReport(runs []scaleOutRun, events int) string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\nbench-scale, scale-out: a backlog of %d events, 10,000 users\n\n", events)
 	w := tabwriter.NewWriter(&sb, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(w, "dispatchers\tpartitions\tevents/s\tdispatcher CPU per event\tless idle\tidle CPU\tagainst 1 dispatcher, 8 partitions\tgoal\t")
+	fmt.Fprintln(w, "dispatchers\tpartitions\tevents/s\tdispatcher CPU per event\tless idle\tidle CPU\tpushes per relay request\tagainst 1 dispatcher, 8 partitions\tgoal\t")
 	for _, r := range runs {
 		ratio, goal := "", ""
 		if base > 0 {
@@ -571,7 +575,7 @@ func scaleOutReport(runs []scaleOutRun, events int) string {
 				}
 			}
 		}
-		fmt.Fprintf(w, "%d\t%d\t%.0f\t%.1f µs\t%.1f µs\t%.1f %%\t%s\t%s\t\n", r.dispatchers, r.partitions, r.rate, r.cpu, r.busy, 100*r.idle, ratio, goal)
+		fmt.Fprintf(w, "%d\t%d\t%.0f\t%.1f µs\t%.1f µs\t%.1f %%\t%.1f\t%s\t%s\t\n", r.dispatchers, r.partitions, r.rate, r.cpu, r.busy, 100*r.idle, r.perRequest, ratio, goal)
 	}
 	w.Flush()
 	return sb.String()

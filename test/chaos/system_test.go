@@ -476,6 +476,7 @@ var dispatcherMetrics = []string{
 	"pushproxy_dispatcher_devices_removed_total",
 	"pushproxy_dispatcher_relay_retries_total",
 	"pushproxy_dispatcher_pushes_total",
+	"pushproxy_dispatcher_relay_requests_total",
 }
 
 // scrapeDispatchers sums dispatcherMetrics over the live dispatchers.

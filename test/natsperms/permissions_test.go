@@ -28,6 +28,7 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/coalesce"
+	"github.com/pushproxy/pushproxy/internal/compact"
 	"github.com/pushproxy/pushproxy/internal/credentials"
 	"github.com/pushproxy/pushproxy/internal/dispatcher"
 	"github.com/pushproxy/pushproxy/internal/ingest"
@@ -197,6 +198,11 @@ func TestComponentsWorkWithTheirOwnUsers(t *testing.T) {
 		info, err := sent.Info(ctx)
 		return err == nil && info.State.Msgs > 0
 	})
+	// A new installation writes the compact encoding: ingest and the
+	// dispatcher read the storage settings with their own users.
+	for _, bucket := range []string{broker.BucketSubscriptions, broker.BucketUnread} {
+		waitFor(t, "compact values in bucket "+bucket, func() bool { return allCompact(t, ctx, admin.JS, bucket) })
+	}
 	waitFor(t, "a probe result", func() bool {
 		r, err := probe.Last(ctx, admin.JS, probe.SubjectConnectivity)
 		return err == nil && r.Succeeded()
@@ -469,4 +475,28 @@ func newReconciler(t *testing.T, ctx context.Context, conn *broker.Conn, log zer
 		t.Fatalf("starting the reconciler as user reconciler: %v", err)
 	}
 	return r
+}
+
+// allCompact reports whether bucket holds values and every one is in the
+// compact encoding.
+func allCompact(t *testing.T, ctx context.Context, js jetstream.JetStream, bucket string) bool {
+	t.Helper()
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := kv.Keys(ctx)
+	if err != nil {
+		return false // none yet
+	}
+	for _, key := range keys {
+		e, err := kv.Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, err := compact.Sniff(e.Value()); err != nil || v != compact.Version1 {
+			t.Fatalf("%s holds %s as %q, want the compact encoding", bucket, key, e.Value())
+		}
+	}
+	return len(keys) > 0
 }
