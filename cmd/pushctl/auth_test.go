@@ -93,10 +93,7 @@ func TestAuthErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := pushctl(t, tt.args...)
-			if r.code != tt.code || !strings.Contains(r.stderr, tt.want) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
-				t.Fatalf("code %d stderr %q, want %d and one line with %q", r.code, r.stderr, tt.code, tt.want)
-			}
+			oneLineError(t, pushctl(t, tt.args...), tt.code, tt.want)
 		})
 	}
 }

@@ -26,6 +26,16 @@ func pushctl(t *testing.T, args ...string) result {
 	return result{code: code, stdout: out.String(), stderr: errOut.String()}
 }
 
+// oneLineError checks a failed run: the exit code, and one line on stderr
+// containing want.
+func oneLineError(t *testing.T, r result, code int, want string) {
+	t.Helper()
+	lines := strings.Count(strings.TrimSpace(r.stderr), "\n") + 1
+	if r.code != code || !strings.Contains(r.stderr, want) || lines != 1 {
+		t.Fatalf("code %d stderr %q, want %d and one line containing %q", r.code, r.stderr, code, want)
+	}
+}
+
 // startNATS starts a provisioned embedded server that pushctl can reach and
 // returns the --nats-url flag for it.
 func startNATS(t *testing.T) (*broker.Conn, string) {

@@ -62,11 +62,7 @@ func TestProxyErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := pushctl(t, tt.args...)
-			lines := strings.Count(strings.TrimSpace(r.stderr), "\n") + 1
-			if r.code != tt.code || !strings.Contains(r.stderr, tt.want) || lines != 1 {
-				t.Fatalf("code %d stderr %q, want %d and one line containing %q", r.code, r.stderr, tt.code, tt.want)
-			}
+			oneLineError(t, pushctl(t, tt.args...), tt.code, tt.want)
 		})
 	}
 }

@@ -25,16 +25,6 @@ func exportCert(t *testing.T, domain string) (*tokens.Certificate, string) {
 	return c, path
 }
 
-// oneLineError checks a failed run: the exit code, and one line on stderr
-// containing want.
-func oneLineError(t *testing.T, r result, code int, want string) {
-	t.Helper()
-	lines := strings.Count(strings.TrimSpace(r.stderr), "\n") + 1
-	if r.code != code || !strings.Contains(r.stderr, want) || lines != 1 {
-		t.Fatalf("code %d stderr %q, want %d and one line containing %q", r.code, r.stderr, code, want)
-	}
-}
-
 func TestRelayPartnerCommands(t *testing.T) {
 	_, url := startNATS(t)
 	current, currentFile := exportCert(t, "fabrikam.com")

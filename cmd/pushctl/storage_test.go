@@ -99,9 +99,9 @@ func TestStorageEncodingChecksDispatchers(t *testing.T) {
 	stopOld := announce("dispatcher-old", nil)
 	stopNew := announce("dispatcher-new", storage.Reads())
 	r := pushctl(t, "storage", "encoding", "compact", "--listen", "1s", url)
-	if r.code != 1 || !strings.Contains(r.stderr, "1 of 2 dispatchers read only json") || !strings.Contains(r.stderr, "dispatcher-old") ||
-		strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || encoding() != storage.JSON {
-		t.Fatalf("with an old dispatcher running: code %d stderr %q, encoding %s; want refused in one line, still json", r.code, r.stderr, encoding())
+	oneLineError(t, r, 1, "1 of 2 dispatchers read only json")
+	if !strings.Contains(r.stderr, "dispatcher-old") || encoding() != storage.JSON {
+		t.Fatalf("with an old dispatcher running: stderr %q, encoding %s; want it named, still json", r.stderr, encoding())
 	}
 	if r := pushctl(t, "storage", "encoding", "compact", "--force", url); r.code != 0 || encoding() != storage.Compact {
 		t.Fatalf("--force: code %d stderr %q, encoding %s", r.code, r.stderr, encoding())
@@ -133,11 +133,7 @@ func TestStorageEncodingErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := pushctl(t, tt.args...)
-			lines := strings.Count(strings.TrimSpace(r.stderr), "\n") + 1
-			if r.code != tt.code || !strings.Contains(r.stderr, tt.want) || lines != 1 {
-				t.Fatalf("code %d stderr %q, want %d and one line containing %q", r.code, r.stderr, tt.code, tt.want)
-			}
+			oneLineError(t, pushctl(t, tt.args...), tt.code, tt.want)
 		})
 	}
 	if r := pushctl(t, "storage", "encoding", "--help"); r.code != 0 || !strings.Contains(r.stdout+r.stderr, "Switching back to json is safe") {

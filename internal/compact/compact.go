@@ -12,6 +12,7 @@ package compact
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -45,6 +46,25 @@ func Sniff(value []byte) (byte, error) {
 	default:
 		return 0, nil
 	}
+}
+
+// Decode reads a value in either encoding, told apart by Sniff: JSON
+// into a T, or the fields after the version byte of the first compact
+// encoding with version1.
+func Decode[T any](data []byte, version1 func(*Reader) (T, error)) (T, error) {
+	var zero T
+	version, err := Sniff(data)
+	if err != nil {
+		return zero, err
+	}
+	if version == 0 {
+		var v T
+		if err := json.Unmarshal(data, &v); err != nil {
+			return zero, err
+		}
+		return v, nil
+	}
+	return version1(NewReader(data[1:]))
 }
 
 // AppendBytes appends p with its length before it.

@@ -345,7 +345,7 @@ func (w *worker) finish(tasks []*settleTask) {
 			t.conflict, t.rebased = nil, true
 			// Held events were valid when they were applied; they are
 			// decoded again rather than kept decoded in memory.
-			w.ledger.Rebase(t.Settle, c.state, c.rev, func(h *held) (events.Event, error) { return decodeEvent(h.msg.Data()) })
+			w.ledger.Rebase(t.Settle, c.State, c.Rev, func(h *held) (events.Event, error) { return decodeEvent(h.msg.Data()) })
 			w.start(t)
 			continue
 		}
@@ -415,7 +415,7 @@ func (w *worker) persist(ctx context.Context, t *settleTask) {
 				w.log.Warn().Err(gerr).Msg("reading unread state after a conflict")
 				return
 			}
-			t.conflict = &storedState{state: cur, rev: curRev}
+			t.conflict = &unread.Loaded{State: cur, Rev: curRev}
 			return
 		}
 		if err != nil {
@@ -430,10 +430,4 @@ func (w *worker) persist(ctx context.Context, t *settleTask) {
 		}
 	}
 	t.ok = true
-}
-
-// storedState is a user's state as another writer stored it.
-type storedState struct {
-	state unread.State
-	rev   uint64
 }

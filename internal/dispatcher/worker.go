@@ -81,7 +81,7 @@ type settleTask struct {
 	// writer met on the way (conflict), or neither (failed).
 	ok       bool
 	rev      uint64
-	conflict *storedState
+	conflict *unread.Loaded
 }
 
 // partitionEnv is what a partition's worker uses of its dispatcher: the

@@ -175,19 +175,12 @@ func Encode(sub Subscription, enc storage.Encoding) ([]byte, error) {
 // the one decoder of the bucket's values; Key and ExpiresAt are left
 // empty, for the reader to fill in from the entry.
 func Decode(data []byte) (Subscription, error) {
-	version, err := compact.Sniff(data)
+	sub, err := compact.Decode(data, decodeCompact)
 	if err != nil {
 		return Subscription{}, err
 	}
-	if version == 0 {
-		var sub Subscription
-		if err := json.Unmarshal(data, &sub); err != nil {
-			return Subscription{}, err
-		}
-		sub.Key, sub.ExpiresAt = "", time.Time{}
-		return sub, nil
-	}
-	return decodeCompact(compact.NewReader(data[1:]))
+	sub.Key, sub.ExpiresAt = "", time.Time{} // JSON may hold them; compact never does
+	return sub, nil
 }
 
 // decodeCompact reads the fields after the version byte.

@@ -73,18 +73,7 @@ func Encode(st State, enc storage.Encoding) ([]byte, error) {
 // wrote, or the compact one, told apart by the first byte. It is the one
 // decoder of the states of the bucket.
 func Decode(data []byte) (State, error) {
-	version, err := compact.Sniff(data)
-	if err != nil {
-		return State{}, err
-	}
-	if version == 0 {
-		var st State
-		if err := json.Unmarshal(data, &st); err != nil {
-			return State{}, err
-		}
-		return st, nil
-	}
-	return decodeCompact(compact.NewReader(data[1:]))
+	return compact.Decode(data, decodeCompact)
 }
 
 // decodeCompact reads the fields after the version byte.

@@ -99,7 +99,8 @@ func (s *Store) GetMany(ctx context.Context, keys []string) ([]Loaded, error) {
 	return out, nil
 }
 
-// Loaded is a state read by GetMany with its revision (0: none stored).
+// Loaded is a stored state with its revision (0: none stored), as GetMany
+// reads it.
 type Loaded struct {
 	State State
 	Rev   uint64
