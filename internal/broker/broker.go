@@ -73,6 +73,13 @@ type Conn struct {
 	server *Embedded
 }
 
+// syncQueueLen is how many messages a synchronous subscription buffers.
+// The most one is sent is a batched direct get's answer (the server gives
+// at most 1,024 entries and an end-of-batch status); the library's
+// default of 65,536 made every such read allocate and clear a 512 KiB
+// channel, which a cold cache of devices does once per 32 users.
+const syncQueueLen = 4096
+
 // ErrNoServers is returned by Connect when neither URLs nor Embedded is set.
 var ErrNoServers = errors.New("no NATS server: give --nats-url or run embedded")
 
@@ -91,6 +98,7 @@ func Connect(ctx context.Context, opts Options) (*Conn, error) {
 		nats.ReconnectWait(500*time.Millisecond),
 		nats.RetryOnFailedConnect(false),
 		nats.ErrorHandler(errorHandler(opts.Log)),
+		nats.SyncQueueLen(syncQueueLen),
 	)
 	switch {
 	case opts.Embedded:
