@@ -1,4 +1,5 @@
 // Package benchtest holds what the benchmarks of several packages share:
 // the process's CPU time, so that each reports CPU per event beside its
-// rate, measured the same way.
+// rate, measured the same way, and the saving of another process's Go
+// profiles.
 package benchtest

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pushproxy/pushproxy/internal/benchtest"
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
 	"github.com/pushproxy/pushproxy/internal/events"
@@ -361,8 +363,12 @@ type scaleOutRun struct {
 	// acknowledged; cpu the dispatchers' CPU time per event, in all, and
 	// busy the same less what they spend when idle (idle, CPU seconds a
 	// second, all dispatchers together); perRequest the pushes per relay
-	// request, all dispatchers together.
-	rate, cpu, busy, idle, perRequest float64
+	// request and perEvent the pushes per event, all dispatchers
+	// together; syscalls and switches the
+	// dispatchers' system calls (reads and writes) and context switches
+	// per event; gcCycles their garbage collections during the run;
+	// peakRSS the largest peak resident set of one of them, in MiB.
+	rate, cpu, busy, idle, perRequest, perEvent, syscalls, switches, gcCycles, peakRSS float64
 }
 
 // scaleOutIdle is how long BenchmarkScaleOut measures the dispatchers'
@@ -378,9 +384,17 @@ const scaleOutIdle = 5 * time.Second
 // /proc, in all and less what the dispatchers spend when idle (measured
 // for 5 s before). It reports the latter of each run against one
 // dispatcher on 8 partitions (the goal: within 10 % up to 3
-// dispatchers). It never asserts on time.
+// dispatchers), with the system calls, context switches, garbage
+// collections and peak memory that go with it; PUSHPROXY_SCALEOUT_PROFILES
+// names a folder for a CPU profile of each dispatcher during each run. It
+// never asserts on time.
+//
+// The default backlog, 24 events per user, measures the steady state: a
+// run of 4 per user (40,000 events, about 7 s) is mostly each user's first
+// reads, and the second dispatcher's share varied from 103 to 138 % from
+// run to run.
 func BenchmarkScaleOut(b *testing.B) {
-	events, err := envInt("PUSHPROXY_SCALEOUT_EVENTS", 40_000)
+	events, err := envInt("PUSHPROXY_SCALEOUT_EVENTS", 240_000)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -397,6 +411,9 @@ func BenchmarkScaleOut(b *testing.B) {
 			b.ReportMetric(r.cpu, "dispatcher-CPU-µs/event")
 			b.ReportMetric(r.busy, "less-idle-µs/event")
 			b.ReportMetric(r.perRequest, "pushes/relay-request")
+			b.ReportMetric(r.perEvent, "pushes/event")
+			b.ReportMetric(r.syscalls, "syscalls/event")
+			b.ReportMetric(r.switches, "switches/event")
 			runs = append(runs, r)
 		})
 	}
@@ -422,10 +439,12 @@ func scaleOut(ctx context.Context, b *testing.B, bin string, dispatchers, partit
 	}
 	// What the dispatchers spend when idle (heartbeats, gauges, timers),
 	// to tell it from what the events cost.
-	idleFrom, idleCPU := time.Now(), s.dispatcherCPU()
+	idleFrom, idleUsage := time.Now(), s.dispatcherUsage()
 	time.Sleep(scaleOutIdle)
-	r.idle = float64(s.dispatcherCPU()-idleCPU) / float64(time.Since(idleFrom))
-	cpu0 := s.dispatcherCPU()
+	r.idle = float64(s.dispatcherUsage().sub(idleUsage).cpu) / float64(time.Since(idleFrom))
+	profiled := s.profileDispatchers(ctx, b, fmt.Sprintf("d%d-p%d", dispatchers, partitions), events)
+	before := s.dispatcherUsage()
+	gcBefore := s.scrapeDispatchers(ctx)["go_gc_duration_seconds_count"]
 	start := time.Now()
 	if err := publishBacklog(ctx, s, keyer, users, events); err != nil {
 		return r, err
@@ -435,13 +454,49 @@ func scaleOut(ctx context.Context, b *testing.B, bin string, dispatchers, partit
 	}
 	took := time.Since(start)
 	r.rate = float64(events) / took.Seconds()
-	spent := s.dispatcherCPU() - cpu0
-	r.cpu = float64(spent.Microseconds()) / float64(events)
-	r.busy = (float64(spent.Microseconds()) - r.idle*float64(took.Microseconds())) / float64(events)
-	if m := s.scrapeDispatchers(ctx); m["relay_requests_total"] > 0 {
+	spent := s.dispatcherUsage().sub(before)
+	r.cpu = float64(spent.cpu.Microseconds()) / float64(events)
+	r.busy = (float64(spent.cpu.Microseconds()) - r.idle*float64(took.Microseconds())) / float64(events)
+	r.syscalls = float64(spent.syscalls) / float64(events)
+	r.switches = float64(spent.switches) / float64(events)
+	m := s.scrapeDispatchers(ctx)
+	if m["relay_requests_total"] > 0 {
 		r.perRequest = m["pushes_total"] / m["relay_requests_total"]
 	}
+	r.perEvent = m["pushes_total"] / float64(events)
+	r.gcCycles = m["go_gc_duration_seconds_count"] - gcBefore
+	r.peakRSS = float64(spent.peakRSS) / (1 << 20)
+	profiled()
 	return r, nil
+}
+
+// scaleOutProfiledRate is the rate at which BenchmarkScaleOut's profiles
+// assume the events are acknowledged, so that they end before the run
+// does: runs go at 4,000 to 7,000 events/s on 2 cores.
+const scaleOutProfiledRate = 8000
+
+// profileDispatchers saves a CPU profile of each dispatcher, from now for
+// the time events take at scaleOutProfiledRate, as
+// <name>-<dispatcher>.pprof in the folder PUSHPROXY_SCALEOUT_PROFILES
+// names (without it, nothing). The returned function waits for them.
+func (s *system) profileDispatchers(ctx context.Context, b *testing.B, name string, events int) (wait func()) {
+	dir := os.Getenv("PUSHPROXY_SCALEOUT_PROFILES")
+	if dir == "" {
+		return func() {}
+	}
+	var wg sync.WaitGroup
+	for i, debug := range s.dispatcherDebugAddrs {
+		path := filepath.Join(dir, fmt.Sprintf("%s-%s.pprof", name, dispatcherID(i)))
+		wg.Go(func() {
+			url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", debug, max(1, events/scaleOutProfiledRate))
+			if err := benchtest.SaveProfile(ctx, http.DefaultClient, url, path); err != nil {
+				b.Logf("profiling %s: %v", dispatcherID(i), err)
+				return
+			}
+			b.Logf("CPU profile of %s: %s", dispatcherID(i), path)
+		})
+	}
+	return wg.Wait
 }
 
 // publishBacklog stores events for random users straight into MAIL, each
@@ -514,40 +569,87 @@ func (s *system) waitAcknowledged(ctx context.Context, timeout time.Duration) er
 	})
 }
 
-// dispatcherCPU is the CPU time the running dispatchers used so far.
-func (s *system) dispatcherCPU() time.Duration {
-	var total time.Duration
+// usage is what processes have used so far, read from /proc.
+type usage struct {
+	cpu time.Duration
+	// syscalls counts read and write system calls (/proc/<pid>/io);
+	// switches the context switches of its threads alive now, voluntary
+	// or not (/proc/<pid>/task/*/status).
+	syscalls, switches int64
+	// peakRSS is the largest resident set (VmHWM) of any of the
+	// processes, in bytes.
+	peakRSS int64
+}
+
+// sub is what was used between an earlier reading and u; the peak is u's.
+func (u usage) sub(earlier usage) usage {
+	return usage{cpu: u.cpu - earlier.cpu, syscalls: u.syscalls - earlier.syscalls, switches: u.switches - earlier.switches, peakRSS: u.peakRSS}
+}
+
+// dispatcherUsage is what the running dispatchers used so far, together.
+func (s *system) dispatcherUsage() usage {
+	var total usage
 	for _, p := range s.dispatchers {
 		p.mu.Lock()
 		cmd := p.cmd
 		p.mu.Unlock()
 		if cmd != nil && cmd.Process != nil {
-			total += processCPU(cmd.Process.Pid)
+			u := processUsage(cmd.Process.Pid)
+			total.cpu += u.cpu
+			total.syscalls += u.syscalls
+			total.switches += u.switches
+			total.peakRSS = max(total.peakRSS, u.peakRSS)
 		}
 	}
 	return total
 }
 
-// processCPU reads a process's user and system time from /proc (0 when
+// processUsage reads a process's user and system time, its read and
+// write system calls and its context switches from /proc (0 for what is
 // unknown).
-func processCPU(pid int) time.Duration {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+func processUsage(pid int) usage {
+	dir := "/proc/" + strconv.Itoa(pid) + "/"
+	var u usage
+	if data, err := os.ReadFile(dir + "stat"); err == nil {
+		// The fields after the command name, which is in parentheses.
+		rest := string(data)
+		if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+			rest = rest[i+1:]
+		}
+		if f := strings.Fields(rest); len(f) >= 13 {
+			utime, _ := strconv.ParseInt(f[11], 10, 64)
+			stime, _ := strconv.ParseInt(f[12], 10, 64)
+			const ticksPerSecond = 100 // USER_HZ on Linux
+			u.cpu = time.Duration(utime+stime) * time.Second / ticksPerSecond
+		}
+	}
+	u.syscalls = sumFields(dir+"io", "syscr:", "syscw:")
+	u.peakRSS = sumFields(dir+"status", "VmHWM:") << 10 // in kB
+	tasks, _ := os.ReadDir(dir + "task")
+	for _, t := range tasks {
+		u.switches += sumFields(dir+"task/"+t.Name()+"/status", "voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")
+	}
+	return u
+}
+
+// sumFields adds the numbers that follow the given names at the start of
+// lines of a /proc file such as io or status (a unit after the number is
+// ignored).
+func sumFields(path string, names ...string) int64 {
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return 0
 	}
-	// The fields after the command name, which is in parentheses.
-	rest := string(data)
-	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
-		rest = rest[i+1:]
+	var sum int64
+	for line := range strings.Lines(string(data)) {
+		for _, name := range names {
+			if rest, ok := strings.CutPrefix(line, name); ok {
+				n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+				sum += n
+			}
+		}
 	}
-	f := strings.Fields(rest)
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	const ticksPerSecond = 100 // USER_HZ on Linux
-	return time.Duration(utime+stime) * time.Second / ticksPerSecond
+	return sum
 }
 
 // scaleOutReport is BenchmarkScaleOut's table.
@@ -561,7 +663,7 @@ func scaleOutReport(runs []scaleOutRun, events int) string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\nbench-scale, scale-out: a backlog of %d events, 10,000 users\n\n", events)
 	w := tabwriter.NewWriter(&sb, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(w, "dispatchers\tpartitions\tevents/s\tdispatcher CPU per event\tless idle\tidle CPU\tpushes per relay request\tagainst 1 dispatcher, 8 partitions\tgoal\t")
+	fmt.Fprintln(w, "dispatchers\tpartitions\tevents/s\tdispatcher CPU per event\tless idle\tidle CPU\tpushes per event\tpushes per relay request\tsyscalls per event\tcontext switches per event\tGC cycles\tpeak RSS of one\tagainst 1 dispatcher, 8 partitions\tgoal\t")
 	for _, r := range runs {
 		ratio, goal := "", ""
 		if base > 0 {
@@ -575,7 +677,7 @@ func scaleOutReport(runs []scaleOutRun, events int) string {
 				}
 			}
 		}
-		fmt.Fprintf(w, "%d\t%d\t%.0f\t%.1f µs\t%.1f µs\t%.1f %%\t%.1f\t%s\t%s\t\n", r.dispatchers, r.partitions, r.rate, r.cpu, r.busy, 100*r.idle, r.perRequest, ratio, goal)
+		fmt.Fprintf(w, "%d\t%d\t%.0f\t%.1f µs\t%.1f µs\t%.1f %%\t%.3f\t%.1f\t%.2f\t%.2f\t%.0f\t%.0f MiB\t%s\t%s\t\n", r.dispatchers, r.partitions, r.rate, r.cpu, r.busy, 100*r.idle, r.perEvent, r.perRequest, r.syscalls, r.switches, r.gcCycles, r.peakRSS, ratio, goal)
 	}
 	w.Flush()
 	return sb.String()

@@ -72,6 +72,9 @@ type system struct {
 
 	relayAddr, ingestAddr string
 	dispatcherAddrs       []string
+	// dispatcherDebugAddrs serve each dispatcher's Go profiles
+	// (--debug-addr).
+	dispatcherDebugAddrs []string
 
 	provider *provider
 	nc       *nats.Conn
@@ -283,7 +286,9 @@ func (s *system) daemonArgs(httpAddr string, more ...string) []string {
 // relay's partner and app, the proxy, and starts the daemons.
 func (s *system) configure(ctx context.Context, opts systemOptions) error {
 	dispatchers := opts.dispatcherCount()
-	ports, err := nettest.FreePorts(3 + dispatchers)
+	// The relay, ingest, each dispatcher, the monitor, then each
+	// dispatcher's profiles.
+	ports, err := nettest.FreePorts(3 + 2*dispatchers)
 	if err != nil {
 		return err
 	}
@@ -337,10 +342,11 @@ func (s *system) configure(ctx context.Context, opts systemOptions) error {
 		return err
 	}
 	for i := range dispatchers {
-		a := addr(2 + i)
+		a, debug := addr(2+i), addr(3+dispatchers+i)
 		s.dispatcherAddrs = append(s.dispatcherAddrs, a)
+		s.dispatcherDebugAddrs = append(s.dispatcherDebugAddrs, debug)
 		s.dispatchers = append(s.dispatchers, newProc(dispatcherID(i), filepath.Join(s.bin, "dispatcher"), s.dir,
-			s.daemonArgs(a, "--instance-id", dispatcherID(i)), nil))
+			s.daemonArgs(a, "--instance-id", dispatcherID(i), "--debug-addr", debug), nil))
 		if err := s.dispatchers[i].start(); err != nil {
 			return err
 		}
@@ -466,6 +472,7 @@ func (s *system) restartNode(ctx context.Context, i int) error {
 // over the dispatchers alive at the end (a killed one's counters are gone
 // with it).
 var dispatcherMetrics = []string{
+	"go_gc_duration_seconds_count",
 	"pushproxy_dispatcher_partition_takeovers_total",
 	"pushproxy_dispatcher_takeover_seconds_sum",
 	"pushproxy_dispatcher_takeover_seconds_count",

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pushproxy/pushproxy/internal/benchtest"
 	"github.com/pushproxy/pushproxy/internal/nettest"
 )
 
@@ -395,28 +396,8 @@ func (p *pipeline) profile(ctx context.Context, path, file string) (bool, error)
 	if p.pprofURL == "" {
 		return false, nil
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.pprofURL+"/"+path, nil)
-	if err != nil {
+	if err := benchtest.SaveProfile(ctx, p.client, p.pprofURL+"/"+path, file); err != nil {
 		return false, err
-	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return false, fmt.Errorf("taking the %s profile: %w", path, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return false, fmt.Errorf("taking the %s profile: status %d", path, resp.StatusCode)
-	}
-	f, err := os.Create(file)
-	if err != nil {
-		return false, fmt.Errorf("saving the %s profile: %w", path, err)
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return false, fmt.Errorf("saving the %s profile: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return false, fmt.Errorf("saving the %s profile: %w", path, err)
 	}
 	return true, nil
 }
