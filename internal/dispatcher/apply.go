@@ -42,7 +42,7 @@ func (w *worker) receive(ctx context.Context, msgs []jetstream.Msg) {
 			w.env.metrics.redelivered.Inc()
 			if h := w.findHeld(m.Subject(), seq); h != nil {
 				// Redelivered while held: keep the newest handle.
-				h.msg, h.touched = m, now
+				h.reply, h.touched = m.Reply(), now
 				w.heldN.Add(-1)
 				continue
 			}
@@ -52,7 +52,7 @@ func (w *worker) receive(ctx context.Context, msgs []jetstream.Msg) {
 		}
 		h := &slab[0]
 		slab = slab[1:]
-		*h = held{msg: m, seq: seq, touched: now}
+		*h = held{received: receivedOf(m), seq: seq, touched: now}
 		if w.syncing {
 			w.holdForSync(h)
 		} else {
@@ -82,7 +82,7 @@ func (w *worker) apply(ctx context.Context, now time.Time) {
 	var load []*user
 	var loading map[*user]bool // users already in load, when any
 	for _, h := range ready {
-		key, ok := userKeyOf(h.msg.Subject())
+		key, ok := userKeyOf(h.subject)
 		if !ok {
 			w.terminate(h, "subject is not mail.<partition>.<tenant>.<user>")
 			continue
@@ -95,9 +95,9 @@ func (w *worker) apply(ctx context.Context, now time.Time) {
 		var e events.Event
 		var err error
 		if w.env.cfg.LibraryDecode {
-			e, err = events.Decode(h.msg.Data())
+			e, err = events.Decode(h.data)
 		} else {
-			e, err = decodeEventKnown(h.msg.Data(), known, &w.validator)
+			e, err = decodeEventKnown(h.data, known, &w.validator)
 		}
 		if err != nil {
 			w.terminate(h, err.Error())
@@ -192,7 +192,7 @@ func (w *worker) terminate(h *held, reason string) {
 	if len(reason) > maxTermReason {
 		reason = reason[:maxTermReason]
 	}
-	if err := h.msg.TermWithReason(reason); err != nil {
+	if err := w.term(h.received, reason); err != nil {
 		w.log.Warn().Err(err).Uint64("seq", h.seq).Msg("terminating an invalid event")
 	}
 	w.log.Warn().Uint64("seq", h.seq).Str("reason", reason).Msg("terminated an invalid event")

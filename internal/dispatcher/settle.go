@@ -345,7 +345,7 @@ func (w *worker) finish(tasks []*settleTask) {
 			t.conflict, t.rebased = nil, true
 			// Held events were valid when they were applied; they are
 			// decoded again rather than kept decoded in memory.
-			w.ledger.Rebase(t.Settle, c.State, c.Rev, func(h *held) (events.Event, error) { return decodeEvent(h.msg.Data()) })
+			w.ledger.Rebase(t.Settle, c.State, c.Rev, func(h *held) (events.Event, error) { return decodeEvent(h.data) })
 			w.start(t)
 			continue
 		}
@@ -382,7 +382,7 @@ func (w *worker) ended(now time.Time, t *settleTask) {
 		w.env.metrics.acked.Add(float64(len(t.Events)))
 	}
 	for _, h := range t.Events {
-		if err := h.msg.Ack(); err != nil {
+		if err := w.ack(h.received); err != nil {
 			w.log.Debug().Err(err).Uint64("seq", h.seq).Msg("acknowledging")
 		}
 		w.forget(h)

@@ -52,7 +52,7 @@ func (w *worker) holdForSync(h *held) {
 	}
 	if prev := w.syncSeqs[h.seq]; prev != nil {
 		// The same event twice (a redelivery of one already held).
-		prev.msg, prev.touched = h.msg, h.touched
+		prev.reply, prev.touched = h.reply, h.touched
 		w.forget(h)
 		return
 	}
@@ -253,7 +253,7 @@ func (w *worker) readRange(ctx context.Context, from, to uint64) ([]*held, error
 				cancel()
 				return out, nil
 			}
-			out = append(out, &held{msg: replayedMsg{m}, seq: seq, touched: now})
+			out = append(out, &held{received: replayed(m), seq: seq, touched: now})
 			if seq == to || md.NumPending == 0 {
 				cancel()
 				return out, nil
@@ -271,32 +271,6 @@ func (w *worker) readRange(ctx context.Context, from, to uint64) ([]*held, error
 		}
 	}
 }
-
-// replayedMsg is an event read from the stream by catchUp rather than
-// delivered by the partition's consumer: it has no delivery to acknowledge,
-// so the acknowledgements do nothing.
-type replayedMsg struct{ jetstream.Msg }
-
-// Ack does nothing: see replayedMsg.
-func (replayedMsg) Ack() error { return nil }
-
-// DoubleAck does nothing: see replayedMsg.
-func (replayedMsg) DoubleAck(context.Context) error { return nil }
-
-// Nak does nothing: see replayedMsg.
-func (replayedMsg) Nak() error { return nil }
-
-// NakWithDelay does nothing: see replayedMsg.
-func (replayedMsg) NakWithDelay(time.Duration) error { return nil }
-
-// InProgress does nothing: see replayedMsg.
-func (replayedMsg) InProgress() error { return nil }
-
-// Term does nothing: see replayedMsg.
-func (replayedMsg) Term() error { return nil }
-
-// TermWithReason does nothing: see replayedMsg.
-func (replayedMsg) TermWithReason(string) error { return nil }
 
 // claimPin makes a partition whose previous consumer died available at
 // once, instead of after its pin's PinnedTTL: when this worker has not been

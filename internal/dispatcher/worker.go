@@ -41,8 +41,11 @@ const heldSlab = 32
 const maxTermReason = 200
 
 // held is an event delivered to this dispatcher and not yet acknowledged.
+// It keeps what it needs of the library's message, not the message: its
+// parsed headers and wrappers took about 3 KB an event, and a partition
+// holds up to MaxAckPending events (see received in ack.go).
 type held struct {
-	msg  jetstream.Msg
+	received
 	seq  uint64
 	user *user
 	// at is when ingest received the event (or when it occurred), for the
@@ -416,7 +419,7 @@ func (w *worker) keepAlive() {
 	cutoff := now.Add(-w.env.cfg.AckWait / 3)
 	w.eachHeld(func(h *held) {
 		if h.touched.Before(cutoff) {
-			if err := h.msg.InProgress(); err != nil {
+			if err := w.inProgress(h.received); err != nil {
 				w.log.Debug().Err(err).Uint64("seq", h.seq).Msg("in-progress ack")
 			}
 			h.touched = now

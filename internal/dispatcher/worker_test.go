@@ -26,22 +26,9 @@ func (tokens) Token(context.Context) (string, error) { return "t", nil }
 // delivered.
 func newMailFor(t *testing.T, n int) (*Dispatcher, string, []jetstream.Msg) {
 	t.Helper()
-	conn := brokertest.Start(t, brokertest.WithPartitions(1))
-	ctx := context.Background()
-	d, err := New(ctx, Config{Tokens: tokens{}}, conn, zerolog.Nop(), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	const tenant, user = "fabrikam.com", "alice@fabrikam.com"
-	for i := range n {
-		ev := events.Event{Tenant: tenant, User: user, Kind: events.KindNew, ChangeID: fmt.Sprintf("c%d", i), OccurredAt: time.Now()}
-		ev.Normalize()
-		data, _ := ev.Encode()
-		if _, err := conn.JS.PublishMsg(ctx, &nats.Msg{Subject: d.keyer.Subject(tenant, user), Data: data}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cons, err := conn.JS.OrderedConsumer(ctx, broker.StreamMail, jetstream.OrderedConsumerConfig{})
+	d := onePartition(t)
+	storeMail(t, d, n)
+	cons, err := d.js.OrderedConsumer(context.Background(), broker.StreamMail, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +40,35 @@ func newMailFor(t *testing.T, n int) (*Dispatcher, string, []jetstream.Msg) {
 		}
 		msgs = append(msgs, msg)
 	}
-	return d, d.keyer.UserKey(tenant, user), msgs
+	return d, d.keyer.UserKey(aliceTenant, alice), msgs
+}
+
+// onePartition returns a dispatcher (not running) on a new server with a
+// one-partition MAIL stream.
+func onePartition(t *testing.T) *Dispatcher {
+	t.Helper()
+	conn := brokertest.Start(t, brokertest.WithPartitions(1))
+	d, err := New(context.Background(), Config{Tokens: tokens{}}, conn, zerolog.Nop(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// alice is the user of newMailFor and storeMail, at aliceTenant.
+const aliceTenant, alice = "fabrikam.com", "alice@fabrikam.com"
+
+// storeMail stores n new-mail events of alice in MAIL through d's keyer.
+func storeMail(t *testing.T, d *Dispatcher, n int) {
+	t.Helper()
+	for i := range n {
+		ev := events.Event{Tenant: aliceTenant, User: alice, Kind: events.KindNew, ChangeID: fmt.Sprintf("c%d", i), OccurredAt: time.Now()}
+		ev.Normalize()
+		data, _ := ev.Encode()
+		if _, err := d.js.PublishMsg(context.Background(), &nats.Msg{Subject: d.keyer.Subject(aliceTenant, alice), Data: data}); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // applyHeld applies a delivered event to the worker's ledger and returns
@@ -65,7 +80,7 @@ func applyHeld(t *testing.T, w *worker, u *user, msg jetstream.Msg) *held {
 		t.Fatal(err)
 	}
 	meta, _ := msg.Metadata()
-	h := &held{msg: msg, seq: meta.Sequence.Stream, user: u}
+	h := &held{received: receivedOf(msg), seq: meta.Sequence.Stream, user: u}
 	w.heldN.Add(1)
 	w.ledger.Apply(time.Now(), u, &ev, h)
 	return h
