@@ -16,7 +16,9 @@ func provisionCommand() command {
 Creates the streams (MAIL, PUSH_DEAD, PUSH_SENT, ADVISORIES, PROBES) and the
 key-value buckets (unread, subscriptions, config) that pushproxy needs, or
 updates them to the given settings. Running it again changes nothing. Use
---replicas 3 on a three-node cluster.`)
+--replicas 3 on a three-node cluster. On a cluster whose servers have just
+started, a stream may find no peers to be placed on until each server has
+reported in: it is tried again for up to 30 s.`)
 			o := natsFlags(fs)
 			layout := broker.LayoutFlags(fs)
 			if err := c.parse(fs, args); err != nil {

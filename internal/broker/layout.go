@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pushproxy/pushproxy/internal/events"
@@ -215,12 +216,18 @@ func Provision(ctx context.Context, js jetstream.JetStream, l Layout) error {
 		return err
 	}
 	for _, cfg := range l.streams() {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		if err := whilePlacing(ctx, func() error {
+			_, err := js.CreateOrUpdateStream(ctx, cfg)
+			return err
+		}); err != nil {
 			return fmt.Errorf("provisioning stream %s: %w", cfg.Name, err)
 		}
 	}
 	for _, cfg := range l.buckets() {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+		if err := whilePlacing(ctx, func() error {
+			_, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+			return err
+		}); err != nil {
 			return fmt.Errorf("provisioning bucket %s: %w", cfg.Bucket, err)
 		}
 	}
@@ -235,6 +242,37 @@ func Provision(ctx context.Context, js jetstream.JetStream, l Layout) error {
 		return storage.InitNew(ctx, kv, time.Now())
 	}
 	return nil
+}
+
+// placementWait bounds how long Provision waits for a cluster to place a
+// stream or bucket: right after its servers start, the meta leader may not
+// have heard from every one yet and answers that it has no suitable peers
+// ("peer offline"), for a moment.
+const placementWait = 30 * time.Second
+
+// errCodeClusterNoPeers is JetStream's "no suitable peers for placement".
+const errCodeClusterNoPeers jetstream.ErrorCode = 10005
+
+// noPeersYet reports whether err is the cluster saying it has no peers to
+// place a stream on.
+func noPeersYet(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeClusterNoPeers
+}
+
+// whilePlacing runs create, and again while the cluster has no peers to
+// place on yet, for up to placementWait; any other error ends it at once.
+func whilePlacing(ctx context.Context, create func() error) error {
+	policy := backoff.WithContext(backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(2*time.Second),
+		backoff.WithMaxElapsedTime(placementWait)), ctx)
+	return backoff.Retry(func() error {
+		err := create()
+		if err != nil && !noPeersYet(err) {
+			return backoff.Permanent(err)
+		}
+		return err
+	}, policy)
 }
 
 // newInstallation reports whether none of the buckets that every process
