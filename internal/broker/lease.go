@@ -224,12 +224,20 @@ func (l *Lease) ownRevision(ctx context.Context) (uint64, bool) {
 	return e.Revision(), true
 }
 
-// release deletes the key if it still is this holder's revision, so that a
-// waiting process need not wait for the TTL.
+// release deletes the key if it still is this holder's, so that a
+// waiting process need not wait for the TTL. rev is the last revision hold
+// knows of; a renewal cut short by the end of Run's context may still have
+// been stored, so on a revision mismatch the key's own value decides.
 func (l *Lease) release(rev uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := l.kv.Delete(ctx, l.name, jetstream.LastRevision(rev)); err != nil {
+	err := l.kv.Delete(ctx, l.name, jetstream.LastRevision(rev))
+	if isWrongRevision(err) {
+		if mine, ok := l.ownRevision(ctx); ok {
+			err = l.kv.Delete(ctx, l.name, jetstream.LastRevision(mine))
+		}
+	}
+	if err != nil {
 		l.log.Warn().Err(err).Msg("could not release the lease; another process takes it when it expires")
 		return
 	}

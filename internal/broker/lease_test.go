@@ -3,6 +3,7 @@ package broker_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
@@ -309,5 +311,57 @@ func TestLeaseHolderProcessKilledOrFrozen(t *testing.T) {
 		if m := <-reports.ch; m != "tick "+standby.id {
 			t.Fatalf("after the frozen holder stopped: %q, want only ticks of %s", m, standby.id)
 		}
+	}
+}
+
+// TestLeaseReleaseAfterARenewalCutShort: when Run stops during a renewal,
+// the renewal may be stored although Run never heard back, so the key is
+// at a later revision than the one Run releases. The lease is still
+// released when the key is this holder's, and left alone when another
+// process took it.
+func TestLeaseReleaseAfterARenewalCutShort(t *testing.T) {
+	tests := []struct {
+		name string
+		// laterHolder is whose value the later revision stores: "" for
+		// this holder's.
+		laterHolder string
+		released    bool
+	}{
+		{"the later revision is this holder's renewal", "", true},
+		{"another process took the lease", "another/1/ABCDEFGH", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn := startLeaseServer(t)
+			ctx := context.Background()
+			lease, err := broker.OpenLease(ctx, conn.JS, "test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			kv, err := conn.JS.KeyValue(ctx, broker.BucketLeases)
+			if err != nil {
+				t.Fatal(err)
+			}
+			value := func(id string) []byte {
+				data, _ := json.Marshal(broker.LeaseHolder{ID: id, Since: time.Now().UTC()})
+				return data
+			}
+			rev, err := kv.Create(ctx, "test", value(lease.Holder()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			later := lease.Holder()
+			if tt.laterHolder != "" {
+				later = tt.laterHolder
+			}
+			if _, err := kv.Update(ctx, "test", value(later), rev); err != nil {
+				t.Fatal(err)
+			}
+			lease.ReleaseAt(rev)
+			_, err = kv.Get(ctx, "test")
+			if released := errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted); released != tt.released {
+				t.Fatalf("released %v (Get: %v), want %v", released, err, tt.released)
+			}
+		})
 	}
 }
