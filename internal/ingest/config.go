@@ -41,10 +41,6 @@ type Config struct {
 	MaxBodyBytes int64
 	// MaxEvents bounds the events of one request (413 above it).
 	MaxEvents int
-	// LibraryParsers reads native bodies with encoding/json only, without
-	// the hand-written fast path (no flag: the benchmark that weighs the
-	// fast path sets it).
-	LibraryParsers bool
 
 	// PublishTimeout bounds the wait for JetStream's acknowledgements of
 	// one request; past it the answer is 503.

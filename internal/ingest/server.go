@@ -289,7 +289,7 @@ func (s *Server) builtinSources() []Source {
 			Auth:       s.NativeAuth(),
 			MediaTypes: []string{native.MediaJSON, native.MediaNDJSON},
 			Parse: func(r *http.Request, body []byte) ([]sources.Item, error) {
-				return native.Parse(body, MediaType(r), native.Options{MaxEvents: s.cfg.MaxEvents, Library: s.cfg.LibraryParsers})
+				return native.Parse(body, MediaType(r), native.Options{MaxEvents: s.cfg.MaxEvents})
 			},
 		},
 		{

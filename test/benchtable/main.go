@@ -129,7 +129,6 @@ var stages = []stage{
 	{"relay, CPU per notification", "BenchmarkRelayVsForward", cpuShare("relay-cpu-µs/notification", "anchor-cpu-µs/notification", "µs"), 80},
 	// The hand-written fast paths against encoding/json, end to end: each
 	// stays only while it is worth at least 10 % (issue: fast paths).
-	{"native fast path, ingest batches (vs encoding/json)", "BenchmarkIngestVsRaw", rateShare("batch-events/s", "library-batch-events/s", "ev/s"), 110},
 	{"event fast path, dispatcher rate (vs encoding/json)", "BenchmarkDispatcherVsRaw", rateShare("dispatcher-events/s", "library-events/s", "ev/s"), 110},
 	{"event fast path, dispatcher CPU (vs encoding/json)", "BenchmarkDispatcherVsRaw", cpuShare("dispatcher-cpu-µs/event", "library-cpu-µs/event", "µs"), 110},
 }

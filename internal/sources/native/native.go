@@ -31,9 +31,6 @@ const DefaultMaxEvents = 1000
 type Options struct {
 	// MaxEvents is the most events one request may carry (DefaultMaxEvents when 0).
 	MaxEvents int
-	// Library reads every body with encoding/json, without the fast path
-	// of fast.go: the benchmark that weighs the fast path sets it.
-	Library bool
 }
 
 // Event is the wire form of one native event. Fields left out take the
@@ -58,24 +55,13 @@ type Event struct {
 // more than opt.MaxEvents is a request-level error; a well-formed element
 // with a wrong field is an Item with an *events.ValidationError.
 //
-// A body of the usual shape is read by a scanner of its own (see fast.go);
-// any other body by one json.Decoder, so each event is scanned once.
+// One json.Decoder reads the whole body, so each event is scanned once,
+// and it finds every error and names it.
 func Parse(body []byte, mediaType string, opt Options) ([]sources.Item, error) {
 	max := opt.MaxEvents
 	if max <= 0 {
 		max = DefaultMaxEvents
 	}
-	if !opt.Library {
-		if items, ok := parseFast(body, mediaType, max); ok {
-			return items, nil
-		}
-	}
-	return decode(body, mediaType, max)
-}
-
-// decode reads the events of a body with encoding/json, which finds every
-// error and names it.
-func decode(body []byte, mediaType string, max int) ([]sources.Item, error) {
 	r := reader{body: body, max: max, dec: json.NewDecoder(bytes.NewReader(body))}
 	r.dec.DisallowUnknownFields()
 	var err error
