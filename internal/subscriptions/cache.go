@@ -3,16 +3,11 @@ package subscriptions
 import (
 	"container/list"
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/synadia-io/orbit.go/jetstreamext"
-
-	"github.com/pushproxy/pushproxy/internal/broker"
 )
 
 // DefaultCacheUsers is how many users' subscriptions a Cache holds when
@@ -29,13 +24,6 @@ const loadBatch = 32
 
 // readTimeout bounds one read of the bucket.
 const readTimeout = 10 * time.Second
-
-// numPendingHeader says, on each message of a batched direct get, how
-// many more match.
-const numPendingHeader = "Nats-Num-Pending"
-
-// kvOperationHeader marks a deletion or a purge in a KV bucket's stream.
-const kvOperationHeader = "KV-Operation"
 
 // Cache holds the subscriptions of the users a dispatcher works on, so
 // that it finds a user's devices without a round trip per push, in
@@ -349,15 +337,15 @@ func (c *Cache) fail(u *cachedUser, err error) {
 }
 
 // readBatch reads the latest entry of every key of users, deletions
-// included, and merges them. It asks for the last message of each
-// subject <user key>.* of the bucket's stream in one batched direct get,
-// which the server answers from its subject index, without a consumer.
-// A batch the server refuses as too large (more than 1,024 entries) or
-// cuts short is read again in halves.
+// included, in one batched direct get (Store.readLast), and merges them.
 func (c *Cache) readBatch(users []*cachedUser) error {
 	ctx, cancel := context.WithTimeout(c.ctx, readTimeout)
 	defer cancel()
-	entries, err := c.readLast(ctx, users)
+	userKeys := make([]string, len(users))
+	for i, u := range users {
+		userKeys[i] = u.key
+	}
+	entries, err := c.store.readLast(ctx, userKeys)
 	if err != nil {
 		return fmt.Errorf("reading subscriptions: %w", err)
 	}
@@ -365,84 +353,10 @@ func (c *Cache) readBatch(users []*cachedUser) error {
 	defer c.mu.Unlock()
 	for _, e := range entries {
 		if u := c.users[e.user]; u != nil {
-			c.merge(u, e.key, e.entry)
+			c.merge(u, e.key, e.cached())
 		}
 	}
 	return nil
-}
-
-// keyEntry is one entry a read found.
-type keyEntry struct {
-	user, key string
-	entry     cachedEntry
-}
-
-// errCutShort is a batched read that did not return every entry.
-var errCutShort = errors.New("the server cut the batch short")
-
-// readLast returns the last entry of every key of users.
-func (c *Cache) readLast(ctx context.Context, users []*cachedUser) ([]keyEntry, error) {
-	prefix := "$KV." + broker.BucketSubscriptions + "."
-	subjects := make([]string, len(users))
-	for i, u := range users {
-		subjects[i] = prefix + u.key + ".*"
-	}
-	msgs, err := jetstreamext.GetLastMsgsFor(ctx, c.store.js, "KV_"+broker.BucketSubscriptions, subjects)
-	if err != nil {
-		return nil, err
-	}
-	var out []keyEntry
-	pending := "0"
-	for m, err := range msgs {
-		if errors.Is(err, jetstreamext.ErrNoMessages) {
-			return nil, nil // none of the users has a subscription
-		}
-		if err == nil && !strings.HasPrefix(m.Subject, prefix) {
-			err = fmt.Errorf("%w: subject %q outside the bucket", jetstreamext.ErrInvalidResponse, m.Subject)
-		}
-		if err != nil {
-			// A batch too large is refused with a status the library
-			// reports as unsupported; a smaller one is tried.
-			if len(users) > 1 && errors.Is(err, jetstreamext.ErrBatchUnsupported) {
-				return c.readHalves(ctx, users)
-			}
-			return nil, err
-		}
-		key := strings.TrimPrefix(m.Subject, prefix)
-		user, _, _ := cutLastDot(key)
-		e := cachedEntry{rev: m.Sequence}
-		switch m.Header.Get(kvOperationHeader) {
-		case "DEL", "PURGE":
-			e.gone = true
-		default:
-			if e.sub, err = c.store.decodeValue(key, m.Data, m.Time); err != nil {
-				e.gone = true // unreadable: no device to push to
-			}
-		}
-		out = append(out, keyEntry{user: user, key: key, entry: e})
-		pending = m.Header.Get(numPendingHeader)
-	}
-	if pending != "0" {
-		if len(users) > 1 {
-			return c.readHalves(ctx, users)
-		}
-		return nil, errCutShort
-	}
-	return out, nil
-}
-
-// readHalves is readLast of each half of users.
-func (c *Cache) readHalves(ctx context.Context, users []*cachedUser) ([]keyEntry, error) {
-	half := len(users) / 2
-	first, err := c.readLast(ctx, users[:half])
-	if err != nil {
-		return nil, err
-	}
-	second, err := c.readLast(ctx, users[half:])
-	if err != nil {
-		return nil, err
-	}
-	return append(first, second...), nil
 }
 
 // Forget drops the subscription stored under key at once, ahead of the

@@ -158,7 +158,10 @@ func (s *Store) DeleteKey(ctx context.Context, key string) error {
 	return nil
 }
 
-// List returns a user's subscriptions, sorted by app and device.
+// List returns a user's subscriptions, sorted by app and device. It reads
+// them in one batched direct get, without a consumer (a new device's
+// registration lists its user's, see checkRoom); a user with more than one
+// answer holds is read as a stream.
 func (s *Store) List(ctx context.Context, tenant, user string) ([]Subscription, error) {
 	tenant = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(tenant)), ".")
 	user = strings.TrimSpace(user)
@@ -168,7 +171,27 @@ func (s *Store) List(ctx context.Context, tenant, user string) ([]Subscription, 
 	if err := events.ValidateAddress("user", user); err != nil {
 		return nil, err
 	}
-	return s.list(ctx, s.keyer.UserKey(tenant, user)+".*")
+	userKey := s.keyer.UserKey(tenant, user)
+	entries, err := s.readLast(ctx, []string{userKey})
+	if errors.Is(err, errCutShort) {
+		// More devices than one answer holds (no limit per user): read
+		// them as a stream.
+		return s.list(ctx, userKey+".*")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing subscriptions: %w", err)
+	}
+	var out []Subscription
+	for _, e := range entries {
+		if e.err != nil {
+			return nil, fmt.Errorf("listing subscriptions: %w", e.err)
+		}
+		if !e.gone {
+			out = append(out, e.sub)
+		}
+	}
+	sortSubscriptions(out)
+	return out, nil
 }
 
 // ListAll returns every subscription, sorted by tenant, user, app and device.

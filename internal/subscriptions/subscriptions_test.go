@@ -448,6 +448,33 @@ func TestDevicesPerUserAreBounded(t *testing.T) {
 	if _, _, err := store.Put(ctx, sub("d3")); !errors.Is(err, subscriptions.ErrTooMany) {
 		t.Fatalf("a third device: %v, want ErrTooMany", err)
 	}
+	// A deleted device leaves a deletion marker in the bucket, which
+	// does not count.
+	if err := store.Delete(ctx, "fabrikam.com", "alice@fabrikam.com", "app", "d1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.Put(ctx, sub("d3")); err != nil {
+		t.Fatalf("a third device after a deletion: %v", err)
+	}
+}
+
+// TestListReadsEveryDevice lists a user with more devices than one
+// batched read answers (no limit per user): List reads them all.
+func TestListReadsEveryDevice(t *testing.T) {
+	store := openStore(t).WithMaxPerUser(0)
+	ctx := context.Background()
+	const devices = 1100 // one answer holds 1,024 entries
+	for d := range devices {
+		s := alice()
+		s.DeviceID = fmt.Sprintf("device%d", d)
+		if _, _, err := store.Put(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, err := store.List(ctx, alice().Tenant, alice().User)
+	if err != nil || len(list) != devices {
+		t.Fatalf("List = %d subscriptions, %v; want %d", len(list), err, devices)
+	}
 }
 
 // TestDevicesPerTenantAreBounded fills a tenant up to its limit with

@@ -1,0 +1,109 @@
+package subscriptions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/synadia-io/orbit.go/jetstreamext"
+
+	"github.com/pushproxy/pushproxy/internal/broker"
+)
+
+// numPendingHeader says, on each message of a batched direct get, how
+// many more match.
+const numPendingHeader = "Nats-Num-Pending"
+
+// kvOperationHeader marks a deletion or a purge in a KV bucket's stream.
+const kvOperationHeader = "KV-Operation"
+
+// errCutShort is a batched read that did not return every entry.
+var errCutShort = errors.New("the server cut the batch short")
+
+// lastEntry is the latest entry of one key, as readLast finds it.
+type lastEntry struct {
+	user, key string // the user key and the entry's whole key
+	rev       uint64
+	gone      bool // deleted or purged
+	sub       Subscription
+	err       error // the value could not be decoded
+}
+
+// cached is the entry as a Cache holds it: an unreadable value is no
+// device to push to.
+func (e lastEntry) cached() cachedEntry {
+	return cachedEntry{rev: e.rev, gone: e.gone || e.err != nil, sub: e.sub}
+}
+
+// readLast returns the latest entry of every key of the users with the
+// user keys userKeys, deletions included. It asks for the last message of
+// each subject <user key>.* of the bucket's stream in one batched direct
+// get, which the server answers from its subject index, without a
+// consumer. A batch the server refuses as too large (more than 1,024
+// entries) or cuts short is read again in halves; one user's that is
+// refused or cut short is an error matching errCutShort.
+func (s *Store) readLast(ctx context.Context, userKeys []string) ([]lastEntry, error) {
+	prefix := "$KV." + broker.BucketSubscriptions + "."
+	subjects := make([]string, len(userKeys))
+	for i, k := range userKeys {
+		subjects[i] = prefix + k + ".*"
+	}
+	msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.js, "KV_"+broker.BucketSubscriptions, subjects)
+	if err != nil {
+		return nil, err
+	}
+	var out []lastEntry
+	pending := "0"
+	for m, err := range msgs {
+		if errors.Is(err, jetstreamext.ErrNoMessages) {
+			return nil, nil // none of the users has a subscription
+		}
+		if err == nil && !strings.HasPrefix(m.Subject, prefix) {
+			err = fmt.Errorf("%w: subject %q outside the bucket", jetstreamext.ErrInvalidResponse, m.Subject)
+		}
+		if err != nil {
+			// A batch too large is refused with a status the library
+			// reports as unsupported; a smaller one is tried.
+			if errors.Is(err, jetstreamext.ErrBatchUnsupported) {
+				if len(userKeys) > 1 {
+					return s.readHalves(ctx, userKeys)
+				}
+				return nil, fmt.Errorf("%w: %w", errCutShort, err)
+			}
+			return nil, err
+		}
+		key := strings.TrimPrefix(m.Subject, prefix)
+		user, _, _ := cutLastDot(key)
+		e := lastEntry{user: user, key: key, rev: m.Sequence}
+		switch m.Header.Get(kvOperationHeader) {
+		case "DEL", "PURGE":
+			e.gone = true
+		default:
+			e.sub, e.err = s.decodeValue(key, m.Data, m.Time)
+		}
+		out = append(out, e)
+		pending = m.Header.Get(numPendingHeader)
+	}
+	if pending != "0" {
+		if len(userKeys) > 1 {
+			return s.readHalves(ctx, userKeys)
+		}
+		return nil, errCutShort
+	}
+	return out, nil
+}
+
+// readHalves is readLast of each half of userKeys.
+func (s *Store) readHalves(ctx context.Context, userKeys []string) ([]lastEntry, error) {
+	half := len(userKeys) / 2
+	first, err := s.readLast(ctx, userKeys[:half])
+	if err != nil {
+		return nil, err
+	}
+	second, err := s.readLast(ctx, userKeys[half:])
+	if err != nil {
+		return nil, err
+	}
+	return append(first, second...), nil
+}
