@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
@@ -17,9 +18,6 @@ const numPendingHeader = "Nats-Num-Pending"
 
 // kvOperationHeader marks a deletion or a purge in a KV bucket's stream.
 const kvOperationHeader = "KV-Operation"
-
-// errCutShort is a batched read that did not return every entry.
-var errCutShort = errors.New("the server cut the batch short")
 
 // lastEntry is the latest entry of one key, as readLast finds it.
 type lastEntry struct {
@@ -41,8 +39,8 @@ func (e lastEntry) cached() cachedEntry {
 // each subject <user key>.* of the bucket's stream in one batched direct
 // get, which the server answers from its subject index, without a
 // consumer. A batch the server refuses as too large (more than 1,024
-// entries) or cuts short is read again in halves; one user's that is
-// refused or cut short is an error matching errCutShort.
+// entries) or cuts short is read again in halves, and one user's as a
+// stream (readStream).
 func (s *Store) readLast(ctx context.Context, userKeys []string) ([]lastEntry, error) {
 	prefix := "$KV." + broker.BucketSubscriptions + "."
 	subjects := make([]string, len(userKeys))
@@ -66,10 +64,7 @@ func (s *Store) readLast(ctx context.Context, userKeys []string) ([]lastEntry, e
 			// A batch too large is refused with a status the library
 			// reports as unsupported; a smaller one is tried.
 			if errors.Is(err, jetstreamext.ErrBatchUnsupported) {
-				if len(userKeys) > 1 {
-					return s.readHalves(ctx, userKeys)
-				}
-				return nil, fmt.Errorf("%w: %w", errCutShort, err)
+				return s.readSmaller(ctx, userKeys)
 			}
 			return nil, err
 		}
@@ -86,16 +81,17 @@ func (s *Store) readLast(ctx context.Context, userKeys []string) ([]lastEntry, e
 		pending = m.Header.Get(numPendingHeader)
 	}
 	if pending != "0" {
-		if len(userKeys) > 1 {
-			return s.readHalves(ctx, userKeys)
-		}
-		return nil, errCutShort
+		return s.readSmaller(ctx, userKeys)
 	}
 	return out, nil
 }
 
-// readHalves is readLast of each half of userKeys.
-func (s *Store) readHalves(ctx context.Context, userKeys []string) ([]lastEntry, error) {
+// readSmaller reads what one batched read could not: readLast of each
+// half of userKeys, or one user's entries as a stream.
+func (s *Store) readSmaller(ctx context.Context, userKeys []string) ([]lastEntry, error) {
+	if len(userKeys) == 1 {
+		return s.readStream(ctx, userKeys[0])
+	}
 	half := len(userKeys) / 2
 	first, err := s.readLast(ctx, userKeys[:half])
 	if err != nil {
@@ -106,4 +102,21 @@ func (s *Store) readHalves(ctx context.Context, userKeys []string) ([]lastEntry,
 		return nil, err
 	}
 	return append(first, second...), nil
+}
+
+// readStream reads the entries of the user with key userKey through a
+// watch of <user key>.*, deletions left out: for a user with more devices
+// than one batched answer holds, possible only without a limit per user or
+// with one above 1,000.
+func (s *Store) readStream(ctx context.Context, userKey string) ([]lastEntry, error) {
+	var out []lastEntry
+	err := broker.ReadAll(ctx, s.kv, userKey+".*", func(e jetstream.KeyValueEntry) error {
+		sub, err := s.decode(e)
+		out = append(out, lastEntry{user: userKey, key: e.Key(), rev: e.Revision(), sub: sub, err: err})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }

@@ -160,8 +160,8 @@ func (s *Store) DeleteKey(ctx context.Context, key string) error {
 
 // List returns a user's subscriptions, sorted by app and device. It reads
 // them in one batched direct get, without a consumer (a new device's
-// registration lists its user's, see checkRoom); a user with more than one
-// answer holds is read as a stream.
+// registration lists its user's, see checkRoom), or for a user with more
+// than one answer holds, as a stream.
 func (s *Store) List(ctx context.Context, tenant, user string) ([]Subscription, error) {
 	tenant = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(tenant)), ".")
 	user = strings.TrimSpace(user)
@@ -171,13 +171,7 @@ func (s *Store) List(ctx context.Context, tenant, user string) ([]Subscription, 
 	if err := events.ValidateAddress("user", user); err != nil {
 		return nil, err
 	}
-	userKey := s.keyer.UserKey(tenant, user)
-	entries, err := s.readLast(ctx, []string{userKey})
-	if errors.Is(err, errCutShort) {
-		// More devices than one answer holds (no limit per user): read
-		// them as a stream.
-		return s.list(ctx, userKey+".*")
-	}
+	entries, err := s.readLast(ctx, []string{s.keyer.UserKey(tenant, user)})
 	if err != nil {
 		return nil, fmt.Errorf("listing subscriptions: %w", err)
 	}

@@ -459,7 +459,8 @@ func TestDevicesPerUserAreBounded(t *testing.T) {
 }
 
 // TestListReadsEveryDevice lists a user with more devices than one
-// batched read answers (no limit per user): List reads them all.
+// batched read answers (no limit per user): List and a Cache read them
+// all.
 func TestListReadsEveryDevice(t *testing.T) {
 	store := openStore(t).WithMaxPerUser(0)
 	ctx := context.Background()
@@ -474,6 +475,14 @@ func TestListReadsEveryDevice(t *testing.T) {
 	list, err := store.List(ctx, alice().Tenant, alice().User)
 	if err != nil || len(list) != devices {
 		t.Fatalf("List = %d subscriptions, %v; want %d", len(list), err, devices)
+	}
+	cache, err := store.Cache(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := cache.ForUser(ctx, store.UserKey("fabrikam.com", alice().User))
+	if err != nil || len(got) != devices {
+		t.Fatalf("ForUser = %d subscriptions, %v; want %d", len(got), err, devices)
 	}
 }
 
