@@ -1,5 +1,5 @@
 // Package benchtest holds what the benchmarks of several packages share:
 // the process's CPU time, so that each reports CPU per event beside its
-// rate, measured the same way, and the saving of another process's Go
-// profiles.
+// rate, measured the same way, CPU profiles of the windows they measure
+// (ProfileWindow), and the saving of another process's Go profiles.
 package benchtest

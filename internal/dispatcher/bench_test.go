@@ -95,8 +95,9 @@ func (t trial) report(b *testing.B, prefix string, n int) {
 }
 
 // dispatcherTrial runs the dispatcher with cfg over a fresh benchEnv and
-// measures the time from its workers starting to the last event acked.
-func dispatcherTrial(b *testing.B, cfg dispatcher.Config) trial {
+// measures the time from its workers starting to the last event acked;
+// name names the window's CPU profile (benchtest.ProfileWindow).
+func dispatcherTrial(b *testing.B, cfg dispatcher.Config, name string) trial {
 	e, _ := benchEnv(b)
 	defer e.conn.Close()
 	r := e.start(e.conn, cfg)
@@ -106,20 +107,22 @@ func dispatcherTrial(b *testing.B, cfg dispatcher.Config) trial {
 	for metricValue(b, r.reg, "pushproxy_dispatcher_partition_takeovers_total") < benchPartitions {
 		time.Sleep(time.Millisecond)
 	}
+	stopProfile := benchtest.ProfileWindow(b, name)
 	start := time.Now()
 	c0 := benchtest.CPUTime()
 	for metricValue(b, r.reg, "pushproxy_dispatcher_events_acked_total") < benchEvents {
 		time.Sleep(5 * time.Millisecond)
 	}
 	took, cpu := time.Since(start), benchtest.CPUTime()-c0
+	stopProfile()
 	waitFor(b, "every event acknowledged", func() bool { return settled(b, e) })
 	return trial{took: took, cpu: cpu, pushes: int(metricValue(b, r.reg, "pushproxy_dispatcher_pushes_total", "result", "sent"))}
 }
 
 // rawTrial consumes a fresh benchEnv with one plain durable pull consumer
 // per partition, acking each event, and measures the time from consuming
-// to the last ack sent.
-func rawTrial(b *testing.B) trial {
+// to the last ack sent; name names the window's CPU profile.
+func rawTrial(b *testing.B, name string) trial {
 	e, _ := benchEnv(b)
 	defer e.conn.Close()
 	var acked atomic.Int64
@@ -134,6 +137,7 @@ func rawTrial(b *testing.B) trial {
 		}
 		cons = append(cons, c)
 	}
+	stopProfile := benchtest.ProfileWindow(b, name)
 	start := time.Now()
 	for _, c := range cons {
 		cc, err := c.Consume(func(m jetstream.Msg) {
@@ -150,6 +154,7 @@ func rawTrial(b *testing.B) trial {
 		time.Sleep(5 * time.Millisecond)
 	}
 	took, cpu := time.Since(start), benchtest.CPUTime()-c0
+	stopProfile()
 	waitFor(b, "every event acknowledged", func() bool {
 		for _, c := range cons {
 			info, err := c.Info(context.Background())
@@ -169,8 +174,8 @@ func rawTrial(b *testing.B) trial {
 func BenchmarkDispatcher(b *testing.B) {
 	b.StopTimer()
 	var total trial
-	for range b.N {
-		total.add(dispatcherTrial(b, benchConfig()))
+	for i := range b.N {
+		total.add(dispatcherTrial(b, benchConfig(), fmt.Sprintf("dispatcher-%d", i)))
 	}
 	total.report(b, "", b.N*benchEvents)
 	b.ReportMetric(float64(total.pushes)/float64(b.N*benchEvents), "pushes/event")
@@ -183,8 +188,8 @@ func BenchmarkDispatcher(b *testing.B) {
 func BenchmarkRawConsumeAck(b *testing.B) {
 	b.StopTimer()
 	var total trial
-	for range b.N {
-		total.add(rawTrial(b))
+	for i := range b.N {
+		total.add(rawTrial(b, fmt.Sprintf("raw-%d", i)))
 	}
 	total.report(b, "", b.N*benchEvents)
 	b.ReportMetric(0, "ns/op")
@@ -201,10 +206,10 @@ func BenchmarkDispatcherVsRaw(b *testing.B) {
 	library := benchConfig()
 	library.LibraryDecode = true
 	var disp, raw, lib trial
-	for range b.N {
-		disp.add(dispatcherTrial(b, benchConfig()))
-		raw.add(rawTrial(b))
-		lib.add(dispatcherTrial(b, library))
+	for i := range b.N {
+		disp.add(dispatcherTrial(b, benchConfig(), fmt.Sprintf("dispatcher-%d", i)))
+		raw.add(rawTrial(b, fmt.Sprintf("raw-%d", i)))
+		lib.add(dispatcherTrial(b, library, fmt.Sprintf("library-%d", i)))
 	}
 	disp.report(b, "dispatcher-", b.N*benchEvents)
 	raw.report(b, "raw-", b.N*benchEvents)
