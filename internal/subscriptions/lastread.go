@@ -19,6 +19,12 @@ const numPendingHeader = "Nats-Num-Pending"
 // kvOperationHeader marks a deletion or a purge in a KV bucket's stream.
 const kvOperationHeader = "KV-Operation"
 
+// errNoAnswer is a batched read that ended without an answer: the
+// library's iterator ends quietly when its time runs out, or when the
+// server drops the request (a NATS user without the permission), where an
+// answer always ends with a last entry or a "no results" status.
+var errNoAnswer = errors.New("the server did not answer the batched read")
+
 // lastEntry is the latest entry of one key, as readLast finds it.
 type lastEntry struct {
 	user, key string // the user key and the entry's whole key
@@ -40,7 +46,8 @@ func (e lastEntry) cached() cachedEntry {
 // get, which the server answers from its subject index, without a
 // consumer. A batch the server refuses as too large (more than 1,024
 // entries) or cuts short is read again in halves, and one user's as a
-// stream (readStream).
+// stream (readStream). A read that gets no answer is an error matching
+// errNoAnswer, never "no devices".
 func (s *Store) readLast(ctx context.Context, userKeys []string) ([]lastEntry, error) {
 	prefix := "$KV." + broker.BucketSubscriptions + "."
 	subjects := make([]string, len(userKeys))
@@ -52,7 +59,7 @@ func (s *Store) readLast(ctx context.Context, userKeys []string) ([]lastEntry, e
 		return nil, err
 	}
 	var out []lastEntry
-	pending := "0"
+	pending := "" // the last entry's count of entries still to come
 	for m, err := range msgs {
 		if errors.Is(err, jetstreamext.ErrNoMessages) {
 			return nil, nil // none of the users has a subscription
@@ -80,10 +87,17 @@ func (s *Store) readLast(ctx context.Context, userKeys []string) ([]lastEntry, e
 		out = append(out, e)
 		pending = m.Header.Get(numPendingHeader)
 	}
-	if pending != "0" {
+	switch pending {
+	case "0":
+		return out, nil
+	case "":
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("%w: %w", errNoAnswer, err)
+		}
+		return nil, errNoAnswer
+	default:
 		return s.readSmaller(ctx, userKeys)
 	}
-	return out, nil
 }
 
 // readSmaller reads what one batched read could not: readLast of each

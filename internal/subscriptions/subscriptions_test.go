@@ -458,6 +458,23 @@ func TestDevicesPerUserAreBounded(t *testing.T) {
 	}
 }
 
+// TestReadWithoutAnAnswerFails lists a user's devices when the batched
+// read gets no answer (its time has run out, as it would when the server
+// does not answer): an error, not a user without devices, which would
+// leave the user's phones without their badge.
+func TestReadWithoutAnAnswerFails(t *testing.T) {
+	store := openStore(t)
+	if _, _, err := store.Put(context.Background(), alice()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	list, err := store.List(ctx, alice().Tenant, alice().User)
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("List without an answer = %d subscriptions, %v; want an error", len(list), err)
+	}
+}
+
 // TestListReadsEveryDevice lists a user with more devices than one
 // batched read answers (no limit per user): List and a Cache read them
 // all.
