@@ -3,7 +3,7 @@
 #   make run     run everything in one process on an embedded NATS server (data in ./data)
 #   make test    vet, format check, unit tests (with -race), alert rule tests (promtool) and integration tests
 #   make bench   throughput and latency benchmarks, as ratios to raw JetStream
-#   make bench-scale  a million users on the chaos tests' cluster: dispatcher and ingest RSS, bytes per KV entry; 1 to 3 dispatchers
+#   make bench-scale  the chaos tests' cluster: event-to-push latency at offered rates; a million users: dispatcher and ingest RSS, bytes per KV entry; 1 to 3 dispatchers
 #   make fuzz    run every fuzz target for FUZZTIME each
 #   make build   build all binaries into ./bin
 #   make lint    go vet, gofmt check and staticcheck (installed by the Makefile)
@@ -166,8 +166,11 @@ chaos-bin:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(CHAOS_BIN)/ ./cmd/ingest ./cmd/dispatcher ./cmd/relay ./cmd/pushctl ./cmd/monitor
 	$(GO) build -o $(CHAOS_BIN)/nats-server github.com/nats-io/nats-server/v2
 
-# bench-scale (BenchmarkScale in test/chaos) runs the chaos tests'
-# deployment with SCALE_USERS users, one device each, sends mail to
+# bench-scale runs the chaos tests' deployment (test/chaos). First
+# (BenchmarkClusterLatency) with LATENCY_USERS users, one device each, it
+# offers each of LATENCY_RATES events/s for LATENCY_SECONDS and prints the
+# event-to-push latency against window + 50 ms. Then (BenchmarkScale)
+# with SCALE_USERS users, one device each, it sends mail to
 # SCALE_ACTIVE per cent of them at SCALE_RATE events/s and prints the
 # dispatchers' and ingest's memory and the bytes per user state and per
 # subscription, against their goals; then (BenchmarkScaleOut) the
@@ -176,10 +179,15 @@ chaos-bin:
 SCALE_USERS  ?= 1000000
 SCALE_ACTIVE ?= 10
 SCALE_RATE   ?= 2000
+LATENCY_USERS   ?= 100000
+LATENCY_RATES   ?= 1000,2000,4000
+LATENCY_SECONDS ?= 20
 
 bench-scale: chaos-bin
 	PUSHPROXY_CHAOS_BIN=$(abspath $(CHAOS_BIN)) PUSHPROXY_SCALE_USERS=$(SCALE_USERS) PUSHPROXY_SCALE_ACTIVE=$(SCALE_ACTIVE) \
-		PUSHPROXY_SCALE_RATE=$(SCALE_RATE) $(GO) test -count=1 -timeout 60m -run '^$$' -bench '^Benchmark(Scale|ScaleOut)$$' -benchtime 1x ./test/chaos
+		PUSHPROXY_SCALE_RATE=$(SCALE_RATE) PUSHPROXY_LATENCY_USERS=$(LATENCY_USERS) PUSHPROXY_LATENCY_RATES=$(LATENCY_RATES) \
+		PUSHPROXY_LATENCY_SECONDS=$(LATENCY_SECONDS) \
+		$(GO) test -count=1 -timeout 60m -run '^$$' -bench '^Benchmark(ClusterLatency|Scale|ScaleOut)$$' -benchtime 1x ./test/chaos
 
 chaos: chaos-bin
 	@rm -f $(CHAOS_REPORT); \

@@ -55,18 +55,9 @@ const (
 // before and after the traffic, and the bytes per user state and per
 // subscription the buckets hold. It never asserts on time or memory.
 func BenchmarkScale(b *testing.B) {
-	users, err := envInt(envScaleUsers, 1_000_000)
-	if err != nil {
-		b.Fatal(err)
-	}
-	activePct, err := envInt(envScaleActive, 10)
-	if err != nil {
-		b.Fatal(err)
-	}
-	rate, err := envInt(envScaleRate, 2000)
-	if err != nil {
-		b.Fatal(err)
-	}
+	users := benchEnvInt(b, envScaleUsers, 1_000_000)
+	activePct := benchEnvInt(b, envScaleActive, 10)
+	rate := benchEnvInt(b, envScaleRate, 2000)
 	ctx, bin := benchBinaries(b)
 	s, err := startSystem(ctx, b, bin, systemOptions{})
 	if err != nil {
@@ -116,6 +107,15 @@ func BenchmarkScale(b *testing.B) {
 	b.ReportMetric(float64(worst)/(1<<20), "dispatcher-peak-MiB")
 	b.ReportMetric(state.PerEntry(), "B/user-state")
 	b.ReportMetric(devices.PerEntry(), "B/subscription")
+}
+
+// benchEnvInt is envInt for a benchmark, which a bad value ends.
+func benchEnvInt(b *testing.B, name string, def int) int {
+	n, err := envInt(name, def)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
 }
 
 // benchBinaries returns a context that ends with b and the folder of the
@@ -212,26 +212,41 @@ func stored(ctx context.Context, js jetstream.JetStream) error {
 // sendMail sends one event for each user of active through ingest's
 // native API, scaleBatch to a request, at rate events a second.
 func sendMail(ctx context.Context, s *system, active []int, rate int) error {
+	return sendEvents(ctx, s, len(active), rate, func(j int) map[string]any {
+		i := active[j]
+		return map[string]any{"user": scaleUser(i), "kind": "new", "unread": 1, "change_id": "scale-" + strconv.Itoa(i),
+			"occurred_at": time.Now().UTC().Format(time.RFC3339Nano)}
+	}, nil)
+}
+
+// sendEvents sends n events through ingest's native API, scaleBatch to a
+// request, at rate events a second, 16 requests at most in flight; event
+// makes the j-th. sent, when not nil, is told when the request of events
+// [from, to) was first sent. A request refused for a while (5xx, 429) is
+// sent again.
+func sendEvents(ctx context.Context, s *system, n, rate int, event func(j int) map[string]any, sent func(from, to int, at time.Time)) error {
 	c := newIngestClient(s.ingestAddr)
 	tick := time.NewTicker(time.Duration(float64(time.Second) * scaleBatch / float64(rate)))
 	defer tick.Stop()
 	var wg sync.WaitGroup
 	var failed atomic.Value
 	sem := make(chan struct{}, 16)
-	for from := 0; from < len(active); from += scaleBatch {
+	for from := 0; from < n; from += scaleBatch {
 		if err, _ := failed.Load().(error); err != nil {
 			break
 		}
 		<-tick.C
-		batch := active[from:min(from+scaleBatch, len(active))]
-		evs := make([]map[string]any, len(batch))
-		for j, i := range batch {
-			evs[j] = map[string]any{"user": scaleUser(i), "kind": "new", "unread": 1, "change_id": "scale-" + strconv.Itoa(i),
-				"occurred_at": time.Now().UTC().Format(time.RFC3339Nano)}
+		to := min(from+scaleBatch, n)
+		evs := make([]map[string]any, 0, to-from)
+		for j := from; j < to; j++ {
+			evs = append(evs, event(j))
 		}
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
+			if sent != nil {
+				sent(from, to, time.Now())
+			}
 			err := retryTransient(ctx, func() (bool, error) {
 				code, data, _, err := c.do(ctx, http.MethodPost, "/v1/events", evs)
 				if err != nil || code >= 500 || code == http.StatusTooManyRequests {
@@ -394,10 +409,7 @@ const scaleOutIdle = 5 * time.Second
 // reads, and the second dispatcher's share varied from 103 to 138 % from
 // run to run.
 func BenchmarkScaleOut(b *testing.B) {
-	events, err := envInt("PUSHPROXY_SCALEOUT_EVENTS", 240_000)
-	if err != nil {
-		b.Fatal(err)
-	}
+	events := benchEnvInt(b, "PUSHPROXY_SCALEOUT_EVENTS", 240_000)
 	const users = 10_000
 	ctx, bin := benchBinaries(b)
 	var runs []scaleOutRun

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/pushproxy/pushproxy/internal/benchtest"
 )
 
 // Go runtime metrics of the pipeline process, from its /metrics.
@@ -235,7 +237,7 @@ func (b *bench) printTable(rows []stepResult) {
 		}
 		fmt.Fprintf(w, "%s\t%d\t%d\t%.0f\t%.0f\t%.2f\t%s\t%s\t%s\t%s\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%d\t%d\t%d\t%.1f%s\t\n",
 			r.name, l.batch, l.rate, l.achieved(), float64(r.pushes)/send, float64(r.total)/float64(max(l.stored, 1)),
-			ms(percentile(r.lat, 0.5)), ms(percentile(r.lat, 0.99)), ms(percentile(r.lat, 0.999)), ms(percentile(r.lat, 1)),
+			ms(benchtest.Percentile(r.lat, 0.5)), ms(benchtest.Percentile(r.lat, 0.99)), ms(benchtest.Percentile(r.lat, 0.999)), ms(benchtest.Percentile(r.lat, 1)),
 			perEvent, r.cpu.Seconds()/r.wall.Seconds(), r.self.Seconds()/r.wall.Seconds(),
 			float64(r.mem.rss)/(1<<20), r.mem.heapInuse/(1<<20), l.unsent, l.failed, r.missing, r.drain.Seconds(), drainMark(r))
 	}

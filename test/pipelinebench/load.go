@@ -224,13 +224,3 @@ func (l *load) latencies(p *provider, users int) ([]time.Duration, int) {
 	slices.Sort(out)
 	return out, missing
 }
-
-// percentile returns the nearest-rank q-quantile (0 < q <= 1) of sorted,
-// or 0 without values.
-func percentile(sorted []time.Duration, q float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	rank := int(float64(len(sorted))*q+0.999999999) - 1
-	return sorted[min(max(rank, 0), len(sorted)-1)]
-}

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pushproxy/pushproxy/internal/benchtest"
 	"github.com/pushproxy/pushproxy/internal/broker"
 )
 
@@ -119,7 +120,7 @@ func (b *bench) soak(ctx context.Context) error {
 	lat, missing := l.latencies(b.prov, b.cfg.users)
 	fmt.Fprintf(b.out, "\nsoak: offered %d events/s, achieved %.0f events/s (%d stored, %d unsent, %d failed), %d without a push; latency p50 %s p99 %s p99.9 %s ms; %.0f CPU µs/event\n",
 		l.rate, l.achieved(), l.stored, l.unsent, l.failed, missing,
-		ms(percentile(lat, 0.5)), ms(percentile(lat, 0.99)), ms(percentile(lat, 0.999)),
+		ms(benchtest.Percentile(lat, 0.5)), ms(benchtest.Percentile(lat, 0.99)), ms(benchtest.Percentile(lat, 0.999)),
 		float64((cpu1-cpu0).Microseconds())/float64(max(l.stored, 1)))
 	perEvent := func(a, b memory) string {
 		return fmt.Sprintf("RSS %+.0f B/event, heap in use %+.0f B/event", float64(b.rss-a.rss)/float64(max(l.stored, 1)), (b.heapInuse-a.heapInuse)/float64(max(l.stored, 1)))
