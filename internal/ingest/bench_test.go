@@ -47,15 +47,16 @@ func BenchmarkRawPublishAsyncDedup(b *testing.B) {
 
 // storedMessages makes the n messages ingest stores for the bench's
 // requests (timeIngestRound, benchmarkIngest): each event encoded as
-// ingest completes it, with both timestamps, on its user's subject, with
-// its deduplication id. Raw publishing of the same bytes is the anchor
+// ingest completes it, with both timestamps (the test server's clock,
+// now), on its user's subject, with its deduplication id. Raw publishing of the same bytes is the anchor
 // that measures only what ingest adds.
-func storedMessages(b *testing.B, keyer *events.Keyer, prefix string, n int) []*nats.Msg {
-	now := time.Now().UTC()
+func storedMessages(b testing.TB, keyer *events.Keyer, prefix string, n int) []*nats.Msg {
 	msgs := make([]*nats.Msg, n)
 	for i := range msgs {
+		// {"user":...,"kind":"new","unread":1,"change_id":...} as ingest
+		// completes it.
 		e := events.Event{Version: events.SchemaVersion, Tenant: "fabrikam.com", User: fmt.Sprintf("user%d@fabrikam.com", i%benchUsers),
-			Mailbox: "INBOX", Kind: events.KindNew, Count: 1, ChangeID: fmt.Sprintf("%s-%d", prefix, i),
+			Kind: events.KindNew, Unread: events.IntPtr(1), ChangeID: fmt.Sprintf("%s-%d", prefix, i),
 			Source: events.SourceNative, OccurredAt: now, ReceivedAt: now}
 		e.Normalize()
 		data, err := e.Encode()
