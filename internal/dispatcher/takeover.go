@@ -35,6 +35,9 @@ const catchUpTimeout = 30 * time.Second
 // catchUpTimeout while the partition applies nothing.
 const catchUpRequestTimeout = 5 * time.Second
 
+// errCatchUpLost is a catch-up read that lost one of its own deliveries.
+var errCatchUpLost = errors.New("a delivery of the catch-up read was lost")
+
 // catchUpFetch is how many events one fetch of the catch-up read asks for.
 const catchUpFetch = 1000
 
@@ -204,6 +207,12 @@ func (w *worker) catchUp(ctx context.Context) {
 // server redelivers one later, the redelivery's handle takes its place
 // (findHeld) or, once it is settled, is applied as already seen and
 // acknowledged.
+//
+// A delivery of this read can be lost like any other (a broken
+// connection, a slow consumer): its consumer sequence then skips one, or
+// a fetch that gets nothing finds the consumer has delivered more than
+// arrived. Either is an error, and the caller reads again; going on would
+// leave the lost event to be skipped as applied when it is redelivered.
 func (w *worker) readRange(ctx context.Context, from, to uint64) ([]*held, error) {
 	if from == 0 || to < from {
 		return nil, nil
@@ -232,6 +241,7 @@ func (w *worker) readRange(ctx context.Context, from, to uint64) ([]*held, error
 	}()
 	now := time.Now()
 	var out []*held
+	var received uint64 // deliveries that arrived; the next has consumer sequence received+1
 	for {
 		want := int(min(to-from+1, catchUpFetch))
 		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -247,6 +257,11 @@ func (w *worker) readRange(ctx context.Context, from, to uint64) ([]*held, error
 			if err != nil {
 				cancel()
 				return nil, fmt.Errorf("reading an event's metadata: %w", err)
+			}
+			received++
+			if md.Sequence.Consumer != received {
+				cancel()
+				return nil, fmt.Errorf("%w: delivery %d of the read from sequence %d arrived as the %d-th", errCatchUpLost, md.Sequence.Consumer, from, received)
 			}
 			seq := md.Sequence.Stream
 			if seq > to {
@@ -266,7 +281,20 @@ func (w *worker) readRange(ctx context.Context, from, to uint64) ([]*held, error
 			return nil, fmt.Errorf("reading the stream from sequence %d: %w", from, err)
 		}
 		if n == 0 {
-			// Nothing left in the range: the rest was removed (age limit).
+			// Nothing left in the range, when the rest was removed (age
+			// limit); a delivery lost on the way, or one not sent in
+			// time, is not that.
+			ictx, icancel := context.WithTimeout(ctx, catchUpRequestTimeout)
+			info, err := cons.Info(ictx)
+			icancel()
+			switch {
+			case err != nil:
+				return nil, fmt.Errorf("reading the stream from sequence %d: %w", from, err)
+			case info.Delivered.Consumer > received:
+				return nil, fmt.Errorf("%w: %d deliveries of the read from sequence %d sent, %d arrived", errCatchUpLost, info.Delivered.Consumer, from, received)
+			case info.NumPending > 0:
+				return nil, fmt.Errorf("reading the stream from sequence %d: %d events pending, none came", from, info.NumPending)
+			}
 			return out, nil
 		}
 	}

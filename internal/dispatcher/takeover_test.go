@@ -194,3 +194,55 @@ func TestLostDeliveryKeepsDeltaCounts(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	e.wantFinalBadges(t, names, 3)
 }
+
+// TestLostCatchUpDeliveryKeepsDeltaCounts loses, after a durable delivery,
+// deliveries of the catch-up read as well: the catch-up must notice what
+// it lost and read again, or the event would be skipped as applied when it
+// is redelivered (the badge one short for good). Losing its first delivery
+// leaves a gap in its consumer sequence; losing all of a read's
+// deliveries leaves a fetch that gets nothing.
+func TestLostCatchUpDeliveryKeepsDeltaCounts(t *testing.T) {
+	const durable = "$JS.ACK.MAIL.dispatcher-"
+	tests := []struct {
+		name string
+		lost int  // catch-up deliveries lost, the first ones
+		any  bool // of any user, not only the one whose delivery was lost
+	}{
+		{"its delivery of the lost event", 1, false},
+		{"every delivery of its first reads", 8, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, brokertest.WithPartitions(1), brokertest.WithListen())
+			e.enableProxy()
+			proxy := brokertest.StartProxy(t, e.conn.ClientURL())
+			names := e.deltaUsers(3)
+			e.startOwnerAt(t, "d1", proxy.URL(), func(cfg *dispatcher.Config) {
+				fastCoalescing(cfg)
+				cfg.AckWait = time.Second
+			})
+			e.publishRound(names)
+			e.wantFinalBadges(t, names, 1)
+
+			lost := e.keyer.Subject(tenant, names[1])
+			lostUser := lost[strings.LastIndexByte(lost, '.'):]
+			drops := []func(subject, reply string) bool{func(subject, reply string) bool {
+				return strings.HasSuffix(subject, lostUser) && strings.HasPrefix(reply, durable)
+			}}
+			for range tt.lost {
+				drops = append(drops, func(subject, reply string) bool {
+					return (tt.any || strings.HasSuffix(subject, lostUser)) &&
+						strings.HasPrefix(reply, "$JS.ACK.MAIL.") && !strings.HasPrefix(reply, durable)
+				})
+			}
+			proxy.DropInOrder(drops...)
+			e.publishRound(names)
+			waitFor(t, "the durable's and the catch-up's deliveries to be dropped", func() bool { return len(proxy.Dropped()) >= 2 })
+			e.publishRound(names)
+			e.wantFinalBadges(t, names, 3)
+			// Past two AckWaits the redelivery has come and gone: still right.
+			time.Sleep(2 * time.Second)
+			e.wantFinalBadges(t, names, 3)
+		})
+	}
+}

@@ -22,8 +22,8 @@ type Proxy struct {
 	target string
 
 	mu      sync.Mutex
-	drop    func(subject, reply string) bool
-	dropped []string // subjects of the messages dropped
+	drops   []func(subject, reply string) bool // the next to match is drops[0]
+	dropped []string                           // subjects of the messages dropped
 }
 
 // StartProxy starts a proxy to the server at serverURL (nats://host:port)
@@ -58,10 +58,15 @@ func (p *Proxy) URL() string { return "nats://" + p.ln.Addr().String() }
 
 // DropNext makes the proxy drop the next message, on any connection, for
 // which match(subject, reply) is true; later ones pass.
-func (p *Proxy) DropNext(match func(subject, reply string) bool) {
+func (p *Proxy) DropNext(match func(subject, reply string) bool) { p.DropInOrder(match) }
+
+// DropInOrder makes the proxy drop the next message, on any connection,
+// that matches[0] matches, then the next one after it that matches[1]
+// matches, and so on; other messages pass.
+func (p *Proxy) DropInOrder(matches ...func(subject, reply string) bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.drop = match
+	p.drops = matches
 }
 
 // Dropped returns the subjects of the messages dropped so far.
@@ -127,10 +132,10 @@ func (p *Proxy) toClient(client io.Writer, server io.Reader) error {
 func (p *Proxy) dropping(subject, reply string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.drop == nil || !p.drop(subject, reply) {
+	if len(p.drops) == 0 || !p.drops[0](subject, reply) {
 		return false
 	}
-	p.drop = nil
+	p.drops = p.drops[1:]
 	p.dropped = append(p.dropped, subject)
 	return true
 }
