@@ -93,13 +93,12 @@ type sentEvent struct {
 
 // latencyRow is the outcome of one offered rate.
 type latencyRow struct {
-	rate, events  int
-	achieved      float64 // events/s sent
-	pushes        int     // badges received from the step's start to the end of its drain
-	lat           []time.Duration
-	missing       int           // events no badge covered by the end of the drain
-	drain         time.Duration // from the last request sent to the last badge that covers an event
-	drainTimedOut bool
+	rate, events int
+	achieved     float64 // events/s sent
+	pushes       int     // badges received from the step's start to the end of its drain
+	lat          []time.Duration
+	missing      int           // events no badge covered by the end of the drain
+	drain        time.Duration // from the last request sent to the last badge that covers an event
 }
 
 // p is the nearest-rank q-quantile of the row's latencies.
@@ -138,7 +137,6 @@ func latencyStep(ctx context.Context, s *system, users, rate, seconds, first int
 		var last time.Time
 		row.lat, row.missing, last = coverLatencies(evs, badges)
 		if row.missing == 0 || time.Now().After(deadline) {
-			row.drainTimedOut = row.missing > 0
 			row.drain = max(last.Sub(lastSent), 0)
 			row.pushes = pushesSince(badges, start)
 			return row, nil
@@ -201,7 +199,7 @@ func latencyReport(users int, rows []latencyRow) string {
 			goal = "PASS"
 		}
 		drain := fmt.Sprintf("%.1f", r.drain.Seconds())
-		if r.drainTimedOut {
+		if r.missing > 0 { // the drain ended at its deadline
 			drain += "*"
 		}
 		fmt.Fprintf(&sb, "%12d  %13.0f  %7.2f  %7s  %7s  %8s  %7s  %7s  %7d  %6s\n",
