@@ -2,7 +2,7 @@
 #
 #   make run     run everything in one process on an embedded NATS server (data in ./data)
 #   make test    vet, format check, unit tests (with -race), alert rule tests (promtool) and integration tests
-#   make bench   throughput and latency benchmarks, as ratios to raw JetStream
+#   make bench   throughput and latency benchmarks, as ratios to raw JetStream; the whole pipeline against its raw stages chained
 #   make bench-scale  the chaos tests' cluster: event-to-push latency at offered rates; a million users: dispatcher and ingest RSS, bytes per KV entry; 1 to 3 dispatchers
 #   make fuzz    run every fuzz target for FUZZTIME each
 #   make build   build all binaries into ./bin
@@ -76,8 +76,10 @@ integration:
 # (batch-%-of-raw, %-of-raw), so that both see the same machine load; the
 # relay's alternates with a bare HTTPS forwarder to the same push service
 # (%-of-anchor). The last step runs the whole pipeline (pushctl standalone
-# as its own process) under offered load and prints one table; give it
-# flags with PIPELINEBENCH="-users 2000 -step 10s" (go run ./test/pipelinebench -h).
+# as its own process) under offered load and prints one table, then the
+# same steps against the raw chain (its stages' anchors chained in one
+# process) and compares them; give it flags with
+# PIPELINEBENCH="-users 2000 -step 10s" (go run ./test/pipelinebench -h).
 PIPELINEBENCH ?=
 
 bench:
@@ -94,7 +96,7 @@ bench:
 	step 5 "relay vs a bare HTTPS forwarder to the same push service" && \
 	$(GO) test -run '^$$' -bench 'RelayVsForward' -benchtime $(BENCHROUNDS)x ./internal/relay | tee -a $$out && \
 	step 6 "whole pipeline (pushctl standalone) at offered rates" && \
-	$(GO) run ./test/pipelinebench $(PIPELINEBENCH) && \
+	$(GO) run ./test/pipelinebench $(PIPELINEBENCH) | tee -a $$out && \
 	echo "== bench done: 6 of 6 in $$(( $$(date +%s) - start ))s; each stage against its anchor:" && \
 	$(GO) run ./test/benchtable < $$out
 

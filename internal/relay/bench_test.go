@@ -4,24 +4,18 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
-	"io"
-	"log"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/pushproxy/pushproxy/internal/benchtest"
-	"github.com/pushproxy/pushproxy/internal/httpjson"
+	"github.com/pushproxy/pushproxy/internal/benchtest/forward"
 	"github.com/pushproxy/pushproxy/internal/relayclient"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
-	"github.com/pushproxy/pushproxy/internal/tlstest"
 	"github.com/pushproxy/pushproxy/internal/tokens"
 )
 
@@ -62,15 +56,17 @@ func BenchmarkRelayVsForward(b *testing.B) {
 	fabrikam := newPartnerKey(b, "fabrikam.com")
 	r.registerPartner(b, fabrikam)
 	r.addAPNsApp(b, fabrikam.token(b, realmOf(fabrikam)), fabrikam.org, benchApp, push.srv.URL, delivered)
-	anchor := startForwarder(b, push.srv)
+	anchor := forward.Start(forward.Config{Push: push.srv.URL, Client: providerClient(push.srv),
+		Slots: Limit{Concurrency: DefaultProviderConcurrent}.share(0), Path: DefaultBasePath + relayproto.PublishPath})
+	defer anchor.Close()
 
 	issuer := fabrikam.issuer(b, realmOf(fabrikam))
 	relayClient := frontClient(r.client.Transport.(*http.Transport).TLSClientConfig.RootCAs)
-	anchorClient := frontClient(anchor.roots)
+	anchorClient := frontClient(anchor.Roots())
 	requireHTTP2(b, relayClient, r.base+"/healthz")
-	requireHTTP2(b, anchorClient, anchor.srv.URL+"/")
+	requireHTTP2(b, anchorClient, anchor.URL()+"/")
 	relay := newBenchSender(issuer, relayClient, r.base+DefaultBasePath)
-	forward := newBenchSender(issuer, anchorClient, anchor.srv.URL+DefaultBasePath)
+	forward := newBenchSender(issuer, anchorClient, anchor.URL()+DefaultBasePath)
 	batches := benchBatches()
 	relay.round(b, batches) // warm-up: connections, provider token
 	forward.round(b, batches)
@@ -230,94 +226,4 @@ func providerClient(srv *httptest.Server) *http.Client {
 			IdleConnTimeout:     90 * time.Second,
 		},
 	}
-}
-
-// forwarder is the benchmark's anchor: a bare HTTPS handler of the publish
-// path that decodes the request, posts each device's badge to the push
-// service (at most slots at once, like an organization+app's share at the
-// relay) and answers each device delivered. No token check, quota,
-// routing, lanes or metrics.
-type forwarder struct {
-	srv   *httptest.Server
-	roots *x509.CertPool // what a client must trust
-	push  string         // the push service's base URL
-	hc    *http.Client
-	slots chan struct{}
-}
-
-// startForwarder serves a forwarder to push over HTTPS with HTTP/2, with a
-// certificate of its own test CA.
-func startForwarder(b *testing.B, push *httptest.Server) *forwarder {
-	b.Helper()
-	files := tlstest.Write(b, b.TempDir())
-	cert, err := tls.LoadX509KeyPair(files.ServerCert, files.ServerKey)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ca, err := os.ReadFile(files.CA)
-	if err != nil {
-		b.Fatal(err)
-	}
-	f := &forwarder{roots: x509.NewCertPool(), push: push.URL, hc: providerClient(push),
-		slots: make(chan struct{}, Limit{Concurrency: DefaultProviderConcurrent}.share(0))}
-	f.roots.AppendCertsFromPEM(ca)
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+DefaultBasePath+relayproto.PublishPath, f.publish)
-	f.srv = httptest.NewUnstartedServer(mux)
-	f.srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	f.srv.EnableHTTP2 = true
-	f.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	f.srv.StartTLS()
-	b.Cleanup(f.srv.Close)
-	return f
-}
-
-// publish forwards every device of a publish request and answers.
-func (f *forwarder) publish(w http.ResponseWriter, r *http.Request) {
-	var req relayproto.Request
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	resp := relayproto.Response{Results: make([]relayproto.NotificationResult, len(req.Notifications))}
-	var wg sync.WaitGroup
-	for i, n := range req.Notifications {
-		devices := make([]relayproto.DeviceResult, len(n.Recipients))
-		resp.Results[i] = relayproto.NotificationResult{ID: n.ID, Devices: devices}
-		for j, rc := range n.Recipients {
-			wg.Go(func() {
-				f.slots <- struct{}{}
-				err := f.send(r.Context(), rc.DeviceID, n.Payload.UnseenEmailCount)
-				<-f.slots
-				devices[j] = relayproto.DeviceResult{AppID: rc.AppID, DeviceID: rc.DeviceID}
-				if err != nil {
-					devices[j].SetClass(relayproto.ClassTransient)
-					return
-				}
-				devices[j].SetClass(relayproto.ClassDelivered)
-			})
-		}
-	}
-	wg.Wait()
-	httpjson.Write(w, http.StatusOK, resp)
-}
-
-// send posts one badge the way APNs takes it.
-func (f *forwarder) send(ctx context.Context, device string, count int) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.push+"/3/device/"+device, strings.NewReader(`{"aps":{"badge":`+strconv.Itoa(count)+`}}`))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("content-type", "application/json")
-	req.Header.Set("apns-topic", benchApp)
-	resp, err := f.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("push service answered %d", resp.StatusCode)
-	}
-	return nil
 }

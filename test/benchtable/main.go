@@ -127,6 +127,13 @@ var stages = []stage{
 	{"event-to-push, 20 ms window", "BenchmarkEventToPushLatency/window=20ms", latency(20), 100},
 	{"relay, rate", "BenchmarkRelayVsForward", share("%-of-anchor", "relay-notifications/s", "anchor-notifications/s", "n/s"), 80},
 	{"relay, CPU per notification", "BenchmarkRelayVsForward", cpuShare("relay-cpu-µs/notification", "anchor-cpu-µs/notification", "µs"), 80},
+	// The whole pipeline (pushctl standalone) against the raw chain, its
+	// stages' anchors chained in one process (test/pipelinebench), at the
+	// highest offered rate both ran.
+	{"whole pipeline, one event per request, rate", "BenchmarkPipelineVsRawChain/single", rateShare("pipeline-events/s", "raw-events/s", "ev/s"), 50},
+	{"whole pipeline, one event per request, CPU", "BenchmarkPipelineVsRawChain/single", cpuShare("pipeline-cpu-µs/event", "raw-cpu-µs/event", "µs"), 50},
+	{"whole pipeline, batches of 100, rate", "BenchmarkPipelineVsRawChain/batch", rateShare("pipeline-events/s", "raw-events/s", "ev/s"), 50},
+	{"whole pipeline, batches of 100, CPU", "BenchmarkPipelineVsRawChain/batch", cpuShare("pipeline-cpu-µs/event", "raw-cpu-µs/event", "µs"), 50},
 	// The hand-written fast paths against encoding/json, end to end: each
 	// stays only while it is worth at least 10 % (issue: fast paths).
 	{"event fast path, dispatcher rate (vs encoding/json)", "BenchmarkDispatcherVsRaw", rateShare("dispatcher-events/s", "library-events/s", "ev/s"), 110},

@@ -47,15 +47,22 @@ func (b *bench) memory(ctx context.Context) (memory, error) {
 		objects: m[metricHeapObject], goroutines: m[metricGoroutines]}, nil
 }
 
-// bench runs the steps against one pipeline.
+// bench runs the steps against one process: the pipeline or the raw
+// chain.
 type bench struct {
 	cfg   config
-	p     *pipeline
+	p     *process
 	prov  *provider
 	gen   *generator
 	clock *clock
 	dir   string
 	out   io.Writer
+	// prefix starts the names of the steps (and so of their files): "raw-"
+	// for the raw chain.
+	prefix string
+	// parts says whether the process is pushproxy's, whose CPU profile
+	// printTops charges to the parts of the pipeline.
+	parts bool
 }
 
 // stepResult is one row of the table.
@@ -73,6 +80,21 @@ type stepResult struct {
 	self    time.Duration // the bench process's CPU time, likewise
 	mem     memory
 	cpuProf string
+}
+
+// cpuPerEvent is the process's CPU time per stored event, in µs.
+func (r stepResult) cpuPerEvent() float64 {
+	return float64(r.cpu.Microseconds()) / float64(max(r.load.stored, 1))
+}
+
+// delivered is the rate the process carried end to end: the stored
+// events a badge covered by the end of the drain, per second from the
+// start of the load to then.
+func (r stepResult) delivered() float64 {
+	if r.wall <= 0 {
+		return 0
+	}
+	return float64(r.load.stored-r.missing) / r.wall.Seconds()
 }
 
 // holdSlack is how long after the last answer, beyond the coalescing
@@ -155,10 +177,11 @@ func (b *bench) step(ctx context.Context, name string, rate, batch int, d time.D
 
 // steps runs the warm-up, the single-event steps and the batch steps, each
 // list until a step does not hold, then prints the table and the profiles'
-// top functions.
-func (b *bench) steps(ctx context.Context) error {
+// top functions, and returns the steps.
+func (b *bench) steps(ctx context.Context) ([]stepResult, error) {
 	var rows []stepResult
 	run := func(name string, rate, batch int, d time.Duration) (bool, error) {
+		name = b.prefix + name
 		fmt.Fprintf(b.out, "pipelinebench: %s: %d events/s in requests of %d for %s\n", name, rate, batch, d)
 		r, err := b.step(ctx, name, rate, batch, d)
 		if err != nil {
@@ -169,7 +192,7 @@ func (b *bench) steps(ctx context.Context) error {
 	}
 	if b.cfg.warmup > 0 && len(b.cfg.singleRates) > 0 {
 		if _, err := run("warm-up", b.cfg.singleRates[0], 1, b.cfg.warmup); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for _, list := range []struct {
@@ -180,7 +203,7 @@ func (b *bench) steps(ctx context.Context) error {
 		for _, rate := range list.rates {
 			held, err := run(fmt.Sprintf("%s-%d", list.kind, rate), rate, list.batch, b.cfg.step)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if !held {
 				fmt.Fprintf(b.out, "pipelinebench: %s at %d events/s did not hold; no higher %s rate\n", list.kind, rate, list.kind)
@@ -190,7 +213,7 @@ func (b *bench) steps(ctx context.Context) error {
 	}
 	b.printTable(rows)
 	b.printTops(ctx, rows)
-	return nil
+	return rows, nil
 }
 
 // defaultWindow is pushctl standalone's default coalescing window.
@@ -223,22 +246,23 @@ func (b *bench) window() string {
 
 // printTable prints one row per step.
 func (b *bench) printTable(rows []stepResult) {
-	fmt.Fprintf(b.out, "\nwhole pipeline: pushctl standalone (pid %d), %d users with one APNs device each, coalescing window %s, ingest and relay rate limits off; %d CPUs\n",
-		b.p.pid(), b.cfg.users, b.window(), runtime.NumCPU())
-	fmt.Fprintln(b.out, "latency: event sent to ingest -> badge covering it at the provider (HTTP/2); CPU and memory: the pipeline process alone (/proc), heap from its go_memstats")
+	if b.parts {
+		fmt.Fprintf(b.out, "\nwhole pipeline: pushctl standalone (pid %d), %d users with one APNs device each, coalescing window %s, ingest and relay rate limits off; %d CPUs\n",
+			b.p.pid(), b.cfg.users, b.window(), runtime.NumCPU())
+	} else {
+		fmt.Fprintf(b.out, "\nthe raw chain (pid %d): the pipeline's raw stages chained (rawchain.go), the same users and load, no coalescing; %d CPUs\n",
+			b.p.pid(), runtime.NumCPU())
+	}
+	fmt.Fprintln(b.out, "latency: event sent to ingest -> badge covering it at the provider (HTTP/2); CPU and memory: the process under test alone (/proc), heap from its go_memstats")
 	w := tabwriter.NewWriter(b.out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "step\tper req\toffered ev/s\tachieved ev/s\tpushes/s\tpush/ev\tp50 ms\tp99 ms\tp99.9 ms\tmax ms\tCPU µs/ev\tpipeline cores\tbench cores\tRSS MiB\theap MiB\tunsent\tfailed\tno push\tdrain s\t")
 	for _, r := range rows {
 		l := r.load
 		send := time.Duration(l.end - l.start).Seconds()
-		perEvent := 0.0
-		if l.stored > 0 {
-			perEvent = float64(r.cpu.Microseconds()) / float64(l.stored)
-		}
 		fmt.Fprintf(w, "%s\t%d\t%d\t%.0f\t%.0f\t%.2f\t%s\t%s\t%s\t%s\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%d\t%d\t%d\t%.1f%s\t\n",
 			r.name, l.batch, l.rate, l.achieved(), float64(r.pushes)/send, float64(r.total)/float64(max(l.stored, 1)),
 			ms(benchtest.Percentile(r.lat, 0.5)), ms(benchtest.Percentile(r.lat, 0.99)), ms(benchtest.Percentile(r.lat, 0.999)), ms(benchtest.Percentile(r.lat, 1)),
-			perEvent, r.cpu.Seconds()/r.wall.Seconds(), r.self.Seconds()/r.wall.Seconds(),
+			r.cpuPerEvent(), r.cpu.Seconds()/r.wall.Seconds(), r.self.Seconds()/r.wall.Seconds(),
 			float64(r.mem.rss)/(1<<20), r.mem.heapInuse/(1<<20), l.unsent, l.failed, r.missing, r.drain.Seconds(), drainMark(r))
 	}
 	_ = w.Flush()
@@ -267,7 +291,7 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseco
 // printTops prints where each step's CPU went, by part of the pipeline
 // (from its CPU profile), and the top functions of the last heap profile.
 func (b *bench) printTops(ctx context.Context, rows []stepResult) {
-	if b.cfg.top <= 0 || len(rows) == 0 || rows[0].cpuProf == "" {
+	if !b.parts || b.cfg.top <= 0 || len(rows) == 0 || rows[0].cpuProf == "" {
 		return
 	}
 	parts := pipelineParts()
@@ -287,8 +311,7 @@ func (b *bench) printTops(ctx context.Context, rows []stepResult) {
 	for j, p := range parts {
 		fmt.Fprintf(w, "%s\t", p.name)
 		for i, r := range rows {
-			perEvent := float64(r.cpu.Microseconds()) / float64(max(r.load.stored, 1))
-			fmt.Fprintf(w, "%.0f (%2.0f%%)\t", shares[i][j]*perEvent, 100*shares[i][j])
+			fmt.Fprintf(w, "%.0f (%2.0f%%)\t", shares[i][j]*r.cpuPerEvent(), 100*shares[i][j])
 		}
 		fmt.Fprintln(w)
 	}

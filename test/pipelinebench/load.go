@@ -54,6 +54,11 @@ func newGenerator(ingestURL string, users, concurrency int, c *clock) *generator
 	}
 }
 
+// retarget sends the next loads to the events API at ingestURL instead;
+// the events go on where they were, so that every user's count keeps
+// rising.
+func (g *generator) retarget(ingestURL string) { g.url = ingestURL + "/v1/events" }
+
 // load is what one stretch of offered load did.
 type load struct {
 	rate, batch int

@@ -17,9 +17,19 @@
 //
 // The pipeline serves Go's profiles on a loopback port (pushctl
 // standalone --debug-addr), so that each step also saves a CPU and a heap
-// profile of the pipeline into the output folder the bench prints. With -soak it instead runs one steady
-// load for that long, then stays idle, sampling memory, to show whether
-// the heap reaches a plateau.
+// profile of the pipeline into the output folder the bench prints.
+//
+// Then, once the pipeline has stopped, the same steps run against the raw
+// chain (rawchain.go, the bench's own binary started as `pipelinebench
+// rawchain`): the anchors make bench measures each stage against, a bare
+// publishing handler, plain durable consumers and a bare HTTPS forwarder,
+// chained in one process. The bench prints the pipeline's delivered rate
+// and CPU per event as shares of the raw chain's (goal: 50 % or more), and
+// one benchmark line per kind of request that make bench's table reads.
+// -raw=false skips it.
+//
+// With -soak it instead runs one steady load for that long, then stays
+// idle, sampling memory, to show whether the heap reaches a plateau.
 //
 //	go run ./test/pipelinebench                       # the default steps (make bench)
 //	go run ./test/pipelinebench -users 2000 -step 5s  # a quick look
@@ -66,6 +76,7 @@ type config struct {
 	top          int
 	pipelineArgs []string
 	keep         bool
+	raw          bool
 
 	soak       time.Duration
 	soakRate   int
@@ -137,6 +148,7 @@ func parseConfig(args []string, getenv func(string) string, errOut io.Writer) (c
 	fs.IntVar(&c.top, "top", 12, "print each step's CPU by part of the pipeline and this many top functions of the last heap profile (0: neither)")
 	fs.Var((*stringList)(&c.pipelineArgs), "pipeline-arg", "a flag for pushctl standalone, e.g. -pipeline-arg=--duplicate-window=1m (repeatable)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the pipeline's data folder (its path is printed)")
+	fs.BoolVar(&c.raw, "raw", true, "after the pipeline's steps, run the same steps against the raw chain, the chain of the raw stages make bench measures each stage against (rawchain.go), and compare")
 	fs.DurationVar(&c.soak, "soak", 0, "instead of the steps: one steady load for this long, sampling memory (0: off)")
 	fs.IntVar(&c.soakRate, "soak-rate", 3000, "offered events/s of the soak")
 	fs.IntVar(&c.soakBatch, "soak-batch", 100, "events per request during the soak (1: single events)")
@@ -178,6 +190,9 @@ func parseConfig(args []string, getenv func(string) string, errOut io.Writer) (c
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == rawChainCommand {
+		os.Exit(rawChainMain(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
@@ -242,19 +257,31 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "pipelinebench: %d devices subscribed in %s; RSS %s at start, %s now\n", cfg.users, took.Round(time.Millisecond), mib(startRSS), mib(p.rssOrZero()))
-	b := &bench{cfg: cfg, p: p, prov: prov, clock: clock, dir: dir, out: out, gen: newGenerator(p.ingestURL, cfg.users, cfg.concurrency, clock)}
+	b := &bench{cfg: cfg, p: p, prov: prov, clock: clock, dir: dir, out: out, gen: newGenerator(p.ingestURL, cfg.users, cfg.concurrency, clock), parts: true}
 	if cfg.soak > 0 {
-		err = b.soak(ctx)
-	} else {
-		err = b.steps(ctx)
+		if err := b.soak(ctx); err != nil {
+			return err
+		}
+		return stopProcess(p)
 	}
+	rows, err := b.steps(ctx)
 	if err != nil {
 		return err
 	}
+	// The pipeline stops before the raw chain starts, so that the two never
+	// share the machine.
+	if err := stopProcess(p); err != nil || !cfg.raw {
+		return err
+	}
+	return b.againstRawChain(ctx, work+"/raw", rows)
+}
+
+// stopProcess stops p and reports an exit other than 0.
+func stopProcess(p *process) error {
 	if code, err := p.stop(); err != nil {
-		return fmt.Errorf("stopping the pipeline: %w", err)
+		return fmt.Errorf("stopping %s: %w", p.name, err)
 	} else if code != 0 {
-		return fmt.Errorf("the pipeline exited with %d; see %s", code, p.stderrPath)
+		return fmt.Errorf("%s exited with %d; see %s", p.name, code, p.stderrPath)
 	}
 	return nil
 }

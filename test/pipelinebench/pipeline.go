@@ -65,11 +65,14 @@ type pipelineOptions struct {
 	provider             *provider
 }
 
-// pipeline is a running pushctl standalone process.
-type pipeline struct {
+// process is a running process under test: pushctl standalone, or the
+// raw chain (rawchain.go) it is compared with.
+type process struct {
+	name       string
 	cmd        *exec.Cmd
 	args       []string
 	bin        string
+	banner     string
 	ingestURL  string
 	natsURL    string
 	pprofURL   string
@@ -85,7 +88,7 @@ type pipeline struct {
 // registers the bench's APNs app with its relay. The rate limits of
 // ingest (per credential) and of the relay (per organization) are off:
 // the bench measures the pipeline, not the limits.
-func startPipeline(ctx context.Context, o pipelineOptions) (*pipeline, error) {
+func startPipeline(ctx context.Context, o pipelineOptions) (*process, error) {
 	ports, err := nettest.FreePorts(4)
 	if err != nil {
 		return nil, err
@@ -102,33 +105,67 @@ func startPipeline(ctx context.Context, o pipelineOptions) (*pipeline, error) {
 	if o.window > 0 {
 		args = append(args, "--window", o.window.String())
 	}
-	if o.pprof {
+	if !o.pprof {
+		pprofAddr = ""
+	} else {
 		args = append(args, "--debug-addr", pprofAddr)
 	}
 	args = append(args, o.args...)
-	stdoutPath := filepath.Join(o.logDir, "pipeline.stdout")
-	stderrPath := filepath.Join(o.logDir, "pipeline.log")
+	p, err := startProcess(ctx, processOptions{name: "pushctl standalone", bin: o.bin, args: args, logDir: o.logDir, logName: "pipeline",
+		banner: "Subscribe a device", ingestAddr: ingestAddr, pprofAddr: pprofAddr})
+	if err != nil {
+		return nil, err
+	}
+	p.natsURL = "nats://" + natsAddr
+	if err := p.addApp(ctx, o.provider); err != nil {
+		p.stop()
+		return nil, err
+	}
+	return p, nil
+}
+
+// processOptions say how to start a process under test.
+type processOptions struct {
+	// name names it in messages.
+	name string
+	bin  string
+	args []string
+	// logDir/<logName>.stdout takes its standard output, .log its
+	// standard error.
+	logDir, logName string
+	// banner is what it prints on its standard output once it takes work.
+	banner string
+	// ingestAddr is where it serves the events API and /metrics;
+	// pprofAddr, where it serves Go's profiles (none when empty).
+	ingestAddr, pprofAddr string
+}
+
+// startProcess starts a process as o says and waits for its banner.
+func startProcess(ctx context.Context, o processOptions) (*process, error) {
+	name := o.name
+	stdoutPath := filepath.Join(o.logDir, o.logName+".stdout")
+	stderrPath := filepath.Join(o.logDir, o.logName+".log")
 	stdout, err := os.Create(stdoutPath)
 	if err != nil {
-		return nil, fmt.Errorf("creating the pipeline's output file: %w", err)
+		return nil, fmt.Errorf("creating the output file of %s: %w", name, err)
 	}
 	defer stdout.Close()
 	stderr, err := os.Create(stderrPath)
 	if err != nil {
-		return nil, fmt.Errorf("creating the pipeline's log file: %w", err)
+		return nil, fmt.Errorf("creating the log file of %s: %w", name, err)
 	}
 	defer stderr.Close()
-	cmd := exec.Command(o.bin, args...)
+	cmd := exec.Command(o.bin, o.args...)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.Env = os.Environ()
-	p := &pipeline{cmd: cmd, args: args, bin: o.bin, ingestURL: "http://" + ingestAddr, natsURL: "nats://" + natsAddr,
+	p := &process{name: name, cmd: cmd, args: o.args, bin: o.bin, banner: o.banner, ingestURL: "http://" + o.ingestAddr,
 		stderrPath: stderrPath, done: make(chan struct{}),
 		client: &http.Client{Timeout: 2 * time.Minute}}
-	if o.pprof {
-		p.pprofURL = "http://" + pprofAddr + "/debug/pprof"
+	if o.pprofAddr != "" {
+		p.pprofURL = "http://" + o.pprofAddr + "/debug/pprof"
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting pushctl standalone: %w", err)
+		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	go func() {
 		_ = cmd.Wait()
@@ -139,38 +176,34 @@ func startPipeline(ctx context.Context, o pipelineOptions) (*pipeline, error) {
 		p.stop()
 		return nil, err
 	}
-	if err := p.addApp(ctx, o.provider); err != nil {
-		p.stop()
-		return nil, err
-	}
 	return p, nil
 }
 
-// waitBanner waits until the pipeline prints its banner, which it does
+// waitBanner waits until the process prints its banner, which it does
 // once every part takes work.
-func (p *pipeline) waitBanner(ctx context.Context, stdoutPath string) error {
+func (p *process) waitBanner(ctx context.Context, stdoutPath string) error {
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		out, _ := os.ReadFile(stdoutPath)
-		if bytes.Contains(out, []byte("Subscribe a device")) {
+		if bytes.Contains(out, []byte(p.banner)) {
 			return nil
 		}
 		select {
 		case <-p.done:
-			return fmt.Errorf("pushctl standalone exited with %d before it was ready:\n%s", p.exitCode.Load(), tail(p.stderrPath, 20))
+			return fmt.Errorf("%s exited with %d before it was ready:\n%s", p.name, p.exitCode.Load(), tail(p.stderrPath, 20))
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for pushctl standalone: %w", ctx.Err())
+			return fmt.Errorf("waiting for %s: %w", p.name, ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("pushctl standalone did not print its banner within 90s:\n%s", tail(p.stderrPath, 20))
+			return fmt.Errorf("%s did not print its banner within 90s:\n%s", p.name, tail(p.stderrPath, 20))
 		}
 	}
 }
 
 // addApp registers the bench's APNs app, pointing at the provider, with
 // the pipeline's relay (which picks registrations up at once).
-func (p *pipeline) addApp(ctx context.Context, prov *provider) error {
+func (p *process) addApp(ctx context.Context, prov *provider) error {
 	out, err := exec.CommandContext(ctx, p.bin, "relay", "app", "add", "--app-id", benchTopic, "--provider", "apns",
 		"--apns-key-file", prov.keyFile, "--apns-key-id", benchKeyID, "--apns-team-id", benchTeamID,
 		"--apns-topic", benchTopic, "--apns-environment", "sandbox", "--apns-host", prov.url(),
@@ -186,7 +219,7 @@ func userName(u int) string { return "u" + strconv.Itoa(u) + "@" + benchOrg }
 
 // subscribe subscribes one device per user through ingest's subscriptions
 // API, concurrency requests at a time, and returns how long it took.
-func (p *pipeline) subscribe(ctx context.Context, users, concurrency int) (time.Duration, error) {
+func (p *process) subscribe(ctx context.Context, users, concurrency int) (time.Duration, error) {
 	start := time.Now()
 	var next atomic.Int64
 	errs := make(chan error, concurrency)
@@ -222,7 +255,7 @@ func (p *pipeline) subscribe(ctx context.Context, users, concurrency int) (time.
 
 // post sends body to ingest with the development token and returns the
 // status and the start of the answer.
-func (p *pipeline) post(ctx context.Context, path, contentType string, body []byte) (int, string, error) {
+func (p *process) post(ctx context.Context, path, contentType string, body []byte) (int, string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.ingestURL+path, bytes.NewReader(body))
 	if err != nil {
 		return 0, "", err
@@ -238,29 +271,29 @@ func (p *pipeline) post(ctx context.Context, path, contentType string, body []by
 	return resp.StatusCode, string(answer), nil
 }
 
-// pid is the pipeline's process id.
-func (p *pipeline) pid() int { return p.cmd.Process.Pid }
+// pid is the process id.
+func (p *process) pid() int { return p.cmd.Process.Pid }
 
-// cpu is the pipeline's CPU time so far (user and system).
-func (p *pipeline) cpu() (time.Duration, error) {
+// cpu is the process's CPU time so far (user and system).
+func (p *process) cpu() (time.Duration, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid()))
 	if err != nil {
-		return 0, fmt.Errorf("reading the pipeline's CPU time: %w", err)
+		return 0, fmt.Errorf("reading the CPU time of %s: %w", p.name, err)
 	}
 	return parseProcStatCPU(string(data))
 }
 
-// rss is the pipeline's resident memory in bytes.
-func (p *pipeline) rss() (int64, error) {
+// rss is the process's resident memory in bytes.
+func (p *process) rss() (int64, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid()))
 	if err != nil {
-		return 0, fmt.Errorf("reading the pipeline's memory: %w", err)
+		return 0, fmt.Errorf("reading the memory of %s: %w", p.name, err)
 	}
 	return parseVmRSS(string(data))
 }
 
 // rssOrZero is rss, 0 on an error.
-func (p *pipeline) rssOrZero() int64 {
+func (p *process) rssOrZero() int64 {
 	n, _ := p.rss()
 	return n
 }
@@ -313,38 +346,38 @@ func parseVmRSS(status string) (int64, error) {
 	return 0, errors.New("no VmRSS in /proc status")
 }
 
-// metrics reads the pipeline's /metrics (served by ingest, for the whole
-// process) and returns the named series, each summed over its labels.
-func (p *pipeline) metrics(ctx context.Context, names ...string) (map[string]float64, error) {
+// metrics reads the process's /metrics (served beside the events API,
+// for the whole process) and returns the named series, each summed over its labels.
+func (p *process) metrics(ctx context.Context, names ...string) (map[string]float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.ingestURL+"/metrics", nil)
 	if err != nil {
 		return nil, err
 	}
 	resp, err := p.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("reading the pipeline's metrics: %w", err)
+		return nil, fmt.Errorf("reading the metrics of %s: %w", p.name, err)
 	}
 	defer resp.Body.Close()
 	return parseMetrics(resp.Body, names)
 }
 
-// saveMetrics saves the pipeline's /metrics into file.
-func (p *pipeline) saveMetrics(ctx context.Context, file string) error {
+// saveMetrics saves the process's /metrics into file.
+func (p *process) saveMetrics(ctx context.Context, file string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.ingestURL+"/metrics", nil)
 	if err != nil {
 		return err
 	}
 	resp, err := p.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("reading the pipeline's metrics: %w", err)
+		return fmt.Errorf("reading the metrics of %s: %w", p.name, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return fmt.Errorf("reading the pipeline's metrics: %w", err)
+		return fmt.Errorf("reading the metrics of %s: %w", p.name, err)
 	}
 	if err := os.WriteFile(file, data, 0o644); err != nil {
-		return fmt.Errorf("saving the pipeline's metrics: %w", err)
+		return fmt.Errorf("saving the metrics of %s: %w", p.name, err)
 	}
 	return nil
 }
@@ -392,7 +425,7 @@ func parseMetrics(r io.Reader, names []string) (map[string]float64, error) {
 
 // profile saves the pprof profile at path (e.g. "profile?seconds=20" or
 // "heap?gc=1") into file; without pprof it does nothing and returns false.
-func (p *pipeline) profile(ctx context.Context, path, file string) (bool, error) {
+func (p *process) profile(ctx context.Context, path, file string) (bool, error) {
 	if p.pprofURL == "" {
 		return false, nil
 	}
@@ -402,10 +435,10 @@ func (p *pipeline) profile(ctx context.Context, path, file string) (bool, error)
 	return true, nil
 }
 
-// stop interrupts the pipeline (it drains and exits) and waits for it,
+// stop interrupts the process (it drains and exits) and waits for it,
 // killing it after 60 s; it returns the exit code. Only the first call
 // acts.
-func (p *pipeline) stop() (int, error) {
+func (p *process) stop() (int, error) {
 	p.stopOnce.Do(func() {
 		select {
 		case <-p.done:

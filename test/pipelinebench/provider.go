@@ -39,7 +39,7 @@ type arrival struct {
 
 // provider is an APNs provider API over TLS and HTTP/2 in the bench
 // process. Device tokens are users' indexes in 64 hexadecimal digits; it
-// records each badge per user in arrival order. It does not verify the
+// records each user's badges in arrival order, each higher than the last. It does not verify the
 // provider token (the relay signs it with the key the bench made): it
 // measures, it does not test.
 type provider struct {
@@ -98,7 +98,12 @@ func (p *provider) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.mu.Lock()
-	p.arrivals[u] = append(p.arrivals[u], arrival{count: *body.APS.Badge, at: at})
+	// Only a higher badge covers more events: a lower one arriving after
+	// it (the raw chain does not keep a user's pushes in order) is not
+	// recorded, so that each user's badges stay sorted.
+	if a := p.arrivals[u]; len(a) == 0 || a[len(a)-1].count < *body.APS.Badge {
+		p.arrivals[u] = append(a, arrival{count: *body.APS.Badge, at: at})
+	}
 	p.mu.Unlock()
 	p.pushes.Add(1)
 	w.WriteHeader(http.StatusOK)
@@ -141,8 +146,7 @@ func (p *provider) covered(want []int64) bool {
 }
 
 // firstCovering returns when user u first received a badge of at least
-// count, or false. Badges of a user only grow (the pipeline never sends a
-// lower count after a higher one for these events), so it searches.
+// count, or false. A user's recorded badges only grow, so it searches.
 func (p *provider) firstCovering(u int, count int64) (int64, bool) {
 	a := p.arrivals[u]
 	lo, hi := 0, len(a)
