@@ -73,9 +73,9 @@ integration:
 
 # Each benchmark alternates rounds of pushproxy and of raw JetStream on the
 # same embedded server and reports pushproxy's rate as a share of raw
-# (batch-%-of-raw, %-of-raw), so that both see the same machine load; the
-# relay's alternates with a bare HTTPS forwarder to the same push service
-# (%-of-anchor). The last step runs the whole pipeline (pushctl standalone
+# (batch-%-of-raw, %-of-raw), so that both see the same machine load, from
+# each kind's median round; the relay's alternates with a bare HTTPS
+# forwarder to the same push service (%-of-anchor). The last step runs the whole pipeline (pushctl standalone
 # as its own process) under offered load and prints one table, then the
 # same steps against the raw chain (its stages' anchors chained in one
 # process) and compares them; give it flags with

@@ -1,5 +1,7 @@
 // Package benchtest holds what the benchmarks of several packages share:
 // the process's CPU time, so that each reports CPU per event beside its
-// rate, measured the same way, CPU profiles of the windows they measure
-// (ProfileWindow), and the saving of another process's Go profiles.
+// rate, measured the same way, each kind of round's median (Rounds), so
+// that one stalled round does not decide a ratio, CPU profiles of the
+// windows they measure (ProfileWindow), and the saving of another
+// process's Go profiles.
 package benchtest

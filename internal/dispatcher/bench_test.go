@@ -79,21 +79,6 @@ type trial struct {
 	pushes    int
 }
 
-// add accumulates another trial.
-func (t *trial) add(o trial) {
-	t.took += o.took
-	t.cpu += o.cpu
-	t.pushes += o.pushes
-}
-
-// report adds events/s and CPU µs per event of n events to b, with prefix.
-func (t trial) report(b *testing.B, prefix string, n int) {
-	b.ReportMetric(float64(n)/t.took.Seconds(), prefix+"events/s")
-	if t.cpu > 0 {
-		b.ReportMetric(float64(t.cpu.Microseconds())/float64(n), prefix+"cpu-µs/event")
-	}
-}
-
 // dispatcherTrial runs the dispatcher with cfg over a fresh benchEnv and
 // measures the time from its workers starting to the last event acked;
 // name names the window's CPU profile (benchtest.ProfileWindow).
@@ -173,12 +158,15 @@ func rawTrial(b *testing.B, name string) trial {
 // on bursts of new mail (benchEvents/benchUsers events per user).
 func BenchmarkDispatcher(b *testing.B) {
 	b.StopTimer()
-	var total trial
+	var rounds benchtest.Rounds
+	pushes := 0
 	for i := range b.N {
-		total.add(dispatcherTrial(b, benchConfig(), fmt.Sprintf("dispatcher-%d", i)))
+		t := dispatcherTrial(b, benchConfig(), fmt.Sprintf("dispatcher-%d", i))
+		rounds.Add(t.took, t.cpu)
+		pushes += t.pushes
 	}
-	total.report(b, "", b.N*benchEvents)
-	b.ReportMetric(float64(total.pushes)/float64(b.N*benchEvents), "pushes/event")
+	rounds.Report(b, "", "event", benchEvents)
+	b.ReportMetric(float64(pushes)/float64(b.N*benchEvents), "pushes/event")
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -187,11 +175,12 @@ func BenchmarkDispatcher(b *testing.B) {
 // explicit acks, nothing else.
 func BenchmarkRawConsumeAck(b *testing.B) {
 	b.StopTimer()
-	var total trial
+	var rounds benchtest.Rounds
 	for i := range b.N {
-		total.add(rawTrial(b, fmt.Sprintf("raw-%d", i)))
+		t := rawTrial(b, fmt.Sprintf("raw-%d", i))
+		rounds.Add(t.took, t.cpu)
 	}
-	total.report(b, "", b.N*benchEvents)
+	rounds.Report(b, "", "event", benchEvents)
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -200,26 +189,32 @@ func BenchmarkRawConsumeAck(b *testing.B) {
 // that all see the same machine load. It reports the dispatcher's rate as
 // a share of raw, and what the hand-written decoder of decode.go gains
 // over the library path, end to end, in rate and in CPU per event (it is
-// kept only while that is at least 10%).
+// kept only while that is at least 10%); each kind's figures are those of
+// its median round (benchtest.Rounds).
 func BenchmarkDispatcherVsRaw(b *testing.B) {
 	b.StopTimer()
 	library := benchConfig()
 	library.LibraryDecode = true
-	var disp, raw, lib trial
+	var disp, raw, lib benchtest.Rounds
+	pushes := 0
 	for i := range b.N {
-		disp.add(dispatcherTrial(b, benchConfig(), fmt.Sprintf("dispatcher-%d", i)))
-		raw.add(rawTrial(b, fmt.Sprintf("raw-%d", i)))
-		lib.add(dispatcherTrial(b, library, fmt.Sprintf("library-%d", i)))
+		d := dispatcherTrial(b, benchConfig(), fmt.Sprintf("dispatcher-%d", i))
+		disp.Add(d.took, d.cpu)
+		pushes += d.pushes
+		r := rawTrial(b, fmt.Sprintf("raw-%d", i))
+		raw.Add(r.took, r.cpu)
+		l := dispatcherTrial(b, library, fmt.Sprintf("library-%d", i))
+		lib.Add(l.took, l.cpu)
 	}
-	disp.report(b, "dispatcher-", b.N*benchEvents)
-	raw.report(b, "raw-", b.N*benchEvents)
-	lib.report(b, "library-", b.N*benchEvents)
-	b.ReportMetric(100*raw.took.Seconds()/disp.took.Seconds(), "%-of-raw")
-	b.ReportMetric(100*(lib.took.Seconds()/disp.took.Seconds()-1), "fastpath-rate-gain-%")
-	if disp.cpu > 0 {
-		b.ReportMetric(100*(lib.cpu.Seconds()/disp.cpu.Seconds()-1), "fastpath-cpu-gain-%")
+	disp.Report(b, "dispatcher-", "event", benchEvents)
+	raw.Report(b, "raw-", "event", benchEvents)
+	lib.Report(b, "library-", "event", benchEvents)
+	b.ReportMetric(100*raw.Took().Seconds()/disp.Took().Seconds(), "%-of-raw")
+	b.ReportMetric(100*(lib.Took().Seconds()/disp.Took().Seconds()-1), "fastpath-rate-gain-%")
+	if disp.CPU() > 0 {
+		b.ReportMetric(100*(lib.CPU().Seconds()/disp.CPU().Seconds()-1), "fastpath-cpu-gain-%")
 	}
-	b.ReportMetric(float64(disp.pushes)/float64(b.N*benchEvents), "pushes/event")
+	b.ReportMetric(float64(pushes)/float64(b.N*benchEvents), "pushes/event")
 	b.ReportMetric(0, "ns/op")
 }
 

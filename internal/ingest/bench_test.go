@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pushproxy/pushproxy/internal/benchtest"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/ingest"
@@ -118,7 +119,8 @@ func benchmarkIngest(b *testing.B, perRequest int) {
 // against raw async publishing of the same messages with Nats-Msg-Id
 // (goal 90%), single events against the bare net/http handler that does
 // one synchronous publish per request, same client and concurrency (goal
-// 90%). Each iteration is one round of every kind.
+// 90%). Each iteration is one round of every kind; each kind's figures
+// are those of its median round (benchtest.Rounds).
 func BenchmarkIngestVsRaw(b *testing.B) {
 	const roundEvents = 20_000
 	h := newHarness(b, unlimited)
@@ -130,21 +132,21 @@ func BenchmarkIngestVsRaw(b *testing.B) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
 	bare := httptest.NewServer(bareHandler(b, h.conn.JS, keyer))
 	defer bare.Close()
-	var raw, batch, single, bareSingle time.Duration
+	var raw, batch, single, bareSingle benchtest.Rounds
 	b.ResetTimer()
 	for round := range b.N {
-		raw += timeRawRound(b, js, keyer, round, roundEvents)
-		batch += timeIngestRound(b, client, h.url, fmt.Sprintf("b%d", round), roundEvents, 100)
-		single += timeIngestRound(b, client, h.url, fmt.Sprintf("s%d", round), roundEvents/10, 1) * 10
-		bareSingle += timeIngestRound(b, client, bare.URL, fmt.Sprintf("a%d", round), roundEvents/10, 1) * 10
+		raw.Add(timeRawRound(b, js, keyer, round, roundEvents), 0)
+		batch.Add(timeIngestRound(b, client, h.url, fmt.Sprintf("b%d", round), roundEvents, 100), 0)
+		single.Add(timeIngestRound(b, client, h.url, fmt.Sprintf("s%d", round), roundEvents/10, 1)*10, 0)
+		bareSingle.Add(timeIngestRound(b, client, bare.URL, fmt.Sprintf("a%d", round), roundEvents/10, 1)*10, 0)
 	}
-	b.ReportMetric(float64(b.N*roundEvents)/raw.Seconds(), "raw-events/s")
-	b.ReportMetric(float64(b.N*roundEvents)/batch.Seconds(), "batch-events/s")
-	b.ReportMetric(float64(b.N*roundEvents)/single.Seconds(), "single-events/s")
-	b.ReportMetric(100*raw.Seconds()/batch.Seconds(), "batch-%-of-raw")
-	b.ReportMetric(100*raw.Seconds()/single.Seconds(), "single-%-of-raw")
-	b.ReportMetric(float64(b.N*roundEvents)/bareSingle.Seconds(), "bare-single-events/s")
-	b.ReportMetric(100*bareSingle.Seconds()/single.Seconds(), "single-%-of-bare")
+	raw.Report(b, "raw-", "event", roundEvents)
+	batch.Report(b, "batch-", "event", roundEvents)
+	single.Report(b, "single-", "event", roundEvents)
+	bareSingle.Report(b, "bare-single-", "event", roundEvents)
+	b.ReportMetric(100*raw.Took().Seconds()/batch.Took().Seconds(), "batch-%-of-raw")
+	b.ReportMetric(100*raw.Took().Seconds()/single.Took().Seconds(), "single-%-of-raw")
+	b.ReportMetric(100*bareSingle.Took().Seconds()/single.Took().Seconds(), "single-%-of-bare")
 	b.ReportMetric(0, "ns/op")
 }
 

@@ -48,7 +48,7 @@ const (
 // It reports notifications/s of both, the relay's as a share of the
 // anchor's (%-of-anchor; the goal, printed, is at least 80%), and the CPU
 // time of the whole process (client, server, push service and NATS) per
-// notification of each.
+// notification of each, each from its median round (benchtest.Rounds).
 func BenchmarkRelayVsForward(b *testing.B) {
 	b.StopTimer()
 	push := newAPNsService(b, 0)
@@ -71,38 +71,18 @@ func BenchmarkRelayVsForward(b *testing.B) {
 	relay.round(b, batches) // warm-up: connections, provider token
 	forward.round(b, batches)
 
-	var relayed, forwarded trial
+	var relayed, forwarded benchtest.Rounds
 	for range b.N {
-		relayed.add(relay.round(b, batches))
-		forwarded.add(forward.round(b, batches))
+		relayed.Add(relay.round(b, batches))
+		forwarded.Add(forward.round(b, batches))
 	}
-	n := b.N * benchRound
-	relayed.report(b, "relay-", n)
-	forwarded.report(b, "anchor-", n)
-	share := 100 * forwarded.took.Seconds() / relayed.took.Seconds()
+	relayed.Report(b, "relay-", "notification", benchRound)
+	forwarded.Report(b, "anchor-", "notification", benchRound)
+	share := 100 * forwarded.Took().Seconds() / relayed.Took().Seconds()
 	b.ReportMetric(share, "%-of-anchor")
 	b.ReportMetric(0, "ns/op")
-	b.Logf("goal: the relay at %d%% or more of the anchor; measured %.0f%% (relay %.0f, anchor %.0f notifications/s)",
-		benchGoal, share, float64(n)/relayed.took.Seconds(), float64(n)/forwarded.took.Seconds())
-}
-
-// trial is the outcome of benchmark rounds: wall time and the process's
-// CPU time.
-type trial struct{ took, cpu time.Duration }
-
-// add accumulates another trial.
-func (t *trial) add(o trial) {
-	t.took += o.took
-	t.cpu += o.cpu
-}
-
-// report adds notifications/s and CPU µs per notification of n
-// notifications to b, with prefix.
-func (t trial) report(b *testing.B, prefix string, n int) {
-	b.ReportMetric(float64(n)/t.took.Seconds(), prefix+"notifications/s")
-	if t.cpu > 0 {
-		b.ReportMetric(float64(t.cpu.Microseconds())/float64(n), prefix+"cpu-µs/notification")
-	}
+	b.Logf("goal: the relay at %d%% or more of the anchor; measured %.0f%% (median rounds: relay %.0f, anchor %.0f notifications/s)",
+		benchGoal, share, float64(benchRound)/relayed.Took().Seconds(), float64(benchRound)/forwarded.Took().Seconds())
 }
 
 // benchBatches is one round of requests: benchRound notifications, one
@@ -135,7 +115,7 @@ func newBenchSender(issuer *tokens.Issuer, hc *http.Client, uri string) *benchSe
 // round publishes batches from benchSenders goroutines and returns the
 // time and CPU time from the first request to the last answer. Every
 // device must be answered delivered.
-func (s *benchSender) round(b *testing.B, batches [][]relayproto.Notification) trial {
+func (s *benchSender) round(b *testing.B, batches [][]relayproto.Notification) (took, cpu time.Duration) {
 	work := make(chan []relayproto.Notification, len(batches))
 	for _, batch := range batches {
 		work <- batch
@@ -159,11 +139,11 @@ func (s *benchSender) round(b *testing.B, batches [][]relayproto.Notification) t
 		})
 	}
 	wg.Wait()
-	t := trial{took: time.Since(start), cpu: benchtest.CPUTime() - c0}
+	took, cpu = time.Since(start), benchtest.CPUTime()-c0
 	if b.Failed() {
 		b.FailNow()
 	}
-	return t
+	return took, cpu
 }
 
 // countDelivered counts the devices resp answers delivered.
