@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
 	"time"
 
 	"github.com/pushproxy/pushproxy/internal/events"
@@ -151,18 +150,25 @@ func (r *reader) next() error {
 
 // end makes sure nothing but white space follows the events.
 func (r *reader) end() error {
-	if _, err := r.dec.Token(); err != io.EOF {
-		if err == nil {
-			err = errors.New("unexpected data after the events")
-		}
-		return r.malformed(err)
+	// The body is in memory: look at what follows the last value rather
+	// than read on through the decoder, which would grow its buffer.
+	off := min(int(r.dec.InputOffset()), len(r.body))
+	rest := r.body[off:]
+	if trailing := bytes.TrimLeft(rest, " \t\r\n"); len(trailing) > 0 {
+		return r.malformedAt(off+len(rest)-len(trailing), errors.New("unexpected data after the events"))
 	}
 	return nil
 }
 
-// malformed is the 400 answer for a syntax error, with where it is.
+// malformed is the 400 answer for a syntax error at the decoder's
+// position.
 func (r *reader) malformed(err error) error {
-	off := min(int(r.dec.InputOffset()), len(r.body))
+	return r.malformedAt(min(int(r.dec.InputOffset()), len(r.body)), err)
+}
+
+// malformedAt is the 400 answer for a syntax error at byte off of the
+// body.
+func (r *reader) malformedAt(off int, err error) error {
 	if r.lines {
 		return sources.Malformed("line %d is not valid JSON: %v", 1+bytes.Count(r.body[:off], []byte("\n")), err)
 	}

@@ -20,6 +20,7 @@ func TestParseShapes(t *testing.T) {
 		{"single", MediaJSON, good, 1},
 		{"single with spaces", MediaJSON, "\n  " + good + "\n", 1},
 		{"array", MediaJSON, "[" + good + "," + good + "]", 2},
+		{"array with spaces after", MediaJSON, "[" + good + "] \t\r\n", 1},
 		{"ndjson", MediaNDJSON, good + "\n\n" + good + "\r\n", 2},
 	}
 	for _, tt := range tests {
@@ -56,11 +57,13 @@ func TestParseRequestErrors(t *testing.T) {
 		{"syntax", MediaJSON, `{"user":`, 400, "not valid JSON"},
 		{"array syntax", MediaJSON, `[{"user":"a"},]`, 400, "not valid JSON (at byte 14)"},
 		{"trailing data", MediaJSON, good + good, 400, "unexpected data after the events"},
+		{"trailing data after spaces", MediaJSON, good + "\n x", 400, "not valid JSON (at byte 144): unexpected data after the events"},
 		{"array trailing data", MediaJSON, "[" + good + "]]", 400, "not valid JSON"},
 		{"truncated", MediaNDJSON, good + "\n" + `{"user":"a"`, 400, "line 2"},
 		{"empty", MediaJSON, "  ", 400, "empty body"},
 		{"empty array", MediaJSON, "[]", 400, "no event"},
 		{"ndjson bad line", MediaNDJSON, good + "\n{oops}\n", 400, "line 2"},
+		{"ndjson data after the events", MediaNDJSON, good + "\n\n]", 400, "line 3 is not valid JSON: unexpected data after the events"},
 		{"too many", MediaJSON, "[" + strings.Repeat(good+",", 3) + good + "]", 413, "more than 3 events"},
 		{"too many ndjson", MediaNDJSON, strings.Repeat(good+"\n", 5), 413, "more than 3 events"},
 		{"media", "text/plain", good, 400, "unsupported media type"},
@@ -118,5 +121,17 @@ func TestParseDefaults(t *testing.T) {
 	e := items[0].Event
 	if e.Version != events.SchemaVersion || e.Tenant != "" || !e.OccurredAt.IsZero() || e.UID != 9 || e.UIDValidity != 7 {
 		t.Fatalf("event = %+v; want version 1, no tenant and no time (ingest fills them)", e)
+	}
+}
+
+// BenchmarkParseOne is one event in a JSON body ending with a newline,
+// as mail servers send them: one per request.
+func BenchmarkParseOne(b *testing.B) {
+	body := []byte(good + "\n")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Parse(body, MediaJSON, Options{}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
