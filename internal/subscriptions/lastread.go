@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,6 +25,11 @@ const kvOperationHeader = "KV-Operation"
 // server drops the request (a NATS user without the permission), where an
 // answer always ends with a last entry or a "no results" status.
 var errNoAnswer = errors.New("the server did not answer the batched read")
+
+// errLoadFailed is a batched read the server could not complete: it found
+// an entry it could not load (a storage fault), perhaps after sending
+// others. The read fails rather than report fewer devices, or none.
+var errLoadFailed = errors.New("the server could not load an entry of the batched read")
 
 // lastEntry is the latest entry of one key, as readLast finds it.
 type lastEntry struct {
@@ -47,7 +53,8 @@ func (e lastEntry) cached() cachedEntry {
 // consumer. A batch the server refuses as too large (more than 1,024
 // entries) or cuts short is read again in halves, and one user's as a
 // stream (readStream). A read that gets no answer is an error matching
-// errNoAnswer, never "no devices".
+// errNoAnswer, and one the server could not complete errLoadFailed, never
+// "no devices".
 func (s *Store) readLast(ctx context.Context, userKeys []string) ([]lastEntry, error) {
 	prefix := "$KV." + broker.BucketSubscriptions + "."
 	subjects := make([]string, len(userKeys))
@@ -58,22 +65,52 @@ func (s *Store) readLast(ctx context.Context, userKeys []string) ([]lastEntry, e
 	if err != nil {
 		return nil, err
 	}
+	out, pending, err := s.lastEntries(msgs, prefix)
+	if err != nil {
+		// A batch too large is refused with a status the library reports
+		// as unsupported; a smaller one is tried.
+		if errors.Is(err, jetstreamext.ErrBatchUnsupported) {
+			return s.readSmaller(ctx, userKeys)
+		}
+		return nil, err
+	}
+	switch pending {
+	case "0":
+		return out, nil
+	case "":
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("%w: %w", errNoAnswer, err)
+		}
+		return nil, errNoAnswer
+	default:
+		return s.readSmaller(ctx, userKeys)
+	}
+}
+
+// lastEntries reads the answer of a batched read of the bucket's stream
+// (whose subjects start with prefix): its entries, and the last entry's
+// count of entries still to come ("0" when the answer is whole, "" when it
+// ended without a last entry). An answer of no entries at all is none of
+// the users having a subscription. A "not found" after entries is
+// errLoadFailed: the server answers "no results" only when nothing
+// matched, and "not found" after it found an entry it could not load,
+// which the library reports alike; when that entry is the first, the two
+// cannot be told apart here (the status's description is not passed on).
+func (s *Store) lastEntries(msgs iter.Seq2[*jetstream.RawStreamMsg, error], prefix string) ([]lastEntry, string, error) {
 	var out []lastEntry
-	pending := "" // the last entry's count of entries still to come
+	pending := ""
 	for m, err := range msgs {
 		if errors.Is(err, jetstreamext.ErrNoMessages) {
-			return nil, nil // none of the users has a subscription
+			if len(out) > 0 {
+				return nil, "", errLoadFailed
+			}
+			return nil, "0", nil
 		}
 		if err == nil && !strings.HasPrefix(m.Subject, prefix) {
 			err = fmt.Errorf("%w: subject %q outside the bucket", jetstreamext.ErrInvalidResponse, m.Subject)
 		}
 		if err != nil {
-			// A batch too large is refused with a status the library
-			// reports as unsupported; a smaller one is tried.
-			if errors.Is(err, jetstreamext.ErrBatchUnsupported) {
-				return s.readSmaller(ctx, userKeys)
-			}
-			return nil, err
+			return nil, "", err
 		}
 		key := strings.TrimPrefix(m.Subject, prefix)
 		user, _, _ := cutLastDot(key)
@@ -87,17 +124,7 @@ func (s *Store) readLast(ctx context.Context, userKeys []string) ([]lastEntry, e
 		out = append(out, e)
 		pending = m.Header.Get(numPendingHeader)
 	}
-	switch pending {
-	case "0":
-		return out, nil
-	case "":
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("%w: %w", errNoAnswer, err)
-		}
-		return nil, errNoAnswer
-	default:
-		return s.readSmaller(ctx, userKeys)
-	}
+	return out, pending, nil
 }
 
 // readSmaller reads what one batched read could not: readLast of each
