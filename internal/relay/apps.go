@@ -50,7 +50,7 @@ type ProviderOptions struct {
 	// connections.
 	HTTPClient *http.Client
 	// RootCAs, when set, are the certificate authorities the providers'
-	// own clients trust (see providerRoots); nil means the system roots.
+	// own clients trust (see ProviderRoots); nil means the system roots.
 	RootCAs *x509.CertPool
 	// AllowInsecureEndpoints lets Web Push post to http:// endpoints and to
 	// non-public addresses (tests only).
@@ -93,11 +93,11 @@ func NewProvider(app registry.App, opts ProviderOptions) (providers.Provider, er
 	return nil, fmt.Errorf("app %s: unknown provider %q", app.AppID, app.Provider)
 }
 
-// providerRoots returns the system's certificate authorities plus those of
+// ProviderRoots returns the system's certificate authorities plus those of
 // the PEM bundle caFile, for the providers' connections; nil (the system
 // roots) when caFile is empty. A file without any certificate is an error,
 // so that a wrong path or format is found at start.
-func providerRoots(caFile string) (*x509.CertPool, error) {
+func ProviderRoots(caFile string) (*x509.CertPool, error) {
 	if caFile == "" {
 		return nil, nil
 	}

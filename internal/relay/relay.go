@@ -354,7 +354,7 @@ func Run(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger,
 	if err != nil {
 		return err
 	}
-	roots, err := providerRoots(cfg.ProviderCAFile)
+	roots, err := ProviderRoots(cfg.ProviderCAFile)
 	if err != nil {
 		return fmt.Errorf("relay configuration: %w", err)
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -125,8 +124,8 @@ type rawChain struct {
 	// since is every device's subscription time.
 	since time.Time
 
+	// failOnce reports only the chain's first error.
 	failOnce sync.Once
-	failure  func(error)
 }
 
 // runRawChain starts the chain, prints rawChainBanner and serves until ctx
@@ -149,7 +148,7 @@ func runRawChain(ctx context.Context, cfg rawChainConfig, stdout io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("opening JetStream: %w", err)
 	}
-	providerRoots, err := readRoots(cfg.providerCA)
+	providerRoots, err := relay.ProviderRoots(cfg.providerCA)
 	if err != nil {
 		return err
 	}
@@ -164,9 +163,6 @@ func runRawChain(ctx context.Context, cfg rawChainConfig, stdout io.Writer) erro
 		js: js, keyer: keyer, relayURL: fwd.URL() + relay.DefaultBasePath, queue: make(chan jetstream.Msg, dispatcher.DefaultFetchBatch), since: time.Now().UTC(),
 		relay: relayclient.New(relayclient.Config{Tokens: issuer, BreakerFailures: -1,
 			HTTPClient: httpx.NewClient(httpx.ClientConfig{Timeout: relayclient.DefaultTimeout, MaxIdleConnsPerHost: 32, NoRedirects: true, RootCAs: fwd.Roots()})}),
-	}
-	c.failure = func(err error) {
-		fmt.Fprintf(os.Stderr, "raw chain: %v (the first error; the event is delivered again after the ack wait)\n", err)
 	}
 	for p := range layout.Partitions {
 		cons, err := conn.JS.CreateOrUpdateConsumer(ctx, broker.StreamMail, jetstream.ConsumerConfig{
@@ -363,20 +359,11 @@ func (c *rawChain) notification(m jetstream.Msg) (relayproto.Notification, error
 	}, nil
 }
 
-// fail reports the chain's first error.
-func (c *rawChain) fail(err error) { c.failOnce.Do(func() { c.failure(err) }) }
-
-// readRoots reads a PEM file of trusted certificates.
-func readRoots(file string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("reading the provider's CA: %w", err)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("no certificate in %s", file)
-	}
-	return roots, nil
+// fail reports the chain's first error on its standard error.
+func (c *rawChain) fail(err error) {
+	c.failOnce.Do(func() {
+		fmt.Fprintf(os.Stderr, "raw chain: %v (the first error; the event is delivered again after the ack wait)\n", err)
+	})
 }
 
 // rawChainIssuer issues S2S tokens as a dispatcher does, with a
