@@ -2,34 +2,65 @@ package subscriptions
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
+	"strconv"
 	"strings"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/synadia-io/orbit.go/jetstreamext"
+	"github.com/synadia-io/orbit.go/natsext"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 )
 
-// numPendingHeader says, on each message of a batched direct get, how
-// many more match.
-const numPendingHeader = "Nats-Num-Pending"
+// The batched direct get (the server's "multi_last" request, read with
+// natsext.RequestMany): what its answer's messages carry. Each entry
+// comes as a message with the stream's headers; the answer ends with an
+// end-of-batch status, or is a status alone.
+const (
+	// numPendingHeader says, on each entry, how many more match; a server
+	// that cannot answer in batches leaves it out.
+	numPendingHeader = "Nats-Num-Pending"
+	// statusHeader and descriptionHeader are a status message's code and
+	// text, as the client library parses them from its first line.
+	statusHeader      = "Status"
+	descriptionHeader = "Description"
+)
+
+// The statuses of a batched read's answer.
+const (
+	statusEndOfBatch = "204" // with descEndOfBatch: the answer is whole
+	statusNotFound   = "404" // no results, or an entry it could not load
+	statusTooMany    = "413" // more entries than one answer may hold
+	descEndOfBatch   = "EOB"
+	descLoadFailed   = "Message Not Found"
+)
 
 // kvOperationHeader marks a deletion or a purge in a KV bucket's stream.
 const kvOperationHeader = "KV-Operation"
 
 // errNoAnswer is a batched read that ended without an answer: the
-// library's iterator ends quietly when its time runs out, or when the
-// server drops the request (a NATS user without the permission), where an
-// answer always ends with a last entry or a "no results" status.
+// iterator of natsext.RequestMany ends quietly when its time runs out, or
+// when the server drops the request (a NATS user without the permission),
+// where an answer always ends with a last entry or a status.
 var errNoAnswer = errors.New("the server did not answer the batched read")
 
 // errLoadFailed is a batched read the server could not complete: it found
 // an entry it could not load (a storage fault), perhaps after sending
 // others. The read fails rather than report fewer devices, or none.
 var errLoadFailed = errors.New("the server could not load an entry of the batched read")
+
+// errBatchRefused is a batched read the server does not answer in one
+// batch: too many entries, or a server without batched reads. A smaller
+// one is tried.
+var errBatchRefused = errors.New("the server refused the batched read")
+
+// errInvalidAnswer is an answer that is not one of a batched read.
+var errInvalidAnswer = errors.New("invalid answer to the batched read")
 
 // lastEntry is the latest entry of one key, as readLast finds it.
 type lastEntry struct {
@@ -61,15 +92,13 @@ func (s *Store) readLast(ctx context.Context, userKeys []string) ([]lastEntry, e
 	for i, k := range userKeys {
 		subjects[i] = prefix + k + ".*"
 	}
-	msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.js, "KV_"+broker.BucketSubscriptions, subjects)
+	msgs, err := s.directGetLast(ctx, "KV_"+broker.BucketSubscriptions, subjects)
 	if err != nil {
 		return nil, err
 	}
 	out, pending, err := s.lastEntries(msgs, prefix)
 	if err != nil {
-		// A batch too large is refused with a status the library reports
-		// as unsupported; a smaller one is tried.
-		if errors.Is(err, jetstreamext.ErrBatchUnsupported) {
+		if errors.Is(err, errBatchRefused) {
 			return s.readSmaller(ctx, userKeys)
 		}
 		return nil, err
@@ -87,44 +116,117 @@ func (s *Store) readLast(ctx context.Context, userKeys []string) ([]lastEntry, e
 	}
 }
 
+// directGetLast sends a batched direct get of the last message of each of
+// subjects to stream and returns its answer's messages, the end-of-batch
+// status left out. The messages are read here rather than through a
+// library's conversion, which reports a storage fault on the first entry
+// as it reports no results (the two differ only in the status's
+// description).
+func (s *Store) directGetLast(ctx context.Context, stream string, subjects []string) (iter.Seq2[*nats.Msg, error], error) {
+	req, err := json.Marshal(map[string][]string{"multi_last": subjects})
+	if err != nil {
+		return nil, fmt.Errorf("encoding the batched read: %w", err)
+	}
+	endOfBatch := func(m *nats.Msg) bool {
+		return len(m.Data) == 0 && m.Header.Get(statusHeader) == statusEndOfBatch && m.Header.Get(descriptionHeader) == descEndOfBatch
+	}
+	msgs, err := natsext.RequestMany(ctx, s.js.Conn(), apiSubject(s.js.Options())+"DIRECT.GET."+stream, req, natsext.RequestManySentinel(endOfBatch))
+	if err != nil {
+		return nil, fmt.Errorf("sending the batched read: %w", err)
+	}
+	return msgs, nil
+}
+
+// apiSubject is the prefix of the JetStream API's subjects for opts.
+func apiSubject(opts jetstream.JetStreamOptions) string {
+	switch {
+	case opts.APIPrefix != "":
+		return strings.TrimSuffix(opts.APIPrefix, ".") + "."
+	case opts.Domain != "":
+		return "$JS." + opts.Domain + ".API."
+	default:
+		return "$JS.API."
+	}
+}
+
 // lastEntries reads the answer of a batched read of the bucket's stream
 // (whose subjects start with prefix): its entries, and the last entry's
 // count of entries still to come ("0" when the answer is whole, "" when it
 // ended without a last entry). An answer of no entries at all is none of
-// the users having a subscription. A "not found" after entries is
-// errLoadFailed: the server answers "no results" only when nothing
-// matched, and "not found" after it found an entry it could not load,
-// which the library reports alike; when that entry is the first, the two
-// cannot be told apart here (the status's description is not passed on).
-func (s *Store) lastEntries(msgs iter.Seq2[*jetstream.RawStreamMsg, error], prefix string) ([]lastEntry, string, error) {
+// the users having a subscription. A "not found" status whose description
+// is the server's "Message Not Found", or that comes after entries, is
+// errLoadFailed: the server found an entry it could not load (a storage
+// fault). A batch the server does not answer in one is errBatchRefused.
+func (s *Store) lastEntries(msgs iter.Seq2[*nats.Msg, error], prefix string) ([]lastEntry, string, error) {
 	var out []lastEntry
 	pending := ""
 	for m, err := range msgs {
-		if errors.Is(err, jetstreamext.ErrNoMessages) {
-			if len(out) > 0 {
-				return nil, "", errLoadFailed
-			}
-			return nil, "0", nil
-		}
-		if err == nil && !strings.HasPrefix(m.Subject, prefix) {
-			err = fmt.Errorf("%w: subject %q outside the bucket", jetstreamext.ErrInvalidResponse, m.Subject)
-		}
 		if err != nil {
 			return nil, "", err
 		}
-		key := strings.TrimPrefix(m.Subject, prefix)
-		user, _, _ := cutLastDot(key)
-		e := lastEntry{user: user, key: key, rev: m.Sequence}
-		switch m.Header.Get(kvOperationHeader) {
-		case "DEL", "PURGE":
-			e.gone = true
-		default:
-			e.sub, e.err = s.decodeValue(key, m.Data, m.Time)
+		if status := m.Header.Get(statusHeader); status != "" && len(m.Data) == 0 {
+			if err := answerStatus(status, m.Header.Get(descriptionHeader), len(out)); err != nil {
+				return nil, "", err
+			}
+			return nil, "0", nil
+		}
+		e, np, err := s.answerEntry(m, prefix)
+		if err != nil {
+			return nil, "", err
 		}
 		out = append(out, e)
-		pending = m.Header.Get(numPendingHeader)
+		pending = np
 	}
 	return out, pending, nil
+}
+
+// answerStatus reads a status that ends a batched read's answer after
+// entries entries: nil for no results, or the error it stands for.
+func answerStatus(status, description string, entries int) error {
+	switch {
+	case status == statusNotFound && (entries > 0 || description == descLoadFailed):
+		return errLoadFailed
+	case status == statusNotFound:
+		return nil
+	case status == statusTooMany || entries == 0:
+		// A server without batched reads, or a batch too large: the
+		// status reads as refused, and a smaller batch is tried.
+		return fmt.Errorf("%w: %s %s", errBatchRefused, status, description)
+	default:
+		return fmt.Errorf("%w: status %s %s after %d entries", errInvalidAnswer, status, description, entries)
+	}
+}
+
+// answerEntry reads one entry of a batched read's answer: the entry, and
+// how many more match.
+func (s *Store) answerEntry(m *nats.Msg, prefix string) (lastEntry, string, error) {
+	np := m.Header.Get(numPendingHeader)
+	if np == "" {
+		// A server without batched reads answers with one message.
+		return lastEntry{}, "", errBatchRefused
+	}
+	subject := m.Header.Get(jetstream.SubjectHeader)
+	if !strings.HasPrefix(subject, prefix) {
+		return lastEntry{}, "", fmt.Errorf("%w: subject %q outside the bucket", errInvalidAnswer, subject)
+	}
+	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return lastEntry{}, "", fmt.Errorf("%w: the sequence of %q: %w", errInvalidAnswer, subject, err)
+	}
+	at, err := time.Parse(time.RFC3339Nano, m.Header.Get(jetstream.TimeStampHeaer))
+	if err != nil {
+		return lastEntry{}, "", fmt.Errorf("%w: the time of %q: %w", errInvalidAnswer, subject, err)
+	}
+	key := strings.TrimPrefix(subject, prefix)
+	user, _, _ := cutLastDot(key)
+	e := lastEntry{user: user, key: key, rev: seq}
+	switch m.Header.Get(kvOperationHeader) {
+	case "DEL", "PURGE":
+		e.gone = true
+	default:
+		e.sub, e.err = s.decodeValue(key, m.Data, at)
+	}
+	return e, np, nil
 }
 
 // readSmaller reads what one batched read could not: readLast of each
