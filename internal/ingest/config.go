@@ -127,7 +127,7 @@ func Flags(fs *flag.FlagSet) *Config {
 	fs.IntVar(&c.CredentialBurst, "credential-burst", c.CredentialBurst, "requests each credential may make at once above --credential-rate")
 	fs.DurationVar(&c.ReloadInterval, "reload-interval", c.ReloadInterval, "how often --native-token-file and --dovecot-password-file are looked at; a changed file is applied without a restart")
 	fs.IntVar(&c.DeviceLimits.PerUser, "max-devices-per-user", c.DeviceLimits.PerUser, "devices one user may have subscribed at once (409 for one more); 0: no limit")
-	fs.IntVar(&c.DeviceLimits.PerTenant, "max-devices-per-tenant", c.DeviceLimits.PerTenant, "devices one tenant may have subscribed at once (409 for one more; each ingest recounts a tenant at most once a minute); 0: no limit")
+	fs.IntVar(&c.DeviceLimits.PerTenant, "max-devices-per-tenant", c.DeviceLimits.PerTenant, "devices one tenant may have subscribed at once (409 for one more; each ingest recounts a tenant at most once a minute, one count at a time); 0: no limit")
 	fs.BoolVar(&c.AllowPrivateEndpoints, "allow-private-endpoints", false, "accept Web Push subscriptions whose endpoint is on a loopback or private address (for tests; a real push service is never there)")
 	return &c
 }

@@ -97,21 +97,58 @@ type tenantCounts struct {
 }
 
 type tenantCount struct {
-	n  int
-	at time.Time
+	n       int
+	at      time.Time
+	counted bool // n was counted in the bucket at least once
+	// counting is closed when the count running in the bucket ends; nil
+	// when none runs.
+	counting chan struct{}
 }
 
 // count returns the devices of the tenant with key token tenant: counted
 // in the bucket when the last count is older than tenantCountTTL, else the
-// last count adjusted by what this store created and deleted since.
+// last count adjusted by what this store created and deleted since. One
+// caller at a time counts a tenant: the others take the last count
+// meanwhile, or, before the first, wait for it. Counting lists every key
+// of the tenant, so a burst of new devices of a large tenant would
+// otherwise list its million keys once per device.
 func (c *tenantCounts) count(ctx context.Context, kv jetstream.KeyValue, tenant string, now time.Time) (int, error) {
 	c.mu.Lock()
-	got, ok := c.m[tenant]
-	c.mu.Unlock()
-	if ok && now.Sub(got.at) < tenantCountTTL {
+	got := c.m[tenant]
+	if got.counted && (now.Sub(got.at) < tenantCountTTL || got.counting != nil) {
+		c.mu.Unlock()
 		return got.n, nil
 	}
-	keys, err := kv.ListKeysFiltered(ctx, tenant+".>")
+	if wait := got.counting; wait != nil {
+		c.mu.Unlock()
+		select {
+		case <-wait:
+			return c.count(ctx, kv, tenant, now)
+		case <-ctx.Done():
+			return 0, fmt.Errorf("waiting for the count of a tenant's subscriptions: %w", ctx.Err())
+		}
+	}
+	done := make(chan struct{})
+	defer close(done)
+	got.counting = done
+	c.m[tenant] = got
+	c.mu.Unlock()
+
+	n, err := countKeys(ctx, kv, tenant+".>")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	got = c.m[tenant]
+	got.counting = nil
+	if err == nil {
+		got.n, got.at, got.counted = n, now, true
+	}
+	c.m[tenant] = got
+	return n, err
+}
+
+// countKeys counts the keys of kv that match filter.
+func countKeys(ctx context.Context, kv jetstream.KeyValue, filter string) (int, error) {
+	keys, err := kv.ListKeysFiltered(ctx, filter)
 	if err != nil {
 		return 0, fmt.Errorf("counting the subscriptions of a tenant: %w", err)
 	}
@@ -123,9 +160,6 @@ func (c *tenantCounts) count(ctx context.Context, kv jetstream.KeyValue, tenant 
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("counting the subscriptions of a tenant: %w", err)
 	}
-	c.mu.Lock()
-	c.m[tenant] = tenantCount{n: n, at: now}
-	c.mu.Unlock()
 	return n, nil
 }
 

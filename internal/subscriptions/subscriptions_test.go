@@ -8,11 +8,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/subscriptions"
@@ -542,5 +545,58 @@ func TestDevicesPerTenantAreBounded(t *testing.T) {
 		if st.refused && !strings.Contains(err.Error(), "tenant fabrikam.com") {
 			t.Fatalf("%s: %q does not name the tenant", st.name, err)
 		}
+	}
+}
+
+// TestTenantIsCountedOnceAtATime registers new devices of one tenant at
+// once, before its first count and when its count is stale, and counts
+// the listings of the tenant's keys (each an ordered consumer the server
+// creates): one at a time, not one per device. The others wait for the
+// first count, or take the stale one meanwhile.
+func TestTenantIsCountedOnceAtATime(t *testing.T) {
+	conn := brokertest.Start(t)
+	ctx := context.Background()
+	listings, err := conn.NC.SubscribeSync("$JS.API.CONSUMER.CREATE.KV_" + broker.BucketSubscriptions + ".>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC).UnixNano())
+	store, err := subscriptions.Open(ctx, conn.JS, brokertest.Keyer(t, conn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store = store.WithLimits(subscriptions.Limits{PerTenant: 1000}).WithClock(func() time.Time { return time.Unix(0, clock.Load()) })
+	const burst = 16
+	device := 0
+	for _, round := range []string{"first count", "stale count"} {
+		var wg sync.WaitGroup
+		errs := make(chan error, burst)
+		for range burst {
+			device++
+			sub := subscriptions.Subscription{Tenant: "fabrikam.com", User: fmt.Sprintf("u%d@fabrikam.com", device), AppID: "app", DeviceID: fmt.Sprintf("d%d", device), Platform: subscriptions.PlatformAPNS}
+			wg.Go(func() {
+				if _, _, err := store.Put(ctx, sub); err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("%s: %v", round, err)
+		}
+		if err := conn.NC.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if n, _, err := listings.Pending(); err != nil || n != 1 {
+			t.Fatalf("%s: %d listings of the tenant's keys (%v), want 1", round, n, err)
+		}
+		for {
+			if _, err := listings.NextMsg(0); err != nil {
+				break
+			}
+		}
+		clock.Add(int64(2 * time.Minute))
 	}
 }
