@@ -34,7 +34,7 @@ func deliveredTwice(t *testing.T, ackWait time.Duration) (*worker, jetstream.Con
 	if len(msgs) != 2 {
 		t.Fatalf("delivered %d events, want 2", len(msgs))
 	}
-	return d.newWorker(0), cons, msgs
+	return d.newWorker(0, 0), cons, msgs
 }
 
 // ackPending is how many events the consumer waits to hear about.

@@ -349,12 +349,13 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 
 	ioCtx, cancelIO := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelIO()
+	members := newMembership(d.nc, d.cfg.MembershipSubject, d.cfg.InstanceID, d.cfg.Heartbeat, d.log)
+	d.members = members
+	d.sender.view = members.current
 	senderCtx, stopSender := context.WithCancel(ioCtx)
 	senderDone := make(chan struct{})
 	go func() { defer close(senderDone); d.sender.run(senderCtx) }()
 
-	members := newMembership(d.nc, d.cfg.MembershipSubject, d.cfg.InstanceID, d.cfg.Heartbeat, d.log)
-	d.members = members
 	if err := members.start(); err != nil {
 		stopSender()
 		<-senderDone
@@ -378,7 +379,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		members.setOwned(running)
 	}
 	start := func(p int) {
-		w := d.newWorker(p)
+		epoch, _ := members.current()
+		w := d.newWorker(p, epoch)
 		workers[p] = w
 		go func() {
 			w.run(ioCtx)
@@ -445,6 +447,18 @@ loop:
 		case <-members.changed:
 			if assigned {
 				reassign()
+			}
+		case <-members.gaps:
+			// This dispatcher did not hear itself for longer than the
+			// others wait before taking its partitions: it was stopped,
+			// starved of CPU or cut off from NATS. Its workers' state is
+			// from before and may be older than a new owner's pushes: drop
+			// it unpushed and start again from the stream (the sender
+			// already holds their pushes, see sender.send).
+			d.log.Warn().Int("partitions", len(workers)).Msg("this dispatcher was not heard for a while: dropping its partitions' state; they are read again from the stream")
+			d.metrics.stalls.Inc()
+			for _, w := range workers {
+				w.requestDrop()
 			}
 		case <-metricsTick.C:
 			parts := slices.Collect(maps.Keys(workers))

@@ -54,6 +54,10 @@ type membership struct {
 	// self is when this member last heard its own heartbeat, connected
 	// since when it has heard them without a gap.
 	self, connected time.Time
+	// epoch counts the gaps in this member's own heartbeats (see
+	// heardSelf); gaps is signalled at each.
+	epoch uint64
+	gaps  chan struct{}
 	// claims are the partitions each other live member last announced.
 	claims  map[string][]int
 	owns    []int
@@ -63,7 +67,7 @@ type membership struct {
 
 func newMembership(nc *nats.Conn, subject, id string, interval time.Duration, log zerolog.Logger) *membership {
 	return &membership{nc: nc, subject: subject, id: id, interval: interval, log: log,
-		seen: map[string]time.Time{id: time.Now()}, claims: map[string][]int{}, changed: make(chan struct{}, 1),
+		seen: map[string]time.Time{id: time.Now()}, claims: map[string][]int{}, changed: make(chan struct{}, 1), gaps: make(chan struct{}, 1),
 		self: time.Now(), connected: time.Now()}
 }
 
@@ -107,9 +111,12 @@ func (m *membership) receive(msg *nats.Msg) {
 }
 
 // heardSelf records this member's own heartbeat coming back: the
-// connection to NATS works. After a gap (NATS down, the connection lost)
-// the view restarts from then: the others were silent because nobody's
-// heartbeats flowed, not because they died.
+// connection to NATS works. After a gap (NATS down, the connection lost,
+// or this process stopped) the view restarts from then: the others were
+// silent because nobody's heartbeats flowed, not because they died. A gap
+// also starts a new epoch: the others may have counted this member gone
+// and taken its partitions meanwhile, so what its workers hold from before
+// must not be pushed (see current).
 func (m *membership) heardSelf() {
 	now := time.Now()
 	m.mu.Lock()
@@ -119,8 +126,29 @@ func (m *membership) heardSelf() {
 		for id := range m.seen {
 			m.seen[id] = now
 		}
+		m.epoch++
+		select {
+		case m.gaps <- struct{}{}:
+		default:
+		}
 	}
 	m.self = now
+}
+
+// hearsItselfLocked reports whether this member heard its own heartbeat
+// within two intervals: no other member can have counted it gone (that
+// takes memberTimeoutBeats of silence). m.mu is held.
+func (m *membership) hearsItselfLocked(now time.Time) bool {
+	return now.Sub(m.self) <= 2*m.interval
+}
+
+// current returns this member's epoch, and whether it hears itself (see
+// hearsItselfLocked). A push may be sent only while the member hears
+// itself and by a worker started in the current epoch.
+func (m *membership) current() (epoch uint64, live bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.epoch, m.hearsItselfLocked(time.Now())
 }
 
 // stable reports whether this member has heard its own heartbeats long
@@ -131,7 +159,7 @@ func (m *membership) stable() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := time.Now()
-	return now.Sub(m.self) <= 2*m.interval && now.Sub(m.connected) > (memberTimeoutBeats+1)*m.interval
+	return m.hearsItselfLocked(now) && now.Sub(m.connected) > (memberTimeoutBeats+1)*m.interval
 }
 
 // beat announces this member and forgets the silent ones every interval

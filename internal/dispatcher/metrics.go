@@ -24,6 +24,7 @@ type metrics struct {
 	deadLetters      *prometheus.CounterVec
 	devicesRemoved   *prometheus.CounterVec
 	requests         *prometheus.CounterVec
+	stalls           prometheus.Counter
 	pending          *prometheus.GaugeVec
 	ackPending       *prometheus.GaugeVec
 	held             *prometheus.GaugeVec
@@ -71,8 +72,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Notifications published to PUSH_DEAD, by reason."}, []string{"reason"}),
 		devicesRemoved: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "devices_removed_total",
 			Help: "Device subscriptions removed on the relay's word, by status: gone, rejected."}, []string{"status"}),
+		stalls: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "stalls_total",
+			Help: "Gaps in this dispatcher's own heartbeats long enough for the others to take its partitions (it was stopped, starved of CPU or cut off from NATS): each time its partitions' state was dropped unpushed and read again from the stream."}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "relay_requests_total",
-			Help: "Relay publish calls (each possibly retried), by result: ok, relay_unavailable, unauthorized, shutdown, failed (dead-lettered)."}, []string{"result"}),
+			Help: "Relay publish calls (each possibly retried), by result: ok, relay_unavailable, unauthorized, shutdown, failed (dead-lettered), stalled (not made: this dispatcher was not heard by the others for a while, so its pushes from before are held and its partitions read again)."}, []string{"result"}),
 		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "pending_events",
 			Help: "Events of a partition not yet delivered to a dispatcher (consumer info), for the partitions this dispatcher owns."}, []string{"partition"}),
 		ackPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "ack_pending_events",
@@ -110,7 +113,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.alreadyApplied = m.events.WithLabelValues("already_applied")
 	m.invalid = m.events.WithLabelValues("invalid")
 	err := service.Register(reg, "dispatcher", m.events, m.redelivered, m.acked, m.pushes, m.skipped, m.eventsPerPush, m.pushLatency, m.eventToPush, m.retries,
-		m.requeued, m.deadLetters, m.devicesRemoved, m.requests, m.pending, m.ackPending, m.held, m.partitions,
+		m.requeued, m.deadLetters, m.devicesRemoved, m.requests, m.stalls, m.pending, m.ackPending, m.held, m.partitions,
 		m.members, m.breakerState, m.relayHealthy, m.proxyDisabled, m.takeovers, m.takeoverRead, m.takeoverTime, m.stateConflicts, m.missedDeliveries, m.settleFailures,
 		m.subscriptionsIx, m.cachedUsers)
 	return m, err

@@ -42,7 +42,18 @@ type job struct {
 	// abandoned is set when the worker gave its partition up before the
 	// push was sent: sending it then could overtake the next owner's push.
 	abandoned atomic.Bool
+	// epoch is the membership epoch its worker started in (see
+	// membership.current): a job of an earlier epoch is never sent.
+	epoch uint64
 }
+
+// errStalled is a push not sent because its dispatcher was not heard for
+// long enough that the others may have taken its partitions: it stopped,
+// or was cut off from NATS while the relay stayed reachable.
+var errStalled = errors.New("this dispatcher was not heard by the others for a while: its pushes from before are not sent")
+
+// reasonStalled labels pushes and relay requests held for errStalled.
+const reasonStalled = "stalled"
 
 // outcome is what became of a push at the relay.
 type outcome int
@@ -92,6 +103,17 @@ type sender struct {
 	// setting changes, the relay client's breaker, which learnt about the
 	// old relay, is reset.
 	lastURI atomic.Pointer[string]
+	// view says the dispatcher's membership epoch and whether it hears
+	// itself (membership.current); nil: always (0, true).
+	view func() (epoch uint64, live bool)
+}
+
+// current is the dispatcher's epoch and whether it may send (view).
+func (s *sender) current() (uint64, bool) {
+	if s.view == nil {
+		return 0, true
+	}
+	return s.view()
 }
 
 func newSender(pub Publisher, cfg Config, proxy func() proxyState, m *metrics, log zerolog.Logger) *sender {
@@ -158,14 +180,29 @@ func (s *sender) takeBatch() []*job { return s.jobs.TakeUpTo(s.cfg.BatchSize, jo
 // jobSize is a job's share of a batch: its notifications.
 func jobSize(j *job) int { return len(j.notes) }
 
+// send makes one relay request of batch's jobs and answers each. A job
+// its worker abandoned is dropped; one started before the dispatcher's
+// last gap in its own heartbeats, or any while it does not hear itself,
+// is answered outcomeRetry (errStalled) unsent, before the request and
+// before each retry: the partition may have another owner by now, whose
+// newer count it could overtake.
 func (s *sender) send(ctx context.Context, batch []*job) {
-	live := batch[:0]
+	epoch, live := s.current()
+	kept, stalled := batch[:0], false
 	for _, j := range batch {
-		if !j.abandoned.Load() {
-			live = append(live, j)
+		switch {
+		case j.abandoned.Load():
+		case !live || j.epoch != epoch:
+			stalled = true
+			j.answer.Push(result{key: j.key, outcome: outcomeRetry, reason: reasonStalled, err: errStalled})
+		default:
+			kept = append(kept, j)
 		}
 	}
-	batch = live
+	if stalled {
+		s.metrics.requests.WithLabelValues(reasonStalled).Inc()
+	}
+	batch = kept
 	if len(batch) == 0 {
 		return
 	}
@@ -187,6 +224,9 @@ func (s *sender) send(ctx context.Context, batch []*job) {
 	// returns at once, for the worker to hold the push without using its
 	// retry budget and to push the latest count when the relay is back.
 	uris := func(context.Context) (string, error) {
+		if now, live := s.current(); !live || now != epoch {
+			return "", errStalled
+		}
 		p := s.proxy()
 		if !p.enabled {
 			return "", fmt.Errorf("%w: %s", delivery.ErrProxyDisabled, p.reason)
@@ -259,6 +299,8 @@ func (s *sender) classify(ctx context.Context, err error) (outcome, string) {
 		return outcomeAnswered, ""
 	case ctx.Err() != nil:
 		return outcomeRetry, "shutdown"
+	case errors.Is(err, errStalled):
+		return outcomeRetry, reasonStalled
 	case backPressure && !errors.Is(err, relayclient.ErrCircuitOpen):
 		return outcomeRetry, "relay_backpressure"
 	case errors.Is(err, relayclient.ErrCircuitOpen) || !s.pub.Healthy():

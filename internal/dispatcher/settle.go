@@ -105,7 +105,7 @@ func (w *worker) pushDue(ctx context.Context, flush bool) {
 			continue
 		}
 		w.ledger.Send(d)
-		j := &job{key: u.Key, notes: notifications(u.Tenant, d.Push.Count, subs), answer: w.results}
+		j := &job{key: u.Key, notes: notifications(u.Tenant, d.Push.Count, subs), answer: w.results, epoch: w.epoch}
 		w.jobs[u.Key] = j
 		w.env.submit(j)
 	}

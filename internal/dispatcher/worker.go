@@ -172,6 +172,10 @@ type worker struct {
 	heldN    atomic.Int64
 	draining atomic.Bool
 	syncFlag atomic.Bool
+	// epoch is the dispatcher's membership epoch when the worker started
+	// (membership.current); dropped says it stops without handing over.
+	epoch   uint64
+	dropped atomic.Bool
 
 	inbox   *queue[jetstream.Msg]
 	wake    chan struct{}
@@ -182,9 +186,10 @@ type worker struct {
 	done    chan struct{}
 }
 
-func (d *Dispatcher) newWorker(partition int) *worker {
+func (d *Dispatcher) newWorker(partition int, epoch uint64) *worker {
 	name := consumerName(d.cfg.ConsumerPrefix, partition)
 	return &worker{
+		epoch:     epoch,
 		env:       d.partitionEnv(),
 		partition: partition,
 		label:     strconv.Itoa(partition),
@@ -208,6 +213,15 @@ func (d *Dispatcher) newWorker(partition int) *worker {
 // requestStop asks the worker to hand its partition over: stop fetching,
 // flush what is due, settle, unpin.
 func (w *worker) requestStop() { w.stopped.Do(func() { close(w.stop) }) }
+
+// requestDrop asks the worker to stop without handing over: push nothing
+// more, acknowledge nothing more, keep the pin. Another dispatcher may own
+// the partition by now (see membership.heardSelf); what the worker held
+// is delivered again, or read from the stream by the owner.
+func (w *worker) requestDrop() {
+	w.dropped.Store(true)
+	w.requestStop()
+}
 
 // run consumes until stopped or until consuming fails; ctx bounds the I/O.
 func (w *worker) run(ctx context.Context) {
@@ -319,6 +333,10 @@ func (w *worker) handOver(ctx context.Context, cc jetstream.ConsumeContext, fetc
 		// The connection is gone: nothing can be acknowledged or recorded,
 		// and pushing now could overtake the partition's next owner.
 		w.log.Warn().Int64("events_held", w.heldN.Load()).Msg("connection closed; held events will be redelivered")
+		return
+	}
+	if w.dropped.Load() {
+		w.log.Warn().Int64("events_held", w.heldN.Load()).Msg("partition dropped without handing over; held events will be delivered again or read from the stream")
 		return
 	}
 	deadline := time.NewTimer(w.env.cfg.ShutdownTimeout)

@@ -104,7 +104,7 @@ func TestWriteStateMergesAConflict(t *testing.T) {
 	}
 
 	// This worker believed the user new (revision 0) and applied the event.
-	w := d.newWorker(0)
+	w := d.newWorker(0, 0)
 	u := w.ledger.Add(key, "fabrikam.com", "alice@fabrikam.com")
 	w.ledger.Load(u, unread.State{}, 0)
 	applyHeld(t, w, u, msg)
@@ -144,7 +144,7 @@ func TestWritesOfAUserFollowOneAnother(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	d, key, msgs := newMailFor(t, 2)
-	w := d.newWorker(0)
+	w := d.newWorker(0, 0)
 	w.startWriters(ctx)
 	defer close(w.quit)
 	u := w.ledger.Add(key, "fabrikam.com", "alice@fabrikam.com")

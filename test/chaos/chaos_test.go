@@ -52,6 +52,7 @@ type params struct {
 	minKills int              // ...and at least this many times
 	killGap  [2]time.Duration // random time between kills
 	killDown [2]time.Duration // random time a killed dispatcher stays down
+	stall    time.Duration    // how long a stopped dispatcher stays stopped
 
 	relayDown   time.Duration
 	repeat      int // leader kills, cluster restarts, ingest kills
@@ -68,6 +69,7 @@ var shortParams = params{
 	killsFor: 25 * time.Second, minKills: 2,
 	killGap:   [2]time.Duration{6 * time.Second, 12 * time.Second},
 	killDown:  [2]time.Duration{2 * time.Second, 5 * time.Second},
+	stall:     12 * time.Second,
 	relayDown: 20 * time.Second, repeat: 1, nodeDown: 4 * time.Second, ingestDown: 4 * time.Second,
 	credFault: 12 * time.Second, repeatAfter: 5 * time.Second,
 }
@@ -79,6 +81,7 @@ var longParams = params{
 	killsFor: 10 * time.Minute, minKills: 10,
 	killGap:   [2]time.Duration{15 * time.Second, 45 * time.Second},
 	killDown:  [2]time.Duration{3 * time.Second, 15 * time.Second},
+	stall:     20 * time.Second,
 	relayDown: 2*time.Minute + 10*time.Second, repeat: 3, nodeDown: 10 * time.Second, ingestDown: 10 * time.Second,
 	credFault: time.Minute, repeatAfter: 30 * time.Second,
 }
@@ -101,6 +104,7 @@ type scenario struct {
 var scenarios = []scenario{
 	{name: "baseline", fault: func(ctx context.Context, e *faultEnv) error { return pause(ctx, e.p.repeatAfter) }},
 	{name: "dispatcher-sigkill", fault: killDispatchers},
+	{name: "dispatcher-sigstop", fault: stallDispatchers},
 	{name: "relay-down", fault: relayDown},
 	{name: "stream-leader-kill", fault: killStreamLeader},
 	{name: "cluster-restart", fault: restartCluster},
@@ -317,17 +321,47 @@ func killDispatchers(ctx context.Context, e *faultEnv) error {
 		if err := pause(ctx, between(e.rng, e.p.killGap)); err != nil {
 			return err
 		}
-		i := e.rng.IntN(len(e.s.dispatchers))
-		d := e.s.dispatchers[i]
-		owns := e.s.owned(dispatcherID(i))
-		at := time.Now()
-		d.kill()
-		e.f.kills = append(e.f.kills, kill{target: d.name, at: at, dead: time.Now(), owns: owns})
+		i := hitDispatcher(e, "", (*proc).kill)
 		if err := pause(ctx, between(e.rng, e.p.killDown)); err != nil {
 			return err
 		}
 		if err := e.s.startDispatcher(ctx, i); err != nil {
-			return fmt.Errorf("restarting %s: %w", d.name, err)
+			return fmt.Errorf("restarting %s: %w", e.s.dispatchers[i].name, err)
+		}
+	}
+	return nil
+}
+
+// hitDispatcher applies hit (a kill, a stop) to a random dispatcher,
+// records it with what, after the dispatcher's name, for the takeover
+// figures, and returns the dispatcher's index.
+func hitDispatcher(e *faultEnv, what string, hit func(*proc)) int {
+	i := e.rng.IntN(len(e.s.dispatchers))
+	d := e.s.dispatchers[i]
+	owns := e.s.owned(dispatcherID(i))
+	at := time.Now()
+	hit(d)
+	e.f.kills = append(e.f.kills, kill{target: d.name + what, at: at, dead: time.Now(), owns: owns})
+	return i
+}
+
+// stallDispatchers stops a random dispatcher (SIGSTOP) for longer than
+// the others take to count it gone and to take its partitions over, then
+// lets it go on (SIGCONT), repeat times: a process its host froze, or one
+// cut off from NATS while its pushes could still reach the relay. What it
+// held from before must not be pushed after the new owner's newer counts.
+func stallDispatchers(ctx context.Context, e *faultEnv) error {
+	for n := range e.p.repeat {
+		if n > 0 {
+			if err := pause(ctx, e.p.repeatAfter); err != nil {
+				return err
+			}
+		}
+		i := hitDispatcher(e, " (stopped "+round(e.p.stall)+")", (*proc).freeze)
+		err := pause(ctx, e.p.stall)
+		e.s.dispatchers[i].thaw()
+		if err != nil {
+			return err
 		}
 	}
 	return nil

@@ -260,6 +260,22 @@ func (p *proc) signal(sig syscall.Signal, wait time.Duration) {
 	<-done
 }
 
+// freeze stops the process group (SIGSTOP) until thaw: it neither runs
+// nor answers, and its connections stay open.
+func (p *proc) freeze() { p.groupSignal(syscall.SIGSTOP) }
+
+// thaw lets a frozen process group go on (SIGCONT).
+func (p *proc) thaw() { p.groupSignal(syscall.SIGCONT) }
+
+// groupSignal sends sig to the process group if it runs.
+func (p *proc) groupSignal(sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil && !isClosed(p.done) {
+		_ = syscall.Kill(-p.cmd.Process.Pid, sig)
+	}
+}
+
 // kill sends SIGKILL to the process group and waits until it is reaped.
 func (p *proc) kill() { p.signal(syscall.SIGKILL, time.Minute) }
 
