@@ -106,7 +106,9 @@ var scenarios = []scenario{
 	{name: "dispatcher-sigkill", fault: killDispatchers},
 	{name: "dispatcher-sigstop", fault: stallDispatchers},
 	{name: "relay-down", fault: relayDown},
+	{name: "relay-sigstop", fault: stallRelay},
 	{name: "stream-leader-kill", fault: killStreamLeader},
+	{name: "stream-leader-sigstop", fault: stallStreamLeader},
 	{name: "cluster-restart", fault: restartCluster},
 	{name: "ingest-sigkill", fault: killIngest},
 	{name: "provider-cred-fault", fault: credentialFault},
@@ -351,20 +353,12 @@ func hitDispatcher(e *faultEnv, what string, hit func(*proc)) int {
 // cut off from NATS while its pushes could still reach the relay. What it
 // held from before must not be pushed after the new owner's newer counts.
 func stallDispatchers(ctx context.Context, e *faultEnv) error {
-	for n := range e.p.repeat {
-		if n > 0 {
-			if err := pause(ctx, e.p.repeatAfter); err != nil {
-				return err
-			}
-		}
+	return repeatFault(ctx, e, func() error {
 		i := hitDispatcher(e, " (stopped "+round(e.p.stall)+")", (*proc).freeze)
 		err := pause(ctx, e.p.stall)
 		e.s.dispatchers[i].thaw()
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 // relayDown kills the relay and starts it again after relayDown.
@@ -381,34 +375,82 @@ func relayDown(ctx context.Context, e *faultEnv) error {
 	return nil
 }
 
-// killStreamLeader SIGKILLs the nats-server leading the MAIL stream and
-// starts it again after nodeDown, repeat times.
-func killStreamLeader(ctx context.Context, e *faultEnv) error {
+// stallRelay stops the relay (SIGSTOP) for stall and lets it go on,
+// repeat times: the dispatchers' requests time out meanwhile and are
+// made again, while the first ones wait in the relay's sockets.
+func stallRelay(ctx context.Context, e *faultEnv) error {
+	return repeatFault(ctx, e, func() error {
+		down := time.Now()
+		e.s.relay.freeze()
+		err := pause(ctx, e.p.stall)
+		e.s.relay.thaw()
+		e.f.outages = append(e.f.outages, outage{what: "relay stopped " + round(e.p.stall), down: down, up: time.Now()})
+		return err
+	})
+}
+
+// stallStreamLeader stops the nats-server leading the MAIL stream
+// (SIGSTOP) for stall and lets it go on, repeat times: its clients'
+// connections hang rather than break, and the other two elect a leader.
+func stallStreamLeader(ctx context.Context, e *faultEnv) error {
+	return repeatFault(ctx, e, func() error {
+		return hitStreamLeader(ctx, e, " (MAIL leader, stopped "+round(e.p.stall)+")", (*proc).freeze, e.p.stall, func(i int) error {
+			e.s.nodes[i].thaw()
+			return nil
+		})
+	})
+}
+
+// repeatFault runs fault e.p.repeat times, with e.p.repeatAfter of load
+// between two.
+func repeatFault(ctx context.Context, e *faultEnv, fault func() error) error {
 	for n := range e.p.repeat {
 		if n > 0 {
 			if err := pause(ctx, e.p.repeatAfter); err != nil {
 				return err
 			}
 		}
-		i, err := e.s.mailLeader(ctx)
-		if err != nil {
-			return err
-		}
-		node := e.s.nodes[i]
-		at := time.Now()
-		node.kill()
-		e.f.kills = append(e.f.kills, kill{target: node.name + " (MAIL leader)", at: at, dead: time.Now()})
-		if err := pause(ctx, e.p.nodeDown); err != nil {
-			return err
-		}
-		if err := e.s.restartNode(ctx, i); err != nil {
-			return fmt.Errorf("restarting %s: %w", node.name, err)
-		}
-		if err := e.s.waitStreamsCurrent(ctx, 2*time.Minute); err != nil {
+		if err := fault(); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// hitStreamLeader applies hit (a kill, a stop) to the nats-server leading
+// the MAIL stream and records it with what after the node's name; after
+// down it brings the node back with back (given the node's index) and
+// waits until every stream is current again.
+func hitStreamLeader(ctx context.Context, e *faultEnv, what string, hit func(*proc), down time.Duration, back func(i int) error) error {
+	i, err := e.s.mailLeader(ctx)
+	if err != nil {
+		return err
+	}
+	node := e.s.nodes[i]
+	at := time.Now()
+	hit(node)
+	e.f.kills = append(e.f.kills, kill{target: node.name + what, at: at, dead: time.Now()})
+	err = pause(ctx, down)
+	if berr := back(i); err == nil {
+		err = berr
+	}
+	if err != nil {
+		return err
+	}
+	return e.s.waitStreamsCurrent(ctx, 2*time.Minute)
+}
+
+// killStreamLeader SIGKILLs the nats-server leading the MAIL stream and
+// starts it again after nodeDown, repeat times.
+func killStreamLeader(ctx context.Context, e *faultEnv) error {
+	return repeatFault(ctx, e, func() error {
+		return hitStreamLeader(ctx, e, " (MAIL leader)", (*proc).kill, e.p.nodeDown, func(i int) error {
+			if err := e.s.restartNode(ctx, i); err != nil {
+				return fmt.Errorf("restarting %s: %w", e.s.nodes[i].name, err)
+			}
+			return nil
+		})
+	})
 }
 
 // restartCluster SIGKILLs all three nats-servers at once and starts them

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -106,12 +107,19 @@ func (p *provider) serve(w http.ResponseWriter, r *http.Request) {
 		invalid(http.StatusBadRequest, "DeviceTokenNotForTopic")
 		return
 	}
+	data, err := io.ReadAll(r.Body)
+	if err != nil {
+		// The client reset the stream before its body arrived (its
+		// request timed out, say while it was stopped): a request
+		// abandoned, not a protocol error; APNs never sees it.
+		return
+	}
 	var body struct {
 		APS struct {
 			Badge *int `json:"badge"`
 		} `json:"aps"`
 	}
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.APS.Badge == nil {
+	if err := json.Unmarshal(data, &body); err != nil || body.APS.Badge == nil {
 		invalid(http.StatusBadRequest, "PayloadEmpty")
 		return
 	}
