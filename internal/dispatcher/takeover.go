@@ -38,13 +38,6 @@ const catchUpRequestTimeout = 5 * time.Second
 // errCatchUpLost is a catch-up read that lost one of its own deliveries.
 var errCatchUpLost = errors.New("a delivery of the catch-up read was lost")
 
-// errCatchUpShort is a catch-up read that ended before the end of its
-// range while the stream still holds it: a replica behind the leader
-// answered (a server just back from a stop still takes itself for the
-// leader for a moment), and the events after what it had would be
-// applied after the newer ones delivered since, then skipped.
-var errCatchUpShort = errors.New("the catch-up read ended before the end of its range")
-
 // catchUpFetch is how many events one fetch of the catch-up read asks for.
 const catchUpFetch = 1000
 
@@ -276,13 +269,9 @@ func (w *worker) readRange(ctx context.Context, from, to uint64) ([]*held, error
 				return out, nil
 			}
 			out = append(out, &held{received: replayed(m), seq: seq, touched: now})
-			if seq == to {
+			if seq == to || md.NumPending == 0 {
 				cancel()
 				return out, nil
-			}
-			if md.NumPending == 0 {
-				cancel()
-				return w.readEnded(ctx, out, seq+1, to)
 			}
 			from = seq + 1
 		}
@@ -306,31 +295,9 @@ func (w *worker) readRange(ctx context.Context, from, to uint64) ([]*held, error
 			case info.NumPending > 0:
 				return nil, fmt.Errorf("reading the stream from sequence %d: %d events pending, none came", from, info.NumPending)
 			}
-			return w.readEnded(ctx, out, from, to)
+			return out, nil
 		}
 	}
-}
-
-// readEnded checks a catch-up read of the range ..to whose consumer had
-// nothing more from sequence next on: that is the whole range only when
-// the stream no longer holds next..to. Its limits remove the oldest events
-// first, and to was delivered to the partition's consumer, so while the
-// stream's first sequence is at most to, to is there to be read, and a
-// read that ends before it (errCatchUpShort) is made again later.
-func (w *worker) readEnded(ctx context.Context, out []*held, next, to uint64) ([]*held, error) {
-	if next > to {
-		return out, nil
-	}
-	ictx, cancel := context.WithTimeout(ctx, catchUpRequestTimeout)
-	defer cancel()
-	info, err := w.env.streamHandle.Info(ictx)
-	if err != nil {
-		return nil, fmt.Errorf("reading the stream's first sequence after a read that ended at %d: %w", next-1, err)
-	}
-	if first := info.State.FirstSeq; first <= to {
-		return nil, fmt.Errorf("%w: the read ended at sequence %d; the stream holds %d to %d and the range ends at %d", errCatchUpShort, next-1, first, info.State.LastSeq, to)
-	}
-	return out, nil
 }
 
 // claimPin makes a partition whose previous consumer died available at
