@@ -22,6 +22,7 @@ const (
 	outcomeInvalid              = "invalid"
 	outcomeRateLimited          = "rate_limited"
 	outcomeUnavailable          = "unavailable"
+	outcomeStalled              = "stalled"
 )
 
 // Results of a tenant's notifications at its quota, the result label of
@@ -52,7 +53,7 @@ func newMetrics(reg prometheus.Registerer, tenants *tenantLimiter) (*metrics, er
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushproxy_relay_requests_total",
-			Help: "Publish requests by outcome (ok, unauthorized, bad_request, too_large, unsupported_media_type, invalid, rate_limited, unavailable).",
+			Help: "Publish requests by outcome (ok, unauthorized, bad_request, too_large, unsupported_media_type, invalid, rate_limited, unavailable, stalled: read while or just after the relay did not run, refused to be sent again).",
 		}, []string{"outcome"}),
 		requestDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "pushproxy_relay_request_duration_seconds",
@@ -100,7 +101,7 @@ func newMetrics(reg prometheus.Registerer, tenants *tenantLimiter) (*metrics, er
 	if err := service.Register(reg, "relay", m.requests, m.requestDuration, m.notifications, m.deliveries, m.providerLatency, m.inFlight, m.authFailures, m.rateLimited, m.appFaults, m.shareWaits, m.atQuota, newQuotaCollector(tenants)); err != nil {
 		return nil, err
 	}
-	for _, o := range []string{outcomeOK, outcomeUnauthorized, outcomeBadRequest, outcomeTooLarge, outcomeUnsupportedMediaType, outcomeInvalid, outcomeRateLimited, outcomeUnavailable} {
+	for _, o := range []string{outcomeOK, outcomeUnauthorized, outcomeBadRequest, outcomeTooLarge, outcomeUnsupportedMediaType, outcomeInvalid, outcomeRateLimited, outcomeUnavailable, outcomeStalled} {
 		m.requests.WithLabelValues(o)
 	}
 	return m, nil

@@ -396,6 +396,7 @@ func Run(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger,
 		return err
 	}
 
+	go srv.WatchStalls(ctx)
 	mux := http.NewServeMux()
 	srv.Register(mux)
 	// Readiness does not follow the NATS connection: without NATS the relay

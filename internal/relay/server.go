@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,6 +45,7 @@ type Server struct {
 	metrics  *metrics
 	log      zerolog.Logger
 	now      func() time.Time
+	stall    *stallGuard
 }
 
 // NewServer returns a Server with cfg (unset fields at their defaults) that
@@ -71,7 +73,19 @@ func NewServer(cfg Config, verifier *tokens.Verifier, router Router, reg prometh
 		metrics:  m,
 		log:      log,
 		now:      time.Now,
+		stall:    newStallGuard(),
 	}, nil
+}
+
+// WatchStalls watches, until ctx ends, for pauses of the whole process
+// (its host stopped it, or it was starved of CPU): publish requests read
+// during one, or within 2 s after it, are refused with a 503 to retry
+// (see stallGuard). Without it nothing is refused.
+func (s *Server) WatchStalls(ctx context.Context) {
+	s.stall.watch(ctx, func(gap time.Duration) {
+		s.log.Warn().Dur("gap", gap).Dur("refusing_for", stallGrace).
+			Msg("the relay did not run for a while: refusing the requests that waited meanwhile, their counts may be old")
+	})
 }
 
 // PublishPath is the path of the publish endpoint.
@@ -96,6 +110,15 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(relayproto.HeaderClientRequestID, clientRequestID)
 	}
 	log := s.log.With().Str("request_id", requestID).Str("client_request_id", clientRequestID).Logger()
+	if s.stall.stalled() {
+		w.Header().Set("Retry-After", "1")
+		s.fault(w, http.StatusServiceUnavailable, outcomeStalled, relayproto.Fault{
+			Message:                   "The relay has just run again after a pause: requests that waited through it are refused, as newer counts may have been sent since. Try again.",
+			CanRetry:                  true,
+			BackOffTimeInMilliseconds: backOffMillis(time.Second),
+		})
+		return
+	}
 
 	claims, ok := s.authenticate(w, r, log)
 	if !ok {
