@@ -24,7 +24,7 @@ func TestStallGuardRefusesWhatWaitedThroughAPause(t *testing.T) {
 		defer close(done)
 		g.watch(ctx, func(gap time.Duration) { gaps.Store(int64(gap)) })
 	}()
-	waitUntil(t, "the guard watching", func() bool { return g.last.Load() != 0 })
+	waitFor(t, "the guard watching", func() bool { return g.last.Load() != 0 })
 	if g.stalled() {
 		t.Fatal("a guard ticking on time refuses requests")
 	}
@@ -32,29 +32,17 @@ func TestStallGuardRefusesWhatWaitedThroughAPause(t *testing.T) {
 	if !g.stalled() {
 		t.Fatal("a request read after a pause, before the next tick, is not refused")
 	}
-	waitUntil(t, "the gap noticed", func() bool { return gaps.Load() != 0 })
+	waitFor(t, "the gap noticed", func() bool { return gaps.Load() != 0 })
 	if gap := time.Duration(gaps.Load()); gap < 2*time.Second {
 		t.Fatalf("gap reported as %s, want at least 2s", gap)
 	}
 	if !g.stalled() {
 		t.Fatal("a request read in the grace after a pause is not refused")
 	}
-	waitUntil(t, "the grace over", func() bool { return !g.stalled() })
+	waitFor(t, "the grace over", func() bool { return !g.stalled() })
 	cancel()
 	<-done
 	if g.stalled() {
 		t.Fatal("a guard that stopped watching refuses requests")
-	}
-}
-
-// waitUntil polls cond until it holds, for at most 10 s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
