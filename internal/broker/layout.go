@@ -153,6 +153,10 @@ func (l Layout) streams() []jetstream.StreamConfig {
 			MaxAge:     l.MailMaxAge,
 			Duplicates: l.DuplicateWindow,
 			Replicas:   l.Replicas,
+			// Dispatchers check users' states against the stream with
+			// direct gets (any replica answers; see internal/dispatcher,
+			// gaps.go).
+			AllowDirect: true,
 		},
 		{
 			Name:        StreamDead,

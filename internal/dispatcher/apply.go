@@ -66,11 +66,16 @@ func (w *worker) receive(ctx context.Context, msgs []jetstream.Msg) {
 }
 
 // apply decodes the ready events, loads the states of users not cached,
-// and applies the events in order to the ledger.
+// checks users against the stream (gaps.go) and applies the events in
+// order to the ledger.
 func (w *worker) apply(ctx context.Context, now time.Time) {
-	if len(w.ready) == 0 {
-		return
+	for len(w.ready) > 0 && w.applyReady(ctx, now) {
 	}
+}
+
+// applyReady applies the ready events; true when it made them ready
+// again, with events a check found missing.
+func (w *worker) applyReady(ctx context.Context, now time.Time) (again bool) {
 	ready := w.ready
 	w.ready = nil
 	keep := ready[:0]
@@ -126,21 +131,36 @@ func (w *worker) apply(ctx context.Context, now time.Time) {
 		h.user = u
 		keep = append(keep, h)
 	}
-	if !w.load(ctx, load) {
+	ok := w.load(ctx, load)
+	var gaps []*gapCheck
+	if ok {
+		gaps = w.gapChecks(keep)
+		ok = w.checkGaps(ctx, gaps)
+	}
+	if !ok {
 		// Shutting down: leave the events unacknowledged for redelivery.
 		for _, h := range keep {
 			w.forget(h)
 		}
-		return
+		return false
+	}
+	if withMissing, found := w.withMissing(gaps, keep, now); found {
+		w.ready = withMissing
+		return true
 	}
 	nApplied := 0
 	for i, h := range keep {
+		prev := h.user.State().LastSeq
 		if w.ledger.Apply(now, h.user, &evs[i], h) {
 			nApplied++
+			if h.gap {
+				w.gapApplied(h, prev)
+			}
 		}
 	}
 	w.env.metrics.applied.Add(float64(nApplied))
 	w.env.metrics.alreadyApplied.Add(float64(len(keep) - nApplied))
+	return false
 }
 
 // load reads the states of users (distinct), retrying until it works,
@@ -191,6 +211,13 @@ func (w *worker) load(ctx context.Context, users []*user) bool {
 func (w *worker) terminate(h *held, reason string) {
 	if len(reason) > maxTermReason {
 		reason = reason[:maxTermReason]
+	}
+	if h.reply == "" {
+		// A copy read from the stream: its delivery is terminated, by
+		// whichever dispatcher it went to.
+		w.log.Debug().Uint64("seq", h.seq).Str("reason", reason).Msg("an invalid event read from the stream")
+		w.forget(h)
+		return
 	}
 	if err := w.term(h.received, reason); err != nil {
 		w.log.Warn().Err(err).Uint64("seq", h.seq).Msg("terminating an invalid event")

@@ -38,6 +38,7 @@ type metrics struct {
 	takeoverTime     prometheus.Histogram
 	stateConflicts   prometheus.Counter
 	missedDeliveries prometheus.Counter
+	gapEvents        prometheus.Counter
 	settleFailures   prometheus.Counter
 	subscriptionsIx  prometheus.Gauge
 	cachedUsers      prometheus.Gauge
@@ -102,6 +103,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Unread state writes that found another writer's change and were merged."}),
 		missedDeliveries: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "missed_deliveries_total",
 			Help: "Gaps in a partition consumer's delivery sequence (a delivery lost on the way or sent to another dispatcher); each makes the worker catch up from the stream before applying more."}),
+		gapEvents: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "gap_events_read_total",
+			Help: "Events of a user the partition's consumer did not hand over before a later one, found by checking the user's state against the stream and applied first; any is a fault of the consumer's bookkeeping worth a look."}),
 		settleFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "settle_failures_total",
 			Help: "Times the state, the sent record or a dead letter could not be written; the push is tried again."}),
 		subscriptionsIx: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "subscriptions",
@@ -114,7 +117,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.invalid = m.events.WithLabelValues("invalid")
 	err := service.Register(reg, "dispatcher", m.events, m.redelivered, m.acked, m.pushes, m.skipped, m.eventsPerPush, m.pushLatency, m.eventToPush, m.retries,
 		m.requeued, m.deadLetters, m.devicesRemoved, m.requests, m.stalls, m.pending, m.ackPending, m.held, m.partitions,
-		m.members, m.breakerState, m.relayHealthy, m.proxyDisabled, m.takeovers, m.takeoverRead, m.takeoverTime, m.stateConflicts, m.missedDeliveries, m.settleFailures,
+		m.members, m.breakerState, m.relayHealthy, m.proxyDisabled, m.takeovers, m.takeoverRead, m.takeoverTime, m.stateConflicts, m.missedDeliveries, m.gapEvents, m.settleFailures,
 		m.subscriptionsIx, m.cachedUsers)
 	return m, err
 }

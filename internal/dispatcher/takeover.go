@@ -42,8 +42,13 @@ var errCatchUpLost = errors.New("a delivery of the catch-up read was lost")
 const catchUpFetch = 1000
 
 // setSyncing records whether the worker holds events until it has caught
-// up, for the worker itself and, atomically, for the fetch loop.
+// up, for the worker itself and, atomically, for the fetch loop. Each
+// catch-up starts a new era, in which every user is checked against the
+// stream again (gaps.go).
 func (w *worker) setSyncing(v bool) {
+	if v && !w.syncing {
+		w.era++
+	}
 	w.syncing = v
 	w.syncFlag.Store(v)
 }

@@ -63,6 +63,31 @@ func (e *env) deltaUsers(n int) []string {
 	return names
 }
 
+// startBehindProxy starts, on a one-partition stream, one dispatcher
+// connected through a proxy that can drop messages on their way to it
+// (AckWait 1 s), with three users whose first change has been pushed.
+func startBehindProxy(t *testing.T) (*env, *brokertest.Proxy, []string, owner) {
+	t.Helper()
+	e := newEnv(t, brokertest.WithPartitions(1), brokertest.WithListen())
+	e.enableProxy()
+	proxy := brokertest.StartProxy(t, e.conn.ClientURL())
+	names := e.deltaUsers(3)
+	d1 := e.startOwnerAt(t, "d1", proxy.URL(), func(cfg *dispatcher.Config) {
+		fastCoalescing(cfg)
+		cfg.AckWait = time.Second
+	})
+	e.publishRound(names)
+	e.wantFinalBadges(t, names, 1)
+	return e, proxy, names, d1
+}
+
+// userToken is the last token of user's stored subjects
+// (mail.<partition>.<tenant>.<user>), with its dot.
+func (e *env) userToken(user string) string {
+	s := e.keyer.Subject(tenant, user)
+	return s[strings.LastIndexByte(s, '.'):]
+}
+
 // publishRound stores one +1 change (new mail, no count) per user.
 func (e *env) publishRound(names []string) {
 	var evs []events.Event
@@ -162,24 +187,14 @@ func TestTwoOwnersKeepDeltaCounts(t *testing.T) {
 // one short forever. The gap in the consumer's delivery sequence must make
 // the dispatcher read the lost event from the stream first.
 func TestLostDeliveryKeepsDeltaCounts(t *testing.T) {
-	e := newEnv(t, brokertest.WithPartitions(1), brokertest.WithListen())
-	e.enableProxy()
-	proxy := brokertest.StartProxy(t, e.conn.ClientURL())
-	names := e.deltaUsers(3)
-	d1 := e.startOwnerAt(t, "d1", proxy.URL(), func(cfg *dispatcher.Config) {
-		fastCoalescing(cfg)
-		cfg.AckWait = time.Second
-	})
+	e, proxy, names, d1 := startBehindProxy(t)
 	const missed = "pushproxy_dispatcher_missed_deliveries_total"
-	e.publishRound(names)
-	e.wantFinalBadges(t, names, 1)
 	if n := metricValue(t, d1.run.reg, missed); n != 0 {
 		t.Fatalf("%s = %v before any delivery was lost", missed, n)
 	}
 
 	// Stored subjects carry the partition: mail.<partition>.<tenant>.<user>.
-	lost := e.keyer.Subject(tenant, names[1])
-	lostUser := lost[strings.LastIndexByte(lost, '.'):]
+	lostUser := e.userToken(names[1])
 	proxy.DropNext(func(subject, reply string) bool {
 		return strings.HasSuffix(subject, lostUser) && strings.HasPrefix(reply, "$JS.ACK.MAIL.dispatcher-")
 	})
@@ -213,19 +228,9 @@ func TestLostCatchUpDeliveryKeepsDeltaCounts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, brokertest.WithPartitions(1), brokertest.WithListen())
-			e.enableProxy()
-			proxy := brokertest.StartProxy(t, e.conn.ClientURL())
-			names := e.deltaUsers(3)
-			e.startOwnerAt(t, "d1", proxy.URL(), func(cfg *dispatcher.Config) {
-				fastCoalescing(cfg)
-				cfg.AckWait = time.Second
-			})
-			e.publishRound(names)
-			e.wantFinalBadges(t, names, 1)
+			e, proxy, names, _ := startBehindProxy(t)
 
-			lost := e.keyer.Subject(tenant, names[1])
-			lostUser := lost[strings.LastIndexByte(lost, '.'):]
+			lostUser := e.userToken(names[1])
 			drops := []func(subject, reply string) bool{func(subject, reply string) bool {
 				return strings.HasSuffix(subject, lostUser) && strings.HasPrefix(reply, durable)
 			}}
@@ -244,5 +249,43 @@ func TestLostCatchUpDeliveryKeepsDeltaCounts(t *testing.T) {
 			time.Sleep(2 * time.Second)
 			e.wantFinalBadges(t, names, 3)
 		})
+	}
+}
+
+// TestEventTheConsumerSkippedIsReadFromTheStream takes one event out of
+// the consumer's hands altogether: its delivery is lost on the way and
+// acknowledged by someone else, so the consumer neither redelivers it nor
+// counts it unacknowledged, and the takeover's catch-up starts past it.
+// This stands for any server that tells the dispatcher something wrong
+// about its consumer (one just back from a stop, say). Only the stream
+// still shows the event: the user's state must be checked against it, or
+// the badge is one short for good.
+func TestEventTheConsumerSkippedIsReadFromTheStream(t *testing.T) {
+	e, proxy, names, d1 := startBehindProxy(t)
+
+	skippedUser := e.userToken(names[1])
+	replies := make(chan string, 1)
+	proxy.DropNext(func(subject, reply string) bool {
+		if !strings.HasSuffix(subject, skippedUser) || !strings.HasPrefix(reply, "$JS.ACK.MAIL.dispatcher-") {
+			return false
+		}
+		replies <- reply
+		return true
+	})
+	e.publish(newEvent(names[1], events.KindNew, 1, nil))
+	if err := e.conn.NC.Publish(<-replies, []byte("+ACK")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the skipped event to be acknowledged", func() bool {
+		pending, ack := ackPending(t, e.conn.JS)
+		return pending == 0 && ack == 0
+	})
+
+	e.publishRound(names)
+	e.wantFinalBadges(t, []string{names[0], names[2]}, 2)
+	e.wantFinalBadges(t, names[1:2], 3)
+	const gaps = "pushproxy_dispatcher_gap_events_read_total"
+	if n := metricValue(t, d1.run.reg, gaps); n != 1 {
+		t.Errorf("%s = %v, want 1", gaps, n)
 	}
 }

@@ -55,6 +55,9 @@ type held struct {
 	touched time.Time
 	// released: acknowledged, terminated or given up; no longer counted.
 	released bool
+	// gap: read from the stream by a user's check (gaps.go), the
+	// partition's consumer having skipped it.
+	gap bool
 }
 
 // Seq is the event's stream sequence.
@@ -162,6 +165,9 @@ type worker struct {
 	// started is when the worker started consuming.
 	started time.Time
 	pin     string
+	// era counts the worker's catch-ups; a user's first event applied in
+	// an era is checked against the stream (gaps.go).
+	era uint64
 	// lastDelivery is the consumer sequence of the last delivery received;
 	// caughtUpTo, that of the last delivery the last catch-up covered.
 	lastDelivery, caughtUpTo uint64

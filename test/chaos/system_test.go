@@ -479,6 +479,8 @@ var dispatcherMetrics = []string{
 	"pushproxy_dispatcher_events_redelivered_total",
 	"pushproxy_dispatcher_state_conflicts_total",
 	"pushproxy_dispatcher_missed_deliveries_total",
+	"pushproxy_dispatcher_gap_events_read_total",
+	"pushproxy_dispatcher_stalls_total",
 	"pushproxy_dispatcher_dead_letters_total",
 	"pushproxy_dispatcher_devices_removed_total",
 	"pushproxy_dispatcher_relay_retries_total",

@@ -127,6 +127,8 @@ type User[E Event] struct {
 	// gen counts the changes of state, so that a write of an older
 	// Snapshot does not mark newer changes as stored.
 	gen uint64
+	// mark is the caller's (see Mark); 0 after each Load.
+	mark uint64
 
 	// pending are applied events not yet covered by a push; inflight are
 	// those the push in flight covers.
@@ -149,6 +151,14 @@ func (u *User[E]) Loaded() bool { return u.loaded }
 
 // State is the user's unread state, with every applied event.
 func (u *User[E]) State() unread.State { return u.state }
+
+// Mark is what the caller last set with SetMark since the state was
+// loaded; 0 when nothing was. The dispatcher marks a user whose state it
+// has checked against the stream.
+func (u *User[E]) Mark() uint64 { return u.mark }
+
+// SetMark sets the caller's mark, which the next Load clears.
+func (u *User[E]) SetMark(m uint64) { u.mark = m }
 
 // Rev is the stored revision the state was read or written at.
 func (u *User[E]) Rev() uint64 { return u.rev }
@@ -212,7 +222,7 @@ func (l *Ledger[E]) Add(key, tenant, name string) *User[E] {
 
 // Load gives a user its stored state and revision (0: none stored).
 func (l *Ledger[E]) Load(u *User[E], st unread.State, rev uint64) {
-	u.state, u.rev, u.loaded = st, rev, true
+	u.state, u.rev, u.loaded, u.mark = st, rev, true, 0
 }
 
 // Apply folds e, held as ev, into its loaded user's state and tells the
