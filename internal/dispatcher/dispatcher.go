@@ -109,12 +109,14 @@ func New(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger,
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
+	var gate func() error // the sender's writeGate, once it exists
 	pub := cfg.Publisher
 	if pub == nil {
 		rc := cfg.Relay
 		if cfg.Tokens != nil {
 			rc.Tokens = cfg.Tokens
 		}
+		rc.WriteGate = func() error { return gate() }
 		pub = relayclient.New(rc)
 	}
 	m, err := newMetrics(reg)
@@ -158,6 +160,7 @@ func New(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger,
 		return nil, err
 	}
 	d.sender = newSender(pub, cfg, d.proxy, d.metrics, d.log)
+	gate = d.sender.writeGate
 	d.observeRelay()
 	return d, nil
 }

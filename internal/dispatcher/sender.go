@@ -116,6 +116,18 @@ func (s *sender) current() (uint64, bool) {
 	return s.view()
 }
 
+// writeGate refuses a write to the relay while the dispatcher may have
+// been counted gone (current). The relay client asks it just before a
+// request's bytes go out, well after send's checks, which a stop in
+// between would leave behind; what is refused is answered as a failed
+// request, and send's next check finds the dispatcher stalled.
+func (s *sender) writeGate() error {
+	if _, live := s.current(); !live {
+		return errStalled
+	}
+	return nil
+}
+
 func newSender(pub Publisher, cfg Config, proxy func() proxyState, m *metrics, log zerolog.Logger) *sender {
 	return &sender{pub: pub, cfg: cfg, proxy: proxy, metrics: m, log: log, jobs: newQueue[*job]()}
 }
@@ -246,6 +258,11 @@ func (s *sender) send(ctx context.Context, batch []*job) {
 		s.log.Debug().Err(err).Int("attempt", attempt).Dur("wait", wait).Int("notifications", len(notes)).Msg("relay request failed; retrying")
 	})
 	took := time.Since(start)
+	if now, live := s.current(); err != nil && (!live || now != epoch) {
+		// The dispatcher stopped meanwhile (the write gate may have
+		// failed the request): the push is held, not failed.
+		err = fmt.Errorf("%w: %w", errStalled, err)
+	}
 	if errors.Is(err, delivery.ErrProxyDisabled) {
 		for _, j := range batch {
 			j.answer.Push(result{key: j.key, outcome: outcomeDisabled, reason: proxy.reason})

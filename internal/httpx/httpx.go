@@ -5,6 +5,7 @@
 package httpx
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
@@ -41,6 +42,26 @@ type ClientConfig struct {
 	// it (a relay that redirects is misconfigured, and the request's
 	// credentials must not follow it elsewhere).
 	NoRedirects bool
+	// WriteGate, if set, is asked before every write on the client's
+	// connections, just before bytes go out; an error fails the write,
+	// and with it the connection and its requests. A dispatcher uses it
+	// to send nothing once it may have been counted gone. The request's
+	// error does not always wrap the gate's: ask the gate again.
+	WriteGate func() error
+}
+
+// gatedConn is a connection whose writes ask a gate first.
+type gatedConn struct {
+	net.Conn
+	gate func() error
+}
+
+// Write writes p unless the gate refuses.
+func (c *gatedConn) Write(p []byte) (int, error) {
+	if err := c.gate(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
 }
 
 // NewClient returns an HTTP client for one peer: TLS 1.2 or later,
@@ -58,8 +79,18 @@ func NewClient(cfg ClientConfig) *http.Client {
 		KeepAlive: 15 * time.Second,
 		Control:   cfg.DialControl,
 	}
+	dial := dialer.DialContext
+	if gate := cfg.WriteGate; gate != nil {
+		dial = func(ctx context.Context, network, address string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, address)
+			if err != nil {
+				return nil, err
+			}
+			return &gatedConn{Conn: c, gate: gate}, nil
+		}
+	}
 	t := &http.Transport{
-		DialContext:           dialer.DialContext,
+		DialContext:           dial,
 		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.RootCAs},
 		TLSHandshakeTimeout:   10 * time.Second,
 		ForceAttemptHTTP2:     true,

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"crypto/x509"
 	"errors"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 )
@@ -145,6 +148,50 @@ func TestNoRedirects(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != tt.want {
 			t.Errorf("NoRedirects %v: status %d, want %d", tt.noRedirects, resp.StatusCode, tt.want)
+		}
+	}
+}
+
+// TestWriteGate checks that a closed gate keeps a request's bytes from
+// the peer, on a new connection and on one kept from before, and that
+// the client works again once it opens.
+func TestWriteGate(t *testing.T) {
+	for _, http2 := range []bool{false, true} {
+		var received atomic.Int32
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			received.Add(1)
+		}))
+		srv.EnableHTTP2 = http2
+		srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the handshakes the gate cuts short
+		srv.StartTLS()
+		t.Cleanup(srv.Close)
+		held := errors.New("held")
+		var closed atomic.Bool
+		c := trusting(srv, ClientConfig{WriteGate: func() error {
+			if closed.Load() {
+				return held
+			}
+			return nil
+		}})
+		post := func() error {
+			resp, err := c.Post(srv.URL, "text/plain", strings.NewReader("count"))
+			if err == nil {
+				resp.Body.Close()
+			}
+			return err
+		}
+		for i, step := range []struct {
+			closed bool
+			want   int32 // requests the server has received after the step
+		}{{true, 0}, {false, 1}, {true, 1}, {false, 2}} {
+			closed.Store(step.closed)
+			err := post()
+			if (err != nil) != step.closed {
+				t.Errorf("http2 %v, step %d (gate closed %v): error %v", http2, i, step.closed, err)
+			}
+			if got := received.Load(); got != step.want {
+				t.Errorf("http2 %v, step %d (gate closed %v): server received %d requests, want %d", http2, i, step.closed, got, step.want)
+			}
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -223,5 +224,33 @@ func TestResetBreakerClosesIt(t *testing.T) {
 	checkState(t, c, BreakerClosed, true)
 	if err := publishOnce(t, c, relay); errors.Is(err, ErrCircuitOpen) {
 		t.Fatalf("refused by the breaker after a reset: %v", err)
+	}
+}
+
+// TestBreakerIgnoresRequestsTheGateStopped: requests the write gate
+// stopped on our side say nothing about the relay, however many.
+func TestBreakerIgnoresRequestsTheGateStopped(t *testing.T) {
+	relay := newTestRelay(t, succeed)
+	held := errors.New("held")
+	var closed atomic.Bool
+	closed.Store(true)
+	c := New(Config{Tokens: staticTokens{token: "t"}, BreakerFailures: 3, WriteGate: func() error {
+		if closed.Load() {
+			return held
+		}
+		return nil
+	}})
+	for i := range 5 {
+		if err := publishOnce(t, c, relay); err == nil || errors.Is(err, ErrCircuitOpen) {
+			t.Fatalf("request %d with the gate closed: err %v, want a failed write", i+1, err)
+		}
+	}
+	checkState(t, c, BreakerClosed, true)
+	if n := len(relay.requests()); n != 0 {
+		t.Fatalf("relay saw %d requests while the gate was closed", n)
+	}
+	closed.Store(false)
+	if err := publishOnce(t, c, relay); err != nil {
+		t.Fatalf("gate open: %v", err)
 	}
 }

@@ -81,6 +81,10 @@ type Config struct {
 	// Now is the clock of the breaker and of Retry-After dates. Default
 	// time.Now.
 	Now func() time.Time
+	// WriteGate, if set, is asked before every write on the default
+	// HTTP client's connections (httpx.ClientConfig.WriteGate); a request
+	// it stops fails without counting against the relay in the breaker.
+	WriteGate func() error
 }
 
 // Client publishes notifications to the relay. It is safe for concurrent
@@ -92,6 +96,7 @@ type Client struct {
 	userAgent string
 	timeout   time.Duration
 	now       func() time.Time
+	gate      func() error
 	breaker   *breaker
 }
 
@@ -113,7 +118,7 @@ func New(cfg Config) *Client {
 		cfg.BreakerFailures = math.MaxInt
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = defaultHTTPClient(cfg.Timeout)
+		cfg.HTTPClient = defaultHTTPClient(cfg.Timeout, cfg.WriteGate)
 	}
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = version.UserAgent()
@@ -127,6 +132,7 @@ func New(cfg Config) *Client {
 		userAgent: cfg.UserAgent,
 		timeout:   cfg.Timeout,
 		now:       cfg.Now,
+		gate:      cfg.WriteGate,
 		breaker: &breaker{
 			threshold:   cfg.BreakerFailures,
 			cooldown:    cfg.BreakerCooldown,
@@ -138,8 +144,8 @@ func New(cfg Config) *Client {
 
 // defaultHTTPClient is a client for one long-lived relay connection pool,
 // each request bounded by timeout, redirects not followed.
-func defaultHTTPClient(timeout time.Duration) *http.Client {
-	return httpx.NewClient(httpx.ClientConfig{Timeout: timeout, MaxIdleConnsPerHost: 32, NoRedirects: true})
+func defaultHTTPClient(timeout time.Duration, gate func() error) *http.Client {
+	return httpx.NewClient(httpx.ClientConfig{Timeout: timeout, MaxIdleConnsPerHost: 32, NoRedirects: true, WriteGate: gate})
 }
 
 // State is the circuit breaker's state, for metrics.
@@ -184,6 +190,11 @@ func (c *Client) Publish(ctx context.Context, uri string, batch []relayproto.Not
 		return relayproto.Response{}, err
 	}
 	resp, o, err := c.send(ctx, uri, endpoint, body)
+	if err != nil && c.gate != nil && c.gate() != nil {
+		// Stopped on our side, before its bytes went out: it says
+		// nothing about the relay.
+		o = outcomeNeutral
+	}
 	var hint time.Duration
 	var e *Error
 	if errors.As(err, &e) {

@@ -87,7 +87,7 @@ func TestDefaultClientUsesHTTP2AndReusesConnections(t *testing.T) {
 	t.Cleanup(srv.Close)
 	tr.srv = srv
 
-	hc := defaultHTTPClient(DefaultTimeout)
+	hc := defaultHTTPClient(DefaultTimeout, nil)
 	pool := x509.NewCertPool()
 	pool.AddCert(srv.Certificate())
 	hc.Transport.(*http.Transport).TLSClientConfig.RootCAs = pool

@@ -105,9 +105,11 @@ type scenario struct {
 var scenarios = []scenario{
 	{name: "baseline", fault: func(ctx context.Context, e *faultEnv) error { return pause(ctx, e.p.repeatAfter) }},
 	{name: "dispatcher-sigkill", fault: killDispatchers},
+	{name: "dispatcher-sigstop", fault: stallDispatchers},
 	{name: "relay-down", fault: relayDown},
 	{name: "relay-sigstop", fault: stallRelay},
 	{name: "stream-leader-kill", fault: killStreamLeader},
+	{name: "stream-leader-sigstop", fault: stallStreamLeader},
 	{name: "cluster-restart", fault: restartCluster},
 	{name: "ingest-sigkill", fault: killIngest},
 	{name: "provider-cred-fault", fault: credentialFault},
@@ -116,12 +118,11 @@ var scenarios = []scenario{
 // openScenarios are faults pushproxy does not handle fully yet: they
 // fail today, some only now and then, and run only with envOpen set
 // (instead of the others), so that the next change can reproduce them.
-// See internal/dispatcher/DESIGN.md, "A dispatcher that stops and goes on"
-// and "Open: a NATS server that stops while it leads the MAIL stream".
-var openScenarios = []scenario{
-	{name: "dispatcher-sigstop", fault: stallDispatchers},
-	{name: "stream-leader-sigstop", fault: stallStreamLeader},
-}
+// None is open today: the stopped dispatcher and the stopped MAIL leader
+// were, until the write gate and the check against the stream
+// (internal/dispatcher/DESIGN.md, "A dispatcher that stops and goes on"
+// and "Checked against the stream").
+var openScenarios = []scenario{}
 
 // TestChaos runs every scenario on a deployment of its own and prints the
 // summary table.
@@ -166,6 +167,9 @@ func TestChaos(t *testing.T) {
 	run := scenarios
 	if os.Getenv(envOpen) == "1" {
 		run = openScenarios
+		if len(run) == 0 {
+			t.Skip("no open scenario today: every fault the chaos tests know runs in the default list")
+		}
 	}
 	for _, sc := range run {
 		t.Run(sc.name, func(t *testing.T) {
