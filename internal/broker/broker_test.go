@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -196,5 +197,37 @@ func TestProvisionStorageEncoding(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestClientLeavesAServerThatStopsAnswering freezes everything a server
+// sends a client, the connection left open, as a server stopped with
+// SIGSTOP does: the client must count the connection stale and drop it
+// within seconds. With the library's ping defaults (2 minutes, 2
+// outstanding) it stayed up to 6 minutes.
+func TestClientLeavesAServerThatStopsAnswering(t *testing.T) {
+	srv := brokertest.Start(t, brokertest.WithListen())
+	proxy := brokertest.StartProxy(t, srv.ClientURL())
+	conn, err := broker.Connect(context.Background(), broker.Options{Name: "frozen", URLs: []string{proxy.URL()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.NC.Close)
+	dropped := make(chan error, 1)
+	conn.NC.SetDisconnectErrHandler(func(_ *nats.Conn, err error) {
+		select {
+		case dropped <- err:
+		default:
+		}
+	})
+	proxy.Freeze()
+	const bound = 20 * time.Second // 4 to 6 s expected; the bound only tells the two apart
+	select {
+	case err := <-dropped:
+		if !errors.Is(err, nats.ErrStaleConnection) {
+			t.Errorf("disconnected with %v, want %v", err, nats.ErrStaleConnection)
+		}
+	case <-time.After(bound):
+		t.Fatalf("still connected %s after the server stopped answering", bound)
 	}
 }

@@ -24,6 +24,10 @@ type Proxy struct {
 	mu      sync.Mutex
 	drops   []func(subject, reply string) bool // the next to match is drops[0]
 	dropped []string                           // subjects of the messages dropped
+	// frozen, while not nil, holds everything the server sends until it
+	// is closed (Thaw); stopped ends the hold when the test ends.
+	frozen  chan struct{}
+	stopped chan struct{}
 }
 
 // StartProxy starts a proxy to the server at serverURL (nats://host:port)
@@ -35,9 +39,10 @@ func StartProxy(t testing.TB, serverURL string) *Proxy {
 	if err != nil {
 		t.Fatalf("proxy: listening: %v", err)
 	}
-	p := &Proxy{ln: ln, target: target}
+	p := &Proxy{ln: ln, target: target, stopped: make(chan struct{})}
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
+		close(p.stopped)
 		ln.Close()
 		wg.Wait()
 	})
@@ -69,12 +74,53 @@ func (p *Proxy) DropInOrder(matches ...func(subject, reply string) bool) {
 	p.drops = matches
 }
 
+// Freeze holds everything servers send to clients, on every connection,
+// new ones included, until Thaw: the connections stay open and the
+// clients' bytes still reach the server, as with a server that was
+// stopped (SIGSTOP) or a network that stopped delivering.
+func (p *Proxy) Freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.frozen == nil {
+		p.frozen = make(chan struct{})
+	}
+}
+
+// Thaw lets what Freeze held go on.
+func (p *Proxy) Thaw() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.frozen != nil {
+		close(p.frozen)
+		p.frozen = nil
+	}
+}
+
+// held waits while the proxy is frozen; false when the test ended.
+func (p *Proxy) held() bool {
+	p.mu.Lock()
+	f := p.frozen
+	p.mu.Unlock()
+	if f == nil {
+		return true
+	}
+	select {
+	case <-f:
+		return true
+	case <-p.stopped:
+		return false
+	}
+}
+
 // Dropped returns the subjects of the messages dropped so far.
 func (p *Proxy) Dropped() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]string(nil), p.dropped...)
 }
+
+// errProxyStopped ends a connection held by Freeze when the test ends.
+var errProxyStopped = errors.New("proxy stopped")
 
 // serve relays one client connection until either side closes it.
 func (p *Proxy) serve(client net.Conn) {
@@ -104,6 +150,9 @@ func (p *Proxy) toClient(client io.Writer, server io.Reader) error {
 		line, err := r.ReadBytes('\n')
 		if err != nil {
 			return err
+		}
+		if !p.held() {
+			return errProxyStopped
 		}
 		subject, reply, size, isMsg, err := messageLine(line)
 		if err != nil {
