@@ -76,6 +76,8 @@ for n in 1 2 3; do
 server_name: n$n
 listen: 127.0.0.1:423$n
 http: 127.0.0.1:823$n
+ping_interval: "2s"
+ping_max: 2
 jetstream { store_dir: "$DIR/n$n" }
 cluster {
   name: pushproxy-local
