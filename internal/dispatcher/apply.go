@@ -166,40 +166,52 @@ func (w *worker) applyReady(ctx context.Context, now time.Time) (again bool) {
 // load reads the states of users (distinct), retrying until it works,
 // ctx ends, the worker is asked to stop or the connection is closed.
 func (w *worker) load(ctx context.Context, users []*user) bool {
-	for attempt := 0; ; attempt++ {
-		var unloaded []*user
-		for _, u := range users {
-			if !u.Loaded() {
-				unloaded = append(unloaded, u)
-			}
+	var unloaded []*user
+	for _, u := range users {
+		if !u.Loaded() {
+			unloaded = append(unloaded, u)
 		}
-		if len(unloaded) == 0 {
-			return true
-		}
-		// One batched read for all of them, rather than a request each.
-		keys := make([]string, len(unloaded))
-		for i, u := range unloaded {
-			keys[i] = u.Key
-		}
+	}
+	if len(unloaded) == 0 {
+		return true
+	}
+	// One batched read for all of them, rather than a request each.
+	keys := make([]string, len(unloaded))
+	for i, u := range unloaded {
+		keys[i] = u.Key
+	}
+	return w.untilDone(ctx, "reading unread states", func(ctx context.Context) error {
 		// Their devices are read meanwhile, for the pushes to come.
 		w.env.devs.Prefetch(keys)
 		got, err := w.env.unread.GetMany(ctx, keys)
+		if err != nil {
+			return err
+		}
+		for i, u := range unloaded {
+			w.ledger.Load(u, got[i].State, got[i].Rev)
+		}
+		return nil
+	})
+}
+
+// untilDone runs f until it succeeds, backing off between attempts; false
+// when ctx ends, the worker is asked to stop (handing over) or the
+// connection is closed (killed or cut off): the next owner reads the
+// events again.
+func (w *worker) untilDone(ctx context.Context, what string, f func(context.Context) error) bool {
+	for attempt := 0; ; attempt++ {
+		err := f(ctx)
 		if err == nil {
-			for i, u := range unloaded {
-				w.ledger.Load(u, got[i].State, got[i].Rev)
-			}
 			return true
 		}
 		if w.env.nc.IsClosed() {
-			// Killed or cut off: the next owner reads these events again.
 			return false
 		}
-		w.log.Warn().Err(err).Msg("reading unread states; retrying")
+		w.log.Warn().Err(err).Msg(what + "; retrying")
 		select {
 		case <-ctx.Done():
 			return false
 		case <-w.stop:
-			// Handing over: the next owner reads these events again.
 			return false
 		case <-time.After(min(100*time.Millisecond<<min(attempt, 6), 5*time.Second)):
 		}

@@ -25,10 +25,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 )
 
 // gapReadLimit bounds the events one check reads for one user. Past it
@@ -76,25 +76,10 @@ func (w *worker) gapChecks(hs []*held) []*gapCheck {
 // false when ctx ends, the worker is asked to stop or the connection is
 // closed, with the users' marks cleared.
 func (w *worker) checkGaps(ctx context.Context, checks []*gapCheck) bool {
-	if len(checks) == 0 {
+	if len(checks) == 0 || w.untilDone(ctx, "checking users' states against the stream", func(ctx context.Context) error {
+		return w.readGaps(ctx, checks)
+	}) {
 		return true
-	}
-	for attempt := 0; ; attempt++ {
-		err := w.readGaps(ctx, checks)
-		if err == nil {
-			return true
-		}
-		if w.env.nc.IsClosed() {
-			break
-		}
-		w.log.Warn().Err(err).Msg("checking users' states against the stream; retrying")
-		select {
-		case <-ctx.Done():
-		case <-w.stop:
-		case <-time.After(min(100*time.Millisecond<<min(attempt, 6), 5*time.Second)):
-			continue
-		}
-		break
 	}
 	for _, c := range checks {
 		c.user.SetMark(0)
@@ -104,23 +89,14 @@ func (w *worker) checkGaps(ctx context.Context, checks []*gapCheck) bool {
 
 // readGaps runs the checks not yet done, up to IOConcurrency at once.
 func (w *worker) readGaps(ctx context.Context, checks []*gapCheck) error {
-	errs := make([]error, len(checks))
-	sem := make(chan struct{}, w.env.cfg.IOConcurrency)
-	var wg sync.WaitGroup
-	for i, c := range checks {
-		if c.done {
-			continue
+	var g errgroup.Group
+	g.SetLimit(w.env.cfg.IOConcurrency)
+	for _, c := range checks {
+		if !c.done {
+			g.Go(func() error { return w.readGap(ctx, c) })
 		}
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = w.readGap(ctx, c)
-			<-sem
-		}()
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return g.Wait()
 }
 
 // readGap reads c's user's events from the stream, from the one

@@ -231,12 +231,18 @@ func (s *sender) send(ctx context.Context, batch []*job) {
 	}
 	batchID := uuid.NewString()
 	start := time.Now()
+	// goneSince: the dispatcher may have been counted gone since the batch
+	// was taken (it does not hear itself, or a gap began a new epoch).
+	goneSince := func() bool {
+		now, live := s.current()
+		return !live || now != epoch
+	}
 	// The Uri is read before every attempt, so a changed proxy setting
 	// reaches the request in flight; back-pressure (429, an open breaker)
 	// returns at once, for the worker to hold the push without using its
 	// retry budget and to push the latest count when the relay is back.
 	uris := func(context.Context) (string, error) {
-		if now, live := s.current(); !live || now != epoch {
+		if goneSince() {
 			return "", errStalled
 		}
 		p := s.proxy()
@@ -258,7 +264,7 @@ func (s *sender) send(ctx context.Context, batch []*job) {
 		s.log.Debug().Err(err).Int("attempt", attempt).Dur("wait", wait).Int("notifications", len(notes)).Msg("relay request failed; retrying")
 	})
 	took := time.Since(start)
-	if now, live := s.current(); err != nil && (!live || now != epoch) {
+	if err != nil && goneSince() {
 		// The dispatcher stopped meanwhile (the write gate may have
 		// failed the request): the push is held, not failed.
 		err = fmt.Errorf("%w: %w", errStalled, err)
