@@ -133,8 +133,9 @@ func (b *idleBackend) waitIdle(t testing.TB, user string) *idleConn {
 }
 
 // change changes user's INBOX with f once the session IDLEs, and pushes
-// the untagged response f returns within the IDLE.
-func (b *idleBackend) change(t testing.TB, user string, f func(u *idleUser) string) {
+// the untagged response f returns within the IDLE. It returns the
+// session's connection it wrote to.
+func (b *idleBackend) change(t testing.TB, user string, f func(u *idleUser) string) *idleConn {
 	t.Helper()
 	for {
 		c := b.waitIdle(t, user)
@@ -150,7 +151,7 @@ func (b *idleBackend) change(t testing.TB, user string, f func(u *idleUser) stri
 		b.mu.Unlock()
 		c.write(line)
 		c.pushing.Unlock()
-		return
+		return c
 	}
 }
 
@@ -181,12 +182,11 @@ func (b *idleBackend) expunge(t testing.TB, user string, seq int) {
 	})
 }
 
-// bye says BYE to user's idling session and closes it.
+// bye says BYE to user's idling session and closes that session's
+// connection: the client may have reconnected meanwhile, and its new
+// session must not be closed too.
 func (b *idleBackend) bye(t testing.TB, user string) {
-	b.change(t, user, func(*idleUser) string { return "* BYE Server shutting down\r\n" })
-	b.mu.Lock()
-	c := b.users[user].conn
-	b.mu.Unlock()
+	c := b.change(t, user, func(*idleUser) string { return "* BYE Server shutting down\r\n" })
 	_ = c.Close()
 }
 
@@ -386,10 +386,15 @@ type rawLine struct {
 	written chan struct{}
 }
 
+// WriteTo writes and flushes the line before it tells it written: the
+// server flushes only after WriteTo returns, and a change that closes the
+// connection next (bye) would otherwise close it before the line left.
 func (r rawLine) WriteTo(w *goimap.Writer) error {
 	defer close(r.written)
-	_, err := io.WriteString(w.Writer, r.line)
-	return err
+	if _, err := io.WriteString(w.Writer, r.line); err != nil {
+		return err
+	}
+	return w.Flush()
 }
 
 // examineCmd is SELECT or EXAMINE, noting the session that opened the
