@@ -119,7 +119,8 @@ func latency(windowMS float64) func(map[string]float64) (string, string, float64
 
 // stages are the rows of make bench's table, in its order.
 var stages = []stage{
-	{"ingest, batches of 100", "BenchmarkIngestVsRaw", share("batch-%-of-raw", "batch-events/s", "raw-events/s", "ev/s"), 90},
+	{"ingest, batches of 100 (vs raw publish)", "BenchmarkIngestVsRaw", share("batch-%-of-raw", "batch-events/s", "raw-events/s", "ev/s"), 90},
+	{"ingest, batches of 100 (vs bare handler)", "BenchmarkIngestVsRaw", share("batch-%-of-bare", "batch-events/s", "bare-batch-events/s", "ev/s"), 90},
 	{"ingest, one event per request", "BenchmarkIngestVsRaw", share("single-%-of-bare", "single-events/s", "bare-single-events/s", "ev/s"), 90},
 	{"dispatcher, rate", "BenchmarkDispatcherVsRaw", share("%-of-raw", "dispatcher-events/s", "raw-events/s", "ev/s"), 90},
 	{"dispatcher, CPU per event", "BenchmarkDispatcherVsRaw", cpuShare("dispatcher-cpu-µs/event", "raw-cpu-µs/event", "µs"), 90},

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,17 +18,16 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pushproxy/pushproxy/internal/benchtest/bareingest"
 	"github.com/pushproxy/pushproxy/internal/benchtest/forward"
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/dispatcher"
 	"github.com/pushproxy/pushproxy/internal/events"
-	"github.com/pushproxy/pushproxy/internal/httpjson"
 	"github.com/pushproxy/pushproxy/internal/httpx"
 	"github.com/pushproxy/pushproxy/internal/ingest"
 	"github.com/pushproxy/pushproxy/internal/nettest"
@@ -44,10 +42,11 @@ import (
 // process as pushctl standalone chains pushproxy's, and offered the same
 // load by the same bench:
 //
-//   - ingest's anchors: a bare net/http handler that decodes each event's
-//     user and change id with encoding/json and publishes the event to the
-//     MAIL stream with its Nats-Msg-Id, synchronously for one event, as
-//     asynchronous publishes awaited together for a batch;
+//   - ingest's anchor (internal/benchtest/bareingest): a bare net/http
+//     handler that decodes each event's user and change id with
+//     encoding/json and publishes the event to the MAIL stream with its
+//     Nats-Msg-Id, synchronously for one event, as asynchronous publishes
+//     awaited together for a batch;
 //   - the MAIL stream and its partitions as broker.Provision makes them
 //     (the same layout, duplicate window and storage as the pipeline's);
 //   - the dispatcher's anchor: one plain durable pull consumer per
@@ -204,7 +203,7 @@ func (c *rawChain) serve(cfg rawChainConfig) (func(), error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector())
 	api := http.NewServeMux()
-	api.HandleFunc("POST /v1/events", c.ingest)
+	api.Handle("POST /v1/events", &bareingest.Handler{JS: c.js, Subject: func(user string) string { return c.keyer.Subject(benchOrg, user) }})
 	api.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	servers := []*http.Server{{Addr: cfg.httpAddr, Handler: api, ReadHeaderTimeout: 10 * time.Second}}
 	if cfg.debugAddr != "" {
@@ -235,66 +234,6 @@ type rawEvent struct {
 	User     string `json:"user"`
 	Unread   int    `json:"unread"`
 	ChangeID string `json:"change_id"`
-}
-
-// ingest stores the request's events (one JSON event, or NDJSON lines),
-// each as its own message with its change id as Nats-Msg-Id.
-func (c *rawChain) ingest(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		httpjson.WriteError(w, &httpjson.Error{Status: http.StatusBadRequest, Code: "unreadable", Message: "reading the request: " + err.Error()})
-		return
-	}
-	lines := bytes.Split(bytes.TrimSpace(body), []byte("\n"))
-	msgs := make([]*nats.Msg, len(lines))
-	for i, line := range lines {
-		if msgs[i], err = c.message(line); err != nil {
-			httpjson.WriteError(w, &httpjson.Error{Status: http.StatusBadRequest, Code: "invalid_event", Message: err.Error()})
-			return
-		}
-	}
-	if err := c.publish(r.Context(), msgs); err != nil {
-		httpjson.WriteError(w, &httpjson.Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: err.Error()})
-		return
-	}
-	httpjson.Write(w, http.StatusOK, map[string]int{"accepted": len(msgs)})
-}
-
-// message is the stored message of one event.
-func (c *rawChain) message(line []byte) (*nats.Msg, error) {
-	var e rawEvent
-	if err := json.Unmarshal(line, &e); err != nil {
-		return nil, fmt.Errorf("decoding an event: %w", err)
-	}
-	return &nats.Msg{Subject: c.keyer.Subject(benchOrg, e.User), Data: line, Header: nats.Header{jetstream.MsgIDHeader: []string{e.ChangeID}}}, nil
-}
-
-// publish stores msgs: one with a synchronous publish, several with
-// asynchronous publishes whose acks it then awaits.
-func (c *rawChain) publish(ctx context.Context, msgs []*nats.Msg) error {
-	if len(msgs) == 1 {
-		if _, err := c.js.PublishMsg(ctx, msgs[0]); err != nil {
-			return fmt.Errorf("publishing an event: %w", err)
-		}
-		return nil
-	}
-	acks := make([]jetstream.PubAckFuture, len(msgs))
-	for i, m := range msgs {
-		var err error
-		if acks[i], err = c.js.PublishMsgAsync(m); err != nil {
-			return fmt.Errorf("publishing an event: %w", err)
-		}
-	}
-	for _, ack := range acks {
-		select {
-		case <-ack.Ok():
-		case err := <-ack.Err():
-			return fmt.Errorf("publishing an event: %w", err)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return nil
 }
 
 // send takes deliveries off the queue in batches, pushes each batch
