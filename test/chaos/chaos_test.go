@@ -473,12 +473,7 @@ func killStreamLeader(ctx context.Context, e *faultEnv) error {
 // restartCluster SIGKILLs all three nats-servers at once and starts them
 // again after nodeDown, repeat times.
 func restartCluster(ctx context.Context, e *faultEnv) error {
-	for n := range e.p.repeat {
-		if n > 0 {
-			if err := pause(ctx, e.p.repeatAfter); err != nil {
-				return err
-			}
-		}
+	return repeatFault(ctx, e, func() error {
 		at := time.Now()
 		var wg sync.WaitGroup
 		for _, node := range e.s.nodes {
@@ -499,22 +494,14 @@ func restartCluster(ctx context.Context, e *faultEnv) error {
 				return err
 			}
 		}
-		if err := e.s.waitStreamsCurrent(ctx, 2*time.Minute); err != nil {
-			return err
-		}
-	}
-	return nil
+		return e.s.waitStreamsCurrent(ctx, 2*time.Minute)
+	})
 }
 
 // killIngest SIGKILLs ingest and starts it again after ingestDown, repeat
 // times.
 func killIngest(ctx context.Context, e *faultEnv) error {
-	for n := range e.p.repeat {
-		if n > 0 {
-			if err := pause(ctx, e.p.repeatAfter); err != nil {
-				return err
-			}
-		}
+	return repeatFault(ctx, e, func() error {
 		at := time.Now()
 		e.s.ingest.kill()
 		e.f.kills = append(e.f.kills, kill{target: "ingest", at: at, dead: time.Now()})
@@ -524,8 +511,8 @@ func killIngest(ctx context.Context, e *faultEnv) error {
 		if err := e.s.startIngest(ctx); err != nil {
 			return fmt.Errorf("restarting ingest: %w", err)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // credentialFault makes the provider answer every push with 403
