@@ -29,6 +29,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/pushproxy/pushproxy/internal/broker"
 )
 
 // gapReadLimit bounds the events one check reads for one user. Past it
@@ -53,6 +55,9 @@ type gapCheck struct {
 	// next, in order; done says the check has reached next.
 	missing []*jetstream.RawStreamMsg
 	done    bool
+	// confirmed says the user's state was read again from the leader
+	// (confirmGaps).
+	confirmed bool
 }
 
 // gapChecks returns a check for each user of hs (in stream order per
@@ -77,7 +82,10 @@ func (w *worker) gapChecks(hs []*held) []*gapCheck {
 // closed, with the users' marks cleared.
 func (w *worker) checkGaps(ctx context.Context, checks []*gapCheck) bool {
 	if len(checks) == 0 || w.untilDone(ctx, "checking users' states against the stream", func(ctx context.Context) error {
-		return w.readGaps(ctx, checks)
+		if err := w.readGaps(ctx, checks); err != nil {
+			return err
+		}
+		return w.confirmGaps(ctx, checks)
 	}) {
 		return true
 	}
@@ -110,7 +118,7 @@ func (w *worker) readGap(ctx context.Context, c *gapCheck) error {
 		from = c.missing[n-1].Sequence + 1
 	}
 	for {
-		m, err := w.env.streamHandle.GetMsg(rctx, from, jetstream.WithGetMsgSubject(c.subject))
+		m, err := w.nextEvent(rctx, from, c.subject)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return w.removedSince(rctx, c)
 		}
@@ -130,6 +138,56 @@ func (w *worker) readGap(ctx context.Context, c *gapCheck) error {
 		c.missing = append(c.missing, m)
 		from = m.Sequence + 1
 	}
+}
+
+// confirmGaps reads again, from the unread bucket's leader, the state of
+// each user whose check found events missing, before they are taken for
+// events the consumer skipped: the state may have come from a replica
+// that is behind (a server catching up after it was stopped), which had
+// not yet stored the state another dispatcher wrote after applying them.
+// A newer stored state replaces the one read, and the events it holds are
+// no longer missing. A user holding events (kept across a takeover with a
+// push in flight) keeps its state: its next write meets the newer one and
+// is merged with it (Rebase).
+func (w *worker) confirmGaps(ctx context.Context, checks []*gapCheck) error {
+	for _, c := range checks {
+		u := c.user
+		if c.confirmed || len(c.missing) == 0 || len(u.Held()) > 0 {
+			continue
+		}
+		st, rev, err := w.env.unread.GetFromLeader(ctx, u.Key)
+		if err != nil {
+			return fmt.Errorf("confirming the state of a user behind the stream: %w", err)
+		}
+		c.confirmed = true
+		if rev == u.Rev() {
+			continue
+		}
+		w.env.metrics.gapStaleStates.Inc()
+		w.log.Info().Str("user", u.Key).Uint64("state_at", c.after).Uint64("leader_state_at", st.LastSeq).
+			Msg("a user's state read from a replica behind; read again from the leader")
+		w.ledger.Load(u, st, rev)
+		u.SetMark(w.era)
+		c.after = st.LastSeq
+		c.missing = slices.DeleteFunc(c.missing, func(m *jetstream.RawStreamMsg) bool { return m.Sequence <= st.LastSeq })
+	}
+	return nil
+}
+
+// nextEvent is the stream's first event on subject from sequence from on.
+// It asks with a direct get, which the nearest replica answers; a replica
+// that holds none may only be behind (the event a worker holds was
+// delivered once the stream's quorum stored it, not once every replica
+// did), so "none" is asked again of the stream's leader, which holds
+// every event the stream acknowledged. Waiting for the replica to catch
+// up instead held the partition's loop 100 ms and more.
+func (w *worker) nextEvent(ctx context.Context, from uint64, subject string) (*jetstream.RawStreamMsg, error) {
+	m, err := w.env.streamHandle.GetMsg(ctx, from, jetstream.WithGetMsgSubject(subject))
+	if !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return m, err
+	}
+	w.env.metrics.gapLeaderReads.Inc()
+	return broker.LeaderGetMsg(ctx, w.env.js, w.env.stream, broker.MsgQuery{Seq: from, NextBySubj: subject})
 }
 
 // removedSince ends a check whose user has no event in the stream from

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pushproxy/pushproxy/internal/events"
+	"github.com/pushproxy/pushproxy/internal/unread"
 )
 
 // TestGapCheckReadsWhatTheStreamHolds runs a user's check against a real
@@ -81,4 +84,128 @@ func TestGapCheckReadsWhatTheStreamHolds(t *testing.T) {
 			t.Errorf("after a purge: error %v, done %v, missing %d; want done with nothing missing", err, c.done, len(c.missing))
 		}
 	})
+}
+
+// TestGapCheckAsksTheLeaderWhenAReplicaIsBehind gives the MAIL stream a
+// copy that is behind and answers direct gets in its name (a mirror with
+// MirrorDirect that holds none of alice's events), as a follower that has
+// not yet stored what the leader acknowledged does: some direct gets now
+// answer "no event". Every check must still find the event between the
+// state and the next one, asking the leader, rather than take the stream
+// for behind and wait.
+func TestGapCheckAsksTheLeaderWhenAReplicaIsBehind(t *testing.T) {
+	d := onePartition(t)
+	ctx := context.Background()
+	subject := storedAliceMail(t, d, 2)
+	// The mirror starts after alice's events; it serves direct gets once
+	// it has copied a message (bob's) and is nearly caught up.
+	mirror, err := d.js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "MAIL_BEHIND", Mirror: &jetstream.StreamSource{Name: d.stream, OptStartSeq: 3}, MirrorDirect: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := events.Event{Tenant: aliceTenant, User: "bob@fabrikam.com", Kind: events.KindNew, ChangeID: "b1"}
+	bob.Normalize()
+	data, _ := bob.Encode()
+	if _, err := d.js.PublishMsg(ctx, &nats.Msg{Subject: d.keyer.Subject(aliceTenant, bob.User), Data: data}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := mirror.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the mirror holds %d messages, want bob's", info.State.Msgs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	behind := false
+	for range 500 {
+		if _, err := d.streamHandle.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subject)); errors.Is(err, jetstream.ErrMsgNotFound) {
+			behind = true
+			break
+		}
+	}
+	if !behind {
+		t.Fatal("every direct get was answered by the stream itself: the test shows nothing")
+	}
+	w := d.newWorker(0, 0)
+	for i := range 50 {
+		c := &gapCheck{user: &user{Key: alice}, subject: subject, after: 0, next: 2}
+		if err := w.readGap(ctx, c); err != nil || !c.done || len(c.missing) != 1 || c.missing[0].Sequence != 1 {
+			t.Fatalf("check %d: error %v, done %v, %d missing; want event 1 missing", i, err, c.done, len(c.missing))
+		}
+	}
+	if got := testutil.ToFloat64(d.metrics.gapLeaderReads); got == 0 {
+		t.Error("no check asked the leader")
+	}
+}
+
+// TestGapCheckConfirmsStatesWithTheLeader: a check that finds events
+// missing reads the user's state again from the unread bucket's leader.
+// When the leader holds a newer state (the one read came from a replica
+// behind), that state replaces it and the events it holds are not
+// missing; when it holds the same one, the events were skipped.
+func TestGapCheckConfirmsStatesWithTheLeader(t *testing.T) {
+	d := onePartition(t)
+	ctx := context.Background()
+	subject := storedAliceMail(t, d, 3)
+	key := d.keyer.UserKey(aliceTenant, alice)
+	rev, err := d.unread.Put(ctx, key, unread.State{Count: 2, LastSeq: 2}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		read      unread.State // the state the worker read
+		readRev   uint64
+		missing   []uint64 // after confirming
+		after     uint64
+		staleRead bool
+	}{
+		{"read from a replica behind: the leader's state holds them", unread.State{}, 0, nil, 2, true},
+		{"read as the leader holds it: nothing missing", unread.State{Count: 2, LastSeq: 2}, rev, nil, 2, false},
+		{"the state the leader holds too: the events were skipped", unread.State{Count: 1, LastSeq: 1}, rev, []uint64{2}, 1, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := d.newWorker(0, 0)
+			u := w.ledger.Add(key, aliceTenant, alice)
+			w.ledger.Load(u, tt.read, tt.readRev)
+			stale := testutil.ToFloat64(d.metrics.gapStaleStates)
+			c := &gapCheck{user: u, subject: subject, after: tt.read.LastSeq, next: 3}
+			if err := w.readGap(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.confirmGaps(ctx, []*gapCheck{c}); err != nil {
+				t.Fatal(err)
+			}
+			var got []uint64
+			for _, m := range c.missing {
+				got = append(got, m.Sequence)
+			}
+			staleRead := testutil.ToFloat64(d.metrics.gapStaleStates) > stale
+			if !slices.Equal(got, tt.missing) || c.after != tt.after || staleRead != tt.staleRead || u.State().LastSeq != tt.after {
+				t.Errorf("missing %v, after %d, state at %d, stale read %v; want %v, %d, %d, %v", got, c.after, u.State().LastSeq, staleRead, tt.missing, tt.after, tt.after, tt.staleRead)
+			}
+		})
+	}
+}
+
+// storedAliceMail stores n new-mail events of alice (storeMail) and
+// returns her subject as stored, with the partition.
+func storedAliceMail(t *testing.T, d *Dispatcher, n int) string {
+	t.Helper()
+	storeMail(t, d, n)
+	m, err := d.streamHandle.GetMsg(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Subject
 }

@@ -39,6 +39,8 @@ type metrics struct {
 	stateConflicts   prometheus.Counter
 	missedDeliveries prometheus.Counter
 	gapEvents        prometheus.Counter
+	gapLeaderReads   prometheus.Counter
+	gapStaleStates   prometheus.Counter
 	settleFailures   prometheus.Counter
 	subscriptionsIx  prometheus.Gauge
 	cachedUsers      prometheus.Gauge
@@ -104,7 +106,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		missedDeliveries: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "missed_deliveries_total",
 			Help: "Gaps in a partition consumer's delivery sequence (a delivery lost on the way or sent to another dispatcher); each makes the worker catch up from the stream before applying more."}),
 		gapEvents: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "gap_events_read_total",
-			Help: "Events of a user the partition's consumer did not hand over before a later one, found by checking the user's state against the stream and applied first; any is a fault of the consumer's bookkeeping worth a look."}),
+			Help: "Events of a user the partition's consumer did not hand over before a later one, found by checking the user's state (confirmed with the unread bucket's leader) against the stream and applied first; any is a fault of the consumer's bookkeeping worth a look."}),
+		gapLeaderReads: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "gap_leader_reads_total",
+			Help: "Checks of a user's state against the stream that the nearest replica answered with no event (a replica behind, or events the stream's limits removed) and that were asked again of the MAIL stream's leader."}),
+		gapStaleStates: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "gap_stale_states_total",
+			Help: "Users whose state, read from the nearest replica of the unread bucket, was older than the one its leader holds (a replica catching up), found when checking the state against the stream; the leader's state replaced it."}),
 		settleFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "settle_failures_total",
 			Help: "Times the state, the sent record or a dead letter could not be written; the push is tried again."}),
 		subscriptionsIx: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "subscriptions",
@@ -117,7 +123,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.invalid = m.events.WithLabelValues("invalid")
 	err := service.Register(reg, "dispatcher", m.events, m.redelivered, m.acked, m.pushes, m.skipped, m.eventsPerPush, m.pushLatency, m.eventToPush, m.retries,
 		m.requeued, m.deadLetters, m.devicesRemoved, m.requests, m.stalls, m.pending, m.ackPending, m.held, m.partitions,
-		m.members, m.breakerState, m.relayHealthy, m.proxyDisabled, m.takeovers, m.takeoverRead, m.takeoverTime, m.stateConflicts, m.missedDeliveries, m.gapEvents, m.settleFailures,
+		m.members, m.breakerState, m.relayHealthy, m.proxyDisabled, m.takeovers, m.takeoverRead, m.takeoverTime, m.stateConflicts, m.missedDeliveries, m.gapEvents, m.gapLeaderReads, m.gapStaleStates, m.settleFailures,
 		m.subscriptionsIx, m.cachedUsers)
 	return m, err
 }

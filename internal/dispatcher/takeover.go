@@ -111,6 +111,16 @@ func (w *worker) eachHeld(f func(*held)) {
 func (w *worker) repinned() {
 	w.log.Info().Msg("pinned anew; catching up before applying more events")
 	w.env.metrics.takeovers.Inc()
+	w.holdUntilCaughtUp()
+}
+
+// holdUntilCaughtUp starts a catch-up: it holds the events ready to apply
+// and those of every user the ledger can forget (no push in flight, no
+// state being written), whose states are read again before more of their
+// events are applied, since another dispatcher may have applied some.
+// The users it keeps are checked against the stream like the others, and
+// their next state write meets the other writer's change (Rebase).
+func (w *worker) holdUntilCaughtUp() {
 	w.syncStarted = time.Now()
 	for _, h := range w.ready {
 		w.holdForSync(h)
@@ -141,21 +151,20 @@ func (w *worker) missedDelivery(cseq uint64) bool {
 }
 
 // resync holds events again until the worker has caught up, after a
-// missed delivery. Users stay cached: their states were written with
-// revision checks, so another writer's change is noticed when written.
+// missed delivery. The delivery may have gone to another dispatcher
+// during a change of pin, which applied it: like a takeover, the users
+// that can be are forgotten and read again, so that checking them against
+// the stream compares with the state that dispatcher wrote, not with one
+// this worker holds from before (which took the events it applied for
+// events the consumer skipped).
 func (w *worker) resync() {
 	if w.syncing {
 		return
 	}
 	w.log.Warn().Uint64("after_delivery", w.lastDelivery).Msg("a delivery did not arrive; catching up before applying more events")
 	w.env.metrics.missedDeliveries.Inc()
-	w.syncStarted = time.Now()
 	w.lastSyncCheck = time.Time{}
-	for _, h := range w.ready {
-		w.holdForSync(h)
-	}
-	w.ready = nil
-	w.setSyncing(true)
+	w.holdUntilCaughtUp()
 }
 
 // catchUp ends syncing once this worker holds the partition's pin: it

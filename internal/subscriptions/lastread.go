@@ -130,23 +130,11 @@ func (s *Store) directGetLast(ctx context.Context, stream string, subjects []str
 	endOfBatch := func(m *nats.Msg) bool {
 		return len(m.Data) == 0 && m.Header.Get(statusHeader) == statusEndOfBatch && m.Header.Get(descriptionHeader) == descEndOfBatch
 	}
-	msgs, err := natsext.RequestMany(ctx, s.js.Conn(), apiSubject(s.js.Options())+"DIRECT.GET."+stream, req, natsext.RequestManySentinel(endOfBatch))
+	msgs, err := natsext.RequestMany(ctx, s.js.Conn(), broker.APISubject(s.js)+"DIRECT.GET."+stream, req, natsext.RequestManySentinel(endOfBatch))
 	if err != nil {
 		return nil, fmt.Errorf("sending the batched read: %w", err)
 	}
 	return msgs, nil
-}
-
-// apiSubject is the prefix of the JetStream API's subjects for opts.
-func apiSubject(opts jetstream.JetStreamOptions) string {
-	switch {
-	case opts.APIPrefix != "":
-		return strings.TrimSuffix(opts.APIPrefix, ".") + "."
-	case opts.Domain != "":
-		return "$JS." + opts.Domain + ".API."
-	default:
-		return "$JS.API."
-	}
 }
 
 // lastEntries reads the answer of a batched read of the bucket's stream

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
@@ -35,6 +36,7 @@ const maxUpdateAttempts = 10
 // GetMany reads keys concurrently instead, so a partition taken over with
 // many users loads them in a few round trips of time.
 type Store struct {
+	js  jetstream.JetStream
 	kv  jetstream.KeyValue
 	enc *storage.Switch
 }
@@ -48,7 +50,7 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening bucket %s: %w", broker.BucketUnread, err)
 	}
-	return &Store{kv: kv, enc: storage.NewSwitch(js, broker.BucketConfig)}, nil
+	return &Store{js: js, kv: kv, enc: storage.NewSwitch(js, broker.BucketConfig)}, nil
 }
 
 // WithEncoding returns a copy of the store that writes the encoding enc
@@ -76,6 +78,52 @@ func (s *Store) Get(ctx context.Context, key string) (State, uint64, error) {
 	}
 	return st, entry.Revision(), nil
 }
+
+// GetFromLeader is Get asking the bucket stream's leader rather than the
+// nearest replica (broker.LeaderGetMsg): Get's direct read may come from
+// a replica that is behind, one catching up after it was stopped, and
+// return an older state. It costs a JetStream API request; the dispatcher
+// asks it only to confirm a state that looks behind the stream.
+func (s *Store) GetFromLeader(ctx context.Context, key string) (State, uint64, error) {
+	if !validKey(key) {
+		return State{}, 0, fmt.Errorf("reading unread state %q: %w", key, jetstream.ErrInvalidKey)
+	}
+	m, err := broker.LeaderGetMsg(ctx, s.js, "KV_"+broker.BucketUnread, broker.MsgQuery{LastBySubj: "$KV." + broker.BucketUnread + "." + key})
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return State{}, 0, nil
+	}
+	if err != nil {
+		return State{}, 0, fmt.Errorf("reading unread state %s: %w", key, err)
+	}
+	switch m.Header.Get(kvOperationHeader) {
+	case "DEL", "PURGE":
+		return State{}, 0, nil
+	}
+	st, err := Decode(m.Data)
+	if err != nil {
+		return State{}, 0, fmt.Errorf("decoding unread state %s: %w", key, err)
+	}
+	return st, m.Sequence, nil
+}
+
+// validKey reports whether key is one the library's KV calls take: not
+// empty, no dot at either end, only letters, digits and - / _ = .
+func validKey(key string) bool {
+	if key == "" || key[0] == '.' || key[len(key)-1] == '.' {
+		return false
+	}
+	for _, c := range key {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', strings.ContainsRune("-/_=.", c):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// kvOperationHeader marks a deletion or a purge in a KV bucket's stream.
+const kvOperationHeader = "KV-Operation"
 
 // GetMany returns the states of keys and their revisions, as Get would,
 // in the order of keys, reading up to getManyConcurrency keys at once.

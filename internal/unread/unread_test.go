@@ -209,11 +209,21 @@ func TestGetMany(t *testing.T) {
 				if got[i].Rev != rev || got[i].State.Count != st.Count || got[i].State.Exact != st.Exact || got[i].State.LastSeq != st.LastSeq {
 					t.Fatalf("GetMany[%d] = %+v, %d; Get = %+v, %d", i, got[i].State, got[i].Rev, st, rev)
 				}
+				lst, lrev, err := store.GetFromLeader(ctx, key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if lrev != rev || lst.Count != st.Count || lst.Exact != st.Exact || lst.LastSeq != st.LastSeq {
+					t.Fatalf("GetFromLeader(%s) = %+v, %d; Get = %+v, %d", key, lst, lrev, st, rev)
+				}
 			}
 		})
 	}
 	if _, err := store.GetMany(ctx, []string{keys[0], "not a key"}); err == nil {
 		t.Fatal("GetMany with an invalid key succeeded; Get fails for it")
+	}
+	if _, _, err := store.GetFromLeader(ctx, "not a key"); err == nil {
+		t.Fatal("GetFromLeader with an invalid key succeeded; Get fails for it")
 	}
 }
 

@@ -480,6 +480,8 @@ var dispatcherMetrics = []string{
 	"pushproxy_dispatcher_state_conflicts_total",
 	"pushproxy_dispatcher_missed_deliveries_total",
 	"pushproxy_dispatcher_gap_events_read_total",
+	"pushproxy_dispatcher_gap_leader_reads_total",
+	"pushproxy_dispatcher_gap_stale_states_total",
 	"pushproxy_dispatcher_stalls_total",
 	"pushproxy_dispatcher_dead_letters_total",
 	"pushproxy_dispatcher_devices_removed_total",
