@@ -56,8 +56,12 @@ type gapCheck struct {
 	missing []*jetstream.RawStreamMsg
 	done    bool
 	// confirmed says the user's state was read again from the leader
-	// (confirmGaps).
-	confirmed bool
+	// (confirmGaps); appliedElsewhere is where the leader's state ends
+	// when it is newer than the one a user holding events keeps: the
+	// missing events up to it were applied by another writer, not
+	// skipped.
+	confirmed        bool
+	appliedElsewhere uint64
 }
 
 // gapChecks returns a check for each user of hs (in stream order per
@@ -142,17 +146,18 @@ func (w *worker) readGap(ctx context.Context, c *gapCheck) error {
 
 // confirmGaps reads again, from the unread bucket's leader, the state of
 // each user whose check found events missing, before they are taken for
-// events the consumer skipped: the state may have come from a replica
-// that is behind (a server catching up after it was stopped), which had
-// not yet stored the state another dispatcher wrote after applying them.
-// A newer stored state replaces the one read, and the events it holds are
-// no longer missing. A user holding events (kept across a takeover with a
-// push in flight) keeps its state: its next write meets the newer one and
-// is merged with it (Rebase).
+// events the consumer skipped: the state may be older than the one
+// another dispatcher wrote after applying them, when it was read from a
+// replica that is behind (a server catching up after it was stopped) or
+// kept across a takeover. A newer stored state replaces the one read, and
+// the events it holds are no longer missing. A user holding events (kept
+// with a push in flight) keeps its state: the missing events are applied
+// to it, its next write meets the newer state and is merged with it
+// (Rebase), and those the newer state holds do not count as skipped.
 func (w *worker) confirmGaps(ctx context.Context, checks []*gapCheck) error {
 	for _, c := range checks {
 		u := c.user
-		if c.confirmed || len(c.missing) == 0 || len(u.Held()) > 0 {
+		if c.confirmed || len(c.missing) == 0 {
 			continue
 		}
 		st, rev, err := w.env.unread.GetFromLeader(ctx, u.Key)
@@ -165,7 +170,11 @@ func (w *worker) confirmGaps(ctx context.Context, checks []*gapCheck) error {
 		}
 		w.env.metrics.gapStaleStates.Inc()
 		w.log.Info().Str("user", u.Key).Uint64("state_at", c.after).Uint64("leader_state_at", st.LastSeq).
-			Msg("a user's state read from a replica behind; read again from the leader")
+			Msg("a user's state older than the one the unread bucket's leader holds; the newer one counts")
+		if len(u.Held()) > 0 {
+			c.appliedElsewhere = st.LastSeq
+			continue
+		}
 		w.ledger.Load(u, st, rev)
 		u.SetMark(w.era)
 		c.after = st.LastSeq
@@ -212,7 +221,7 @@ func (w *worker) withMissing(checks []*gapCheck, hs []*held, now time.Time) ([]*
 	found := false
 	for _, c := range checks {
 		for _, m := range c.missing {
-			hs = append(hs, &held{received: received{subject: m.Subject, data: m.Data}, seq: m.Sequence, touched: now, gap: true})
+			hs = append(hs, &held{received: received{subject: m.Subject, data: m.Data}, seq: m.Sequence, touched: now, gap: m.Sequence > c.appliedElsewhere})
 			w.heldN.Add(1)
 			found = true
 		}

@@ -151,7 +151,9 @@ func TestGapCheckAsksTheLeaderWhenAReplicaIsBehind(t *testing.T) {
 // missing reads the user's state again from the unread bucket's leader.
 // When the leader holds a newer state (the one read came from a replica
 // behind), that state replaces it and the events it holds are not
-// missing; when it holds the same one, the events were skipped.
+// missing; when it holds the same one, the events were skipped. A user
+// holding events keeps its state: the missing events are applied to it,
+// but those the leader's state holds do not count as skipped.
 func TestGapCheckConfirmsStatesWithTheLeader(t *testing.T) {
 	d := onePartition(t)
 	ctx := context.Background()
@@ -165,20 +167,30 @@ func TestGapCheckConfirmsStatesWithTheLeader(t *testing.T) {
 		name      string
 		read      unread.State // the state the worker read
 		readRev   uint64
+		holding   bool     // the user holds an event (a push in flight)
 		missing   []uint64 // after confirming
+		skipped   []uint64 // of those, the ones that count as skipped
 		after     uint64
 		staleRead bool
 	}{
-		{"read from a replica behind: the leader's state holds them", unread.State{}, 0, nil, 2, true},
-		{"read as the leader holds it: nothing missing", unread.State{Count: 2, LastSeq: 2}, rev, nil, 2, false},
-		{"the state the leader holds too: the events were skipped", unread.State{Count: 1, LastSeq: 1}, rev, []uint64{2}, 1, false},
+		{"read from a replica behind: the leader's state holds them", unread.State{}, 0, false, nil, nil, 2, true},
+		{"read as the leader holds it: nothing missing", unread.State{Count: 2, LastSeq: 2}, rev, false, nil, nil, 2, false},
+		{"the state the leader holds too: the events were skipped", unread.State{Count: 1, LastSeq: 1}, rev, false, []uint64{2}, []uint64{2}, 1, false},
+		{"an older state kept with a push in flight: applied, not skipped", unread.State{}, 0, true, []uint64{1, 2}, nil, 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			w := d.newWorker(0, 0)
 			u := w.ledger.Add(key, aliceTenant, alice)
 			w.ledger.Load(u, tt.read, tt.readRev)
+			if tt.holding {
+				// An event past the stream's end, applied and held.
+				e := events.Event{Tenant: aliceTenant, User: alice, Kind: events.KindNew, ChangeID: "held"}
+				e.Normalize()
+				w.ledger.Apply(time.Now(), u, &e, &held{seq: 100, user: u})
+			}
 			stale := testutil.ToFloat64(d.metrics.gapStaleStates)
+			stateBefore := u.State().LastSeq
 			c := &gapCheck{user: u, subject: subject, after: tt.read.LastSeq, next: 3}
 			if err := w.readGap(ctx, c); err != nil {
 				t.Fatal(err)
@@ -190,9 +202,21 @@ func TestGapCheckConfirmsStatesWithTheLeader(t *testing.T) {
 			for _, m := range c.missing {
 				got = append(got, m.Sequence)
 			}
+			var skipped []uint64
+			hs, _ := w.withMissing([]*gapCheck{c}, nil, time.Now())
+			for _, h := range hs {
+				if h.gap {
+					skipped = append(skipped, h.seq)
+				}
+			}
+			wantState := tt.after
+			if tt.holding {
+				wantState = stateBefore
+			}
 			staleRead := testutil.ToFloat64(d.metrics.gapStaleStates) > stale
-			if !slices.Equal(got, tt.missing) || c.after != tt.after || staleRead != tt.staleRead || u.State().LastSeq != tt.after {
-				t.Errorf("missing %v, after %d, state at %d, stale read %v; want %v, %d, %d, %v", got, c.after, u.State().LastSeq, staleRead, tt.missing, tt.after, tt.after, tt.staleRead)
+			if !slices.Equal(got, tt.missing) || !slices.Equal(skipped, tt.skipped) || c.after != tt.after || staleRead != tt.staleRead || u.State().LastSeq != wantState {
+				t.Errorf("missing %v (skipped %v), after %d, state at %d, stale read %v; want %v (%v), %d, %d, %v",
+					got, skipped, c.after, u.State().LastSeq, staleRead, tt.missing, tt.skipped, tt.after, wantState, tt.staleRead)
 			}
 		})
 	}
