@@ -5,8 +5,20 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
+
+// KVRemoved reports whether h, the headers of a message read from a KV
+// bucket's stream without the KeyValue API (a batched or a leader's
+// read), mark a deletion or a purge of its key rather than a value.
+func KVRemoved(h nats.Header) bool {
+	switch h.Get("KV-Operation") {
+	case "DEL", "PURGE":
+		return true
+	}
+	return false
+}
 
 // ReadAll calls visit for every current entry of kv whose key matches
 // filter (deleted keys left out), and returns once the watch has delivered

@@ -40,9 +40,6 @@ const (
 	descLoadFailed   = "Message Not Found"
 )
 
-// kvOperationHeader marks a deletion or a purge in a KV bucket's stream.
-const kvOperationHeader = "KV-Operation"
-
 // errNoAnswer is a batched read that ended without an answer: the
 // iterator of natsext.RequestMany ends quietly when its time runs out, or
 // when the server drops the request (a NATS user without the permission),
@@ -208,10 +205,9 @@ func (s *Store) answerEntry(m *nats.Msg, prefix string) (lastEntry, string, erro
 	key := strings.TrimPrefix(subject, prefix)
 	user, _, _ := cutLastDot(key)
 	e := lastEntry{user: user, key: key, rev: seq}
-	switch m.Header.Get(kvOperationHeader) {
-	case "DEL", "PURGE":
+	if broker.KVRemoved(m.Header) {
 		e.gone = true
-	default:
+	} else {
 		e.sub, e.err = s.decodeValue(key, m.Data, at)
 	}
 	return e, np, nil

@@ -95,8 +95,7 @@ func (s *Store) GetFromLeader(ctx context.Context, key string) (State, uint64, e
 	if err != nil {
 		return State{}, 0, fmt.Errorf("reading unread state %s: %w", key, err)
 	}
-	switch m.Header.Get(kvOperationHeader) {
-	case "DEL", "PURGE":
+	if broker.KVRemoved(m.Header) {
 		return State{}, 0, nil
 	}
 	st, err := Decode(m.Data)
@@ -121,9 +120,6 @@ func validKey(key string) bool {
 	}
 	return true
 }
-
-// kvOperationHeader marks a deletion or a purge in a KV bucket's stream.
-const kvOperationHeader = "KV-Operation"
 
 // GetMany returns the states of keys and their revisions, as Get would,
 // in the order of keys, reading up to getManyConcurrency keys at once.
