@@ -64,6 +64,25 @@ func errorHandler(log zerolog.Logger) nats.ErrHandler {
 	}
 }
 
+// disconnectHandler logs a lost connection: until the client reconnects,
+// requests time out and publishes wait in its buffer. Closing the
+// connection is not logged.
+func disconnectHandler(log zerolog.Logger) nats.ConnErrHandler {
+	return func(nc *nats.Conn, err error) {
+		if nc.IsClosed() || nc.IsDraining() {
+			return
+		}
+		log.Warn().Err(err).Msg("lost the connection to NATS; reconnecting")
+	}
+}
+
+// reconnectHandler logs the connection coming back, and to which server.
+func reconnectHandler(log zerolog.Logger) nats.ConnHandler {
+	return func(nc *nats.Conn) {
+		log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("reconnected to NATS")
+	}
+}
+
 // Conn is a NATS connection with its JetStream context, and the embedded
 // server when there is one.
 type Conn struct {
@@ -109,6 +128,8 @@ func Connect(ctx context.Context, opts Options) (*Conn, error) {
 		nats.ReconnectWait(500*time.Millisecond),
 		nats.RetryOnFailedConnect(false),
 		nats.ErrorHandler(errorHandler(opts.Log)),
+		nats.DisconnectErrHandler(disconnectHandler(opts.Log)),
+		nats.ReconnectHandler(reconnectHandler(opts.Log)),
 		nats.SyncQueueLen(syncQueueLen),
 		nats.PingInterval(pingInterval),
 		nats.MaxPingsOutstanding(maxPingsOut),

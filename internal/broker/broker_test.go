@@ -9,9 +9,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
+	"github.com/pushproxy/pushproxy/internal/logtest"
 	"github.com/pushproxy/pushproxy/internal/storage"
 )
 
@@ -230,4 +232,44 @@ func TestClientLeavesAServerThatStopsAnswering(t *testing.T) {
 	case <-time.After(bound):
 		t.Fatalf("still connected %s after the server stopped answering", bound)
 	}
+}
+
+// TestConnectionLossAndReturnAreLogged: an operator reading a daemon's
+// log sees when its NATS connection went stale and when it came back.
+func TestConnectionLossAndReturnAreLogged(t *testing.T) {
+	srv := brokertest.Start(t, brokertest.WithListen())
+	proxy := brokertest.StartProxy(t, srv.ClientURL())
+	var logs logtest.Buffer
+	conn, err := broker.Connect(context.Background(), broker.Options{Name: "cut", URLs: []string{proxy.URL()}, Log: zerolog.New(&logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	waitForLog := func(words ...string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !containsAll(logs.String(), words) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no log line with %q; the log: %q", words, logs.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	proxy.Freeze()
+	waitForLog(`"level":"warn"`, "lost the connection to NATS; reconnecting", "stale connection")
+	proxy.Thaw()
+	waitForLog(`"level":"info"`, "reconnected to NATS", `"server":"`+proxy.URL())
+	conn.Close()
+	if n := strings.Count(logs.String(), "lost the connection"); n != 1 {
+		t.Errorf("%d lines of a lost connection, want 1 (closing is not one); the log: %q", n, logs.String())
+	}
+}
+
+func containsAll(s string, words []string) bool {
+	for _, w := range words {
+		if !strings.Contains(s, w) {
+			return false
+		}
+	}
+	return true
 }

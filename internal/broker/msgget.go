@@ -51,12 +51,20 @@ type msgGetResponse struct {
 // direct get may be answered by any replica, one that is behind among
 // them (a server that was stopped or cut off and is catching up), while
 // the leader holds every message the stream acknowledged. A stream
-// holding no such message gives jetstream.ErrMsgNotFound.
+// holding no such message gives jetstream.ErrMsgNotFound. As the
+// library's calls do, it waits for the answer at most js's default
+// timeout when ctx has no deadline: a stream with no leader (its servers
+// cut off from each other) may answer nothing at all.
 func LeaderGetMsg(ctx context.Context, js jetstream.JetStream, stream string, q MsgQuery) (*jetstream.RawStreamMsg, error) {
 	what := fmt.Sprintf("reading %+v from the leader of %s", q, stream)
 	req, err := json.Marshal(q)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, js.Options().DefaultTimeout)
+		defer cancel()
 	}
 	msg, err := js.Conn().RequestWithContext(ctx, APISubject(js)+"STREAM.MSG.GET."+stream, req)
 	if err != nil {
