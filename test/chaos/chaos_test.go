@@ -3,7 +3,8 @@
 // relay in front of a test APNs provider — under steady load with an
 // oracle of every user's true unread count, and kills parts of it: a
 // dispatcher, the relay, the MAIL stream's leader, the whole cluster,
-// ingest, or the provider's credentials. Every scenario then asserts that
+// ingest, or the provider's credentials; or cuts a dispatcher off from
+// NATS while it runs on (netcut_test.go). Every scenario then asserts that
 // no acknowledged event was lost, every final badge equals the truth, no
 // device saw an older count after a newer one and no subscription was
 // lost, and reports takeover and recovery times and dead letters.
@@ -19,6 +20,7 @@ import (
 	"hash/fnv"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -100,12 +102,16 @@ type faultEnv struct {
 type scenario struct {
 	name  string
 	fault func(ctx context.Context, e *faultEnv) error
+	// options are what the deployment needs for the fault (the monitor
+	// is the mode's).
+	options systemOptions
 }
 
 var scenarios = []scenario{
 	{name: "baseline", fault: func(ctx context.Context, e *faultEnv) error { return pause(ctx, e.p.repeatAfter) }},
 	{name: "dispatcher-sigkill", fault: killDispatchers},
 	{name: "dispatcher-sigstop", fault: stallDispatchers},
+	{name: "dispatcher-netcut", fault: cutDispatchers, options: systemOptions{netCuts: true}},
 	{name: "relay-down", fault: relayDown},
 	{name: "relay-sigstop", fault: stallRelay},
 	{name: "stream-leader-kill", fault: killStreamLeader},
@@ -118,11 +124,19 @@ var scenarios = []scenario{
 // openScenarios are faults pushproxy does not handle fully yet: they
 // fail today, some only now and then, and run only with envOpen set
 // (instead of the others), so that the next change can reproduce them.
-// None is open today: the stopped dispatcher and the stopped MAIL leader
-// were, until the write gate and the check against the stream
-// (internal/dispatcher/DESIGN.md, "A dispatcher that stops and goes on"
-// and "Checked against the stream").
-var openScenarios = []scenario{}
+// The stopped dispatcher and the stopped MAIL leader were, until the
+// write gate and the check against the stream (internal/dispatcher/
+// DESIGN.md, "A dispatcher that stops and goes on" and "Checked against
+// the stream").
+//
+// The MAIL leader's server cut off from the other two is open: short
+// runs two at a time (CPU contended) saw a device get a lower count for
+// a moment after the heal in 2 of 16, corrected within 2 s, the final
+// badges right (DESIGN.md, "A node cut off from the others", has what
+// was fixed and what is left).
+var openScenarios = []scenario{
+	{name: "stream-leader-netcut", fault: cutStreamLeader, options: systemOptions{routeCuts: true}},
+}
 
 // TestChaos runs every scenario on a deployment of its own and prints the
 // summary table.
@@ -214,7 +228,7 @@ func (t *resultTable) sorted() []*result {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []*result
-	for _, sc := range scenarios {
+	for _, sc := range slices.Concat(scenarios, openScenarios) {
 		for _, r := range t.rows {
 			if r.name == sc.name {
 				out = append(out, r)
@@ -229,7 +243,9 @@ func (t *resultTable) sorted() []*result {
 func runScenario(t *testing.T, sc scenario, p params, bin string, seed uint64, table *resultTable) {
 	ctx := t.Context()
 	began := time.Now()
-	s, err := startSystem(ctx, t, bin, systemOptions{monitor: p.long})
+	opts := sc.options
+	opts.monitor = p.long
+	s, err := startSystem(ctx, t, bin, opts)
 	if err != nil {
 		t.Fatalf("starting the deployment: %v", err)
 	}
@@ -340,7 +356,7 @@ func killDispatchers(ctx context.Context, e *faultEnv) error {
 		if err := pause(ctx, between(e.rng, e.p.killGap)); err != nil {
 			return err
 		}
-		i := hitDispatcher(e, "", (*proc).kill)
+		i := hitDispatcher(e, "", func(i int) { e.s.dispatchers[i].kill() })
 		if err := pause(ctx, between(e.rng, e.p.killDown)); err != nil {
 			return err
 		}
@@ -354,28 +370,59 @@ func killDispatchers(ctx context.Context, e *faultEnv) error {
 // hitDispatcher applies hit (a kill, a stop) to a random dispatcher,
 // records it with what, after the dispatcher's name, for the takeover
 // figures, and returns the dispatcher's index.
-func hitDispatcher(e *faultEnv, what string, hit func(*proc)) int {
+func hitDispatcher(e *faultEnv, what string, hit func(i int)) int {
 	i := e.rng.IntN(len(e.s.dispatchers))
 	d := e.s.dispatchers[i]
 	owns := e.s.owned(dispatcherID(i))
 	at := time.Now()
-	hit(d)
+	hit(i)
 	e.f.kills = append(e.f.kills, kill{target: d.name + what, at: at, dead: time.Now(), owns: owns})
 	return i
 }
 
 // stallDispatchers stops a random dispatcher (SIGSTOP) for longer than
 // the others take to count it gone and to take its partitions over, then
-// lets it go on (SIGCONT), repeat times: a process its host froze, or one
-// cut off from NATS while its pushes could still reach the relay. What it
-// held from before must not be pushed after the new owner's newer counts.
+// lets it go on (SIGCONT), repeat times: a process its host froze. What
+// it held from before must not be pushed after the new owner's newer
+// counts.
 func stallDispatchers(ctx context.Context, e *faultEnv) error {
 	return repeatFault(ctx, e, func() error {
-		i := hitDispatcher(e, " (stopped "+round(e.p.stall)+")", (*proc).freeze)
+		i := hitDispatcher(e, " (stopped "+round(e.p.stall)+")", func(i int) { e.s.dispatchers[i].freeze() })
 		err := pause(ctx, e.p.stall)
 		e.s.dispatchers[i].thaw()
 		return err
 	})
+}
+
+// cutDispatchers cuts a random dispatcher off from NATS (netCut) for as
+// long as stallDispatchers stops one, then heals the cut: both ways, then
+// only what the nodes send it, then only what it sends them, in every
+// mode. Unlike a stopped process, it runs on through the cut: its timers
+// fire, its pushes can still reach the relay, its NATS client gives its
+// connections up and tries others, and what it published meanwhile waits
+// in the client for the next connection. Cut one way, it hears nothing
+// while the others still hear it, or the reverse. It must push nothing
+// the new owner of its partitions has made stale, and take its part again
+// after the heal.
+func cutDispatchers(ctx context.Context, e *faultEnv) error {
+	if len(e.s.cuts) != len(e.s.dispatchers) {
+		return errNoCut
+	}
+	for n, dirs := range []direction{bothWays, fromNATS, toNATS} {
+		if n > 0 {
+			if err := pause(ctx, e.p.repeatAfter); err != nil {
+				return err
+			}
+		}
+		what := fmt.Sprintf(" (cut off from NATS, %s, %s)", dirs, round(e.p.stall))
+		i := hitDispatcher(e, what, func(i int) { e.s.cuts[i].cut(dirs) })
+		err := pause(ctx, e.p.stall)
+		e.s.cuts[i].heal()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // relayDown kills the relay and starts it again after relayDown.
@@ -411,8 +458,27 @@ func stallRelay(ctx context.Context, e *faultEnv) error {
 // connections hang rather than break, and the other two elect a leader.
 func stallStreamLeader(ctx context.Context, e *faultEnv) error {
 	return repeatFault(ctx, e, func() error {
-		return hitStreamLeader(ctx, e, " (MAIL leader, stopped "+round(e.p.stall)+")", (*proc).freeze, e.p.stall, func(i int) error {
+		return hitStreamLeader(ctx, e, " (MAIL leader, stopped "+round(e.p.stall)+")", func(i int) { e.s.nodes[i].freeze() }, e.p.stall, func(i int) error {
 			e.s.nodes[i].thaw()
+			return nil
+		})
+	})
+}
+
+// cutStreamLeader cuts the nats-server leading the MAIL stream off from
+// the other two (its routes, both ways) for as long as a stop lasts, and
+// heals the cut, repeat times. Unlike a stopped server, it runs on and
+// its clients reach it: it answers them from what it held when cut (the
+// direct gets of replicas that fall behind) and cannot commit anything,
+// until it learns it lost its leaderships; the other two elect new
+// leaders and go on.
+func cutStreamLeader(ctx context.Context, e *faultEnv) error {
+	if len(e.s.routeCuts) == 0 {
+		return errNoCut
+	}
+	return repeatFault(ctx, e, func() error {
+		return hitStreamLeader(ctx, e, " (MAIL leader, cut off from the other nodes "+round(e.p.stall)+")", e.s.isolate, e.p.stall, func(i int) error {
+			e.s.rejoin(i)
 			return nil
 		})
 	})
@@ -438,14 +504,14 @@ func repeatFault(ctx context.Context, e *faultEnv, fault func() error) error {
 // the MAIL stream and records it with what after the node's name; after
 // down it brings the node back with back (given the node's index) and
 // waits until every stream is current again.
-func hitStreamLeader(ctx context.Context, e *faultEnv, what string, hit func(*proc), down time.Duration, back func(i int) error) error {
+func hitStreamLeader(ctx context.Context, e *faultEnv, what string, hit func(i int), down time.Duration, back func(i int) error) error {
 	i, err := e.s.mailLeader(ctx)
 	if err != nil {
 		return err
 	}
 	node := e.s.nodes[i]
 	at := time.Now()
-	hit(node)
+	hit(i)
 	e.f.kills = append(e.f.kills, kill{target: node.name + what, at: at, dead: time.Now()})
 	err = pause(ctx, down)
 	if berr := back(i); err == nil {
@@ -461,7 +527,7 @@ func hitStreamLeader(ctx context.Context, e *faultEnv, what string, hit func(*pr
 // starts it again after nodeDown, repeat times.
 func killStreamLeader(ctx context.Context, e *faultEnv) error {
 	return repeatFault(ctx, e, func() error {
-		return hitStreamLeader(ctx, e, " (MAIL leader)", (*proc).kill, e.p.nodeDown, func(i int) error {
+		return hitStreamLeader(ctx, e, " (MAIL leader)", func(i int) { e.s.nodes[i].kill() }, e.p.nodeDown, func(i int) error {
 			if err := e.s.restartNode(ctx, i); err != nil {
 				return fmt.Errorf("restarting %s: %w", e.s.nodes[i].name, err)
 			}

@@ -43,6 +43,13 @@ type systemOptions struct {
 	// partitions how many partitions MAIL has (provisioning's default
 	// when 0).
 	dispatchers, partitions int
+	// netCuts puts each dispatcher's NATS connections behind a netCut of
+	// its own, for faults that cut a dispatcher off from NATS.
+	netCuts bool
+	// routeCuts puts every route between two nodes behind a netCut, for
+	// faults that cut a node off from the others while its clients
+	// still reach it.
+	routeCuts bool
 }
 
 // dispatcherCount is how many dispatchers opts asks for.
@@ -69,6 +76,12 @@ type system struct {
 	ingest      *proc
 	dispatchers []*proc
 	monitor     *proc
+	// cuts stand between each dispatcher and NATS, with
+	// systemOptions.netCuts.
+	cuts []*netCut
+	// routeCuts stand on the routes node from dials to node to, with
+	// systemOptions.routeCuts.
+	routeCuts map[route]*netCut
 
 	relayAddr, ingestAddr string
 	dispatcherAddrs       []string
@@ -141,6 +154,12 @@ func startSystem(ctx context.Context, t testing.TB, bin string, opts systemOptio
 		if s.nc != nil {
 			s.nc.Close()
 		}
+		for _, c := range s.cuts {
+			c.close()
+		}
+		for _, c := range s.routeCuts {
+			c.close()
+		}
 		if s.provider != nil {
 			s.provider.close()
 		}
@@ -148,7 +167,7 @@ func startSystem(ctx context.Context, t testing.TB, bin string, opts systemOptio
 	if s.provider, err = newProvider(s.dir); err != nil {
 		return nil, err
 	}
-	if err := s.startCluster(ctx); err != nil {
+	if err := s.startCluster(ctx, opts.routeCuts); err != nil {
 		return nil, err
 	}
 	if err := s.configure(ctx, opts); err != nil {
@@ -162,21 +181,65 @@ type node struct {
 	Name                                 string
 	ClientPort, ClusterPort, MonitorPort int
 	StoreDir                             string
-	Routes                               []int
+	// Routes are the route URLs the node dials; Advertise, when set, is
+	// the cluster address it tells the others.
+	Routes    []string
+	Advertise string
 }
 
+// route is the route node from dials to node to.
+type route struct{ from, to int }
+
 // startCluster writes the three nodes' configurations, starts them and
-// waits until JetStream answers.
-func (s *system) startCluster(ctx context.Context) error {
+// waits until JetStream answers. With routeCuts, each node dials every
+// other through a netCut of its own, and advertises an address where
+// nothing listens: a node that learns of another from a third dials it
+// only through the cut (an implicit route to that address fails).
+func (s *system) startCluster(ctx context.Context, routeCuts bool) error {
 	tmpl, err := template.ParseFiles(filepath.Join("testdata", "nats-server.conf.tmpl"))
 	if err != nil {
 		return fmt.Errorf("nats-server configuration template: %w", err)
 	}
-	ports, err := nettest.FreePorts(3 * nodeCount)
+	// The clients', the routes', the monitors' ports, and one where
+	// nothing listens.
+	ports, err := nettest.FreePorts(3*nodeCount + 1)
 	if err != nil {
 		return err
 	}
-	routes := ports[nodeCount : 2*nodeCount]
+	clusterAddr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(ports[nodeCount+i]) }
+	routes := func(from int) []string {
+		var out []string
+		for to := range nodeCount {
+			out = append(out, "nats-route://"+clusterAddr(to))
+		}
+		return out
+	}
+	advertise := ""
+	if routeCuts {
+		s.routeCuts = map[route]*netCut{}
+		for from := range nodeCount {
+			for to := range nodeCount {
+				if from == to {
+					continue
+				}
+				c, err := newNetCut([]string{clusterAddr(to)})
+				if err != nil {
+					return err
+				}
+				s.routeCuts[route{from, to}] = c
+			}
+		}
+		routes = func(from int) []string {
+			var out []string
+			for to := range nodeCount {
+				if c := s.routeCuts[route{from, to}]; c != nil {
+					out = append(out, "nats-route://"+c.addrs[0])
+				}
+			}
+			return out
+		}
+		advertise = "127.0.0.1:" + strconv.Itoa(ports[3*nodeCount])
+	}
 	var urls []string
 	for i := range nodeCount {
 		n := node{
@@ -185,7 +248,8 @@ func (s *system) startCluster(ctx context.Context) error {
 			ClusterPort: ports[nodeCount+i],
 			MonitorPort: ports[2*nodeCount+i],
 			StoreDir:    filepath.Join(s.dir, fmt.Sprintf("n%d-store", i+1)),
-			Routes:      routes,
+			Routes:      routes(i),
+			Advertise:   advertise,
 		}
 		conf := filepath.Join(s.dir, n.Name+".conf")
 		f, err := os.Create(conf)
@@ -279,7 +343,12 @@ func (s *system) pushctl(ctx context.Context, args ...string) (string, error) {
 
 // daemonArgs are the flags every daemon gets.
 func (s *system) daemonArgs(httpAddr string, more ...string) []string {
-	return append([]string{"--nats-url", s.natsURLs, "--http-addr", httpAddr, "--log-format", "json"}, more...)
+	return daemonArgs(s.natsURLs, httpAddr, more...)
+}
+
+// daemonArgs are the flags of a daemon that reaches NATS at natsURLs.
+func daemonArgs(natsURLs, httpAddr string, more ...string) []string {
+	return append([]string{"--nats-url", natsURLs, "--http-addr", httpAddr, "--log-format", "json"}, more...)
 }
 
 // configure provisions the layout with 3 replicas, sets up S2S auth, the
@@ -345,8 +414,17 @@ func (s *system) configure(ctx context.Context, opts systemOptions) error {
 		a, debug := addr(2+i), addr(3+dispatchers+i)
 		s.dispatcherAddrs = append(s.dispatcherAddrs, a)
 		s.dispatcherDebugAddrs = append(s.dispatcherDebugAddrs, debug)
+		natsURLs := s.natsURLs
+		if opts.netCuts {
+			c, err := newNetCut(s.clientAddrs())
+			if err != nil {
+				return err
+			}
+			s.cuts = append(s.cuts, c)
+			natsURLs = c.natsURLs()
+		}
 		s.dispatchers = append(s.dispatchers, newProc(dispatcherID(i), filepath.Join(s.bin, "dispatcher"), s.dir,
-			s.daemonArgs(a, "--instance-id", dispatcherID(i), "--debug-addr", debug), nil))
+			daemonArgs(natsURLs, a, "--instance-id", dispatcherID(i), "--debug-addr", debug), nil))
 		if err := s.dispatchers[i].start(); err != nil {
 			return err
 		}
@@ -368,6 +446,15 @@ func (s *system) configure(ctx context.Context, opts systemOptions) error {
 		}
 	}
 	return nil
+}
+
+// clientAddrs are the nodes' client addresses.
+func (s *system) clientAddrs() []string {
+	out := make([]string, len(s.clientPorts))
+	for i, p := range s.clientPorts {
+		out[i] = "127.0.0.1:" + strconv.Itoa(p)
+	}
+	return out
 }
 
 func dispatcherID(i int) string { return fmt.Sprintf("dispatcher-%d", i+1) }
@@ -458,6 +545,25 @@ func (s *system) waitStreamsCurrent(ctx context.Context, timeout time.Duration) 
 		}
 		return true, nil
 	})
+}
+
+// isolate cuts node i off from the other nodes, both ways, through the
+// route cuts; its clients still reach it.
+func (s *system) isolate(i int) {
+	for r, c := range s.routeCuts {
+		if r.from == i || r.to == i {
+			c.cut(bothWays)
+		}
+	}
+}
+
+// rejoin heals the cuts isolate made.
+func (s *system) rejoin(i int) {
+	for r, c := range s.routeCuts {
+		if r.from == i || r.to == i {
+			c.heal()
+		}
+	}
 }
 
 // restartNode starts node i again and waits until it accepts clients.
