@@ -70,8 +70,10 @@ type Dispatcher struct {
 
 	proxyNow atomic.Pointer[proxyState]
 	running  atomic.Bool
-	// members is Run's view of the live dispatchers.
+	// members is Run's view of the live dispatchers; beacon confirms it
+	// with the cluster's majority.
 	members *membership
+	beacon  *beacon
 
 	relayCheckedAt atomic.Int64
 	relayWasUp     atomic.Bool
@@ -138,6 +140,9 @@ func New(ctx context.Context, cfg Config, conn *broker.Conn, log zerolog.Logger,
 		return nil, err
 	}
 	if d.config, err = settings.Open(ctx, conn.JS); err != nil {
+		return nil, err
+	}
+	if d.beacon, err = openBeacon(ctx, conn.JS, cfg.InstanceID); err != nil {
 		return nil, err
 	}
 	if d.streamHandle, err = conn.JS.Stream(ctx, d.stream); err != nil {
@@ -353,6 +358,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	ioCtx, cancelIO := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelIO()
 	members := newMembership(d.nc, d.cfg.MembershipSubject, d.cfg.InstanceID, d.cfg.Heartbeat, d.log)
+	members.beacon = d.beacon.send
 	d.members = members
 	d.sender.view = members.current
 	senderCtx, stopSender := context.WithCancel(ioCtx)
@@ -366,7 +372,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 	beatCtx, stopBeats := context.WithCancel(ioCtx)
 	beatsDone := make(chan struct{})
+	confirmsDone := make(chan struct{})
 	go func() { defer close(beatsDone); members.beat(beatCtx) }()
+	go func() { defer close(confirmsDone); members.confirm(beatCtx) }()
 	d.log.Info().Int("partitions", d.partitions).Msg("dispatcher started")
 
 	workers := map[int]*worker{}
@@ -505,12 +513,21 @@ loop:
 	}
 	stopBeats()
 	<-beatsDone
+	<-confirmsDone
 	members.leave()
 	stopSender()
 	<-senderDone
 	d.metrics.partitions.Set(0)
 	d.log.Info().Msg("dispatcher stopped")
 	return nil
+}
+
+// confirmed records a write the cluster confirmed, sent at sent, in Run's
+// membership (a beacon without the beacon's own write).
+func (d *Dispatcher) confirmed(sent time.Time) {
+	if m := d.members; m != nil {
+		m.confirmed(sent)
+	}
 }
 
 // claimedByOther reports whether another live dispatcher announces a

@@ -55,9 +55,18 @@ type membership struct {
 	// since when it has heard them without a gap.
 	self, connected time.Time
 	// epoch counts the gaps in this member's own heartbeats (see
-	// heardSelf); gaps is signalled at each.
+	// heardSelf) and in the cluster's confirmations (see confirmed);
+	// gaps is signalled at each.
 	epoch uint64
 	gaps  chan struct{}
+	// beacon, when set, is a write the cluster's majority must confirm
+	// (see confirm). quorumSent is when the latest write it confirmed was
+	// sent, quorumAcked when the last confirmation came; zero before the
+	// first.
+	beacon                  func(context.Context) error
+	quorumSent, quorumAcked time.Time
+	// lastGap is when the last gap was found.
+	lastGap time.Time
 	// claims are the partitions each other live member last announced.
 	claims  map[string][]int
 	owns    []int
@@ -122,24 +131,70 @@ func (m *membership) heardSelf() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if now.Sub(m.self) > memberTimeoutBeats*m.interval {
-		m.connected = now
-		for id := range m.seen {
-			m.seen[id] = now
-		}
-		m.epoch++
-		select {
-		case m.gaps <- struct{}{}:
-		default:
-		}
+		m.gapLocked(now)
 	}
 	m.self = now
 }
 
+// confirmed records that a beacon, or a state write, sent at sent was
+// stored by the cluster's majority: this member's server reached the
+// others at some moment between then and now. (Under load the state
+// writes keep a member confirmed when the beacon's bucket has no leader
+// for a while.) A gap between two confirmations longer than the others'
+// timeout is a gap as in heardSelf: a member cut off with its own server
+// (a node cut off from the others, its clients still reaching it) hears
+// itself all along, but the others, on the majority's side, may have
+// counted it gone and taken its partitions meanwhile. Gaps are measured
+// between arrivals, not sendings: writes sent during a cut may all be
+// stored at its end, by a leader nobody replaced, and their sending
+// times would show no gap.
+func (m *membership) confirmed(sent time.Time) {
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.quorumAcked.IsZero() && now.Sub(m.quorumAcked) > memberTimeoutBeats*m.interval {
+		m.gapLocked(now)
+	}
+	m.quorumAcked = now
+	if sent.After(m.quorumSent) {
+		m.quorumSent = sent
+	}
+}
+
+// gapLocked restarts the view after a gap, from now, and starts a new
+// epoch: what the workers hold from before must not be pushed (see
+// current). A gap found within an interval of the last one is the same
+// outage seen the other way (heartbeats, confirmations): the workers of
+// the new epoch started after it. m.mu is held.
+func (m *membership) gapLocked(now time.Time) {
+	if !m.lastGap.IsZero() && now.Sub(m.lastGap) < m.interval {
+		return
+	}
+	m.lastGap = now
+	m.connected = now
+	for id := range m.seen {
+		m.seen[id] = now
+	}
+	m.epoch++
+	select {
+	case m.gaps <- struct{}{}:
+	default:
+	}
+}
+
 // hearsItselfLocked reports whether this member heard its own heartbeat
-// within two intervals: no other member can have counted it gone (that
-// takes memberTimeoutBeats of silence). m.mu is held.
+// within two intervals, and had a beacon sent within two intervals
+// confirmed by the cluster (when it has one): no other member can have
+// counted it gone (that takes memberTimeoutBeats of silence). m.mu is
+// held.
 func (m *membership) hearsItselfLocked(now time.Time) bool {
-	return now.Sub(m.self) <= 2*m.interval
+	return now.Sub(m.self) <= 2*m.interval && m.confirmedLocked(now, 2*m.interval)
+}
+
+// confirmedLocked reports whether a write sent within d of now was
+// confirmed, or whether this member has no beacon. m.mu is held.
+func (m *membership) confirmedLocked(now time.Time, d time.Duration) bool {
+	return m.beacon == nil || (!m.quorumSent.IsZero() && now.Sub(m.quorumSent) <= d)
 }
 
 // current returns this member's epoch, and whether it hears itself (see
@@ -151,15 +206,44 @@ func (m *membership) current() (epoch uint64, live bool) {
 	return m.epoch, m.hearsItselfLocked(time.Now())
 }
 
-// stable reports whether this member has heard its own heartbeats long
-// enough (without a gap) that the others' would have been heard too: only
-// then does a partition nobody announces belong to a dispatcher that is
-// gone, rather than to one whose heartbeats have not come back yet.
+// stable reports whether this member has heard its own heartbeats (and
+// had its beacons confirmed) long enough without a gap that the others'
+// would have been heard too: only then does a partition nobody announces
+// belong to a dispatcher that is gone, rather than to one whose
+// heartbeats have not come back yet.
 func (m *membership) stable() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := time.Now()
 	return m.hearsItselfLocked(now) && now.Sub(m.connected) > (memberTimeoutBeats+1)*m.interval
+}
+
+// confirm sends a beacon at once and then every interval until ctx ends,
+// each bounded by the others' timeout, and records those the cluster
+// confirms. It logs when the confirmations stop and when they come back.
+func (m *membership) confirm(ctx context.Context) {
+	failing := false
+	send := func() {
+		sent := time.Now()
+		bctx, cancel := context.WithTimeout(ctx, memberTimeoutBeats*m.interval)
+		err := m.beacon(bctx)
+		cancel()
+		switch {
+		case err == nil && failing:
+			failing = false
+			m.log.Info().Msg("the cluster confirms this dispatcher's writes again")
+		case err == nil:
+		case ctx.Err() != nil:
+		case !failing:
+			failing = true
+			m.log.Warn().Err(err).Msg("the cluster does not confirm this dispatcher's writes: it pushes nothing until it does (cut off from the majority of the NATS servers?)")
+		}
+		if err == nil {
+			m.confirmed(sent)
+		}
+	}
+	send()
+	service.Every(ctx, m.interval, send)
 }
 
 // beat announces this member and forgets the silent ones every interval
@@ -170,12 +254,15 @@ func (m *membership) stable() bool {
 func (m *membership) beat(ctx context.Context) { service.Every(ctx, m.interval, m.tick) }
 
 // tick announces this member and forgets the silent ones, unless this
-// member cannot hear itself either (then NATS, not the others, is down).
+// member cannot hear itself either, or the cluster has not confirmed its
+// beacons for as long (then NATS, or this member's way to the majority,
+// is down, not the others).
 func (m *membership) tick() {
 	m.announce(false)
-	cutoff := time.Now().Add(-memberTimeoutBeats * m.interval)
+	now := time.Now()
+	cutoff := now.Add(-memberTimeoutBeats * m.interval)
 	m.mu.Lock()
-	if m.self.Before(cutoff) {
+	if m.self.Before(cutoff) || !m.confirmedLocked(now, memberTimeoutBeats*m.interval) {
 		m.mu.Unlock()
 		return
 	}

@@ -1,11 +1,17 @@
 package dispatcher
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
 )
 
 func TestAssign(t *testing.T) {
@@ -94,5 +100,133 @@ func TestMembershipAfterAnOutage(t *testing.T) {
 	m.heardSelf()
 	if !m.stable() {
 		t.Fatal("the view is not stable after hearing itself for longer than the timeout")
+	}
+}
+
+// TestMembershipFencedByTheCluster: a member that hears its own
+// heartbeats but whose beacons the cluster does not confirm (its server
+// cut off from the others, its clients still reaching it) may not push,
+// forgets nobody, and starts a new epoch when confirmations come back
+// after longer than the others' timeout; a beacon answered late moves
+// nothing back.
+func TestMembershipFencedByTheCluster(t *testing.T) {
+	const beat = 10 * time.Millisecond
+	conn := brokertest.Start(t)
+	m := newMembership(conn.NC, "members", "a", beat, zerolog.Nop())
+	m.beacon = func(context.Context) error { return nil }
+	m.heardSelf()
+	if _, live := m.current(); live {
+		t.Fatal("live before the cluster confirmed a beacon")
+	}
+	m.confirmed(time.Now())
+	before, live := m.current()
+	if !live {
+		t.Fatal("not live with a beacon just confirmed")
+	}
+
+	// Cut off: the member hears itself, the cluster confirms nothing.
+	now := time.Now()
+	m.mu.Lock()
+	m.self = now
+	m.quorumSent = now.Add(-(memberTimeoutBeats + 1) * beat)
+	m.quorumAcked = m.quorumSent
+	m.seen["b"] = now.Add(-time.Hour)
+	m.connected = now.Add(-time.Hour)
+	m.mu.Unlock()
+	if _, live := m.current(); live {
+		t.Fatal("live while the cluster confirms nothing")
+	}
+	if m.stable() {
+		t.Fatal("stable while the cluster confirms nothing")
+	}
+	m.tick()
+	if !slices.Contains(m.members(), "b") {
+		t.Fatal("forgot b while it could not tell whether b or itself was cut off")
+	}
+
+	m.confirmed(time.Now()) // healed
+	after, live := m.current()
+	if !live || after != before+1 {
+		t.Fatalf("after the heal: epoch %d (was %d), live %v; want a new epoch, live", after, before, live)
+	}
+	select {
+	case <-m.gaps:
+	default:
+		t.Fatal("the gap in confirmations was not signalled")
+	}
+	if seen := m.seen["b"]; time.Since(seen) > time.Minute {
+		t.Fatalf("b was not given a fresh start after the gap: %v", seen)
+	}
+	m.confirmed(now.Add(-time.Hour)) // a write answered late, right after
+	if e, live := m.current(); !live || e != after {
+		t.Fatalf("a late answer right after a confirmation changed the view: epoch %d, live %v", e, live)
+	}
+
+	// Writes sent during a cut, all stored at its end: the arrivals show
+	// the gap their sendings do not.
+	m.mu.Lock()
+	m.quorumAcked = time.Now().Add(-(memberTimeoutBeats + 1) * beat)
+	m.lastGap = m.quorumAcked // long ago: another outage
+	m.mu.Unlock()
+	m.confirmed(time.Now().Add(-beat))
+	if e, _ := m.current(); e != after+1 {
+		t.Fatalf("epoch %d after confirmations that came after a gap, want %d", e, after+1)
+	}
+}
+
+// TestMembershipConfirmLoop runs confirm against a beacon that fails,
+// then succeeds: the member is live only once the cluster confirms.
+func TestMembershipConfirmLoop(t *testing.T) {
+	const beat = 10 * time.Millisecond
+	m := newMembership(nil, "members", "a", beat, zerolog.Nop())
+	var works atomic.Bool
+	m.beacon = func(context.Context) error {
+		if works.Load() {
+			return nil
+		}
+		return errors.New("nats: timeout")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); m.confirm(ctx) }()
+	defer func() { cancel(); <-done }()
+	keepHearing := func() bool {
+		m.heardSelf()
+		_, live := m.current()
+		return live
+	}
+	for range 20 {
+		if keepHearing() {
+			t.Fatal("live while every beacon fails")
+		}
+		time.Sleep(beat / 2)
+	}
+	works.Store(true)
+	deadline := time.Now().Add(10 * time.Second)
+	for !keepHearing() {
+		if time.Now().After(deadline) {
+			t.Fatal("not live after the beacons went through")
+		}
+		time.Sleep(beat / 2)
+	}
+}
+
+// TestMembershipOneOutageOneEpoch: an outage seen on both paths, the own
+// heartbeats and the cluster's confirmations, starts one epoch, not two
+// (each would drop the workers started after the other).
+func TestMembershipOneOutageOneEpoch(t *testing.T) {
+	const beat = time.Second // long enough that both findings fall within one
+	m := newMembership(nil, "members", "a", beat, zerolog.Nop())
+	m.beacon = func(context.Context) error { return nil }
+	m.confirmed(time.Now())
+	before, _ := m.current()
+	m.mu.Lock()
+	m.self = time.Now().Add(-time.Hour)
+	m.quorumAcked = time.Now().Add(-time.Hour)
+	m.mu.Unlock()
+	m.heardSelf()
+	m.confirmed(time.Now())
+	if after, live := m.current(); after != before+1 || !live {
+		t.Fatalf("epoch %d after one outage (was %d), live %v; want one new epoch", after, before, live)
 	}
 }

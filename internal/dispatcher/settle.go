@@ -396,6 +396,15 @@ func (w *worker) ended(now time.Time, t *settleTask) {
 // loop: it reads only t and what the loop gave it. (Removals of gone
 // devices happen when the answer is read, see answered.)
 func (w *worker) persist(ctx context.Context, t *settleTask) {
+	if epoch, live := w.env.current(); !live || epoch != w.epoch {
+		// This dispatcher may have been counted gone (see sender.send):
+		// what the worker settles may rest on reads of a server cut off
+		// from the others, and stored once the cut heals it would be
+		// merged into the new owner's state (Rebase). Nothing is
+		// written; the events are held again, and the gap drops the
+		// worker.
+		return
+	}
 	dl := w.env.deliverer()
 	for ; len(t.dead) > 0; t.dead = t.dead[1:] {
 		dead := t.dead[0]
@@ -406,6 +415,7 @@ func (w *worker) persist(ctx context.Context, t *settleTask) {
 		w.env.metrics.deadLetters.WithLabelValues(dead.Reason).Inc()
 	}
 	if t.write != nil {
+		sent := time.Now()
 		rev, err := w.env.unread.Put(ctx, t.User.Key, t.write.State, t.write.Rev)
 		if errors.Is(err, unread.ErrConflict) && !t.rebased {
 			// Another writer: a dispatcher that lost the partition, an
@@ -423,6 +433,9 @@ func (w *worker) persist(ctx context.Context, t *settleTask) {
 			return
 		}
 		t.rev = rev
+		// A conflict may come from a leader cut off from the others; a
+		// stored write cannot.
+		w.env.confirmed(sent)
 	}
 	if t.sent != nil {
 		if err := dl.RecordSent(ctx, *t.sent, true); err != nil {

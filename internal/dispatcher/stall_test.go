@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/relayproto"
+	"github.com/pushproxy/pushproxy/internal/unread"
 )
 
 // TestSenderHoldsPushesFromBeforeAGap sends one push through the sender
@@ -96,5 +97,52 @@ func TestGapStartsANewEpoch(t *testing.T) {
 	case <-m.gaps:
 	default:
 		t.Fatal("the gap was not signalled")
+	}
+}
+
+// TestWorkerWritesNothingWhileItMayBeCountedGone settles a user's event
+// with the dispatcher's view of itself in each state: a worker started
+// before the last gap, or any while the dispatcher does not hear itself
+// (or the cluster does not confirm its writes), writes no state. Its
+// state may rest on reads of a server cut off from the others; stored
+// when the cut heals, the new owner would merge it into its own.
+func TestWorkerWritesNothingWhileItMayBeCountedGone(t *testing.T) {
+	tests := []struct {
+		name      string
+		viewEpoch uint64
+		live      bool
+		wantWrite bool
+	}{
+		{"current epoch, live", 0, true, true},
+		{"started before a gap", 1, true, false},
+		{"not live", 0, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			d, key, msgs := newMailFor(t, 1)
+			d.sender.view = func() (uint64, bool) { return tt.viewEpoch, tt.live }
+			w := d.newWorker(0, 0)
+			w.startWriters(ctx)
+			defer close(w.quit)
+			u := w.ledger.Add(key, aliceTenant, alice)
+			w.ledger.Load(u, unread.State{}, 0)
+			applyHeld(t, w, u, msgs[0])
+			due := w.ledger.Flush(time.Now().Add(time.Hour))
+			if len(due) != 1 {
+				t.Fatalf("due %+v, want the user", due)
+			}
+			task := &settleTask{Settle: w.ledger.NotSent(time.Now(), due[0], "test")}
+			w.settle([]*settleTask{task})
+			settleAll(ctx, t, w)
+			_, rev, err := d.unread.Get(ctx, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if wrote := rev != 0; wrote != tt.wantWrite || task.ok != tt.wantWrite {
+				t.Fatalf("state written: %v (rev %d), task ok %v; want %v", wrote, rev, task.ok, tt.wantWrite)
+			}
+		})
 	}
 }

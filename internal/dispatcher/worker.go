@@ -114,6 +114,12 @@ type partitionEnv struct {
 	devices        func(ctx context.Context, userKey string) ([]subscriptions.Subscription, error)
 	relayUp        func() bool
 	claimedByOther func(partition int) bool
+	// confirmed tells the membership that a state write sent then was
+	// stored: the cluster's majority confirmed it (membership.confirmed);
+	// current is the membership's epoch and whether the dispatcher may
+	// push and write (sender.current).
+	confirmed func(sent time.Time)
+	current   func() (epoch uint64, live bool)
 }
 
 // partitionEnv gives a worker what it needs of d.
@@ -124,6 +130,7 @@ func (d *Dispatcher) partitionEnv() *partitionEnv {
 		submit:    d.sender.submit,
 		deliverer: func() *delivery.Deliverer { return d.sender.path.get(d) },
 		proxy:     d.proxy, devices: d.devices, relayUp: d.relayUp, claimedByOther: d.claimedByOther,
+		confirmed: d.confirmed, current: d.sender.current,
 	}
 }
 
