@@ -111,20 +111,7 @@ func TestGapCheckAsksTheLeaderWhenAReplicaIsBehind(t *testing.T) {
 	if _, err := d.js.PublishMsg(ctx, &nats.Msg{Subject: d.keyer.Subject(aliceTenant, bob.User), Data: data}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		info, err := mirror.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.State.Msgs == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the mirror holds %d messages, want bob's", info.State.Msgs)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitMirrored(t, mirror, 1)
 	behind := false
 	for range 500 {
 		if _, err := d.streamHandle.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subject)); errors.Is(err, jetstream.ErrMsgNotFound) {

@@ -420,7 +420,11 @@ func (w *worker) persist(ctx context.Context, t *settleTask) {
 		if errors.Is(err, unread.ErrConflict) && !t.rebased {
 			// Another writer: a dispatcher that lost the partition, an
 			// operator. The loop merges its state with the held events.
-			cur, curRev, gerr := w.env.unread.Get(ctx, t.User.Key)
+			// The state is read from the bucket's leader, which refused
+			// the write: a replica behind (a server that was cut off,
+			// catching up) may still hold an older state, or none, and
+			// the merge would rest on it.
+			cur, curRev, gerr := w.env.unread.GetFromLeader(ctx, t.User.Key)
 			if gerr != nil {
 				w.log.Warn().Err(gerr).Msg("reading unread state after a conflict")
 				return

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
+	"github.com/pushproxy/pushproxy/internal/dispatcher/badges"
 	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/unread"
 )
@@ -195,5 +196,99 @@ func settleAll(ctx context.Context, t *testing.T, w *worker) {
 		case <-ctx.Done():
 			t.Fatalf("%d settle tasks did not finish: %v", len(w.writing), ctx.Err())
 		}
+	}
+}
+
+// TestConflictIsMergedWithTheLeadersState: a write that meets another
+// writer's state merges with the state the bucket's leader holds, never
+// with what a replica behind answers. A copy of the bucket that lacks the
+// users' states (a mirror serving direct gets) answers some reads; a
+// merge with its "no state" would write 1 instead of 11.
+func TestConflictIsMergedWithTheLeadersState(t *testing.T) {
+	ctx := context.Background()
+	d, _, msgs := newMailFor(t, 1)
+	meta, _ := msgs[0].Metadata()
+	seq := meta.Sequence.Stream
+	const users = 20
+	keys := make([]string, users)
+	var last uint64
+	for i := range keys {
+		keys[i] = d.keyer.UserKey(aliceTenant, fmt.Sprintf("user%02d@fabrikam.com", i))
+		rev, err := d.unread.Put(ctx, keys[i], unread.State{Count: 10, Exact: true, LastSeq: seq - 1}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = rev
+	}
+	mirror, err := d.js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "KV_unread_BEHIND", Mirror: &jetstream.StreamSource{Name: "KV_" + broker.BucketUnread, OptStartSeq: last + 1}, MirrorDirect: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The mirror serves direct gets once it has copied a message.
+	if _, err := d.unread.Put(ctx, d.keyer.UserKey(aliceTenant, "bob@fabrikam.com"), unread.State{Count: 1}, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitMirrored(t, mirror, 1)
+	behind := false
+	for range 500 {
+		if _, rev, err := d.unread.Get(ctx, keys[0]); err == nil && rev == 0 {
+			behind = true
+			break
+		}
+	}
+	if !behind {
+		t.Fatal("every read was answered by the bucket itself: the test shows nothing")
+	}
+
+	w := d.newWorker(0, 0)
+	w.startWriters(ctx)
+	defer close(w.quit)
+	for _, key := range keys {
+		// This worker believed the user new (revision 0).
+		u := w.ledger.Add(key, aliceTenant, alice)
+		w.ledger.Load(u, unread.State{}, 0)
+		applyHeld(t, w, u, msgs[0])
+		task := &settleTask{Settle: w.ledger.Unchanged(dueOne(t, w))}
+		w.settle([]*settleTask{task})
+		settleAll(ctx, t, w)
+		got, _, err := d.unread.GetFromLeader(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !task.ok || got.Count != 11 {
+			t.Fatalf("%s: written %v, stored count %d; want 11 (10 + the held new mail)", key, task.ok, got.Count)
+		}
+	}
+}
+
+// dueOne flushes the worker's ledger and returns its one user due.
+func dueOne(t *testing.T, w *worker) badges.Due[*held] {
+	t.Helper()
+	due := w.ledger.Flush(time.Now().Add(time.Hour))
+	if len(due) != 1 {
+		t.Fatalf("due %+v, want one user", due)
+	}
+	return due[0]
+}
+
+// waitMirrored waits until mirror holds n messages: a mirror serves
+// direct gets once it has copied one and is nearly caught up.
+func waitMirrored(t *testing.T, mirror jetstream.Stream, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := mirror.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the mirror holds %d messages, want %d", info.State.Msgs, n)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
