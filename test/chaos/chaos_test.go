@@ -4,10 +4,12 @@
 // oracle of every user's true unread count, and kills parts of it: a
 // dispatcher, the relay, the MAIL stream's leader, the whole cluster,
 // ingest, or the provider's credentials; or cuts a dispatcher off from
-// NATS while it runs on (netcut_test.go). Every scenario then asserts that
-// no acknowledged event was lost, every final badge equals the truth, no
-// device saw an older count after a newer one and no subscription was
-// lost, and reports takeover and recovery times and dead letters.
+// NATS while it runs on, or the MAIL leader's server off from the other
+// two while its clients reach it (netcut_test.go). Every scenario then
+// asserts that no acknowledged event was lost, every final badge equals
+// the truth, no device saw an older count after a newer one and no
+// subscription was lost, and reports takeover and recovery times and
+// dead letters.
 //
 // The short run is part of "go test ./..." (skipped with -short or
 // PUSHPROXY_CHAOS=off); PUSHPROXY_CHAOS=long runs the long one ("make
