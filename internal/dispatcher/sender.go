@@ -116,6 +116,14 @@ func (s *sender) current() (uint64, bool) {
 	return s.view()
 }
 
+// goneSince reports whether the dispatcher may have been counted gone
+// since epoch: it does not hear itself (current), or a gap began a newer
+// epoch.
+func (s *sender) goneSince(epoch uint64) bool {
+	now, live := s.current()
+	return !live || now != epoch
+}
+
 // writeGate refuses a write to the relay while the dispatcher may have
 // been counted gone (current). The relay client asks it just before a
 // request's bytes go out, well after send's checks, which a stop in
@@ -231,18 +239,12 @@ func (s *sender) send(ctx context.Context, batch []*job) {
 	}
 	batchID := uuid.NewString()
 	start := time.Now()
-	// goneSince: the dispatcher may have been counted gone since the batch
-	// was taken (it does not hear itself, or a gap began a new epoch).
-	goneSince := func() bool {
-		now, live := s.current()
-		return !live || now != epoch
-	}
 	// The Uri is read before every attempt, so a changed proxy setting
 	// reaches the request in flight; back-pressure (429, an open breaker)
 	// returns at once, for the worker to hold the push without using its
 	// retry budget and to push the latest count when the relay is back.
 	uris := func(context.Context) (string, error) {
-		if goneSince() {
+		if s.goneSince(epoch) {
 			return "", errStalled
 		}
 		p := s.proxy()
@@ -264,7 +266,7 @@ func (s *sender) send(ctx context.Context, batch []*job) {
 		s.log.Debug().Err(err).Int("attempt", attempt).Dur("wait", wait).Int("notifications", len(notes)).Msg("relay request failed; retrying")
 	})
 	took := time.Since(start)
-	if err != nil && goneSince() {
+	if err != nil && s.goneSince(epoch) {
 		// The dispatcher stopped meanwhile (the write gate may have
 		// failed the request): the push is held, not failed.
 		err = fmt.Errorf("%w: %w", errStalled, err)

@@ -396,7 +396,7 @@ func (w *worker) ended(now time.Time, t *settleTask) {
 // loop: it reads only t and what the loop gave it. (Removals of gone
 // devices happen when the answer is read, see answered.)
 func (w *worker) persist(ctx context.Context, t *settleTask) {
-	if epoch, live := w.env.current(); !live || epoch != w.epoch {
+	if w.env.goneSince(w.epoch) {
 		// This dispatcher may have been counted gone (see sender.send):
 		// what the worker settles may rest on reads of a server cut off
 		// from the others, and stored once the cut heals it would be

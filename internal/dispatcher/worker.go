@@ -116,10 +116,11 @@ type partitionEnv struct {
 	claimedByOther func(partition int) bool
 	// confirmed tells the membership that a state write sent then was
 	// stored: the cluster's majority confirmed it (membership.confirmed);
-	// current is the membership's epoch and whether the dispatcher may
-	// push and write (sender.current).
+	// goneSince says whether the dispatcher may have been counted gone
+	// since an epoch, when it may neither push nor write
+	// (sender.goneSince).
 	confirmed func(sent time.Time)
-	current   func() (epoch uint64, live bool)
+	goneSince func(epoch uint64) bool
 }
 
 // partitionEnv gives a worker what it needs of d.
@@ -130,7 +131,7 @@ func (d *Dispatcher) partitionEnv() *partitionEnv {
 		submit:    d.sender.submit,
 		deliverer: func() *delivery.Deliverer { return d.sender.path.get(d) },
 		proxy:     d.proxy, devices: d.devices, relayUp: d.relayUp, claimedByOther: d.claimedByOther,
-		confirmed: d.confirmed, current: d.sender.current,
+		confirmed: d.confirmed, goneSince: d.sender.goneSince,
 	}
 }
 

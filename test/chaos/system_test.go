@@ -207,13 +207,8 @@ func (s *system) startCluster(ctx context.Context, routeCuts bool) error {
 		return err
 	}
 	clusterAddr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(ports[nodeCount+i]) }
-	routes := func(from int) []string {
-		var out []string
-		for to := range nodeCount {
-			out = append(out, "nats-route://"+clusterAddr(to))
-		}
-		return out
-	}
+	// routeAddr is where node from dials node to.
+	routeAddr := func(from, to int) string { return clusterAddr(to) }
 	advertise := ""
 	if routeCuts {
 		s.routeCuts = map[route]*netCut{}
@@ -229,16 +224,17 @@ func (s *system) startCluster(ctx context.Context, routeCuts bool) error {
 				s.routeCuts[route{from, to}] = c
 			}
 		}
-		routes = func(from int) []string {
-			var out []string
-			for to := range nodeCount {
-				if c := s.routeCuts[route{from, to}]; c != nil {
-					out = append(out, "nats-route://"+c.addrs[0])
-				}
-			}
-			return out
-		}
+		routeAddr = func(from, to int) string { return s.routeCuts[route{from, to}].addrs[0] }
 		advertise = "127.0.0.1:" + strconv.Itoa(ports[3*nodeCount])
+	}
+	routes := func(from int) []string {
+		var out []string
+		for to := range nodeCount {
+			if to != from {
+				out = append(out, "nats-route://"+routeAddr(from, to))
+			}
+		}
+		return out
 	}
 	var urls []string
 	for i := range nodeCount {
@@ -550,20 +546,28 @@ func (s *system) waitStreamsCurrent(ctx context.Context, timeout time.Duration) 
 // isolate cuts node i off from the other nodes, both ways, through the
 // route cuts; its clients still reach it.
 func (s *system) isolate(i int) {
-	for r, c := range s.routeCuts {
-		if r.from == i || r.to == i {
-			c.cut(bothWays)
-		}
+	for _, c := range s.nodeRoutes(i) {
+		c.cut(bothWays)
 	}
 }
 
 // rejoin heals the cuts isolate made.
 func (s *system) rejoin(i int) {
+	for _, c := range s.nodeRoutes(i) {
+		c.heal()
+	}
+}
+
+// nodeRoutes are the route cuts of the routes node i dials or is dialled
+// on.
+func (s *system) nodeRoutes(i int) []*netCut {
+	var out []*netCut
 	for r, c := range s.routeCuts {
 		if r.from == i || r.to == i {
-			c.heal()
+			out = append(out, c)
 		}
 	}
+	return out
 }
 
 // restartNode starts node i again and waits until it accepts clients.
