@@ -179,17 +179,23 @@ func (s *Server) send(ctx context.Context, l *lane, j *job) error {
 func (s *Server) settle(l *lane, tenant string, j *job, err error, log zerolog.Logger) {
 	d := j.result
 	var perr *providers.Error
+	key := appKey{org: tenant, app: j.badge.AppID}
+	timedOut := errors.Is(err, errLaneTimeout) || errors.Is(err, context.DeadlineExceeded)
+	shareBusy := errors.Is(err, errShareBusy)
+	if !timedOut && !shareBusy && !serviceDown(err) {
+		s.outages.answered(key)
+	}
 	switch {
 	case err == nil:
 		d.SetClass(relayproto.ClassDelivered)
-	case errors.Is(err, errShareBusy):
+	case shareBusy:
 		d.SetClass(relayproto.ClassTransient)
 		d.Reason = fmt.Sprintf("%s: this organization's app had all its %d sends in flight for %s (its push service is slow)", l.kind, l.share, l.timeout)
-		d.BackOffTimeInMilliseconds = backOffMillis(s.cfg.RetryBackOff)
-	case errors.Is(err, errLaneTimeout) || errors.Is(err, context.DeadlineExceeded):
+		d.BackOffTimeInMilliseconds = backOffMillis(s.outages.failed(key, s.now()))
+	case timedOut:
 		d.SetClass(relayproto.ClassTransient)
 		d.Reason = fmt.Sprintf("%s did not answer within %s", l.kind, l.timeout)
-		d.BackOffTimeInMilliseconds = backOffMillis(s.cfg.RetryBackOff)
+		d.BackOffTimeInMilliseconds = backOffMillis(s.outages.failed(key, s.now()))
 	case providers.IsGone(err):
 		d.SetClass(relayproto.ClassDeviceGone)
 		d.Reason = reason(l.kind, err)
@@ -210,7 +216,11 @@ func (s *Server) settle(l *lane, tenant string, j *job, err error, log zerolog.L
 		d.SetClass(relayproto.ClassTransient)
 		d.Reason = reason(l.kind, err)
 		wait, ok := providers.RetryAfter(err)
-		if !ok {
+		switch {
+		case ok:
+		case serviceDown(err):
+			wait = s.outages.failed(key, s.now())
+		default:
 			wait = s.cfg.RetryBackOff
 		}
 		d.BackOffTimeInMilliseconds = backOffMillis(wait)

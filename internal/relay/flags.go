@@ -50,7 +50,7 @@ func Flags(fs *flag.FlagSet, prefix string) *Config {
 	fs.IntVar(&c.ProviderShare, p("provider-share"), 0, "sends in progress at once to one push service for one organization+app, out of that service's concurrency (its bulkhead: a slow or failing endpoint of one organization delays only its own pushes); 0: a quarter of the concurrency")
 	fs.StringVar(&c.ProviderCAFile, p("provider-ca-file"), "", "PEM bundle of certificate authorities trusted for APNs, FCM (and its token endpoint) and Web Push endpoints, besides the system roots")
 	fs.BoolVar(&c.AllowInsecureEndpoints, p("allow-insecure-endpoints"), false, "for tests only: let Web Push post to http:// endpoints and to loopback, private and link-local addresses, which it refuses by default")
-	fs.DurationVar(&c.RetryBackOff, p("retry-back-off"), c.RetryBackOff, "BackOffTimeInMilliseconds of a \"retry\" answer when the push service gave no Retry-After")
+	fs.DurationVar(&c.RetryBackOff, p("retry-back-off"), c.RetryBackOff, "BackOffTimeInMilliseconds of a \"retry\" answer when the push service asked to slow down without a Retry-After, and the most a down push service's back-off grows to (a quarter of its outage so far, from 1s)")
 	fs.IntVar(&c.Replicas, p("replicas"), c.Replicas, "replicas of the relay_partners and relay_apps buckets (1 on one NATS server, 3 on a cluster)")
 	fs.BoolVar(&c.DevicesPage, p("devices-page"), false, "serve a page listing the devices of \"log\" apps with their latest badge, live (for trying pushproxy out; it shows tenants and device references)")
 	fs.StringVar(&c.DevicesPath, p("devices-path"), c.DevicesPath, "path of the devices page")

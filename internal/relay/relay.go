@@ -160,7 +160,9 @@ type Config struct {
 	// non-public addresses, which it refuses by default.
 	AllowInsecureEndpoints bool
 	// RetryBackOff is the back-off given with a "retry" result when the
-	// push service did not say how long to wait. Default 30s.
+	// push service asked to slow down without saying how long to wait,
+	// and the most the back-off of a push service down as a whole grows
+	// to (see outages). Default 30s.
 	RetryBackOff time.Duration
 
 	// Replicas is the number of replicas of the relay's buckets: 1 on one

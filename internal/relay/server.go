@@ -46,6 +46,7 @@ type Server struct {
 	log      zerolog.Logger
 	now      func() time.Time
 	stall    *stallGuard
+	outages  *outages
 }
 
 // NewServer returns a Server with cfg (unset fields at their defaults) that
@@ -74,6 +75,7 @@ func NewServer(cfg Config, verifier *tokens.Verifier, router Router, reg prometh
 		log:      log,
 		now:      time.Now,
 		stall:    newStallGuard(),
+		outages:  newOutages(cfg.RetryBackOff),
 	}, nil
 }
 

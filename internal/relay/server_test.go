@@ -194,6 +194,7 @@ func TestPerDeviceResults(t *testing.T) {
 		"gone":       &providers.Error{Provider: "apns", Status: 410, Reason: "Unregistered", Gone: true, GoneSince: unregisteredAt},
 		"busy":       &providers.Error{Provider: "apns", Status: 429, Reason: "TooManyRequests", Retryable: true, RetryAfter: 90 * time.Second},
 		"flaky":      &providers.Error{Provider: "apns", Status: 503, Reason: "ServiceUnavailable", Retryable: true},
+		"slowdown":   &providers.Error{Provider: "apns", Status: 429, Reason: "TooManyRequests", Retryable: true},
 		"wrongtopic": &providers.Error{Provider: "apns", Status: 400, Reason: "DeviceTokenNotForTopic", Err: errSecret},
 		"opaque":     errSecret,
 	}
@@ -203,7 +204,7 @@ func TestPerDeviceResults(t *testing.T) {
 	h.routes.broken["broken-app"] = true
 
 	n1 := notification("n1", 2, "mail", "ok", "mail", "gone", "mail", "busy", "unknown-app", "dev")
-	n2 := notification("n2", 2, "mail", "flaky", "mail", "wrongtopic", "mail", "opaque", "broken-app", "dev")
+	n2 := notification("n2", 2, "mail", "flaky", "mail", "slowdown", "mail", "wrongtopic", "mail", "opaque", "broken-app", "dev")
 	// Refreshed after APNs saw the token go: kept, not pruned.
 	reregistered := notification("n3", 2, "mail", "gone")
 	reregistered.Recipients[0].LastSubscriptionUpdate = time.Now().UTC()
@@ -219,7 +220,11 @@ func TestPerDeviceResults(t *testing.T) {
 		{"n1", "gone", relayproto.ClassDeviceGone, 0, "apns: 410 Unregistered"},
 		{"n1", "busy", relayproto.ClassTransient, 90000, "apns: 429 TooManyRequests"},
 		{"n1", "dev", relayproto.ClassAppFault, 0, `appId "unknown-app" is not registered`},
-		{"n2", "flaky", relayproto.ClassTransient, 45000, "apns: 503 ServiceUnavailable"},
+		// The push service down as a whole: the back-off of an outage
+		// just begun (outage.go); asked to slow down without a
+		// Retry-After: RetryBackOff.
+		{"n2", "flaky", relayproto.ClassTransient, 1000, "apns: 503 ServiceUnavailable"},
+		{"n2", "slowdown", relayproto.ClassTransient, 45000, "apns: 429 TooManyRequests"},
 		{"n2", "wrongtopic", relayproto.ClassAppFault, 0, "apns: 400 DeviceTokenNotForTopic"},
 		{"n2", "opaque", relayproto.ClassAppFault, 0, "apns: delivery failed"},
 		{"n2", "dev", relayproto.ClassAppFault, 0, `appId "broken-app" cannot be served`},
@@ -427,13 +432,15 @@ func TestStuckProviderTimesOutWithRetry(t *testing.T) {
 
 	// The stuck provider ignores its context: the relay answers anyway, with
 	// "retry" for its devices (including the one that never got a slot),
-	// and the other provider's device delivered.
+	// and the other provider's device delivered. A push service that does
+	// not answer is down as a whole: the back-off is that of an outage
+	// just begun, not RetryBackOff (outage.go).
 	req := relayproto.Request{Notifications: []relayproto.Notification{notification("n1", 1, "web", "sub-1", "web", "sub-2", "android", "pixel")}}
 	resp := h.publish(req).response(t)
 	devs := resp.Results[0].Devices
 	wantReasons := []string{"webpush did not answer within 300ms", "webpush: this organization's app had all its 1 sends in flight for 300ms"}
 	for i, d := range devs[:2] {
-		if d.Status != relayproto.DeviceRetry || d.BackOffTimeInMilliseconds != 20000 || !slices.ContainsFunc(wantReasons, func(w string) bool { return strings.HasPrefix(d.Reason, w) }) {
+		if d.Status != relayproto.DeviceRetry || d.BackOffTimeInMilliseconds != backOffMillis(minOutageBackOff) || !slices.ContainsFunc(wantReasons, func(w string) bool { return strings.HasPrefix(d.Reason, w) }) {
 			t.Fatalf("stuck device %d: %+v", i, d)
 		}
 	}

@@ -1,0 +1,107 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pushproxy/pushproxy/internal/providers"
+	"github.com/pushproxy/pushproxy/internal/relayproto"
+)
+
+func TestServiceDown(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"503", &providers.Error{Status: 503, Retryable: true}, true},
+		{"500", &providers.Error{Status: 500, Retryable: true}, true},
+		{"no connection", &providers.Error{Retryable: true, Err: errors.New("connection refused")}, true},
+		{"wrapped", fmt.Errorf("sending: %w", &providers.Error{Status: 502, Retryable: true}), true},
+		{"503 with its own Retry-After", &providers.Error{Status: 503, Retryable: true, RetryAfter: time.Minute}, false},
+		{"429: slow down, not down", &providers.Error{Status: 429, Retryable: true}, false},
+		{"410 gone", &providers.Error{Status: 410, Gone: true}, false},
+		{"403 app fault", &providers.Error{Status: 403, AppFault: true}, false},
+		{"not retryable", errors.New("unclassified"), false},
+		{"delivered", nil, false},
+	} {
+		if got := serviceDown(tt.err); got != tt.want {
+			t.Errorf("%s: serviceDown = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestOutageBackOffGrowsWithTheOutage: while an app's push service fails
+// as a whole, "retry" answers carry a back-off of a quarter of the
+// outage so far, from a second to RetryBackOff; another app's outage is
+// its own; a device the push service asks to slow down gets RetryBackOff;
+// any answer of the push service ends the outage.
+func TestOutageBackOffGrowsWithTheOutage(t *testing.T) {
+	var down atomic.Bool
+	mail, other := newRecorder("apns"), newRecorder("apns")
+	mail.answer = func(b providers.Badge) error {
+		switch {
+		case b.Device == "throttled":
+			return &providers.Error{Provider: "apns", Status: 429, Reason: "TooManyRequests", Retryable: true}
+		case down.Load():
+			return &providers.Error{Provider: "apns", Status: 503, Reason: "ServiceUnavailable", Retryable: true}
+		}
+		return nil
+	}
+	other.answer = func(providers.Badge) error {
+		return &providers.Error{Provider: "apns", Status: 500, Reason: "InternalServerError", Retryable: true}
+	}
+	h := newHarness(t, Config{RetryBackOff: 30 * time.Second}, map[string]providers.Provider{"mail": mail, "other": other})
+	start := time.Date(2026, 12, 6, 4, 0, 0, 0, time.UTC)
+	var elapsed atomic.Int64
+	h.srv.now = func() time.Time { return start.Add(time.Duration(elapsed.Load())) }
+	send := func(app, device string) relayproto.DeviceResult {
+		t.Helper()
+		resp := h.publish(relayproto.Request{Notifications: []relayproto.Notification{notification("n", 1, app, device)}}).response(t)
+		return resp.Results[0].Devices[0]
+	}
+
+	down.Store(true)
+	for _, step := range []struct {
+		at           time.Duration
+		app, device  string
+		class        relayproto.Class
+		backOffMilli int64
+	}{
+		{0, "mail", "a", relayproto.ClassTransient, 1000},
+		{2 * time.Second, "mail", "a", relayproto.ClassTransient, 1000},
+		{20 * time.Second, "mail", "a", relayproto.ClassTransient, 5000},
+		{20 * time.Second, "other", "b", relayproto.ClassTransient, 1000},
+		{40 * time.Second, "mail", "a", relayproto.ClassTransient, 10000},
+		{10 * time.Minute, "mail", "a", relayproto.ClassTransient, 30000},
+	} {
+		elapsed.Store(int64(step.at))
+		got := send(step.app, step.device)
+		if got.Class != step.class || got.BackOffTimeInMilliseconds != step.backOffMilli {
+			t.Errorf("%s into the outage, %s/%s: %s with back-off %d ms (%s), want %s with %d ms",
+				step.at, step.app, step.device, got.Class, got.BackOffTimeInMilliseconds, got.Reason, step.class, step.backOffMilli)
+		}
+	}
+
+	// A device the push service asks to slow down: it answered, so its
+	// outage is over.
+	if got := send("mail", "throttled"); got.Class != relayproto.ClassTransient || got.BackOffTimeInMilliseconds != 30000 {
+		t.Errorf("a device asked to slow down: %+v, want transient with RetryBackOff", got)
+	}
+	if got := send("mail", "a"); got.BackOffTimeInMilliseconds != 1000 {
+		t.Errorf("after the push service answered: back-off %d ms, want a new outage's 1000", got.BackOffTimeInMilliseconds)
+	}
+
+	down.Store(false)
+	if got := send("mail", "a"); got.Class != relayproto.ClassDelivered {
+		t.Fatalf("after the push service came back: %+v", got)
+	}
+	down.Store(true)
+	elapsed.Store(int64(11 * time.Minute))
+	if got := send("mail", "a"); got.BackOffTimeInMilliseconds != 1000 {
+		t.Errorf("a new outage after a delivery: back-off %d ms, want 1000", got.BackOffTimeInMilliseconds)
+	}
+}
