@@ -3,13 +3,14 @@
 // relay in front of a test APNs provider — under steady load with an
 // oracle of every user's true unread count, and kills parts of it: a
 // dispatcher, the relay, the MAIL stream's leader, the whole cluster,
-// ingest, or the provider's credentials; or cuts a dispatcher off from
-// NATS while it runs on, or the MAIL leader's server off from the other
-// two while its clients reach it (netcut_test.go). Every scenario then
-// asserts that no acknowledged event was lost, every final badge equals
-// the truth, no device saw an older count after a newer one and no
-// subscription was lost, and reports takeover and recovery times and
-// dead letters.
+// ingest, or the provider's credentials; makes the provider answer 503,
+// 429 or nothing; or cuts a dispatcher off from NATS while it runs on,
+// or the MAIL leader's server off from the other two while its clients
+// reach it (netcut_test.go). Every scenario then asserts that no
+// acknowledged event was lost, every final badge equals the truth, no
+// device saw an older count after a newer one, no subscription was lost
+// and nothing was dead-lettered, and reports takeover and recovery
+// times.
 //
 // The short run is part of "go test ./..." (skipped with -short or
 // PUSHPROXY_CHAOS=off); PUSHPROXY_CHAOS=long runs the long one ("make
@@ -122,6 +123,7 @@ var scenarios = []scenario{
 	{name: "cluster-restart", fault: restartCluster},
 	{name: "ingest-sigkill", fault: killIngest},
 	{name: "provider-cred-fault", fault: credentialFault},
+	{name: "provider-outage", fault: providerOutage},
 }
 
 // openScenarios are faults pushproxy does not handle fully yet: they
@@ -581,12 +583,39 @@ func killIngest(ctx context.Context, e *faultEnv) error {
 // credentialFault makes the provider answer every push with 403
 // InvalidProviderToken for credFault, then accept pushes again.
 func credentialFault(ctx context.Context, e *faultEnv) error {
+	return providerFaultFor(ctx, e, faultCredential, e.p.credFault)
+}
+
+// providerOutage makes the provider answer every push with 503
+// ServiceUnavailable, then with 429 TooManyRequests, then not at all (it
+// takes the requests and holds them until it comes back), each for as
+// long as a stop, with load between them. None of them is a verdict on a
+// device or on the app: no subscription is touched, nothing is
+// dead-lettered, and every user gets the latest count once it is back.
+func providerOutage(ctx context.Context, e *faultEnv) error {
+	for n, f := range []providerFault{faultUnavailable, faultThrottled, faultStalled} {
+		if n > 0 {
+			if err := pause(ctx, e.p.repeatAfter); err != nil {
+				return err
+			}
+		}
+		if err := providerFaultFor(ctx, e, f, e.p.stall); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// providerFaultFor makes the provider meet every push with f for d, then
+// accept pushes again, and records it as an outage.
+func providerFaultFor(ctx context.Context, e *faultEnv, f providerFault, d time.Duration) error {
+	_, before, _ := e.s.provider.stats()
 	down := time.Now()
-	e.s.provider.setCredentialFault(true)
-	err := pause(ctx, e.p.credFault)
-	e.s.provider.setCredentialFault(false)
-	_, faults, _ := e.s.provider.stats()
-	e.f.outages = append(e.f.outages, outage{what: "credential fault " + round(e.p.credFault), down: down, up: time.Now()})
-	e.f.notes = append(e.f.notes, fmt.Sprintf("the provider answered %d pushes with 403 InvalidProviderToken", faults))
+	e.s.provider.setFault(f)
+	err := pause(ctx, d)
+	e.s.provider.setFault(faultNone)
+	_, after, _ := e.s.provider.stats()
+	e.f.outages = append(e.f.outages, outage{what: fmt.Sprintf("provider %s %s", f, round(d)), down: down, up: time.Now()})
+	e.f.notes = append(e.f.notes, fmt.Sprintf("the provider met %d pushes with %s", after-before, f))
 	return err
 }

@@ -78,13 +78,18 @@ type takeover struct {
 
 // recovery measures the pushes after an outage ended.
 type recovery struct {
-	what       string
-	down, up   time.Time
-	firstPush  time.Duration // from the end of the outage to the first push
-	pending    int           // users whose count changed during the outage
-	maxPushes  int           // most pushes of one user with counts known at recovery
-	multi      int           // users with more than one such push
-	stale      int           // pushes carrying an older count than known at recovery
+	what      string
+	down, up  time.Time
+	firstPush time.Duration // from the end of the outage to the first push
+	pending   int           // users whose count changed during the outage
+	maxPushes int           // most pushes of one user with counts known at recovery
+	multi     int           // users with more than one such push
+	stale     int           // pushes carrying an older count than known at recovery
+	// current is from the end of the outage until the last of the
+	// pending users had a badge at least as high as its count then;
+	// behind counts the pending users that never had one.
+	current    time.Duration
+	behind     int
 	noFirst    bool
 	usersCount int
 	examples   []string // users with more than one such push
@@ -92,7 +97,7 @@ type recovery struct {
 
 // failed reports whether an assertion failed.
 func (r *result) failed() bool {
-	return len(r.unacked)+len(r.rejected)+len(r.wrong)+len(r.outOfOrder)+len(r.lost)+len(r.dupStored)+len(r.subsLost) > 0
+	return len(r.unacked)+len(r.rejected)+len(r.wrong)+len(r.outOfOrder)+len(r.lost)+len(r.dupStored)+len(r.subsLost)+r.dead > 0
 }
 
 // errs returns the failed assertions with evidence, at most max items each.
@@ -119,6 +124,21 @@ func (r *result) errs(max int) []string {
 	add("acknowledged events missing from MAIL (lost)", r.lost)
 	add("changes stored twice in MAIL (dedup failed)", r.dupStored)
 	add("subscriptions lost", r.subsLost)
+	add("reasons of dead letters (no fault here is a verdict on a device or an app: each letter is a badge dropped)", r.deadReasons())
+	return out
+}
+
+// deadReasons lists the dead letters' reasons, with how many had each.
+func (r *result) deadReasons() []string {
+	keys := make([]string, 0, len(r.deadWhy))
+	for k := range r.deadWhy {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = fmt.Sprintf("%5d  %s", r.deadWhy[k], k)
+	}
 	return out
 }
 
@@ -452,6 +472,11 @@ func measureRecovery(out outage, o *oracle, badges map[string][]badge) recovery 
 		}
 		if known > before {
 			rc.pending++
+			if d, ok := caughtUp(badges[u.device], out.up, known); ok {
+				rc.current = max(rc.current, d)
+			} else {
+				rc.behind++
+			}
 		}
 		rc.maxPushes = max(rc.maxPushes, n)
 		if n > 1 {
@@ -464,6 +489,26 @@ func measureRecovery(out outage, o *oracle, badges map[string][]badge) recovery 
 	rc.firstPush = first
 	rc.noFirst = first < 0
 	return rc
+}
+
+// currentAfter says when every user with changes during the outage had
+// its count: the time after the outage, or how many never did.
+func (x recovery) currentAfter() string {
+	if x.behind > 0 {
+		return fmt.Sprintf("never for %d", x.behind)
+	}
+	return round(x.current)
+}
+
+// caughtUp returns how long after t the first badge of bs at least as
+// high as count came, if one did.
+func caughtUp(bs []badge, t time.Time, count int) (time.Duration, bool) {
+	for _, b := range bs {
+		if b.At.After(t) && b.Count >= count {
+			return b.At.Sub(t), true
+		}
+	}
+	return 0, false
 }
 
 // durations summarises takeover times: p50, p99 (nearest rank) and max.
@@ -498,7 +543,7 @@ func round(d time.Duration) string { return d.Round(100 * time.Millisecond).Stri
 func summary(rs []*result) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-22s %-6s %6s %7s %6s %6s %6s %5s %5s %5s %5s %-42s %s\n",
-		"scenario", "result", "users", "events", "wrong", "order", "lost", "subs", "dead", "unack", "crash", "takeover (kill→partitions applied again)", "recovery (first push; pending users; max pushes/user; users >1; stale)")
+		"scenario", "result", "users", "events", "wrong", "order", "lost", "subs", "dead", "unack", "crash", "takeover (kill→partitions applied again)", "recovery (first push; pending users; max pushes/user; users >1; stale; all current)")
 	for _, r := range rs {
 		res := "PASS"
 		if r.failed() {
@@ -510,7 +555,7 @@ func summary(rs []*result) string {
 			if !x.noFirst {
 				first = round(x.firstPush)
 			}
-			rec = append(rec, fmt.Sprintf("%s: %s; %d; %d; %d; %d", x.what, first, x.pending, x.maxPushes, x.multi, x.stale))
+			rec = append(rec, fmt.Sprintf("%s: %s; %d; %d; %d; %d; %s", x.what, first, x.pending, x.maxPushes, x.multi, x.stale, x.currentAfter()))
 		}
 		recs := strings.Join(rec, " | ")
 		if recs == "" {
@@ -531,21 +576,16 @@ func details(r *result) string {
 		fmt.Fprintf(&b, "  takeover after killing %s at %s (owned %v): worst %s resolved=%v [%s]\n", t.target, t.at.Format(timeFmt), t.owns, round(t.worst), t.resolved, t.detail)
 	}
 	for _, x := range r.recoveries {
-		fmt.Fprintf(&b, "  after %s (%s to %s): first push %s (none=%v), %d of %d users had changes during it, max %d pushes per user with counts known at recovery, %d users got more than one, %d stale pushes\n",
-			x.what, x.down.Format(timeFmt), x.up.Format(timeFmt), round(x.firstPush), x.noFirst, x.pending, x.usersCount, x.maxPushes, x.multi, x.stale)
+		fmt.Fprintf(&b, "  after %s (%s to %s): first push %s (none=%v), %d of %d users had changes during it, max %d pushes per user with counts known at recovery, %d users got more than one, %d stale pushes, every one of them current after %s\n",
+			x.what, x.down.Format(timeFmt), x.up.Format(timeFmt), round(x.firstPush), x.noFirst, x.pending, x.usersCount, x.maxPushes, x.multi, x.stale, x.currentAfter())
 		for _, ex := range x.examples {
 			fmt.Fprintf(&b, "    e.g. %s\n", ex)
 		}
 	}
 	if r.dead > 0 {
 		fmt.Fprintf(&b, "  dead letters: %d\n", r.dead)
-		keys := make([]string, 0, len(r.deadWhy))
-		for k := range r.deadWhy {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			fmt.Fprintf(&b, "    %5d  %s\n", r.deadWhy[k], k)
+		for _, line := range r.deadReasons() {
+			fmt.Fprintf(&b, "    %s\n", line)
 		}
 	}
 	if len(r.provider) > 0 {

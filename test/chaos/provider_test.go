@@ -30,22 +30,52 @@ type badge struct {
 	At    time.Time
 }
 
+// providerFault is how the provider answers every push for a while.
+type providerFault int32
+
+// The provider's faults: the ones APNs answers with when its provider key
+// is revoked (403 InvalidProviderToken), when it is down or shutting down
+// (503 ServiceUnavailable), when it throttles (429 TooManyRequests), and a
+// provider that takes requests and answers none until it comes back.
+const (
+	faultNone providerFault = iota
+	faultCredential
+	faultUnavailable
+	faultThrottled
+	faultStalled
+)
+
+// String names the fault in the run's notes.
+func (f providerFault) String() string {
+	switch f {
+	case faultCredential:
+		return "403 InvalidProviderToken"
+	case faultUnavailable:
+		return "503 ServiceUnavailable"
+	case faultThrottled:
+		return "429 TooManyRequests"
+	case faultStalled:
+		return "no answer"
+	}
+	return "none"
+}
+
 // provider is an APNs provider API over TLS and HTTP/2, living in the test
 // process, that records every badge each device receives in arrival order.
-// It can be told to answer every push with a credential fault (403
-// InvalidProviderToken), as APNs does when the provider key is revoked.
+// It can be told to answer every push with a fault (setFault).
 type provider struct {
 	srv    *httptest.Server
 	key    *ecdsa.PublicKey
 	caFile string // PEM of the server's certificate, for SSL_CERT_FILE
 	keyP8  string // the signing key for the relay's app registration
 
-	credFault atomic.Bool
+	fault atomic.Int32 // a providerFault
 
 	mu      sync.Mutex
 	tokens  map[string]bool // provider tokens already verified
 	badges  map[string][]badge
-	faults  int // pushes answered with the credential fault
+	faults  int           // pushes answered with a fault, or held by one
+	resume  chan struct{} // closed when a stall ends
 	invalid []string
 	last    time.Time
 }
@@ -92,12 +122,33 @@ func (p *provider) serve(w http.ResponseWriter, r *http.Request) {
 		invalid(http.StatusNotFound, "bad path "+r.URL.Path)
 		return
 	}
-	if p.credFault.Load() {
+	switch f := providerFault(p.fault.Load()); f {
+	case faultCredential, faultUnavailable, faultThrottled:
 		p.mu.Lock()
 		p.faults++
 		p.mu.Unlock()
-		answer(http.StatusForbidden, "InvalidProviderToken")
+		status, reason := http.StatusForbidden, "InvalidProviderToken"
+		if f == faultUnavailable {
+			status, reason = http.StatusServiceUnavailable, "ServiceUnavailable"
+		} else if f == faultThrottled {
+			status, reason = http.StatusTooManyRequests, "TooManyRequests"
+		}
+		answer(status, reason)
 		return
+	case faultStalled:
+		p.mu.Lock()
+		p.faults++
+		resume := p.resume
+		p.mu.Unlock()
+		select {
+		case <-resume:
+			// Back: the push goes on as if it had just arrived.
+		case <-r.Context().Done():
+			// The relay gave up on it and reset the stream: APNs never
+			// delivers a push it did not answer (the relay sends the badge
+			// again, later and newer).
+			return
+		}
 	}
 	if !p.verify(strings.TrimPrefix(r.Header.Get("Authorization"), "bearer ")) {
 		invalid(http.StatusForbidden, "InvalidProviderToken (bad token)")
@@ -153,9 +204,19 @@ func (p *provider) verify(bearer string) bool {
 	return true
 }
 
-// setCredentialFault makes every push fail with 403 InvalidProviderToken
-// (on) or succeed again (off).
-func (p *provider) setCredentialFault(on bool) { p.credFault.Store(on) }
+// setFault makes every push meet f from now on (faultNone: succeed
+// again). Pushes held by a stall go on when it ends.
+func (p *provider) setFault(f providerFault) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	was := providerFault(p.fault.Swap(int32(f)))
+	if f == faultStalled && was != faultStalled {
+		p.resume = make(chan struct{})
+	}
+	if was == faultStalled && f != faultStalled {
+		close(p.resume)
+	}
+}
 
 // snapshot returns a copy of every device's badges.
 func (p *provider) snapshot() map[string][]badge {
@@ -180,7 +241,7 @@ func (p *provider) lastBadge(device string) (badge, bool) {
 }
 
 // stats returns the time of the latest push, the number of pushes answered
-// with the credential fault and the protocol errors seen.
+// with a fault or held by one, and the protocol errors seen.
 func (p *provider) stats() (last time.Time, faults int, invalid []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
