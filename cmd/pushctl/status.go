@@ -57,6 +57,9 @@ type workerStatus struct {
 	// Reads are the encodings of stored values the dispatcher reads
 	// (empty: a release that reads only JSON).
 	Reads []storage.Encoding `json:"reads,omitempty"`
+	// Deaf: the dispatcher hears nothing from NATS (not even its own
+	// heartbeats) and pushes nothing; the others take its partitions.
+	Deaf bool `json:"deaf,omitempty"`
 }
 
 // statusReport is everything pushctl status prints.
@@ -279,7 +282,7 @@ func listenWorkers(ctx context.Context, nc *nats.Conn, subject string, d time.Du
 			delete(seen, a.ID)
 			return
 		}
-		seen[a.ID] = workerStatus{ID: a.ID, Partitions: slices.Sorted(slices.Values(a.Owns)), Reads: a.Reads}
+		seen[a.ID] = workerStatus{ID: a.ID, Partitions: slices.Sorted(slices.Values(a.Owns)), Reads: a.Reads, Deaf: a.Deaf}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listening for dispatchers on %s: %w", subject, err)
@@ -338,7 +341,11 @@ func printStatus(w io.Writer, rep statusReport) error {
 			for _, p := range wk.Partitions {
 				parts = append(parts, strconv.Itoa(p))
 			}
-			fmt.Fprintf(tw, "%s\t%s\n", wk.ID, strings.Join(parts, ","))
+			note := ""
+			if wk.Deaf {
+				note = "  (deaf: hears nothing from NATS, pushes nothing; the others take its partitions)"
+			}
+			fmt.Fprintf(tw, "%s\t%s%s\n", wk.ID, strings.Join(parts, ","), note)
 		}
 	}
 	fmt.Fprintln(tw)

@@ -52,8 +52,26 @@ func TestStatus(t *testing.T) {
 		}
 	}
 
-	r = pushctl(t, "status", url)
+	// A dispatcher that hears nothing from NATS says so in its heartbeats.
+	deaf, _ := json.Marshal(dispatcher.Announcement{ID: "worker-b", Owns: []int{3}, Deaf: true})
+	stopDeaf := make(chan struct{})
+	deafDone := make(chan struct{})
+	go func() {
+		defer close(deafDone)
+		for {
+			_ = conn.NC.Publish(dispatcher.DefaultMembershipSubject, deaf)
+			select {
+			case <-stopDeaf:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	r = pushctl(t, "status", "--listen", "1s", url)
+	close(stopDeaf)
+	<-deafDone
 	for _, re := range []string{
+		`(?m)^worker-b +3  \(deaf: hears nothing from NATS, pushes nothing; the others take its partitions\)$`,
 		`(?m)^MAIL +0 +\d+ +8 `,
 		`(?m)^MAIL +dispatcher-p0 +mail\.0\.> +0 +0 +0 `,
 		`(?m)^worker-a +0,1,2,3,4,5,6,7$`,

@@ -21,6 +21,11 @@ import (
 // others count it gone.
 const memberTimeoutBeats = 3
 
+// deafAfter is how long, in heartbeats, a member may go without hearing
+// its own before it announces itself deaf: its heartbeats come back within
+// milliseconds, so one and a half missed is one lost, not a slow one.
+const deafAfter = 1.5
+
 // Announcement is a dispatcher's heartbeat on the membership subject
 // (Config.MembershipSubject): its id, the partitions it consumes, whether
 // it is leaving, and the encodings of stored values it reads. pushctl
@@ -30,6 +35,13 @@ type Announcement struct {
 	ID      string `json:"id"`
 	Leaving bool   `json:"leaving,omitempty"`
 	Owns    []int  `json:"owns,omitempty"`
+	// Deaf says that the dispatcher has not heard its own heartbeats for
+	// more than deafAfter of them: what NATS sends it does not arrive
+	// (its connection is cut one way), so it pushes nothing. The others
+	// do not count such a heartbeat as a sign of life, and take its
+	// partitions after memberTimeoutBeats, instead of waiting until its
+	// client gives the connection up (4 to 6 s more).
+	Deaf bool `json:"deaf,omitempty"`
 	// Reads are the encodings of the unread and subscriptions buckets the
 	// dispatcher reads (storage.Reads); empty for a release before the
 	// compact encoding, which reads only JSON.
@@ -102,18 +114,26 @@ func (m *membership) receive(msg *nats.Msg) {
 	}
 	m.mu.Lock()
 	_, known := m.seen[a.ID]
-	if a.Leaving {
+	live := !a.Leaving && !a.Deaf
+	switch {
+	case a.Leaving:
 		delete(m.seen, a.ID)
 		delete(m.claims, a.ID)
-	} else {
+	case a.Deaf:
+		// Not a sign of life: it counts as silent and is forgotten when
+		// its last full heartbeat times out.
+		if known {
+			m.claims[a.ID] = a.Owns
+		}
+	default:
 		m.seen[a.ID] = time.Now()
 		m.claims[a.ID] = a.Owns
 	}
 	m.mu.Unlock()
-	if a.Leaving || !known {
+	if a.Leaving || (live && !known) {
 		m.signal()
 	}
-	if !known && !a.Leaving {
+	if live && !known {
 		// Answer a newcomer at once so it learns the members quickly.
 		m.announce(false)
 	}
@@ -280,9 +300,12 @@ func (m *membership) tick() {
 	}
 }
 
+// announce publishes this member's heartbeat: deaf when it has not heard
+// its own for deafAfter heartbeats.
 func (m *membership) announce(leaving bool) {
 	m.mu.Lock()
-	a := Announcement{ID: m.id, Leaving: leaving, Owns: slices.Clone(m.owns), Reads: storage.Reads()}
+	deaf := time.Since(m.self) > time.Duration(deafAfter*float64(m.interval))
+	a := Announcement{ID: m.id, Leaving: leaving, Owns: slices.Clone(m.owns), Reads: storage.Reads(), Deaf: deaf && !leaving}
 	m.mu.Unlock()
 	data, _ := json.Marshal(a)
 	if err := m.nc.Publish(m.subject, data); err != nil {

@@ -2,13 +2,16 @@ package dispatcher
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/broker/brokertest"
@@ -229,4 +232,74 @@ func TestMembershipOneOutageOneEpoch(t *testing.T) {
 	if after, live := m.current(); after != before+1 || !live {
 		t.Fatalf("epoch %d after one outage (was %d), live %v; want one new epoch", after, before, live)
 	}
+}
+
+// TestMembershipDeafIsNotALiveSign cuts what NATS sends one member (its
+// own heartbeats included) while what it sends still goes out, as a
+// network that fails one way does: it announces itself deaf, may not
+// push, and the other member counts it gone after its timeout, as if it
+// were silent, instead of while its client still holds the connection
+// (minutes here: the client's pings are the library's default). Once it
+// hears again, it is live again and counted again.
+func TestMembershipDeafIsNotALiveSign(t *testing.T) {
+	const beat = 20 * time.Millisecond
+	conn := brokertest.Start(t, brokertest.WithListen())
+	proxy := brokertest.StartProxy(t, conn.ClientURL())
+	ncB, err := nats.Connect(proxy.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ncB.Close()
+
+	// Count b's heartbeats as the server gets them.
+	var fromB, deafFromB atomic.Int32
+	sub, err := conn.NC.Subscribe("members", func(msg *nats.Msg) {
+		var an Announcement
+		if json.Unmarshal(msg.Data, &an) == nil && an.ID == "b" {
+			fromB.Add(1)
+			if an.Deaf {
+				deafFromB.Add(1)
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var running sync.WaitGroup
+	defer func() { cancel(); running.Wait() }()
+	a := newMembership(conn.NC, "members", "a", beat, zerolog.Nop())
+	b := newMembership(ncB, "members", "b", beat, zerolog.Nop())
+	for _, m := range []*membership{a, b} {
+		if err := m.start(); err != nil {
+			t.Fatal(err)
+		}
+		running.Go(func() { m.beat(ctx) })
+	}
+	within := func(what string, d time.Duration, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(d); !cond(); time.Sleep(beat / 4) {
+			if time.Now().After(deadline) {
+				t.Fatalf("not within %s: %s", d, what)
+			}
+		}
+	}
+	aCountsB := func() bool { return slices.Contains(a.members(), "b") }
+	bLive := func() bool { _, live := b.current(); return live }
+	within("a counts b", 5*time.Second, aCountsB)
+
+	proxy.Freeze()
+	sent := fromB.Load()
+	within("a counts b gone", 50*beat, func() bool { return !aCountsB() })
+	if bLive() {
+		t.Fatal("b is live while it hears nothing")
+	}
+	if fromB.Load() <= sent || deafFromB.Load() == 0 {
+		t.Fatalf("b's heartbeats stopped reaching the server (%d before the cut, %d after, %d deaf): the test cut the wrong way", sent, fromB.Load(), deafFromB.Load())
+	}
+
+	proxy.Thaw()
+	within("b hears itself and a counts it again", 5*time.Second, func() bool { return bLive() && aCountsB() })
 }
