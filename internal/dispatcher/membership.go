@@ -249,17 +249,15 @@ func (m *membership) confirm(ctx context.Context) {
 		err := m.beacon(bctx)
 		cancel()
 		switch {
-		case err == nil && failing:
-			failing = false
-			m.log.Info().Msg("the cluster confirms this dispatcher's writes again")
 		case err == nil:
-		case ctx.Err() != nil:
-		case !failing:
+			m.confirmed(sent)
+			if failing {
+				failing = false
+				m.log.Info().Msg("the cluster confirms this dispatcher's writes again")
+			}
+		case ctx.Err() == nil && !failing:
 			failing = true
 			m.log.Warn().Err(err).Msg("the cluster does not confirm this dispatcher's writes: it pushes nothing until it does (cut off from the majority of the NATS servers?)")
-		}
-		if err == nil {
-			m.confirmed(sent)
 		}
 	}
 	send()

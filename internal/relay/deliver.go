@@ -182,7 +182,12 @@ func (s *Server) settle(l *lane, tenant string, j *job, err error, log zerolog.L
 	key := appKey{org: tenant, app: j.badge.AppID}
 	timedOut := errors.Is(err, errLaneTimeout) || errors.Is(err, context.DeadlineExceeded)
 	shareBusy := errors.Is(err, errShareBusy)
-	if !timedOut && !shareBusy && !serviceDown(err) {
+	// outageBackOff is the back-off of the push service's outage, when
+	// this send failed with the service as a whole.
+	var outageBackOff time.Duration
+	if down := timedOut || shareBusy || serviceDown(err); down {
+		outageBackOff = s.outages.failed(key, s.now())
+	} else {
 		s.outages.answered(key)
 	}
 	switch {
@@ -191,11 +196,11 @@ func (s *Server) settle(l *lane, tenant string, j *job, err error, log zerolog.L
 	case shareBusy:
 		d.SetClass(relayproto.ClassTransient)
 		d.Reason = fmt.Sprintf("%s: this organization's app had all its %d sends in flight for %s (its push service is slow)", l.kind, l.share, l.timeout)
-		d.BackOffTimeInMilliseconds = backOffMillis(s.outages.failed(key, s.now()))
+		d.BackOffTimeInMilliseconds = backOffMillis(outageBackOff)
 	case timedOut:
 		d.SetClass(relayproto.ClassTransient)
 		d.Reason = fmt.Sprintf("%s did not answer within %s", l.kind, l.timeout)
-		d.BackOffTimeInMilliseconds = backOffMillis(s.outages.failed(key, s.now()))
+		d.BackOffTimeInMilliseconds = backOffMillis(outageBackOff)
 	case providers.IsGone(err):
 		d.SetClass(relayproto.ClassDeviceGone)
 		d.Reason = reason(l.kind, err)
@@ -218,8 +223,8 @@ func (s *Server) settle(l *lane, tenant string, j *job, err error, log zerolog.L
 		wait, ok := providers.RetryAfter(err)
 		switch {
 		case ok:
-		case serviceDown(err):
-			wait = s.outages.failed(key, s.now())
+		case outageBackOff > 0:
+			wait = outageBackOff
 		default:
 			wait = s.cfg.RetryBackOff
 		}

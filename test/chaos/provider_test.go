@@ -45,16 +45,26 @@ const (
 	faultStalled
 )
 
-// String names the fault in the run's notes.
-func (f providerFault) String() string {
+// answer is the status and reason APNs answers with during f; 0 for a
+// fault that answers nothing (or none).
+func (f providerFault) answer() (int, string) {
 	switch f {
 	case faultCredential:
-		return "403 InvalidProviderToken"
+		return http.StatusForbidden, "InvalidProviderToken"
 	case faultUnavailable:
-		return "503 ServiceUnavailable"
+		return http.StatusServiceUnavailable, "ServiceUnavailable"
 	case faultThrottled:
-		return "429 TooManyRequests"
-	case faultStalled:
+		return http.StatusTooManyRequests, "TooManyRequests"
+	}
+	return 0, ""
+}
+
+// String names the fault in the run's notes.
+func (f providerFault) String() string {
+	if status, reason := f.answer(); status != 0 {
+		return fmt.Sprintf("%d %s", status, reason)
+	}
+	if f == faultStalled {
 		return "no answer"
 	}
 	return "none"
@@ -122,20 +132,15 @@ func (p *provider) serve(w http.ResponseWriter, r *http.Request) {
 		invalid(http.StatusNotFound, "bad path "+r.URL.Path)
 		return
 	}
-	switch f := providerFault(p.fault.Load()); f {
-	case faultCredential, faultUnavailable, faultThrottled:
+	f := providerFault(p.fault.Load())
+	if status, reason := f.answer(); status != 0 {
 		p.mu.Lock()
 		p.faults++
 		p.mu.Unlock()
-		status, reason := http.StatusForbidden, "InvalidProviderToken"
-		if f == faultUnavailable {
-			status, reason = http.StatusServiceUnavailable, "ServiceUnavailable"
-		} else if f == faultThrottled {
-			status, reason = http.StatusTooManyRequests, "TooManyRequests"
-		}
 		answer(status, reason)
 		return
-	case faultStalled:
+	}
+	if f == faultStalled {
 		p.mu.Lock()
 		p.faults++
 		resume := p.resume
