@@ -105,7 +105,8 @@ type Config struct {
 	MaxInFlight int
 	// RetryDelay is the first wait before a push that could not be sent
 	// (relay down, device asked to retry) is tried again; it doubles up to
-	// MaxRetryDelay.
+	// MaxRetryDelay. A back-off the relay asked for a device replaces it
+	// (never shorter than RetryDelay).
 	RetryDelay    time.Duration
 	MaxRetryDelay time.Duration
 	// MaxPushRetries bounds how often a push whose devices asked for a

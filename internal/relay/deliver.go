@@ -138,11 +138,15 @@ func (s *Server) runLane(ctx context.Context, l *lane, tenant string, jobs []job
 }
 
 // send takes a slot of the job's organization+app and one of the lane, and
-// sends one badge, giving up when ctx ends even if the provider does not:
+// sends one badge (unless its push service is down: outages.pass), giving up when ctx ends even if the provider does not:
 // the slots stay taken until the provider returns, so a stuck push service
 // uses up only its organization+app's share of the lane.
 func (s *Server) send(ctx context.Context, l *lane, j *job) error {
-	release, err := l.acquire(ctx, appKey{org: j.badge.Tenant, app: j.badge.AppID}, func() {
+	key := appKey{org: j.badge.Tenant, app: j.badge.AppID}
+	if err := s.outages.pass(key, s.now()); err != nil {
+		return err
+	}
+	release, err := l.acquire(ctx, key, func() {
 		s.metrics.shareWaits.WithLabelValues(j.badge.Tenant, j.badge.AppID, l.kind).Inc()
 	})
 	if err != nil {
@@ -182,17 +186,27 @@ func (s *Server) settle(l *lane, tenant string, j *job, err error, log zerolog.L
 	key := appKey{org: tenant, app: j.badge.AppID}
 	timedOut := errors.Is(err, errLaneTimeout) || errors.Is(err, context.DeadlineExceeded)
 	shareBusy := errors.Is(err, errShareBusy)
+	var held *heldByOutage
+	isHeld := errors.As(err, &held)
 	// outageBackOff is the back-off of the push service's outage, when
-	// this send failed with the service as a whole.
+	// this send failed with the service as a whole. A send held by the
+	// outage was not sent: it neither fails nor answers.
 	var outageBackOff time.Duration
-	if down := timedOut || shareBusy || serviceDown(err); down {
+	switch {
+	case isHeld:
+	case timedOut || shareBusy || serviceDown(err):
 		outageBackOff = s.outages.failed(key, s.now())
-	} else {
+	default:
 		s.outages.answered(key)
 	}
 	switch {
 	case err == nil:
 		d.SetClass(relayproto.ClassDelivered)
+	case isHeld:
+		d.SetClass(relayproto.ClassTransient)
+		d.Reason = fmt.Sprintf("%s: not sent: %v", l.kind, held)
+		d.BackOffTimeInMilliseconds = backOffMillis(held.backOff)
+		s.metrics.outageHeld.WithLabelValues(tenant, j.badge.AppID, l.kind).Inc()
 	case shareBusy:
 		d.SetClass(relayproto.ClassTransient)
 		d.Reason = fmt.Sprintf("%s: this organization's app had all its %d sends in flight for %s (its push service is slow)", l.kind, l.share, l.timeout)
@@ -247,7 +261,7 @@ func (s *Server) settle(l *lane, tenant string, j *job, err error, log zerolog.L
 			Msg("device not delivered")
 	}
 	var isProviderError *providers.Error
-	if err != nil && !errors.As(err, &isProviderError) && !errors.Is(err, errLaneTimeout) && !errors.Is(err, errShareBusy) {
+	if err != nil && !errors.As(err, &isProviderError) && !errors.Is(err, errLaneTimeout) && !errors.Is(err, errShareBusy) && !isHeld {
 		// The error text may quote a device address: only its type is
 		// logged above debug level.
 		log.Warn().Str("provider", l.kind).Str("app_id", j.badge.AppID).Str("error_type", fmt.Sprintf("%T", err)).Msg("provider failed with an unclassified error")

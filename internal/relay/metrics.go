@@ -44,6 +44,7 @@ type metrics struct {
 	rateLimited     *prometheus.CounterVec
 	appFaults       *prometheus.CounterVec
 	shareWaits      *prometheus.CounterVec
+	outageHeld      *prometheus.CounterVec
 	atQuota         *prometheus.CounterVec
 }
 
@@ -93,12 +94,16 @@ func newMetrics(reg prometheus.Registerer, tenants *tenantLimiter) (*metrics, er
 			Name: "pushproxy_relay_share_waits_total",
 			Help: "Sends that queued because their organization+app had its whole share of the push service's slots in flight (--provider-share), by organization, app and provider.",
 		}, []string{"organization", "app_id", "provider"}),
+		outageHeld: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushproxy_relay_outage_held_total",
+			Help: "Sends answered \"retry\" without being sent because their organization+app's push service has been down a second or more (one send a second goes through to see whether it is back), by organization, app and provider.",
+		}, []string{"organization", "app_id", "provider"}),
 		atQuota: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushproxy_relay_tenant_notifications_total",
 			Help: "Notifications (monitoring ones aside) of each organization at its quota, by result: accepted, or held_back (refused with 429; the dispatcher sends them again after the back-off, and counts them again).",
 		}, []string{"tenant", "result"}),
 	}
-	if err := service.Register(reg, "relay", m.requests, m.requestDuration, m.notifications, m.deliveries, m.providerLatency, m.inFlight, m.authFailures, m.rateLimited, m.appFaults, m.shareWaits, m.atQuota, newQuotaCollector(tenants)); err != nil {
+	if err := service.Register(reg, "relay", m.requests, m.requestDuration, m.notifications, m.deliveries, m.providerLatency, m.inFlight, m.authFailures, m.rateLimited, m.appFaults, m.shareWaits, m.outageHeld, m.atQuota, newQuotaCollector(tenants)); err != nil {
 		return nil, err
 	}
 	for _, o := range []string{outcomeOK, outcomeUnauthorized, outcomeBadRequest, outcomeTooLarge, outcomeUnsupportedMediaType, outcomeInvalid, outcomeRateLimited, outcomeUnavailable, outcomeStalled} {

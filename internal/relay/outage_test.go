@@ -3,9 +3,12 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pushproxy/pushproxy/internal/providers"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
@@ -86,8 +89,9 @@ func TestOutageBackOffGrowsWithTheOutage(t *testing.T) {
 		}
 	}
 
-	// A device the push service asks to slow down: it answered, so its
-	// outage is over.
+	// A device the push service asks to slow down (sent as the next
+	// trial): it answered, so its outage is over.
+	elapsed.Add(int64(outageTrialEvery))
 	if got := send("mail", "throttled"); got.Class != relayproto.ClassTransient || got.BackOffTimeInMilliseconds != 30000 {
 		t.Errorf("a device asked to slow down: %+v, want transient with RetryBackOff", got)
 	}
@@ -103,5 +107,76 @@ func TestOutageBackOffGrowsWithTheOutage(t *testing.T) {
 	elapsed.Store(int64(11 * time.Minute))
 	if got := send("mail", "a"); got.BackOffTimeInMilliseconds != 1000 {
 		t.Errorf("a new outage after a delivery: back-off %d ms, want 1000", got.BackOffTimeInMilliseconds)
+	}
+}
+
+// TestOutageLetsATrialASecondThrough: once an app's push service has been
+// down a second, one send a second reaches it and the others are answered
+// "retry" at once, with the outage's back-off, without being sent; another
+// app's sends are not held; the first answer ends the outage and every
+// send goes through again.
+func TestOutageLetsATrialASecondThrough(t *testing.T) {
+	var down atomic.Bool
+	mail, other := newRecorder("apns"), newRecorder("apns")
+	mail.answer = func(providers.Badge) error {
+		if down.Load() {
+			return &providers.Error{Provider: "apns", Status: 503, Reason: "ServiceUnavailable", Retryable: true}
+		}
+		return nil
+	}
+	h := newHarness(t, Config{RetryBackOff: 30 * time.Second}, map[string]providers.Provider{"mail": mail, "other": other})
+	start := time.Date(2026, 12, 6, 8, 0, 0, 0, time.UTC)
+	var elapsed atomic.Int64
+	h.srv.now = func() time.Time { return start.Add(time.Duration(elapsed.Load())) }
+	send := func(app string) relayproto.DeviceResult {
+		t.Helper()
+		resp := h.publish(relayproto.Request{Notifications: []relayproto.Notification{notification("n", 1, app, "a")}}).response(t)
+		return resp.Results[0].Devices[0]
+	}
+
+	down.Store(true)
+	for _, step := range []struct {
+		at           time.Duration
+		app          string
+		sent         bool // reached the push service
+		class        relayproto.Class
+		backOffMilli int64
+	}{
+		{0, "mail", true, relayproto.ClassTransient, 1000},
+		{500 * time.Millisecond, "mail", true, relayproto.ClassTransient, 1000}, // down less than a second: every send goes
+		{1200 * time.Millisecond, "mail", false, relayproto.ClassTransient, 1000},
+		{1500 * time.Millisecond, "mail", true, relayproto.ClassTransient, 1000}, // a second after the last send: a trial
+		{1600 * time.Millisecond, "mail", false, relayproto.ClassTransient, 1000},
+		{1600 * time.Millisecond, "other", true, relayproto.ClassDelivered, 0},
+		{2400 * time.Millisecond, "mail", false, relayproto.ClassTransient, 1000},
+		{20 * time.Second, "mail", true, relayproto.ClassTransient, 5000},
+		{20*time.Second + 100*time.Millisecond, "mail", false, relayproto.ClassTransient, 5025},
+	} {
+		elapsed.Store(int64(step.at))
+		before := len(mail.sent()) + len(other.sent())
+		got := send(step.app)
+		if sent := len(mail.sent())+len(other.sent()) > before; sent != step.sent {
+			t.Errorf("%s into the outage, %s: sent to the push service = %v, want %v (%s)", step.at, step.app, sent, step.sent, got.Reason)
+		}
+		if got.Class != step.class || got.BackOffTimeInMilliseconds != step.backOffMilli {
+			t.Errorf("%s into the outage, %s: %s with back-off %d ms (%s), want %s with %d ms",
+				step.at, step.app, got.Class, got.BackOffTimeInMilliseconds, got.Reason, step.class, step.backOffMilli)
+		}
+	}
+	if got := send("mail"); !strings.Contains(got.Reason, "not sent: the push service has failed for 20s") {
+		t.Errorf("a held send's reason: %q", got.Reason)
+	}
+	if n := testutil.ToFloat64(h.srv.metrics.outageHeld.WithLabelValues("fabrikam.com", "mail", "apns")); n != 5 {
+		t.Errorf("pushproxy_relay_outage_held_total = %v, want 5", n)
+	}
+
+	// Back: the next trial is delivered, and the outage is over.
+	down.Store(false)
+	elapsed.Store(int64(21 * time.Second))
+	if got := send("mail"); got.Class != relayproto.ClassDelivered {
+		t.Fatalf("the trial after the push service came back: %+v", got)
+	}
+	if got := send("mail"); got.Class != relayproto.ClassDelivered {
+		t.Errorf("a send right after the outage: %+v, want delivered", got)
 	}
 }

@@ -490,16 +490,24 @@ func (l *Ledger[E]) hold(now time.Time, u *User[E], evs []E, until time.Time) {
 
 // requeue puts a push back to go after a back-off: RetryDelay doubled per
 // requeue up to MaxRetryDelay (RelayCooldown for a down relay), and no
-// shorter than hint.
+// shorter than hint; the back-off the relay asked for a device, when it
+// did (RequeueDeviceBackOff), no shorter than RetryDelay.
 func (l *Ledger[E]) requeue(now time.Time, u *User[E], evs []E, reason string, hint time.Duration) {
 	u.requeues++
 	delay := l.policy.RetryDelay << min(u.requeues-1, 20)
 	delay = min(max(delay, l.policy.RetryDelay), l.policy.MaxRetryDelay)
-	if reason == RetryRelayUnavailable {
+	switch reason {
+	case RetryRelayUnavailable:
 		// The relay client's breaker tries the relay every cool-down; a
 		// push held for a down relay tries as often, so that it goes out
 		// within a cool-down of the relay's return, not a growing back-off.
 		delay = min(delay, l.policy.RelayCooldown)
+	case RequeueDeviceBackOff:
+		// The relay said when to come back: it sees the push service's
+		// answers to every dispatcher, and its back-off grows with the
+		// service's outage (internal/relay, "Outages"). Doubling on top
+		// held a badge up to 16 s after a 20 s outage had ended.
+		delay = l.policy.RetryDelay
 	}
 	delay = max(delay, hint)
 	l.co.Failed(now, u.Key, now.Add(delay))

@@ -191,6 +191,13 @@ func delivered(n int) func(l *Ledger[*ev], now time.Time, u *User[*ev]) Result[*
 	}
 }
 
+// backOff answers that the relay asks to wait d before sending again.
+func backOff(d time.Duration) func(l *Ledger[*ev], now time.Time, u *User[*ev]) Result[*ev] {
+	return func(l *Ledger[*ev], now time.Time, u *User[*ev]) Result[*ev] {
+		return l.Answered(now, u, 1, Answer{Transient: true, BackOff: d})
+	}
+}
+
 func TestScenarios(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -274,6 +281,20 @@ func TestScenarios(t *testing.T) {
 			answer(5500, "alice", func(l *Ledger[*ev], now time.Time, u *User[*ev]) Result[*ev] {
 				return l.Answered(now, u, 1, Answer{Transient: true})
 			}, "requeued device_retry"),
+		}},
+		{"the relay's back-off is the wait, not doubled on top", []step{
+			// The relay's back-off during a push service's outage; the
+			// doubling alone would wait 1, 2, 4, 8 s.
+			apply(0, "alice", 1, ""), due(300, false, "alice=1 [1]"), send(300, "alice"),
+			answer(400, "alice", backOff(2*time.Second), "requeued device_backoff"),
+			due(2399, false, ""), due(2400, false, "alice=1 [1]"), send(2400, "alice"),
+			answer(2500, "alice", backOff(2*time.Second), "requeued device_backoff"),
+			due(4499, false, ""), due(4500, false, "alice=1 [1]"), send(4500, "alice"),
+			answer(4600, "alice", backOff(2*time.Second), "requeued device_backoff"),
+			due(6599, false, ""), due(6600, false, "alice=1 [1]"), send(6600, "alice"),
+			// Never shorter than RetryDelay.
+			answer(6700, "alice", backOff(time.Millisecond), "requeued device_backoff"),
+			due(7699, false, ""), due(7700, false, "alice=1 [1]"),
 		}},
 		{"app faults hold the push without a dead letter", []step{
 			apply(0, "alice", 1, ""), due(300, false, "alice=1 [1]"), send(300, "alice"),
