@@ -6,11 +6,14 @@
 // ingest, or the provider's credentials; makes the provider answer 503,
 // 429 or nothing; or cuts a dispatcher off from NATS while it runs on,
 // or the MAIL leader's server off from the other two while its clients
-// reach it (netcut_test.go). Every scenario then asserts that no
-// acknowledged event was lost, every final badge equals the truth, no
-// device saw an older count after a newer one, no subscription was lost
-// and nothing was dead-lettered, and reports takeover and recovery
-// times.
+// reach it (netcut_test.go); or fails one organization's push service
+// while a second organization's deployment pushes through the same relay
+// (tenant_test.go). Every scenario then asserts that no acknowledged event
+// was lost, every final badge equals the truth, no device saw an older
+// count after a newer one, no subscription was lost and nothing was
+// dead-lettered, for each organization, that the other organization's
+// pushes were not held up and that neither's token reaches the other's
+// devices, and reports takeover and recovery times.
 //
 // The short run is part of "go test ./..." (skipped with -short or
 // PUSHPROXY_CHAOS=off); PUSHPROXY_CHAOS=long runs the long one ("make
@@ -98,6 +101,8 @@ type faultEnv struct {
 	p   params
 	rng *rand.Rand
 	f   *facts
+	// load is the deployment's users and load, for faults that add load.
+	load *tenantLoad
 }
 
 // scenario is one row of the table: a fault script that runs while the
@@ -124,6 +129,10 @@ var scenarios = []scenario{
 	{name: "ingest-sigkill", fault: killIngest},
 	{name: "provider-cred-fault", fault: credentialFault},
 	{name: "provider-outage", fault: providerOutage},
+	// The relay sends at most 16 pushes at once to APNs, so that
+	// fabrikam's load can fill that; each organization+app gets a
+	// quarter of them.
+	{name: "tenant-isolation", fault: failOneTenant, options: systemOptions{neighbour: true, relayArgs: []string{"--provider-concurrency", "16"}}},
 }
 
 // openScenarios are faults pushproxy does not handle fully yet: they
@@ -239,6 +248,8 @@ func (t *resultTable) sorted() []*result {
 
 // runScenario starts a deployment, subscribes the users, runs the load and
 // the fault script, waits for the system to settle and checks the result.
+// A neighbour's deployment gets a load of its own, and is checked the same
+// way, and for how late its pushes were during the faults.
 func runScenario(t *testing.T, sc scenario, p params, bin string, seed uint64, table *resultTable) {
 	ctx := t.Context()
 	began := time.Now()
@@ -248,17 +259,23 @@ func runScenario(t *testing.T, sc scenario, p params, bin string, seed uint64, t
 	if err != nil {
 		t.Fatalf("starting the deployment: %v", err)
 	}
-	o := newOracle(p.users)
-	ic := newIngestClient(s.ingestAddr)
-	if err := ic.subscribe(ctx, o); err != nil {
-		t.Fatalf("subscribing devices: %v", err)
+	loads := []*tenantLoad{{s: s}}
+	if s.neighbour != nil {
+		loads = append(loads, &tenantLoad{s: s.neighbour})
+	}
+	for _, l := range loads {
+		if err := l.subscribe(ctx, p.users); err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Logf("deployment up in %s: nats %s, ingest %s, relay %s, logs in %s", round(time.Since(began)), s.natsURLs, s.ingestAddr, s.relayAddr, s.dir)
 
 	start := time.Now()
-	g := startLoad(o, ic, loadOptions{rate: p.rate, maxInflight: 64}, rand.New(rand.NewPCG(seed, 1)))
+	for n, l := range loads {
+		l.g = startLoad(l.o, l.ic, loadOptions{rate: p.rate, maxInflight: 64}, rand.New(rand.NewPCG(seed, 1+2*uint64(n))))
+	}
 	f := &facts{}
-	e := &faultEnv{s: s, p: p, rng: rand.New(rand.NewPCG(seed, 2)), f: f}
+	e := &faultEnv{s: s, p: p, rng: rand.New(rand.NewPCG(seed, 2)), f: f, load: loads[0]}
 	faultErr := pause(ctx, p.warm)
 	if faultErr == nil {
 		faultErr = sc.fault(ctx, e)
@@ -266,30 +283,68 @@ func runScenario(t *testing.T, sc scenario, p params, bin string, seed uint64, t
 	if faultErr == nil {
 		faultErr = pause(ctx, p.tail)
 	}
-	g.drain(p.drain)
+	for _, l := range loads {
+		l.g.drain(p.drain)
+	}
 	if faultErr != nil {
 		t.Errorf("fault script: %v", faultErr)
 	}
-	settled, took := settle(ctx, s.provider, o, p.settle)
-	r, err := check(ctx, s, o, *f, ic)
-	if err != nil {
-		t.Fatalf("checking: %v", err)
-	}
-	r.name, r.settled, r.settle, r.duration = sc.name, settled, took, time.Since(start)
-	if m := s.scrapeDispatchers(ctx); len(m) > 0 {
-		r.notes = append(r.notes, fmt.Sprintf("dispatcher metrics (live dispatchers): %s", formatMetrics(m)))
+	r := loads[0].check(ctx, t, p, *f)
+	r.name, r.duration = sc.name, time.Since(start)
+	if len(loads) > 1 {
+		// The neighbour had no fault of its own: its recoveries would
+		// measure nothing; its lateness during s's faults is the figure.
+		nb := loads[1].check(ctx, t, p, facts{})
+		nb.name, nb.duration = s.neighbour.tenant.org, r.duration
+		nb.late, nb.isolation = lateness(loads[1].o, s.neighbour.provider.snapshot(), f.outages)
+		r.neighbour = nb
 	}
 	table.add(r)
 	t.Log(details(r))
-	if !settled {
-		t.Logf("the badges did not all reach the oracle within %s", p.settle.timeout)
-	}
 	for _, msg := range r.errs(10) {
 		t.Error(msg)
 	}
-	if len(r.wrong) > 0 {
-		explainWrong(ctx, t, s, r)
+}
+
+// tenantLoad is one organization's users, their load and its checks.
+type tenantLoad struct {
+	s  *system
+	o  *oracle
+	ic *ingestClient
+	g  *generator
+}
+
+// subscribe makes users users of l's organization and subscribes their
+// devices.
+func (l *tenantLoad) subscribe(ctx context.Context, users int) error {
+	l.o = newOracle(users, l.s.tenant.org)
+	l.ic = newIngestClient(l.s.ingestAddr, l.s.tenant)
+	if err := l.ic.subscribe(ctx, l.o); err != nil {
+		return fmt.Errorf("subscribing %s's devices: %w", l.s.tenant.org, err)
 	}
+	return nil
+}
+
+// check waits until l's badges settle, checks them and the streams against
+// the oracle, measures the takeovers and recoveries of f, and explains
+// wrong badges in the log.
+func (l *tenantLoad) check(ctx context.Context, t *testing.T, p params, f facts) *result {
+	settled, took := settle(ctx, l.s.provider, l.o, p.settle)
+	r, err := check(ctx, l.s, l.o, f, l.ic)
+	if err != nil {
+		t.Fatalf("checking %s: %v", l.s.tenant.org, err)
+	}
+	r.settled, r.settle = settled, took
+	if m := l.s.scrapeDispatchers(ctx); len(m) > 0 {
+		r.notes = append(r.notes, fmt.Sprintf("dispatcher metrics (live dispatchers): %s", formatMetrics(m)))
+	}
+	if !settled {
+		t.Logf("%s: the badges did not all reach the oracle within %s", l.s.tenant.org, p.settle.timeout)
+	}
+	if len(r.wrong) > 0 {
+		explainWrong(ctx, t, l.s, r)
+	}
+	return r
 }
 
 func formatMetrics(m map[string]float64) string {
@@ -593,13 +648,25 @@ func credentialFault(ctx context.Context, e *faultEnv) error {
 // device or on the app: no subscription is touched, nothing is
 // dead-lettered, and every user gets the latest count once it is back.
 func providerOutage(ctx context.Context, e *faultEnv) error {
-	for n, f := range []providerFault{faultUnavailable, faultThrottled, faultStalled} {
+	return providerFaults(ctx, e, timedFault{faultUnavailable, e.p.stall}, timedFault{faultThrottled, e.p.stall}, timedFault{faultStalled, e.p.stall})
+}
+
+// timedFault is a provider fault and how long it lasts.
+type timedFault struct {
+	fault providerFault
+	d     time.Duration
+}
+
+// providerFaults makes the provider meet pushes with each of faults in
+// turn, with load between them.
+func providerFaults(ctx context.Context, e *faultEnv, faults ...timedFault) error {
+	for n, f := range faults {
 		if n > 0 {
 			if err := pause(ctx, e.p.repeatAfter); err != nil {
 				return err
 			}
 		}
-		if err := providerFaultFor(ctx, e, f, e.p.stall); err != nil {
+		if err := providerFaultFor(ctx, e, f.fault, f.d); err != nil {
 			return err
 		}
 	}

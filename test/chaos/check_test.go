@@ -63,6 +63,15 @@ type result struct {
 	provider   []string // protocol errors the test provider saw
 	crashes    []string // processes that exited on their own (restarted)
 	notes      []string
+
+	// neighbour is the other organization's result, with
+	// systemOptions.neighbour.
+	neighbour *result
+	// late are a neighbour's events pushed later than isolationBound
+	// during the other organization's faults; isolation sums up how
+	// late its pushes were, during them and outside them.
+	late      []string
+	isolation string
 }
 
 // takeover is how long the partitions of a killed process took to be
@@ -97,7 +106,8 @@ type recovery struct {
 
 // failed reports whether an assertion failed.
 func (r *result) failed() bool {
-	return len(r.unacked)+len(r.rejected)+len(r.wrong)+len(r.outOfOrder)+len(r.lost)+len(r.dupStored)+len(r.subsLost)+r.dead > 0
+	return len(r.unacked)+len(r.rejected)+len(r.wrong)+len(r.outOfOrder)+len(r.lost)+len(r.dupStored)+len(r.subsLost)+r.dead+len(r.late) > 0 ||
+		(r.neighbour != nil && r.neighbour.failed())
 }
 
 // errs returns the failed assertions with evidence, at most max items each.
@@ -125,6 +135,12 @@ func (r *result) errs(max int) []string {
 	add("changes stored twice in MAIL (dedup failed)", r.dupStored)
 	add("subscriptions lost", r.subsLost)
 	add("reasons of dead letters (no fault here is a verdict on a device or an app: each letter is a badge dropped)", r.deadReasons())
+	add(fmt.Sprintf("events pushed more than %s after their acknowledgement during another organization's faults (isolation)", isolationBound), r.late)
+	if r.neighbour != nil {
+		for _, e := range r.neighbour.errs(max) {
+			out = append(out, r.neighbour.name+": "+e)
+		}
+	}
 	return out
 }
 
@@ -525,16 +541,25 @@ func durations(ts []takeover) string {
 		}
 		d = append(d, t.worst)
 	}
-	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 	s := ""
 	if len(d) > 0 {
-		rank := func(q float64) time.Duration { return d[min(len(d)-1, int(q*float64(len(d))))] }
-		s = fmt.Sprintf("n=%d p50=%s p99=%s max=%s", len(d), round(rank(0.5)), round(rank(0.99)), round(d[len(d)-1]))
+		s = spread(d)
 	}
 	if never > 0 {
 		s += fmt.Sprintf(" unresolved=%d", never)
 	}
 	return strings.TrimSpace(s)
+}
+
+// spread summarises durations: how many, p50, p99 (nearest rank) and max;
+// it sorts d.
+func spread(d []time.Duration) string {
+	if len(d) == 0 {
+		return "n=0"
+	}
+	slices.Sort(d)
+	rank := func(q float64) time.Duration { return d[min(len(d)-1, int(q*float64(len(d))))] }
+	return fmt.Sprintf("n=%d p50=%s p99=%s max=%s", len(d), round(rank(0.5)), round(rank(0.99)), round(d[len(d)-1]))
 }
 
 func round(d time.Duration) string { return d.Round(100 * time.Millisecond).String() }
@@ -544,7 +569,16 @@ func summary(rs []*result) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-22s %-6s %6s %7s %6s %6s %6s %5s %5s %5s %5s %-42s %s\n",
 		"scenario", "result", "users", "events", "wrong", "order", "lost", "subs", "dead", "unack", "crash", "takeover (kill→partitions applied again)", "recovery (first push; pending users; max pushes/user; users >1; stale; all current)")
+	var rows []*result
 	for _, r := range rs {
+		rows = append(rows, r)
+		if r.neighbour != nil {
+			nb := *r.neighbour
+			nb.name = "└ " + nb.name
+			rows = append(rows, &nb)
+		}
+	}
+	for _, r := range rows {
 		res := "PASS"
 		if r.failed() {
 			res = "FAIL"
@@ -556,6 +590,9 @@ func summary(rs []*result) string {
 				first = round(x.firstPush)
 			}
 			rec = append(rec, fmt.Sprintf("%s: %s; %d; %d; %d; %d; %s", x.what, first, x.pending, x.maxPushes, x.multi, x.stale, x.currentAfter()))
+		}
+		if r.isolation != "" {
+			rec = append(rec, r.isolation)
 		}
 		recs := strings.Join(rec, " | ")
 		if recs == "" {
@@ -596,6 +633,12 @@ func details(r *result) string {
 	}
 	for _, n := range r.notes {
 		fmt.Fprintf(&b, "  note: %s\n", n)
+	}
+	if r.isolation != "" {
+		fmt.Fprintf(&b, "  isolation: %s\n", r.isolation)
+	}
+	if r.neighbour != nil {
+		b.WriteString(details(r.neighbour))
 	}
 	return b.String()
 }

@@ -56,16 +56,21 @@ type oracle struct {
 	unacked  []string // events still unacknowledged when the drain ended
 }
 
-// newOracle makes n users of org, each with one APNs device.
-func newOracle(n int) *oracle {
+// newOracle makes n users of organization org, each with one APNs device.
+func newOracle(n int, org string) *oracle {
 	o := &oracle{byDev: map[string]int{}, answers: map[string]int{}}
 	for i := range n {
-		sum := sha256.Sum256([]byte("chaos-device-" + strconv.Itoa(i)))
-		u := &user{name: fmt.Sprintf("user%05d@%s", i, org), device: hex.EncodeToString(sum[:])}
+		u := &user{name: fmt.Sprintf("user%05d@%s", i, org), device: deviceOf(org, i)}
 		o.users = append(o.users, u)
 		o.byDev[u.device] = i
 	}
 	return o
+}
+
+// deviceOf is the device token of user i of organization org.
+func deviceOf(org string, i int) string {
+	sum := sha256.Sum256([]byte("chaos-device-" + org + "-" + strconv.Itoa(i)))
+	return hex.EncodeToString(sum[:])
 }
 
 // countAt returns user i's true count as known at t.
@@ -108,14 +113,16 @@ func (o *oracle) final() []int {
 	return out
 }
 
-// ingestClient talks to ingest's native and subscriptions APIs.
+// ingestClient talks to ingest's native and subscriptions APIs, for the
+// users of one organization with devices of its app.
 type ingestClient struct {
-	base string
-	http *http.Client
+	base   string
+	tenant tenant
+	http   *http.Client
 }
 
-func newIngestClient(addr string) *ingestClient {
-	return &ingestClient{base: "http://" + addr, http: &http.Client{Timeout: 10 * time.Second}}
+func newIngestClient(addr string, t tenant) *ingestClient {
+	return &ingestClient{base: "http://" + addr, tenant: t, http: &http.Client{Timeout: 10 * time.Second}}
 }
 
 // do sends a JSON request and returns the status, the body and the
@@ -166,7 +173,7 @@ func (c *ingestClient) subscribe(ctx context.Context, o *oracle) error {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			body := map[string]any{"tenant": org, "user": u.name, "appId": appTopic, "deviceId": u.device, "platform": "APNS"}
+			body := map[string]any{"tenant": c.tenant.org, "user": u.name, "appId": c.tenant.app, "deviceId": u.device, "platform": "APNS"}
 			err := retryTransient(ctx, func() (bool, error) {
 				code, data, _, err := c.do(ctx, http.MethodPost, "/v1/subscriptions", body)
 				switch {
@@ -192,7 +199,7 @@ func (c *ingestClient) subscribe(ctx context.Context, o *oracle) error {
 func (c *ingestClient) subscribed(ctx context.Context, u *user) (bool, error) {
 	var found bool
 	err := retryTransient(ctx, func() (bool, error) {
-		code, data, _, err := c.do(ctx, http.MethodGet, "/v1/subscriptions?tenant="+org+"&user="+u.name, nil)
+		code, data, _, err := c.do(ctx, http.MethodGet, "/v1/subscriptions?tenant="+c.tenant.org+"&user="+u.name, nil)
 		if err != nil || code >= 500 {
 			return false, answerError("listing the subscriptions of "+u.name, code, data, err)
 		}
@@ -210,7 +217,7 @@ func (c *ingestClient) subscribed(ctx context.Context, u *user) (bool, error) {
 		}
 		for _, s := range list.Subscriptions {
 			// Device ids may be shown by reference only; one device per user.
-			if s.AppID == appTopic {
+			if s.AppID == c.tenant.app {
 				found = true
 			}
 		}

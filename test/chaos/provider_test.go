@@ -17,11 +17,11 @@ import (
 	"github.com/pushproxy/pushproxy/internal/providers/apns/apnstest"
 )
 
-// APNs identity of the chaos tests' app.
+// APNs identity of the chaos tests' apps (each organization's app has a
+// signing key of its own under this key id).
 const (
 	apnsKeyID  = "CHAOSKEY01"
 	apnsTeamID = "CHAOSTEAM1"
-	appTopic   = "com.fabrikam.chaos"
 )
 
 // badge is one push a device received.
@@ -74,6 +74,7 @@ func (f providerFault) String() string {
 // process, that records every badge each device receives in arrival order.
 // It can be told to answer every push with a fault (setFault).
 type provider struct {
+	topic  string // the app's APNs topic (bundle id)
 	srv    *httptest.Server
 	key    *ecdsa.PublicKey
 	caFile string // PEM of the server's certificate, for SSL_CERT_FILE
@@ -90,13 +91,14 @@ type provider struct {
 	last    time.Time
 }
 
-// newProvider starts the provider and writes its CA and signing key into dir.
-func newProvider(dir string) (*provider, error) {
+// newProvider starts the provider of the app with APNs topic topic, and
+// writes its CA and signing key into dir.
+func newProvider(dir, topic string) (*provider, error) {
 	keyP8, pub, err := apnstest.WriteKey(dir, apnsKeyID)
 	if err != nil {
 		return nil, err
 	}
-	p := &provider{key: pub, keyP8: keyP8, tokens: map[string]bool{}, badges: map[string][]badge{}}
+	p := &provider{topic: topic, key: pub, keyP8: keyP8, tokens: map[string]bool{}, badges: map[string][]badge{}}
 	if p.srv, p.caFile, err = apnstest.StartServer(dir, http.HandlerFunc(p.serve)); err != nil {
 		return nil, err
 	}
@@ -159,7 +161,7 @@ func (p *provider) serve(w http.ResponseWriter, r *http.Request) {
 		invalid(http.StatusForbidden, "InvalidProviderToken (bad token)")
 		return
 	}
-	if r.Header.Get("apns-topic") != appTopic {
+	if r.Header.Get("apns-topic") != p.topic {
 		invalid(http.StatusBadRequest, "DeviceTokenNotForTopic")
 		return
 	}

@@ -130,7 +130,7 @@ func benchBinaries(b *testing.B) (context.Context, string) {
 }
 
 // scaleUser is the name of user i; scaleDevice its device token.
-func scaleUser(i int) string { return "user" + strconv.Itoa(i) + "@" + org }
+func scaleUser(i int) string { return "user" + strconv.Itoa(i) + "@" + fabrikam.org }
 
 func scaleDevice(i int) string {
 	sum := sha256.Sum256([]byte("scale-device-" + strconv.Itoa(i)))
@@ -156,7 +156,7 @@ func writeSubscriptions(ctx context.Context, b testing.TB, s *system, n int) err
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	last := time.Now()
 	for i := range n {
-		sub := subscriptions.Subscription{Tenant: org, User: scaleUser(i), AppID: appTopic, DeviceID: scaleDevice(i),
+		sub := subscriptions.Subscription{Tenant: fabrikam.org, User: scaleUser(i), AppID: fabrikam.app, DeviceID: scaleDevice(i),
 			Platform: subscriptions.PlatformAPNS, Options: subscriptions.OptionEmail, Language: "en-GB", LastSubscriptionUpdate: now}
 		sub.Normalize()
 		data, err := subscriptions.Encode(sub, enc)
@@ -225,7 +225,7 @@ func sendMail(ctx context.Context, s *system, active []int, rate int) error {
 // [from, to) was first sent. A request refused for a while (5xx, 429) is
 // sent again.
 func sendEvents(ctx context.Context, s *system, n, rate int, event func(j int) map[string]any, sent func(from, to int, at time.Time)) error {
-	c := newIngestClient(s.ingestAddr)
+	c := newIngestClient(s.ingestAddr, s.tenant)
 	tick := time.NewTicker(time.Duration(float64(time.Second) * scaleBatch / float64(rate)))
 	defer tick.Stop()
 	var wg sync.WaitGroup
@@ -523,7 +523,7 @@ func publishBacklog(ctx context.Context, s *system, keyer *events.Keyer, users, 
 		u := rand.IntN(users)
 		counts[u]++
 		now := time.Now().UTC()
-		ev := events.Event{Tenant: org, User: scaleUser(u), Kind: events.KindNew, Count: 1, Unread: &counts[u],
+		ev := events.Event{Tenant: fabrikam.org, User: scaleUser(u), Kind: events.KindNew, Count: 1, Unread: &counts[u],
 			ChangeID: "scaleout-" + strconv.Itoa(i), OccurredAt: now, ReceivedAt: now}
 		ev.Normalize()
 		data, err := ev.Encode()

@@ -23,9 +23,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// The organization, tokens and names of the system under test.
+// The tokens and names of the system under test.
 const (
-	org            = "fabrikam.com"
 	ingestToken    = "chaos-ingest-token"
 	streamMail     = "MAIL"
 	streamDead     = "PUSH_DEAD"
@@ -50,6 +49,13 @@ type systemOptions struct {
 	// faults that cut a node off from the others while its clients
 	// still reach it.
 	routeCuts bool
+	// neighbour starts a second organization's deployment (contoso: one
+	// node, ingest, one dispatcher, a provider of its own) that pushes
+	// through this deployment's relay, for faults of one organization
+	// that must not reach the other.
+	neighbour bool
+	// relayArgs are more flags for the relay.
+	relayArgs []string
 }
 
 // dispatcherCount is how many dispatchers opts asks for.
@@ -60,10 +66,12 @@ func (opts systemOptions) dispatcherCount() int {
 	return dispatcherN
 }
 
-// system is a running pushproxy deployment: a 3-node JetStream cluster,
-// ingest, three dispatchers, a relay in front of the test provider, and
-// optionally the monitor, each an OS process.
+// system is a running pushproxy deployment of one organization: a 3-node
+// JetStream cluster, ingest, three dispatchers, a relay in front of the
+// test provider, and optionally the monitor, each an OS process. A
+// neighbour has one node, one dispatcher and no relay of its own.
 type system struct {
+	tenant   tenant
 	dir      string
 	bin      string
 	toolLog  string
@@ -90,8 +98,11 @@ type system struct {
 	dispatcherDebugAddrs []string
 
 	provider *provider
-	nc       *nats.Conn
-	js       jetstream.JetStream
+	// neighbour is the other organization's deployment, with
+	// systemOptions.neighbour.
+	neighbour *system
+	nc        *nats.Conn
+	js        jetstream.JetStream
 
 	mu      sync.Mutex
 	members map[string]memberSeen
@@ -141,39 +152,83 @@ func startSystem(ctx context.Context, t testing.TB, bin string, opts systemOptio
 		}
 		os.RemoveAll(dir)
 	})
-	s := &system{dir: dir, bin: bin, members: map[string]memberSeen{}}
-	s.toolLog = filepath.Join(s.dir, "pushctl.log")
-	showLogsOnFailure(t, s.procs, s.toolLog)
-	t.Cleanup(func() {
-		// Stop the clients first so that the servers' deaths are not news.
-		var wg sync.WaitGroup
-		for _, p := range s.procs() {
-			wg.Go(p.retire)
-		}
-		wg.Wait()
-		if s.nc != nil {
-			s.nc.Close()
-		}
-		for _, c := range s.cuts {
-			c.close()
-		}
-		for _, c := range s.routeCuts {
-			c.close()
-		}
-		if s.provider != nil {
-			s.provider.close()
-		}
-	})
-	if s.provider, err = newProvider(s.dir); err != nil {
+	s := newSystem(t, dir, bin, fabrikam)
+	if s.provider, err = newProvider(s.dir, s.tenant.app); err != nil {
 		return nil, err
 	}
-	if err := s.startCluster(ctx, opts.routeCuts); err != nil {
+	providerCAs := []string{s.provider.caFile}
+	if opts.neighbour {
+		nb := newSystem(t, filepath.Join(dir, "contoso"), bin, contoso)
+		if err := os.Mkdir(nb.dir, 0o755); err != nil {
+			return nil, fmt.Errorf("the neighbour's folder: %w", err)
+		}
+		if nb.provider, err = newProvider(nb.dir, nb.tenant.app); err != nil {
+			return nil, err
+		}
+		s.neighbour = nb
+		providerCAs = append(providerCAs, nb.provider.caFile)
+	}
+	if err := s.startCluster(ctx, nodeCount, opts.routeCuts); err != nil {
 		return nil, err
 	}
-	if err := s.configure(ctx, opts); err != nil {
+	if err := s.configure(ctx, opts, providerCAs); err != nil {
 		return nil, err
+	}
+	if s.neighbour != nil {
+		if err := s.neighbour.startNeighbour(ctx, s); err != nil {
+			return nil, fmt.Errorf("%s's deployment: %w", s.neighbour.tenant.org, err)
+		}
 	}
 	return s, nil
+}
+
+// newSystem returns tenant tn's deployment, with its files in dir, to be
+// started; every process it starts is stopped when t ends.
+func newSystem(t testing.TB, dir, bin string, tn tenant) *system {
+	s := &system{tenant: tn, dir: dir, bin: bin, members: map[string]memberSeen{}}
+	s.toolLog = filepath.Join(s.dir, "pushctl.log")
+	showLogsOnFailure(t, s.procs, s.toolLog)
+	t.Cleanup(s.stop)
+	return s
+}
+
+// stop stops every process and closes the connections, the cuts and the
+// provider.
+func (s *system) stop() {
+	// Stop the clients first so that the servers' deaths are not news.
+	var wg sync.WaitGroup
+	for _, p := range s.procs() {
+		wg.Go(p.retire)
+	}
+	wg.Wait()
+	if s.nc != nil {
+		s.nc.Close()
+	}
+	for _, c := range s.cuts {
+		c.close()
+	}
+	for _, c := range s.routeCuts {
+		c.close()
+	}
+	if s.provider != nil {
+		s.provider.close()
+	}
+}
+
+// startNeighbour starts s, a neighbour's deployment of one node, ingest
+// and one dispatcher, and sets it up to push through relay's relay.
+func (s *system) startNeighbour(ctx context.Context, relay *system) error {
+	if err := s.startCluster(ctx, 1, false); err != nil {
+		return err
+	}
+	cer, err := s.provision(ctx, 1, 0)
+	if err != nil {
+		return err
+	}
+	if err := s.enableProxy(ctx, relay, cer); err != nil {
+		return err
+	}
+	return s.startDaemons(ctx, systemOptions{dispatchers: 1})
 }
 
 // node is the data of one nats-server configuration file.
@@ -190,30 +245,30 @@ type node struct {
 // route is the route node from dials to node to.
 type route struct{ from, to int }
 
-// startCluster writes the three nodes' configurations, starts them and
-// waits until JetStream answers. With routeCuts, each node dials every
+// startCluster writes the configurations of n nodes (one has no cluster
+// block), starts them and waits until JetStream answers. With routeCuts, each node dials every
 // other through a netCut of its own, and advertises an address where
 // nothing listens: a node that learns of another from a third dials it
 // only through the cut (an implicit route to that address fails).
-func (s *system) startCluster(ctx context.Context, routeCuts bool) error {
+func (s *system) startCluster(ctx context.Context, n int, routeCuts bool) error {
 	tmpl, err := template.ParseFiles(filepath.Join("testdata", "nats-server.conf.tmpl"))
 	if err != nil {
 		return fmt.Errorf("nats-server configuration template: %w", err)
 	}
 	// The clients', the routes', the monitors' ports, and one where
 	// nothing listens.
-	ports, err := nettest.FreePorts(3*nodeCount + 1)
+	ports, err := nettest.FreePorts(3*n + 1)
 	if err != nil {
 		return err
 	}
-	clusterAddr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(ports[nodeCount+i]) }
+	clusterAddr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(ports[n+i]) }
 	// routeAddr is where node from dials node to.
 	routeAddr := func(from, to int) string { return clusterAddr(to) }
 	advertise := ""
 	if routeCuts {
 		s.routeCuts = map[route]*netCut{}
-		for from := range nodeCount {
-			for to := range nodeCount {
+		for from := range n {
+			for to := range n {
 				if from == to {
 					continue
 				}
@@ -225,11 +280,11 @@ func (s *system) startCluster(ctx context.Context, routeCuts bool) error {
 			}
 		}
 		routeAddr = func(from, to int) string { return s.routeCuts[route{from, to}].addrs[0] }
-		advertise = "127.0.0.1:" + strconv.Itoa(ports[3*nodeCount])
+		advertise = "127.0.0.1:" + strconv.Itoa(ports[3*n])
 	}
 	routes := func(from int) []string {
 		var out []string
-		for to := range nodeCount {
+		for to := range n {
 			if to != from {
 				out = append(out, "nats-route://"+routeAddr(from, to))
 			}
@@ -237,32 +292,32 @@ func (s *system) startCluster(ctx context.Context, routeCuts bool) error {
 		return out
 	}
 	var urls []string
-	for i := range nodeCount {
-		n := node{
+	for i := range n {
+		nd := node{
 			Name:        fmt.Sprintf("n%d", i+1),
 			ClientPort:  ports[i],
-			ClusterPort: ports[nodeCount+i],
-			MonitorPort: ports[2*nodeCount+i],
+			ClusterPort: ports[n+i],
+			MonitorPort: ports[2*n+i],
 			StoreDir:    filepath.Join(s.dir, fmt.Sprintf("n%d-store", i+1)),
 			Routes:      routes(i),
 			Advertise:   advertise,
 		}
-		conf := filepath.Join(s.dir, n.Name+".conf")
+		conf := filepath.Join(s.dir, nd.Name+".conf")
 		f, err := os.Create(conf)
 		if err != nil {
 			return fmt.Errorf("writing %s: %w", conf, err)
 		}
-		err = tmpl.Execute(f, n)
+		err = tmpl.Execute(f, nd)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
 			return fmt.Errorf("writing %s: %w", conf, err)
 		}
-		s.nodes = append(s.nodes, newProc(n.Name, filepath.Join(s.bin, "nats-server"), s.dir, []string{"-c", conf}, nil))
-		s.nodeNames = append(s.nodeNames, n.Name)
-		s.clientPorts = append(s.clientPorts, n.ClientPort)
-		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", n.ClientPort))
+		s.nodes = append(s.nodes, newProc(nd.Name, filepath.Join(s.bin, "nats-server"), s.dir, []string{"-c", conf}, nil))
+		s.nodeNames = append(s.nodeNames, nd.Name)
+		s.clientPorts = append(s.clientPorts, nd.ClientPort)
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", nd.ClientPort))
 	}
 	s.natsURLs = strings.Join(urls, ",")
 	for _, p := range s.nodes {
@@ -347,67 +402,103 @@ func daemonArgs(natsURLs, httpAddr string, more ...string) []string {
 	return append([]string{"--nats-url", natsURLs, "--http-addr", httpAddr, "--log-format", "json"}, more...)
 }
 
-// configure provisions the layout with 3 replicas, sets up S2S auth, the
-// relay's partner and app, the proxy, and starts the daemons.
-func (s *system) configure(ctx context.Context, opts systemOptions) error {
-	dispatchers := opts.dispatcherCount()
-	// The relay, ingest, each dispatcher, the monitor, then each
-	// dispatcher's profiles.
-	ports, err := nettest.FreePorts(3 + 2*dispatchers)
+// configure provisions the layout with 3 replicas, sets up S2S auth,
+// starts the relay (trusting the providers' certificates in providerCAs),
+// registers the organization's partner and app with it, enables the proxy,
+// and starts the daemons.
+func (s *system) configure(ctx context.Context, opts systemOptions, providerCAs []string) error {
+	cer, err := s.provision(ctx, nodeCount, opts.partitions)
 	if err != nil {
 		return err
 	}
-	addr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(ports[i]) }
-	s.relayAddr, s.ingestAddr = addr(0), addr(1)
+	ports, err := nettest.FreePorts(1)
+	if err != nil {
+		return err
+	}
+	s.relayAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
+	caFile := filepath.Join(s.dir, "providers-ca.pem")
+	if err := concatFiles(caFile, providerCAs); err != nil {
+		return err
+	}
+	s.relay = newProc("relay", filepath.Join(s.bin, "relay"), s.dir,
+		s.daemonArgs(s.relayAddr, append([]string{"--host", "127.0.0.1", "--replicas", "3"}, opts.relayArgs...)...),
+		[]string{"SSL_CERT_FILE=" + caFile})
+	if err := s.startRelay(ctx); err != nil {
+		return err
+	}
+	if opts.monitor {
+		if _, err := s.pushctl(ctx, "relay", "app", "add", "--app-id", canaryApp, "--provider", "log"); err != nil {
+			return err
+		}
+	}
+	if err := s.enableProxy(ctx, s, cer); err != nil {
+		return err
+	}
+	return s.startDaemons(ctx, opts)
+}
+
+// provision provisions the layout with replicas replicas (and partitions
+// partitions, provisioning's default when 0), creates the organization's
+// S2S certificate and returns the file its public part was exported to.
+func (s *system) provision(ctx context.Context, replicas, partitions int) (string, error) {
 	certDir, cer := filepath.Join(s.dir, "auth"), filepath.Join(s.dir, "OAuthCert.cer")
-	provision := []string{"provision", "--replicas", "3"}
-	if opts.partitions > 0 {
-		provision = append(provision, "--partitions", strconv.Itoa(opts.partitions))
+	provision := []string{"provision", "--replicas", strconv.Itoa(replicas)}
+	if partitions > 0 {
+		provision = append(provision, "--partitions", strconv.Itoa(partitions))
 	}
 	steps := [][]string{
 		provision,
-		{"auth", "new-certificate", "--domain", org, "--out", certDir},
+		{"auth", "new-certificate", "--domain", s.tenant.org, "--out", certDir},
 		{"auth", "export", "--out", cer},
 	}
 	for _, args := range steps {
 		if _, err := s.pushctl(ctx, args...); err != nil {
-			return err
+			return "", err
 		}
 	}
-	s.relay = newProc("relay", filepath.Join(s.bin, "relay"), s.dir,
-		s.daemonArgs(s.relayAddr, "--host", "127.0.0.1", "--replicas", "3"),
-		[]string{"SSL_CERT_FILE=" + s.provider.caFile})
-	if err := s.startRelay(ctx); err != nil {
-		return err
-	}
-	appAdd := []string{"relay", "app", "add", "--app-id", appTopic, "--provider", "apns", "--apns-key-file", s.provider.keyP8,
-		"--apns-key-id", apnsKeyID, "--apns-team-id", apnsTeamID, "--apns-topic", appTopic,
+	return cer, nil
+}
+
+// enableProxy registers s's organization (its S2S certificate cer) and its
+// app with the relay of deployment relay, the way that relay's operator
+// would, and enables s's push notification proxy toward it.
+func (s *system) enableProxy(ctx context.Context, relay *system, cer string) error {
+	appAdd := []string{"relay", "app", "add", "--app-id", s.tenant.app, "--provider", "apns", "--apns-key-file", s.provider.keyP8,
+		"--apns-key-id", apnsKeyID, "--apns-team-id", apnsTeamID, "--apns-topic", s.tenant.app,
 		"--apns-environment", "sandbox", "--apns-host", s.provider.url()}
 	// Newer relays bind an app to the organizations allowed to use it.
 	help, _ := runTool(ctx, s.toolLog, filepath.Join(s.bin, "pushctl"), "relay", "app", "add", "--help")
 	if strings.Contains(help, "--organization") {
-		appAdd = append(appAdd, "--organization", org)
+		appAdd = append(appAdd, "--organization", s.tenant.org)
 	}
-	steps = [][]string{
-		{"relay", "partner", "add", "--organization", org, "--certificate", cer},
-		appAdd,
-		{"proxy", "enable", "--organization", org, "--uri", "http://" + s.relayAddr + "/PushNotifications"},
-	}
-	if opts.monitor {
-		steps = append(steps, []string{"relay", "app", "add", "--app-id", canaryApp, "--provider", "log"})
-	}
-	for _, args := range steps {
-		if _, err := s.pushctl(ctx, args...); err != nil {
+	for _, args := range [][]string{{"relay", "partner", "add", "--organization", s.tenant.org, "--certificate", cer}, appAdd} {
+		if _, err := relay.pushctl(ctx, args...); err != nil {
 			return err
 		}
 	}
+	_, err := s.pushctl(ctx, "proxy", "enable", "--organization", s.tenant.org, "--uri", "http://"+relay.relayAddr+"/PushNotifications")
+	return err
+}
+
+// startDaemons starts ingest, the dispatchers and, with opts.monitor, the
+// monitor, and waits until each is ready.
+func (s *system) startDaemons(ctx context.Context, opts systemOptions) error {
+	dispatchers := opts.dispatcherCount()
+	// Ingest, each dispatcher, the monitor, then each dispatcher's
+	// profiles.
+	ports, err := nettest.FreePorts(2 + 2*dispatchers)
+	if err != nil {
+		return err
+	}
+	addr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(ports[i]) }
+	s.ingestAddr = addr(0)
 	s.ingest = newProc("ingest", filepath.Join(s.bin, "ingest"), s.dir,
 		s.daemonArgs(s.ingestAddr, "--native-token", ingestToken), nil)
 	if err := s.startIngest(ctx); err != nil {
 		return err
 	}
 	for i := range dispatchers {
-		a, debug := addr(2+i), addr(3+dispatchers+i)
+		a, debug := addr(1+i), addr(2+dispatchers+i)
 		s.dispatcherAddrs = append(s.dispatcherAddrs, a)
 		s.dispatcherDebugAddrs = append(s.dispatcherDebugAddrs, debug)
 		natsURLs := s.natsURLs
@@ -431,15 +522,32 @@ func (s *system) configure(ctx context.Context, opts systemOptions) error {
 		}
 	}
 	if opts.monitor {
+		monitorAddr := addr(1 + dispatchers)
 		s.monitor = newProc("monitor", filepath.Join(s.bin, "monitor"), s.dir,
-			s.daemonArgs(addr(2+dispatchers), "--ingest-url", "http://"+s.ingestAddr, "--ingest-token", ingestToken,
+			s.daemonArgs(monitorAddr, "--ingest-url", "http://"+s.ingestAddr, "--ingest-token", ingestToken,
 				"--probe-interval", "15s", "--canary-interval", "15s"), nil)
 		if err := s.monitor.start(); err != nil {
 			return err
 		}
-		if err := httpReady(ctx, s.monitor, "http://"+addr(2+dispatchers)+"/readyz", time.Minute); err != nil {
+		if err := httpReady(ctx, s.monitor, "http://"+monitorAddr+"/readyz", time.Minute); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// concatFiles writes the contents of files, one after the other, to path.
+func concatFiles(path string, files []string) error {
+	var all []byte
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", f, err)
+		}
+		all = append(all, b...)
+	}
+	if err := os.WriteFile(path, all, 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
 }
@@ -531,7 +639,7 @@ func (s *system) waitStreamsCurrent(ctx context.Context, timeout time.Duration) 
 			return false, err
 		}
 		c := info.Cluster
-		if c == nil || c.Leader == "" || len(c.Replicas) != nodeCount-1 {
+		if c == nil || c.Leader == "" || len(c.Replicas) != len(s.nodes)-1 {
 			return false, fmt.Errorf("cluster %+v", c)
 		}
 		for _, r := range c.Replicas {
