@@ -195,9 +195,16 @@ func (s *Server) settle(l *lane, tenant string, j *job, err error, log zerolog.L
 	switch {
 	case isHeld:
 	case timedOut || shareBusy || serviceDown(err):
-		outageBackOff = s.outages.failed(key, s.now())
+		var began bool
+		if outageBackOff, began = s.outages.failed(key, s.now()); began {
+			log.Warn().Str("provider", l.kind).Str("app_id", j.badge.AppID).Str("failure", failureOf(l, err)).
+				Msg("the push service of this organization's app is failing: one send a second goes through until it answers, the others are answered retry")
+		}
 	default:
-		s.outages.answered(key)
+		if lasted, ended := s.outages.answered(key, s.now()); ended {
+			log.Info().Str("provider", l.kind).Str("app_id", j.badge.AppID).Dur("down_for", lasted).
+				Msg("the push service of this organization's app answers again")
+		}
 	}
 	switch {
 	case err == nil:
@@ -267,6 +274,18 @@ func (s *Server) settle(l *lane, tenant string, j *job, err error, log zerolog.L
 		log.Warn().Str("provider", l.kind).Str("app_id", j.badge.AppID).Str("error_type", fmt.Sprintf("%T", err)).Msg("provider failed with an unclassified error")
 		log.Debug().Str("provider", l.kind).Err(err).Msg("unclassified provider error")
 	}
+}
+
+// failureOf names how a send failed with the push service as a whole,
+// for the log: never a device address.
+func failureOf(l *lane, err error) string {
+	switch {
+	case errors.Is(err, errShareBusy):
+		return "its share of sends in flight all along the timeout"
+	case errors.Is(err, errLaneTimeout), errors.Is(err, context.DeadlineExceeded):
+		return "no answer within " + l.timeout.String()
+	}
+	return reason(l.kind, err)
 }
 
 // reason describes a provider failure for the dispatcher: the push

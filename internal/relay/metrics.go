@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"time"
+
 	"github.com/pushproxy/pushproxy/internal/service"
 
 	"errors"
@@ -49,8 +51,8 @@ type metrics struct {
 }
 
 // newMetrics registers the relay's metrics on reg, the quotas of tenants
-// among them.
-func newMetrics(reg prometheus.Registerer, tenants *tenantLimiter) (*metrics, error) {
+// and the push services' outages (outageAges) among them.
+func newMetrics(reg prometheus.Registerer, tenants *tenantLimiter, outageAges func() map[appKey]time.Duration) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushproxy_relay_requests_total",
@@ -103,7 +105,7 @@ func newMetrics(reg prometheus.Registerer, tenants *tenantLimiter) (*metrics, er
 			Help: "Notifications (monitoring ones aside) of each organization at its quota, by result: accepted, or held_back (refused with 429; the dispatcher sends them again after the back-off, and counts them again).",
 		}, []string{"tenant", "result"}),
 	}
-	if err := service.Register(reg, "relay", m.requests, m.requestDuration, m.notifications, m.deliveries, m.providerLatency, m.inFlight, m.authFailures, m.rateLimited, m.appFaults, m.shareWaits, m.outageHeld, m.atQuota, newQuotaCollector(tenants)); err != nil {
+	if err := service.Register(reg, "relay", m.requests, m.requestDuration, m.notifications, m.deliveries, m.providerLatency, m.inFlight, m.authFailures, m.rateLimited, m.appFaults, m.shareWaits, m.outageHeld, m.atQuota, newQuotaCollector(tenants), newOutageCollector(outageAges)); err != nil {
 		return nil, err
 	}
 	for _, o := range []string{outcomeOK, outcomeUnauthorized, outcomeBadRequest, outcomeTooLarge, outcomeUnsupportedMediaType, outcomeInvalid, outcomeRateLimited, outcomeUnavailable, outcomeStalled} {
@@ -162,6 +164,29 @@ func (c *quotaCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(c.rate, prometheus.GaugeValue, float64(q.limit), tenant)
 		ch <- prometheus.MustNewConstMetric(c.burst, prometheus.GaugeValue, float64(q.burst), tenant)
+	}
+}
+
+// outageCollector exports how long each organization+app's push service
+// has been down, while sends still meet the failure.
+type outageCollector struct {
+	ages func() map[appKey]time.Duration
+	desc *prometheus.Desc
+}
+
+func newOutageCollector(ages func() map[appKey]time.Duration) *outageCollector {
+	return &outageCollector{ages: ages, desc: prometheus.NewDesc("pushproxy_relay_push_service_down_seconds",
+		"How long the push service of each organization+app has failed as a whole (5xx, no connection, no answer in time) without answering, while its sends still meet the failure (the last within a minute); absent otherwise.",
+		[]string{"organization", "app_id"}, nil)}
+}
+
+// Describe implements prometheus.Collector.
+func (c *outageCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect implements prometheus.Collector.
+func (c *outageCollector) Collect(ch chan<- prometheus.Metric) {
+	for k, age := range c.ages() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, age.Seconds(), k.org, k.app)
 	}
 }
 

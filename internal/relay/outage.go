@@ -47,10 +47,10 @@ type outages struct {
 	down map[appKey]outage
 }
 
-// outage is one organization+app's push service down: since when, and
-// when the last send went through.
+// outage is one organization+app's push service down: since when, when
+// the last send went through, and when the last send failed.
 type outage struct {
-	since, trial time.Time
+	since, trial, last time.Time
 }
 
 func newOutages(max time.Duration) *outages {
@@ -58,16 +58,17 @@ func newOutages(max time.Duration) *outages {
 }
 
 // failed records a failure of k's push service as a whole at now and
-// returns the back-off to answer with.
-func (o *outages) failed(k appKey, now time.Time) time.Duration {
+// returns the back-off to answer with, and whether it began an outage.
+func (o *outages) failed(k appKey, now time.Time) (backOff time.Duration, began bool) {
 	o.mu.Lock()
 	out, ok := o.down[k]
 	if !ok {
 		out = outage{since: now, trial: now}
-		o.down[k] = out
 	}
+	out.last = now
+	o.down[k] = out
 	o.mu.Unlock()
-	return o.backOff(now.Sub(out.since))
+	return o.backOff(now.Sub(out.since)), !ok
 }
 
 // pass reports whether a send of k may go to its push service at now:
@@ -105,12 +106,37 @@ func (o *outages) backOff(age time.Duration) time.Duration {
 	return min(max(age/outageShare, minOutageBackOff), o.max)
 }
 
-// answered records that k's push service answered: its outage, if any,
-// is over.
-func (o *outages) answered(k appKey) {
+// answered records that k's push service answered at now: its outage, if
+// any, is over, and lasted that long.
+func (o *outages) answered(k appKey, now time.Time) (lasted time.Duration, ended bool) {
 	o.mu.Lock()
-	delete(o.down, k)
+	out, ok := o.down[k]
+	if ok {
+		delete(o.down, k)
+	}
 	o.mu.Unlock()
+	if !ok {
+		return 0, false
+	}
+	return now.Sub(out.since), true
+}
+
+// outageRecent is how recent an outage's last failure must be for ages to
+// show it: an organization+app that sent nothing since may be back.
+const outageRecent = time.Minute
+
+// ages returns how long the push service of each organization+app has
+// been down at now, for the outages with a failure within outageRecent.
+func (o *outages) ages(now time.Time) map[appKey]time.Duration {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make(map[appKey]time.Duration, len(o.down))
+	for k, d := range o.down {
+		if now.Sub(d.last) < outageRecent {
+			out[k] = now.Sub(d.since)
+		}
+	}
+	return out
 }
 
 // serviceDown reports whether err says the push service failed as a

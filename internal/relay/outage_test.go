@@ -169,14 +169,50 @@ func TestOutageLetsATrialASecondThrough(t *testing.T) {
 	if n := testutil.ToFloat64(h.srv.metrics.outageHeld.WithLabelValues("fabrikam.com", "mail", "apns")); n != 5 {
 		t.Errorf("pushproxy_relay_outage_held_total = %v, want 5", n)
 	}
+	if got, want := downSeconds(t, h), `{app_id="mail",organization="fabrikam.com"} 20.1`; got != want {
+		t.Errorf("pushproxy_relay_push_service_down_seconds = %s, want %s", got, want)
+	}
+	// No send met the failure for a minute: nobody knows whether it is
+	// back, and the gauge says nothing.
+	elapsed.Store(int64(81 * time.Second))
+	if got := downSeconds(t, h); got != "" {
+		t.Errorf("a minute after the last failure: pushproxy_relay_push_service_down_seconds = %s, want none", got)
+	}
 
 	// Back: the next trial is delivered, and the outage is over.
 	down.Store(false)
-	elapsed.Store(int64(21 * time.Second))
+	elapsed.Store(int64(82 * time.Second))
 	if got := send("mail"); got.Class != relayproto.ClassDelivered {
 		t.Fatalf("the trial after the push service came back: %+v", got)
 	}
 	if got := send("mail"); got.Class != relayproto.ClassDelivered {
 		t.Errorf("a send right after the outage: %+v, want delivered", got)
 	}
+	if got := downSeconds(t, h); got != "" {
+		t.Errorf("after the outage: pushproxy_relay_push_service_down_seconds = %s, want none", got)
+	}
+}
+
+// downSeconds returns the series of pushproxy_relay_push_service_down_seconds,
+// each as {labels} value, or "".
+func downSeconds(t *testing.T, h *harness) string {
+	t.Helper()
+	families, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, f := range families {
+		if f.GetName() != "pushproxy_relay_push_service_down_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			out = append(out, fmt.Sprintf("{%s} %g", strings.Join(labels, ","), m.GetGauge().GetValue()))
+		}
+	}
+	return strings.Join(out, "; ")
 }

@@ -60,23 +60,23 @@ func NewServer(cfg Config, verifier *tokens.Verifier, router Router, reg prometh
 	if verifier == nil || router == nil {
 		return nil, errors.New("relay server: a token verifier and a router are required")
 	}
-	tenants := newTenantLimiter(cfg.TenantRate, cfg.TenantBurst, cfg.TenantQuotas)
-	m, err := newMetrics(reg, tenants)
-	if err != nil {
-		return nil, fmt.Errorf("registering relay metrics: %w", err)
-	}
-	return &Server{
+	s := &Server{
 		cfg:      cfg,
 		verifier: verifier,
 		router:   router,
-		tenants:  tenants,
+		tenants:  newTenantLimiter(cfg.TenantRate, cfg.TenantBurst, cfg.TenantQuotas),
 		lanes:    newLanes(cfg.ProviderLimits, cfg.ProviderLimit, cfg.ProviderShare),
-		metrics:  m,
 		log:      log,
 		now:      time.Now,
 		stall:    newStallGuard(),
 		outages:  newOutages(cfg.RetryBackOff),
-	}, nil
+	}
+	m, err := newMetrics(reg, s.tenants, func() map[appKey]time.Duration { return s.outages.ages(s.now()) })
+	if err != nil {
+		return nil, fmt.Errorf("registering relay metrics: %w", err)
+	}
+	s.metrics = m
+	return s, nil
 }
 
 // WatchStalls watches, until ctx ends, for pauses of the whole process

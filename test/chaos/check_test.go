@@ -97,8 +97,10 @@ type recovery struct {
 	// current is from the end of the outage until the last of the
 	// pending users had a badge at least as high as its count then;
 	// behind counts the pending users that never had one.
-	current    time.Duration
-	behind     int
+	current time.Duration
+	behind  int
+	slowest string // the user current last, with its badges
+
 	noFirst    bool
 	usersCount int
 	examples   []string // users with more than one such push
@@ -489,7 +491,10 @@ func measureRecovery(out outage, o *oracle, badges map[string][]badge) recovery 
 		if known > before {
 			rc.pending++
 			if d, ok := caughtUp(badges[u.device], out.up, known); ok {
-				rc.current = max(rc.current, d)
+				if d >= rc.current {
+					rc.current = d
+					rc.slowest = fmt.Sprintf("%s: %d known at recovery, badges %s", u.name, known, showBadges(badges[u.device], 8))
+				}
 			} else {
 				rc.behind++
 			}
@@ -617,6 +622,9 @@ func details(r *result) string {
 			x.what, x.down.Format(timeFmt), x.up.Format(timeFmt), round(x.firstPush), x.noFirst, x.pending, x.usersCount, x.maxPushes, x.multi, x.stale, x.currentAfter())
 		for _, ex := range x.examples {
 			fmt.Fprintf(&b, "    e.g. %s\n", ex)
+		}
+		if x.slowest != "" {
+			fmt.Fprintf(&b, "    current last: %s\n", x.slowest)
 		}
 	}
 	if r.dead > 0 {
