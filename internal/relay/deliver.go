@@ -143,8 +143,10 @@ func (s *Server) runLane(ctx context.Context, l *lane, tenant string, jobs []job
 // uses up only its organization+app's share of the lane.
 func (s *Server) send(ctx context.Context, l *lane, j *job) error {
 	key := appKey{org: j.badge.Tenant, app: j.badge.AppID}
-	if err := s.outages.pass(key, s.now()); err != nil {
-		return err
+	if trials(l.kind) {
+		if err := s.outages.pass(key, s.now()); err != nil {
+			return err
+		}
 	}
 	release, err := l.acquire(ctx, key, func() {
 		s.metrics.shareWaits.WithLabelValues(j.badge.Tenant, j.badge.AppID, l.kind).Inc()
@@ -274,6 +276,16 @@ func (s *Server) settle(l *lane, tenant string, j *job, err error, log zerolog.L
 		log.Warn().Str("provider", l.kind).Str("app_id", j.badge.AppID).Str("error_type", fmt.Sprintf("%T", err)).Msg("provider failed with an unclassified error")
 		log.Debug().Str("provider", l.kind).Err(err).Msg("unclassified provider error")
 	}
+}
+
+// trials reports whether an outage of kind's push service holds the sends
+// of an organization+app to one trial a second (outages.pass): APNs and
+// FCM, where an app has one push service. A Web Push app's subscriptions
+// reach as many push services as their browsers have, and one of them
+// failing must not hold the others' sends: its sends all go, and only
+// their back-off grows with the outage.
+func trials(kind string) bool {
+	return kind == registry.KindAPNs || kind == registry.KindFCM
 }
 
 // failureOf names how a send failed with the push service as a whole,

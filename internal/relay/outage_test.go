@@ -216,3 +216,27 @@ func downSeconds(t *testing.T, h *harness) string {
 	}
 	return strings.Join(out, "; ")
 }
+
+// TestWebPushIsNotHeldByAnOutage: a Web Push app's subscriptions reach
+// many push services, so its sends all go while one of them fails; only
+// their back-off grows with the outage.
+func TestWebPushIsNotHeldByAnOutage(t *testing.T) {
+	web := newRecorder("webpush")
+	web.answer = func(providers.Badge) error {
+		return &providers.Error{Provider: "webpush", Status: 503, Reason: "ServiceUnavailable", Retryable: true}
+	}
+	h := newHarness(t, Config{RetryBackOff: 30 * time.Second}, map[string]providers.Provider{"web": web})
+	start := time.Date(2026, 12, 6, 8, 0, 0, 0, time.UTC)
+	var elapsed atomic.Int64
+	h.srv.now = func() time.Time { return start.Add(time.Duration(elapsed.Load())) }
+	for i, at := range []time.Duration{0, 1500 * time.Millisecond, 1600 * time.Millisecond, 20 * time.Second, 20*time.Second + 100*time.Millisecond} {
+		elapsed.Store(int64(at))
+		resp := h.publish(relayproto.Request{Notifications: []relayproto.Notification{notification("n", 1, "web", "a")}}).response(t)
+		if got := resp.Results[0].Devices[0]; got.Class != relayproto.ClassTransient || strings.Contains(got.Reason, "not sent") {
+			t.Errorf("%s into the outage: %+v, want a transient answer of the push service", at, got)
+		}
+		if n := len(web.sent()); n != i+1 {
+			t.Errorf("%s into the outage: %d sends reached the push service, want %d", at, n, i+1)
+		}
+	}
+}
