@@ -26,7 +26,6 @@ LDFLAGS   := -X github.com/pushproxy/pushproxy/internal/version.Version=$(VERSIO
 # Packages with fuzz targets, as package:target pairs.
 FUZZ_TARGETS = \
 	./internal/sources/native:FuzzNative \
-	./internal/sources/native:FuzzParseFast \
 	./internal/sources/dovecot:FuzzDovecotOX \
 	./internal/sources/dovecot:FuzzDovecotLua \
 	./internal/sources/ews:FuzzEWS \

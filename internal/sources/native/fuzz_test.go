@@ -2,7 +2,6 @@ package native
 
 import (
 	"errors"
-	"reflect"
 	"testing"
 
 	"github.com/pushproxy/pushproxy/internal/events"
@@ -42,28 +41,6 @@ func FuzzNative(f *testing.F) {
 			e := it.Event
 			e.Normalize()
 			_ = e.Validate()
-		}
-	})
-}
-
-// FuzzParseFast checks the fast path against the library path: for any
-// body it accepts, encoding/json gives the same items (events, and the
-// validation errors of w.event). Seeds: testdata/fuzz/FuzzParseFast.
-func FuzzParseFast(f *testing.F) {
-	f.Add([]byte(good), false)
-	f.Add([]byte(good+"\n"+good+"\n"), true)
-	f.Fuzz(func(t *testing.T, body []byte, ndjson bool) {
-		const max = 5
-		fast, ok := parseFast(body, ndjson, max)
-		if !ok {
-			return
-		}
-		lib, err := parseLibrary(body, ndjson, max)
-		if err != nil {
-			t.Fatalf("the fast path took %q, the library refuses it: %v", body, err)
-		}
-		if !reflect.DeepEqual(fast, lib) {
-			t.Fatalf("%q:\nfast    %+v\nlibrary %+v", body, fast, lib)
 		}
 	})
 }

@@ -54,33 +54,24 @@ type Event struct {
 // more than opt.MaxEvents is a request-level error; a well-formed element
 // with a wrong field is an Item with an *events.ValidationError.
 //
-// The usual body is read without reflection (parseFast); any other, one
-// json.Decoder reads whole, so each event is scanned once, and it finds
-// every error and names it.
+// One json.Decoder reads the whole body, so each event is scanned once,
+// and it finds every error and names it.
 func Parse(body []byte, mediaType string, opt Options) ([]sources.Item, error) {
 	max := opt.MaxEvents
 	if max <= 0 {
 		max = DefaultMaxEvents
 	}
-	if mediaType != MediaNDJSON && mediaType != MediaJSON {
-		return nil, sources.Malformed("unsupported media type %q (want %s or %s)", mediaType, MediaJSON, MediaNDJSON)
-	}
-	if items, ok := parseFast(body, mediaType == MediaNDJSON, max); ok {
-		return items, nil
-	}
-	return parseLibrary(body, mediaType == MediaNDJSON, max)
-}
-
-// parseLibrary is Parse with encoding/json: every body, and every error
-// named.
-func parseLibrary(body []byte, lines bool, max int) ([]sources.Item, error) {
-	r := reader{body: body, max: max, dec: json.NewDecoder(bytes.NewReader(body)), lines: lines}
+	r := reader{body: body, max: max, dec: json.NewDecoder(bytes.NewReader(body))}
 	r.dec.DisallowUnknownFields()
 	var err error
-	if lines {
+	switch mediaType {
+	case MediaNDJSON:
+		r.lines = true
 		err = r.values()
-	} else {
+	case MediaJSON:
 		err = r.document()
+	default:
+		return nil, sources.Malformed("unsupported media type %q (want %s or %s)", mediaType, MediaJSON, MediaNDJSON)
 	}
 	if err != nil {
 		return nil, err

@@ -135,32 +135,3 @@ func BenchmarkParseOne(b *testing.B) {
 		}
 	}
 }
-
-// TestParseFastTakesTheUsualBodies: the fast path reads what clients
-// usually send, and leaves the rest to encoding/json (FuzzParseFast checks
-// that what it reads, it reads the same).
-func TestParseFastTakesTheUsualBodies(t *testing.T) {
-	for _, tt := range []struct {
-		name   string
-		body   string
-		ndjson bool
-		want   bool
-	}{
-		{"one object", good, false, true},
-		{"an array", "[" + good + ",\n " + good + "]", false, true},
-		{"NDJSON", good + "\n" + good + "\r\n", true, true},
-		{"nulls", `{"user":"a@b.c","kind":"new","unread":null,"count":null,"mailbox":null}`, false, true},
-		{"an escape", `{"user":"a\u0040b.c","kind":"new"}`, false, false},
-		{"a key spelled otherwise", `{"User":"a@b.c","kind":"new"}`, false, false},
-		{"an unknown key", `{"user":"a@b.c","kind":"new","flags":1}`, false, false},
-		{"a fraction", `{"user":"a@b.c","kind":"new","unread":1.5}`, false, false},
-		{"a string for a number", `{"user":"a@b.c","kind":"new","unread":"1"}`, false, false},
-		{"too many", strings.Repeat(good+"\n", 6), true, false},
-		{"no event", `[]`, false, false},
-		{"trailing data", good + "x", false, false},
-	} {
-		if _, got := parseFast([]byte(tt.body), tt.ndjson, 5); got != tt.want {
-			t.Errorf("%s: parseFast took it = %v, want %v", tt.name, got, tt.want)
-		}
-	}
-}
