@@ -711,38 +711,63 @@ var dispatcherMetrics = []string{
 // scrapeDispatchers sums dispatcherMetrics over the live dispatchers.
 func (s *system) scrapeDispatchers(ctx context.Context) map[string]float64 {
 	sums := map[string]float64{}
-	client := &http.Client{Timeout: 3 * time.Second}
 	for i, p := range s.dispatchers {
 		if !p.running() {
 			continue
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.dispatcherAddrs[i]+"/metrics", nil)
+		samples, err := scrape(ctx, "http://"+s.dispatcherAddrs[i]+"/metrics", dispatcherMetrics...)
 		if err != nil {
 			continue
 		}
-		resp, err := client.Do(req)
-		if err != nil {
-			continue
+		for _, m := range samples {
+			sums[strings.TrimPrefix(m.name, "pushproxy_dispatcher_")] += m.value
 		}
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			for _, m := range dispatcherMetrics {
-				rest, ok := strings.CutPrefix(line, m)
-				if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
-					continue
-				}
-				fields := strings.Fields(rest[strings.LastIndex(rest, "}")+1:])
-				if len(fields) == 0 {
-					continue
-				}
-				if v, err := strconv.ParseFloat(fields[0], 64); err == nil {
-					sums[strings.TrimPrefix(m, "pushproxy_dispatcher_")] += v
-				}
-			}
-		}
-		resp.Body.Close()
 	}
 	return sums
+}
+
+// sample is one series of a Prometheus text exposition: its metric name,
+// its labels as written ({a="b",...}, or ""), and its value.
+type sample struct {
+	name, labels string
+	value        float64
+}
+
+// scrape reads the series of the metrics named names from url.
+func scrape(ctx context.Context, url string, names ...string) ([]sample, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("scraping %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	var out []sample
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		for _, name := range names {
+			rest, ok := strings.CutPrefix(line, name)
+			if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
+				continue
+			}
+			end := strings.LastIndex(rest, "}") + 1
+			fields := strings.Fields(rest[end:])
+			if len(fields) == 0 {
+				continue
+			}
+			if v, err := strconv.ParseFloat(fields[0], 64); err == nil {
+				out = append(out, sample{name: name, labels: rest[:end], value: v})
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("scraping %s: %w", url, err)
+	}
+	return out, nil
 }

@@ -43,6 +43,8 @@ var (
 // sends must not hold contoso's, its revoked key must not pause contoso's
 // app or remove its devices, neither its outage nor its flood may slow
 // contoso's pushes; and fabrikam must recover as in the other scenarios.
+// The relay's metrics must show fabrikam's sends held by its trials and
+// none of contoso's (heldOnlyOneTenant).
 func failOneTenant(ctx context.Context, e *faultEnv) error {
 	if e.s.neighbour == nil {
 		return errors.New("this fault needs a neighbour's deployment (systemOptions.neighbour)")
@@ -57,7 +59,7 @@ func failOneTenant(ctx context.Context, e *faultEnv) error {
 	if err != nil {
 		return err
 	}
-	var errs []error
+	errs := []error{heldOnlyOneTenant(ctx, e)}
 	for _, pair := range [][2]*system{{e.s, e.s.neighbour}, {e.s.neighbour, e.s}} {
 		refused, err := crossTenantPush(ctx, pair[0], pair[1])
 		if err != nil {
@@ -67,6 +69,33 @@ func failOneTenant(ctx context.Context, e *faultEnv) error {
 		e.f.notes = append(e.f.notes, refused)
 	}
 	return errors.Join(errs...)
+}
+
+// heldOnlyOneTenant checks, in the relay's metrics, that its outages held
+// fabrikam's sends (the trials acted: one send a second went to the
+// failing push service) and never contoso's.
+func heldOnlyOneTenant(ctx context.Context, e *faultEnv) error {
+	samples, err := scrape(ctx, "http://"+e.s.relayAddr+"/metrics", "pushproxy_relay_outage_held_total")
+	if err != nil {
+		return err
+	}
+	held := map[string]float64{}
+	for _, m := range samples {
+		for _, t := range []tenant{e.s.tenant, e.s.neighbour.tenant} {
+			if strings.Contains(m.labels, `organization="`+t.org+`"`) {
+				held[t.org] += m.value
+			}
+		}
+	}
+	e.f.notes = append(e.f.notes, fmt.Sprintf("the relay held %.0f sends of %s while its push service was down, %.0f of %s",
+		held[e.s.tenant.org], e.s.tenant.org, held[e.s.neighbour.tenant.org], e.s.neighbour.tenant.org))
+	switch {
+	case held[e.s.neighbour.tenant.org] > 0:
+		return fmt.Errorf("the relay held %.0f sends of %s for another organization's outage", held[e.s.neighbour.tenant.org], e.s.neighbour.tenant.org)
+	case held[e.s.tenant.org] == 0:
+		return fmt.Errorf("the relay held no send of %s while its push service was down: no trials", e.s.tenant.org)
+	}
+	return nil
 }
 
 // floodFactor is how many times its load an organization sends while it
