@@ -138,9 +138,10 @@ func (s *Server) runLane(ctx context.Context, l *lane, tenant string, jobs []job
 }
 
 // send takes a slot of the job's organization+app and one of the lane, and
-// sends one badge (unless its push service is down: outages.pass), giving up when ctx ends even if the provider does not:
-// the slots stay taken until the provider returns, so a stuck push service
-// uses up only its organization+app's share of the lane.
+// sends one badge (unless its push service is down: outages.pass), giving
+// up when ctx ends even if the provider does not: the slots stay taken
+// until the provider returns, so a stuck push service uses up only its
+// organization+app's share of the lane.
 func (s *Server) send(ctx context.Context, l *lane, j *job) error {
 	key := appKey{org: j.badge.Tenant, app: j.badge.AppID}
 	if trials(l.kind) {
@@ -199,7 +200,7 @@ func (s *Server) settle(l *lane, tenant string, j *job, err error, log zerolog.L
 	case timedOut || shareBusy || serviceDown(err):
 		var began bool
 		if outageBackOff, began = s.outages.failed(key, s.now()); began {
-			log.Warn().Str("provider", l.kind).Str("app_id", j.badge.AppID).Str("failure", failureOf(l, err)).
+			log.Warn().Str("provider", l.kind).Str("app_id", j.badge.AppID).Str("failure", failureOf(l, err, timedOut, shareBusy)).
 				Msg("the push service of this organization's app is failing: one send a second goes through until it answers, the others are answered retry")
 		}
 	default:
@@ -288,13 +289,14 @@ func trials(kind string) bool {
 	return kind == registry.KindAPNs || kind == registry.KindFCM
 }
 
-// failureOf names how a send failed with the push service as a whole,
-// for the log: never a device address.
-func failureOf(l *lane, err error) string {
+// failureOf names how a send failed with the push service as a whole
+// (settle has told a timeout and a full share from err), for the log:
+// never a device address.
+func failureOf(l *lane, err error, timedOut, shareBusy bool) string {
 	switch {
-	case errors.Is(err, errShareBusy):
+	case shareBusy:
 		return "its share of sends in flight all along the timeout"
-	case errors.Is(err, errLaneTimeout), errors.Is(err, context.DeadlineExceeded):
+	case timedOut:
 		return "no answer within " + l.timeout.String()
 	}
 	return reason(l.kind, err)

@@ -97,13 +97,12 @@ type recovery struct {
 	// current is from the end of the outage until the last of the
 	// pending users had a badge at least as high as its count then;
 	// behind counts the pending users that never had one.
-	current time.Duration
-	behind  int
-	slowest string // the user current last, with its badges
-
+	current    time.Duration
+	behind     int
 	noFirst    bool
 	usersCount int
 	examples   []string // users with more than one such push
+	slowest    string   // the user current last, with its badges
 }
 
 // failed reports whether an assertion failed.
