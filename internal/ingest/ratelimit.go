@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/pushproxy/pushproxy/internal/bucket"
 	"github.com/pushproxy/pushproxy/internal/credentials"
 	"github.com/pushproxy/pushproxy/internal/httpjson"
 )
@@ -41,9 +42,7 @@ func (l *RateLimits) Middleware() Middleware {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			scope, ok := credentials.FromContext(r.Context())
 			if ok {
-				res := l.bucket(scope.ID).Reserve()
-				if delay := res.Delay(); delay > 0 {
-					res.Cancel()
+				if ok, delay := bucket.Take(l.bucket(scope.ID), time.Now(), 1); !ok {
 					w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(delay, time.Second).Seconds()))))
 					Reject(w, &httpjson.Error{Status: http.StatusTooManyRequests, Code: CodeRateLimited,
 						Message: "credential " + scope.ID + " is over its request rate; retry after the Retry-After seconds"})

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/pushproxy/pushproxy/internal/bucket"
 	"github.com/pushproxy/pushproxy/internal/relay/registry"
 )
 
@@ -63,25 +64,17 @@ func (l *tenantLimiter) quotaOf(tenant string) quota {
 	return l.def
 }
 
-// reserve takes n tokens from tenant's bucket at now. When there are not
-// enough it takes none and returns how long to wait before they would be
-// there. A request larger than the burst costs the whole burst, so that it
-// can pass once the bucket is full. It returns the quota it applied.
+// reserve takes n tokens from tenant's bucket at now, or none and the
+// wait before they would be there (bucket.Take: a refused request leaves
+// no debt). A request larger than the burst costs the whole burst. It
+// returns the quota it applied.
 func (l *tenantLimiter) reserve(tenant string, n int, now time.Time) (ok bool, wait time.Duration, q quota) {
 	q = l.quotaOf(tenant)
 	if q.limit <= 0 || n <= 0 {
 		return true, 0, q
 	}
-	b := l.bucket(tenant, q, now)
-	r := b.ReserveN(now, min(n, q.burst))
-	if !r.OK() {
-		return false, time.Second, q
-	}
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now)
-		return false, d, q
-	}
-	return true, 0, q
+	ok, wait = bucket.Take(l.bucket(tenant, q, now), now, n)
+	return ok, wait, q
 }
 
 // bucket returns tenant's bucket set to q, creating it full.
