@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pushproxy/pushproxy/internal/delivery"
+	"github.com/pushproxy/pushproxy/internal/dispatcher/badges"
 	"github.com/pushproxy/pushproxy/internal/relayclient"
 	"github.com/pushproxy/pushproxy/internal/relayproto"
 )
@@ -327,9 +328,9 @@ func (s *sender) classify(ctx context.Context, err error) (outcome, string) {
 	case errors.Is(err, errStalled):
 		return outcomeRetry, reasonStalled
 	case backPressure && !errors.Is(err, relayclient.ErrCircuitOpen):
-		return outcomeRetry, "relay_backpressure"
+		return outcomeRetry, badges.RetryRelayBackPressure
 	case errors.Is(err, relayclient.ErrCircuitOpen) || !s.pub.Healthy():
-		return outcomeRetry, "relay_unavailable"
+		return outcomeRetry, badges.RetryRelayUnavailable
 	case errors.Is(err, relayclient.ErrUnauthorized):
 		return outcomeRetry, "unauthorized"
 	case errors.Is(err, relayclient.ErrPermanent):

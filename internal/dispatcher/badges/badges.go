@@ -81,6 +81,10 @@ const (
 	// RetryRelayUnavailable: the relay client's breaker is open; the
 	// push goes no later than MaxRetryDelay and RelayCooldown.
 	RetryRelayUnavailable = "relay_unavailable"
+	// RetryRelayBackPressure: the relay refused the request as a whole
+	// for now (429: the organization is over its quota there); the
+	// back-off it asked for is the wait.
+	RetryRelayBackPressure = "relay_backpressure"
 )
 
 // Policy is how the ledger applies events and paces retries. Zero
@@ -376,10 +380,15 @@ func (l *Ledger[E]) Retry(now time.Time, u *User[E], attempts int, reason string
 	if !ok {
 		return Result[E]{}
 	}
-	if reason == RetryRelayUnavailable {
+	switch reason {
+	case RetryRelayUnavailable:
 		// The relay client's own breaker: its next trial is no later than
 		// MaxRetryDelay away, so that a changed relay Uri (which resets
 		// it) reaches the push soon.
+		hint = min(hint, l.policy.MaxRetryDelay)
+	case RetryRelayBackPressure:
+		// A raised quota reaches the push within MaxRetryDelay, whatever
+		// the relay asked for under the old one.
 		hint = min(hint, l.policy.MaxRetryDelay)
 	}
 	var s *Settle[E]
@@ -502,11 +511,14 @@ func (l *Ledger[E]) requeue(now time.Time, u *User[E], evs []E, reason string, h
 		// push held for a down relay tries as often, so that it goes out
 		// within a cool-down of the relay's return, not a growing back-off.
 		delay = min(delay, l.policy.RelayCooldown)
-	case RequeueDeviceBackOff:
+	case RequeueDeviceBackOff, RetryRelayBackPressure:
 		// The relay said when to come back: it sees the push service's
 		// answers to every dispatcher, and its back-off grows with the
-		// service's outage (internal/relay, "Outages"). Doubling on top
-		// held a badge up to 16 s after a 20 s outage had ended.
+		// service's outage (internal/relay, "Outages"); it sees the
+		// organization's requests from every dispatcher at its quota, and
+		// its back-off is when the quota has room for the request again.
+		// Doubling on top held a badge up to 16 s after a 20 s outage had
+		// ended, and after a flood over the quota.
 		delay = l.policy.RetryDelay
 	}
 	delay = max(delay, hint)

@@ -198,6 +198,14 @@ func backOff(d time.Duration) func(l *Ledger[*ev], now time.Time, u *User[*ev]) 
 	}
 }
 
+// retryBackPressure is the relay refusing a request at the organization's
+// quota (429) with back-off d.
+func retryBackPressure(d time.Duration) func(l *Ledger[*ev], now time.Time, u *User[*ev]) Result[*ev] {
+	return func(l *Ledger[*ev], now time.Time, u *User[*ev]) Result[*ev] {
+		return l.Retry(now, u, 1, RetryRelayBackPressure, d)
+	}
+}
+
 func TestScenarios(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -249,6 +257,19 @@ func TestScenarios(t *testing.T) {
 			// capped at MaxRetryDelay (30 s).
 			due(5400, false, ""),
 			due(30400, false, "alice=3 [3]"),
+		}},
+		{"the relay's back-off at the organization's quota is the wait", []step{
+			// The doubling alone would wait 1, 2, 4 s.
+			apply(0, "alice", 1, ""), due(300, false, "alice=1 [1]"), send(300, "alice"),
+			answer(400, "alice", retryBackPressure(1500*time.Millisecond), "requeued relay_backpressure"),
+			due(1899, false, ""), due(1900, false, "alice=1 [1]"), send(1900, "alice"),
+			answer(2000, "alice", retryBackPressure(1500*time.Millisecond), "requeued relay_backpressure"),
+			due(3499, false, ""), due(3500, false, "alice=1 [1]"), send(3500, "alice"),
+			// Never shorter than RetryDelay, never longer than MaxRetryDelay.
+			answer(3600, "alice", retryBackPressure(time.Millisecond), "requeued relay_backpressure"),
+			due(4599, false, ""), due(4600, false, "alice=1 [1]"), send(4600, "alice"),
+			answer(4700, "alice", retryBackPressure(time.Hour), "requeued relay_backpressure"),
+			due(34699, false, ""), due(34700, false, "alice=1 [1]"),
 		}},
 		{"a shutdown keeps every event for the next owner", []step{
 			apply(0, "alice", 1, ""), apply(10, "alice", 2, ""),
