@@ -56,6 +56,19 @@ type Provider interface {
 	Send(ctx context.Context, b Badge) error
 }
 
+// A Multiplexer is a Provider whose badges go to more than one push
+// service, by their device address: a Web Push subscription names its
+// browser's push service in its endpoint. The relay keeps each push
+// service's outage apart, so that one failing does not hold the sends to
+// the others.
+type Multiplexer interface {
+	Provider
+	// Service names the push service b goes to (a host, never a device
+	// address), or reports false when b's address names none; Send then
+	// fails for the device alone.
+	Service(b Badge) (string, bool)
+}
+
 // Class is how a push service's answer is taken; each provider maps its
 // answers to classes with one table of Rules (see Classify), which the
 // relay reports as the fault classes of the relay protocol.

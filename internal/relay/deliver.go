@@ -27,6 +27,15 @@ type job struct {
 	badge     providers.Badge
 	provider  providers.Provider
 	result    *relayproto.DeviceResult
+	// service is the push service the badge goes to, when the provider
+	// reaches more than one (providers.Multiplexer: a Web Push endpoint's
+	// host); "" when it is the app's one push service.
+	service string
+}
+
+// outage names the push service whose outages hold the job (outages).
+func (j *job) outage() outageKey {
+	return outageKey{appKey: appKey{org: j.badge.Tenant, app: j.badge.AppID}, service: j.service}
 }
 
 // deliver answers every notification of req for tenant: monitoring ones at
@@ -60,7 +69,7 @@ func (s *Server) deliver(ctx context.Context, tenant string, req *relayproto.Req
 				s.metrics.delivery(noProvider, d.Status)
 				continue
 			}
-			byKind[p.Name()] = append(byKind[p.Name()], job{
+			j := job{
 				recipient: r,
 				provider:  p,
 				result:    d,
@@ -73,7 +82,11 @@ func (s *Server) deliver(ctx context.Context, tenant string, req *relayproto.Req
 					Language:       n.Payload.Language,
 					ID:             n.ID,
 				},
-			})
+			}
+			if m, ok := p.(providers.Multiplexer); ok {
+				j.service, _ = m.Service(j.badge)
+			}
+			byKind[p.Name()] = append(byKind[p.Name()], j)
 		}
 	}
 
@@ -143,13 +156,10 @@ func (s *Server) runLane(ctx context.Context, l *lane, tenant string, jobs []job
 // until the provider returns, so a stuck push service uses up only its
 // organization+app's share of the lane.
 func (s *Server) send(ctx context.Context, l *lane, j *job) error {
-	key := appKey{org: j.badge.Tenant, app: j.badge.AppID}
-	if trials(l.kind) {
-		if err := s.outages.pass(key, s.now()); err != nil {
-			return err
-		}
+	if err := s.outages.pass(j.outage(), s.now()); err != nil {
+		return err
 	}
-	release, err := l.acquire(ctx, key, func() {
+	release, err := l.acquire(ctx, j.outage().appKey, func() {
 		s.metrics.shareWaits.WithLabelValues(j.badge.Tenant, j.badge.AppID, l.kind).Inc()
 	})
 	if err != nil {
@@ -175,7 +185,7 @@ func (s *Server) send(ctx context.Context, l *lane, j *job) error {
 		case err := <-done:
 			return err
 		default:
-			return errLaneTimeout
+			return errNoAnswer
 		}
 	}
 }
@@ -186,7 +196,7 @@ func (s *Server) send(ctx context.Context, l *lane, j *job) error {
 func (s *Server) settle(l *lane, tenant string, j *job, err error, log zerolog.Logger) {
 	d := j.result
 	var perr *providers.Error
-	key := appKey{org: tenant, app: j.badge.AppID}
+	key := j.outage()
 	timedOut := errors.Is(err, errLaneTimeout) || errors.Is(err, context.DeadlineExceeded)
 	shareBusy := errors.Is(err, errShareBusy)
 	var held *heldByOutage
@@ -197,15 +207,18 @@ func (s *Server) settle(l *lane, tenant string, j *job, err error, log zerolog.L
 	var outageBackOff time.Duration
 	switch {
 	case isHeld:
-	case timedOut || shareBusy || serviceDown(err):
+	case failedAsAWhole(key, err, timedOut, shareBusy):
 		var began bool
 		if outageBackOff, began = s.outages.failed(key, s.now()); began {
-			log.Warn().Str("provider", l.kind).Str("app_id", j.badge.AppID).Str("failure", failureOf(l, err, timedOut, shareBusy)).
+			outageLog(log.Warn(), l, key).Str("failure", failureOf(l, err, timedOut, shareBusy)).
 				Msg("the push service of this organization's app is failing: one send a second goes through until it answers, the others are answered retry")
 		}
+	case timedOut || shareBusy:
+		// Never reached its push service (queued behind the app's sends
+		// to another): it tells nothing of it.
 	default:
 		if lasted, ended := s.outages.answered(key, s.now()); ended {
-			log.Info().Str("provider", l.kind).Str("app_id", j.badge.AppID).Dur("down_for", lasted).
+			outageLog(log.Info(), l, key).Dur("down_for", lasted).
 				Msg("the push service of this organization's app answers again")
 		}
 	}
@@ -279,14 +292,28 @@ func (s *Server) settle(l *lane, tenant string, j *job, err error, log zerolog.L
 	}
 }
 
-// trials reports whether an outage of kind's push service holds the sends
-// of an organization+app to one trial a second (outages.pass): APNs and
-// FCM, where an app has one push service. A Web Push app's subscriptions
-// reach as many push services as their browsers have, and one of them
-// failing must not hold the others' sends: its sends all go, and only
-// their back-off grows with the outage.
-func trials(kind string) bool {
-	return kind == registry.KindAPNs || kind == registry.KindFCM
+// failedAsAWhole reports whether a send's error says that the push
+// service of key failed as a whole. For an app with one push service, so
+// does a send that waited the whole timeout for a slot of the app's share
+// or of the lane: the app's sends before it are stuck there. A Web Push
+// app's sends reach as many push services as its subscriptions' browsers
+// use; one queued behind the app's sends to another never reached its
+// own, and only what its own push service did counts.
+func failedAsAWhole(key outageKey, err error, timedOut, shareBusy bool) bool {
+	if serviceDown(err) || errors.Is(err, errNoAnswer) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	return key.service == "" && (timedOut || shareBusy)
+}
+
+// outageLog adds to a log line of an outage its push service: the
+// provider, the app and, for a Web Push app, the push service's host.
+func outageLog(ev *zerolog.Event, l *lane, key outageKey) *zerolog.Event {
+	ev = ev.Str("provider", l.kind).Str("app_id", key.app)
+	if key.service != "" {
+		ev = ev.Str("push_service", key.service)
+	}
+	return ev
 }
 
 // failureOf names how a send failed with the push service as a whole

@@ -208,6 +208,14 @@ type lane struct {
 // appKey names an organization's app.
 type appKey struct{ org, app string }
 
+// outageKey names a push service of an organization's app: its one push
+// service (service empty), or, for a Web Push app, one of the push
+// services its subscriptions reach (the endpoints' host).
+type outageKey struct {
+	appKey
+	service string
+}
+
 // bulkhead is the slots of one organization+app in a lane: its sends in
 // flight and, waiting on sem, its queue. A send first takes a slot of its
 // bulkhead, then one of the lane, so the sends of an organization+app whose
@@ -257,6 +265,9 @@ var (
 	// errLaneTimeout means the provider's lane timed out before a send
 	// could start or finish.
 	errLaneTimeout = errors.New("provider did not answer in time")
+	// errNoAnswer is an errLaneTimeout after the send had gone to the
+	// push service.
+	errNoAnswer = fmt.Errorf("%w: the push service did not answer", errLaneTimeout)
 	// errShareBusy means the request timed out while its organization+app
 	// had its whole share of the lane in flight.
 	errShareBusy = errors.New("the organization's app had its whole share of sends in flight")

@@ -25,8 +25,9 @@ const outageShare = 4
 // "retry" without being sent.
 const outageTrialEvery = time.Second
 
-// outages tracks, per organization+app, since when its push service has
-// failed as a whole: a server error (5xx), no connection, or no answer
+// outages tracks, per push service of an organization+app (outageKey:
+// for a Web Push app, each push service its subscriptions reach), since
+// when it has failed as a whole: a server error (5xx), no connection, or no answer
 // within the lane's timeout (to the send, or to every send of the
 // organization's app in flight before it), with no answer in between.
 //
@@ -44,7 +45,7 @@ type outages struct {
 	max time.Duration
 
 	mu   sync.Mutex
-	down map[appKey]outage
+	down map[outageKey]outage
 }
 
 // outage is one organization+app's push service down: since when, when
@@ -54,12 +55,12 @@ type outage struct {
 }
 
 func newOutages(max time.Duration) *outages {
-	return &outages{max: max, down: map[appKey]outage{}}
+	return &outages{max: max, down: map[outageKey]outage{}}
 }
 
 // failed records a failure of k's push service as a whole at now and
 // returns the back-off to answer with, and whether it began an outage.
-func (o *outages) failed(k appKey, now time.Time) (backOff time.Duration, began bool) {
+func (o *outages) failed(k outageKey, now time.Time) (backOff time.Duration, began bool) {
 	o.mu.Lock()
 	out, ok := o.down[k]
 	if !ok {
@@ -76,7 +77,7 @@ func (o *outages) failed(k appKey, now time.Time) (backOff time.Duration, began 
 // a send went through less than outageTrialEvery ago. Otherwise the send
 // is held, and the error says for how long the service has been down and
 // the back-off to answer with.
-func (o *outages) pass(k appKey, now time.Time) error {
+func (o *outages) pass(k outageKey, now time.Time) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	out, ok := o.down[k]
@@ -108,7 +109,7 @@ func (o *outages) backOff(age time.Duration) time.Duration {
 
 // answered records that k's push service answered at now: its outage, if
 // any, is over, and lasted that long.
-func (o *outages) answered(k appKey, now time.Time) (lasted time.Duration, ended bool) {
+func (o *outages) answered(k outageKey, now time.Time) (lasted time.Duration, ended bool) {
 	o.mu.Lock()
 	out, ok := o.down[k]
 	if ok {
@@ -126,14 +127,15 @@ func (o *outages) answered(k appKey, now time.Time) (lasted time.Duration, ended
 const outageRecent = time.Minute
 
 // ages returns how long the push service of each organization+app has
-// been down at now, for the outages with a failure within outageRecent.
+// been down at now, for the outages with a failure within outageRecent;
+// for a Web Push app, the longest outage among its push services.
 func (o *outages) ages(now time.Time) map[appKey]time.Duration {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	out := make(map[appKey]time.Duration, len(o.down))
 	for k, d := range o.down {
 		if now.Sub(d.last) < outageRecent {
-			out[k] = now.Sub(d.since)
+			out[k.appKey] = max(out[k.appKey], now.Sub(d.since))
 		}
 	}
 	return out

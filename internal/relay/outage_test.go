@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -217,26 +218,97 @@ func downSeconds(t *testing.T, h *harness) string {
 	return strings.Join(out, "; ")
 }
 
-// TestWebPushIsNotHeldByAnOutage: a Web Push app's subscriptions reach
-// many push services, so its sends all go while one of them fails; only
-// their back-off grows with the outage.
-func TestWebPushIsNotHeldByAnOutage(t *testing.T) {
-	web := newRecorder("webpush")
-	web.answer = func(providers.Badge) error {
-		return &providers.Error{Provider: "webpush", Status: 503, Reason: "ServiceUnavailable", Retryable: true}
+// webRecorder is a recorder of a Web Push app: its devices name their
+// push service, "host/device", as a subscription's endpoint does.
+type webRecorder struct{ *recorder }
+
+func (w webRecorder) Service(b providers.Badge) (string, bool) {
+	host, _, ok := strings.Cut(b.Device, "/")
+	return host, ok
+}
+
+// TestWebPushOutagesArePerPushService: a Web Push app's subscriptions
+// reach many push services. While one of them fails, its sends are held
+// to a trial a second, and the app's sends to another go, all of them; the
+// gauge shows the app's longest outage. A send queued behind the app's
+// sends to the failing service (its share full) tells nothing of its own.
+func TestWebPushOutagesArePerPushService(t *testing.T) {
+	web := webRecorder{newRecorder("webpush")}
+	web.answer = func(b providers.Badge) error {
+		if strings.HasPrefix(b.Device, "down.example/") {
+			return &providers.Error{Provider: "webpush", Status: 503, Reason: "ServiceUnavailable", Retryable: true}
+		}
+		return nil
 	}
 	h := newHarness(t, Config{RetryBackOff: 30 * time.Second}, map[string]providers.Provider{"web": web})
 	start := time.Date(2026, 12, 6, 8, 0, 0, 0, time.UTC)
 	var elapsed atomic.Int64
 	h.srv.now = func() time.Time { return start.Add(time.Duration(elapsed.Load())) }
-	for i, at := range []time.Duration{0, 1500 * time.Millisecond, 1600 * time.Millisecond, 20 * time.Second, 20*time.Second + 100*time.Millisecond} {
-		elapsed.Store(int64(at))
-		resp := h.publish(relayproto.Request{Notifications: []relayproto.Notification{notification("n", 1, "web", "a")}}).response(t)
-		if got := resp.Results[0].Devices[0]; got.Class != relayproto.ClassTransient || strings.Contains(got.Reason, "not sent") {
-			t.Errorf("%s into the outage: %+v, want a transient answer of the push service", at, got)
+	for _, step := range []struct {
+		at       time.Duration
+		downSent bool // the send to the failing push service reached it
+	}{
+		{0, true},
+		{1500 * time.Millisecond, true}, // a trial
+		{1600 * time.Millisecond, false},
+		{20 * time.Second, true},
+		{20*time.Second + 100*time.Millisecond, false},
+	} {
+		elapsed.Store(int64(step.at))
+		sent := len(web.sent())
+		resp := h.publish(relayproto.Request{Notifications: []relayproto.Notification{
+			notification("n", 1, "web", "down.example/a", "web", "up.example/b"),
+		}}).response(t)
+		down, up := resp.Results[0].Devices[0], resp.Results[0].Devices[1]
+		if got := len(web.sent()) - sent; got != 1+boolInt(step.downSent) {
+			t.Errorf("%s into the outage: %d sends reached push services, want %d", step.at, got, 1+boolInt(step.downSent))
 		}
-		if n := len(web.sent()); n != i+1 {
-			t.Errorf("%s into the outage: %d sends reached the push service, want %d", at, n, i+1)
+		if down.Class != relayproto.ClassTransient || strings.Contains(down.Reason, "not sent") == step.downSent {
+			t.Errorf("%s into the outage, the failing push service: %+v, want transient, sent %v", step.at, down, step.downSent)
+		}
+		if up.Class != relayproto.ClassDelivered {
+			t.Errorf("%s into the outage, another push service of the app: %+v, want delivered", step.at, up)
+		}
+	}
+	if n := testutil.ToFloat64(h.srv.metrics.outageHeld.WithLabelValues("fabrikam.com", "web", "webpush")); n != 2 {
+		t.Errorf("pushproxy_relay_outage_held_total = %v, want 2", n)
+	}
+	if got, want := downSeconds(t, h), `{app_id="web",organization="fabrikam.com"} 20.1`; got != want {
+		t.Errorf("pushproxy_relay_push_service_down_seconds = %s, want %s", got, want)
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func TestFailedAsAWhole(t *testing.T) {
+	apns := outageKey{appKey: appKey{"fabrikam.com", "mail"}}
+	web := outageKey{appKey: appKey{"fabrikam.com", "web"}, service: "push.example"}
+	unavailable := &providers.Error{Status: 503, Retryable: true}
+	for _, tt := range []struct {
+		name               string
+		key                outageKey
+		err                error
+		timedOut, busy, ok bool
+	}{
+		{"503", apns, unavailable, false, false, true},
+		{"503, Web Push", web, unavailable, false, false, true},
+		{"no answer to the send", apns, errNoAnswer, true, false, true},
+		{"no answer to the send, Web Push", web, errNoAnswer, true, false, true},
+		{"the provider's own deadline, Web Push", web, context.DeadlineExceeded, true, false, true},
+		{"no lane slot in time", apns, errLaneTimeout, true, false, true},
+		{"no lane slot in time, Web Push", web, errLaneTimeout, true, false, false},
+		{"the app's share full", apns, errShareBusy, false, true, true},
+		{"the app's share full, Web Push", web, errShareBusy, false, true, false},
+		{"delivered", web, nil, false, false, false},
+		{"gone", web, &providers.Error{Status: 410, Gone: true}, false, false, false},
+	} {
+		if got := failedAsAWhole(tt.key, tt.err, tt.timedOut, tt.busy); got != tt.ok {
+			t.Errorf("%s: failedAsAWhole = %v, want %v", tt.name, got, tt.ok)
 		}
 	}
 }

@@ -152,7 +152,7 @@ type vapidToken struct {
 	exp    time.Time
 }
 
-var _ providers.Provider = (*Provider)(nil)
+var _ providers.Multiplexer = (*Provider)(nil)
 
 // New loads the VAPID keys, checks cfg and returns a Provider.
 func New(cfg Config, opts ...providers.Option) (*Provider, error) {
@@ -321,6 +321,23 @@ type payload struct {
 	Language           string `json:"language,omitempty"`
 	TenantID           string `json:"tenantId,omitempty"`
 	NotificationID     string `json:"notificationId,omitempty"`
+}
+
+// Service names the push service of the subscription in b.Device: its
+// endpoint's host (with the port, when the endpoint has one). It reads
+// the endpoint only; Send checks the whole subscription.
+func (p *Provider) Service(b providers.Badge) (string, bool) {
+	var s struct {
+		Endpoint string `json:"endpoint"`
+	}
+	if json.Unmarshal([]byte(b.Device), &s) != nil {
+		return "", false
+	}
+	u, err := url.Parse(s.Endpoint)
+	if err != nil || u.Hostname() == "" {
+		return "", false
+	}
+	return strings.ToLower(u.Host), true
 }
 
 // Send encrypts the badge for the subscription in b.Device and posts it to

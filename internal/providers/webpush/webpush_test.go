@@ -398,6 +398,29 @@ func TestInvalidSubscriptionIsGone(t *testing.T) {
 	}
 }
 
+func TestService(t *testing.T) {
+	p, _ := setup(t)
+	tests := []struct {
+		name, device, want string
+		ok                 bool
+	}{
+		{"a browser's push service", `{"endpoint":"https://Push.Example.net/wpush/v2/abc","keys":{}}`, "push.example.net", true},
+		{"with a port", `{"endpoint":"https://push.example.net:8443/x"}`, "push.example.net:8443", true},
+		{"not JSON", "abc", "", false},
+		{"no endpoint", `{"keys":{}}`, "", false},
+		{"no host", `{"endpoint":"/x"}`, "", false},
+		{"not a URL", `{"endpoint":"https://[::1"}`, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := p.Service(providers.Badge{Device: tt.device})
+			if got != tt.want || ok != tt.ok {
+				t.Fatalf("Service: %q %v, want %q %v", got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
 // TestPrivateAddressesRefused sends with the default client (the one the
 // relay builds, trusting the test push service's CA) to local push
 // services: refused unless insecure endpoints are allowed.
