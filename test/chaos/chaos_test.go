@@ -22,6 +22,7 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
@@ -113,6 +114,9 @@ type scenario struct {
 	// options are what the deployment needs for the fault (the monitor
 	// is the mode's).
 	options systemOptions
+	// onTime: the badges must not feel the fault; every event
+	// acknowledged during it is pushed within unfeltBound.
+	onTime bool
 }
 
 var scenarios = []scenario{
@@ -123,6 +127,7 @@ var scenarios = []scenario{
 	{name: "stream-leader-netcut", fault: cutStreamLeader, options: systemOptions{routeCuts: true}},
 	{name: "relay-down", fault: relayDown},
 	{name: "relay-sigstop", fault: stallRelay},
+	{name: "relay-replica-kill", fault: killRelayReplicas, options: systemOptions{relayReplicas: 2}, onTime: true},
 	{name: "stream-leader-kill", fault: killStreamLeader},
 	{name: "stream-leader-sigstop", fault: stallStreamLeader},
 	{name: "cluster-restart", fault: restartCluster},
@@ -291,12 +296,17 @@ func runScenario(t *testing.T, sc scenario, p params, bin string, seed uint64, t
 	}
 	r := loads[0].check(ctx, t, p, *f)
 	r.name, r.duration = sc.name, time.Since(start)
+	if sc.onTime {
+		// An event acknowledged a little before the fault may have its push
+		// in flight when it strikes: a coalescing window and a request.
+		r.late, r.isolation = lateness(loads[0].o, s.provider.snapshot(), f.outages, time.Second)
+	}
 	if len(loads) > 1 {
 		// The neighbour had no fault of its own: its recoveries would
 		// measure nothing; its lateness during s's faults is the figure.
 		nb := loads[1].check(ctx, t, p, facts{})
 		nb.name, nb.duration = s.neighbour.tenant.org, r.duration
-		nb.late, nb.isolation = lateness(loads[1].o, s.neighbour.provider.snapshot(), f.outages)
+		nb.late, nb.isolation = lateness(loads[1].o, s.neighbour.provider.snapshot(), f.outages, 0)
 		r.neighbour = nb
 	}
 	table.add(r)
@@ -486,11 +496,75 @@ func relayDown(ctx context.Context, e *faultEnv) error {
 	if err := pause(ctx, e.p.relayDown); err != nil {
 		return err
 	}
-	if err := e.s.startRelay(ctx); err != nil {
+	if err := e.s.startRelay(ctx, 0); err != nil {
 		return fmt.Errorf("restarting the relay: %w", err)
 	}
 	e.f.outages = append(e.f.outages, outage{what: "relay down " + round(e.p.relayDown), down: down, up: time.Now()})
 	return nil
+}
+
+// replicaKillLatency is the push service's round trip while relay
+// replicas are killed: it keeps sends in flight at the relay, so that a
+// kill cuts requests off midway.
+const replicaKillLatency = 150 * time.Millisecond
+
+// killRelayReplicas kills one of the relay's replicas (SIGKILL), each in
+// turn, repeat times, while it has sends in flight to the push service,
+// and starts it again after as long as a stop; the balancer sends the
+// dispatchers' new connections to the other meanwhile. A replica's death
+// may cost the requests it had in flight a retry, never a badge, and not
+// their timeliness: the scenario is onTime.
+func killRelayReplicas(ctx context.Context, e *faultEnv) error {
+	if len(e.s.relays) < 2 {
+		return errors.New("this fault needs relay replicas behind a balancer (systemOptions.relayReplicas)")
+	}
+	e.s.provider.latency.Store(int64(replicaKillLatency))
+	defer e.s.provider.latency.Store(0)
+	n := 0
+	return repeatFault(ctx, e, func() error {
+		i := n % len(e.s.relays)
+		n++
+		inFlight, err := sendsInFlight(ctx, "http://"+e.s.relayAddrs[i]+"/metrics")
+		if err != nil {
+			return fmt.Errorf("relay replica %d: %w", i+1, err)
+		}
+		down := time.Now()
+		e.s.relays[i].kill()
+		e.f.notes = append(e.f.notes, fmt.Sprintf("relay replica %d killed with %.0f sends in flight", i+1, inFlight))
+		err = pause(ctx, e.p.stall)
+		if err == nil {
+			if err = e.s.startRelay(ctx, i); err != nil {
+				err = fmt.Errorf("restarting relay replica %d: %w", i+1, err)
+			}
+		}
+		e.f.outages = append(e.f.outages, outage{what: fmt.Sprintf("relay replica %d of %d killed %s", i+1, len(e.s.relays), round(e.p.stall)), down: down, up: time.Now()})
+		return err
+	})
+}
+
+// sendsInFlight waits until the relay at metricsURL has sends in flight
+// to a push service, and returns how many. It gives up with an error after
+// 30 s: the load keeps a relay replica busy far more often.
+func sendsInFlight(ctx context.Context, metricsURL string) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		samples, err := scrape(ctx, metricsURL, "pushproxy_relay_provider_in_flight")
+		if err == nil {
+			var n float64
+			for _, m := range samples {
+				n += m.value
+			}
+			if n > 0 {
+				return n, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("no send in flight for 30 s (last error: %v)", err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // stallRelay stops the relay (SIGSTOP) for stall and lets it go on,

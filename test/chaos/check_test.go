@@ -67,9 +67,10 @@ type result struct {
 	// neighbour is the other organization's result, with
 	// systemOptions.neighbour.
 	neighbour *result
-	// late are a neighbour's events pushed later than isolationBound
-	// during the other organization's faults; isolation sums up how
-	// late its pushes were, during them and outside them.
+	// late are the events pushed later than unfeltBound during faults
+	// they must not feel (a neighbour's, during the other organization's
+	// faults; scenario.onTime); isolation sums up how late the pushes
+	// were, during the faults and outside them.
 	late      []string
 	isolation string
 }
@@ -136,7 +137,7 @@ func (r *result) errs(max int) []string {
 	add("changes stored twice in MAIL (dedup failed)", r.dupStored)
 	add("subscriptions lost", r.subsLost)
 	add("reasons of dead letters (no fault here is a verdict on a device or an app: each letter is a badge dropped)", r.deadReasons())
-	add(fmt.Sprintf("events pushed more than %s after their acknowledgement during another organization's faults (isolation)", isolationBound), r.late)
+	add(fmt.Sprintf("events pushed more than %s after their acknowledgement during faults they must not feel (another organization's, one relay replica's)", unfeltBound), r.late)
 	if r.neighbour != nil {
 		for _, e := range r.neighbour.errs(max) {
 			out = append(out, r.neighbour.name+": "+e)
@@ -642,7 +643,7 @@ func details(r *result) string {
 		fmt.Fprintf(&b, "  note: %s\n", n)
 	}
 	if r.isolation != "" {
-		fmt.Fprintf(&b, "  isolation: %s\n", r.isolation)
+		fmt.Fprintf(&b, "  lateness: %s\n", r.isolation)
 	}
 	if r.neighbour != nil {
 		b.WriteString(details(r.neighbour))

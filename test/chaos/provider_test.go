@@ -81,6 +81,10 @@ type provider struct {
 	keyP8  string // the signing key for the relay's app registration
 
 	fault atomic.Int32 // a providerFault
+	// latency is how long each push waits before it is looked at (a
+	// time.Duration): a push service's round trip, which keeps sends in
+	// flight at the relay.
+	latency atomic.Int64
 
 	mu      sync.Mutex
 	tokens  map[string]bool // provider tokens already verified
@@ -133,6 +137,14 @@ func (p *provider) serve(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost || !ok || device == "" {
 		invalid(http.StatusNotFound, "bad path "+r.URL.Path)
 		return
+	}
+	if d := time.Duration(p.latency.Load()); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+			// The relay went away before the answer: not delivered.
+			return
+		}
 	}
 	f := providerFault(p.fault.Load())
 	if status, reason := f.answer(); status != 0 {

@@ -56,6 +56,9 @@ type systemOptions struct {
 	neighbour bool
 	// relayArgs are more flags for the relay.
 	relayArgs []string
+	// relayReplicas, when more than 1, runs that many relays behind a
+	// TCP load balancer (balancer), for faults of one replica.
+	relayReplicas int
 }
 
 // dispatcherCount is how many dispatchers opts asks for.
@@ -80,7 +83,13 @@ type system struct {
 	nodes       []*proc
 	nodeNames   []string
 	clientPorts []int
+	// relay is the relay, or its first replica; relays are all of them,
+	// relayAddrs their addresses (relayAddr is the balancer's, with
+	// systemOptions.relayReplicas).
 	relay       *proc
+	relays      []*proc
+	relayAddrs  []string
+	balancer    *balancer
 	ingest      *proc
 	dispatchers []*proc
 	monitor     *proc
@@ -125,8 +134,8 @@ func (s *system) crashes() []string {
 
 // procs lists every process (for logs and cleanup).
 func (s *system) procs() []*proc {
-	out := append([]*proc(nil), s.nodes...)
-	for _, p := range []*proc{s.relay, s.ingest, s.monitor} {
+	out := append(append([]*proc(nil), s.nodes...), s.relays...)
+	for _, p := range []*proc{s.ingest, s.monitor} {
 		if p != nil {
 			out = append(out, p)
 		}
@@ -209,6 +218,9 @@ func (s *system) stop() {
 	}
 	for _, c := range s.routeCuts {
 		c.close()
+	}
+	if s.balancer != nil {
+		s.balancer.close()
 	}
 	if s.provider != nil {
 		s.provider.close()
@@ -411,19 +423,7 @@ func (s *system) configure(ctx context.Context, opts systemOptions, providerCAs 
 	if err != nil {
 		return err
 	}
-	ports, err := nettest.FreePorts(1)
-	if err != nil {
-		return err
-	}
-	s.relayAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
-	caFile := filepath.Join(s.dir, "providers-ca.pem")
-	if err := concatFiles(caFile, providerCAs); err != nil {
-		return err
-	}
-	s.relay = newProc("relay", filepath.Join(s.bin, "relay"), s.dir,
-		s.daemonArgs(s.relayAddr, append([]string{"--host", "127.0.0.1", "--replicas", "3"}, opts.relayArgs...)...),
-		[]string{"SSL_CERT_FILE=" + caFile})
-	if err := s.startRelay(ctx); err != nil {
+	if err := s.startRelays(ctx, opts, providerCAs); err != nil {
 		return err
 	}
 	if opts.monitor {
@@ -563,12 +563,49 @@ func (s *system) clientAddrs() []string {
 
 func dispatcherID(i int) string { return fmt.Sprintf("dispatcher-%d", i+1) }
 
-// startRelay starts the relay and waits until it is ready.
-func (s *system) startRelay(ctx context.Context) error {
-	if err := s.relay.start(); err != nil {
+// startRelays starts the relay (trusting the providers' certificates in
+// providerCAs), or opts.relayReplicas replicas of it behind a balancer,
+// and waits until they are ready.
+func (s *system) startRelays(ctx context.Context, opts systemOptions, providerCAs []string) error {
+	replicas := max(opts.relayReplicas, 1)
+	ports, err := nettest.FreePorts(replicas + 1)
+	if err != nil {
 		return err
 	}
-	return httpReady(ctx, s.relay, "http://"+s.relayAddr+"/readyz", time.Minute)
+	caFile := filepath.Join(s.dir, "providers-ca.pem")
+	if err := concatFiles(caFile, providerCAs); err != nil {
+		return err
+	}
+	for i := range replicas {
+		name := "relay"
+		if replicas > 1 {
+			name = fmt.Sprintf("relay-%d", i+1)
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(ports[i])
+		s.relayAddrs = append(s.relayAddrs, addr)
+		s.relays = append(s.relays, newProc(name, filepath.Join(s.bin, "relay"), s.dir,
+			s.daemonArgs(addr, append([]string{"--host", "127.0.0.1", "--replicas", "3"}, opts.relayArgs...)...),
+			[]string{"SSL_CERT_FILE=" + caFile}))
+		if err := s.startRelay(ctx, i); err != nil {
+			return err
+		}
+	}
+	s.relay, s.relayAddr = s.relays[0], s.relayAddrs[0]
+	if replicas > 1 {
+		s.relayAddr = "127.0.0.1:" + strconv.Itoa(ports[replicas])
+		if s.balancer, err = newBalancer(s.relayAddr, s.relayAddrs); err != nil {
+			return fmt.Errorf("the relays' balancer: %w", err)
+		}
+	}
+	return nil
+}
+
+// startRelay starts relay replica i and waits until it is ready.
+func (s *system) startRelay(ctx context.Context, i int) error {
+	if err := s.relays[i].start(); err != nil {
+		return err
+	}
+	return httpReady(ctx, s.relays[i], "http://"+s.relayAddrs[i]+"/readyz", time.Minute)
 }
 
 // startIngest starts ingest and waits until it is ready.

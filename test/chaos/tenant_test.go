@@ -178,24 +178,28 @@ func crossTenantPush(ctx context.Context, from, to *system) (string, error) {
 	return fmt.Sprintf("%s: refused: %s", what, strings.Join(answers, ", ")), nil
 }
 
-// isolationBound is how late a neighbour's push may come during the other
-// organization's faults. It is well under the relay's --provider-timeout
-// (5 s): what a send queued behind that organization's stuck sends would
-// wait before its "retry", and then the dispatcher's back-off.
-const isolationBound = 3 * time.Second
+// unfeltBound is how late a push may come during a fault the badges must
+// not feel: another organization's (a neighbour's push during it), or one
+// relay replica's death (scenario.onTime). It is well under the relay's
+// --provider-timeout (5 s): what a send queued behind that organization's
+// stuck sends would wait before its "retry", and then the dispatcher's
+// back-off.
+const unfeltBound = 3 * time.Second
 
 // lateness measures, for each event of o, how long after its
 // acknowledgement its device had a badge at least as high. It returns as
-// evidence the events acknowledged during one of outages (the other
-// organization's faults) that came later than isolationBound or never,
-// and the figures during the outages and outside them.
-func lateness(o *oracle, badges map[string][]badge, outages []outage) (late []string, figures string) {
+// evidence the events acknowledged during one of outages (faults they
+// must not feel), or up to lead before one began, that came later than
+// unfeltBound or never, and the figures during the outages and outside
+// them. A lead counts the events whose pushes were on their way when the
+// fault began.
+func lateness(o *oracle, badges map[string][]badge, outages []outage, lead time.Duration) (late []string, figures string) {
 	var during, outside []time.Duration
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for _, u := range o.users {
 		for _, a := range u.acked {
-			in := slices.ContainsFunc(outages, func(x outage) bool { return !a.at.Before(x.down) && !a.at.After(x.up) })
+			in := slices.ContainsFunc(outages, func(x outage) bool { return !a.at.Before(x.down.Add(-lead)) && !a.at.After(x.up) })
 			d, ok := caughtUp(badges[u.device], a.sent, a.count)
 			d = max(0, d-a.at.Sub(a.sent))
 			switch {
@@ -205,7 +209,7 @@ func lateness(o *oracle, badges map[string][]badge, outages []outage) (late []st
 				late = append(late, fmt.Sprintf("%s: count %d acknowledged %s, never pushed; badges %s", u.name, a.count, a.at.Format(timeFmt), showBadges(badges[u.device], 8)))
 			default:
 				during = append(during, d)
-				if d > isolationBound {
+				if d > unfeltBound {
 					late = append(late, fmt.Sprintf("%s: count %d acknowledged %s, pushed %s later", u.name, a.count, a.at.Format(timeFmt), round(d)))
 				}
 			}
