@@ -47,7 +47,7 @@ func Flags(fs *flag.FlagSet) *Config {
 	fs.IntVar(&c.Relay.BreakerFailures, "breaker-failures", c.Relay.BreakerFailures, "consecutive relay failures that open the circuit breaker (negative: never)")
 	fs.DurationVar(&c.Relay.BreakerCooldown, "breaker-cooldown", c.Relay.BreakerCooldown, "how long the open breaker waits before a trial request (doubles while failing)")
 	fs.DurationVar(&c.RetryDelay, "requeue-delay", c.RetryDelay, "first wait before a push held back (relay down, device asked to retry) is tried again; it doubles at each try up to --max-requeue-delay, except where the relay asks for a back-off of its own (its push service down, the organization over its quota there), which is then the wait")
-	fs.DurationVar(&c.MaxRetryDelay, "max-requeue-delay", c.MaxRetryDelay, "longest wait before a held-back push is tried again (a back-off the relay asks for a device aside, such as its push service's Retry-After)")
+	fs.DurationVar(&c.MaxRetryDelay, "max-requeue-delay", c.MaxRetryDelay, "longest wait before a held-back push is tried again (a back-off the relay asks for aside: a device's, such as its push service's Retry-After, or the organization's at its quota)")
 	fs.IntVar(&c.MaxPushRetries, "max-push-retries", c.MaxPushRetries, "times a push whose devices ask for a retry is tried again before it is dead-lettered")
 
 	fs.DurationVar(&c.SettingsInterval, "settings-interval", c.SettingsInterval, "how often the proxy settings (pushctl proxy) are read")

@@ -380,15 +380,10 @@ func (l *Ledger[E]) Retry(now time.Time, u *User[E], attempts int, reason string
 	if !ok {
 		return Result[E]{}
 	}
-	switch reason {
-	case RetryRelayUnavailable:
+	if reason == RetryRelayUnavailable {
 		// The relay client's own breaker: its next trial is no later than
 		// MaxRetryDelay away, so that a changed relay Uri (which resets
 		// it) reaches the push soon.
-		hint = min(hint, l.policy.MaxRetryDelay)
-	case RetryRelayBackPressure:
-		// A raised quota reaches the push within MaxRetryDelay, whatever
-		// the relay asked for under the old one.
 		hint = min(hint, l.policy.MaxRetryDelay)
 	}
 	var s *Settle[E]

@@ -265,11 +265,12 @@ func TestScenarios(t *testing.T) {
 			due(1899, false, ""), due(1900, false, "alice=1 [1]"), send(1900, "alice"),
 			answer(2000, "alice", retryBackPressure(1500*time.Millisecond), "requeued relay_backpressure"),
 			due(3499, false, ""), due(3500, false, "alice=1 [1]"), send(3500, "alice"),
-			// Never shorter than RetryDelay, never longer than MaxRetryDelay.
+			// Never shorter than RetryDelay; longer than MaxRetryDelay
+			// when the relay asks for it.
 			answer(3600, "alice", retryBackPressure(time.Millisecond), "requeued relay_backpressure"),
 			due(4599, false, ""), due(4600, false, "alice=1 [1]"), send(4600, "alice"),
-			answer(4700, "alice", retryBackPressure(time.Hour), "requeued relay_backpressure"),
-			due(34699, false, ""), due(34700, false, "alice=1 [1]"),
+			answer(4700, "alice", retryBackPressure(45*time.Second), "requeued relay_backpressure"),
+			due(49699, false, ""), due(49700, false, "alice=1 [1]"),
 		}},
 		{"a shutdown keeps every event for the next owner", []step{
 			apply(0, "alice", 1, ""), apply(10, "alice", 2, ""),
