@@ -163,3 +163,57 @@ Type: cpu
 		}
 	}
 }
+
+func TestLatencyGoal(t *testing.T) {
+	const window = 300 * time.Millisecond
+	step := func(name string, rate int, p99 time.Duration, held bool) stepResult {
+		l := &load{rate: rate, sentAt: make([]int64, 100), stored: 100}
+		if !held {
+			l.stored = 50 // under 97 % of the offered events
+		}
+		lat := make([]time.Duration, 100)
+		for i := range lat {
+			lat[i] = p99
+		}
+		return stepResult{name: name, load: l, lat: lat, drained: true, drain: window}
+	}
+	tests := []struct {
+		name       string
+		rows       []stepResult
+		prefix     string
+		wantRate   int
+		wantP99    time.Duration
+		wantHeld   int
+		wantChosen int // steps of the prefix
+	}{
+		{"met up to the second rate", []stepResult{
+			step("warm-up", 9000, 10*time.Millisecond, true),
+			step("single-2000", 2000, 320*time.Millisecond, true),
+			step("single-5000", 5000, 349*time.Millisecond, true),
+			step("single-10000", 10000, 900*time.Millisecond, true),
+			step("batch-2000", 2000, 310*time.Millisecond, true),
+		}, "single", 5000, 349 * time.Millisecond, 10000, 3},
+		{"a step that did not hold does not meet it", []stepResult{
+			step("single-2000", 2000, 320*time.Millisecond, true),
+			step("single-5000", 5000, 320*time.Millisecond, false),
+		}, "single", 2000, 320 * time.Millisecond, 2000, 2},
+		{"never met", []stepResult{
+			step("raw-single-2000", 2000, 400*time.Millisecond, true),
+		}, "raw-single", 0, 0, 2000, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rows := stepsOf(tt.rows, tt.prefix)
+			if len(rows) != tt.wantChosen {
+				t.Fatalf("stepsOf %q: %d steps, want %d", tt.prefix, len(rows), tt.wantChosen)
+			}
+			rate, p99 := withinLatency(rows, window)
+			if rate != tt.wantRate || p99 != tt.wantP99 {
+				t.Errorf("withinLatency: %d at p99 %s, want %d at %s", rate, p99, tt.wantRate, tt.wantP99)
+			}
+			if held := highestHeld(rows, window); held != tt.wantHeld {
+				t.Errorf("highestHeld: %d, want %d", held, tt.wantHeld)
+			}
+		})
+	}
+}
