@@ -44,8 +44,9 @@ const outageTrialEvery = time.Second
 type outages struct {
 	max time.Duration
 
-	mu   sync.Mutex
-	down map[outageKey]outage
+	mu    sync.Mutex
+	down  map[outageKey]outage
+	swept time.Time // when forget last ran
 }
 
 // outage is one organization+app's push service down: since when, when
@@ -62,6 +63,7 @@ func newOutages(max time.Duration) *outages {
 // returns the back-off to answer with, and whether it began an outage.
 func (o *outages) failed(k outageKey, now time.Time) (backOff time.Duration, began bool) {
 	o.mu.Lock()
+	o.forget(now)
 	out, ok := o.down[k]
 	if !ok {
 		out = outage{since: now, trial: now}
@@ -70,6 +72,26 @@ func (o *outages) failed(k outageKey, now time.Time) (backOff time.Duration, beg
 	o.down[k] = out
 	o.mu.Unlock()
 	return o.backOff(now.Sub(out.since)), !ok
+}
+
+// outageForget is how long after its last failure an outage is dropped:
+// nothing was sent to that push service since, and it may be back.
+const outageForget = 10 * time.Minute
+
+// forget drops, at most once per outageForget, the outages whose last
+// failure is older than outageForget. A Web Push app's subscriptions may
+// name many push services (their endpoints' hosts); without it, one entry
+// per host that ever failed would stay. Called with o.mu held.
+func (o *outages) forget(now time.Time) {
+	if now.Sub(o.swept) < outageForget {
+		return
+	}
+	o.swept = now
+	for k, out := range o.down {
+		if now.Sub(out.last) >= outageForget {
+			delete(o.down, k)
+		}
+	}
 }
 
 // pass reports whether a send of k may go to its push service at now:

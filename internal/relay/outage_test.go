@@ -312,3 +312,30 @@ func TestFailedAsAWhole(t *testing.T) {
 		}
 	}
 }
+
+// TestOutagesForgetTheStale: an outage no send has met for ten minutes is
+// dropped at the next failure of any push service (a sweep at most every
+// ten minutes), so that the push services a Web Push app's subscriptions
+// ever named do not pile up; one met again begins anew.
+func TestOutagesForgetTheStale(t *testing.T) {
+	o := newOutages(30 * time.Second)
+	t0 := time.Date(2026, 12, 6, 9, 0, 0, 0, time.UTC)
+	key := func(host string) outageKey {
+		return outageKey{appKey: appKey{"fabrikam.com", "web"}, service: host}
+	}
+	o.failed(key("a.example"), t0)
+	o.failed(key("b.example"), t0.Add(5*time.Minute))
+	o.failed(key("c.example"), t0.Add(10*time.Minute))
+	if _, ok := o.down[key("a.example")]; ok || len(o.down) != 2 {
+		t.Fatalf("outages after ten minutes: %v, want b and c", o.down)
+	}
+	// The sweep runs once every ten minutes: b is stale at 16 min, still
+	// kept until the next.
+	o.failed(key("c.example"), t0.Add(16*time.Minute))
+	if _, ok := o.down[key("b.example")]; !ok {
+		t.Fatal("b dropped before the next sweep")
+	}
+	if _, began := o.failed(key("a.example"), t0.Add(17*time.Minute)); !began {
+		t.Fatal("a push service failing again after it was forgotten did not begin an outage")
+	}
+}
