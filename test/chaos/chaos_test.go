@@ -149,7 +149,12 @@ var scenarios = []scenario{
 // the beacons, the fence on writes and the merge with the leader's state
 // (internal/dispatcher/DESIGN.md, "A dispatcher that stops and goes on",
 // "Checked against the stream" and "A node cut off from the others").
-var openScenarios = []scenario{}
+var openScenarios = []scenario{
+	// A relay replica that hangs: the balancer still hands it connections
+	// (its kernel accepts them), and the dispatchers' requests there wait
+	// for their --relay-timeout (10 s) before they are sent again.
+	{name: "relay-replica-sigstop", fault: stallRelayReplicas, options: systemOptions{relayReplicas: 2}, onTime: true},
+}
 
 // TestChaos runs every scenario on a deployment of its own and prints the
 // summary table.
@@ -503,10 +508,10 @@ func relayDown(ctx context.Context, e *faultEnv) error {
 	return nil
 }
 
-// replicaKillLatency is the push service's round trip while relay
-// replicas are killed: it keeps sends in flight at the relay, so that a
-// kill cuts requests off midway.
-const replicaKillLatency = 150 * time.Millisecond
+// replicaFaultLatency is the push service's round trip while a relay
+// replica is hit: it keeps sends in flight at the relay, so that a kill
+// or a stop catches requests midway.
+const replicaFaultLatency = 150 * time.Millisecond
 
 // killRelayReplicas kills one of the relay's replicas (SIGKILL), each in
 // turn, repeat times, while it has sends in flight to the push service,
@@ -515,10 +520,24 @@ const replicaKillLatency = 150 * time.Millisecond
 // may cost the requests it had in flight a retry, never a badge, and not
 // their timeliness: the scenario is onTime.
 func killRelayReplicas(ctx context.Context, e *faultEnv) error {
+	return hitRelayReplicas(ctx, e, "killed", func(p *proc) { p.kill() }, func(ctx context.Context, _ *proc, i int) error {
+		if err := e.s.startRelay(ctx, i); err != nil {
+			return fmt.Errorf("restarting relay replica %d: %w", i+1, err)
+		}
+		return nil
+	})
+}
+
+// hitRelayReplicas applies hit to one of the relay's replicas once it has
+// sends in flight to the push service (which answers after
+// replicaFaultLatency meanwhile), each replica in turn, repeat times, and
+// brings it back with back after as long as a stop; what names the hit in
+// the outage.
+func hitRelayReplicas(ctx context.Context, e *faultEnv, what string, hit func(*proc), back func(context.Context, *proc, int) error) error {
 	if len(e.s.relays) < 2 {
 		return errors.New("this fault needs relay replicas behind a balancer (systemOptions.relayReplicas)")
 	}
-	e.s.provider.latency.Store(int64(replicaKillLatency))
+	e.s.provider.latency.Store(int64(replicaFaultLatency))
 	defer e.s.provider.latency.Store(0)
 	n := 0
 	return repeatFault(ctx, e, func() error {
@@ -529,16 +548,24 @@ func killRelayReplicas(ctx context.Context, e *faultEnv) error {
 			return fmt.Errorf("relay replica %d: %w", i+1, err)
 		}
 		down := time.Now()
-		e.s.relays[i].kill()
-		e.f.notes = append(e.f.notes, fmt.Sprintf("relay replica %d killed with %.0f sends in flight", i+1, inFlight))
+		hit(e.s.relays[i])
+		e.f.notes = append(e.f.notes, fmt.Sprintf("relay replica %d %s with %.0f sends in flight", i+1, what, inFlight))
 		err = pause(ctx, e.p.stall)
 		if err == nil {
-			if err = e.s.startRelay(ctx, i); err != nil {
-				err = fmt.Errorf("restarting relay replica %d: %w", i+1, err)
-			}
+			err = back(ctx, e.s.relays[i], i)
 		}
-		e.f.outages = append(e.f.outages, outage{what: fmt.Sprintf("relay replica %d of %d killed %s", i+1, len(e.s.relays), round(e.p.stall)), down: down, up: time.Now()})
+		e.f.outages = append(e.f.outages, outage{what: fmt.Sprintf("relay replica %d of %d %s %s", i+1, len(e.s.relays), what, round(e.p.stall)), down: down, up: time.Now()})
 		return err
+	})
+}
+
+// stallRelayReplicas stops one of the relay's replicas (SIGSTOP) while it
+// has sends in flight, each in turn, repeat times, for as long as a stop,
+// and lets it go on.
+func stallRelayReplicas(ctx context.Context, e *faultEnv) error {
+	return hitRelayReplicas(ctx, e, "stopped", func(p *proc) { p.freeze() }, func(_ context.Context, p *proc, _ int) error {
+		p.thaw()
+		return nil
 	})
 }
 
