@@ -117,6 +117,8 @@ func (w *worker) applyReady(ctx context.Context, now time.Time) (again bool) {
 		h.at = e.ReceivedAt
 		if h.at.IsZero() {
 			h.at = e.OccurredAt
+		} else {
+			w.env.metrics.eventAge.Observe(max(now.Sub(h.at), 0).Seconds())
 		}
 		if u == nil {
 			u = w.ledger.Add(key, e.Tenant, e.User)

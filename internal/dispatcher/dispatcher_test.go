@@ -244,3 +244,35 @@ func TestDevicesBeyondTheCache(t *testing.T) {
 	})
 	waitFor(t, "every event acknowledged", func() bool { return settled(t, e) })
 }
+
+// TestEventAgeIsMeasured: pushproxy_dispatcher_event_age_seconds observes
+// how long ago ingest received each event the dispatcher reads; an event
+// without a receipt time (only when it occurred) is not counted.
+func TestEventAgeIsMeasured(t *testing.T) {
+	e := newEnv(t)
+	e.enableProxy()
+	reg := prometheus.NewRegistry()
+	e.start(e.conn, testConfig(), reg)
+	old := newEvent(userName(7), events.KindNew, 1, nil)
+	old.ReceivedAt = time.Now().Add(-2 * time.Second).UTC()
+	unstamped := newEvent(userName(8), events.KindNew, 1, nil)
+	unstamped.ReceivedAt = time.Time{}
+	e.publish(old)
+	e.publish(unstamped)
+	waitFor(t, "every event acknowledged", func() bool { return settled(t, e) })
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "pushproxy_dispatcher_event_age_seconds" {
+			continue
+		}
+		h := f.GetMetric()[0].GetHistogram()
+		if h.GetSampleCount() != 1 || h.GetSampleSum() < 2 {
+			t.Fatalf("event ages: %d observed, %.3f s in all; want the stamped event's, at least 2 s", h.GetSampleCount(), h.GetSampleSum())
+		}
+		return
+	}
+	t.Fatal("no pushproxy_dispatcher_event_age_seconds")
+}

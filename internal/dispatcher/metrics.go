@@ -19,6 +19,7 @@ type metrics struct {
 	eventsPerPush    prometheus.Histogram
 	pushLatency      prometheus.Histogram
 	eventToPush      prometheus.Histogram
+	eventAge         prometheus.Histogram
 	retries          prometheus.Counter
 	requeued         *prometheus.CounterVec
 	deadLetters      *prometheus.CounterVec
@@ -67,6 +68,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Time from sending a push to the relay's answer, retries included.", Buckets: latency}),
 		eventToPush: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "event_to_push_seconds",
 			Help: "Time from the earliest event a push covers (received by ingest, or occurred) to the relay's acceptance.", Buckets: latency}),
+		eventAge: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "event_age_seconds",
+			Help: "Time from ingest receiving an event to this dispatcher reading it (by the clocks of both hosts): the wait before its coalescing window starts, in ingest, the stream and the fetch, or across a takeover. With event_to_push_seconds, it tells a slow pipeline before the dispatcher from a slow relay.", Buckets: latency}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "relay_retries_total",
 			Help: "Relay requests retried after a temporary failure."}),
 		requeued: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "pushes_requeued_total",
@@ -121,7 +124,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.applied = m.events.WithLabelValues("applied")
 	m.alreadyApplied = m.events.WithLabelValues("already_applied")
 	m.invalid = m.events.WithLabelValues("invalid")
-	err := service.Register(reg, "dispatcher", m.events, m.redelivered, m.acked, m.pushes, m.skipped, m.eventsPerPush, m.pushLatency, m.eventToPush, m.retries,
+	err := service.Register(reg, "dispatcher", m.events, m.redelivered, m.acked, m.pushes, m.skipped, m.eventsPerPush, m.pushLatency, m.eventToPush, m.eventAge, m.retries,
 		m.requeued, m.deadLetters, m.devicesRemoved, m.requests, m.stalls, m.pending, m.ackPending, m.held, m.partitions,
 		m.members, m.breakerState, m.relayHealthy, m.proxyDisabled, m.takeovers, m.takeoverRead, m.takeoverTime, m.stateConflicts, m.missedDeliveries, m.gapEvents, m.gapLeaderReads, m.gapStaleStates, m.settleFailures,
 		m.subscriptionsIx, m.cachedUsers)
