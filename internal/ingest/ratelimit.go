@@ -42,7 +42,7 @@ func (l *RateLimits) Middleware() Middleware {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			scope, ok := credentials.FromContext(r.Context())
 			if ok {
-				if ok, delay := bucket.Take(l.bucket(scope.ID), time.Now(), 1); !ok {
+				if allowed, delay := bucket.Take(l.bucket(scope.ID), time.Now(), 1); !allowed {
 					w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(delay, time.Second).Seconds()))))
 					Reject(w, &httpjson.Error{Status: http.StatusTooManyRequests, Code: CodeRateLimited,
 						Message: "credential " + scope.ID + " is over its request rate; retry after the Retry-After seconds"})

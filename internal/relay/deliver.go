@@ -156,10 +156,11 @@ func (s *Server) runLane(ctx context.Context, l *lane, tenant string, jobs []job
 // until the provider returns, so a stuck push service uses up only its
 // organization+app's share of the lane.
 func (s *Server) send(ctx context.Context, l *lane, j *job) error {
-	if err := s.outages.pass(j.outage(), s.now()); err != nil {
+	key := j.outage()
+	if err := s.outages.pass(key, s.now()); err != nil {
 		return err
 	}
-	release, err := l.acquire(ctx, j.outage().appKey, func() {
+	release, err := l.acquire(ctx, key.appKey, func() {
 		s.metrics.shareWaits.WithLabelValues(j.badge.Tenant, j.badge.AppID, l.kind).Inc()
 	})
 	if err != nil {

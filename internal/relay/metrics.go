@@ -1,15 +1,13 @@
 package relay
 
 import (
-	"time"
-
-	"github.com/pushproxy/pushproxy/internal/service"
-
 	"errors"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pushproxy/pushproxy/internal/relayproto"
+	"github.com/pushproxy/pushproxy/internal/service"
 	"github.com/pushproxy/pushproxy/internal/tokens"
 )
 

@@ -134,9 +134,7 @@ func (o *outages) backOff(age time.Duration) time.Duration {
 func (o *outages) answered(k outageKey, now time.Time) (lasted time.Duration, ended bool) {
 	o.mu.Lock()
 	out, ok := o.down[k]
-	if ok {
-		delete(o.down, k)
-	}
+	delete(o.down, k)
 	o.mu.Unlock()
 	if !ok {
 		return 0, false

@@ -570,28 +570,19 @@ func stallRelayReplicas(ctx context.Context, e *faultEnv) error {
 }
 
 // sendsInFlight waits until the relay at metricsURL has sends in flight
-// to a push service, and returns how many. It gives up with an error after
-// 30 s: the load keeps a relay replica busy far more often.
+// to a push service, and returns how many. It gives up after 30 s: the
+// load keeps a relay replica busy far more often.
 func sendsInFlight(ctx context.Context, metricsURL string) (float64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	for {
+	var n float64
+	err := waitUntil(ctx, "a send in flight", 30*time.Second, 5*time.Millisecond, func(ctx context.Context) (bool, error) {
 		samples, err := scrape(ctx, metricsURL, "pushproxy_relay_provider_in_flight")
-		if err == nil {
-			var n float64
-			for _, m := range samples {
-				n += m.value
-			}
-			if n > 0 {
-				return n, nil
-			}
+		n = 0
+		for _, m := range samples {
+			n += m.value
 		}
-		select {
-		case <-ctx.Done():
-			return 0, fmt.Errorf("no send in flight for 30 s (last error: %v)", err)
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+		return n > 0, err
+	})
+	return n, err
 }
 
 // stallRelay stops the relay (SIGSTOP) for stall and lets it go on,
