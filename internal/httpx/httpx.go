@@ -42,6 +42,14 @@ type ClientConfig struct {
 	// it (a relay that redirects is misconfigured, and the request's
 	// credentials must not follow it elsewhere).
 	NoRedirects bool
+	// PingAfter is how long an HTTP/2 connection may receive nothing
+	// before it is pinged; one whose ping is not answered within as long
+	// is closed, and its requests fail. It also bounds the TLS handshake,
+	// at twice as long (10s at most). 0 means 15s. A peer that hangs (its process
+	// stopped: its kernel still accepts the connection) is found out
+	// within twice PingAfter, where its requests would wait out their
+	// whole Timeout.
+	PingAfter time.Duration
 	// WriteGate, if set, is asked before every write on the client's
 	// connections, just before bytes go out; an error fails the write,
 	// and with it the connection and its requests. A dispatcher uses it
@@ -74,6 +82,9 @@ func NewClient(cfg ClientConfig) *http.Client {
 	if cfg.MaxIdleConnsPerHost <= 0 {
 		cfg.MaxIdleConnsPerHost = 100
 	}
+	if cfg.PingAfter <= 0 {
+		cfg.PingAfter = 15 * time.Second
+	}
 	dialer := &net.Dialer{
 		Timeout:   10 * time.Second,
 		KeepAlive: 15 * time.Second,
@@ -92,15 +103,15 @@ func NewClient(cfg ClientConfig) *http.Client {
 	t := &http.Transport{
 		DialContext:           dial,
 		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.RootCAs},
-		TLSHandshakeTimeout:   10 * time.Second,
+		TLSHandshakeTimeout:   min(2*cfg.PingAfter, 10*time.Second),
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          100,
 		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerHost,
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		HTTP2: &http.HTTP2Config{
-			SendPingTimeout: 15 * time.Second,
-			PingTimeout:     15 * time.Second,
+			SendPingTimeout: cfg.PingAfter,
+			PingTimeout:     cfg.PingAfter,
 		},
 	}
 	if cfg.DialControl == nil {

@@ -31,6 +31,9 @@ type job struct {
 	// reaches more than one (providers.Multiplexer: a Web Push endpoint's
 	// host); "" when it is the app's one push service.
 	service string
+	// read is the stall guard's mark when the request was read: the send
+	// is not made if the relay paused since (stallGuard.pausedSince).
+	read int64
 }
 
 // outage names the push service whose outages hold the job (outages).
@@ -41,9 +44,10 @@ func (j *job) outage() outageKey {
 // deliver answers every notification of req for tenant: monitoring ones at
 // once, the others through their apps' providers, one lane per provider
 // kind, all lanes at the same time; within a lane each organization+app
-// has its own bulkhead (see lane.acquire). It returns the response and how
-// many devices got each status.
-func (s *Server) deliver(ctx context.Context, tenant string, req *relayproto.Request, log zerolog.Logger) (relayproto.Response, map[relayproto.DeviceStatus]int) {
+// has its own bulkhead (see lane.acquire). read is the stall guard's mark
+// when req was read. It returns the response and how many devices got
+// each status.
+func (s *Server) deliver(ctx context.Context, tenant string, req *relayproto.Request, read int64, log zerolog.Logger) (relayproto.Response, map[relayproto.DeviceStatus]int) {
 	resp := relayproto.Response{Results: make([]relayproto.NotificationResult, len(req.Notifications))}
 	byKind := map[string][]job{}
 	for i, n := range req.Notifications {
@@ -73,6 +77,7 @@ func (s *Server) deliver(ctx context.Context, tenant string, req *relayproto.Req
 				recipient: r,
 				provider:  p,
 				result:    d,
+				read:      read,
 				badge: providers.Badge{
 					Tenant:         tenant,
 					AppID:          r.AppID,
@@ -151,9 +156,10 @@ func (s *Server) runLane(ctx context.Context, l *lane, tenant string, jobs []job
 }
 
 // send takes a slot of the job's organization+app and one of the lane, and
-// sends one badge (unless its push service is down: outages.pass), giving
-// up when ctx ends even if the provider does not: the slots stay taken
-// until the provider returns, so a stuck push service uses up only its
+// sends one badge (unless its push service is down: outages.pass, or the
+// relay paused since the request was read: errPaused), giving up when ctx
+// ends even if the provider does not: the slots stay taken until the
+// provider returns, so a stuck push service uses up only its
 // organization+app's share of the lane.
 func (s *Server) send(ctx context.Context, l *lane, j *job) error {
 	key := j.outage()
@@ -165,6 +171,13 @@ func (s *Server) send(ctx context.Context, l *lane, j *job) error {
 	})
 	if err != nil {
 		return err
+	}
+	if s.stall.pausedSince(j.read) {
+		// Asked last, just before the send: the request may have waited
+		// in the relay through a pause, long enough for its sender to give
+		// up on it and send a newer count through another replica.
+		release()
+		return errPaused
 	}
 	inFlight := s.metrics.inFlight.WithLabelValues(l.kind)
 	inFlight.Inc()
@@ -202,12 +215,15 @@ func (s *Server) settle(l *lane, tenant string, j *job, err error, log zerolog.L
 	shareBusy := errors.Is(err, errShareBusy)
 	var held *heldByOutage
 	isHeld := errors.As(err, &held)
+	paused := errors.Is(err, errPaused)
 	// outageBackOff is the back-off of the push service's outage, when
 	// this send failed with the service as a whole. A send held by the
-	// outage was not sent: it neither fails nor answers.
+	// outage, or by a pause of the relay, was not sent: it neither fails
+	// nor answers. Nor does one that failed across a pause of the relay:
+	// it timed out, or its connection did, while the relay did not run.
 	var outageBackOff time.Duration
 	switch {
-	case isHeld:
+	case isHeld || paused || (err != nil && s.stall.pausedSince(j.read)):
 	case failedAsAWhole(key, err, timedOut, shareBusy):
 		var began bool
 		if outageBackOff, began = s.outages.failed(key, s.now()); began {
@@ -231,6 +247,10 @@ func (s *Server) settle(l *lane, tenant string, j *job, err error, log zerolog.L
 		d.Reason = fmt.Sprintf("%s: not sent: %v", l.kind, held)
 		d.BackOffTimeInMilliseconds = backOffMillis(held.backOff)
 		s.metrics.outageHeld.WithLabelValues(tenant, j.badge.AppID, l.kind).Inc()
+	case paused:
+		d.SetClass(relayproto.ClassTransient)
+		d.Reason = fmt.Sprintf("%s: %v", l.kind, err)
+		d.BackOffTimeInMilliseconds = backOffMillis(pausedBackOff)
 	case shareBusy:
 		d.SetClass(relayproto.ClassTransient)
 		d.Reason = fmt.Sprintf("%s: this organization's app had all its %d sends in flight for %s (its push service is slow)", l.kind, l.share, l.timeout)
@@ -285,7 +305,7 @@ func (s *Server) settle(l *lane, tenant string, j *job, err error, log zerolog.L
 			Msg("device not delivered")
 	}
 	var isProviderError *providers.Error
-	if err != nil && !errors.As(err, &isProviderError) && !errors.Is(err, errLaneTimeout) && !errors.Is(err, errShareBusy) && !isHeld {
+	if err != nil && !errors.As(err, &isProviderError) && !errors.Is(err, errLaneTimeout) && !errors.Is(err, errShareBusy) && !isHeld && !paused {
 		// The error text may quote a device address: only its type is
 		// logged above debug level.
 		log.Warn().Str("provider", l.kind).Str("app_id", j.badge.AppID).Str("error_type", fmt.Sprintf("%T", err)).Msg("provider failed with an unclassified error")

@@ -199,6 +199,8 @@ type reply struct {
 	status int
 	header http.Header
 	body   []byte
+	// closed: the relay closed the connection after the answer.
+	closed bool
 }
 
 // fault decodes the body as a Fault.
@@ -260,7 +262,7 @@ func postTo(t testing.TB, client *http.Client, url, auth, contentType string, bo
 	if err != nil {
 		t.Fatal(err)
 	}
-	return reply{status: resp.StatusCode, header: resp.Header, body: data}
+	return reply{status: resp.StatusCode, header: resp.Header, body: data, closed: resp.Close}
 }
 
 func mustJSON(t testing.TB, v any) []byte {

@@ -271,6 +271,9 @@ var (
 	// errShareBusy means the request timed out while its organization+app
 	// had its whole share of the lane in flight.
 	errShareBusy = errors.New("the organization's app had its whole share of sends in flight")
+	// errPaused means the relay paused (stallGuard) between reading the
+	// request and its send, which was therefore not made.
+	errPaused = errors.New("the relay paused after reading the request; not sent, as a newer count may have gone out since")
 )
 
 // acquire waits until ctx ends for a slot of key's bulkhead, then for one

@@ -112,12 +112,18 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(relayproto.HeaderClientRequestID, clientRequestID)
 	}
 	log := s.log.With().Str("request_id", requestID).Str("client_request_id", clientRequestID).Logger()
+	read := s.stall.mark()
 	if s.stall.stalled() {
+		// The connection is closed after the answer (HTTP/2: GOAWAY), so
+		// that the retry dials again: behind a balancer, it may reach a
+		// replica that did not pause, and the requests that waited in this
+		// connection through the pause are dropped with it.
+		w.Header().Set("Connection", "close")
 		w.Header().Set("Retry-After", "1")
 		s.fault(w, http.StatusServiceUnavailable, outcomeStalled, relayproto.Fault{
 			Message:                   "The relay has just run again after a pause: requests that waited through it are refused, as newer counts may have been sent since. Try again.",
 			CanRetry:                  true,
-			BackOffTimeInMilliseconds: backOffMillis(time.Second),
+			BackOffTimeInMilliseconds: backOffMillis(pausedBackOff),
 		})
 		return
 	}
@@ -152,7 +158,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	resp, tally := s.deliver(r.Context(), claims.Organization, req, log)
+	resp, tally := s.deliver(r.Context(), claims.Organization, req, read, log)
 	s.metrics.requests.WithLabelValues(outcomeOK).Inc()
 	s.metrics.requestDuration.Observe(s.now().Sub(start).Seconds())
 	log.Debug().

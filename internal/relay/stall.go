@@ -14,6 +14,8 @@ const (
 	stallTick  = 100 * time.Millisecond
 	stallGap   = time.Second
 	stallGrace = 2 * time.Second
+	// pausedBackOff is the back-off asked of what a pause held back.
+	pausedBackOff = time.Second
 )
 
 // stallGuard notices that the relay did not run for a while. Requests
@@ -23,12 +25,17 @@ const (
 // older count after a newer one. The relay refuses the requests it reads
 // while it has not ticked for longer than stallGap, and for stallGrace
 // after such a gap, with a 503 the dispatcher retries with its current
-// count. Time is measured on the monotonic clock from origin.
+// count. A request read before a gap and not yet sent to its push
+// service is held back likewise (pausedSince): its sender may have given
+// up on it during the gap. Time is measured on the monotonic clock from
+// origin, which runs on while the process is stopped.
 type stallGuard struct {
 	origin time.Time
 	// last is the time of the last tick (since origin), 0 while the guard
 	// does not watch; until, the end of the refusals after a gap.
 	last, until atomic.Int64
+	// gaps counts the gaps noticed.
+	gaps atomic.Int64
 }
 
 func newStallGuard() *stallGuard { return &stallGuard{origin: time.Now()} }
@@ -47,6 +54,7 @@ func (g *stallGuard) watch(ctx context.Context, onGap func(gap time.Duration)) {
 			now := int64(time.Since(g.origin))
 			if gap := now - g.last.Load(); gap > int64(stallGap) {
 				g.until.Store(now + int64(stallGrace))
+				g.gaps.Add(1)
 				onGap(time.Duration(gap))
 			}
 			g.last.Store(now)
@@ -63,4 +71,16 @@ func (g *stallGuard) stalled() bool {
 	}
 	now := int64(time.Since(g.origin))
 	return now-last > int64(stallGap) || now < g.until.Load()
+}
+
+// mark is what pausedSince compares with: taken when a request is read.
+func (g *stallGuard) mark() int64 { return g.gaps.Load() }
+
+// pausedSince reports whether the relay may have paused since mark was
+// taken: a send of the request read then must not go out, as newer counts
+// may have been sent since by another replica. It is asked just before a
+// send, and it tells a pause at once, before the guard's next tick notices
+// it.
+func (g *stallGuard) pausedSince(mark int64) bool {
+	return g.stalled() || g.gaps.Load() != mark
 }

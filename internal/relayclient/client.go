@@ -9,9 +9,11 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -30,6 +32,14 @@ const (
 	DefaultBreakerCooldown    = time.Second
 	DefaultBreakerMaxCooldown = 4 * time.Second
 )
+
+// PingAfter is how long a connection to the relay may be silent before
+// it is pinged, and how long the ping may go unanswered before the
+// connection is closed and its requests made again on another: a relay
+// replica that hangs (stopped, its kernel still accepting connections)
+// holds them about two seconds rather than the whole Timeout. A relay
+// that runs answers pings at once, however long its push services take.
+const PingAfter = time.Second
 
 // MaxResponseSize bounds the body of a successful answer that is read; a
 // larger one is an error.
@@ -145,7 +155,7 @@ func New(cfg Config) *Client {
 // defaultHTTPClient is a client for one long-lived relay connection pool,
 // each request bounded by timeout, redirects not followed.
 func defaultHTTPClient(timeout time.Duration, gate func() error) *http.Client {
-	return httpx.NewClient(httpx.ClientConfig{Timeout: timeout, MaxIdleConnsPerHost: 32, NoRedirects: true, WriteGate: gate})
+	return httpx.NewClient(httpx.ClientConfig{Timeout: timeout, MaxIdleConnsPerHost: 32, NoRedirects: true, PingAfter: PingAfter, WriteGate: gate})
 }
 
 // State is the circuit breaker's state, for metrics.
@@ -278,7 +288,7 @@ func (c *Client) send(ctx context.Context, uri, endpoint string, body []byte) (r
 		return relayproto.Response{}, outcomeFailed, &Error{Class: ClassNetworking, URI: uri, RequestID: id, Err: err}
 	}
 
-	res, err := c.hc.Do(req)
+	res, err := c.do(req)
 	if err != nil {
 		return transportErr(err)
 	}
@@ -314,6 +324,34 @@ func (c *Client) send(ctx context.Context, uri, endpoint string, body []byte) (r
 		return bad(fmt.Errorf("%w: %w", errBadResponse, err))
 	}
 	return resp, outcomeAlive, nil
+}
+
+// maxUnsentRetries is how many times a request that failed before any of
+// it went out is sent again at once: its connection could not be made (a
+// dial or a TLS handshake that failed or timed out, such as to a relay
+// replica that hangs while its kernel still accepts connections). The
+// relay never saw it, and behind a balancer a new connection may reach
+// another replica.
+const maxUnsentRetries = 2
+
+// do sends req, again at once up to maxUnsentRetries times while it fails
+// before its headers were written.
+func (c *Client) do(req *http.Request) (*http.Response, error) {
+	for try := 0; ; try++ {
+		var wrote atomic.Bool
+		r := req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{WroteHeaders: func() { wrote.Store(true) }}))
+		if try > 0 {
+			body, err := req.GetBody()
+			if err != nil {
+				return nil, err
+			}
+			r.Body = body
+		}
+		res, err := c.hc.Do(r)
+		if err == nil || wrote.Load() || try == maxUnsentRetries || req.Context().Err() != nil {
+			return res, err
+		}
+	}
 }
 
 // statusError is the error of a non-2xx answer with body data.

@@ -2,7 +2,6 @@ package relayclient
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"net"
 	"net/http"
@@ -74,23 +73,14 @@ func TestPublishSendsProtocolAndReturnsDeviceResults(t *testing.T) {
 }
 
 func TestDefaultClientUsesHTTP2AndReusesConnections(t *testing.T) {
-	tr := &testRelay{answer: succeed}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(tr.serve))
-	srv.EnableHTTP2 = true
 	var conns atomic.Int32
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
+	tr, hc := newTLSRelay(t, DefaultTimeout, func(srv *httptest.Server) {
+		srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				conns.Add(1)
+			}
 		}
-	}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	tr.srv = srv
-
-	hc := defaultHTTPClient(DefaultTimeout, nil)
-	pool := x509.NewCertPool()
-	pool.AddCert(srv.Certificate())
-	hc.Transport.(*http.Transport).TLSClientConfig.RootCAs = pool
+	})
 	c := New(Config{Tokens: staticTokens{token: "t"}, HTTPClient: hc})
 	for range 3 {
 		if _, err := c.Publish(t.Context(), tr.uri(), batchOf(1)); err != nil {

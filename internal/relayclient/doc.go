@@ -18,6 +18,13 @@
 // A Client makes one attempt per Publish: retries, with their back-off
 // policy, belong to the delivery path (internal/delivery), the one place
 // that decides what waiting counts toward a notification's retry budget.
+// Within an attempt, a request that never went out (its connection could
+// not be made) is sent again at once, up to twice: the relay never saw it.
+//
+// The default client finds out a relay that hangs (a replica its host
+// stopped, whose kernel still accepts connections): an HTTP/2 connection
+// silent for [PingAfter] is pinged and closed when the ping goes
+// unanswered as long, and a TLS handshake gives up after twice as long.
 //
 // A Client has one circuit breaker for all the URIs it talks to: a
 // deployment publishes to one relay, so one breaker per client is per relay.

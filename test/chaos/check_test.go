@@ -67,11 +67,12 @@ type result struct {
 	// neighbour is the other organization's result, with
 	// systemOptions.neighbour.
 	neighbour *result
-	// late are the events pushed later than unfeltBound during faults
+	// late are the events pushed later than lateBound during faults
 	// they must not feel (a neighbour's, during the other organization's
 	// faults; scenario.onTime); isolation sums up how late the pushes
 	// were, during the faults and outside them.
 	late      []string
+	lateBound time.Duration
 	isolation string
 }
 
@@ -137,7 +138,7 @@ func (r *result) errs(max int) []string {
 	add("changes stored twice in MAIL (dedup failed)", r.dupStored)
 	add("subscriptions lost", r.subsLost)
 	add("reasons of dead letters (no fault here is a verdict on a device or an app: each letter is a badge dropped)", r.deadReasons())
-	add(fmt.Sprintf("events pushed more than %s after their acknowledgement during faults they must not feel (another organization's, one relay replica's)", unfeltBound), r.late)
+	add(fmt.Sprintf("events pushed more than %s after their acknowledgement during faults they must not feel (another organization's, one relay replica's)", r.lateBound), r.late)
 	if r.neighbour != nil {
 		for _, e := range r.neighbour.errs(max) {
 			out = append(out, r.neighbour.name+": "+e)

@@ -346,14 +346,16 @@ func waitUntil(ctx context.Context, what string, timeout, interval time.Duration
 	}
 }
 
-// httpReady waits until GET url answers 200. A process that exits on its
-// own meanwhile is started again (see restartDelay); the error says so.
-func httpReady(ctx context.Context, p *proc, url string, timeout time.Duration) error {
-	client := &http.Client{Timeout: 2 * time.Second}
+// httpReady waits until GET url answers 200 to client, each try bounded
+// by 2 s. A process that exits on its own meanwhile is started again (see
+// restartDelay); the error says so.
+func httpReady(ctx context.Context, client *http.Client, p *proc, url string, timeout time.Duration) error {
 	return waitUntil(ctx, p.name+" to be ready at "+url, timeout, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
 		if !p.running() {
 			return false, fmt.Errorf("%s is not running: %s", p.name, p.tail(5))
 		}
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			return false, err

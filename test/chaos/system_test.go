@@ -3,6 +3,8 @@ package chaos
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"github.com/pushproxy/pushproxy/internal/nettest"
+	"github.com/pushproxy/pushproxy/internal/tlstest"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -59,6 +62,11 @@ type systemOptions struct {
 	// relayReplicas, when more than 1, runs that many relays behind a
 	// TCP load balancer (balancer), for faults of one replica.
 	relayReplicas int
+	// relayTLS has the relay serve HTTPS (HTTP/2) itself, with a test
+	// CA's certificate its clients trust, as replicas behind a TCP
+	// balancer do in deploy/kubernetes/relay.yaml; else it serves plain
+	// HTTP (HTTP/1.1).
+	relayTLS bool
 }
 
 // dispatcherCount is how many dispatchers opts asks for.
@@ -105,6 +113,15 @@ type system struct {
 	// dispatcherDebugAddrs serve each dispatcher's Go profiles
 	// (--debug-addr).
 	dispatcherDebugAddrs []string
+
+	// relayCerts are the relay's certificate and its CA, with
+	// systemOptions.relayTLS; nil when it serves plain HTTP. relayCA is
+	// the CA file this deployment's clients of a relay trust ("" for the
+	// system's): its own relay's, or the one the neighbour pushes through.
+	relayCerts *tlstest.Files
+	relayCA    string
+	// http reads the daemons' health and metrics, trusting relayCA.
+	http *http.Client
 
 	provider *provider
 	// neighbour is the other organization's deployment, with
@@ -162,6 +179,13 @@ func startSystem(ctx context.Context, t testing.TB, bin string, opts systemOptio
 		os.RemoveAll(dir)
 	})
 	s := newSystem(t, dir, bin, fabrikam)
+	if opts.relayTLS {
+		certs := tlstest.Write(t, s.dir)
+		s.relayCerts = &certs
+		if err := s.trustRelay(certs.CA); err != nil {
+			return nil, err
+		}
+	}
 	if s.provider, err = newProvider(s.dir, s.tenant.app); err != nil {
 		return nil, err
 	}
@@ -194,7 +218,7 @@ func startSystem(ctx context.Context, t testing.TB, bin string, opts systemOptio
 // newSystem returns tenant tn's deployment, with its files in dir, to be
 // started; every process it starts is stopped when t ends.
 func newSystem(t testing.TB, dir, bin string, tn tenant) *system {
-	s := &system{tenant: tn, dir: dir, bin: bin, members: map[string]memberSeen{}}
+	s := &system{tenant: tn, dir: dir, bin: bin, members: map[string]memberSeen{}, http: &http.Client{}}
 	s.toolLog = filepath.Join(s.dir, "pushctl.log")
 	showLogsOnFailure(t, s.procs, s.toolLog)
 	t.Cleanup(s.stop)
@@ -227,9 +251,48 @@ func (s *system) stop() {
 	}
 }
 
+// trustRelay has the deployment's clients of a relay (its dispatchers,
+// and the test's reads) trust the certificates that caFile signed.
+func (s *system) trustRelay(caFile string) error {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return fmt.Errorf("the relay's CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("the relay's CA %s holds no certificate", caFile)
+	}
+	s.relayCA = caFile
+	s.http = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
+	return nil
+}
+
+// relayURL is the URL of path at the relay at addr: https when it serves
+// TLS.
+func (s *system) relayURL(addr, path string) string {
+	if s.relayCerts != nil {
+		return "https://" + addr + path
+	}
+	return "http://" + addr + path
+}
+
+// relayClientEnv is the environment of a process that reaches the relay:
+// it trusts the relay's CA, when the relay serves TLS.
+func (s *system) relayClientEnv() []string {
+	if s.relayCA == "" {
+		return nil
+	}
+	return []string{"SSL_CERT_FILE=" + s.relayCA}
+}
+
 // startNeighbour starts s, a neighbour's deployment of one node, ingest
 // and one dispatcher, and sets it up to push through relay's relay.
 func (s *system) startNeighbour(ctx context.Context, relay *system) error {
+	if relay.relayCA != "" {
+		if err := s.trustRelay(relay.relayCA); err != nil {
+			return err
+		}
+	}
 	if err := s.startCluster(ctx, 1, false); err != nil {
 		return err
 	}
@@ -476,7 +539,7 @@ func (s *system) enableProxy(ctx context.Context, relay *system, cer string) err
 			return err
 		}
 	}
-	_, err := s.pushctl(ctx, "proxy", "enable", "--organization", s.tenant.org, "--uri", "http://"+relay.relayAddr+"/PushNotifications")
+	_, err := s.pushctl(ctx, "proxy", "enable", "--organization", s.tenant.org, "--uri", relay.relayURL(relay.relayAddr, "/PushNotifications"))
 	return err
 }
 
@@ -511,7 +574,7 @@ func (s *system) startDaemons(ctx context.Context, opts systemOptions) error {
 			natsURLs = c.natsURLs()
 		}
 		s.dispatchers = append(s.dispatchers, newProc(dispatcherID(i), filepath.Join(s.bin, "dispatcher"), s.dir,
-			daemonArgs(natsURLs, a, "--instance-id", dispatcherID(i), "--debug-addr", debug), nil))
+			daemonArgs(natsURLs, a, "--instance-id", dispatcherID(i), "--debug-addr", debug), s.relayClientEnv()))
 		if err := s.dispatchers[i].start(); err != nil {
 			return err
 		}
@@ -529,7 +592,7 @@ func (s *system) startDaemons(ctx context.Context, opts systemOptions) error {
 		if err := s.monitor.start(); err != nil {
 			return err
 		}
-		if err := httpReady(ctx, s.monitor, "http://"+monitorAddr+"/readyz", time.Minute); err != nil {
+		if err := httpReady(ctx, s.http, s.monitor, "http://"+monitorAddr+"/readyz", time.Minute); err != nil {
 			return err
 		}
 	}
@@ -583,8 +646,12 @@ func (s *system) startRelays(ctx context.Context, opts systemOptions, providerCA
 		}
 		addr := "127.0.0.1:" + strconv.Itoa(ports[i])
 		s.relayAddrs = append(s.relayAddrs, addr)
+		args := []string{"--host", "127.0.0.1", "--replicas", "3"}
+		if s.relayCerts != nil {
+			args = append(args, "--tls-cert", s.relayCerts.ServerCert, "--tls-key", s.relayCerts.ServerKey)
+		}
 		s.relays = append(s.relays, newProc(name, filepath.Join(s.bin, "relay"), s.dir,
-			s.daemonArgs(addr, append([]string{"--host", "127.0.0.1", "--replicas", "3"}, opts.relayArgs...)...),
+			s.daemonArgs(addr, append(args, opts.relayArgs...)...),
 			[]string{"SSL_CERT_FILE=" + caFile}))
 		if err := s.startRelay(ctx, i); err != nil {
 			return err
@@ -605,7 +672,7 @@ func (s *system) startRelay(ctx context.Context, i int) error {
 	if err := s.relays[i].start(); err != nil {
 		return err
 	}
-	return httpReady(ctx, s.relays[i], "http://"+s.relayAddrs[i]+"/readyz", time.Minute)
+	return httpReady(ctx, s.http, s.relays[i], s.relayURL(s.relayAddrs[i], "/readyz"), time.Minute)
 }
 
 // startIngest starts ingest and waits until it is ready.
@@ -613,7 +680,7 @@ func (s *system) startIngest(ctx context.Context) error {
 	if err := s.ingest.start(); err != nil {
 		return err
 	}
-	return httpReady(ctx, s.ingest, "http://"+s.ingestAddr+"/readyz", time.Minute)
+	return httpReady(ctx, s.http, s.ingest, "http://"+s.ingestAddr+"/readyz", time.Minute)
 }
 
 // startDispatcher starts dispatcher i again.
@@ -625,7 +692,7 @@ func (s *system) startDispatcher(ctx context.Context, i int) error {
 }
 
 func (s *system) waitDispatcher(ctx context.Context, i int) error {
-	return httpReady(ctx, s.dispatchers[i], "http://"+s.dispatcherAddrs[i]+"/readyz", time.Minute)
+	return httpReady(ctx, s.http, s.dispatchers[i], "http://"+s.dispatcherAddrs[i]+"/readyz", time.Minute)
 }
 
 // mailLeader returns the index of the node leading the MAIL stream.
@@ -752,7 +819,7 @@ func (s *system) scrapeDispatchers(ctx context.Context) map[string]float64 {
 		if !p.running() {
 			continue
 		}
-		samples, err := scrape(ctx, "http://"+s.dispatcherAddrs[i]+"/metrics", dispatcherMetrics...)
+		samples, err := scrape(ctx, s.http, "http://"+s.dispatcherAddrs[i]+"/metrics", dispatcherMetrics...)
 		if err != nil {
 			continue
 		}
@@ -770,15 +837,16 @@ type sample struct {
 	value        float64
 }
 
-// scrape reads the series of the metrics named names from url.
-func scrape(ctx context.Context, url string, names ...string) ([]sample, error) {
+// scrape reads the series of the metrics named names from url with
+// client.
+func scrape(ctx context.Context, client *http.Client, url string, names ...string) ([]sample, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("scraping %s: %w", url, err)
 	}

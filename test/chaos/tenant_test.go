@@ -75,7 +75,7 @@ func failOneTenant(ctx context.Context, e *faultEnv) error {
 // fabrikam's sends (the trials acted: one send a second went to the
 // failing push service) and never contoso's.
 func heldOnlyOneTenant(ctx context.Context, e *faultEnv) error {
-	samples, err := scrape(ctx, "http://"+e.s.relayAddr+"/metrics", "pushproxy_relay_outage_held_total")
+	samples, err := scrape(ctx, e.s.http, e.s.relayURL(e.s.relayAddr, "/metrics"), "pushproxy_relay_outage_held_total")
 	if err != nil {
 		return err
 	}
@@ -186,14 +186,21 @@ func crossTenantPush(ctx context.Context, from, to *system) (string, error) {
 // back-off.
 const unfeltBound = 3 * time.Second
 
+// hungReplicaBound is how late a push may come while a relay replica
+// hangs: unfeltBound, and the time the dispatchers take to find the
+// replica out. A connection to it that stays silent for
+// relayclient.PingAfter is pinged, and closed when the ping is not
+// answered within as long; its requests are then made again on another.
+const hungReplicaBound = unfeltBound + 2*relayclient.PingAfter
+
 // lateness measures, for each event of o, how long after its
 // acknowledgement its device had a badge at least as high. It returns as
 // evidence the events acknowledged during one of outages (faults they
 // must not feel), or up to lead before one began, that came later than
-// unfeltBound or never, and the figures during the outages and outside
-// them. A lead counts the events whose pushes were on their way when the
-// fault began.
-func lateness(o *oracle, badges map[string][]badge, outages []outage, lead time.Duration) (late []string, figures string) {
+// bound or never, and the figures during the outages and outside them. A
+// lead counts the events whose pushes were on their way when the fault
+// began.
+func lateness(o *oracle, badges map[string][]badge, outages []outage, lead, bound time.Duration) (late []string, figures string) {
 	var during, outside []time.Duration
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -209,7 +216,7 @@ func lateness(o *oracle, badges map[string][]badge, outages []outage, lead time.
 				late = append(late, fmt.Sprintf("%s: count %d acknowledged %s, never pushed; badges %s", u.name, a.count, a.at.Format(timeFmt), showBadges(badges[u.device], 8)))
 			default:
 				during = append(during, d)
-				if d > unfeltBound {
+				if d > bound {
 					late = append(late, fmt.Sprintf("%s: count %d acknowledged %s, pushed %s later", u.name, a.count, a.at.Format(timeFmt), round(d)))
 				}
 			}
