@@ -25,6 +25,7 @@ func (w *worker) receive(ctx context.Context, msgs []jetstream.Msg) {
 				w.repinned()
 			}
 			w.pin = pin
+			w.log.Debug().Str("pin", pin).Msg("pinned")
 		}
 		// The library's parser: a hand-written one saved about 180 ns an
 		// event, well under 1% of what applying one costs.

@@ -393,7 +393,7 @@ func (w *worker) handOver(ctx context.Context, cc jetstream.ConsumeContext, fetc
 		}
 	}
 	w.unpin(ctx)
-	w.log.Info().Int64("events_left", w.heldN.Load()).Msg("released partition")
+	w.log.Info().Int64("events_left", w.heldN.Load()).Str("pin", w.pin).Msg("released partition")
 }
 
 // abandon marks the pushes not yet answered so the sender drops those it
@@ -466,15 +466,23 @@ func (w *worker) sweep(now time.Time) {
 	w.ledger.Sweep(now.Add(-w.env.cfg.CacheIdle), w.ledger.Len() > w.env.cfg.MaxCachedUsers)
 }
 
-// unpin releases the pin if this worker still holds it.
+// unpin releases the pin if this worker still holds it. It reads the
+// consumer's info first, even when the worker never learnt a pin: the
+// server answers it by dropping the pull requests nobody listens to any
+// more, this worker's among them (its subscription is closed by now).
+// Left waiting, such a request could be the first the server finds when
+// it pins the consumer anew, and it pins that request before it sees that
+// nobody listens: the pin would then belong to nobody, and the
+// partition's next owner would get nothing until it finds the pin
+// abandoned (claimPin) or the pin's TTL ends.
 func (w *worker) unpin(ctx context.Context) {
-	if w.pin == "" || w.cons == nil {
+	if w.cons == nil {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	info, err := w.cons.Info(cctx)
-	if err != nil {
+	if err != nil || w.pin == "" {
 		return
 	}
 	for _, g := range info.PriorityGroups {

@@ -151,7 +151,7 @@ var scenarios = []scenario{
 // openScenarios are faults pushproxy does not handle fully yet: they
 // fail today, some only now and then, and run only with envOpen set
 // (instead of the others), so that the next change can reproduce them.
-// None is open today. The last one was a relay replica that hangs,
+// The last one closed was a relay replica that hangs,
 // until the dispatchers pinged their relay connections and the relay held
 // back what it read before a pause of its own (internal/relay/README.md,
 // "Replicas"); before it, the stopped dispatcher and the stopped MAIL
@@ -160,7 +160,12 @@ var scenarios = []scenario{
 // fence on writes and the merge with the leader's state
 // (internal/dispatcher/DESIGN.md, "A dispatcher that stops and goes on",
 // "Checked against the stream" and "A node cut off from the others").
-var openScenarios = []scenario{}
+var openScenarios = []scenario{
+	// A rolling restart of the dispatchers: now and then a partition's
+	// pin still goes to a pull request nobody listens to (see
+	// worker.unpin), and its events wait until the new owner releases it.
+	{name: "dispatcher-rolling-restart", fault: restartDispatchers, onTime: unfeltBound},
+}
 
 // TestChaos runs every scenario on a deployment of its own and prints the
 // summary table.
@@ -442,6 +447,37 @@ func killDispatchers(ctx context.Context, e *faultEnv) error {
 		}
 	}
 	return nil
+}
+
+// restartDispatchers restarts every dispatcher in turn, as a rolling
+// deployment does, repeat times: SIGTERM, on which a dispatcher hands its
+// partitions over before it exits; the dispatcher started again; and the
+// next one once the restarted one owns partitions again. The partitions
+// move twice each time, away and back. A restart the operator makes must
+// not be felt: the scenario is onTime. It is open: see openScenarios.
+func restartDispatchers(ctx context.Context, e *faultEnv) error {
+	return repeatFault(ctx, e, func() error {
+		for i, d := range e.s.dispatchers {
+			id := dispatcherID(i)
+			owns := e.s.owned(id)
+			down := time.Now()
+			d.signal(syscall.SIGTERM, time.Minute)
+			e.f.kills = append(e.f.kills, kill{target: d.name + " (SIGTERM)", at: down, dead: time.Now(), owns: owns})
+			if err := e.s.startDispatcher(ctx, i); err != nil {
+				return fmt.Errorf("restarting %s: %w", d.name, err)
+			}
+			started := time.Now()
+			err := waitUntil(ctx, d.name+" to own partitions again", time.Minute, 50*time.Millisecond, func(context.Context) (bool, error) {
+				owns, fresh := e.s.ownedSince(id, started)
+				return fresh && len(owns) > 0, nil
+			})
+			e.f.outages = append(e.f.outages, outage{what: d.name + " restarted (SIGTERM)", down: down, up: time.Now()})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // hitDispatcher applies hit (a kill, a stop) to a random dispatcher,

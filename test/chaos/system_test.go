@@ -440,9 +440,17 @@ func (s *system) heard(m *nats.Msg) {
 
 // owned returns the partitions dispatcher id announced last, if any.
 func (s *system) owned(id string) []int {
+	owns, _ := s.ownedSince(id, time.Time{})
+	return owns
+}
+
+// ownedSince returns the partitions dispatcher id announced last, and
+// whether that announcement came after t.
+func (s *system) ownedSince(id string, t time.Time) ([]int, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]int(nil), s.members[id].owns...)
+	m := s.members[id]
+	return append([]int(nil), m.owns...), m.at.After(t)
 }
 
 // waitNodeListening waits until node i accepts TCP connections.
