@@ -314,17 +314,29 @@ func (w *worker) readRange(ctx context.Context, from, to uint64) ([]*held, error
 	}
 }
 
-// claimPin makes a partition whose previous consumer died available at
-// once, instead of after its pin's PinnedTTL: when this worker has not been
-// pinned yet, the consumer has events waiting or unacknowledged, and no
-// other live dispatcher announces the partition, whoever holds the pin is
-// gone, and the pin is released. A dispatcher that is handing the partition
-// over still announces it until its worker has stopped, and then unpins
-// itself.
+// claimPin makes a partition whose pin nobody uses available at once,
+// instead of after its PinnedTTL, while this worker has not been pinned:
+//
+//   - A dead owner's pin: the consumer has events waiting or
+//     unacknowledged, no other live dispatcher announces the partition,
+//     and the pin is older than this worker (a newer one is probably its
+//     own, not yet seen). A dispatcher that is handing the partition over
+//     still announces it until its worker has stopped, and then unpins
+//     itself.
+//   - An abandoned pin: the consumer has events waiting and none
+//     unacknowledged, with the same pin, at two claims in a row (a
+//     heartbeat apart). Its holder takes nothing while there is work, so
+//     it has no pull request waiting, which a live holder always has
+//     unless it holds as many events as it may (and then some are
+//     unacknowledged). The server gives a pin to a request whose
+//     subscription closed before it noticed (see unpin). Nobody holds
+//     events of the partition, so releasing it cannot have two
+//     dispatchers apply the partition at once, whoever announces it.
 func (w *worker) claimPin(ctx context.Context) {
-	if w.pin != "" || w.env.claimedByOther(w.partition) {
+	if w.pin != "" {
 		return
 	}
+	claimed := w.env.claimedByOther(w.partition)
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	info, err := w.cons.Info(cctx)
@@ -332,19 +344,29 @@ func (w *worker) claimPin(ctx context.Context) {
 		w.log.Debug().Err(err).Msg("reading consumer info to claim the pin")
 		return
 	}
-	if info.NumPending == 0 && info.NumAckPending == 0 {
-		return
-	}
+	idle := info.NumPending > 0 && info.NumAckPending == 0
 	for _, g := range info.PriorityGroups {
-		// A pin newer than this worker is probably its own, not yet seen.
-		if g.Group != w.env.cfg.PriorityGroup || g.PinnedClientID == "" || !g.PinnedTS.Before(w.started) {
+		if g.Group != w.env.cfg.PriorityGroup || g.PinnedClientID == "" {
 			continue
 		}
+		abandoned := idle && g.PinnedClientID == w.idlePin
+		w.idlePin = ""
+		if idle {
+			w.idlePin = g.PinnedClientID
+		}
+		dead := !claimed && (info.NumPending > 0 || info.NumAckPending > 0) && g.PinnedTS.Before(w.started)
+		if !abandoned && !dead {
+			continue
+		}
+		msg := "released the pin of a dispatcher that is gone"
+		if !dead {
+			msg = "released a pin nobody pulls with"
+		}
 		if err := w.env.streamHandle.UnpinConsumer(cctx, w.name, g.Group); err != nil {
-			w.log.Debug().Err(err).Msg("releasing the pin of a dispatcher that is gone")
+			w.log.Debug().Err(err).Msg(msg)
 			return
 		}
-		w.log.Info().Str("previous_pin", g.PinnedClientID).Int("ack_pending", info.NumAckPending).
-			Msg("released the pin of a dispatcher that is gone")
+		w.idlePin = ""
+		w.log.Info().Str("previous_pin", g.PinnedClientID).Int("ack_pending", info.NumAckPending).Uint64("pending", info.NumPending).Msg(msg)
 	}
 }

@@ -173,6 +173,9 @@ type worker struct {
 	// started is when the worker started consuming.
 	started time.Time
 	pin     string
+	// idlePin is the pin the last claimPin found idle: events waiting,
+	// none unacknowledged.
+	idlePin string
 	// era counts the worker's catch-ups; a user's first event applied in
 	// an era is checked against the stream (gaps.go).
 	era uint64
