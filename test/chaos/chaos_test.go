@@ -132,6 +132,7 @@ var scenarios = []scenario{
 	{name: "relay-down", fault: relayDown},
 	{name: "relay-sigstop", fault: stallRelay},
 	{name: "relay-replica-kill", fault: killRelayReplicas, options: systemOptions{relayReplicas: 2, relayTLS: true}, onTime: unfeltBound},
+	{name: "relay-replica-restart", fault: restartRelayReplicas, options: systemOptions{relayReplicas: 2, relayTLS: true}, onTime: unfeltBound},
 	// A relay replica that hangs: its kernel still accepts connections.
 	// The dispatchers find it out by their pings (relayclient.PingAfter);
 	// what it had read and not sent before it stopped, it does not send
@@ -565,6 +566,21 @@ const replicaFaultLatency = 150 * time.Millisecond
 // their timeliness: the scenario is onTime.
 func killRelayReplicas(ctx context.Context, e *faultEnv) error {
 	return hitRelayReplicas(ctx, e, "killed", func(p *proc) { p.kill() }, func(ctx context.Context, _ *proc, i int) error {
+		if err := e.s.startRelay(ctx, i); err != nil {
+			return fmt.Errorf("restarting relay replica %d: %w", i+1, err)
+		}
+		return nil
+	})
+}
+
+// restartRelayReplicas restarts one of the relay's replicas with SIGTERM
+// while it has sends in flight, each in turn, repeat times, and starts it
+// again at once, as a rolling deployment of the relay does: it answers
+// what it has in flight, and the dispatchers' next requests go to the
+// other. A restart the operator makes must not be felt: the scenario is
+// onTime.
+func restartRelayReplicas(ctx context.Context, e *faultEnv) error {
+	return hitRelayReplicas(ctx, e, "restarted (SIGTERM)", func(p *proc) { p.signal(syscall.SIGTERM, time.Minute) }, func(ctx context.Context, _ *proc, i int) error {
 		if err := e.s.startRelay(ctx, i); err != nil {
 			return fmt.Errorf("restarting relay replica %d: %w", i+1, err)
 		}
