@@ -573,12 +573,12 @@ func killRelayReplicas(ctx context.Context, e *faultEnv) error {
 	})
 }
 
-// restartRelayReplicas restarts one of the relay's replicas with SIGTERM
+// restartRelayReplicas stops one of the relay's replicas with SIGTERM
 // while it has sends in flight, each in turn, repeat times, and starts it
-// again at once, as a rolling deployment of the relay does: it answers
-// what it has in flight, and the dispatchers' next requests go to the
-// other. A restart the operator makes must not be felt: the scenario is
-// onTime.
+// again a stop later, as a rolling deployment of the relay does: it
+// answers what it has in flight before it exits, and the dispatchers'
+// next requests go to the other. A restart the operator makes must not be
+// felt: the scenario is onTime.
 func restartRelayReplicas(ctx context.Context, e *faultEnv) error {
 	return hitRelayReplicas(ctx, e, "restarted (SIGTERM)", func(p *proc) { p.signal(syscall.SIGTERM, time.Minute) }, func(ctx context.Context, _ *proc, i int) error {
 		if err := e.s.startRelay(ctx, i); err != nil {
