@@ -5,9 +5,14 @@
 //
 // The rules, for one user (a key):
 //
-//   - An increase (new mail) is pushed at most Window after it is observed;
-//     later increases do not push that deadline back, so a steady stream of
-//     new mail still goes out every Window.
+//   - An increase (new mail) is pushed Window after it reached the pipeline
+//     (Update.Waited says how long before it was observed that was), so
+//     that time spent in queues is not added to the window; but it waits
+//     at least MinHold (a quarter of Window) once observed, and a change
+//     observed more than a Window late (a backlog) waits the whole Window
+//     once observed (Config.Hold). Later increases do not push that
+//     deadline back, so a steady stream of new mail still goes out every
+//     Window.
 //   - A decrease (read, deleted) is debounced: it is pushed Debounce after
 //     the last change, unless an increase already set an earlier deadline.
 //   - Nothing waits longer than MaxDelay after the first change that is not
@@ -64,6 +69,32 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
+// MinHold is the shortest an increase waits once observed: a quarter of
+// Window. See Hold.
+func (c Config) MinHold() time.Duration { return c.WithDefaults().Window / 4 }
+
+// Hold is how long an increase observed after it waited for waited may
+// still wait for more changes to join it.
+//
+// Within a window (waited at most Window: the pipeline keeps up), it is
+// what is left of the window counted from when the change reached the
+// pipeline, and at least MinHold: time spent in queues before the
+// dispatcher saw the change is not added to its push's latency, as long
+// as it is under three quarters of the window.
+//
+// Later than that (a backlog, a takeover), the push is late already and
+// the change waits the whole Window once observed, as one observed at
+// once does: the dispatcher is catching up, reading many changes of the
+// same users in a short time, and gathering them into as few pushes as
+// possible is what drains the backlog soonest.
+func (c Config) Hold(waited time.Duration) time.Duration {
+	c = c.WithDefaults()
+	if waited > c.Window {
+		return c.Window
+	}
+	return max(c.Window-max(waited, 0), c.MinHold())
+}
+
 // ErrInvalidConfig is wrapped by Config.Validate's errors.
 var ErrInvalidConfig = errors.New("invalid coalescing configuration")
 
@@ -118,6 +149,11 @@ type Update struct {
 	// caller knows (nil: never or unknown). It is used only when the
 	// Coalescer has no record of the key; its own record is fresher.
 	Pushed *int
+	// Waited is how long the change waited before it was observed: from
+	// when it reached the pipeline to the observation (0: unknown). An
+	// increase's window is counted from then (see Config.Hold). A negative
+	// value (clocks that disagree) counts as 0.
+	Waited time.Duration
 }
 
 // Push is a decision of Due: send Count to the key's devices, or (Skip) do
@@ -247,7 +283,7 @@ func (c *Coalescer) Observe(now time.Time, key string, u Update) {
 	switch {
 	case u.Change == Increase:
 		e.urgent = true
-		e.deadline = earliest(e.deadline, now.Add(c.cfg.Window))
+		e.deadline = earliest(e.deadline, now.Add(c.cfg.Hold(u.Waited)))
 	case !e.urgent:
 		e.deadline = now.Add(c.cfg.Debounce)
 	}

@@ -23,11 +23,21 @@ type step struct {
 	count int
 	chg   Change
 	retry int // failed: retry after this many ms; -1 drops
-	want  []string
+	// waited: observe: how many ms the change waited before it was
+	// observed (Update.Waited).
+	waited int
+	want   []string
 }
 
 func obs(ms int, key string, count int, chg Change) step {
 	return step{ms: ms, op: "observe", key: key, count: count, chg: chg}
+}
+
+// late is obs of a change that waited waited ms before it was observed.
+func late(ms int, key string, count int, chg Change, waited int) step {
+	s := obs(ms, key, count, chg)
+	s.waited = waited
+	return s
 }
 func due(ms int, want ...string) step   { return step{ms: ms, op: "due", want: want} }
 func flush(ms int, want ...string) step { return step{ms: ms, op: "flush", want: want} }
@@ -86,6 +96,57 @@ func TestScenarios(t *testing.T) {
 				obs(600, "a", 4, Increase),
 				due(699),
 				due(700, "a=4"),
+			},
+		},
+		{
+			name: "new mail that waited in queues is pushed a window after it reached the pipeline",
+			steps: []step{
+				late(0, "a", 1, Increase, 100),
+				due(199),
+				due(200, "a=1"),
+			},
+		},
+		{
+			name: "new mail that waited most of the window still waits a quarter of it",
+			steps: []step{
+				late(0, "a", 1, Increase, 290),
+				due(74),
+				due(75, "a=1"),
+			},
+		},
+		{
+			name: "a backlog's changes, read more than a window late, wait the whole window and become one push",
+			steps: []step{
+				late(0, "a", 1, Increase, 5000),
+				late(100, "a", 2, Increase, 4800),
+				late(250, "a", 3, Increase, 4600),
+				due(299),
+				due(300, "a=3"),
+			},
+		},
+		{
+			name: "a later increase that waited longer may bring the push forward",
+			steps: []step{
+				obs(0, "a", 1, Increase),
+				late(100, "a", 2, Increase, 250),
+				due(174),
+				due(175, "a=2"),
+			},
+		},
+		{
+			name: "a wait below zero (clocks that disagree) counts as none",
+			steps: []step{
+				late(0, "a", 1, Increase, -500),
+				due(299),
+				due(300, "a=1"),
+			},
+		},
+		{
+			name: "a decrease is debounced from its observation, however long it waited",
+			steps: []step{
+				late(0, "a", 1, Decrease, 5000),
+				due(1999),
+				due(2000, "a=1"),
 			},
 		},
 		{
@@ -239,7 +300,7 @@ func TestScenarios(t *testing.T) {
 					if n, ok := tt.pushed[s.key]; ok {
 						pushed = intp(n)
 					}
-					c.Observe(now, s.key, Update{Count: s.count, Seq: uint64(i + 1), Change: s.chg, Pushed: pushed})
+					c.Observe(now, s.key, Update{Count: s.count, Seq: uint64(i + 1), Change: s.chg, Pushed: pushed, Waited: time.Duration(s.waited) * time.Millisecond})
 				case "due", "flush":
 					var got []Push
 					if s.op == "due" {
@@ -298,6 +359,30 @@ func TestForget(t *testing.T) {
 	}
 	c.Delivered(at(0), "a", 1) // no effect, no panic
 	c.Failed(at(0), "a", at(1))
+}
+
+func TestHold(t *testing.T) {
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	tests := []struct {
+		window, waited, want time.Duration
+	}{
+		{0, 0, DefaultWindow},
+		{0, ms(100), ms(200)},
+		{0, ms(225), ms(75)},
+		{0, ms(226), ms(75)},
+		{0, ms(300), ms(75)},
+		{0, ms(301), DefaultWindow},
+		{0, time.Hour, DefaultWindow},
+		{0, -time.Hour, DefaultWindow},
+		{ms(20), ms(10), ms(10)},
+		{ms(20), ms(16), ms(5)},
+		{ms(20), ms(50), ms(20)},
+	}
+	for _, tt := range tests {
+		if got := (Config{Window: tt.window}).Hold(tt.waited); got != tt.want {
+			t.Errorf("Config{Window: %s}.Hold(%s) = %s, want %s", tt.window, tt.waited, got, tt.want)
+		}
+	}
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -433,7 +518,10 @@ func checkRandomRun(t *testing.T, seed uint64) {
 			count[k] = rng.IntN(10)
 		}
 		seq++
-		c.Observe(now, fmt.Sprintf("k%d", k), Update{Count: count[k], Seq: seq, Change: ChangeOf(before, count[k]), Pushed: pushed[k]})
+		// Some changes waited in queues before they were observed, some
+		// longer than the window, a few by a clock that disagrees.
+		waited := time.Duration(rng.IntN(2*int(cfg.Window.Milliseconds())+1)-int(cfg.Window.Milliseconds())/4) * time.Millisecond
+		c.Observe(now, fmt.Sprintf("k%d", k), Update{Count: count[k], Seq: seq, Change: ChangeOf(before, count[k]), Pushed: pushed[k], Waited: waited})
 	}
 	// Let time run out, with no more failures, until everything settles.
 	for range 1000 {

@@ -19,7 +19,7 @@ func Flags(fs *flag.FlagSet) *Config {
 		BreakerCooldown:    relayclient.DefaultBreakerCooldown,
 		BreakerMaxCooldown: relayclient.DefaultBreakerMaxCooldown,
 	}
-	fs.DurationVar(&c.Coalesce.Window, "window", coalesce.DefaultWindow, "how long new mail waits for more changes before its push goes out")
+	fs.DurationVar(&c.Coalesce.Window, "window", coalesce.DefaultWindow, "how long new mail waits for more changes before its push goes out, counted from when ingest received it while the dispatchers keep up")
 	fs.DurationVar(&c.Coalesce.Debounce, "debounce", coalesce.DefaultDebounce, "how long after the last read or deleted message a lower count is pushed")
 	fs.DurationVar(&c.Coalesce.MaxDelay, "max-delay", coalesce.DefaultMaxDelay, "longest a change waits for its push, however busy the mailbox")
 	fs.StringVar(&c.Unread.Mailbox, "mailbox", "INBOX", "mailbox whose unread messages the badge counts")

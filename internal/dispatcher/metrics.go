@@ -69,7 +69,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		eventToPush: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "event_to_push_seconds",
 			Help: "Time from the earliest event a push covers (received by ingest, or occurred) to the relay's acceptance.", Buckets: latency}),
 		eventAge: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "event_age_seconds",
-			Help: "Time from ingest receiving an event to this dispatcher reading it (by the clocks of both hosts): the wait before its coalescing window starts, in ingest, the stream and the fetch, or across a takeover. With event_to_push_seconds, it tells a slow pipeline before the dispatcher from a slow relay.", Buckets: latency}),
+			Help: "Time from ingest receiving an event to this dispatcher reading it (by the clocks of both hosts): the wait in ingest, the stream and the fetch, or across a takeover, which the coalescing window of new mail absorbs up to three quarters of the window. With event_to_push_seconds, it tells a slow pipeline before the dispatcher from a slow relay.", Buckets: latency}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "relay_retries_total",
 			Help: "Relay requests retried after a temporary failure."}),
 		requeued: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "pushes_requeued_total",

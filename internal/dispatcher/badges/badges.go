@@ -232,7 +232,8 @@ func (l *Ledger[E]) Load(u *User[E], st unread.State, rev uint64) {
 // Apply folds e, held as ev, into its loaded user's state and tells the
 // coalescer. It reports whether the state changed (false: the state
 // holds the event already). The event is held either way, until a push
-// or a skip settles it.
+// or a skip settles it. New mail's window counts from when ingest
+// received the event (coalesce.Update.Waited), not from now.
 func (l *Ledger[E]) Apply(now time.Time, u *User[E], e *events.Event, ev E) bool {
 	prev := u.state.Count
 	st, applied := unread.Apply(u.state, e, ev.Seq(), l.policy.Unread)
@@ -241,7 +242,11 @@ func (l *Ledger[E]) Apply(now time.Time, u *User[E], e *events.Event, ev E) bool
 	}
 	u.pending = append(u.pending, ev)
 	u.lastActive = now
-	l.co.Observe(now, u.Key, coalesce.Update{Count: u.state.Count, Seq: ev.Seq(), Change: coalesce.ChangeOf(prev, u.state.Count), Pushed: u.state.LastPushedCount})
+	var waited time.Duration
+	if !e.ReceivedAt.IsZero() {
+		waited = now.Sub(e.ReceivedAt)
+	}
+	l.co.Observe(now, u.Key, coalesce.Update{Count: u.state.Count, Seq: ev.Seq(), Change: coalesce.ChangeOf(prev, u.state.Count), Pushed: u.state.LastPushedCount, Waited: waited})
 	return applied
 }
 

@@ -59,11 +59,20 @@ func (s *scenario) user(name string) *User[*ev] {
 // apply applies an event of name setting the count (a snapshot) or, with
 // count < 0, a new message without a count.
 func apply(ms int, name string, count int, want string) step {
+	return applyReceived(ms, name, count, -1, want)
+}
+
+// applyReceived is apply of an event ingest received at receivedMs (-1:
+// no time).
+func applyReceived(ms int, name string, count, receivedMs int, want string) step {
 	return step{ms: ms, want: want, do: func(s *scenario, now time.Time) string {
 		s.seq++
 		e := events.Event{Tenant: "fabrikam.com", User: name + "@fabrikam.com", Kind: events.KindSnapshot, Mailbox: events.Inbox, Unread: events.IntPtr(count)}
 		if count < 0 {
 			e.Kind, e.Unread = events.KindNew, nil
+		}
+		if receivedMs >= 0 {
+			e.ReceivedAt = at(receivedMs)
 		}
 		e.Normalize()
 		if !s.l.Apply(now, s.user(name), &e, &ev{seq: s.seq, at: now}) {
@@ -222,6 +231,25 @@ func TestScenarios(t *testing.T) {
 			answer(350, "alice", delivered(1), "settle alice sent 3 attempts=1 [1 2 3]"),
 			settled(360, "alice", true),
 			state(361, "alice", "count=3 pushed=3 in_flight=none held=[]"),
+		}},
+		{"new mail's window counts from when ingest received it", []step{
+			applyReceived(1000, "alice", 1, 900, ""),
+			next(1000, "1200 ms"),
+			due(1199, false, ""),
+			due(1200, false, "alice=1 [1]"),
+		}},
+		{"new mail read most of a window after ingest received it waits a quarter of the window", []step{
+			applyReceived(1000, "alice", 1, 720, ""),
+			next(1000, "1075 ms"),
+			due(1074, false, ""),
+			due(1075, false, "alice=1 [1]"),
+		}},
+		{"a backlog read long after ingest received it waits the whole window", []step{
+			applyReceived(60000, "alice", 1, 0, ""),
+			applyReceived(60010, "alice", 2, 10, ""),
+			next(60010, "60300 ms"),
+			due(60299, false, ""),
+			due(60300, false, "alice=2 [1 2]"),
 		}},
 		{"an unchanged count settles without a push", []step{
 			apply(0, "alice", 2, ""), due(300, false, "alice=2 [1]"), send(300, "alice"),
