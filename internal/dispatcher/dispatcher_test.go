@@ -245,6 +245,62 @@ func TestDevicesBeyondTheCache(t *testing.T) {
 	waitFor(t, "every event acknowledged", func() bool { return settled(t, e) })
 }
 
+// TestNewMailWindowCountsFromIngest: new mail read within a window of
+// ingest receiving it is pushed a window after ingest received it, and a
+// quarter of the window after the read at the earliest; new mail read
+// more than a window late (a backlog), or stamped by an ingest whose clock
+// is ahead of the dispatcher's, waits the whole window from the read.
+func TestNewMailWindowCountsFromIngest(t *testing.T) {
+	const window = 4 * time.Second
+	e := newEnv(t, brokertest.WithPartitions(2))
+	e.enableProxy()
+	tests := []struct {
+		user string
+		// before is how long before the publish ingest received the event.
+		before time.Duration
+		// earliest and latest bound the push, from the publish; the
+		// lower bounds hold whatever the machine's load, the upper one
+		// leaves two seconds to spare.
+		earliest, latest time.Duration
+	}{
+		{userName(1), 3 * time.Second, window / 4, window - time.Second},
+		{userName(2), 0, window, 3 * window},
+		{userName(3), time.Hour, window, 3 * window},
+		{userName(4), -time.Hour, window, 3 * window},
+	}
+	for _, tt := range tests {
+		e.subscribe(tt.user)
+	}
+	cfg := testConfig()
+	cfg.Coalesce.Window, cfg.Coalesce.MaxDelay = window, 2*window
+	r := e.start(e.conn, cfg)
+	waitFor(t, "both partitions taken", func() bool {
+		return metricValue(t, r.reg, "pushproxy_dispatcher_partition_takeovers_total") >= 2
+	})
+	published := time.Now()
+	var evs []events.Event
+	for _, tt := range tests {
+		ev := newEvent(tt.user, events.KindNew, 1, events.IntPtr(1))
+		ev.ReceivedAt = published.Add(-tt.before).UTC()
+		evs = append(evs, ev)
+	}
+	e.publish(evs...)
+	pushedAfter := map[string]time.Duration{}
+	waitFor(t, "every user's push", func() bool {
+		for _, tt := range tests {
+			if _, seen := pushedAfter[tt.user]; !seen && e.lastPushed(tt.user) == 1 {
+				pushedAfter[tt.user] = time.Since(published)
+			}
+		}
+		return len(pushedAfter) == len(tests)
+	})
+	for _, tt := range tests {
+		if got := pushedAfter[tt.user]; got < tt.earliest || got >= tt.latest {
+			t.Errorf("%s, received %s before the publish: pushed %s after it, want from %s to %s", tt.user, tt.before, got.Round(time.Millisecond), tt.earliest, tt.latest)
+		}
+	}
+}
+
 // TestEventAgeIsMeasured: pushproxy_dispatcher_event_age_seconds observes
 // how long ago ingest received each event the dispatcher reads; an event
 // without a receipt time (only when it occurred) is not counted.
