@@ -12,6 +12,11 @@ import (
 	"github.com/pushproxy/pushproxy/internal/events"
 )
 
+// clockTolerance is how far ahead of this dispatcher's clock an event's
+// receipt time may be before it counts in events_received_ahead_total:
+// hosts synchronised by NTP agree to well within it.
+const clockTolerance = time.Second
+
 // receive records delivered messages; while syncing they wait, otherwise
 // they are applied at once.
 func (w *worker) receive(ctx context.Context, msgs []jetstream.Msg) {
@@ -119,7 +124,11 @@ func (w *worker) applyReady(ctx context.Context, now time.Time) (again bool) {
 		if h.at.IsZero() {
 			h.at = e.OccurredAt
 		} else {
-			w.env.metrics.eventAge.Observe(max(now.Sub(h.at), 0).Seconds())
+			age := now.Sub(h.at)
+			if age < -clockTolerance {
+				w.env.metrics.eventsAhead.Inc()
+			}
+			w.env.metrics.eventAge.Observe(max(age, 0).Seconds())
 		}
 		if u == nil {
 			u = w.ledger.Add(key, e.Tenant, e.User)

@@ -303,7 +303,9 @@ func TestNewMailWindowCountsFromIngest(t *testing.T) {
 
 // TestEventAgeIsMeasured: pushproxy_dispatcher_event_age_seconds observes
 // how long ago ingest received each event the dispatcher reads; an event
-// without a receipt time (only when it occurred) is not counted.
+// without a receipt time (only when it occurred) is not counted, and one
+// received by a clock ahead of the dispatcher's counts as received now and
+// in events_received_ahead_total.
 func TestEventAgeIsMeasured(t *testing.T) {
 	e := newEnv(t)
 	e.enableProxy()
@@ -313,9 +315,15 @@ func TestEventAgeIsMeasured(t *testing.T) {
 	old.ReceivedAt = time.Now().Add(-2 * time.Second).UTC()
 	unstamped := newEvent(userName(8), events.KindNew, 1, nil)
 	unstamped.ReceivedAt = time.Time{}
+	ahead := newEvent(userName(9), events.KindNew, 1, nil)
+	ahead.ReceivedAt = time.Now().Add(time.Hour).UTC()
 	e.publish(old)
 	e.publish(unstamped)
+	e.publish(ahead)
 	waitFor(t, "every event acknowledged", func() bool { return settled(t, e) })
+	if got := metricValue(t, reg, "pushproxy_dispatcher_events_received_ahead_total"); got != 1 {
+		t.Fatalf("events received ahead = %v, want 1", got)
+	}
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -325,8 +333,8 @@ func TestEventAgeIsMeasured(t *testing.T) {
 			continue
 		}
 		h := f.GetMetric()[0].GetHistogram()
-		if h.GetSampleCount() != 1 || h.GetSampleSum() < 2 {
-			t.Fatalf("event ages: %d observed, %.3f s in all; want the stamped event's, at least 2 s", h.GetSampleCount(), h.GetSampleSum())
+		if h.GetSampleCount() != 2 || h.GetSampleSum() < 2 || h.GetSampleSum() > 60 {
+			t.Fatalf("event ages: %d observed, %.3f s in all; want the two stamped events', at least 2 s (the one ahead counts as 0)", h.GetSampleCount(), h.GetSampleSum())
 		}
 		return
 	}

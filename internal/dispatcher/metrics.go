@@ -20,6 +20,7 @@ type metrics struct {
 	pushLatency      prometheus.Histogram
 	eventToPush      prometheus.Histogram
 	eventAge         prometheus.Histogram
+	eventsAhead      prometheus.Counter
 	retries          prometheus.Counter
 	requeued         *prometheus.CounterVec
 	deadLetters      *prometheus.CounterVec
@@ -70,6 +71,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Time from the earliest event a push covers (received by ingest, or occurred) to the relay's acceptance.", Buckets: latency}),
 		eventAge: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "event_age_seconds",
 			Help: "Time from ingest receiving an event to this dispatcher reading it (by the clocks of both hosts): the wait in ingest, the stream and the fetch, or across a takeover, which the coalescing window of new mail absorbs up to three quarters of the window. With event_to_push_seconds, it tells a slow pipeline before the dispatcher from a slow relay.", Buckets: latency}),
+		eventsAhead: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "events_received_ahead_total",
+			Help: "Events whose receipt time (ingest's clock) was more than a second ahead of this dispatcher's clock when it read them: the clocks of ingest's and this dispatcher's hosts disagree. Event ages and event-to-push latencies are then off by as much, and new mail waits its whole coalescing window from the read."}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "relay_retries_total",
 			Help: "Relay requests retried after a temporary failure."}),
 		requeued: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "pushes_requeued_total",
@@ -124,7 +127,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.applied = m.events.WithLabelValues("applied")
 	m.alreadyApplied = m.events.WithLabelValues("already_applied")
 	m.invalid = m.events.WithLabelValues("invalid")
-	err := service.Register(reg, "dispatcher", m.events, m.redelivered, m.acked, m.pushes, m.skipped, m.eventsPerPush, m.pushLatency, m.eventToPush, m.eventAge, m.retries,
+	err := service.Register(reg, "dispatcher", m.events, m.redelivered, m.acked, m.pushes, m.skipped, m.eventsPerPush, m.pushLatency, m.eventToPush, m.eventAge, m.eventsAhead, m.retries,
 		m.requeued, m.deadLetters, m.devicesRemoved, m.requests, m.stalls, m.pending, m.ackPending, m.held, m.partitions,
 		m.members, m.breakerState, m.relayHealthy, m.proxyDisabled, m.takeovers, m.takeoverRead, m.takeoverTime, m.stateConflicts, m.missedDeliveries, m.gapEvents, m.gapLeaderReads, m.gapStaleStates, m.settleFailures,
 		m.subscriptionsIx, m.cachedUsers)
