@@ -29,8 +29,12 @@ func FreeAddr(t testing.TB) string {
 // moment ago, chosen at random below the kernel's ephemeral range: a port
 // from that range (what listening on port 0 gives) can be taken by any
 // outgoing connection while its server is down, and a node restarted on it
-// would then fail with "address already in use". All listeners are held
-// until every port is chosen, so the n ports differ.
+// would then fail with "address already in use". Each port is reserved for
+// this process until it ends (reserve), so that no other test or process
+// choosing ports here takes it while its server is down either: chaos's
+// cluster-restart once failed when another test's server took a stopped
+// NATS node's monitoring port. The n ports differ, and differ from every
+// port this process chose before.
 func FreePorts(n int) ([]int, error) {
 	low := ephemeralLow()
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid())))
@@ -46,8 +50,13 @@ func FreePorts(n int) ([]int, error) {
 			return nil, fmt.Errorf("choosing %d free ports below %d: too many in use", n, low)
 		}
 		port := 10000 + rng.IntN(low-10000)
+		release, ok := reserve(port)
+		if !ok {
+			continue
+		}
 		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
+			release()
 			continue
 		}
 		lns = append(lns, ln)
