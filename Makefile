@@ -165,13 +165,16 @@ CHAOS_PARALLEL ?= 2
 CHAOS_REPORT   ?= $(BIN)/chaos-summary.txt
 
 chaos-bin:
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(CHAOS_BIN)/ ./cmd/ingest ./cmd/dispatcher ./cmd/relay ./cmd/pushctl ./cmd/monitor
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(CHAOS_BIN)/ ./cmd/ingest ./cmd/dispatcher ./cmd/relay ./cmd/pushctl ./cmd/monitor ./test/pipelinebench
 	$(GO) build -o $(CHAOS_BIN)/nats-server github.com/nats-io/nats-server/v2
 
 # bench-scale runs the chaos tests' deployment (test/chaos). First
 # (BenchmarkClusterLatency) with LATENCY_USERS users, one device each, it
 # offers each of LATENCY_RATES events/s for LATENCY_SECONDS and prints the
-# event-to-push latency against window + 50 ms. Then (BenchmarkScale)
+# event-to-push latency against window + 50 ms; then its anchor, the raw
+# chain (test/pipelinebench) on the same cluster, at LATENCY_RAW_RATES
+# ("none": no anchor), and the ratio of the highest rates each holds.
+# Then (BenchmarkScale)
 # with SCALE_USERS users, one device each, it sends mail to
 # SCALE_ACTIVE per cent of them at SCALE_RATE events/s and prints the
 # dispatchers' and ingest's memory and the bytes per user state and per
@@ -184,11 +187,12 @@ SCALE_RATE   ?= 2000
 LATENCY_USERS   ?= 100000
 LATENCY_RATES   ?= 1000,2000,4000
 LATENCY_SECONDS ?= 20
+LATENCY_RAW_RATES ?= 2000,4000,6000,8000,10000
 
 bench-scale: chaos-bin
 	PUSHPROXY_CHAOS_BIN=$(abspath $(CHAOS_BIN)) PUSHPROXY_SCALE_USERS=$(SCALE_USERS) PUSHPROXY_SCALE_ACTIVE=$(SCALE_ACTIVE) \
 		PUSHPROXY_SCALE_RATE=$(SCALE_RATE) PUSHPROXY_LATENCY_USERS=$(LATENCY_USERS) PUSHPROXY_LATENCY_RATES=$(LATENCY_RATES) \
-		PUSHPROXY_LATENCY_SECONDS=$(LATENCY_SECONDS) \
+		PUSHPROXY_LATENCY_SECONDS=$(LATENCY_SECONDS) PUSHPROXY_LATENCY_RAW_RATES=$(LATENCY_RAW_RATES) \
 		$(GO) test -count=1 -timeout 60m -run '^$$' -bench '^Benchmark(ClusterLatency|Scale|ScaleOut)$$' -benchtime 1x ./test/chaos
 
 chaos: chaos-bin

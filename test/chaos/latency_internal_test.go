@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -52,5 +53,50 @@ func TestEnvInts(t *testing.T) {
 		if (err != nil) != tt.wantErr || !slices.Equal(got, tt.want) {
 			t.Errorf("envInts(%q) = %v, %v; want %v (error %v)", tt.value, got, err, tt.want, tt.wantErr)
 		}
+	}
+}
+
+func TestLatencyReportRatio(t *testing.T) {
+	// row is a rate held with every latency p99 (the goal is 350 ms), or
+	// not held.
+	row := func(rate int, p99 time.Duration, held bool) latencyRow {
+		r := latencyRow{rate: rate, events: rate, achieved: float64(rate), pushes: rate, lat: []time.Duration{p99}}
+		if !held {
+			r.missing = 1
+		}
+		return r
+	}
+	tests := []struct {
+		name      string
+		rows, raw []latencyRow
+		want      string
+	}{
+		{"the goal met at 2,000 of 8,000",
+			[]latencyRow{row(1000, 300*time.Millisecond, true), row(2000, 340*time.Millisecond, true), row(4000, 900*time.Millisecond, true)},
+			[]latencyRow{row(4000, 10*time.Millisecond, true), row(8000, 20*time.Millisecond, true), row(10000, time.Second, false)},
+			"highest rate within the goal: 2000 events/s; the raw chain held 8000 events/s; ratio 25%"},
+		{"the raw chain held its last rate",
+			[]latencyRow{row(2000, 340*time.Millisecond, true)},
+			[]latencyRow{row(4000, 10*time.Millisecond, true)},
+			"the raw chain held 4000 events/s (its highest rate offered: it may hold more); ratio 50%"},
+		{"the goal never met",
+			[]latencyRow{row(1000, 400*time.Millisecond, true)},
+			[]latencyRow{row(4000, 10*time.Millisecond, true)},
+			"highest rate within the goal: none; the raw chain held 4000 events/s"},
+		{"the raw chain held nothing",
+			[]latencyRow{row(1000, 300*time.Millisecond, true)},
+			[]latencyRow{row(4000, 10*time.Millisecond, false)},
+			"the raw chain held none of its rates: no ratio"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := latencyReport(100, tt.rows, tt.raw)
+			if !strings.Contains(got, tt.want) {
+				t.Fatalf("the report lacks %q:\n%s", tt.want, got)
+			}
+		})
+	}
+	if got := latencyReport(100, []latencyRow{row(1000, 300*time.Millisecond, true)}, nil); strings.Contains(got, "raw chain") {
+		t.Errorf("a report without the anchor speaks of it:\n%s", got)
 	}
 }

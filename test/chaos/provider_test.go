@@ -2,11 +2,14 @@ package chaos
 
 import (
 	"crypto/ecdsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -221,6 +224,30 @@ func (p *provider) verify(bearer string) bool {
 	p.tokens[bearer] = true
 	p.mu.Unlock()
 	return true
+}
+
+// token is a provider token the provider takes: signed with the app's
+// key, for a client that signs none itself (the raw chain's relay).
+func (p *provider) token() (string, error) {
+	data, err := os.ReadFile(p.keyP8)
+	if err != nil {
+		return "", fmt.Errorf("reading the APNs key: %w", err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return "", fmt.Errorf("reading the APNs key %s: no PEM block", p.keyP8)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return "", fmt.Errorf("reading the APNs key: %w", err)
+	}
+	t := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{"iss": apnsTeamID, "iat": time.Now().Unix()})
+	t.Header["kid"] = apnsKeyID
+	signed, err := t.SignedString(key)
+	if err != nil {
+		return "", fmt.Errorf("signing a provider token: %w", err)
+	}
+	return signed, nil
 }
 
 // setFault makes every push meet f from now on (faultNone: succeed

@@ -2,8 +2,6 @@ package chaos
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -132,10 +130,9 @@ func benchBinaries(b *testing.B) (context.Context, string) {
 // scaleUser is the name of user i; scaleDevice its device token.
 func scaleUser(i int) string { return "user" + strconv.Itoa(i) + "@" + fabrikam.org }
 
-func scaleDevice(i int) string {
-	sum := sha256.Sum256([]byte("scale-device-" + strconv.Itoa(i)))
-	return hex.EncodeToString(sum[:])
-}
+// The raw chain of the cluster latency bench derives the device from the
+// user's name the same way (benchtest.UserNumber).
+func scaleDevice(i int) string { return benchtest.DeviceToken(i) }
 
 // writeSubscriptions stores one device for each of n users, as
 // subscriptions.Store.Put creates them (the encoding the storage settings
@@ -608,8 +605,17 @@ func (u usage) sub(earlier usage) usage {
 
 // dispatcherUsage is what the running dispatchers used so far, together.
 func (s *system) dispatcherUsage() usage {
+	return procsUsage(s.dispatchers)
+}
+
+// procsUsage is what the running processes of procs used so far,
+// together.
+func procsUsage(procs []*proc) usage {
 	var total usage
-	for _, p := range s.dispatchers {
+	for _, p := range procs {
+		if p == nil {
+			continue
+		}
 		p.mu.Lock()
 		cmd := p.cmd
 		p.mu.Unlock()

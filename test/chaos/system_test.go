@@ -165,19 +165,10 @@ func (s *system) procs() []*proc {
 // and stops every process when t ends.
 func startSystem(ctx context.Context, t testing.TB, bin string, opts systemOptions) (*system, error) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "chaos-"+strings.ReplaceAll(t.Name(), "/", "-")+"-")
+	dir, err := systemDir(t, strings.ReplaceAll(t.Name(), "/", "-"))
 	if err != nil {
-		return nil, fmt.Errorf("temporary folder: %w", err)
+		return nil, err
 	}
-	// The folder (logs, stores) is kept when the test fails or envKeep is
-	// set, so that a failure can be looked into.
-	t.Cleanup(func() {
-		if t.Failed() || os.Getenv(envKeep) != "" {
-			t.Logf("logs and stores kept in %s", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
 	s := newSystem(t, dir, bin, fabrikam)
 	if opts.relayTLS {
 		certs := tlstest.Write(t, s.dir)
@@ -213,6 +204,24 @@ func startSystem(ctx context.Context, t testing.TB, bin string, opts systemOptio
 		}
 	}
 	return s, nil
+}
+
+// systemDir makes a new temporary folder for a deployment's logs and
+// stores, named after name. It is removed when t ends, unless t failed or
+// envKeep is set, so that a failure can be looked into.
+func systemDir(t testing.TB, name string) (string, error) {
+	dir, err := os.MkdirTemp("", "chaos-"+name+"-")
+	if err != nil {
+		return "", fmt.Errorf("temporary folder: %w", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() || os.Getenv(envKeep) != "" {
+			t.Logf("logs and stores kept in %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	return dir, nil
 }
 
 // newSystem returns tenant tn's deployment, with its files in dir, to be

@@ -233,7 +233,7 @@ func (p *process) subscribe(ctx context.Context, users, concurrency int) (time.D
 				if u >= users || ctx.Err() != nil {
 					return
 				}
-				body := fmt.Sprintf(`{"tenant":%q,"user":%q,"appId":%q,"deviceId":%q,"platform":"APNS"}`, benchOrg, userName(u), benchTopic, deviceToken(u))
+				body := fmt.Sprintf(`{"tenant":%q,"user":%q,"appId":%q,"deviceId":%q,"platform":"APNS"}`, benchOrg, userName(u), benchTopic, benchtest.DeviceToken(u))
 				status, answer, err := p.post(ctx, "/v1/subscriptions", "application/json", []byte(body))
 				if err == nil && status != http.StatusCreated && status != http.StatusOK {
 					err = fmt.Errorf("status %d: %s", status, answer)

@@ -76,9 +76,6 @@ func (p *provider) close() { p.srv.Close() }
 // url is the provider's base URL, the app's --apns-host.
 func (p *provider) url() string { return p.srv.URL }
 
-// deviceToken is the APNs device token of user u.
-func deviceToken(u int) string { return fmt.Sprintf("%064x", u) }
-
 func (p *provider) serve(w http.ResponseWriter, r *http.Request) {
 	at := p.clock.now()
 	w.Header().Set("apns-id", "00000000-0000-0000-0000-000000000000")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -12,6 +13,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,11 +25,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pushproxy/pushproxy/internal/benchtest"
 	"github.com/pushproxy/pushproxy/internal/benchtest/bareingest"
 	"github.com/pushproxy/pushproxy/internal/benchtest/forward"
 	"github.com/pushproxy/pushproxy/internal/broker"
 	"github.com/pushproxy/pushproxy/internal/dispatcher"
-	"github.com/pushproxy/pushproxy/internal/events"
 	"github.com/pushproxy/pushproxy/internal/httpx"
 	"github.com/pushproxy/pushproxy/internal/ingest"
 	"github.com/pushproxy/pushproxy/internal/nettest"
@@ -62,7 +64,7 @@ import (
 //
 // It keeps no per-user state, does not coalesce, order, retry or
 // dead-letter, reads no device (user u's device token is derived from its
-// name, as the bench makes them) and exports only Go's runtime metrics:
+// name, benchtest.DeviceToken, as the benches make them) and exports only Go's runtime metrics:
 // everything pushproxy does beyond moving the bytes.
 
 // rawChainCommand is the bench's own argument that runs the raw chain
@@ -74,33 +76,42 @@ const rawChainBanner = "raw chain ready"
 
 // rawChainConfig is what the raw chain's flags fill.
 type rawChainConfig struct {
-	dataDir, httpAddr, debugAddr string
-	providerURL, providerCA      string
+	dataDir, natsURL, httpAddr, debugAddr string
+	// parts are the stages this process runs (rawParts when all).
+	parts []string
+	// partitions are the MAIL partitions the dispatch stage consumes (all
+	// when empty); relayURL where it sends without a relay stage here.
+	partitions []int
+	relayURL   string
+	// providerURL, providerCA and providerAuth are the relay stage's push
+	// service, the CA its certificate is trusted by, and the
+	// Authorization header of every send; app is the devices' app in the
+	// dispatch stage's notifications (the relay stage's APNs topic).
+	providerURL, providerCA, providerAuth, app string
 }
+
+// The raw chain's stages, which -parts chooses from.
+const (
+	partIngest   = "ingest"
+	partDispatch = "dispatch"
+	partRelay    = "relay"
+)
+
+// rawParts are all the stages, chained in one process by default.
+var rawParts = []string{partIngest, partDispatch, partRelay}
+
+// runs reports whether the process runs stage part.
+func (c rawChainConfig) runs(part string) bool { return slices.Contains(c.parts, part) }
 
 // rawChainMain runs the raw chain with args (after rawChainCommand) until
 // it is interrupted, and returns the process's exit code.
 func rawChainMain(args []string, stdout, stderr io.Writer) int {
-	var cfg rawChainConfig
-	fs := flag.NewFlagSet("pipelinebench "+rawChainCommand, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: pipelinebench %s [flags]\n\nRuns the whole pipeline's anchor, the chain of raw stages the bench compares pushctl standalone with (see rawchain.go), until interrupted. The bench starts it itself.\n\n", rawChainCommand)
-		fs.PrintDefaults()
+	cfg, err := parseRawChainConfig(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
 	}
-	fs.StringVar(&cfg.dataDir, "data-dir", "", "folder of the embedded NATS server's data (required)")
-	fs.StringVar(&cfg.httpAddr, "http-addr", "127.0.0.1:0", "address of the events API (POST /v1/events) and of /metrics")
-	fs.StringVar(&cfg.debugAddr, "debug-addr", "", "address of Go's profiles (/debug/pprof/), none when empty")
-	fs.StringVar(&cfg.providerURL, "provider", "", "the APNs provider's base URL (required)")
-	fs.StringVar(&cfg.providerCA, "provider-ca-file", "", "PEM file of the certificate authority the provider's certificate is trusted by (required)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if cfg.dataDir == "" || cfg.providerURL == "" || cfg.providerCA == "" {
-		fmt.Fprintf(stderr, "pipelinebench %s: -data-dir, -provider and -provider-ca-file are required\n", rawChainCommand)
+	if err != nil {
+		fmt.Fprintf(stderr, "pipelinebench %s: %v\n", rawChainCommand, err)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -112,12 +123,69 @@ func rawChainMain(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// parseRawChainConfig reads the raw chain's flags from args and checks
+// that they fit together.
+func parseRawChainConfig(args []string, stderr io.Writer) (rawChainConfig, error) {
+	cfg := rawChainConfig{app: benchTopic}
+	var parts, partitions string
+	fs := flag.NewFlagSet("pipelinebench "+rawChainCommand, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: pipelinebench %s [flags]\n\nRuns the whole pipeline's anchor, the chain of raw stages the bench compares pushctl standalone with (see rawchain.go), until interrupted. "+
+			"The bench starts it itself, with every stage in one process on an embedded NATS server; test/chaos's cluster latency bench starts one process per stage (-parts) on its 3-node cluster (-nats-url).\n\n", rawChainCommand)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.dataDir, "data-dir", "", "folder of the embedded NATS server's data (required without -nats-url)")
+	fs.StringVar(&cfg.natsURL, "nats-url", "", "NATS servers to connect to (comma-separated) instead of an embedded server; MAIL must be provisioned (pushctl provision)")
+	fs.StringVar(&cfg.httpAddr, "http-addr", "127.0.0.1:0", "address of /metrics and /readyz, of the events API (POST /v1/events) with the ingest stage, and of the relay's publish path over plain HTTP with the relay stage but not the dispatch stage")
+	fs.StringVar(&cfg.debugAddr, "debug-addr", "", "address of Go's profiles (/debug/pprof/), none when empty")
+	fs.StringVar(&parts, "parts", strings.Join(rawParts, ","), "the stages this process runs, comma-separated: ingest, dispatch, relay; the dispatch stage sends to a relay stage in the same process over HTTPS")
+	fs.StringVar(&partitions, "partitions", "", "the MAIL partitions the dispatch stage consumes, comma-separated (default: all)")
+	fs.StringVar(&cfg.relayURL, "relay-url", "", "the relay stage's base URL (http://host:port"+relay.DefaultBasePath+"), for a dispatch stage without a relay stage in the process")
+	fs.StringVar(&cfg.providerURL, "provider", "", "the APNs provider's base URL (required with the relay stage)")
+	fs.StringVar(&cfg.providerCA, "provider-ca-file", "", "PEM file of the certificate authority the provider's certificate is trusted by (required with the relay stage)")
+	fs.StringVar(&cfg.providerAuth, "provider-authorization", "", "the Authorization header of every send to the provider (\"bearer <JWT>\"), none when empty")
+	fs.StringVar(&cfg.app, "app", cfg.app, "the devices' app in the dispatch stage's notifications, the relay stage's APNs topic")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	for _, part := range strings.Split(parts, ",") {
+		part = strings.TrimSpace(part)
+		if !slices.Contains(rawParts, part) {
+			return cfg, fmt.Errorf("-parts: %q is not one of %s", part, strings.Join(rawParts, ", "))
+		}
+		cfg.parts = append(cfg.parts, part)
+	}
+	n := broker.DefaultLayout().Partitions
+	for _, f := range strings.Split(partitions, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		p, err := strconv.Atoi(f)
+		if err != nil || p < 0 || p >= n {
+			return cfg, fmt.Errorf("-partitions: %q is not a partition (0 to %d)", f, n-1)
+		}
+		cfg.partitions = append(cfg.partitions, p)
+	}
+	switch {
+	case cfg.natsURL == "" && cfg.dataDir == "":
+		return cfg, errors.New("-data-dir or -nats-url is required")
+	case cfg.runs(partRelay) && (cfg.providerURL == "" || cfg.providerCA == ""):
+		return cfg, errors.New("the relay stage needs -provider and -provider-ca-file")
+	case cfg.runs(partDispatch) && !cfg.runs(partRelay) && cfg.relayURL == "":
+		return cfg, errors.New("a dispatch stage without the relay stage needs -relay-url")
+	}
+	return cfg, nil
+}
+
 // rawChain is the running chain.
 type rawChain struct {
-	js       jetstream.JetStream
-	keyer    *events.Keyer
 	relay    *relayclient.Client
 	relayURL string
+	app      string
 	// queue takes the consumers' deliveries to the senders.
 	queue chan jetstream.Msg
 	// since is every device's subscription time.
@@ -127,67 +195,62 @@ type rawChain struct {
 	failOnce sync.Once
 }
 
-// runRawChain starts the chain, prints rawChainBanner and serves until ctx
-// ends.
+// runRawChain starts the stages cfg names, prints rawChainBanner and
+// serves until ctx ends.
 func runRawChain(ctx context.Context, cfg rawChainConfig, stdout io.Writer) error {
-	conn, err := broker.Connect(ctx, broker.Options{Name: "pipelinebench raw chain", Embedded: true, StoreDir: cfg.dataDir})
+	opts := broker.Options{Name: "pipelinebench raw chain", Embedded: true, StoreDir: cfg.dataDir}
+	if cfg.natsURL != "" {
+		opts = broker.Options{Name: "pipelinebench raw chain " + strings.Join(cfg.parts, ","), URLs: strings.Split(cfg.natsURL, ",")}
+	}
+	conn, err := broker.Connect(ctx, opts)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	layout := broker.DefaultLayout()
-	if err := broker.Provision(ctx, conn.JS, layout); err != nil {
-		return err
-	}
-	keyer, err := broker.Keyer(ctx, conn.JS)
-	if err != nil {
-		return err
+	if cfg.natsURL == "" {
+		if err := broker.Provision(ctx, conn.JS, layout); err != nil {
+			return err
+		}
 	}
 	js, err := jetstream.New(conn.NC, jetstream.WithPublishAsyncMaxPending(ingest.DefaultMaxPending))
 	if err != nil {
 		return fmt.Errorf("opening JetStream: %w", err)
 	}
-	providerRoots, err := relay.ProviderRoots(cfg.providerCA)
-	if err != nil {
-		return err
-	}
-	fwd := forward.Start(forward.Config{Push: cfg.providerURL, Client: httpx.NewClient(httpx.ClientConfig{HTTP2Only: true, RootCAs: providerRoots}),
-		Slots: relay.DefaultProviderConcurrent / 4, Path: relay.DefaultBasePath + relayproto.PublishPath})
-	defer fwd.Close()
-	issuer, err := rawChainIssuer()
-	if err != nil {
-		return err
-	}
-	c := &rawChain{
-		js: js, keyer: keyer, relayURL: fwd.URL() + relay.DefaultBasePath, queue: make(chan jetstream.Msg, dispatcher.DefaultFetchBatch), since: time.Now().UTC(),
-		relay: relayclient.New(relayclient.Config{Tokens: issuer, BreakerFailures: -1,
-			HTTPClient: httpx.NewClient(httpx.ClientConfig{Timeout: relayclient.DefaultTimeout, MaxIdleConnsPerHost: 32, NoRedirects: true, RootCAs: fwd.Roots()})}),
-	}
-	for p := range layout.Partitions {
-		cons, err := conn.JS.CreateOrUpdateConsumer(ctx, broker.StreamMail, jetstream.ConsumerConfig{
-			Durable: fmt.Sprintf("raw-p%d", p), FilterSubject: broker.PartitionFilter(p),
-			AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: dispatcher.DefaultMaxAckPending,
-		})
+	c := &rawChain{relayURL: cfg.relayURL, app: cfg.app, since: time.Now().UTC(), queue: make(chan jetstream.Msg, dispatcher.DefaultFetchBatch)}
+	api := http.NewServeMux()
+	if cfg.runs(partIngest) {
+		keyer, err := broker.Keyer(ctx, conn.JS)
 		if err != nil {
-			return fmt.Errorf("creating the consumer of partition %d: %w", p, err)
+			return err
 		}
-		cc, err := cons.Consume(func(m jetstream.Msg) {
-			select {
-			case c.queue <- m:
-			case <-ctx.Done():
-			}
-		}, jetstream.PullMaxMessages(dispatcher.DefaultFetchBatch))
+		api.Handle("POST /v1/events", &bareingest.Handler{JS: js, Subject: func(user string) string { return keyer.Subject(benchOrg, user) }})
+	}
+	var relayRoots *x509.CertPool
+	if cfg.runs(partRelay) {
+		providerRoots, err := relay.ProviderRoots(cfg.providerCA)
 		if err != nil {
-			return fmt.Errorf("consuming partition %d: %w", p, err)
+			return err
 		}
-		defer cc.Stop()
+		fc := forward.Config{Push: cfg.providerURL, Client: httpx.NewClient(httpx.ClientConfig{HTTP2Only: true, RootCAs: providerRoots}),
+			Slots: relay.DefaultProviderConcurrent / 4, Path: relay.DefaultBasePath + relayproto.PublishPath, Authorization: cfg.providerAuth}
+		if cfg.runs(partDispatch) {
+			fwd := forward.Start(fc)
+			defer fwd.Close()
+			c.relayURL, relayRoots = fwd.URL()+relay.DefaultBasePath, fwd.Roots()
+		} else {
+			// Alone, as test/chaos's relay serves: plain HTTP.
+			api.Handle(fc.Path, forward.New(fc))
+		}
 	}
-	var senders sync.WaitGroup
-	defer senders.Wait()
-	for range dispatcher.DefaultMaxInFlight {
-		senders.Go(func() { c.send(ctx) })
+	if cfg.runs(partDispatch) {
+		stop, err := c.dispatch(ctx, conn.JS, cfg.partitions, relayRoots)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
-	stopServers, err := c.serve(cfg)
+	stopServers, err := c.serve(cfg, api)
 	if err != nil {
 		return err
 	}
@@ -197,14 +260,65 @@ func runRawChain(ctx context.Context, cfg rawChainConfig, stdout io.Writer) erro
 	return nil
 }
 
-// serve starts the events API with /metrics and, with cfg.debugAddr, Go's
-// profiles; the function it returns stops them.
-func (c *rawChain) serve(cfg rawChainConfig) (func(), error) {
+// dispatch consumes partitions (all when empty) with one plain durable
+// consumer each and starts the senders; the function it returns stops
+// them.
+func (c *rawChain) dispatch(ctx context.Context, js jetstream.JetStream, partitions []int, relayRoots *x509.CertPool) (func(), error) {
+	issuer, err := rawChainIssuer()
+	if err != nil {
+		return nil, err
+	}
+	c.relay = relayclient.New(relayclient.Config{Tokens: issuer, BreakerFailures: -1,
+		HTTPClient: httpx.NewClient(httpx.ClientConfig{Timeout: relayclient.DefaultTimeout, MaxIdleConnsPerHost: 32, NoRedirects: true, RootCAs: relayRoots})})
+	if len(partitions) == 0 {
+		for p := range broker.DefaultLayout().Partitions {
+			partitions = append(partitions, p)
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var senders sync.WaitGroup
+	var consumers []jetstream.ConsumeContext
+	stop := func() {
+		for _, cc := range consumers {
+			cc.Stop()
+		}
+		cancel()
+		senders.Wait()
+	}
+	for _, p := range partitions {
+		cons, err := js.CreateOrUpdateConsumer(ctx, broker.StreamMail, jetstream.ConsumerConfig{
+			Durable: fmt.Sprintf("raw-p%d", p), FilterSubject: broker.PartitionFilter(p),
+			AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: dispatcher.DefaultMaxAckPending,
+		})
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("creating the consumer of partition %d: %w", p, err)
+		}
+		cc, err := cons.Consume(func(m jetstream.Msg) {
+			select {
+			case c.queue <- m:
+			case <-ctx.Done():
+			}
+		}, jetstream.PullMaxMessages(dispatcher.DefaultFetchBatch))
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("consuming partition %d: %w", p, err)
+		}
+		consumers = append(consumers, cc)
+	}
+	for range dispatcher.DefaultMaxInFlight {
+		senders.Go(func() { c.send(ctx) })
+	}
+	return stop, nil
+}
+
+// serve serves api with /metrics and /readyz and, with cfg.debugAddr,
+// Go's profiles; the function it returns stops them.
+func (c *rawChain) serve(cfg rawChainConfig, api *http.ServeMux) (func(), error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector())
-	api := http.NewServeMux()
-	api.Handle("POST /v1/events", &bareingest.Handler{JS: c.js, Subject: func(user string) string { return c.keyer.Subject(benchOrg, user) }})
 	api.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	api.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ready\n") })
 	servers := []*http.Server{{Addr: cfg.httpAddr, Handler: api, ReadHeaderTimeout: 10 * time.Second}}
 	if cfg.debugAddr != "" {
 		debug := http.NewServeMux()
@@ -269,10 +383,12 @@ func (c *rawChain) send(ctx context.Context) {
 			}
 			notes = append(notes, n)
 		}
-		if _, err := c.relay.Publish(ctx, c.relayURL, notes); err != nil {
+		resp, err := c.relay.Publish(ctx, c.relayURL, notes)
+		if err != nil {
 			c.fail(err)
 			continue
 		}
+		c.checkDelivered(resp)
 		for _, m := range batch {
 			_ = m.Ack()
 		}
@@ -286,16 +402,29 @@ func (c *rawChain) notification(m jetstream.Msg) (relayproto.Notification, error
 	if err := json.Unmarshal(m.Data(), &e); err != nil {
 		return relayproto.Notification{}, fmt.Errorf("decoding a stored event: %w", err)
 	}
-	name, _, _ := strings.Cut(e.User, "@")
-	u, err := strconv.Atoi(strings.TrimPrefix(name, "u"))
-	if err != nil {
+	u, ok := benchtest.UserNumber(e.User)
+	if !ok {
 		return relayproto.Notification{}, fmt.Errorf("user %q is not one of the bench's", e.User)
 	}
 	return relayproto.Notification{
 		ID:         e.ChangeID,
 		Payload:    relayproto.Payload{TenantID: benchOrg, UnseenEmailCount: e.Unread, BackgroundSyncType: relayproto.BackgroundSyncEmail},
-		Recipients: []relayproto.Recipient{{AppID: benchTopic, DeviceID: deviceToken(u), LastSubscriptionUpdate: c.since}},
+		Recipients: []relayproto.Recipient{{AppID: c.app, DeviceID: benchtest.DeviceToken(u), LastSubscriptionUpdate: c.since}},
 	}, nil
+}
+
+// checkDelivered reports a device the relay stage did not deliver to (the
+// chain acknowledges its event all the same: the bench finds the badge
+// missing).
+func (c *rawChain) checkDelivered(resp relayproto.Response) {
+	for _, n := range resp.Results {
+		for _, d := range n.Devices {
+			if d.Outcome() != relayproto.ClassDelivered {
+				c.fail(fmt.Errorf("notification %s to device %s: %s", n.ID, d.DeviceID, d.Outcome()))
+				return
+			}
+		}
+	}
 }
 
 // fail reports the chain's first error on its standard error.

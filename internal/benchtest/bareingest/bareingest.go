@@ -1,6 +1,6 @@
 // Package bareingest is ingest's anchor in the benchmarks: a bare net/http
-// handler that stores each event of a request (one JSON event, or NDJSON
-// lines) in the MAIL stream with its change id as Nats-Msg-Id, and does
+// handler that stores each event of a request (one JSON event, a JSON
+// array of them, or NDJSON lines) in the MAIL stream with its change id as Nats-Msg-Id, and does
 // nothing else (no credentials, validation, completion, metrics or limits).
 // One event is published synchronously; the events of a batch are
 // published asynchronously and their acknowledgements awaited together, as
@@ -45,7 +45,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpjson.WriteError(w, &httpjson.Error{Status: http.StatusBadRequest, Code: "unreadable", Message: "reading the request: " + err.Error()})
 		return
 	}
-	lines := bytes.Split(bytes.TrimSpace(body), []byte("\n"))
+	lines, err := split(body)
+	if err != nil {
+		httpjson.WriteError(w, &httpjson.Error{Status: http.StatusBadRequest, Code: "invalid_event", Message: err.Error()})
+		return
+	}
 	msgs := make([]*nats.Msg, len(lines))
 	for i, line := range lines {
 		if msgs[i], err = h.message(line); err != nil {
@@ -58,6 +62,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpjson.Write(w, http.StatusOK, map[string]int{"accepted": len(msgs)})
+}
+
+// split returns the events of a body: the elements of a JSON array, or
+// its lines.
+func split(body []byte) ([][]byte, error) {
+	body = bytes.TrimSpace(body)
+	if !bytes.HasPrefix(body, []byte("[")) {
+		return bytes.Split(body, []byte("\n")), nil
+	}
+	var events []json.RawMessage
+	if err := json.Unmarshal(body, &events); err != nil {
+		return nil, fmt.Errorf("decoding an array of events: %w", err)
+	}
+	if len(events) == 0 {
+		return nil, fmt.Errorf("decoding an array of events: it is empty")
+	}
+	lines := make([][]byte, len(events))
+	for i, e := range events {
+		lines[i] = e
+	}
+	return lines, nil
 }
 
 // message is the stored message of one event: the line as it came.

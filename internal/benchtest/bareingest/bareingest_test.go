@@ -32,6 +32,9 @@ func TestHandlerStoresEveryEventOrNone(t *testing.T) {
 		{"a batch", "{\"user\":\"a@fabrikam.com\",\"change_id\":\"c2\"}\n{\"user\":\"b@fabrikam.com\",\"change_id\":\"c3\"}\n", http.StatusOK, 3},
 		{"a batch sent again: deduplicated", "{\"user\":\"a@fabrikam.com\",\"change_id\":\"c2\"}\n{\"user\":\"b@fabrikam.com\",\"change_id\":\"c3\"}\n", http.StatusOK, 3},
 		{"an undecodable line: nothing stored", "{\"user\":\"a@fabrikam.com\",\"change_id\":\"c4\"}\nnot json\n", http.StatusBadRequest, 3},
+		{"a JSON array", `[{"user":"a@fabrikam.com","change_id":"c5"},{"user":"b@fabrikam.com","change_id":"c6"}]`, http.StatusOK, 5},
+		{"an empty array: nothing stored", `[]`, http.StatusBadRequest, 5},
+		{"an array not closed: nothing stored", `[{"user":"a@fabrikam.com","change_id":"c7"}`, http.StatusBadRequest, 5},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -35,41 +35,60 @@ type Config struct {
 	// Path is the publish path served (the relay's base path and
 	// relayproto.PublishPath).
 	Path string
+	// Authorization is every send's Authorization header (an APNs
+	// provider token: "bearer <JWT>"); none when empty.
+	Authorization string
 }
 
-// Forwarder is the bare handler, served over HTTPS with HTTP/2 on a
-// loopback port, with httptest's certificate for 127.0.0.1.
+// Forwarder is the bare handler. Started with Start, it serves itself
+// over HTTPS with HTTP/2 on a loopback port, with httptest's certificate
+// for 127.0.0.1; made with New, it is an http.Handler to serve.
 type Forwarder struct {
-	srv   *httptest.Server
-	push  string
-	hc    *http.Client
-	slots chan struct{}
+	mux           *http.ServeMux
+	srv           *httptest.Server
+	push          string
+	authorization string
+	hc            *http.Client
+	slots         chan struct{}
 }
 
-// Start serves a Forwarder as cfg says. Close stops it.
+// New returns a Forwarder as cfg says, to be served as a handler of
+// cfg.Path.
+func New(cfg Config) *Forwarder {
+	f := &Forwarder{push: cfg.Push, authorization: cfg.Authorization, hc: cfg.Client, slots: make(chan struct{}, max(cfg.Slots, 1)), mux: http.NewServeMux()}
+	f.mux.HandleFunc("POST "+cfg.Path, f.publish)
+	return f
+}
+
+// ServeHTTP serves cfg.Path's publish requests.
+func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) { f.mux.ServeHTTP(w, r) }
+
+// Start serves a Forwarder as cfg says over HTTPS. Close stops it.
 func Start(cfg Config) *Forwarder {
-	f := &Forwarder{push: cfg.Push, hc: cfg.Client, slots: make(chan struct{}, max(cfg.Slots, 1))}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+cfg.Path, f.publish)
-	f.srv = httptest.NewUnstartedServer(mux)
+	f := New(cfg)
+	f.srv = httptest.NewUnstartedServer(f.mux)
 	f.srv.EnableHTTP2 = true
 	f.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	f.srv.StartTLS()
 	return f
 }
 
-// URL is the server's base URL (https://127.0.0.1:<port>).
+// URL is the server's base URL (https://127.0.0.1:<port>), with Start.
 func (f *Forwarder) URL() string { return f.srv.URL }
 
-// Roots trusts the server's certificate, for its clients.
+// Roots trusts the server's certificate, for its clients, with Start.
 func (f *Forwarder) Roots() *x509.CertPool {
 	roots := x509.NewCertPool()
 	roots.AddCert(f.srv.Certificate())
 	return roots
 }
 
-// Close stops the server.
-func (f *Forwarder) Close() { f.srv.Close() }
+// Close stops the server started with Start.
+func (f *Forwarder) Close() {
+	if f.srv != nil {
+		f.srv.Close()
+	}
+}
 
 // publish forwards every device of a publish request and answers.
 func (f *Forwarder) publish(w http.ResponseWriter, r *http.Request) {
@@ -109,6 +128,9 @@ func (f *Forwarder) send(ctx context.Context, rc relayproto.Recipient, count int
 	}
 	req.Header.Set("content-type", "application/json")
 	req.Header.Set("apns-topic", rc.AppID)
+	if f.authorization != "" {
+		req.Header.Set("authorization", f.authorization)
+	}
 	resp, err := f.hc.Do(req)
 	if err != nil {
 		return err
