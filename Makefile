@@ -3,7 +3,7 @@
 #   make run     run everything in one process on an embedded NATS server (data in ./data)
 #   make test    vet, format check, unit tests (with -race), alert rule tests (promtool) and integration tests
 #   make bench   throughput and latency benchmarks, as ratios to raw JetStream; the whole pipeline against its raw stages chained
-#   make bench-scale  the chaos tests' cluster: event-to-push latency at offered rates; a million users: dispatcher and ingest RSS, bytes per KV entry; 1 to 3 dispatchers
+#   make bench-scale  the chaos tests' cluster: event-to-push latency at offered rates, against the raw chain on the same cluster; a million users: dispatcher and ingest RSS, bytes per KV entry; 1 to 3 dispatchers
 #   make fuzz    run every fuzz target for FUZZTIME each
 #   make build   build all binaries into ./bin
 #   make lint    go vet, gofmt check and staticcheck (installed by the Makefile)
@@ -186,7 +186,7 @@ SCALE_ACTIVE ?= 10
 SCALE_RATE   ?= 2000
 LATENCY_USERS   ?= 100000
 LATENCY_RATES   ?= 1000,2000,4000
-LATENCY_SECONDS ?= 20
+LATENCY_SECONDS ?= 60
 LATENCY_RAW_RATES ?= 2000,4000,6000,8000,10000
 
 bench-scale: chaos-bin
