@@ -64,8 +64,14 @@ import (
 //
 // It keeps no per-user state, does not coalesce, order, retry or
 // dead-letter, reads no device (user u's device token is derived from its
-// name, benchtest.DeviceToken, as the benches make them) and exports only Go's runtime metrics:
-// everything pushproxy does beyond moving the bytes.
+// name, benchtest.DeviceToken, as the benches make them) and exports only
+// Go's runtime metrics: everything pushproxy does beyond moving the bytes.
+//
+// By default every stage runs in one process on an embedded server, as
+// make bench runs it. With -nats-url and -parts, each stage can run in a
+// process of its own on a cluster, as test/chaos's cluster latency bench
+// runs it; a relay stage alone serves plain HTTP, as that cluster's relay
+// does.
 
 // rawChainCommand is the bench's own argument that runs the raw chain
 // instead of the bench (the bench starts itself with it).
