@@ -2,20 +2,18 @@ package chaos
 
 import (
 	"crypto/ecdsa"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/sideshow/apns2/token"
 
 	"github.com/pushproxy/pushproxy/internal/providers/apns/apnstest"
 )
@@ -226,28 +224,19 @@ func (p *provider) verify(bearer string) bool {
 	return true
 }
 
-// token is a provider token the provider takes: signed with the app's
-// key, for a client that signs none itself (the raw chain's relay).
+// token is a provider token the provider takes, signed with the app's key
+// the way the relay signs its own (github.com/sideshow/apns2/token), for
+// a client that signs none itself (the raw chain's relay).
 func (p *provider) token() (string, error) {
-	data, err := os.ReadFile(p.keyP8)
+	key, err := token.AuthKeyFromFile(p.keyP8)
 	if err != nil {
 		return "", fmt.Errorf("reading the APNs key: %w", err)
 	}
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return "", fmt.Errorf("reading the APNs key %s: no PEM block", p.keyP8)
-	}
-	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		return "", fmt.Errorf("reading the APNs key: %w", err)
-	}
-	t := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{"iss": apnsTeamID, "iat": time.Now().Unix()})
-	t.Header["kid"] = apnsKeyID
-	signed, err := t.SignedString(key)
-	if err != nil {
+	t := &token.Token{AuthKey: key, KeyID: apnsKeyID, TeamID: apnsTeamID}
+	if _, err := t.Generate(); err != nil {
 		return "", fmt.Errorf("signing a provider token: %w", err)
 	}
-	return signed, nil
+	return t.Bearer, nil
 }
 
 // setFault makes every push meet f from now on (faultNone: succeed

@@ -1,7 +1,8 @@
 // Package bareingest is ingest's anchor in the benchmarks: a bare net/http
 // handler that stores each event of a request (one JSON event, a JSON
-// array of them, or NDJSON lines) in the MAIL stream with its change id as Nats-Msg-Id, and does
-// nothing else (no credentials, validation, completion, metrics or limits).
+// array of them, or NDJSON lines) in the MAIL stream with its change id as
+// Nats-Msg-Id, and does nothing else (no credentials, validation,
+// completion, metrics or limits).
 // One event is published synchronously; the events of a batch are
 // published asynchronously and their acknowledgements awaited together, as
 // ingest does. A benchmark comparing ingest with it over the same HTTP
